@@ -1,0 +1,1 @@
+//! Export PCI BAR ranges as dma-bufs.

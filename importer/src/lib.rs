@@ -1,0 +1,1 @@
+//! Import dma-bufs into other devices.
