@@ -1,1 +1,181 @@
-fn main() {}
+//! `peerdma-testbed`: boot a real kernel under QEMU with emulated PCI devices behind a
+//! vIOMMU, bind them to vfio-pci and run a command inside.
+//!
+//! The same binary is the guest's init: run as PID 1 it sets the guest up instead.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use peerdma_testbed::devices::{DeviceList, Topology};
+use peerdma_testbed::kernel::KernelChoice;
+use peerdma_testbed::vm::{Testbed, VmOptions, INTERRUPTED};
+
+#[derive(Parser)]
+#[command(name = "peerdma-testbed", version, about = "Boot a real kernel under QEMU with emulated PCI devices bound to vfio-pci, and run a command inside")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot the VM, run CMD as root in the guest (in this directory), exit with its status.
+    Run {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Print the run's summary (BDFs, timings) as JSON on stderr at the end.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Boot the VM with an interactive shell on this terminal (exit the shell to power off).
+    Shell {
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Resolve (fetch or build) a kernel and say where it came from.
+    Kernel {
+        /// reference, stock or a path to a bzImage.
+        #[arg(long, default_value = "reference")]
+        kernel: KernelChoice,
+    },
+    /// Internal: the guest's init (run automatically as PID 1 in the VM).
+    #[command(hide = true)]
+    GuestInit,
+}
+
+#[derive(Args)]
+struct VmArgs {
+    /// reference (Debian linux-source 7.2 + the project's fragment), stock (Debian's
+    /// linux-image 7.2) or a path to a bzImage.
+    #[arg(long, default_value = "reference")]
+    kernel: KernelChoice,
+    /// Devices: KIND[:SIZE][=ROLE],... with KIND ivshmem, edu, nvme or gpu.
+    #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
+    devices: DeviceList,
+    /// root (each device on the root bus, own IOMMU group) or switch (behind one PCIe switch).
+    #[arg(long, default_value = "root")]
+    topology: Topology,
+    /// on: intel-iommu vIOMMU; off: vfio noiommu mode.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    iommu: String,
+    /// Keep the run's scratch (backing files, console log, testbed.json) in DIR.
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// Seconds before the run is killed (boot included).
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u64,
+}
+
+impl VmArgs {
+    fn options(self, stream: bool) -> VmOptions {
+        VmOptions {
+            kernel: self.kernel,
+            devices: self.devices,
+            topology: self.topology,
+            iommu: self.iommu == "on",
+            scratch: self.scratch,
+            timeout: Duration::from_secs(self.timeout),
+            memory_mib: self.memory,
+            stream,
+            ..VmOptions::default()
+        }
+    }
+}
+
+fn install_signal_handlers() {
+    extern "C" fn on_signal(_: nix::libc::c_int) {
+        INTERRUPTED.store(true, Ordering::Relaxed);
+    }
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_signal),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &action) };
+    }
+}
+
+fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        peerdma_testbed::guest::run_as_init();
+    }
+    match real_main() {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("peerdma-testbed: error: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn real_main() -> Result<u8> {
+    let cli = Cli::parse();
+    install_signal_handlers();
+    match cli.command {
+        Cmd::Run { vm, json, cmd } => {
+            let testbed = Testbed::new(vm.options(true))?;
+            let k = testbed.kernel();
+            eprintln!("testbed: kernel {} ({})", k.version, k.source);
+            let out = testbed.run(&cmd)?;
+            for w in &out.kernel_warnings {
+                eprintln!("testbed: kernel warning: {w}");
+            }
+            eprintln!(
+                "testbed: {} exited with {} (boot to test start {:.1} s, whole run {:.1} s, {})",
+                cmd[0], out.status, out.boot_to_test_s, out.wall_s, out.accel
+            );
+            if out.scratch.is_kept() {
+                eprintln!("testbed: scratch kept in {}", out.scratch.path().display());
+            }
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "status": out.status,
+                        "boot_to_test_s": out.boot_to_test_s,
+                        "wall_s": out.wall_s,
+                        "accel": out.accel.to_string(),
+                        "console_log": out.console_log,
+                        "manifest": out.manifest,
+                    })
+                );
+            }
+            Ok(out.status.clamp(0, 255) as u8)
+        }
+        Cmd::Shell { vm } => {
+            let testbed = Testbed::new(vm.options(true))?;
+            let out = testbed.shell()?;
+            Ok(out.status.clamp(0, 255) as u8)
+        }
+        Cmd::Kernel { kernel } => {
+            let k = peerdma_testbed::kernel::resolve(&kernel)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "version": k.version,
+                    "image": k.image,
+                    "initrd": k.initrd,
+                    "modules_root": k.modules_root,
+                    "has_iommufd": k.has_iommufd,
+                    "source": k.source,
+                    "cache": peerdma_testbed::cache::dir()?,
+                    "cache_bytes": peerdma_testbed::cache::du(&peerdma_testbed::cache::dir()?),
+                })
+            );
+            Ok(0)
+        }
+        Cmd::GuestInit => peerdma_testbed::guest::run_as_init(),
+    }
+}

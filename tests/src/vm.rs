@@ -1,0 +1,517 @@
+//! The host side of the testbed: builds QEMU's command line, boots the kernel, streams the
+//! command's output, enforces the timeout, and checks the console for panics and oopses.
+//! QEMU is killed on every path (drop, panic, timeout, Ctrl-C).
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::accel::{self, Accel};
+use crate::devices::{DeviceKind, DeviceList, Topology};
+use crate::kernel::{self, Kernel, KernelChoice, KernelKind};
+use crate::manifest::{
+    GuestConfig, GuestDevice, Manifest, EXIT_STATUS_FILE, GUEST_CONFIG_FILE, MANIFEST_FILE,
+    ROOT_TAG, SCRATCH_TAG,
+};
+use crate::scratch::Scratch;
+
+/// Set by the binary's SIGINT/SIGTERM handler: the runner kills QEMU and returns.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How to boot the testbed.
+#[derive(Clone, Debug)]
+pub struct VmOptions {
+    /// Which kernel.
+    pub kernel: KernelChoice,
+    /// Which devices.
+    pub devices: DeviceList,
+    /// Where they sit.
+    pub topology: Topology,
+    /// A vIOMMU (on) or vfio noiommu mode (off).
+    pub iommu: bool,
+    /// A scratch directory to use and keep; a temporary one otherwise.
+    pub scratch: Option<PathBuf>,
+    /// Limit for the whole run, boot included.
+    pub timeout: Duration,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Guest CPUs.
+    pub cpus: u32,
+    /// Copy the command's output to this process's stdout as it arrives.
+    pub stream: bool,
+    /// Extra environment for the command in the guest.
+    pub env: Vec<(String, String)>,
+    /// The guest's working directory (default: this process's).
+    pub cwd: Option<PathBuf>,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        VmOptions {
+            kernel: KernelChoice::Reference,
+            devices: DeviceList::default(),
+            topology: Topology::Root,
+            iommu: true,
+            scratch: None,
+            timeout: Duration::from_secs(300),
+            memory_mib: 2048,
+            cpus: 2,
+            stream: false,
+            env: Vec::new(),
+            cwd: None,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The command's exit status in the guest (125: the guest init failed).
+    pub status: i32,
+    /// Everything the command wrote to stdout and stderr.
+    pub output: String,
+    /// The guest's report of its devices.
+    pub manifest: Manifest,
+    /// The scratch directory (backing files live here until this is dropped).
+    pub scratch: Scratch,
+    /// The kernel's console log.
+    pub console_log: PathBuf,
+    /// `WARNING:` lines from the kernel log.
+    pub kernel_warnings: Vec<String>,
+    /// Seconds from QEMU start to the command's start.
+    pub boot_to_test_s: f64,
+    /// Seconds for the whole run.
+    pub wall_s: f64,
+    /// The accelerator used.
+    pub accel: Accel,
+}
+
+impl RunOutcome {
+    /// The host path of a device's ivshmem backing file.
+    pub fn backing_file(&self, role: &str) -> Result<PathBuf> {
+        self.manifest
+            .device(role)
+            .and_then(|d| d.backing_file.clone())
+            .with_context(|| format!("no ivshmem device with role {role} in this run"))
+    }
+}
+
+/// A resolved testbed: kernel and QEMU found, ready to boot any number of times.
+pub struct Testbed {
+    options: VmOptions,
+    kernel: Kernel,
+    qemu: PathBuf,
+    accel: Accel,
+}
+
+/// QEMU, killed and reaped on drop.
+struct QemuProcess(Child);
+
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Testbed {
+    /// Resolves the kernel (fetching or building it when needed) and QEMU.
+    pub fn new(options: VmOptions) -> Result<Testbed> {
+        let qemu = crate::host::qemu_binary()?;
+        let kernel = kernel::resolve(&options.kernel)?;
+        let (accel, why) = accel::choose();
+        eprintln!("testbed: accelerator {accel} ({why})");
+        Ok(Testbed {
+            options,
+            kernel,
+            qemu,
+            accel,
+        })
+    }
+
+    /// The resolved kernel.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// Boots the VM, runs `argv` as root in the guest and returns what happened.
+    /// A guest panic, oops, timeout or init failure is an error; the command's own
+    /// non-zero exit status is not (see [`RunOutcome::status`]).
+    pub fn run<S: AsRef<str>>(&self, argv: &[S]) -> Result<RunOutcome> {
+        let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_string()).collect();
+        if argv.is_empty() {
+            bail!("no command given: peerdma-testbed run -- CMD [ARGS]");
+        }
+        self.boot(argv, false)
+    }
+
+    /// Boots the VM with an interactive shell on this terminal.
+    pub fn shell(&self) -> Result<RunOutcome> {
+        self.boot(Vec::new(), true)
+    }
+
+    fn guest_config(&self, argv: Vec<String>, interactive: bool, scratch: &Path) -> Result<GuestConfig> {
+        let cwd = match &self.options.cwd {
+            Some(c) => c.clone(),
+            None => std::env::current_dir()?,
+        };
+        let devices = self
+            .options
+            .devices
+            .0
+            .iter()
+            .map(|d| GuestDevice {
+                role: d.role.clone(),
+                kind: d.kind,
+                backing_file: (d.kind == DeviceKind::Ivshmem)
+                    .then(|| scratch.join(format!("{}.mem", d.role))),
+                size: d.size_mib << 20,
+            })
+            .collect();
+        let stock = matches!(self.kernel.kind, KernelKind::Stock);
+        Ok(GuestConfig {
+            argv,
+            cwd,
+            env: self.options.env.clone(),
+            interactive,
+            devices,
+            modules: if stock {
+                kernel::modules_for_guest().iter().map(|s| s.to_string()).collect()
+            } else {
+                Vec::new()
+            },
+            modules_root: self.kernel.modules_root.clone(),
+            iommu: self.options.iommu,
+            topology: self.options.topology,
+            kernel: match self.kernel.kind {
+                KernelKind::Reference => "reference",
+                KernelKind::Stock => "stock",
+                KernelKind::Custom => "custom",
+            }
+            .to_string(),
+        })
+    }
+
+    /// QEMU's arguments for one boot.
+    pub fn qemu_args(&self, accel: Accel, scratch: &Path, console: &Path) -> Result<Vec<String>> {
+        let o = &self.options;
+        let init = std::env::current_exe()?;
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |s: String| a.push(s);
+        let machine = match accel {
+            Accel::Kvm => "q35,accel=kvm,kernel-irqchip=split",
+            Accel::Tcg => "q35,accel=tcg",
+        };
+        push("-nodefaults".into());
+        push("-no-user-config".into());
+        push("-no-reboot".into());
+        push("-display".into());
+        push("none".into());
+        let gpu = o.devices.0.iter().any(|d| d.kind == DeviceKind::Gpu);
+        if gpu {
+            // virtio-gpu blob resources need guest RAM that QEMU can share via udmabuf.
+            push("-object".into());
+            push(format!("memory-backend-memfd,id=ram,size={}M", o.memory_mib));
+            push("-machine".into());
+            push(format!("{machine},memory-backend=ram"));
+        } else {
+            push("-machine".into());
+            push(machine.into());
+        }
+        push("-cpu".into());
+        push(if accel == Accel::Kvm { "host" } else { "max" }.into());
+        push("-smp".into());
+        push(o.cpus.to_string());
+        push("-m".into());
+        push(format!("{}M", o.memory_mib));
+        push("-serial".into());
+        push(format!("file:{}", console.display()));
+        push("-chardev".into());
+        push("stdio,id=cmd,signal=off".into());
+        push("-serial".into());
+        push("chardev:cmd".into());
+        push("-monitor".into());
+        push(format!("unix:{}/monitor.sock,server=on,wait=off", scratch.display()));
+        if o.iommu {
+            push("-device".into());
+            push("intel-iommu,intremap=on,caching-mode=on,aw-bits=48".into());
+        }
+        push("-kernel".into());
+        push(self.kernel.image.display().to_string());
+        if let Some(initrd) = &self.kernel.initrd {
+            push("-initrd".into());
+            push(initrd.display().to_string());
+        }
+        let mut cmdline = format!(
+            "console=ttyS0 root={ROOT_TAG} rootfstype=9p \
+             rootflags=trans=virtio,version=9p2000.L,msize=512000,cache=loose ro \
+             init={} panic=-1 oops=panic loglevel=6",
+            init.display()
+        );
+        if o.iommu {
+            cmdline.push_str(" intel_iommu=on iommu=pt");
+        } else {
+            cmdline.push_str(" vfio.enable_unsafe_noiommu_mode=1");
+        }
+        push("-append".into());
+        push(cmdline);
+        push("-fsdev".into());
+        push("local,id=hostroot,path=/,security_model=none,readonly=on".into());
+        push("-device".into());
+        push(format!("virtio-9p-pci,fsdev=hostroot,mount_tag={ROOT_TAG},addr=0x2"));
+        push("-fsdev".into());
+        push(format!("local,id=scratch,path={},security_model=none", scratch.display()));
+        push("-device".into());
+        push(format!("virtio-9p-pci,fsdev=scratch,mount_tag={SCRATCH_TAG},addr=0x3"));
+        if o.topology == Topology::Switch {
+            push("-device".into());
+            push("pcie-root-port,id=rp0,bus=pcie.0,addr=0x1c,chassis=1,slot=0".into());
+            push("-device".into());
+            push("x3130-upstream,id=up0,bus=rp0".into());
+        }
+        for (i, d) in o.devices.0.iter().enumerate() {
+            let place = match o.topology {
+                Topology::Root => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
+                Topology::Switch => {
+                    push("-device".into());
+                    push(format!(
+                        "xio3130-downstream,id=dn{i},bus=up0,chassis={},slot={i}",
+                        10 + i
+                    ));
+                    format!("bus=dn{i}")
+                }
+            };
+            let role = &d.role;
+            match d.kind {
+                DeviceKind::Ivshmem => {
+                    push("-object".into());
+                    push(format!(
+                        "memory-backend-file,id=mem-{role},share=on,mem-path={}/{role}.mem,size={}M",
+                        scratch.display(),
+                        d.size_mib
+                    ));
+                    push("-device".into());
+                    push(format!("ivshmem-plain,memdev=mem-{role},{place}"));
+                }
+                DeviceKind::Edu => {
+                    push("-device".into());
+                    push(format!("edu,{place}"));
+                }
+                DeviceKind::Nvme => {
+                    let img = scratch.join(format!("{role}.img"));
+                    let f = std::fs::File::create(&img)?;
+                    f.set_len(64 << 20)?;
+                    push("-drive".into());
+                    push(format!("file={},if=none,id=drv-{role},format=raw", img.display()));
+                    push("-device".into());
+                    push(format!(
+                        "nvme,serial=peerdma{i},drive=drv-{role},cmb_size_mb={},{place}",
+                        d.size_mib
+                    ));
+                }
+                DeviceKind::Gpu => {
+                    if !Path::new("/dev/udmabuf").exists() {
+                        bail!(
+                            "device {role}: virtio-gpu-pci,blob=true needs /dev/udmabuf on the host \
+                             (modprobe udmabuf; this machine's kernel lacks it), QEMU refuses it otherwise"
+                        );
+                    }
+                    push("-device".into());
+                    push(format!("virtio-gpu-pci,blob=true,{place}"));
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    fn boot(&self, argv: Vec<String>, interactive: bool) -> Result<RunOutcome> {
+        let scratch = Scratch::new(self.options.scratch.as_deref())?;
+        let config = self.guest_config(argv, interactive, scratch.path())?;
+        std::fs::write(
+            scratch.path().join(GUEST_CONFIG_FILE),
+            serde_json::to_string_pretty(&config)?,
+        )?;
+        let console = scratch.path().join("console.log");
+        let mut accel = self.accel;
+        loop {
+            match self.boot_once(accel, &scratch, &console, interactive)? {
+                BootResult::Done { output, wall, exit } => {
+                    return self.finish(scratch, console, output, wall, exit, accel)
+                }
+                BootResult::KvmHung => {
+                    eprintln!(
+                        "testbed: the KVM guest printed nothing in 20 s (see {}); retrying under TCG",
+                        console.display()
+                    );
+                    accel = Accel::Tcg;
+                }
+            }
+        }
+    }
+
+    fn boot_once(
+        &self,
+        accel: Accel,
+        scratch: &Scratch,
+        console: &Path,
+        interactive: bool,
+    ) -> Result<BootResult> {
+        let _ = std::fs::remove_file(console);
+        let args = self.qemu_args(accel, scratch.path(), console)?;
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if interactive { Stdio::inherit() } else { Stdio::null() });
+        if !interactive {
+            // Our own process group: a Ctrl-C reaches us, and we decide when QEMU dies.
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        let start = Instant::now();
+        let mut qemu = QemuProcess(cmd.spawn().with_context(|| {
+            format!("starting {} (is QEMU installed?)", self.qemu.display())
+        })?);
+        let output = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let mut stdout = qemu.0.stdout.take().expect("piped stdout");
+        let stream = self.options.stream || interactive;
+        let sink = output.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream {
+                            let mut o = std::io::stdout().lock();
+                            let _ = o.write_all(&buf[..n]);
+                            let _ = o.flush();
+                        }
+                        sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+        });
+        let stderr = qemu.0.stderr.take().expect("piped stderr");
+        let qemu_err = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.push(line);
+            }
+            lines
+        });
+        let exit = loop {
+            if let Some(status) = qemu.0.try_wait()? {
+                break status;
+            }
+            let elapsed = start.elapsed();
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                drop(qemu);
+                bail!("interrupted: QEMU killed (console log: {})", console.display());
+            }
+            if !interactive && elapsed > self.options.timeout {
+                drop(qemu);
+                bail!(
+                    "the guest did not finish within {} s: QEMU killed (console log: {})",
+                    self.options.timeout.as_secs(),
+                    console.display()
+                );
+            }
+            if accel == Accel::Kvm
+                && elapsed > Duration::from_secs(20)
+                && std::fs::metadata(console).map(|m| m.len()).unwrap_or(0) == 0
+            {
+                return Ok(BootResult::KvmHung);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        let wall = start.elapsed();
+        let _ = reader.join();
+        let errs = qemu_err.join().unwrap_or_default();
+        if !exit.success() {
+            bail!(
+                "QEMU failed ({exit}): {}\n(console log: {})",
+                errs.join("\n"),
+                console.display()
+            );
+        }
+        let output = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+        Ok(BootResult::Done { output, wall, exit: errs })
+    }
+
+    fn finish(
+        &self,
+        mut scratch: Scratch,
+        console: PathBuf,
+        output: String,
+        wall: Duration,
+        _qemu_stderr: Vec<String>,
+        accel: Accel,
+    ) -> Result<RunOutcome> {
+        let log = std::fs::read_to_string(&console).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| {
+            l.contains("Kernel panic") || l.contains("Oops:") || l.contains("BUG:")
+                || l.contains("general protection fault")
+        }) {
+            scratch.keep();
+            bail!(
+                "the guest kernel failed: {}\n(console log kept: {})",
+                line.trim(),
+                console.display()
+            );
+        }
+        let kernel_warnings: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("WARNING:"))
+            .map(|l| l.trim().to_string())
+            .collect();
+        let status_text = std::fs::read_to_string(scratch.path().join(EXIT_STATUS_FILE))
+            .map_err(|_| {
+                scratch.keep();
+                anyhow::anyhow!(
+                    "the guest powered off without running the command (no exit status); \
+                     output so far:\n{output}\n(console log kept: {})",
+                    console.display()
+                )
+            })?;
+        let status: i32 = status_text.trim().parse().unwrap_or(125);
+        let manifest_path = scratch.path().join(MANIFEST_FILE);
+        let manifest: Manifest = match std::fs::read_to_string(&manifest_path) {
+            Ok(t) => serde_json::from_str(&t)?,
+            Err(_) => {
+                scratch.keep();
+                bail!(
+                    "the guest init failed before the command started:\n{output}\n(console log kept: {})",
+                    console.display()
+                );
+            }
+        };
+        let boot_to_test_s = manifest.test_start_uptime_s;
+        Ok(RunOutcome {
+            status,
+            output,
+            manifest,
+            scratch,
+            console_log: console,
+            kernel_warnings,
+            boot_to_test_s,
+            wall_s: wall.as_secs_f64(),
+            accel,
+        })
+    }
+}
+
+enum BootResult {
+    Done {
+        output: String,
+        wall: Duration,
+        exit: Vec<String>,
+    },
+    KvmHung,
+}
