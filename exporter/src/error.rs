@@ -1,0 +1,651 @@
+//! The one error type of the exporter.
+//!
+//! Every variant names the device (BDF), and where it applies the region (BAR),
+//! the range index and the values involved, the rule that was broken, the errno
+//! the kernel returns (or would return) for it, and how to fix it. Variants that
+//! the library predicts before calling the kernel carry the errno the kernel's
+//! own check would give, so a test can export the same arguments with
+//! `skip_validation` and compare [`Error::errno`] of both.
+
+use std::io;
+use std::path::PathBuf;
+
+use rustix::io::Errno;
+
+use crate::bdf::Bdf;
+use crate::msix::MsixStructure;
+use crate::region::region_name;
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while opening a device, describing it, mapping
+/// it, exporting a dma-buf from it or driving its revoke lifecycle.
+///
+/// Variants are sorted by name.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The region is a BAR the device does not implement (size 0), or whose
+    /// resources vfio-pci could not claim.
+    #[error(
+        "{bdf} {name}: the BAR is absent (size 0) or vfio-pci did not claim its resources \
+         [rule: a dma-buf needs an implemented, claimed BAR; kernel: ENODEV]; \
+         fix: export from a BAR that region info reports with a non-zero size",
+        name = region_name(*.region)
+    )]
+    BarAbsent {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+    },
+
+    /// The BAR decodes I/O ports, not memory: there is no P2P provider for it.
+    #[error(
+        "{bdf} {name}: an I/O-port BAR has no P2P DMA provider \
+         [rule: only memory BARs can back a dma-buf; kernel: EINVAL]; \
+         fix: export from a memory BAR",
+        name = region_name(*.region)
+    )]
+    BarNotMemory {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+    },
+
+    /// The BAR is smaller than one page, so no page-aligned range fits in it.
+    #[error(
+        "{bdf} {name}: the BAR is {bar_size:#x} bytes, smaller than a page ({page_size:#x}) \
+         [rule: ranges are whole pages inside the BAR; kernel: EINVAL]; \
+         fix: sub-page BARs cannot be exported; use a BAR of at least one page",
+        name = region_name(*.region)
+    )]
+    BarSmallerThanPage {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+        /// Size of the BAR in bytes.
+        bar_size: u64,
+        /// Page size of the running kernel.
+        page_size: u64,
+    },
+
+    /// A PCI address did not parse.
+    #[error(
+        "{input:?} is not a PCI address: {reason}; \
+         fix: write it as DDDD:BB:DD.F (0000:01:00.0) or BB:DD.F (01:00.0)"
+    )]
+    BdfParse {
+        /// The text that was given.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A VFIO info capability chain (device or region info) is malformed.
+    #[error(
+        "{what}: capability chain is malformed at offset {offset:#x}: {reason}; \
+         fix: this is a kernel/ABI mismatch, report it with the kernel version"
+    )]
+    CapChain {
+        /// Which info buffer (e.g. "0000:01:00.0 BAR2 region info").
+        what: String,
+        /// Offset of the offending capability header in the buffer.
+        offset: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    /// Reading or writing PCI config space through the VFIO config region failed.
+    #[error(
+        "{bdf} config space {op} of {len} bytes at {offset:#x} failed: {errno} \
+         [rule: config access goes through the VFIO config region with pread/pwrite]; \
+         fix: check that the device fd is still open and the offset lies inside config space"
+    )]
+    ConfigAccess {
+        /// Device.
+        bdf: Bdf,
+        /// "read" or "write".
+        op: &'static str,
+        /// Offset inside config space.
+        offset: u64,
+        /// Number of bytes.
+        len: usize,
+        /// The errno of pread/pwrite.
+        errno: Errno,
+    },
+
+    /// A config-space access transferred fewer bytes than asked.
+    #[error(
+        "{bdf} config space {op} at {offset:#x}: {done} of {len} bytes transferred \
+         [rule: vfio-pci transfers whole dword/word/byte accesses]; \
+         fix: keep accesses inside config space and naturally aligned"
+    )]
+    ConfigShort {
+        /// Device.
+        bdf: Bdf,
+        /// "read" or "write".
+        op: &'static str,
+        /// Offset inside config space.
+        offset: u64,
+        /// Bytes asked for.
+        len: usize,
+        /// Bytes transferred.
+        done: usize,
+    },
+
+    /// The kernel refused `VFIO_DEVICE_FEATURE_DMA_BUF`.
+    #[error(
+        "{bdf} {name}: VFIO_DEVICE_FEATURE_DMA_BUF failed: {errno} ({meaning}); fix: {fix}",
+        name = region_name(*.region)
+    )]
+    Export {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index that was asked for.
+        region: u32,
+        /// The kernel's errno.
+        errno: Errno,
+        /// What this errno means for this ioctl.
+        meaning: &'static str,
+        /// What to do about it.
+        fix: &'static str,
+    },
+
+    /// A `/proc/self/fdinfo` entry did not parse.
+    #[error("fdinfo of fd {fd}: line {line:?}: {reason}; fix: this is a kernel format change, report it")]
+    FdInfoParse {
+        /// The fd whose fdinfo was read (-1 when parsing a fixture).
+        fd: i32,
+        /// The offending line.
+        line: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// Reading a `/proc/self/fdinfo` entry failed.
+    #[error("reading {path}: {source}; fix: /proc must be mounted and the fd open", path = .path.display())]
+    FdInfoRead {
+        /// The file that was read.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Neither the PCIe nor the Advanced Features capability offers a function-level reset.
+    #[error(
+        "{bdf}: the device advertises no function-level reset (PCIe DEVCAP FLR or AF FLR+TP) \
+         [rule: vfio-pci only resets on an FLR write when the capability says so]; \
+         fix: use Device::reset() (VFIO_DEVICE_RESET) instead"
+    )]
+    FlrUnsupported {
+        /// Device.
+        bdf: Bdf,
+    },
+
+    /// The IOMMU group holds devices that are not bound to vfio-pci (or to no driver).
+    #[error(
+        "{bdf}: IOMMU group {group} is not viable \
+         [rule: every device in a group must be bound to vfio-pci or to no driver]; \
+         fix: bind each device in /sys/kernel/iommu_groups/{group}/devices/ to vfio-pci"
+    )]
+    GroupNotViable {
+        /// Device.
+        bdf: Bdf,
+        /// IOMMU group number.
+        group: u32,
+    },
+
+    /// An ioctl other than the dma-buf export failed.
+    #[error("{bdf}: {ioctl} failed: {errno}; fix: {fix}")]
+    Ioctl {
+        /// Device.
+        bdf: Bdf,
+        /// The ioctl's name as the kernel headers spell it.
+        ioctl: &'static str,
+        /// The kernel's errno.
+        errno: Errno,
+        /// What to do about it.
+        fix: &'static str,
+    },
+
+    /// The container does not support the IOMMU type this library asks for.
+    #[error(
+        "{bdf}: the VFIO container does not support IOMMU type {iommu_type} \
+         [rule: VFIO_CHECK_EXTENSION must report the type before VFIO_SET_IOMMU]; \
+         fix: load vfio_iommu_type1 (or enable noiommu mode for noiommu groups)"
+    )]
+    IommuTypeUnsupported {
+        /// Device.
+        bdf: Bdf,
+        /// The VFIO IOMMU type (3 = TYPE1v2, 8 = NOIOMMU).
+        iommu_type: u32,
+    },
+
+    /// Mapping a region with mmap failed.
+    #[error(
+        "{bdf} {name}: mmap of {len:#x} bytes at region offset {offset:#x} failed: {errno}; \
+         fix: map only regions (or sparse areas) that region info marks mmap-able",
+        name = region_name(*.region)
+    )]
+    Mmap {
+        /// Device.
+        bdf: Bdf,
+        /// Region index.
+        region: u32,
+        /// Offset inside the region.
+        offset: u64,
+        /// Length asked for.
+        len: u64,
+        /// The errno of mmap.
+        errno: Errno,
+    },
+
+    /// A range touches the pages of the MSI-X table or PBA.
+    #[error(
+        "{bdf} {name} range {range} [{offset:#x}, +{length:#x}) touches the page(s) \
+         [{start:#x}, {end:#x}) of the MSI-X {structure} \
+         [rule: a peer must not reach MSI-X structures unless the region is MSI-X mappable; \
+         the kernel itself would accept this]; \
+         fix: export ranges outside those pages, or set ExportOptions::allow_msix_overlap",
+        name = region_name(*.region)
+    )]
+    MsixOverlap {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+        /// Index of the range in the request.
+        range: usize,
+        /// Range offset.
+        offset: u64,
+        /// Range length.
+        length: u64,
+        /// Table or PBA.
+        structure: MsixStructure,
+        /// First byte of the page-rounded structure.
+        start: u64,
+        /// One past the last byte of the page-rounded structure.
+        end: u64,
+    },
+
+    /// The character-device (iommufd) access path is not available for this device.
+    #[error(
+        "{bdf}: the vfio cdev path is unavailable: {reason}; \
+         fix: use a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV, or AccessPath::Group"
+    )]
+    NoCdev {
+        /// Device.
+        bdf: Bdf,
+        /// What is missing.
+        reason: &'static str,
+    },
+
+    /// The device has no IOMMU group, so the group path cannot open it.
+    #[error(
+        "{bdf}: the device has no iommu_group link in sysfs; \
+         fix: enable an IOMMU (intel_iommu=on / amd_iommu=on) or vfio's noiommu mode"
+    )]
+    NoIommuGroup {
+        /// Device.
+        bdf: Bdf,
+    },
+
+    /// An export asked for no ranges at all.
+    #[error(
+        "{bdf} {name}: no ranges given [rule: nr_ranges must be at least 1; kernel: EINVAL]; \
+         fix: pass at least one (offset, length) range",
+        name = region_name(*.region)
+    )]
+    NoRanges {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+    },
+
+    /// The device is not a vfio-pci device.
+    #[error(
+        "{bdf}: VFIO device info flags {flags:#x} lack VFIO_DEVICE_FLAGS_PCI; \
+         fix: this library only drives vfio-pci devices"
+    )]
+    NotPci {
+        /// Device.
+        bdf: Bdf,
+        /// The flags VFIO_DEVICE_GET_INFO returned.
+        flags: u32,
+    },
+
+    /// The device is not bound to a vfio driver.
+    #[error(
+        "{bdf}: bound to {driver}, not to vfio-pci; \
+         fix: echo vfio-pci > /sys/bus/pci/devices/{bdf}/driver_override, unbind it, \
+         then echo {bdf} > /sys/bus/pci/drivers_probe",
+        driver = .driver.as_deref().unwrap_or("no driver")
+    )]
+    NotVfioBound {
+        /// Device.
+        bdf: Bdf,
+        /// The driver it is bound to, if any.
+        driver: Option<String>,
+    },
+
+    /// Opening a device node failed.
+    #[error("{bdf}: opening {path} failed: {errno}; fix: {fix}", path = .path.display())]
+    Open {
+        /// Device.
+        bdf: Bdf,
+        /// The node.
+        path: PathBuf,
+        /// The errno of open.
+        errno: Errno,
+        /// What to do about it.
+        fix: &'static str,
+    },
+
+    /// A standard PCI capability list in config space is malformed.
+    #[error(
+        "{bdf}: PCI capability list is malformed at {offset:#x}: {reason}; fix: report the device"
+    )]
+    PciCapChain {
+        /// Device.
+        bdf: Bdf,
+        /// Config-space offset of the offending pointer.
+        offset: u16,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    /// The device has no power-management capability.
+    #[error(
+        "{bdf}: no PCI power-management capability in config space \
+         [rule: power states are set through PMCSR]; \
+         fix: this device cannot change power state"
+    )]
+    PowerStateUnsupported {
+        /// Device.
+        bdf: Bdf,
+    },
+
+    /// A range has length 0.
+    #[error(
+        "{bdf} {name} range {range} at offset {offset:#x} has length 0 \
+         [rule: every range must be non-empty; kernel: EINVAL]; fix: drop the range or give it a length",
+        name = region_name(*.region)
+    )]
+    RangeEmpty {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+        /// Index of the range in the request.
+        range: usize,
+        /// Range offset.
+        offset: u64,
+    },
+
+    /// BAR address + offset (+ length) overflows 64 bits.
+    #[error(
+        "{bdf} {name} range {range} [{offset:#x}, +{length:#x}) overflows the physical address \
+         space from BAR base {base:#x} [rule: base+offset+length must not overflow; kernel: EOVERFLOW]; \
+         fix: offsets are relative to the BAR start and must lie inside it",
+        name = region_name(*.region)
+    )]
+    RangeOverflow {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+        /// Index of the range in the request.
+        range: usize,
+        /// Range offset.
+        offset: u64,
+        /// Range length.
+        length: u64,
+        /// Physical base address of the BAR (0 when unknown).
+        base: u64,
+    },
+
+    /// A range ends past the end of the BAR.
+    #[error(
+        "{bdf} {name} range {range} [{offset:#x}, +{length:#x}) ends past the BAR size {bar_size:#x} \
+         [rule: offset+length <= BAR size; kernel: EINVAL]; fix: shrink the range or lower its offset",
+        name = region_name(*.region)
+    )]
+    RangePastEnd {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+        /// Index of the range in the request.
+        range: usize,
+        /// Range offset.
+        offset: u64,
+        /// Range length.
+        length: u64,
+        /// Size of the BAR.
+        bar_size: u64,
+    },
+
+    /// A range's offset or length is not a multiple of the page size.
+    #[error(
+        "{bdf} {name} range {range} [{offset:#x}, +{length:#x}) is not page aligned (page {page_size:#x}) \
+         [rule: offset and length must be multiples of the page size; kernel: EINVAL]; \
+         fix: round the offset down and the length up to whole pages",
+        name = region_name(*.region)
+    )]
+    RangeUnaligned {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+        /// Index of the range in the request.
+        range: usize,
+        /// Range offset.
+        offset: u64,
+        /// Range length.
+        length: u64,
+        /// Page size of the running kernel.
+        page_size: u64,
+    },
+
+    /// The running total of range lengths overflows.
+    #[error(
+        "{bdf} {name} range {range}: adding length {length:#x} to the running total {total:#x} overflows \
+         [rule: the sum of lengths must fit in size_t; kernel: EINVAL]; fix: use fewer or shorter ranges",
+        name = region_name(*.region)
+    )]
+    RangesTotalOverflow {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+        /// Index of the range whose length overflowed the total.
+        range: usize,
+        /// Total before this range.
+        total: u64,
+        /// Length of this range.
+        length: u64,
+    },
+
+    /// The total size sets the kernel's DMA_IOVA_USE_SWIOTLB bit (bit 63).
+    #[error(
+        "{bdf} {name}: total size {total:#x} has bit 63 set \
+         [rule: the dma-buf size must stay below 2^63 (DMA_IOVA_USE_SWIOTLB); kernel: EINVAL]; \
+         fix: use fewer or shorter ranges",
+        name = region_name(*.region)
+    )]
+    RangesTotalTooLarge {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+        /// Sum of the range lengths.
+        total: u64,
+    },
+
+    /// The region index is beyond what the device reports.
+    #[error(
+        "{bdf}: region {region} does not exist (the device has {num_regions}) \
+         [kernel: EINVAL]; fix: pick an index below num_regions"
+    )]
+    RegionIndex {
+        /// Device.
+        bdf: Bdf,
+        /// Region index asked for.
+        region: u32,
+        /// Number of regions the device reports.
+        num_regions: u32,
+    },
+
+    /// The region is not one of BAR0..BAR5.
+    #[error(
+        "{bdf} {name} is not a BAR \
+         [rule: only BAR0..BAR5 can be exported (not ROM, config, VGA or device regions); kernel: ENODEV]; \
+         fix: use a region index 0..5",
+        name = region_name(*.region)
+    )]
+    RegionNotBar {
+        /// Device.
+        bdf: Bdf,
+        /// Region index.
+        region: u32,
+    },
+
+    /// The region (or the asked part of it) cannot be mmapped.
+    #[error(
+        "{bdf} {name}: {reason} [rule: mmap needs VFIO_REGION_INFO_FLAG_MMAP and must stay \
+         inside a sparse mmap area when the region lists them; kernel: EINVAL]; \
+         fix: access the region with pread/pwrite, or map an advertised area",
+        name = region_name(*.region)
+    )]
+    RegionNotMappable {
+        /// Device.
+        bdf: Bdf,
+        /// Region index.
+        region: u32,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// The device does not support VFIO_DEVICE_RESET.
+    #[error(
+        "{bdf}: VFIO device info lacks VFIO_DEVICE_FLAGS_RESET \
+         [rule: VFIO_DEVICE_RESET needs a working reset method; kernel: EINVAL]; \
+         fix: use a hot reset of the bus (VFIO_DEVICE_PCI_HOT_RESET) or FLR if offered"
+    )]
+    ResetUnsupported {
+        /// Device.
+        bdf: Bdf,
+    },
+
+    /// Reading a sysfs attribute failed.
+    #[error("reading {path}: {source}; fix: check that the device exists and sysfs is mounted", path = .path.display())]
+    Sysfs {
+        /// The file or link.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A sysfs attribute has an unexpected format.
+    #[error("{path}: value {value:?}: {reason}; fix: this is a kernel format change, report it", path = .path.display())]
+    SysfsParse {
+        /// The file or link.
+        path: PathBuf,
+        /// What it contained.
+        value: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    /// The export argument would not fit the ioctl's 32-bit argsz.
+    #[error(
+        "{bdf} {name}: {count} ranges do not fit one VFIO_DEVICE_FEATURE argument (argsz is 32 bits); \
+         fix: use fewer ranges",
+        name = region_name(*.region)
+    )]
+    TooManyRanges {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: u32,
+        /// Number of ranges asked for.
+        count: usize,
+    },
+}
+
+impl Error {
+    /// The errno the kernel returned, or for checks this library makes before
+    /// calling the kernel, the errno the kernel's own check returns for the same
+    /// arguments. `None` where no kernel errno applies (parse errors, and
+    /// refusals that are this library's policy, like [`Error::MsixOverlap`]).
+    pub fn errno(&self) -> Option<Errno> {
+        use Error::*;
+        match self {
+            BarAbsent { .. } | RegionNotBar { .. } => Some(Errno::NODEV),
+            BarNotMemory { .. }
+            | BarSmallerThanPage { .. }
+            | NoRanges { .. }
+            | RangeEmpty { .. }
+            | RangePastEnd { .. }
+            | RangeUnaligned { .. }
+            | RangesTotalOverflow { .. }
+            | RangesTotalTooLarge { .. }
+            | RegionIndex { .. }
+            | RegionNotMappable { .. }
+            | ResetUnsupported { .. } => Some(Errno::INVAL),
+            RangeOverflow { .. } => Some(Errno::OVERFLOW),
+            ConfigAccess { errno, .. }
+            | Export { errno, .. }
+            | Ioctl { errno, .. }
+            | Mmap { errno, .. }
+            | Open { errno, .. } => Some(*errno),
+            FdInfoRead { source, .. } | Sysfs { source, .. } => Errno::from_io_error(source),
+            BdfParse { .. }
+            | CapChain { .. }
+            | ConfigShort { .. }
+            | FdInfoParse { .. }
+            | FlrUnsupported { .. }
+            | GroupNotViable { .. }
+            | IommuTypeUnsupported { .. }
+            | MsixOverlap { .. }
+            | NoCdev { .. }
+            | NoIommuGroup { .. }
+            | NotPci { .. }
+            | NotVfioBound { .. }
+            | PciCapChain { .. }
+            | PowerStateUnsupported { .. }
+            | SysfsParse { .. }
+            | TooManyRanges { .. } => None,
+        }
+    }
+
+    /// Whether this error was predicted by the library before any ioctl, as
+    /// opposed to reported by the kernel.
+    pub fn is_predicted(&self) -> bool {
+        use Error::*;
+        matches!(
+            self,
+            BarAbsent { .. }
+                | BarNotMemory { .. }
+                | BarSmallerThanPage { .. }
+                | MsixOverlap { .. }
+                | NoRanges { .. }
+                | RangeEmpty { .. }
+                | RangeOverflow { .. }
+                | RangePastEnd { .. }
+                | RangeUnaligned { .. }
+                | RangesTotalOverflow { .. }
+                | RangesTotalTooLarge { .. }
+                | RegionNotBar { .. }
+                | ResetUnsupported { .. }
+                | TooManyRanges { .. }
+        )
+    }
+}
