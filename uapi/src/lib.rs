@@ -1,1 +1,32 @@
-//! Raw kernel ABI for peerdma.
+//! Raw Linux 7.2 kernel ABI for peerdma: `repr(C)` argument structs, flag values and
+//! ioctl opcodes for VFIO, iommufd, dma-buf, udmabuf, DRM and PCI configuration space.
+//!
+//! Each module is named after the kernel area whose user-space header it mirrors. Items
+//! keep their kernel spelling so that a reader can grep the kernel for them. Structs that
+//! `vfio-bindings` 0.7 and `iommufd-bindings` 0.2 carry correctly for 7.2 are re-exported
+//! from those crates; everything else is written here. Ioctl opcodes are
+//! [`rustix::ioctl::Opcode`] constants (neither bindings crate gives usable ones).
+//!
+//! The crate holds no logic except [`flex`], the builder for variable-length ioctl
+//! arguments (a fixed header followed by an array); it is the only place with `unsafe`.
+//! The layout of every struct, every constant and every opcode here is checked against
+//! the real 7.2 headers by `tests/tests/layout.rs` in `peerdma-testbed`.
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![allow(non_camel_case_types)]
+
+pub mod dma_buf;
+pub mod drm;
+pub mod flex;
+pub mod iommufd;
+pub mod pci;
+pub mod udmabuf;
+pub mod vfio;
+
+pub use rustix::ioctl::Opcode;
+
+/// Zero-sized marker for a C flexible array member (`T name[]`) at the end of a struct.
+/// Shared by the structs re-exported from `vfio-bindings` and those defined here; build
+/// such arguments with [`flex::FlexBuf`] rather than by hand.
+pub use vfio_bindings::bindings::vfio::__IncompleteArrayField;

@@ -1,0 +1,123 @@
+//! PCI configuration space (`linux/pci_regs.h`): the registers peerdma reads and writes
+//! through the VFIO config region. Offsets are bytes from the start of config space
+//! (or of the capability, for capability registers); masks are typed by register width.
+
+/// Number of standard BARs in a type 0 header.
+pub const PCI_STD_NUM_BARS: u32 = 6;
+/// 16-bit vendor id register.
+pub const PCI_VENDOR_ID: u16 = 0x00;
+/// 16-bit device id register.
+pub const PCI_DEVICE_ID: u16 = 0x02;
+
+/// 16-bit Command register. Clearing Memory Space Enable here (through VFIO) revokes
+/// every dma-buf of the device; setting it again lets importers map again.
+pub const PCI_COMMAND: u16 = 0x04;
+/// Command bit: respond to I/O space accesses.
+pub const PCI_COMMAND_IO: u16 = 0x1;
+/// Command bit: Memory Space Enable (the BARs decode).
+pub const PCI_COMMAND_MEMORY: u16 = 0x2;
+/// Command bit: Bus Master Enable (the device may issue DMA).
+pub const PCI_COMMAND_MASTER: u16 = 0x4;
+/// Command bit: legacy INTx disabled.
+pub const PCI_COMMAND_INTX_DISABLE: u16 = 0x400;
+
+/// 16-bit Status register.
+pub const PCI_STATUS: u16 = 0x06;
+/// Status bit: the capability list at `PCI_CAPABILITY_LIST` is valid.
+pub const PCI_STATUS_CAP_LIST: u16 = 0x10;
+
+/// 8-bit Header Type register.
+pub const PCI_HEADER_TYPE: u16 = 0x0e;
+/// Header type without the multi-function bit (0 = endpoint, 1 = bridge).
+pub const PCI_HEADER_TYPE_MASK: u8 = 0x7f;
+/// First 32-bit BAR register; BAR n is at `PCI_BASE_ADDRESS_0 + 4 * n`.
+pub const PCI_BASE_ADDRESS_0: u16 = 0x10;
+/// 32-bit expansion ROM BAR of a type 0 header.
+pub const PCI_ROM_ADDRESS: u16 = 0x30;
+/// 8-bit pointer to the first capability.
+pub const PCI_CAPABILITY_LIST: u16 = 0x34;
+
+/// Capability register: 8-bit capability id.
+pub const PCI_CAP_LIST_ID: u16 = 0;
+/// Capability register: 8-bit pointer to the next capability (0 ends the list).
+pub const PCI_CAP_LIST_NEXT: u16 = 1;
+/// Capability register: 16-bit capability-specific flags.
+pub const PCI_CAP_FLAGS: u16 = 2;
+
+/// Capability id: Power Management.
+pub const PCI_CAP_ID_PM: u8 = 0x01;
+/// Capability id: MSI.
+pub const PCI_CAP_ID_MSI: u8 = 0x05;
+/// Capability id: vendor specific.
+pub const PCI_CAP_ID_VNDR: u8 = 0x09;
+/// Capability id: PCI Express.
+pub const PCI_CAP_ID_EXP: u8 = 0x10;
+/// Capability id: MSI-X.
+pub const PCI_CAP_ID_MSIX: u8 = 0x11;
+/// Capability id: Advanced Features (conventional PCI FLR).
+pub const PCI_CAP_ID_AF: u8 = 0x13;
+
+/// PM capability: 16-bit PM Capabilities register.
+pub const PCI_PM_PMC: u16 = 2;
+/// PM capability: 16-bit PMCSR (control/status). A write that leaves D0 revokes the
+/// device's dma-bufs.
+pub const PCI_PM_CTRL: u16 = 4;
+/// PMCSR: the PowerState field (0 = D0 ... 3 = D3hot).
+pub const PCI_PM_CTRL_STATE_MASK: u16 = 0x0003;
+/// PMCSR: the device keeps its state across D3hot -> D0 (no internal reset).
+pub const PCI_PM_CTRL_NO_SOFT_RESET: u16 = 0x0008;
+/// PMCSR PowerState value D0 (fully on). A PCI PM spec value; `pci_regs.h` does not
+/// name it, so the layout test does not check it.
+pub const PCI_PM_CTRL_STATE_D0: u16 = 0;
+/// PMCSR PowerState value D3hot. A PCI PM spec value; `pci_regs.h` does not name it, so
+/// the layout test does not check it.
+pub const PCI_PM_CTRL_STATE_D3HOT: u16 = 3;
+
+/// PCIe capability: 16-bit PCIe Capabilities register.
+pub const PCI_EXP_FLAGS: u16 = 0x02;
+/// PCIe capability: 32-bit Device Capabilities register.
+pub const PCI_EXP_DEVCAP: u16 = 0x04;
+/// Device Capabilities bit: Function Level Reset supported.
+pub const PCI_EXP_DEVCAP_FLR: u32 = 0x1000_0000;
+/// PCIe capability: 16-bit Device Control register.
+pub const PCI_EXP_DEVCTL: u16 = 0x08;
+/// Device Control bit: start a Function Level Reset (endpoints).
+pub const PCI_EXP_DEVCTL_BCR_FLR: u16 = 0x8000;
+
+/// AF capability: 8-bit capabilities register.
+pub const PCI_AF_CAP: u16 = 3;
+/// AF capabilities bit: Transactions Pending status supported.
+pub const PCI_AF_CAP_TP: u8 = 0x01;
+/// AF capabilities bit: Function Level Reset supported.
+pub const PCI_AF_CAP_FLR: u8 = 0x02;
+/// AF capability: 8-bit control register.
+pub const PCI_AF_CTRL: u16 = 4;
+/// AF control bit: start a Function Level Reset.
+pub const PCI_AF_CTRL_FLR: u8 = 0x01;
+/// AF capability: 8-bit status register.
+pub const PCI_AF_STATUS: u16 = 5;
+/// AF status bit: transactions pending.
+pub const PCI_AF_STATUS_TP: u8 = 0x01;
+
+/// MSI-X capability: 16-bit Message Control register.
+pub const PCI_MSIX_FLAGS: u16 = 2;
+/// Message Control: table size minus one.
+pub const PCI_MSIX_FLAGS_QSIZE: u16 = 0x07ff;
+/// Message Control: all vectors masked.
+pub const PCI_MSIX_FLAGS_MASKALL: u16 = 0x4000;
+/// Message Control: MSI-X enabled.
+pub const PCI_MSIX_FLAGS_ENABLE: u16 = 0x8000;
+/// MSI-X capability: 32-bit Table Offset/BIR register.
+pub const PCI_MSIX_TABLE: u16 = 4;
+/// Table register: the BAR (BIR) that holds the MSI-X table.
+pub const PCI_MSIX_TABLE_BIR: u32 = 0x0000_0007;
+/// Table register: the table's byte offset in that BAR (8-byte aligned).
+pub const PCI_MSIX_TABLE_OFFSET: u32 = 0xffff_fff8;
+/// MSI-X capability: 32-bit PBA Offset/BIR register.
+pub const PCI_MSIX_PBA: u16 = 8;
+/// PBA register: the BAR (BIR) that holds the Pending Bit Array.
+pub const PCI_MSIX_PBA_BIR: u32 = 0x0000_0007;
+/// PBA register: the PBA's byte offset in that BAR (8-byte aligned).
+pub const PCI_MSIX_PBA_OFFSET: u32 = 0xffff_fff8;
+/// Bytes per MSI-X table entry.
+pub const PCI_MSIX_ENTRY_SIZE: u32 = 16;
