@@ -176,6 +176,7 @@ abi! {
         vfio::VFIO_TYPE1_IOMMU, vfio::VFIO_TYPE1v2_IOMMU, vfio::VFIO_NOIOMMU_IOMMU,
         vfio::VFIO_UNMAP_ALL,
         vfio::VFIO_GROUP_FLAGS_VIABLE, vfio::VFIO_GROUP_FLAGS_CONTAINER_SET,
+        vfio::VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP,
         vfio::VFIO_DEVICE_FLAGS_RESET, vfio::VFIO_DEVICE_FLAGS_PCI, vfio::VFIO_DEVICE_FLAGS_CAPS,
         vfio::VFIO_REGION_INFO_FLAG_READ, vfio::VFIO_REGION_INFO_FLAG_WRITE,
         vfio::VFIO_REGION_INFO_FLAG_MMAP, vfio::VFIO_REGION_INFO_FLAG_CAPS,
@@ -214,6 +215,9 @@ abi! {
         drm::DRM_MODE_FB_DIRTY_ANNOTATE_COPY, drm::DRM_MODE_FB_DIRTY_ANNOTATE_FILL,
         drm::DRM_MODE_FB_DIRTY_FLAGS, drm::DRM_MODE_FB_DIRTY_MAX_CLIPS, drm::DRM_IOCTL_BASE,
 
+        pci::PCI_STD_HEADER_SIZEOF,
+        pci::PCI_CFG_SPACE_SIZE,
+        pci::PCI_CFG_SPACE_EXP_SIZE,
         pci::PCI_STD_NUM_BARS, pci::PCI_VENDOR_ID, pci::PCI_DEVICE_ID,
         pci::PCI_COMMAND, pci::PCI_COMMAND_IO, pci::PCI_COMMAND_MEMORY, pci::PCI_COMMAND_MASTER,
         pci::PCI_COMMAND_INTX_DISABLE, pci::PCI_STATUS, pci::PCI_STATUS_CAP_LIST,
@@ -265,6 +269,7 @@ const NOT_ABI: &[&str] = &[
     "flex::Feature",
     "flex::FlexBuf",
     "flex::Caps",
+    "flex::DmaBufFeature",
     // Spec values that pci_regs.h does not name.
     "pci::PCI_PM_CTRL_STATE_D0",
     "pci::PCI_PM_CTRL_STATE_D3HOT",
@@ -410,6 +415,7 @@ fn public_items() -> BTreeSet<String> {
             } else if let Some(rest) = [
                 "pub const ",
                 "pub struct ",
+                "pub type ",
                 "pub unsafe trait ",
                 "pub trait ",
             ]

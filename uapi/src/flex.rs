@@ -136,6 +136,10 @@ unsafe impl<P: FlexHeader> FlexHeader for Feature<P> {
     }
 }
 
+/// The `VFIO_DEVICE_FEATURE` argument of `VFIO_DEVICE_FEATURE_DMA_BUF`: feature header,
+/// dma-buf request, then the BAR ranges as the array.
+pub type DmaBufFeature = FlexBuf<Feature<vfio_device_feature_dma_buf>>;
+
 /// One variable-length ioctl argument: a `H` header followed by `len()` `H::Elem`s, in a
 /// zero-initialized, 8-byte-aligned buffer of [`FlexBuf::byte_len`] bytes.
 ///
@@ -378,6 +382,16 @@ impl<H: FlexHeader> FlexBuf<H> {
     }
 }
 
+impl<H: FlexHeader> Clone for FlexBuf<H> {
+    fn clone(&self) -> Self {
+        Self {
+            words: self.words.clone(),
+            len: self.len,
+            _header: PhantomData,
+        }
+    }
+}
+
 impl<H: FlexHeader + core::fmt::Debug> core::fmt::Debug for FlexBuf<H>
 where
     H::Elem: core::fmt::Debug,
@@ -594,7 +608,13 @@ mod tests {
         assert_eq!(arg.elems()[2..], [range(0, 0), range(0, 0)]);
 
         arg.elems_mut()[1] = range(0xdead_0000, 0xbeef_0000);
+        let copy = arg.clone();
         arg.resize(1);
+        assert_eq!(
+            copy.elems()[1],
+            range(0xdead_0000, 0xbeef_0000),
+            "a clone is independent"
+        );
         assert_eq!(arg.header().payload.nr_ranges, 1);
         assert_eq!(arg.byte_len(), 40);
         arg.resize(2);

@@ -2,6 +2,12 @@
 //! through the VFIO config region. Offsets are bytes from the start of config space
 //! (or of the capability, for capability registers); masks are typed by register width.
 
+/// Size of the standard (type 0 / type 1) header; capabilities live above it.
+pub const PCI_STD_HEADER_SIZEOF: u16 = 64;
+/// Size of conventional PCI configuration space.
+pub const PCI_CFG_SPACE_SIZE: u16 = 256;
+/// Size of PCI Express extended configuration space.
+pub const PCI_CFG_SPACE_EXP_SIZE: u16 = 4096;
 /// Number of standard BARs in a type 0 header.
 pub const PCI_STD_NUM_BARS: u32 = 6;
 /// 16-bit vendor id register.

@@ -108,10 +108,14 @@ pub use vfio_bindings::bindings::vfio::VFIO_DEVICE_FLAGS_PCI;
 /// `vfio_device_info.flags`: the device supports `VFIO_DEVICE_RESET`.
 pub use vfio_bindings::bindings::vfio::VFIO_DEVICE_FLAGS_RESET;
 
+/// Device capability id: the PCIe AtomicOp completer sizes the device's root port
+/// supports.
+pub use vfio_bindings::bindings::vfio::VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP;
 /// `vfio_region_info.flags`: `cap_offset` points to a capability chain.
 pub use vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_CAPS;
 /// `vfio_region_info.flags`: the region (or its sparse areas) can be mmapped.
 pub use vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_MMAP;
+
 /// `vfio_region_info.flags`: the region can be read through the device fd.
 pub use vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_READ;
 /// `vfio_region_info.flags`: the region can be written through the device fd.
