@@ -7,19 +7,22 @@
 //! the buffer, a header inside the fixed info struct, a loop, or a body that
 //! runs past the buffer are errors, never panics.
 
+use peerdma_uapi::vfio;
+
 use crate::error::{Error, Result};
 
 /// Size of `struct vfio_info_cap_header`.
-pub const CAP_HEADER_LEN: usize = 8;
+pub const CAP_HEADER_LEN: usize = size_of::<vfio::vfio_info_cap_header>();
 
 /// Region info capability: sparse mmap areas.
-pub const VFIO_REGION_INFO_CAP_SPARSE_MMAP: u16 = 1;
+pub const VFIO_REGION_INFO_CAP_SPARSE_MMAP: u16 = vfio::VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16;
 /// Region info capability: device-specific region type.
-pub const VFIO_REGION_INFO_CAP_TYPE: u16 = 2;
+pub const VFIO_REGION_INFO_CAP_TYPE: u16 = vfio::VFIO_REGION_INFO_CAP_TYPE as u16;
 /// Region info capability: the MSI-X structures of this BAR may be mmapped.
-pub const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: u16 = 3;
+pub const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: u16 = vfio::VFIO_REGION_INFO_CAP_MSIX_MAPPABLE as u16;
 /// Device info capability: PCIe AtomicOp completion widths.
-pub const VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP: u16 = 5;
+pub const VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP: u16 =
+    vfio::VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP as u16;
 
 /// One raw capability: its header and the bytes from its header to the next
 /// capability (or to the end of the buffer).

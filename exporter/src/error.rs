@@ -245,6 +245,26 @@ pub enum Error {
         errno: Errno,
     },
 
+    /// An access through a [`MappedRegion`](crate::MappedRegion) falls outside
+    /// the mapping or is not naturally aligned.
+    #[error(
+        "{bdf} {name}: {width}-byte access at {offset:#x} of a {len:#x}-byte mapping \
+         [rule: inside the mapping and naturally aligned]; fix: check the register offset",
+        name = region_name(*.region)
+    )]
+    MmioAccess {
+        /// Device.
+        bdf: Bdf,
+        /// Region index.
+        region: u32,
+        /// Offset inside the mapping.
+        offset: u64,
+        /// Access width in bytes.
+        width: usize,
+        /// Length of the mapping.
+        len: usize,
+    },
+
     /// A range touches the pages of the MSI-X table or PBA.
     #[error(
         "{bdf} {name} range {range} [{offset:#x}, +{length:#x}) touches the page(s) \
@@ -345,6 +365,18 @@ pub enum Error {
         errno: Errno,
         /// What to do about it.
         fix: &'static str,
+    },
+
+    /// A device fd handed over for one device belongs to another.
+    #[error(
+        "a device fd passed for {bdf} belongs to {actual} (its fdinfo vfio-device-syspath); \
+         fix: pass the fd of the device you name, or name the device of the fd"
+    )]
+    PassedFdMismatch {
+        /// The device the caller named.
+        bdf: Bdf,
+        /// The device the fd belongs to.
+        actual: Bdf,
     },
 
     /// A standard PCI capability list in config space is malformed.
@@ -614,11 +646,13 @@ impl Error {
             | FlrUnsupported { .. }
             | GroupNotViable { .. }
             | IommuTypeUnsupported { .. }
+            | MmioAccess { .. }
             | MsixOverlap { .. }
             | NoCdev { .. }
             | NoIommuGroup { .. }
             | NotPci { .. }
             | NotVfioBound { .. }
+            | PassedFdMismatch { .. }
             | PciCapChain { .. }
             | PowerStateUnsupported { .. }
             | SysfsParse { .. }

@@ -2,28 +2,55 @@
 //! lifecycle made visible.
 //!
 //! The data path reads top to bottom: a [`Bdf`] names the function, [`sysfs`]
-//! describes it, a `Device` opens it through one of the two VFIO access paths
-//! and describes its regions, [`ranges`] checks an export request with the
-//! kernel's own rules, and the export yields a `DmaBuf` that any importer can
-//! borrow.
+//! describes it, a [`Device`] opens it through one of the two VFIO access paths
+//! ([`open`]) and describes its regions and [`Bar`]s, [`ranges`] checks an
+//! export request with the kernel's own rules in the kernel's order, and
+//! [`Device::export`] yields a [`DmaBuf`] that any importer can borrow. The
+//! device's [`RevokeState`] and [`RevokeEvent`]s follow what the kernel does to
+//! the buffers on memory-decode changes, resets, power-state changes and close.
+//!
+//! `unsafe` lives in two places: the ioctl calls (private module `ioctl`) and
+//! the BAR mapping ([`MappedRegion`]).
 
 #![deny(missing_docs)]
 
+pub mod bar;
 pub mod bdf;
 pub mod caps;
+mod config;
+pub mod device;
+pub mod dmabuf;
 pub mod error;
+mod explain;
+pub mod export;
 pub mod fdinfo;
+pub mod info;
+mod ioctl;
+mod lifecycle;
+pub mod mmap;
 pub mod msix;
+pub mod open;
 pub mod pci_caps;
 pub mod ranges;
 pub mod region;
+pub mod revoke;
 pub mod sysfs;
 
+pub use bar::{Bar, BarKind};
 pub use bdf::Bdf;
 pub use caps::{DeviceCap, RegionCap, SparseMmapArea};
+pub use device::{Device, OpenedVia};
+pub use dmabuf::DmaBuf;
 pub use error::{Error, Result};
+pub use export::DmaBufSupport;
 pub use fdinfo::FdInfo;
+pub use info::DeviceInfo;
+pub use mmap::{MappedRegion, MmioValue};
 pub use msix::{MsixLayout, MsixStructure};
+pub use open::{AccessPath, OpenOptions, PassedFds};
+pub use pci_caps::{FlrMethod, PciCap};
 pub use ranges::{BarTarget, DmaRange, ExportOptions};
 pub use region::{RegionFlags, RegionInfo};
+pub use revoke::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
+pub use rustix::io::Errno;
 pub use sysfs::{PciDevice, Resource, Sysfs};

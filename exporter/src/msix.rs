@@ -7,7 +7,9 @@
 use std::fmt;
 
 use crate::pci_caps::{
-    cfg_u16, cfg_u32, find, PciCap, PCI_CAP_ID_MSIX, PCI_MSIX_FLAGS, PCI_MSIX_PBA, PCI_MSIX_TABLE,
+    cfg_u16, cfg_u32, find, PciCap, PCI_CAP_ID_MSIX, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_QSIZE,
+    PCI_MSIX_PBA, PCI_MSIX_PBA_BIR, PCI_MSIX_PBA_OFFSET, PCI_MSIX_TABLE, PCI_MSIX_TABLE_BIR,
+    PCI_MSIX_TABLE_OFFSET,
 };
 
 /// One of the two MSI-X structures in a BAR.
@@ -62,11 +64,11 @@ impl MsixLayout {
         let table = cfg_u32(config, cap.checked_add(PCI_MSIX_TABLE)?)?;
         let pba = cfg_u32(config, cap.checked_add(PCI_MSIX_PBA)?)?;
         Some(Self {
-            vectors: (flags & 0x07ff) + 1,
-            table_bir: (table & 0x7) as u8,
-            table_offset: table & !0x7,
-            pba_bir: (pba & 0x7) as u8,
-            pba_offset: pba & !0x7,
+            vectors: (flags & PCI_MSIX_FLAGS_QSIZE) + 1,
+            table_bir: (table & PCI_MSIX_TABLE_BIR) as u8,
+            table_offset: table & PCI_MSIX_TABLE_OFFSET,
+            pba_bir: (pba & PCI_MSIX_PBA_BIR) as u8,
+            pba_offset: pba & PCI_MSIX_PBA_OFFSET,
         })
     }
 

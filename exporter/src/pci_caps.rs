@@ -8,45 +8,19 @@
 use crate::bdf::Bdf;
 use crate::error::{Error, Result};
 
-// TODO(uapi): take these from `peerdma_uapi::pci` once it is committed.
-/// Status register.
-pub(crate) const PCI_STATUS: u16 = 0x06;
-/// Status bit: a capability list is present.
-pub(crate) const PCI_STATUS_CAP_LIST: u16 = 0x10;
-/// Pointer to the first capability.
-pub(crate) const PCI_CAPABILITY_LIST: u16 = 0x34;
-/// Size of the standard header; capabilities live above it.
-pub(crate) const PCI_STD_HEADER_SIZEOF: u16 = 64;
-/// Power management capability id.
-pub(crate) const PCI_CAP_ID_PM: u8 = 0x01;
-/// PCI Express capability id.
-pub(crate) const PCI_CAP_ID_EXP: u8 = 0x10;
-/// MSI-X capability id.
-pub(crate) const PCI_CAP_ID_MSIX: u8 = 0x11;
-/// Advanced Features capability id.
-pub(crate) const PCI_CAP_ID_AF: u8 = 0x13;
-/// PMCSR offset inside the PM capability.
-pub(crate) const PCI_PM_CTRL: u16 = 4;
-/// MSI-X message control offset.
-pub(crate) const PCI_MSIX_FLAGS: u16 = 2;
-/// MSI-X table offset/BIR register.
-pub(crate) const PCI_MSIX_TABLE: u16 = 4;
-/// MSI-X PBA offset/BIR register.
-pub(crate) const PCI_MSIX_PBA: u16 = 8;
-/// PCIe device capabilities register.
-pub(crate) const PCI_EXP_DEVCAP: u16 = 0x04;
-/// PCIe DEVCAP bit: function-level reset supported.
-pub(crate) const PCI_EXP_DEVCAP_FLR: u32 = 0x1000_0000;
-/// PCIe device control register.
-pub(crate) const PCI_EXP_DEVCTL: u16 = 0x08;
-/// AF capabilities register.
-pub(crate) const PCI_AF_CAP: u16 = 3;
-/// AF capability: transactions-pending bit supported.
-pub(crate) const PCI_AF_CAP_TP: u8 = 0x01;
-/// AF capability: FLR supported.
-pub(crate) const PCI_AF_CAP_FLR: u8 = 0x02;
-/// AF control register.
-pub(crate) const PCI_AF_CTRL: u16 = 4;
+pub(crate) use peerdma_uapi::pci::{
+    PCI_AF_CAP, PCI_AF_CAP_FLR, PCI_AF_CAP_TP, PCI_AF_CTRL, PCI_AF_CTRL_FLR, PCI_BASE_ADDRESS_0,
+    PCI_CAPABILITY_LIST, PCI_CAP_ID_AF, PCI_CAP_ID_EXP, PCI_CAP_ID_MSIX, PCI_CAP_ID_PM,
+    PCI_CAP_LIST_NEXT, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_EXP_DEVCAP,
+    PCI_EXP_DEVCAP_FLR, PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, PCI_MSIX_FLAGS,
+    PCI_MSIX_FLAGS_QSIZE, PCI_MSIX_PBA, PCI_MSIX_PBA_BIR, PCI_MSIX_PBA_OFFSET, PCI_MSIX_TABLE,
+    PCI_MSIX_TABLE_BIR, PCI_MSIX_TABLE_OFFSET, PCI_PM_CTRL, PCI_PM_CTRL_STATE_MASK, PCI_STATUS,
+    PCI_STATUS_CAP_LIST, PCI_STD_HEADER_SIZEOF,
+};
+
+// TODO(uapi): peerdma_uapi::pci lacks this one (pci_regs.h names it).
+/// PMCSR PME status bit, write-one-to-clear (`PCI_PM_CTRL_PME_STATUS`).
+pub(crate) const PCI_PM_CTRL_PME_STATUS: u16 = 0x8000;
 
 /// The kernel's bound on standard capability list walks (PCI_FIND_CAP_TTL).
 const MAX_CAPS: usize = 48;
@@ -126,7 +100,7 @@ pub fn capabilities(bdf: Bdf, config: &[u8]) -> Result<Vec<PciCap>> {
             break;
         }
         caps.push(PciCap { id, offset: pos });
-        pointer_at = pos + 1;
+        pointer_at = pos + PCI_CAP_LIST_NEXT;
         pos = u16::from(config[usize::from(pointer_at)]) & !3;
     }
     Ok(caps)

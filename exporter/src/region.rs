@@ -10,27 +10,12 @@ use std::fmt;
 
 use crate::caps::{RegionCap, SparseMmapArea};
 
-/// Region index of BAR0; BARn is `n`.
-pub const VFIO_PCI_BAR0_REGION_INDEX: u32 = 0;
-/// Region index of BAR5.
-pub const VFIO_PCI_BAR5_REGION_INDEX: u32 = 5;
-/// Region index of the expansion ROM.
-pub const VFIO_PCI_ROM_REGION_INDEX: u32 = 6;
-/// Region index of PCI config space.
-pub const VFIO_PCI_CONFIG_REGION_INDEX: u32 = 7;
-/// Region index of the legacy VGA ranges.
-pub const VFIO_PCI_VGA_REGION_INDEX: u32 = 8;
-/// Number of fixed vfio-pci regions.
-pub const VFIO_PCI_NUM_REGIONS: u32 = 9;
-
-/// `VFIO_REGION_INFO_FLAG_READ`.
-pub const VFIO_REGION_INFO_FLAG_READ: u32 = 1 << 0;
-/// `VFIO_REGION_INFO_FLAG_WRITE`.
-pub const VFIO_REGION_INFO_FLAG_WRITE: u32 = 1 << 1;
-/// `VFIO_REGION_INFO_FLAG_MMAP`.
-pub const VFIO_REGION_INFO_FLAG_MMAP: u32 = 1 << 2;
-/// `VFIO_REGION_INFO_FLAG_CAPS`.
-pub const VFIO_REGION_INFO_FLAG_CAPS: u32 = 1 << 3;
+pub use peerdma_uapi::vfio::{
+    VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR5_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_PCI_NUM_REGIONS, VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX,
+    VFIO_REGION_INFO_FLAG_CAPS, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
+    VFIO_REGION_INFO_FLAG_WRITE,
+};
 
 /// Human name of a vfio-pci region index, for messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

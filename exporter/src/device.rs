@@ -1,0 +1,298 @@
+//! An open vfio-pci device: its fd, what keeps the fd usable (the iommufd, or
+//! the group and container), and what VFIO and sysfs say about it.
+//!
+//! A [`Device`] shares its state with the [`MappedRegion`](crate::MappedRegion)s
+//! mapped from it (a mapping keeps the device file open, as the kernel's VMA
+//! does) and lends a weak reference to its [`DmaBuf`](crate::DmaBuf)s, which
+//! see the device as closed once it is.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use peerdma_uapi::pci::PCI_CFG_SPACE_SIZE;
+
+use crate::bar::Bar;
+use crate::bdf::Bdf;
+use crate::error::{Error, Result};
+use crate::fdinfo::FdInfo;
+use crate::info::{self, DeviceInfo};
+use crate::msix::MsixLayout;
+use crate::open::{self, Keep, OpenOptions, PassedFds};
+use crate::pci_caps::{self, FlrMethod, PciCap, PCI_BASE_ADDRESS_0};
+use crate::region::{is_bar, RegionInfo, VFIO_PCI_CONFIG_REGION_INDEX};
+use crate::revoke::Lifecycle;
+use crate::sysfs::PciDevice;
+
+/// Bytes of config space read at open to find capabilities.
+pub(crate) const CONFIG_SNAPSHOT_LEN: usize = PCI_CFG_SPACE_SIZE as usize;
+
+/// The access path a device ended up on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenedVia {
+    /// cdev bound to an iommufd.
+    Cdev,
+    /// group in a container.
+    Group,
+}
+
+/// Where the registers the lifecycle needs live in config space, found once at open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ConfigLayout {
+    pub(crate) caps: Vec<PciCap>,
+    pub(crate) msix: Option<MsixLayout>,
+    pub(crate) pmcsr: Option<u16>,
+    pub(crate) flr: Option<FlrMethod>,
+}
+
+/// State shared by a device, its mappings and (weakly) its dma-bufs.
+#[derive(Debug)]
+pub(crate) struct DeviceInner {
+    // Declared first so it is closed first.
+    pub(crate) fd: OwnedFd,
+    pub(crate) keep: Keep,
+    pub(crate) bdf: Bdf,
+    pub(crate) sys: Option<PciDevice>,
+    pub(crate) info: DeviceInfo,
+    pub(crate) config_region: RegionInfo,
+    pub(crate) layout: ConfigLayout,
+    pub(crate) page_size: u64,
+    pub(crate) lifecycle: Mutex<Lifecycle>,
+}
+
+impl DeviceInner {
+    /// The lifecycle bookkeeping, even if a panicking thread poisoned it.
+    pub(crate) fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
+        self.lifecycle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// An open vfio-pci device.
+#[derive(Debug)]
+pub struct Device {
+    pub(crate) inner: Arc<DeviceInner>,
+}
+
+impl Device {
+    /// Opens the device at `bdf` on the running system, picking the access path
+    /// automatically.
+    pub fn open(bdf: Bdf) -> Result<Self> {
+        Self::open_with(bdf, OpenOptions::default())
+    }
+
+    /// Opens the device at `bdf` as `opts` says.
+    pub fn open_with(bdf: Bdf, opts: OpenOptions) -> Result<Self> {
+        let ready_fd = matches!(
+            opts.passed,
+            PassedFds::CdevBound { .. }
+                | PassedFds::GroupDevice { .. }
+                | PassedFds::CdevUnbound { .. }
+        );
+        let sys = match opts.sysfs.device(bdf) {
+            Ok(sys) => Some(sys),
+            // A management process may hand over fds to a sandbox without sysfs.
+            Err(_) if ready_fd => None,
+            Err(e) => return Err(e),
+        };
+        let (fd, keep) = open::open(bdf, sys.as_ref(), opts)?;
+        if ready_fd {
+            check_passed_fd(bdf, &fd)?;
+        }
+        Self::from_parts(bdf, fd, keep, sys)
+    }
+
+    fn from_parts(bdf: Bdf, fd: OwnedFd, keep: Keep, sys: Option<PciDevice>) -> Result<Self> {
+        let info = info::device_info(bdf, fd.as_fd())?;
+        if !info.is_pci() {
+            return Err(Error::NotPci {
+                bdf,
+                flags: info.flags,
+            });
+        }
+        let config_region = info::region_info(bdf, fd.as_fd(), VFIO_PCI_CONFIG_REGION_INDEX)?;
+        let page_size = rustix::param::page_size() as u64;
+        let mut inner = DeviceInner {
+            fd,
+            keep,
+            bdf,
+            sys,
+            info,
+            config_region,
+            layout: ConfigLayout {
+                caps: Vec::new(),
+                msix: None,
+                pmcsr: None,
+                flr: None,
+            },
+            page_size,
+            lifecycle: Mutex::new(Lifecycle::default()),
+        };
+        let mut config = vec![0u8; CONFIG_SNAPSHOT_LEN];
+        inner.config_read(0, &mut config)?;
+        let caps = pci_caps::capabilities(bdf, &config)?;
+        inner.layout = ConfigLayout {
+            msix: MsixLayout::find(&config, &caps),
+            pmcsr: pci_caps::pmcsr_offset(&caps),
+            flr: pci_caps::flr_method(&config, &caps),
+            caps,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The device's address.
+    pub fn bdf(&self) -> Bdf {
+        self.inner.bdf
+    }
+
+    /// The VFIO device fd.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
+    }
+
+    /// The access path the device was opened through.
+    pub fn opened_via(&self) -> OpenedVia {
+        match self.inner.keep {
+            Keep::Cdev { .. } => OpenedVia::Cdev,
+            Keep::Group { .. } => OpenedVia::Group,
+        }
+    }
+
+    /// The iommufd the device is bound to (cdev path), for importers that
+    /// attach the device to an IOAS.
+    pub fn iommufd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.inner.keep {
+            Keep::Cdev { iommufd, .. } => Some(iommufd.as_fd()),
+            Keep::Group { .. } => None,
+        }
+    }
+
+    /// The iommufd device id `VFIO_DEVICE_BIND_IOMMUFD` returned (cdev path,
+    /// when this library did the bind).
+    pub fn devid(&self) -> Option<u32> {
+        match &self.inner.keep {
+            Keep::Cdev { devid, .. } => *devid,
+            Keep::Group { .. } => None,
+        }
+    }
+
+    /// The container fd (group path), for `VFIO_IOMMU_MAP_DMA`.
+    pub fn container(&self) -> Option<BorrowedFd<'_>> {
+        match &self.inner.keep {
+            Keep::Group { container, .. } => container.as_ref().map(|fd| fd.as_fd()),
+            Keep::Cdev { .. } => None,
+        }
+    }
+
+    /// The group fd (group path).
+    pub fn group(&self) -> Option<BorrowedFd<'_>> {
+        match &self.inner.keep {
+            Keep::Group { group, .. } => group.as_ref().map(|fd| fd.as_fd()),
+            Keep::Cdev { .. } => None,
+        }
+    }
+
+    /// What `VFIO_DEVICE_GET_INFO` said.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.inner.info
+    }
+
+    /// What sysfs said at open (absent when handed fds without sysfs).
+    pub fn sysfs(&self) -> Option<&PciDevice> {
+        self.inner.sys.as_ref()
+    }
+
+    /// The kernel's page size, which ranges must be aligned to.
+    pub fn page_size(&self) -> u64 {
+        self.inner.page_size
+    }
+
+    /// The standard PCI capabilities found in config space at open.
+    pub fn pci_caps(&self) -> &[PciCap] {
+        &self.inner.layout.caps
+    }
+
+    /// The MSI-X table/PBA layout, if the device has MSI-X.
+    pub fn msix(&self) -> Option<MsixLayout> {
+        self.inner.layout.msix
+    }
+
+    /// Region info of region `index`.
+    pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
+        let num_regions = self.inner.info.num_regions;
+        if index >= num_regions {
+            return Err(Error::RegionIndex {
+                bdf: self.bdf(),
+                region: index,
+                num_regions,
+            });
+        }
+        info::region_info(self.bdf(), self.fd(), index)
+    }
+
+    /// BAR `index` (0..=5): region info joined with sysfs.
+    pub fn bar(&self, index: u32) -> Result<Bar> {
+        if !is_bar(index) {
+            return Err(Error::RegionNotBar {
+                bdf: self.bdf(),
+                region: index,
+            });
+        }
+        let region = self.region_info(index)?;
+        let resource = self.inner.sys.as_ref().and_then(|s| s.resource(index));
+        let config_bar = if resource.is_none() {
+            Some(self.config_read_u32(PCI_BASE_ADDRESS_0 + 4 * index as u16)?)
+        } else {
+            None
+        };
+        Ok(Bar::new(region, resource, config_bar))
+    }
+
+    /// All six BARs, absent ones included.
+    pub fn bars(&self) -> Result<Vec<Bar>> {
+        (0..6).map(|i| self.bar(i)).collect()
+    }
+
+    /// Whether opening would pick the cdev path for this device under `opts`,
+    /// without opening anything.
+    pub fn would_use_cdev(bdf: Bdf, opts: &OpenOptions) -> Result<bool> {
+        let sys = opts.sysfs.device(bdf)?;
+        Ok(matches!(
+            open::plan(&sys, opts.access, &opts.dev_dir)?,
+            open::Plan::Cdev { .. }
+        ))
+    }
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd()
+    }
+}
+
+/// Refuses a handed-over device fd whose fdinfo names another device
+/// (`vfio-device-syspath`, printed for every VFIO device file).
+fn check_passed_fd(bdf: Bdf, fd: &OwnedFd) -> Result<()> {
+    let Ok(info) = FdInfo::of(fd) else {
+        // No /proc: nothing to check against.
+        return Ok(());
+    };
+    let actual = info
+        .vfio_device_syspath
+        .as_deref()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse::<Bdf>().ok());
+    match actual {
+        Some(actual) if actual != bdf => Err(Error::PassedFdMismatch { bdf, actual }),
+        _ => Ok(()),
+    }
+}
+
+// A device is shared across threads by reference; its fds and bookkeeping allow it.
+const _: () = {
+    fn assert_send_sync<T: Send + Sync>() {}
+    let _ = assert_send_sync::<Device>;
+};

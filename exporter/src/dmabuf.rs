@@ -1,0 +1,85 @@
+//! A dma-buf exported from a BAR: the fd, and what it was made of.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Weak;
+
+use crate::bdf::Bdf;
+use crate::device::DeviceInner;
+use crate::error::Result;
+use crate::fdinfo::FdInfo;
+use crate::ranges::DmaRange;
+use crate::revoke::{RevokeReason, RevokeState};
+
+/// A dma-buf of BAR ranges. Importers borrow its fd through [`AsFd`]; closing
+/// it (drop) releases this reference; importers that hold their own (iommufd
+/// does) keep the buffer alive.
+#[derive(Debug)]
+pub struct DmaBuf {
+    pub(crate) fd: OwnedFd,
+    pub(crate) bdf: Bdf,
+    pub(crate) region: u32,
+    pub(crate) ranges: Vec<DmaRange>,
+    pub(crate) size: u64,
+    pub(crate) generation: u64,
+    pub(crate) device: Weak<DeviceInner>,
+}
+
+impl DmaBuf {
+    /// The exporting device.
+    pub fn bdf(&self) -> Bdf {
+        self.bdf
+    }
+
+    /// The region (BAR) index.
+    pub fn region(&self) -> u32 {
+        self.region
+    }
+
+    /// The ranges, in the order they appear in the buffer.
+    pub fn ranges(&self) -> &[DmaRange] {
+        &self.ranges
+    }
+
+    /// Size in bytes (sum of the range lengths).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The device's revoke generation when the buffer was exported: a
+    /// [`RevokeEvent`](crate::RevokeEvent) with a later generation means
+    /// mappings made before it are gone.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The buffer's `/proc/self/fdinfo` entry (size, exp_name, ino, flags...).
+    pub fn fdinfo(&self) -> Result<FdInfo> {
+        FdInfo::of(&self.fd)
+    }
+
+    /// Whether importers can map the buffer now: the device's state, or
+    /// revoked for good once the device is closed.
+    pub fn state(&self) -> Result<RevokeState> {
+        match self.device.upgrade() {
+            Some(device) => device.revoke_state(),
+            None => Ok(RevokeState::Revoked(RevokeReason::DeviceClosed)),
+        }
+    }
+
+    /// Gives up the bookkeeping and returns the fd.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+}
+
+impl AsFd for DmaBuf {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl From<DmaBuf> for OwnedFd {
+    fn from(buf: DmaBuf) -> OwnedFd {
+        buf.fd
+    }
+}

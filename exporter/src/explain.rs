@@ -1,0 +1,184 @@
+//! What a kernel errno means for the call that returned it, and what to do.
+//!
+//! The tables follow the kernel source of each call (Linux 7.2): the dma-buf
+//! export (`vfio_pci_dmabuf.c`, `vfio_main.c`), the access-path ioctls
+//! (`group.c`, `container.c`, `device_cdev.c`) and opening the device nodes.
+
+use rustix::io::Errno;
+
+/// Meaning and fix for an errno of `VFIO_DEVICE_FEATURE_DMA_BUF`.
+pub(crate) fn dma_buf(errno: Errno) -> (&'static str, &'static str) {
+    match errno {
+        Errno::INVAL => (
+            "the kernel refused the arguments: nr_ranges 0, flags not 0, a zero, unaligned or \
+             out-of-BAR range, a total with bit 63 set, a BAR without a P2P provider, a short \
+             argsz, or a cdev device fd not bound to an iommufd",
+            "export without skip_validation to learn which rule, and check that the BAR is a \
+             memory BAR the P2P core knows (CONFIG_PCI_P2PDMA)",
+        ),
+        Errno::NODEV => (
+            "the region is not a BAR vfio-pci claimed (ROM, config, VGA, an absent BAR), or the \
+             device is being unregistered",
+            "export a BAR that region info reports with a non-zero size; if the device is \
+             going away, reopen it after it returns",
+        ),
+        Errno::OVERFLOW => (
+            "BAR address + offset + length overflows 64 bits",
+            "offsets are relative to the BAR start and must lie inside it",
+        ),
+        Errno::OPNOTSUPP => (
+            "the device's vfio driver offers no dma-buf export (a variant driver without \
+             get_dmabuf_phys)",
+            "bind the device to vfio-pci itself",
+        ),
+        Errno::NOTTY => (
+            "the kernel has no VFIO_DEVICE_FEATURE_DMA_BUF (before 6.19, or built without \
+             CONFIG_VFIO_PCI_DMABUF, which needs PCI_P2PDMA and DMA_SHARED_BUFFER)",
+            "run a kernel that has it; Device::probe() tells in advance",
+        ),
+        Errno::NOMEM => (
+            "the kernel could not allocate the range list or the buffer",
+            "use fewer ranges",
+        ),
+        Errno::MFILE | Errno::NFILE => (
+            "no file descriptor left for the new dma-buf",
+            "close descriptors or raise RLIMIT_NOFILE",
+        ),
+        Errno::FAULT => (
+            "the kernel could not read the argument",
+            "this is a bug in the library; report it",
+        ),
+        Errno::BADF => (
+            "the device fd is not open",
+            "keep the Device alive while exporting",
+        ),
+        _ => (
+            "an errno this kernel's exporter is not known to return",
+            "check dmesg for the vfio-pci message",
+        ),
+    }
+}
+
+/// Fix for an errno of one of the access-path or device ioctls, by name.
+pub(crate) fn ioctl(name: &str, errno: Errno) -> &'static str {
+    match (name, errno) {
+        ("VFIO_DEVICE_BIND_IOMMUFD", Errno::BUSY) => {
+            "the device's group is open through /dev/vfio/GROUP; close it, or open with AccessPath::Group"
+        }
+        ("VFIO_DEVICE_BIND_IOMMUFD", Errno::INVAL) => {
+            "the device is already open (a cdev device can be opened once) or the fd is already bound"
+        }
+        ("VFIO_DEVICE_BIND_IOMMUFD", Errno::PERM) => {
+            "noiommu devices need CAP_SYS_RAWIO"
+        }
+        ("VFIO_GROUP_SET_CONTAINER", Errno::BUSY) => {
+            "the group is already in a container, or one of its devices is open through its cdev"
+        }
+        ("VFIO_GROUP_SET_CONTAINER", Errno::PERM) => {
+            "noiommu groups need CAP_SYS_RAWIO and cannot share a container with IOMMU groups"
+        }
+        ("VFIO_GROUP_SET_CONTAINER", Errno::BADFD) => {
+            "the fd passed as container is neither /dev/vfio/vfio nor an iommufd"
+        }
+        ("VFIO_SET_IOMMU", Errno::NODEV) => {
+            "no IOMMU backend accepts this group; load vfio_iommu_type1 (or use noiommu mode)"
+        }
+        ("VFIO_SET_IOMMU", Errno::INVAL) => {
+            "the container has no group yet or its IOMMU is already set"
+        }
+        ("VFIO_GROUP_GET_DEVICE_FD", Errno::INVAL) => {
+            "the group has no container with an IOMMU set"
+        }
+        ("VFIO_GROUP_GET_DEVICE_FD", Errno::NODEV) => {
+            "the device is not in this IOMMU group or not bound to vfio-pci"
+        }
+        ("VFIO_GROUP_GET_DEVICE_FD", Errno::BUSY) => {
+            "the device is open through its cdev; close that first"
+        }
+        ("VFIO_GROUP_GET_STATUS", _) => "the fd is not a VFIO group",
+        ("VFIO_DEVICE_RESET", Errno::INVAL) => {
+            "the device has no reset method; try a bus hot reset"
+        }
+        ("VFIO_DEVICE_RESET", Errno::AGAIN) | ("VFIO_DEVICE_RESET", Errno::BUSY) => {
+            "another reset or config access holds the device; retry"
+        }
+        ("VFIO_DEVICE_GET_REGION_INFO", Errno::INVAL) => {
+            "the region index is beyond num_regions, or VGA on a non-VGA device"
+        }
+        (_, Errno::NOTTY) => "the fd is not the kind of VFIO fd this ioctl needs",
+        (_, Errno::INVAL) => {
+            "a cdev device fd must be bound to an iommufd before any other ioctl"
+        }
+        (_, Errno::NODEV) => "the device is gone (unbound or removed); reopen it",
+        _ => "check dmesg for the vfio message",
+    }
+}
+
+/// What kind of node an open failed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Node {
+    /// `/dev/iommu`.
+    Iommu,
+    /// `/dev/vfio/devices/vfioN`.
+    Cdev,
+    /// `/dev/vfio/vfio`.
+    Container,
+    /// `/dev/vfio/N` or `/dev/vfio/noiommu-N`.
+    Group,
+}
+
+/// Fix for an errno of opening a VFIO or iommufd node.
+pub(crate) fn open(node: Node, errno: Errno) -> &'static str {
+    match (node, errno) {
+        (Node::Iommu, Errno::NOENT) => "load the iommufd module (CONFIG_IOMMUFD) or use AccessPath::Group",
+        (Node::Cdev, Errno::NOENT) => {
+            "bind the device to vfio-pci on a kernel with CONFIG_VFIO_DEVICE_CDEV, or use AccessPath::Group"
+        }
+        (Node::Container, Errno::NOENT) => "load the vfio module",
+        (Node::Group, Errno::NOENT) => {
+            "bind every device of the IOMMU group to vfio-pci (the group node appears then)"
+        }
+        (Node::Group, Errno::BUSY) => {
+            "another process (or this one) holds the group open, or a device of it is open through its cdev"
+        }
+        (Node::Cdev, Errno::NODEV) => "the device is being unbound; rebind it to vfio-pci",
+        (_, Errno::ACCESS) | (_, Errno::PERM) => {
+            "give this user access to the node (udev rule, chown) or run with the needed privileges"
+        }
+        _ => "check that the node is a VFIO/iommufd character device",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_errnos_have_distinct_meanings() {
+        let errnos = [
+            Errno::INVAL,
+            Errno::NODEV,
+            Errno::OVERFLOW,
+            Errno::OPNOTSUPP,
+            Errno::NOTTY,
+            Errno::NOMEM,
+            Errno::MFILE,
+            Errno::FAULT,
+            Errno::BADF,
+            Errno::IO,
+        ];
+        let meanings: std::collections::HashSet<_> = errnos.iter().map(|e| dma_buf(*e).0).collect();
+        assert_eq!(meanings.len(), errnos.len());
+        assert!(dma_buf(Errno::NODEV).0.contains("BAR"));
+        assert!(dma_buf(Errno::OVERFLOW).1.contains("offset"));
+    }
+
+    #[test]
+    fn ioctl_fixes_are_specific_first() {
+        assert!(ioctl("VFIO_DEVICE_BIND_IOMMUFD", Errno::BUSY).contains("group"));
+        assert!(ioctl("VFIO_DEVICE_GET_INFO", Errno::INVAL).contains("bound"));
+        assert!(ioctl("VFIO_DEVICE_RESET", Errno::INVAL).contains("reset"));
+        assert!(open(Node::Group, Errno::BUSY).contains("holds the group"));
+        assert!(open(Node::Cdev, Errno::ACCESS).contains("access"));
+    }
+}

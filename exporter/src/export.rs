@@ -1,0 +1,192 @@
+//! `VFIO_DEVICE_FEATURE_DMA_BUF`: probing for it, and exporting BAR ranges as a
+//! dma-buf after checking them with the kernel's rules (`ranges`).
+
+use std::sync::Arc;
+
+use peerdma_uapi::flex::{Feature, FlexBuf};
+use peerdma_uapi::vfio::{
+    vfio_device_feature_dma_buf, vfio_region_dma_range, VFIO_DEVICE_FEATURE_DMA_BUF,
+    VFIO_DEVICE_FEATURE_GET,
+};
+use rustix::io::Errno;
+
+use crate::bar::BarKind;
+use crate::device::Device;
+use crate::dmabuf::DmaBuf;
+use crate::error::{Error, Result};
+use crate::explain;
+use crate::ioctl;
+use crate::ranges::{self, BarTarget, DmaRange, ExportOptions};
+use crate::region::is_bar;
+
+/// Whether a device can export dma-bufs, from `VFIO_DEVICE_FEATURE` PROBE|GET.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmaBufSupport {
+    /// The device exports dma-bufs.
+    Supported,
+    /// The kernel has the feature but this device's vfio driver does not
+    /// offer it (EOPNOTSUPP).
+    DriverLacksExport,
+    /// The kernel has no `VFIO_DEVICE_FEATURE_DMA_BUF` (ENOTTY).
+    KernelLacksFeature,
+}
+
+impl DmaBufSupport {
+    /// Whether exports can succeed.
+    pub fn is_supported(self) -> bool {
+        self == DmaBufSupport::Supported
+    }
+}
+
+/// Size of `vfio_device_feature` + `vfio_device_feature_dma_buf`.
+const ARG_HEADER_BYTES: usize = 8 + 16;
+
+/// Whether an argument with `count` ranges fits the 32-bit argsz.
+fn fits_argsz(count: usize) -> bool {
+    count
+        .checked_mul(size_of::<vfio_region_dma_range>())
+        .and_then(|n| n.checked_add(ARG_HEADER_BYTES))
+        .is_some_and(|n| n <= u32::MAX as usize)
+}
+
+impl Device {
+    /// Asks the kernel whether this device can export dma-bufs.
+    pub fn probe(&self) -> Result<DmaBufSupport> {
+        match ioctl::device_feature_probe_get(self.fd(), VFIO_DEVICE_FEATURE_DMA_BUF) {
+            Ok(()) => Ok(DmaBufSupport::Supported),
+            Err(Errno::OPNOTSUPP) => Ok(DmaBufSupport::DriverLacksExport),
+            Err(Errno::NOTTY) => Ok(DmaBufSupport::KernelLacksFeature),
+            Err(errno) => Err(Error::Ioctl {
+                bdf: self.bdf(),
+                ioctl: "VFIO_DEVICE_FEATURE(PROBE|GET|DMA_BUF)",
+                errno,
+                fix: explain::ioctl("VFIO_DEVICE_FEATURE", errno),
+            }),
+        }
+    }
+
+    /// What validation needs to know about region `region`.
+    pub fn bar_target(&self, region: u32) -> Result<BarTarget> {
+        let mut target = BarTarget {
+            bdf: self.bdf(),
+            region,
+            size: 0,
+            base: 0,
+            is_memory: true,
+            msix: self.msix(),
+            msix_mappable: false,
+            page_size: self.page_size(),
+        };
+        if is_bar(region) && region < self.info().num_regions {
+            let bar = self.bar(region)?;
+            target.size = bar.size();
+            target.base = bar.base.unwrap_or(0);
+            target.is_memory = !matches!(bar.kind, BarKind::Io);
+            target.msix_mappable = bar.msix_mappable();
+        }
+        Ok(target)
+    }
+
+    /// Checks an export with the kernel's rules and this library's MSI-X rule
+    /// without exporting; returns the size the dma-buf would have.
+    pub fn check_export(
+        &self,
+        region: u32,
+        ranges: &[DmaRange],
+        allow_msix_overlap: bool,
+    ) -> Result<u64> {
+        ranges::validate(&self.bar_target(region)?, ranges, allow_msix_overlap)
+    }
+
+    /// Exports `ranges` of BAR `region` as one dma-buf, `O_CLOEXEC | O_RDWR`.
+    pub fn export(&self, region: u32, ranges: &[DmaRange]) -> Result<DmaBuf> {
+        self.export_with(region, ranges, &ExportOptions::default())
+    }
+
+    /// Exports `ranges` of BAR `region` as one dma-buf, as `opts` says.
+    ///
+    /// Unless `opts.skip_validation`, the request is checked first and refused
+    /// with the error the kernel would give (same errno). If the device's
+    /// memory decode is off, the buffer is born revoked.
+    pub fn export_with(
+        &self,
+        region: u32,
+        ranges: &[DmaRange],
+        opts: &ExportOptions,
+    ) -> Result<DmaBuf> {
+        let bdf = self.bdf();
+        if !fits_argsz(ranges.len()) {
+            return Err(Error::TooManyRanges {
+                bdf,
+                region,
+                count: ranges.len(),
+            });
+        }
+        if !opts.skip_validation {
+            self.check_export(region, ranges, opts.allow_msix_overlap)?;
+        }
+        let payload = vfio_device_feature_dma_buf {
+            region_index: region,
+            open_flags: opts.open_flags.bits(),
+            flags: 0,
+            ..Default::default()
+        };
+        let elems: Vec<vfio_region_dma_range> = ranges
+            .iter()
+            .map(|r| vfio_region_dma_range {
+                offset: r.offset,
+                length: r.length,
+            })
+            .collect();
+        let feature = Feature::new(
+            VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF,
+            payload,
+        );
+        let mut arg = FlexBuf::from_elems(feature, &elems);
+        let generation = self.revoke_generation();
+        let fd = ioctl::device_feature_dma_buf(self.fd(), &mut arg).map_err(|errno| {
+            let (meaning, fix) = explain::dma_buf(errno);
+            Error::Export {
+                bdf,
+                region,
+                errno,
+                meaning,
+                fix,
+            }
+        })?;
+        Ok(DmaBuf {
+            fd,
+            bdf,
+            region,
+            ranges: ranges.to_vec(),
+            size: ranges
+                .iter()
+                .fold(0u64, |sum, r| sum.wrapping_add(r.length)),
+            generation,
+            device: Arc::downgrade(&self.inner),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argsz_limit() {
+        assert!(fits_argsz(0));
+        assert!(fits_argsz(1));
+        let max = (u32::MAX as usize - ARG_HEADER_BYTES) / 16;
+        assert!(fits_argsz(max));
+        assert!(!fits_argsz(max + 1));
+        assert!(!fits_argsz(usize::MAX));
+    }
+
+    #[test]
+    fn header_size_matches_uapi() {
+        assert_eq!(
+            size_of::<Feature<vfio_device_feature_dma_buf>>(),
+            ARG_HEADER_BYTES
+        );
+    }
+}

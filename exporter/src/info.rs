@@ -1,0 +1,201 @@
+//! `VFIO_DEVICE_GET_INFO` and `VFIO_DEVICE_GET_REGION_INFO`, capability chains
+//! included.
+//!
+//! Both infos are fetched twice when the kernel has a capability chain that did
+//! not fit: the first answer carries the `argsz` it needs (and `cap_offset` 0),
+//! the second, into a buffer of that size, carries the chain.
+
+use std::os::fd::BorrowedFd;
+
+use peerdma_uapi::flex::FlexBuf;
+use peerdma_uapi::vfio::{
+    vfio_device_info, vfio_region_info, VFIO_DEVICE_FLAGS_CAPS, VFIO_DEVICE_FLAGS_PCI,
+    VFIO_DEVICE_FLAGS_RESET, VFIO_REGION_INFO_FLAG_CAPS,
+};
+use rustix::io::Errno;
+
+use crate::bdf::Bdf;
+use crate::caps::{self, DeviceCap};
+use crate::error::{Error, Result};
+use crate::explain;
+use crate::ioctl;
+use crate::region::{region_name, RegionFlags, RegionInfo};
+
+/// Largest info buffer this library accepts from the kernel (a sanity bound;
+/// real chains are a few hundred bytes).
+const MAX_INFO_BYTES: usize = 64 * 1024;
+
+/// What `VFIO_DEVICE_GET_INFO` says about a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `VFIO_DEVICE_FLAGS_*`.
+    pub flags: u32,
+    /// Number of regions (9 fixed vfio-pci regions plus device-specific ones).
+    pub num_regions: u32,
+    /// Number of irq indexes.
+    pub num_irqs: u32,
+    /// Parsed capabilities.
+    pub caps: Vec<DeviceCap>,
+}
+
+impl DeviceInfo {
+    /// A vfio-pci device.
+    pub fn is_pci(&self) -> bool {
+        self.flags & VFIO_DEVICE_FLAGS_PCI != 0
+    }
+
+    /// `VFIO_DEVICE_RESET` is available.
+    pub fn supports_reset(&self) -> bool {
+        self.flags & VFIO_DEVICE_FLAGS_RESET != 0
+    }
+}
+
+fn ioctl_err(bdf: Bdf, name: &'static str) -> impl Fn(Errno) -> Error {
+    move |errno| Error::Ioctl {
+        bdf,
+        ioctl: name,
+        errno,
+        fix: explain::ioctl(name, errno),
+    }
+}
+
+/// The argsz the kernel asked for, if it is larger than what we gave.
+fn grown(what: &str, asked: u32, have: usize) -> Result<Option<usize>> {
+    let asked = asked as usize;
+    if asked <= have {
+        return Ok(None);
+    }
+    if asked > MAX_INFO_BYTES {
+        return Err(Error::CapChain {
+            what: what.to_owned(),
+            offset: 0,
+            reason: "the kernel asks for an info buffer larger than 64 KiB",
+        });
+    }
+    Ok(Some(asked))
+}
+
+/// Reads the device info.
+pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
+    const NAME: &str = "VFIO_DEVICE_GET_INFO";
+    let what = format!("{bdf} device info");
+    let mut buf = FlexBuf::new(vfio_device_info::default(), 0);
+    ioctl::device_get_info(fd, &mut buf).map_err(ioctl_err(bdf, NAME))?;
+    if buf.header().flags & VFIO_DEVICE_FLAGS_CAPS != 0 {
+        if let Some(bytes) = grown(&what, buf.header().argsz, buf.byte_len())? {
+            buf.resize_to_bytes(bytes);
+            ioctl::device_get_info(fd, &mut buf).map_err(ioctl_err(bdf, NAME))?;
+        }
+    }
+    let header = *buf.header();
+    let caps = if header.flags & VFIO_DEVICE_FLAGS_CAPS != 0 && header.cap_offset != 0 {
+        let bytes = buf
+            .read_array_at::<u8>(0, buf.byte_len())
+            .unwrap_or_default();
+        caps::device_caps(
+            &what,
+            &bytes,
+            header.cap_offset,
+            size_of::<vfio_device_info>(),
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok(DeviceInfo {
+        flags: header.flags,
+        num_regions: header.num_regions,
+        num_irqs: header.num_irqs,
+        caps,
+    })
+}
+
+/// Reads the info of region `index`.
+pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: u32) -> Result<RegionInfo> {
+    const NAME: &str = "VFIO_DEVICE_GET_REGION_INFO";
+    let what = format!("{bdf} {} region info", region_name(index));
+    let mut buf = FlexBuf::new(
+        vfio_region_info {
+            index,
+            ..Default::default()
+        },
+        0,
+    );
+    ioctl::device_get_region_info(fd, &mut buf).map_err(ioctl_err(bdf, NAME))?;
+    if buf.header().flags & VFIO_REGION_INFO_FLAG_CAPS != 0 {
+        if let Some(bytes) = grown(&what, buf.header().argsz, buf.byte_len())? {
+            buf.resize_to_bytes(bytes);
+            buf.header_mut().index = index;
+            ioctl::device_get_region_info(fd, &mut buf).map_err(ioctl_err(bdf, NAME))?;
+        }
+    }
+    let header = *buf.header();
+    let caps = if header.flags & VFIO_REGION_INFO_FLAG_CAPS != 0 && header.cap_offset != 0 {
+        let bytes = buf
+            .read_array_at::<u8>(0, buf.byte_len())
+            .unwrap_or_default();
+        caps::region_caps(
+            &what,
+            &bytes,
+            header.cap_offset,
+            size_of::<vfio_region_info>(),
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok(RegionInfo {
+        index,
+        flags: RegionFlags(header.flags),
+        size: header.size,
+        offset: header.offset,
+        caps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_is_bounded() {
+        assert_eq!(grown("x", 32, 32).unwrap(), None);
+        assert_eq!(grown("x", 16, 32).unwrap(), None);
+        assert_eq!(grown("x", 80, 32).unwrap(), Some(80));
+        assert!(matches!(
+            grown("x", u32::MAX, 32),
+            Err(Error::CapChain { .. })
+        ));
+    }
+
+    #[test]
+    fn flags() {
+        let info = DeviceInfo {
+            flags: VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET,
+            num_regions: 9,
+            num_irqs: 5,
+            caps: vec![],
+        };
+        assert!(info.is_pci() && info.supports_reset());
+        let info = DeviceInfo { flags: 0, ..info };
+        assert!(!info.is_pci() && !info.supports_reset());
+    }
+
+    #[test]
+    fn ioctl_on_a_non_vfio_fd_is_a_named_error() {
+        use std::os::fd::AsFd;
+        let file = std::fs::File::open(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let bdf: Bdf = "00:01.0".parse().unwrap();
+        let err = region_info(bdf, file.as_fd(), 2).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Ioctl {
+                    ioctl: "VFIO_DEVICE_GET_REGION_INFO",
+                    errno: Errno::NOTTY,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.errno(), Some(Errno::NOTTY));
+    }
+}

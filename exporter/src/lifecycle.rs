@@ -1,0 +1,169 @@
+//! The device operations that revoke and restore its dma-bufs, and the state
+//! and events that report it. Types are in `revoke`.
+
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Instant;
+
+use crate::device::{Device, DeviceInner};
+use crate::error::{Error, Result};
+use crate::explain;
+use crate::ioctl;
+use crate::pci_caps::{
+    FlrMethod, PCI_AF_CTRL_FLR, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_EXP_DEVCTL_BCR_FLR,
+    PCI_PM_CTRL_PME_STATUS, PCI_PM_CTRL_STATE_MASK,
+};
+use crate::revoke::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
+
+impl DeviceInner {
+    /// The revoke state, read from PCI_COMMAND and PMCSR.
+    pub(crate) fn revoke_state(&self) -> Result<RevokeState> {
+        let command = self.config_read_u16(PCI_COMMAND)?;
+        let pmcsr = match self.layout.pmcsr {
+            Some(at) => Some(self.config_read_u16(at)?),
+            None => None,
+        };
+        let is_virtfn = self.sys.as_ref().is_some_and(|s| s.is_virtfn);
+        Ok(RevokeState::from_registers(command, pmcsr, is_virtfn))
+    }
+
+    /// Runs `action` between two reads of the revoke state and reports the
+    /// change; `forced` is the revoke the kernel performs for this action even
+    /// when the state is the same before and after. The lifecycle lock is held
+    /// throughout, so library actions on one device do not interleave.
+    pub(crate) fn transition<T>(
+        &self,
+        forced: Option<RevokeReason>,
+        action: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let mut life = self.lifecycle();
+        let before = self.revoke_state()?;
+        let result = action();
+        if let Ok(after) = self.revoke_state() {
+            life.record(before, after, forced.filter(|_| result.is_ok()));
+        }
+        result
+    }
+}
+
+impl Device {
+    /// Whether importers can map this device's dma-bufs now, from the device's
+    /// registers (Memory Space Enable, PMCSR power state).
+    pub fn revoke_state(&self) -> Result<RevokeState> {
+        self.inner.revoke_state()
+    }
+
+    /// Receives every revoke and restore this library causes on this device
+    /// (through any `Device` method, `config_write` included), so importers can
+    /// map again after a restore. Changes made by other processes are not seen;
+    /// poll [`Device::revoke_state`] for those.
+    pub fn subscribe(&self) -> Receiver<RevokeEvent> {
+        let (tx, rx) = channel();
+        self.inner.lifecycle().subscribe(tx);
+        rx
+    }
+
+    /// Number of revokes this library has caused on this device so far.
+    pub fn revoke_generation(&self) -> u64 {
+        self.inner.lifecycle().generation()
+    }
+
+    /// The last reset this library performed on this device.
+    pub fn last_reset(&self) -> Option<ResetRecord> {
+        self.inner.lifecycle().last_reset
+    }
+
+    /// Whether Memory Space Enable is set (as the kernel sees it: the
+    /// virtualized command register).
+    pub fn memory_decode(&self) -> Result<bool> {
+        Ok(self.config_read_u16(PCI_COMMAND)? & PCI_COMMAND_MEMORY != 0)
+    }
+
+    /// Sets or clears Memory Space Enable through the config region. Clearing
+    /// it revokes every dma-buf of the device; setting it restores them
+    /// (importers must map again).
+    pub fn set_memory_decode(&self, on: bool) -> Result<()> {
+        let command = self.config_read_u16(PCI_COMMAND)?;
+        let new = if on {
+            command | PCI_COMMAND_MEMORY
+        } else {
+            command & !PCI_COMMAND_MEMORY
+        };
+        self.config_write_u16(PCI_COMMAND, new)
+    }
+
+    /// `VFIO_DEVICE_RESET`. The kernel moves the device to D0, revokes its
+    /// dma-bufs, resets it, and restores them if memory decode is on after.
+    pub fn reset(&self) -> Result<()> {
+        let bdf = self.bdf();
+        if !self.inner.info.supports_reset() {
+            return Err(Error::ResetUnsupported { bdf });
+        }
+        self.reset_with(ResetMethod::VfioReset, || {
+            ioctl::device_reset(self.fd()).map_err(|errno| Error::Ioctl {
+                bdf,
+                ioctl: "VFIO_DEVICE_RESET",
+                errno,
+                fix: explain::ioctl("VFIO_DEVICE_RESET", errno),
+            })
+        })
+    }
+
+    /// A function-level reset written through config space: PCIe DEVCTL
+    /// BCR_FLR when DEVCAP advertises FLR, else the Advanced Features FLR
+    /// (with TP), as vfio-pci requires. Revokes and restores like
+    /// [`Device::reset`].
+    pub fn flr(&self) -> Result<()> {
+        match self.inner.layout.flr {
+            Some(FlrMethod::Pcie { devctl }) => self.reset_with(ResetMethod::PcieFlr, || {
+                let ctl = self.config_read_u16(devctl)?;
+                self.inner.config_write_raw(
+                    u64::from(devctl),
+                    &(ctl | PCI_EXP_DEVCTL_BCR_FLR).to_le_bytes(),
+                )
+            }),
+            Some(FlrMethod::Af { ctrl }) => self.reset_with(ResetMethod::AfFlr, || {
+                let ctl = self.config_read_u8(ctrl)?;
+                self.inner
+                    .config_write_raw(u64::from(ctrl), &[ctl | PCI_AF_CTRL_FLR])
+            }),
+            None => Err(Error::FlrUnsupported { bdf: self.bdf() }),
+        }
+    }
+
+    fn reset_with(&self, method: ResetMethod, action: impl FnOnce() -> Result<()>) -> Result<()> {
+        let result = self
+            .inner
+            .transition(Some(RevokeReason::Reset(method)), || Ok(action()))?;
+        let mut life = self.inner.lifecycle();
+        let generation = life.generation();
+        life.last_reset = Some(ResetRecord {
+            method,
+            at: Instant::now(),
+            generation,
+            errno: result.as_ref().err().and_then(Error::errno),
+        });
+        result
+    }
+
+    /// The PMCSR power state, if the device has a PM capability.
+    pub fn power_state(&self) -> Result<Option<PowerState>> {
+        match self.inner.layout.pmcsr {
+            Some(at) => Ok(Some(PowerState::from_pmcsr(self.config_read_u16(at)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the PMCSR power state. Entering D3hot revokes the device's
+    /// dma-bufs; returning to D0 restores them if memory decode is on.
+    pub fn set_power_state(&self, state: PowerState) -> Result<()> {
+        let at = self
+            .inner
+            .layout
+            .pmcsr
+            .ok_or(Error::PowerStateUnsupported { bdf: self.bdf() })?;
+        let pmcsr = self.config_read_u16(at)?;
+        // Keep the other bits, but never write 1 to the write-one-to-clear PME status.
+        let new = (pmcsr & !(PCI_PM_CTRL_STATE_MASK | PCI_PM_CTRL_PME_STATUS)) | state.pmcsr_bits();
+        self.config_write_u16(at, new)
+    }
+}

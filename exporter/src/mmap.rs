@@ -1,0 +1,222 @@
+//! CPU access to a BAR through the VFIO region mmap: a [`MappedRegion`] owns
+//! the mapping and unmaps it on drop.
+//!
+//! The mapping keeps the device file open (as the kernel's VMA does): while
+//! one exists, dropping the `Device` does not close the device, so its
+//! dma-bufs are not revoked for good until the mapping goes too.
+
+use std::os::fd::AsFd;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+
+use rustix::mm::{MapFlags, ProtFlags};
+
+use crate::device::{Device, DeviceInner};
+use crate::error::{Error, Result};
+
+/// A mapped span of a VFIO region (usually a BAR); unmapped on drop.
+#[derive(Debug)]
+pub struct MappedRegion {
+    ptr: NonNull<u8>,
+    len: usize,
+    map_len: usize,
+    region: u32,
+    offset: u64,
+    device: Arc<DeviceInner>,
+}
+
+// SAFETY: the mapping is device memory shared with the kernel, not tied to the
+// thread that created it; every access through this type is a volatile
+// read/write of a plain integer, which any thread may do. Nothing in the type
+// is thread-affine.
+unsafe impl Send for MappedRegion {}
+// SAFETY: shared references only allow volatile loads/stores of integers;
+// concurrent MMIO from several threads is the caller's protocol, not a
+// memory-safety question.
+unsafe impl Sync for MappedRegion {}
+
+/// An integer width the mapping can be accessed with.
+pub trait MmioValue: Copy + sealed::Sealed {}
+impl MmioValue for u8 {}
+impl MmioValue for u16 {}
+impl MmioValue for u32 {}
+impl MmioValue for u64 {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for u16 {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
+}
+
+impl MappedRegion {
+    /// Start of the mapping.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length asked for, in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: zero-length maps are refused).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Region index.
+    pub fn region(&self) -> u32 {
+        self.region
+    }
+
+    /// Offset of the mapping inside the region.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn check<T>(&self, offset: usize) -> Result<*mut T> {
+        let width = size_of::<T>();
+        let inside = offset.checked_add(width).is_some_and(|end| end <= self.len);
+        if !inside || offset & (width - 1) != 0 {
+            return Err(Error::MmioAccess {
+                bdf: self.device.bdf,
+                region: self.region,
+                offset: offset as u64,
+                width,
+                len: self.len,
+            });
+        }
+        // SAFETY: offset + width <= len <= the mapped length, so the pointer
+        // stays inside the mapping.
+        Ok(unsafe { self.ptr.as_ptr().add(offset) }.cast())
+    }
+
+    /// Volatile read of a naturally aligned integer at `offset`.
+    pub fn read<T: MmioValue>(&self, offset: usize) -> Result<T> {
+        let p = self.check::<T>(offset)?;
+        // SAFETY: `check` proved the access is inside the live mapping and
+        // naturally aligned; T is a plain integer, valid for any bits.
+        Ok(unsafe { ptr::read_volatile(p) })
+    }
+
+    /// Volatile write of a naturally aligned integer at `offset`.
+    pub fn write<T: MmioValue>(&self, offset: usize, value: T) -> Result<()> {
+        let p = self.check::<T>(offset)?;
+        // SAFETY: as in `read`; the mapping was made writable or the kernel
+        // faults the access (SIGBUS/SIGSEGV is the region's contract, not UB in
+        // this process's memory).
+        unsafe { ptr::write_volatile(p, value) };
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes from `offset` with byte-wise volatile reads.
+    pub fn read_bytes(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = self.read::<u8>(offset + i)?;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` to `offset` with byte-wise volatile writes.
+    pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
+        for (i, b) in data.iter().enumerate() {
+            self.write::<u8>(offset + i, *b)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MappedRegion {
+    fn drop(&mut self) {
+        // SAFETY: ptr/map_len are exactly what mmap returned and nothing else
+        // unmaps them; no reference into the mapping outlives `self`. An error
+        // cannot be reported from drop and would leave only address space.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.map_len) };
+    }
+}
+
+impl Device {
+    /// Maps the whole region `index` (a BAR with the mmap flag and no sparse
+    /// areas).
+    pub fn map_region(&self, index: u32) -> Result<MappedRegion> {
+        let info = self.region_info(index)?;
+        self.map_region_range(index, 0, info.size)
+    }
+
+    /// Maps `len` bytes of region `index` at `offset` (page aligned), which must
+    /// lie inside the region and, if it lists sparse areas, inside one.
+    pub fn map_region_range(&self, index: u32, offset: u64, len: u64) -> Result<MappedRegion> {
+        let bdf = self.bdf();
+        let info = self.region_info(index)?;
+        let not = |reason| Error::RegionNotMappable {
+            bdf,
+            region: index,
+            reason,
+        };
+        if !info.flags.mmap() {
+            return Err(not("region info lacks VFIO_REGION_INFO_FLAG_MMAP"));
+        }
+        if len == 0 {
+            return Err(not("a mapping needs a non-zero length"));
+        }
+        if offset & (self.page_size() - 1) != 0 {
+            return Err(not("the offset is not page aligned"));
+        }
+        if !info.mappable(offset, len) {
+            return Err(not(
+                "the span is outside the region or its sparse mmap areas",
+            ));
+        }
+        let len_usize =
+            usize::try_from(len).map_err(|_| not("the span does not fit the address space"))?;
+        let map_len = len_usize.div_ceil(self.page_size() as usize) * self.page_size() as usize;
+        let mut prot = ProtFlags::empty();
+        if info.flags.read() {
+            prot |= ProtFlags::READ;
+        }
+        if info.flags.write() {
+            prot |= ProtFlags::WRITE;
+        }
+        let file_offset = info
+            .offset
+            .checked_add(offset)
+            .ok_or(not("region offset overflows"))?;
+        // SAFETY: a fresh shared mapping at an address the kernel picks (null
+        // hint), so it aliases no Rust object; the fd is the device fd, which
+        // the returned MappedRegion keeps open through its Arc.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                ptr::null_mut(),
+                map_len,
+                prot,
+                MapFlags::SHARED,
+                self.inner.fd.as_fd(),
+                file_offset,
+            )
+        }
+        .map_err(|errno| Error::Mmap {
+            bdf,
+            region: index,
+            offset,
+            len,
+            errno,
+        })?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::Mmap {
+            bdf,
+            region: index,
+            offset,
+            len,
+            errno: rustix::io::Errno::FAULT,
+        })?;
+        Ok(MappedRegion {
+            ptr,
+            len: len_usize,
+            map_len,
+            region: index,
+            offset,
+            device: Arc::clone(&self.inner),
+        })
+    }
+}

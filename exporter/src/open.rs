@@ -1,0 +1,624 @@
+//! Opening a device through one of the two VFIO access paths.
+//!
+//! - cdev + iommufd: open `/dev/iommu` and `/dev/vfio/devices/vfioN` (named in
+//!   sysfs `vfio-dev/`), then `VFIO_DEVICE_BIND_IOMMUFD`. Binding is what grants
+//!   access to the device fd (`vfio_df_ioctl_bind_iommufd` sets
+//!   `access_granted`); attaching to an IOAS is not needed to export a dma-buf,
+//!   only for the device's own DMA, which the importer sets up.
+//! - group/container: open `/dev/vfio/vfio` and `/dev/vfio/GROUP` (or
+//!   `noiommu-GROUP`), `VFIO_GROUP_SET_CONTAINER`, `VFIO_SET_IOMMU` (type1 v2,
+//!   or the noiommu type), then `VFIO_GROUP_GET_DEVICE_FD` with the BDF.
+//!
+//! A management process may hand over fds it opened ([`PassedFds`]); the
+//! library then completes only the missing steps.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use peerdma_uapi::vfio::{
+    VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_GROUP_FLAGS_CONTAINER_SET, VFIO_GROUP_FLAGS_VIABLE,
+    VFIO_NOIOMMU_IOMMU,
+};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::bdf::Bdf;
+use crate::error::{Error, Result};
+use crate::explain::{self, Node};
+use crate::ioctl;
+use crate::sysfs::{PciDevice, Sysfs};
+
+/// Which VFIO access path to open a device through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessPath {
+    /// The cdev path when `/dev/iommu` and the device's vfio cdev exist, else
+    /// the group path.
+    #[default]
+    Auto,
+    /// `/dev/vfio/devices/vfioN` bound to an iommufd.
+    Cdev,
+    /// `/dev/vfio/GROUP` in a `/dev/vfio/vfio` container.
+    Group,
+}
+
+/// File descriptors a management process opened and handed over.
+#[derive(Debug, Default)]
+pub enum PassedFds {
+    /// Nothing: the library opens every node itself.
+    #[default]
+    None,
+    /// An iommufd: the library opens the device's cdev and binds it to this.
+    Iommufd(OwnedFd),
+    /// A cdev device fd not yet bound, and the iommufd to bind it to.
+    CdevUnbound {
+        /// The `/dev/vfio/devices/vfioN` fd.
+        device: OwnedFd,
+        /// The iommufd.
+        iommufd: OwnedFd,
+    },
+    /// A cdev device fd the caller already bound to `iommufd`.
+    CdevBound {
+        /// The bound device fd.
+        device: OwnedFd,
+        /// The iommufd it is bound to (kept open, lent to importers).
+        iommufd: OwnedFd,
+    },
+    /// A container fd: the library opens the group and attaches it.
+    Container(OwnedFd),
+    /// A group fd and a container fd; the library attaches the group if it is
+    /// not attached yet and sets the IOMMU if the container has none.
+    Group {
+        /// The `/dev/vfio/GROUP` fd.
+        group: OwnedFd,
+        /// The container fd.
+        container: OwnedFd,
+    },
+    /// A device fd from `VFIO_GROUP_GET_DEVICE_FD`, with the group and
+    /// container it came from when the caller has them (kept open).
+    GroupDevice {
+        /// The device fd.
+        device: OwnedFd,
+        /// Its group fd.
+        group: Option<OwnedFd>,
+        /// Its container fd.
+        container: Option<OwnedFd>,
+    },
+}
+
+/// How to open a device.
+#[derive(Debug)]
+pub struct OpenOptions {
+    /// Access path.
+    pub access: AccessPath,
+    /// Where sysfs is.
+    pub sysfs: Sysfs,
+    /// Where the device nodes are (`/dev`).
+    pub dev_dir: PathBuf,
+    /// Fds handed over by a management process.
+    pub passed: PassedFds,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            access: AccessPath::Auto,
+            sysfs: Sysfs::system(),
+            dev_dir: PathBuf::from("/dev"),
+            passed: PassedFds::None,
+        }
+    }
+}
+
+/// The access path a device was opened through, with what keeps it alive.
+#[derive(Debug)]
+pub(crate) enum Keep {
+    /// cdev: the iommufd the device is bound to, and the device id (unknown
+    /// when the caller bound it).
+    Cdev {
+        iommufd: OwnedFd,
+        devid: Option<u32>,
+    },
+    /// group: the group and container fds (absent when the caller kept them).
+    Group {
+        group: Option<OwnedFd>,
+        container: Option<OwnedFd>,
+    },
+}
+
+/// Which nodes the library will open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// The cdev path.
+    Cdev {
+        /// `/dev/iommu`.
+        iommu: PathBuf,
+        /// `/dev/vfio/devices/vfioN`.
+        cdev: PathBuf,
+    },
+    /// The group path.
+    Group {
+        /// `/dev/vfio/vfio`.
+        container: PathBuf,
+        /// `/dev/vfio/N` or `/dev/vfio/noiommu-N`.
+        group: PathBuf,
+        /// IOMMU group number.
+        group_id: u32,
+        /// Whether it is a noiommu group.
+        noiommu: bool,
+    },
+}
+
+/// Decides which nodes to open, from sysfs and what exists under `dev_dir`.
+pub(crate) fn plan(sys: &PciDevice, access: AccessPath, dev_dir: &Path) -> Result<Plan> {
+    if !sys.is_vfio_bound() {
+        return Err(Error::NotVfioBound {
+            bdf: sys.bdf,
+            driver: sys.driver.clone(),
+        });
+    }
+    let use_cdev = match access {
+        AccessPath::Cdev => true,
+        AccessPath::Group => false,
+        AccessPath::Auto => plan_cdev(sys, dev_dir).is_ok(),
+    };
+    if use_cdev {
+        plan_cdev(sys, dev_dir)
+    } else {
+        plan_group(sys, dev_dir)
+    }
+}
+
+/// The cdev path's nodes, or why it is unavailable.
+fn plan_cdev(sys: &PciDevice, dev_dir: &Path) -> Result<Plan> {
+    let bdf = sys.bdf;
+    let name = sys.vfio_dev.as_ref().ok_or(Error::NoCdev {
+        bdf,
+        reason: "sysfs has no vfio-dev/ directory for the device",
+    })?;
+    let cdev = dev_dir.join("vfio/devices").join(name);
+    let iommu = dev_dir.join("iommu");
+    if !iommu.exists() {
+        return Err(Error::NoCdev {
+            bdf,
+            reason: "/dev/iommu does not exist",
+        });
+    }
+    if !cdev.exists() {
+        return Err(Error::NoCdev {
+            bdf,
+            reason: "the device's /dev/vfio/devices/ node does not exist",
+        });
+    }
+    Ok(Plan::Cdev { iommu, cdev })
+}
+
+/// The group path's nodes.
+fn plan_group(sys: &PciDevice, dev_dir: &Path) -> Result<Plan> {
+    let group_id = sys
+        .iommu_group
+        .ok_or(Error::NoIommuGroup { bdf: sys.bdf })?;
+    let vfio = dev_dir.join("vfio");
+    let normal = vfio.join(group_id.to_string());
+    let noiommu_node = vfio.join(format!("noiommu-{group_id}"));
+    let noiommu = !normal.exists() && noiommu_node.exists();
+    Ok(Plan::Group {
+        container: vfio.join("vfio"),
+        group: if noiommu { noiommu_node } else { normal },
+        group_id,
+        noiommu,
+    })
+}
+
+fn open_node(bdf: Bdf, path: &Path, node: Node) -> Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|errno| {
+        Error::Open {
+            bdf,
+            path: path.to_owned(),
+            errno,
+            fix: explain::open(node, errno),
+        }
+    })
+}
+
+fn ioctl_err(bdf: Bdf, name: &'static str) -> impl Fn(Errno) -> Error {
+    move |errno| Error::Ioctl {
+        bdf,
+        ioctl: name,
+        errno,
+        fix: explain::ioctl(name, errno),
+    }
+}
+
+/// Binds a cdev device fd to an iommufd.
+fn bind(bdf: Bdf, device: &OwnedFd, iommufd: &OwnedFd) -> Result<u32> {
+    ioctl::device_bind_iommufd(device.as_fd(), iommufd.as_fd())
+        .map_err(ioctl_err(bdf, "VFIO_DEVICE_BIND_IOMMUFD"))
+}
+
+/// Opens the cdev named by `plan` and binds it to `iommufd`.
+fn open_cdev(bdf: Bdf, cdev: &Path, iommufd: OwnedFd) -> Result<(OwnedFd, Keep)> {
+    let device = open_node(bdf, cdev, Node::Cdev)?;
+    let devid = bind(bdf, &device, &iommufd)?;
+    Ok((
+        device,
+        Keep::Cdev {
+            iommufd,
+            devid: Some(devid),
+        },
+    ))
+}
+
+/// Attaches `group` to `container` (unless already attached), sets the IOMMU
+/// type (unless the container already has one), checks viability and gets the
+/// device fd.
+fn group_device(
+    bdf: Bdf,
+    group_id: u32,
+    group: OwnedFd,
+    container: OwnedFd,
+    noiommu: bool,
+    container_is_fresh: bool,
+) -> Result<(OwnedFd, Keep)> {
+    let status =
+        ioctl::group_get_status(group.as_fd()).map_err(ioctl_err(bdf, "VFIO_GROUP_GET_STATUS"))?;
+    if status & VFIO_GROUP_FLAGS_VIABLE == 0 {
+        return Err(Error::GroupNotViable {
+            bdf,
+            group: group_id,
+        });
+    }
+    if status & VFIO_GROUP_FLAGS_CONTAINER_SET == 0 {
+        let iommu_type = if noiommu {
+            VFIO_NOIOMMU_IOMMU
+        } else {
+            VFIO_TYPE1v2_IOMMU
+        };
+        let version = ioctl::get_api_version(container.as_fd())
+            .map_err(ioctl_err(bdf, "VFIO_GET_API_VERSION"))?;
+        if version != VFIO_API_VERSION as i32 {
+            return Err(Error::Ioctl {
+                bdf,
+                ioctl: "VFIO_GET_API_VERSION",
+                errno: Errno::PROTO,
+                fix: "the container speaks another VFIO API version than 0",
+            });
+        }
+        let supported = ioctl::check_extension(container.as_fd(), iommu_type)
+            .map_err(ioctl_err(bdf, "VFIO_CHECK_EXTENSION"))?;
+        if supported <= 0 {
+            return Err(Error::IommuTypeUnsupported { bdf, iommu_type });
+        }
+        ioctl::group_set_container(group.as_fd(), container.as_fd())
+            .map_err(ioctl_err(bdf, "VFIO_GROUP_SET_CONTAINER"))?;
+        match ioctl::set_iommu(container.as_fd(), iommu_type) {
+            Ok(()) => {}
+            // A container handed over may already have its IOMMU set by an
+            // earlier group; the kernel says EINVAL then and attached our group
+            // to it in SET_CONTAINER.
+            Err(Errno::INVAL) if !container_is_fresh => {}
+            Err(errno) => return Err(ioctl_err(bdf, "VFIO_SET_IOMMU")(errno)),
+        }
+    }
+    let name = CString::new(bdf.to_string()).map_err(|_| Error::BdfParse {
+        input: bdf.to_string(),
+        reason: "contains a NUL byte",
+    })?;
+    let device = ioctl::group_get_device_fd(group.as_fd(), &name)
+        .map_err(ioctl_err(bdf, "VFIO_GROUP_GET_DEVICE_FD"))?;
+    Ok((
+        device,
+        Keep::Group {
+            group: Some(group),
+            container: Some(container),
+        },
+    ))
+}
+
+/// Opens the device fd and what keeps it alive, following `opts`.
+///
+/// `sys` is what sysfs says about the device; it is required unless the caller
+/// passed a ready device fd.
+pub(crate) fn open(
+    bdf: Bdf,
+    sys: Option<&PciDevice>,
+    opts: OpenOptions,
+) -> Result<(OwnedFd, Keep)> {
+    let OpenOptions {
+        access,
+        sysfs,
+        dev_dir,
+        passed,
+    } = opts;
+    let need_sys = || -> Result<&PciDevice> {
+        sys.ok_or_else(|| Error::Sysfs {
+            path: sysfs.device_path(bdf),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+    };
+    match passed {
+        PassedFds::CdevBound { device, iommufd } => Ok((
+            device,
+            Keep::Cdev {
+                iommufd,
+                devid: None,
+            },
+        )),
+        PassedFds::GroupDevice {
+            device,
+            group,
+            container,
+        } => Ok((device, Keep::Group { group, container })),
+        PassedFds::CdevUnbound { device, iommufd } => {
+            let devid = bind(bdf, &device, &iommufd)?;
+            Ok((
+                device,
+                Keep::Cdev {
+                    iommufd,
+                    devid: Some(devid),
+                },
+            ))
+        }
+        PassedFds::Iommufd(iommufd) => match plan(need_sys()?, AccessPath::Cdev, &dev_dir)? {
+            Plan::Cdev { cdev, .. } => open_cdev(bdf, &cdev, iommufd),
+            Plan::Group { .. } => Err(Error::NoCdev {
+                bdf,
+                reason: "an iommufd was passed but the cdev path is unavailable",
+            }),
+        },
+        PassedFds::Container(container) => match plan(need_sys()?, AccessPath::Group, &dev_dir)? {
+            Plan::Group {
+                group,
+                group_id,
+                noiommu,
+                ..
+            } => {
+                let group = open_node(bdf, &group, Node::Group)?;
+                group_device(bdf, group_id, group, container, noiommu, false)
+            }
+            Plan::Cdev { .. } => Err(Error::NoIommuGroup { bdf }),
+        },
+        PassedFds::Group { group, container } => {
+            match plan(need_sys()?, AccessPath::Group, &dev_dir)? {
+                Plan::Group {
+                    group_id, noiommu, ..
+                } => group_device(bdf, group_id, group, container, noiommu, false),
+                Plan::Cdev { .. } => Err(Error::NoIommuGroup { bdf }),
+            }
+        }
+        PassedFds::None => match plan(need_sys()?, access, &dev_dir)? {
+            Plan::Cdev { iommu, cdev } => {
+                let iommufd = open_node(bdf, &iommu, Node::Iommu)?;
+                open_cdev(bdf, &cdev, iommufd)
+            }
+            Plan::Group {
+                container,
+                group,
+                group_id,
+                noiommu,
+            } => {
+                let container = open_node(bdf, &container, Node::Container)?;
+                let group = open_node(bdf, &group, Node::Group)?;
+                group_device(bdf, group_id, group, container, noiommu, true)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysfs::tests::TempTree;
+    use std::fs;
+
+    fn sys(driver: Option<&str>, group: Option<u32>, vfio_dev: Option<&str>) -> PciDevice {
+        PciDevice {
+            bdf: "0000:00:03.0".parse().unwrap(),
+            path: PathBuf::from("/sys/bus/pci/devices/0000:00:03.0"),
+            vendor: 0x1af4,
+            device: 0x1110,
+            class: 0x050000,
+            driver: driver.map(str::to_owned),
+            iommu_group: group,
+            resources: vec![],
+            vfio_dev: vfio_dev.map(str::to_owned),
+            is_virtfn: false,
+        }
+    }
+
+    fn dev_tree(iommu: bool, cdev: bool, group: Option<&str>) -> TempTree {
+        let t = TempTree::new("dev");
+        fs::create_dir_all(t.0.join("vfio/devices")).unwrap();
+        fs::write(t.0.join("vfio/vfio"), "").unwrap();
+        if iommu {
+            fs::write(t.0.join("iommu"), "").unwrap();
+        }
+        if cdev {
+            fs::write(t.0.join("vfio/devices/vfio0"), "").unwrap();
+        }
+        if let Some(g) = group {
+            fs::write(t.0.join("vfio").join(g), "").unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn auto_prefers_cdev_when_everything_exists() {
+        let t = dev_tree(true, true, Some("7"));
+        let p = plan(
+            &sys(Some("vfio-pci"), Some(7), Some("vfio0")),
+            AccessPath::Auto,
+            &t.0,
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            Plan::Cdev {
+                iommu: t.0.join("iommu"),
+                cdev: t.0.join("vfio/devices/vfio0")
+            }
+        );
+    }
+
+    #[test]
+    fn auto_falls_back_to_group() {
+        for (iommu, cdev, vfio_dev) in [
+            (false, true, Some("vfio0")),
+            (true, false, Some("vfio0")),
+            (true, true, None),
+        ] {
+            let t = dev_tree(iommu, cdev, Some("7"));
+            let p = plan(
+                &sys(Some("vfio-pci"), Some(7), vfio_dev),
+                AccessPath::Auto,
+                &t.0,
+            )
+            .unwrap();
+            assert_eq!(
+                p,
+                Plan::Group {
+                    container: t.0.join("vfio/vfio"),
+                    group: t.0.join("vfio/7"),
+                    group_id: 7,
+                    noiommu: false
+                },
+                "iommu {iommu} cdev {cdev} vfio_dev {vfio_dev:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn noiommu_group_node() {
+        let t = dev_tree(false, false, Some("noiommu-0"));
+        let p = plan(
+            &sys(Some("vfio-pci"), Some(0), None),
+            AccessPath::Group,
+            &t.0,
+        )
+        .unwrap();
+        assert!(
+            matches!(p, Plan::Group { noiommu: true, group_id: 0, ref group, .. } if group.ends_with("noiommu-0"))
+        );
+    }
+
+    #[test]
+    fn explicit_cdev_reports_what_is_missing() {
+        let t = dev_tree(false, true, None);
+        let err = plan(
+            &sys(Some("vfio-pci"), Some(7), Some("vfio0")),
+            AccessPath::Cdev,
+            &t.0,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::NoCdev { reason, .. } if reason.contains("/dev/iommu")),
+            "{err:?}"
+        );
+        let err = plan(
+            &sys(Some("vfio-pci"), Some(7), None),
+            AccessPath::Cdev,
+            &t.0,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::NoCdev { reason, .. } if reason.contains("vfio-dev")),
+            "{err:?}"
+        );
+        let t = dev_tree(true, false, None);
+        let err = plan(
+            &sys(Some("vfio-pci"), Some(7), Some("vfio0")),
+            AccessPath::Cdev,
+            &t.0,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::NoCdev { reason, .. } if reason.contains("node")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn group_path_needs_a_group() {
+        let t = dev_tree(false, false, None);
+        let err = plan(&sys(Some("vfio-pci"), None, None), AccessPath::Auto, &t.0).unwrap_err();
+        assert!(matches!(err, Error::NoIommuGroup { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn must_be_bound_to_vfio() {
+        let t = dev_tree(true, true, Some("7"));
+        for driver in [None, Some("nvme")] {
+            let err =
+                plan(&sys(driver, Some(7), Some("vfio0")), AccessPath::Auto, &t.0).unwrap_err();
+            assert!(matches!(err, Error::NotVfioBound { .. }), "{err:?}");
+            assert!(err.to_string().contains("driver_override"));
+        }
+        // Variant drivers count as vfio.
+        assert!(plan(
+            &sys(Some("mlx5_vfio_pci"), Some(7), Some("vfio0")),
+            AccessPath::Auto,
+            &t.0
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn missing_group_node_is_an_open_error_with_a_fix() {
+        let t = dev_tree(false, false, None);
+        let bdf: Bdf = "0000:00:03.0".parse().unwrap();
+        let err = open(
+            bdf,
+            Some(&sys(Some("vfio-pci"), Some(7), None)),
+            OpenOptions {
+                dev_dir: t.0.clone(),
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap_err();
+        // /dev/vfio/vfio is a plain file here, so the container opens and the
+        // group node is what is missing.
+        assert!(
+            matches!(&err, Error::Open { errno: Errno::NOENT, path, .. } if path.ends_with("vfio/7")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("bind every device"));
+    }
+
+    #[test]
+    fn passed_fds_need_sysfs_only_when_the_library_opens_nodes() {
+        let bdf: Bdf = "0000:00:03.0".parse().unwrap();
+        let file = fs::File::open(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let err = open(
+            bdf,
+            None,
+            OpenOptions {
+                passed: PassedFds::Iommufd(file.into()),
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Sysfs { .. }), "{err:?}");
+        let file = fs::File::open(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let (fd, keep) = open(
+            bdf,
+            None,
+            OpenOptions {
+                passed: PassedFds::GroupDevice {
+                    device: file.into(),
+                    group: None,
+                    container: None,
+                },
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
+        drop(fd);
+        assert!(matches!(
+            keep,
+            Keep::Group {
+                group: None,
+                container: None
+            }
+        ));
+    }
+}

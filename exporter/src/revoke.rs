@@ -1,0 +1,350 @@
+//! The revoke lifecycle of a device's dma-bufs, as the kernel drives it.
+//!
+//! vfio-pci revokes every live dma-buf of a device (importers get
+//! invalidate_mappings, new maps fail with ENODEV) when memory decode goes off
+//! (PCI_COMMAND Memory Space Enable cleared through the config region), on
+//! `VFIO_DEVICE_RESET` and on an FLR written through config space, on a power
+//! state change to D3hot (PMCSR), and for good when the device is closed. It
+//! restores them when decode is on again (bit set, reset finished with decode
+//! on, back to D0); importers must then map again.
+//!
+//! [`RevokeState`] is computed from the device itself: the Memory Space Enable
+//! bit (the kernel tests its virtualized copy, which is what a read through the
+//! config region returns) and the PMCSR power state. [`RevokeEvent`]s report
+//! the changes this library causes, each revoke with a new generation number.
+
+use std::fmt;
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use rustix::io::Errno;
+
+/// A PCI power state, as in the PMCSR PowerState field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PowerState {
+    /// Fully on.
+    D0,
+    /// Light sleep.
+    D1,
+    /// Deeper sleep.
+    D2,
+    /// Off with power applied: BARs do not decode, dma-bufs are revoked.
+    D3hot,
+}
+
+impl PowerState {
+    /// Decodes the 2-bit PMCSR PowerState field.
+    pub fn from_pmcsr(pmcsr: u16) -> Self {
+        match pmcsr & 0x3 {
+            0 => PowerState::D0,
+            1 => PowerState::D1,
+            2 => PowerState::D2,
+            _ => PowerState::D3hot,
+        }
+    }
+
+    /// The PMCSR PowerState field value.
+    pub fn pmcsr_bits(self) -> u16 {
+        match self {
+            PowerState::D0 => 0,
+            PowerState::D1 => 1,
+            PowerState::D2 => 2,
+            PowerState::D3hot => 3,
+        }
+    }
+
+    /// Whether the kernel treats memory as disabled in this state
+    /// (`current_state >= PCI_D3hot`).
+    pub fn revokes(self) -> bool {
+        self == PowerState::D3hot
+    }
+}
+
+impl fmt::Display for PowerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerState::D0 => "D0",
+            PowerState::D1 => "D1",
+            PowerState::D2 => "D2",
+            PowerState::D3hot => "D3hot",
+        })
+    }
+}
+
+/// How a reset was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResetMethod {
+    /// `VFIO_DEVICE_RESET`.
+    VfioReset,
+    /// BCR_FLR written to the PCIe Device Control register.
+    PcieFlr,
+    /// FLR written to the Advanced Features control register.
+    AfFlr,
+}
+
+/// A reset this library performed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetRecord {
+    /// How.
+    pub method: ResetMethod,
+    /// When it returned.
+    pub at: Instant,
+    /// The revoke generation after it.
+    pub generation: u64,
+    /// The errno if the kernel reported failure (the buffers were revoked and,
+    /// with decode on, restored all the same).
+    pub errno: Option<Errno>,
+}
+
+/// Why a device's dma-bufs are (or were) revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RevokeReason {
+    /// Memory Space Enable is clear in PCI_COMMAND.
+    MemoryDecodeOff,
+    /// The device is in a power state where memory does not decode.
+    PowerState(PowerState),
+    /// A reset revoked them while it ran (events only: a reset restores them
+    /// when it finishes with decode on).
+    Reset(ResetMethod),
+    /// The device was closed: revoked for good.
+    DeviceClosed,
+}
+
+impl fmt::Display for RevokeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RevokeReason::MemoryDecodeOff => f.write_str("memory decode is off"),
+            RevokeReason::PowerState(s) => write!(f, "the device is in {s}"),
+            RevokeReason::Reset(m) => write!(f, "the device was reset ({m:?})"),
+            RevokeReason::DeviceClosed => f.write_str("the device was closed"),
+        }
+    }
+}
+
+/// Whether a device's dma-bufs can be mapped by importers right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RevokeState {
+    /// Importers may map the buffers.
+    Live,
+    /// Maps fail with ENODEV; existing mappings were invalidated.
+    Revoked(RevokeReason),
+}
+
+impl RevokeState {
+    /// Whether the buffers are live.
+    pub fn is_live(self) -> bool {
+        self == RevokeState::Live
+    }
+
+    /// Computes the state from the device's registers, in the kernel's terms
+    /// (`__vfio_pci_memory_enabled`): power state below D3hot and, unless the
+    /// function has no command memory bit (SR-IOV VF), Memory Space Enable set.
+    pub fn from_registers(command: u16, pmcsr: Option<u16>, is_virtfn: bool) -> Self {
+        if let Some(state) = pmcsr.map(PowerState::from_pmcsr).filter(|s| s.revokes()) {
+            return RevokeState::Revoked(RevokeReason::PowerState(state));
+        }
+        if !is_virtfn && command & 0x2 == 0 {
+            return RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
+        }
+        RevokeState::Live
+    }
+}
+
+/// A change of revoke state caused by this library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeEvent {
+    /// The device's buffers were revoked; importers lost their mappings.
+    Revoked {
+        /// Incremented on each revoke; an importer that mapped at an older
+        /// generation must map again once restored.
+        generation: u64,
+        /// Why.
+        reason: RevokeReason,
+    },
+    /// The buffers are usable again; importers must map them again.
+    Restored {
+        /// The generation of the revoke this ends.
+        generation: u64,
+    },
+}
+
+/// Bookkeeping of the lifecycle a `Device` shares with its buffers.
+#[derive(Debug, Default)]
+pub(crate) struct Lifecycle {
+    subscribers: Vec<Sender<RevokeEvent>>,
+    generation: u64,
+    pub(crate) last_reset: Option<ResetRecord>,
+}
+
+impl Lifecycle {
+    /// Adds a subscriber.
+    pub(crate) fn subscribe(&mut self, tx: Sender<RevokeEvent>) {
+        self.subscribers.push(tx);
+    }
+
+    /// Current generation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn emit(&mut self, event: RevokeEvent) {
+        self.subscribers.retain(|tx| tx.send(event).is_ok());
+    }
+
+    /// Records what an action did to the state and notifies subscribers.
+    ///
+    /// `forced` is the revoke the kernel performs unconditionally for this
+    /// action (a reset, a write clearing Memory Space Enable), even when the
+    /// state is the same before and after.
+    pub(crate) fn record(
+        &mut self,
+        before: RevokeState,
+        after: RevokeState,
+        forced: Option<RevokeReason>,
+    ) {
+        let revoked_now = match (before, after, forced) {
+            (RevokeState::Live, _, Some(reason)) => Some(reason),
+            (RevokeState::Live, RevokeState::Revoked(reason), None) => Some(reason),
+            _ => None,
+        };
+        if let Some(reason) = revoked_now {
+            self.generation += 1;
+            let generation = self.generation;
+            self.emit(RevokeEvent::Revoked { generation, reason });
+        }
+        let was_revoked = !before.is_live() || revoked_now.is_some();
+        if was_revoked && after.is_live() {
+            let generation = self.generation;
+            self.emit(RevokeEvent::Restored { generation });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    #[test]
+    fn state_from_registers() {
+        use RevokeState::*;
+        assert_eq!(RevokeState::from_registers(0x6, Some(0), false), Live);
+        assert_eq!(
+            RevokeState::from_registers(0x4, Some(0), false),
+            Revoked(RevokeReason::MemoryDecodeOff)
+        );
+        assert_eq!(
+            RevokeState::from_registers(0x4, None, false),
+            Revoked(RevokeReason::MemoryDecodeOff)
+        );
+        // VFs have no memory bit of their own.
+        assert_eq!(RevokeState::from_registers(0x0, Some(0), true), Live);
+        // D3hot wins, D1/D2 do not revoke.
+        assert_eq!(
+            RevokeState::from_registers(0x6, Some(0x8003), false),
+            Revoked(RevokeReason::PowerState(PowerState::D3hot))
+        );
+        assert_eq!(RevokeState::from_registers(0x6, Some(2), false), Live);
+        assert_eq!(
+            RevokeState::from_registers(0x0, Some(3), true),
+            Revoked(RevokeReason::PowerState(PowerState::D3hot))
+        );
+    }
+
+    #[test]
+    fn power_state_round_trip() {
+        for s in [
+            PowerState::D0,
+            PowerState::D1,
+            PowerState::D2,
+            PowerState::D3hot,
+        ] {
+            assert_eq!(PowerState::from_pmcsr(0x0100 | s.pmcsr_bits()), s);
+        }
+    }
+
+    #[test]
+    fn decode_off_then_on() {
+        let mut l = Lifecycle::default();
+        let (tx, rx) = channel();
+        l.subscribe(tx);
+        let off = RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
+        l.record(RevokeState::Live, off, Some(RevokeReason::MemoryDecodeOff));
+        l.record(off, off, Some(RevokeReason::MemoryDecodeOff)); // again: nothing new
+        l.record(off, RevokeState::Live, None);
+        let events: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            events,
+            vec![
+                RevokeEvent::Revoked {
+                    generation: 1,
+                    reason: RevokeReason::MemoryDecodeOff
+                },
+                RevokeEvent::Restored { generation: 1 }
+            ]
+        );
+    }
+
+    #[test]
+    fn reset_revokes_and_restores_in_one_action() {
+        let mut l = Lifecycle::default();
+        let (tx, rx) = channel();
+        l.subscribe(tx);
+        let reason = RevokeReason::Reset(ResetMethod::VfioReset);
+        l.record(RevokeState::Live, RevokeState::Live, Some(reason));
+        l.record(RevokeState::Live, RevokeState::Live, Some(reason));
+        let events: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            events,
+            vec![
+                RevokeEvent::Revoked {
+                    generation: 1,
+                    reason
+                },
+                RevokeEvent::Restored { generation: 1 },
+                RevokeEvent::Revoked {
+                    generation: 2,
+                    reason
+                },
+                RevokeEvent::Restored { generation: 2 },
+            ]
+        );
+        assert_eq!(l.generation(), 2);
+    }
+
+    #[test]
+    fn reset_with_decode_off_changes_nothing() {
+        let mut l = Lifecycle::default();
+        let off = RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
+        let (tx, rx) = channel();
+        l.subscribe(tx);
+        l.record(off, off, Some(RevokeReason::Reset(ResetMethod::PcieFlr)));
+        assert_eq!(rx.try_iter().count(), 0);
+        assert_eq!(l.generation(), 0);
+    }
+
+    #[test]
+    fn vf_decode_write_is_a_transient_revoke() {
+        let mut l = Lifecycle::default();
+        let (tx, rx) = channel();
+        l.subscribe(tx);
+        l.record(
+            RevokeState::Live,
+            RevokeState::Live,
+            Some(RevokeReason::MemoryDecodeOff),
+        );
+        assert_eq!(rx.try_iter().count(), 2);
+    }
+
+    #[test]
+    fn dropped_subscribers_are_forgotten() {
+        let mut l = Lifecycle::default();
+        let (tx, rx) = channel();
+        l.subscribe(tx);
+        drop(rx);
+        let d3 = RevokeState::Revoked(RevokeReason::PowerState(PowerState::D3hot));
+        l.record(RevokeState::Live, d3, None);
+        assert!(l.subscribers.is_empty());
+        assert_eq!(l.generation(), 1);
+    }
+}
