@@ -56,7 +56,7 @@ fn setup_and_run() -> Result<i32> {
     )
     .context("parsing guest.json")?;
     load_modules(&config)?;
-    let devices = find_and_bind(&config.devices)?;
+    let devices = find_and_bind(&config.devices, config.iommu)?;
     let manifest = Manifest {
         kernel_release: rustix::system::uname()
             .release()
@@ -93,7 +93,10 @@ fn mount_basics() -> Result<()> {
     mount("sysfs", "/sys", "sysfs", "")?;
     mount("devtmpfs", "/dev", "devtmpfs", "")?;
     mount("tmpfs", "/run", "tmpfs", "mode=755")?;
-    mount("tmpfs", "/tmp", "tmpfs", "mode=1777")?;
+    // /tmp stays the host's (read-only): the host's current directory may be under it.
+    // Writable temporary space is /run/tmp (TMPDIR), home is /run/home.
+    fs::create_dir_all("/run/tmp")?;
+    fs::create_dir_all("/run/home")?;
     mount("devpts", "/dev/pts", "devpts", "")?;
     mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777")?;
     mount(
@@ -134,7 +137,7 @@ fn link_name(path: &Path) -> Option<String> {
         .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
-fn find_and_bind(wanted: &[GuestDevice]) -> Result<Vec<ManifestDevice>> {
+fn find_and_bind(wanted: &[GuestDevice], iommu: bool) -> Result<Vec<ManifestDevice>> {
     let sys = Path::new("/sys/bus/pci/devices");
     let mut all: Vec<String> = fs::read_dir(sys)?
         .flatten()
@@ -164,7 +167,7 @@ fn find_and_bind(wanted: &[GuestDevice]) -> Result<Vec<ManifestDevice>> {
         if dev.kind.binds_vfio() {
             bind_vfio(&bdf, &dir)?;
         }
-        out.push(describe(dev, &bdf, &dir)?);
+        out.push(describe(dev, &bdf, &dir, iommu)?);
     }
     Ok(out)
 }
@@ -191,7 +194,7 @@ fn bind_vfio(bdf: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn describe(dev: &GuestDevice, bdf: &str, dir: &Path) -> Result<ManifestDevice> {
+fn describe(dev: &GuestDevice, bdf: &str, dir: &Path, iommu: bool) -> Result<ManifestDevice> {
     let iommu_group = link_name(&dir.join("iommu_group")).and_then(|n| n.parse::<u32>().ok());
     let group_peers = iommu_group
         .map(|g| {
@@ -213,7 +216,12 @@ fn describe(dev: &GuestDevice, bdf: &str, dir: &Path) -> Result<ManifestDevice> 
     if driver.as_deref() == Some("vfio-pci") {
         // The group node: /dev/vfio/N, or /dev/vfio/noiommu-N in noiommu mode.
         if let Some(g) = iommu_group {
-            for name in [format!("{g}"), format!("noiommu-{g}")] {
+            let names = if iommu {
+                [format!("{g}"), format!("noiommu-{g}")]
+            } else {
+                [format!("noiommu-{g}"), format!("{g}")]
+            };
+            for name in names {
                 let p = PathBuf::from("/dev/vfio").join(name);
                 if wait_for(&p) {
                     vfio_group = Some(p);
@@ -296,13 +304,12 @@ fn run_command(config: &GuestConfig) -> Result<i32> {
         c.stdin(Stdio::null());
         c
     };
-    fs::create_dir_all("/tmp/home").ok();
     cmd.stdout(port.try_clone()?)
         .stderr(port.try_clone()?)
         .current_dir(&config.cwd)
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("HOME", "/tmp/home")
-        .env("TMPDIR", "/tmp")
+        .env("HOME", "/run/home")
+        .env("TMPDIR", "/run/tmp")
         .env("PEERDMA_TESTBED", "1")
         .env(
             "PEERDMA_MANIFEST",

@@ -202,7 +202,7 @@ impl Testbed {
     /// QEMU's arguments for one boot.
     pub fn qemu_args(&self, accel: Accel, scratch: &Path, console: &Path) -> Result<Vec<String>> {
         let o = &self.options;
-        let init = std::env::current_exe()?;
+        let init = init_binary()?;
         let mut a: Vec<String> = Vec::new();
         let mut push = |s: String| a.push(s);
         let machine = match accel {
@@ -341,7 +341,17 @@ impl Testbed {
         let console = scratch.path().join("console.log");
         let mut accel = self.accel;
         loop {
-            match self.boot_once(accel, &scratch, &console, interactive)? {
+            let result = self.boot_once(accel, &scratch, &console, interactive);
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    // Keep the console log for whoever debugs this.
+                    let mut scratch = scratch;
+                    scratch.keep();
+                    return Err(e);
+                }
+            };
+            match result {
                 BootResult::Done { output, wall, exit } => {
                     return self.finish(scratch, console, output, wall, exit, accel)
                 }
@@ -505,6 +515,32 @@ impl Testbed {
             accel,
         })
     }
+}
+
+/// The `peerdma-testbed` binary that becomes the guest's PID 1: this process when it is
+/// that binary, else `PEERDMA_TESTBED_BIN`, else the one Cargo builds beside the test
+/// executables (`target/<profile>/peerdma-testbed`).
+pub fn init_binary() -> Result<PathBuf> {
+    const NAME: &str = "peerdma-testbed";
+    let exe = std::env::current_exe()?;
+    if exe.file_name().is_some_and(|n| n == NAME) {
+        return Ok(exe);
+    }
+    if let Some(p) = std::env::var_os("PEERDMA_TESTBED_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(NAME))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().with_context(|| {
+        format!(
+            "the guest init {NAME} was not found (looked at {candidates:?}): \
+             build it with `cargo build -p peerdma-testbed` or set PEERDMA_TESTBED_BIN"
+        )
+    })
 }
 
 enum BootResult {
