@@ -316,6 +316,8 @@ fn apt(args: &[&str]) -> Result<()> {
         .args(["-q", "-o", "DPkg::Lock::Timeout=600"])
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
+        // Progress belongs on stderr: stdout may carry a command's machine-readable output.
+        .stdout(std::io::stderr())
         .status()
         .context("running apt-get (is this a Debian host?)")?;
     if !status.success() {

@@ -562,6 +562,31 @@ kernel/drivers/iommu/iommufd/iommufd.ko.xz:
     }
 
     #[test]
+    fn init_script_is_valid_sh() {
+        let mut child = Command::new("sh")
+            .arg("-n")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(INIT_SCRIPT.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for a in ["insmod", "mount", "switch_root", "poweroff"] {
+            assert!(APPLETS.contains(&a), "{a} is used but not linked");
+        }
+    }
+
+    #[test]
     fn fnv_is_stable() {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);

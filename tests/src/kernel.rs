@@ -282,6 +282,7 @@ fn config_for_image(path: &Path, version: &str) -> Option<PathBuf> {
 }
 
 /// An exclusive lock on a file in the cache, held until dropped.
+#[derive(Debug)]
 struct CacheLock(#[allow(dead_code)] File);
 
 fn lock(name: &str) -> Result<CacheLock> {
@@ -342,11 +343,11 @@ fn resolve_reference() -> Result<Kernel> {
     if let Some(k) = cached_reference(&entry)? {
         return Ok(k);
     }
-    let _lock = lock("reference-build")?;
+    let lock = lock("reference-build")?;
     if let Some(k) = cached_reference(&entry)? {
         return Ok(k); // another process built it while we waited
     }
-    let build = ReferenceBuild::configure()?;
+    let build = ReferenceBuild::configure_locked(lock)?;
     build.build()?;
     cached_reference(&entry)?.context("the reference build finished but left no cache entry")
 }
@@ -387,13 +388,19 @@ pub struct ReferenceBuild {
     /// Debian's version of the source package.
     pub source_version: String,
     log: PathBuf,
+    _lock: CacheLock,
 }
 
 impl ReferenceBuild {
     /// Fetches and unpacks Debian's kernel source, then configures it: `make defconfig
     /// kvm_guest.config`, merge [`FRAGMENT`], `make olddefconfig`, and verifies that every
     /// option of the fragment made it.
+    /// Holds the cache's build lock (other testbed processes wait) until dropped.
     pub fn configure() -> Result<Self> {
+        Self::configure_locked(lock("reference-build")?)
+    }
+
+    fn configure_locked(lock: CacheLock) -> Result<Self> {
         eprintln!(
             "testbed: no reference kernel found (no PEERDMA_REFERENCE_KERNEL, no {}, no cache \
              entry): building it from Debian's {SOURCE_PACKAGE}. This takes about 15 minutes on \
@@ -422,6 +429,7 @@ impl ReferenceBuild {
             entry,
             source_version,
             log,
+            _lock: lock,
         };
         std::fs::write(&b.log, b"")?;
         eprintln!(
@@ -659,7 +667,16 @@ fn resolve_stock() -> Result<Kernel> {
     host::ensure_packages(&[host::KMOD, host::XZ, host::GZIP, host::BUSYBOX_STATIC])?;
     let _lock = lock("stock")?;
     let kernels = cache::subdir("kernels")?;
-    let assembled = PrivateApt::new(SUITE).and_then(|apt| assemble_stock(&apt, &kernels));
+    let current = kernels.join("stock-current");
+    let assembled = match recent_stock(&current, &kernels) {
+        Some(entry) => Ok(entry),
+        None => PrivateApt::new(SUITE)
+            .and_then(|apt| assemble_stock(&apt, &kernels))
+            .inspect(|entry| {
+                let name = entry.file_name().unwrap_or_default().to_string_lossy();
+                let _ = std::fs::write(&current, format!("{name}\n"));
+            }),
+    };
     let entry = match assembled {
         Ok(entry) => entry,
         Err(e) => {
@@ -714,6 +731,29 @@ fn resolve_stock() -> Result<Kernel> {
         has_iommufd: config_enables(&config, "CONFIG_IOMMUFD"),
         source: get("source")?,
     })
+}
+
+/// The stock entry that Debian's lists named less than a day ago (`stock-current`), so that
+/// every boot does not ask apt again; `PEERDMA_STOCK_ABI` must match it when set.
+fn recent_stock(current: &Path, kernels: &Path) -> Option<PathBuf> {
+    let age = std::fs::metadata(current)
+        .ok()?
+        .modified()
+        .ok()?
+        .elapsed()
+        .ok()?;
+    if age.as_secs() >= 24 * 3600 {
+        return None;
+    }
+    let name = std::fs::read_to_string(current).ok()?;
+    let name = name.trim();
+    if let Ok(abi) = std::env::var("PEERDMA_STOCK_ABI") {
+        if !abi.is_empty() && !name.starts_with(&format!("stock-{abi}_")) {
+            return None;
+        }
+    }
+    let entry = kernels.join(name);
+    entry.join(".complete").exists().then_some(entry)
 }
 
 fn read_info(path: &Path) -> Result<Vec<(String, String)>> {
@@ -928,6 +968,38 @@ mod tests {
         assert_eq!(bzimage_version(&img).unwrap(), "7.2.13-peerdma");
         assert!(bzimage_version(&img[..0x100]).is_err());
         assert!(bzimage_version(b"\x7fELF not a kernel").is_err());
+    }
+
+    /// Fetches Debian's stock kernel (network, ~125 MB once) and checks that modprobe can
+    /// resolve every module the guest loads. `cargo test -- --ignored stock_kernel`.
+    #[test]
+    #[ignore]
+    fn stock_kernel_resolves_and_its_modules_are_found() {
+        let k = resolve(&KernelChoice::Stock).unwrap();
+        assert_eq!(k.kind, KernelKind::Stock);
+        assert!(!k.has_iommufd);
+        assert!(k.initrd.as_ref().unwrap().exists());
+        let root = k.modules_root.unwrap();
+        let modprobe = host::find_command("modprobe").unwrap();
+        for m in modules_for_guest() {
+            let out = Command::new(&modprobe)
+                .arg("-d")
+                .arg(&root)
+                .args(["-S", &k.version, "-n", "-q", m])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "modprobe -n {m}: {out:?}");
+        }
+    }
+
+    /// Fetches Debian's kernel source and configures it with the fragment (no compile).
+    /// `cargo test -- --ignored reference_config`.
+    #[test]
+    #[ignore]
+    fn reference_config_from_source_has_the_fragment() {
+        let b = ReferenceBuild::configure().unwrap();
+        let cfg = std::fs::read_to_string(b.out.join(".config")).unwrap();
+        assert!(config_enables(&cfg, "CONFIG_IOMMUFD"));
     }
 
     #[test]
