@@ -1,1 +1,3 @@
-//! Shared pieces of the peerdma command-line tools.
+//! Shared pieces of the peerdma command-line tools (`peerdma`, `p2pcopy`).
+
+pub mod size;

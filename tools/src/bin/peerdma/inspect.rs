@@ -1,0 +1,142 @@
+//! `peerdma inspect`: what a dma-buf fd is, from fdinfo, plus its attachments where
+//! debugfs shows them.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use peerdma_exporter::FdInfo;
+use peerdma_tools::size::human;
+use serde_json::json;
+
+/// Where the debugfs dma-buf table lives.
+const BUFINFO: &str = "/sys/kernel/debug/dma_buf/bufinfo";
+
+/// `(fdinfo path, fd number)` for a target spelled `/proc/PID/fd/N` or `PID:FD`.
+fn fdinfo_location(target: &str) -> Option<(PathBuf, i32)> {
+    let (pid, fd) = if let Some(rest) = target.strip_prefix("/proc/") {
+        let (pid, fd) = rest.split_once("/fd/")?;
+        (pid, fd)
+    } else {
+        target.split_once(':')?
+    };
+    let fd: i32 = fd.parse().ok()?;
+    if pid != "self" && pid.parse::<u32>().is_err() {
+        return None;
+    }
+    Some((PathBuf::from(format!("/proc/{pid}/fdinfo/{fd}")), fd))
+}
+
+/// The devices attached to the buffer with inode `ino`, from debugfs's bufinfo text.
+pub fn attachments(bufinfo: &str, ino: u64) -> Option<Vec<String>> {
+    let mut lines = bufinfo.lines();
+    while let Some(line) = lines.next() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        // size flags mode count exp_name ino name
+        if fields.len() >= 6 && fields[5].trim().parse::<u64>().ok() == Some(ino) {
+            let mut devs = Vec::new();
+            let mut in_list = false;
+            for l in lines.by_ref() {
+                if l.starts_with("Total") {
+                    break;
+                }
+                if l.trim() == "Attached Devices:" {
+                    in_list = true;
+                } else if in_list {
+                    devs.push(l.trim().to_string());
+                }
+            }
+            return Some(devs);
+        }
+    }
+    None
+}
+
+/// Describes the buffer.
+pub fn run(target: &str, json: bool) -> Result<()> {
+    let (info, _file) = match fdinfo_location(target) {
+        Some((path, fd)) => (
+            FdInfo::read(path.clone(), fd)
+                .with_context(|| format!("reading {}", path.display()))?,
+            None,
+        ),
+        None => {
+            let file = std::fs::File::open(target).with_context(|| {
+                format!("opening {target} (give /proc/PID/fd/N, PID:FD or a file)")
+            })?;
+            (FdInfo::of(&file)?, Some(file))
+        }
+    };
+    let Some(exp_name) = info.exp_name.clone() else {
+        bail!("{target} is not a dma-buf (its fdinfo has no exp_name line)");
+    };
+    let attached = info.ino.and_then(|ino| {
+        std::fs::read_to_string(BUFINFO)
+            .ok()
+            .and_then(|t| attachments(&t, ino))
+    });
+    let out = json!({
+        "target": target,
+        "size": info.size,
+        "exporter": exp_name,
+        "name": info.name,
+        "inode": info.ino,
+        "file_refs": info.count,
+        "flags": format!("{:#o}", info.flags),
+        "cloexec": info.cloexec(),
+        "attachments": attached,
+    });
+    if json {
+        crate::print_json(&out);
+        return Ok(());
+    }
+    println!(
+        "{target}: dma-buf of {} from exporter {exp_name}, inode {}, {} other file reference(s){}",
+        human(info.size.unwrap_or(0)),
+        info.ino.map(|i| i.to_string()).unwrap_or("?".into()),
+        info.count.unwrap_or(0),
+        info.name
+            .as_ref()
+            .map(|n| format!(", name {n:?}"))
+            .unwrap_or_default()
+    );
+    match attached {
+        Some(devs) if devs.is_empty() => println!("  no importer attached"),
+        Some(devs) => println!("  attached: {}", devs.join(", ")),
+        None => println!("  attachments unknown (mount debugfs at /sys/kernel/debug to see them)"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_name_their_fdinfo() {
+        assert_eq!(
+            fdinfo_location("/proc/42/fd/7"),
+            Some((PathBuf::from("/proc/42/fdinfo/7"), 7))
+        );
+        assert_eq!(
+            fdinfo_location("42:7"),
+            Some((PathBuf::from("/proc/42/fdinfo/7"), 7))
+        );
+        assert_eq!(fdinfo_location("/dev/dma_heap/system"), None);
+        assert_eq!(fdinfo_location("x:7"), None);
+    }
+
+    #[test]
+    fn bufinfo_attachments_are_found_by_inode() {
+        let text = "\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n\
+            00004096\t00000002\t00080005\t00000001\tvfio_pci_core\t00000031\t<none>\n\
+            \tAttached Devices:\n\t0000:00:12.0\nTotal 1 devices attached\n\n\
+            00008192\t00000002\t00080005\t00000001\tudmabuf\t00000032\t<none>\n\
+            \tAttached Devices:\nTotal 0 devices attached\n\n";
+        assert_eq!(
+            attachments(text, 31),
+            Some(vec!["0000:00:12.0".to_string()])
+        );
+        assert_eq!(attachments(text, 32), Some(vec![]));
+        assert_eq!(attachments(text, 99), None);
+    }
+}
