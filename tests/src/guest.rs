@@ -98,6 +98,8 @@ fn mount_basics() -> Result<()> {
     fs::create_dir_all("/run/tmp")?;
     fs::create_dir_all("/run/home")?;
     mount("devpts", "/dev/pts", "devpts", "")?;
+    // debugfs shows dma-buf attachments (peerdma inspect); absent on some kernels.
+    let _ = mount("debugfs", "/sys/kernel/debug", "debugfs", "");
     mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777")?;
     mount(
         SCRATCH_TAG,
@@ -198,14 +200,15 @@ fn describe(dev: &GuestDevice, bdf: &str, dir: &Path, iommu: bool) -> Result<Man
     let iommu_group = link_name(&dir.join("iommu_group")).and_then(|n| n.parse::<u32>().ok());
     let group_peers = iommu_group
         .map(|g| {
-            let mut peers: Vec<String> = fs::read_dir(format!("/sys/kernel/iommu_groups/{g}/devices"))
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|b| b != bdf)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut peers: Vec<String> =
+                fs::read_dir(format!("/sys/kernel/iommu_groups/{g}/devices"))
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|b| b != bdf)
+                            .collect()
+                    })
+                    .unwrap_or_default();
             peers.sort();
             peers
         })
@@ -307,7 +310,10 @@ fn run_command(config: &GuestConfig) -> Result<i32> {
     cmd.stdout(port.try_clone()?)
         .stderr(port.try_clone()?)
         .current_dir(&config.cwd)
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("HOME", "/run/home")
         .env("TMPDIR", "/run/tmp")
         .env("PEERDMA_TESTBED", "1")

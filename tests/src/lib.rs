@@ -13,5 +13,6 @@ pub mod host;
 pub mod initramfs;
 pub mod kernel;
 pub mod manifest;
+pub mod pattern;
 pub mod scratch;
 pub mod vm;

@@ -27,27 +27,50 @@ fn reference_kernel_binds_each_device_in_its_own_group_with_cdev_and_iommufd() {
         &["/bin/sh", "-c", "test -c /dev/iommu && ls /dev/vfio/devices && readlink /sys/bus/pci/devices/*/driver | sort | uniq -c"],
     );
     let m = &out.manifest;
-    assert!(m.iommufd && m.vfio_cdev, "reference kernel lacks iommufd/cdev: {m:?}");
+    assert!(
+        m.iommufd && m.vfio_cdev,
+        "reference kernel lacks iommufd/cdev: {m:?}"
+    );
     assert_eq!(m.devices.len(), 3);
     let mut groups = Vec::new();
     for d in &m.devices {
         assert_eq!(d.driver.as_deref(), Some("vfio-pci"), "{d:?}");
         let g = d.iommu_group.expect("every device has an IOMMU group");
-        assert!(d.group_peers.is_empty(), "root-bus device shares its group: {d:?}");
-        assert_eq!(d.vfio_group.as_deref(), Some(std::path::Path::new(&format!("/dev/vfio/{g}"))));
+        assert!(
+            d.group_peers.is_empty(),
+            "root-bus device shares its group: {d:?}"
+        );
+        assert_eq!(
+            d.vfio_group.as_deref(),
+            Some(std::path::Path::new(&format!("/dev/vfio/{g}")))
+        );
         assert!(d.vfio_cdev.is_some(), "{d:?}");
         groups.push(g);
     }
     groups.dedup();
     assert_eq!(groups.len(), 3);
-    assert!(out.output.contains("vfio0") && out.output.contains("vfio2"), "{}", out.output);
-    eprintln!("boot to test start: {:.2} s, whole run {:.2} s", out.boot_to_test_s, out.wall_s);
+    assert!(
+        out.output.contains("vfio0") && out.output.contains("vfio2"),
+        "{}",
+        out.output
+    );
+    eprintln!(
+        "boot to test start: {:.2} s, whole run {:.2} s",
+        out.boot_to_test_s, out.wall_s
+    );
 }
 
 #[test]
 fn stock_kernel_has_vfio_groups_but_no_iommufd() {
     let tb = testbed(KernelChoice::Stock);
-    let out = run_ok(&tb, &["/bin/sh", "-c", "! test -e /dev/iommu && ! test -e /dev/vfio/devices && ls /dev/vfio"]);
+    let out = run_ok(
+        &tb,
+        &[
+            "/bin/sh",
+            "-c",
+            "! test -e /dev/iommu && ! test -e /dev/vfio/devices && ls /dev/vfio",
+        ],
+    );
     let m = &out.manifest;
     assert!(!m.iommufd, "stock kernel unexpectedly has /dev/iommu");
     assert!(!m.vfio_cdev);
@@ -59,17 +82,29 @@ fn stock_kernel_has_vfio_groups_but_no_iommufd() {
 
 #[test]
 fn switch_topology_puts_the_devices_behind_downstream_ports() {
-    let tb = testbed_with(KernelChoice::Reference, "ivshmem,ivshmem", Topology::Switch, true);
+    let tb = testbed_with(
+        KernelChoice::Reference,
+        "ivshmem,ivshmem",
+        Topology::Switch,
+        true,
+    );
     let out = run_ok(&tb, &["/bin/true"]);
     let a = out.manifest.device("ivshmem0").unwrap();
     let b = out.manifest.device("ivshmem1").unwrap();
     for d in [a, b] {
-        assert_ne!(&d.bdf[..7], "0000:00", "a device behind the switch sits on the root bus: {d:?}");
+        assert_ne!(
+            &d.bdf[..7],
+            "0000:00",
+            "a device behind the switch sits on the root bus: {d:?}"
+        );
         assert_eq!(d.driver.as_deref(), Some("vfio-pci"), "{d:?}");
         // QEMU 10's xio3130 downstream ports advertise ACS, so each device shares its
         // group only with its own downstream port (a bridge, which VFIO tolerates).
         assert_eq!(d.group_peers.len(), 1, "{d:?}");
-        assert!(d.group_peers[0].ends_with(".0") && d.group_peers[0] < d.bdf, "{d:?}");
+        assert!(
+            d.group_peers[0].ends_with(".0") && d.group_peers[0] < d.bdf,
+            "{d:?}"
+        );
     }
     assert_ne!(a.iommu_group, b.iommu_group);
 }
@@ -79,21 +114,36 @@ fn noiommu_mode_gives_noiommu_groups() {
     let tb = testbed_with(KernelChoice::Reference, "ivshmem", Topology::Root, false);
     let out = run_ok(&tb, &["/bin/true"]);
     let d = out.manifest.device("ivshmem0").unwrap();
-    let g = d.vfio_group.as_ref().expect("noiommu group node").display().to_string();
+    let g = d
+        .vfio_group
+        .as_ref()
+        .expect("noiommu group node")
+        .display()
+        .to_string();
     assert!(g.starts_with("/dev/vfio/noiommu-"), "{g}");
 }
 
 #[test]
 fn exit_status_and_output_come_back() {
     let tb = testbed_with(KernelChoice::Reference, "edu", Topology::Root, true);
-    let out = tb.run(&["/bin/sh", "-c", "echo out-line; echo err-line >&2; exit 7"]).unwrap();
+    let out = tb
+        .run(&["/bin/sh", "-c", "echo out-line; echo err-line >&2; exit 7"])
+        .unwrap();
     assert_eq!(out.status, 7, "{}", out.output);
-    assert!(out.output.contains("out-line\n") && out.output.contains("err-line\n"), "{:?}", out.output);
+    assert!(
+        out.output.contains("out-line\n") && out.output.contains("err-line\n"),
+        "{:?}",
+        out.output
+    );
     // A temporary scratch disappears with the outcome.
     let scratch = out.scratch.path().to_path_buf();
     assert!(scratch.join("testbed.json").exists());
     drop(out);
-    assert!(!scratch.exists(), "temporary scratch {} left behind", scratch.display());
+    assert!(
+        !scratch.exists(),
+        "temporary scratch {} left behind",
+        scratch.display()
+    );
 }
 
 #[test]
@@ -103,10 +153,20 @@ fn a_guest_panic_fails_the_run_and_keeps_the_console_log() {
         .run(&["/bin/sh", "-c", "echo c > /proc/sysrq-trigger"])
         .expect_err("a panicking guest must fail the run")
         .to_string();
-    assert!(err.contains("Kernel panic") || err.contains("Oops"), "{err}");
+    assert!(
+        err.contains("Kernel panic") || err.contains("Oops"),
+        "{err}"
+    );
     assert!(err.contains("console.log"), "{err}");
-    let log = err.rsplit("console log kept: ").next().unwrap().trim_end_matches(')');
-    assert!(std::path::Path::new(log).exists(), "console log {log} not kept");
+    let log = err
+        .rsplit("console log kept: ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')');
+    assert!(
+        std::path::Path::new(log).exists(),
+        "console log {log} not kept"
+    );
     let _ = std::fs::remove_dir_all(std::path::Path::new(log).parent().unwrap());
 }
 
@@ -119,9 +179,57 @@ fn a_timeout_kills_qemu_and_removes_the_scratch() {
     opts.scratch = Some(dir.clone());
     let tb = peerdma_testbed::vm::Testbed::new(opts).unwrap();
     let start = std::time::Instant::now();
-    let err = tb.run(&["/bin/sleep", "600"]).expect_err("must time out").to_string();
+    let err = tb
+        .run(&["/bin/sleep", "600"])
+        .expect_err("must time out")
+        .to_string();
     assert!(err.contains("did not finish within 15 s"), "{err}");
     assert!(start.elapsed().as_secs() < 40);
-    assert!(!qemu_running_with(&dir), "QEMU still running after the timeout");
+    assert!(
+        !qemu_running_with(&dir),
+        "QEMU still running after the timeout"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_pattern_written_through_the_vfio_mmap_lands_in_the_host_backing_file() {
+    use peerdma_testbed::pattern;
+    let tb = testbed_with(
+        KernelChoice::Reference,
+        "ivshmem,ivshmem",
+        Topology::Root,
+        true,
+    );
+    let guest = workspace_bin("peerdma-guest-mmap");
+    let (offset, len, seed) = (3 << 20, 1 << 20, 0x5eed);
+    let g = guest.display().to_string();
+    let out = run_ok(
+        &tb,
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("{g} ivshmem1 {offset} {len} {seed} cdev && {g} ivshmem0 0 4096 1 group"),
+        ],
+    );
+    let lines = json_lines(&out.output);
+    assert_eq!(lines.len(), 2, "{}", out.output);
+    assert_eq!(lines[0]["opened_via"], "Cdev");
+    assert_eq!(lines[1]["opened_via"], "Group");
+    assert!(lines[0]["readback_mismatch"].is_null(), "{}", lines[0]);
+    // The host reads ivshmem1's backing file: exactly the pattern at the offset, and the
+    // bytes around it untouched (zero), in the file of the right device only.
+    let file = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    assert_eq!(file.len(), 64 << 20);
+    assert_eq!(
+        pattern::first_mismatch(seed, 0, &file[offset..offset + len]),
+        None
+    );
+    assert!(file[offset - 4096..offset].iter().all(|&b| b == 0));
+    assert!(file[offset + len..offset + len + 4096]
+        .iter()
+        .all(|&b| b == 0));
+    let other = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    assert_eq!(pattern::first_mismatch(1, 0, &other[..4096]), None);
+    assert!(other[offset..offset + len].iter().all(|&b| b == 0));
 }
