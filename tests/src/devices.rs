@@ -77,7 +77,9 @@ pub struct DeviceList(pub Vec<DeviceSpec>);
 
 impl Default for DeviceList {
     fn default() -> Self {
-        DEFAULT_DEVICES.parse().expect("the default device list parses")
+        DEFAULT_DEVICES
+            .parse()
+            .expect("the default device list parses")
     }
 }
 
@@ -93,7 +95,10 @@ impl FromStr for DeviceList {
                 None => (item, None),
             };
             let (kind, size) = match head.split_once(':') {
-                Some((k, sz)) => (k, Some(parse_mib(sz).with_context(|| format!("device {item:?}"))?)),
+                Some((k, sz)) => (
+                    k,
+                    Some(parse_mib(sz).with_context(|| format!("device {item:?}"))?),
+                ),
                 None => (head, None),
             };
             let kind = match kind {
@@ -112,7 +117,10 @@ impl FromStr for DeviceList {
             if out.iter().any(|d| d.role == role) {
                 bail!("device role {role:?} appears twice in --devices {s:?}");
             }
-            if !role.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if !role
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 bail!("device role {role:?} may only hold letters, digits, '-' and '_'");
             }
             let size_mib = size.unwrap_or(match kind {
@@ -123,7 +131,11 @@ impl FromStr for DeviceList {
             if kind == DeviceKind::Ivshmem && !size_mib.is_power_of_two() {
                 bail!("ivshmem size must be a power of two MiB (a BAR), got {size_mib} MiB");
             }
-            out.push(DeviceSpec { kind, role, size_mib });
+            out.push(DeviceSpec {
+                kind,
+                role,
+                size_mib,
+            });
         }
         if out.is_empty() {
             bail!("--devices is empty: name at least one device (e.g. {DEFAULT_DEVICES})");
@@ -141,7 +153,9 @@ fn parse_mib(s: &str) -> Result<u64> {
     } else {
         (s, 1)
     };
-    let n: u64 = num.parse().with_context(|| format!("{s:?} is not a size in MiB (e.g. 64M, 1G)"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a size in MiB (e.g. 64M, 1G)"))?;
     Ok(n * mult)
 }
 
@@ -192,9 +206,15 @@ mod tests {
 
     #[test]
     fn bad_lists_are_refused_with_the_reason() {
-        let e = "ivshmem,floppy".parse::<DeviceList>().unwrap_err().to_string();
+        let e = "ivshmem,floppy"
+            .parse::<DeviceList>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("floppy") && e.contains("use ivshmem"), "{e}");
-        let e = "ivshmem=a,edu=a".parse::<DeviceList>().unwrap_err().to_string();
+        let e = "ivshmem=a,edu=a"
+            .parse::<DeviceList>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("twice"), "{e}");
         let e = "ivshmem:3M".parse::<DeviceList>().unwrap_err().to_string();
         assert!(e.contains("power of two"), "{e}");

@@ -15,7 +15,11 @@ use peerdma_testbed::kernel::KernelChoice;
 use peerdma_testbed::vm::{Testbed, VmOptions, INTERRUPTED};
 
 #[derive(Parser)]
-#[command(name = "peerdma-testbed", version, about = "Boot a real kernel under QEMU with emulated PCI devices bound to vfio-pci, and run a command inside")]
+#[command(
+    name = "peerdma-testbed",
+    version,
+    about = "Boot a real kernel under QEMU with emulated PCI devices bound to vfio-pci, and run a command inside"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

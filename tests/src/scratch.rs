@@ -33,7 +33,10 @@ impl Scratch {
             .with_context(|| format!("creating scratch directory {}", path.display()))?;
         let path = path.canonicalize()?;
         // Files from an earlier run in a kept scratch would confuse the host-side checks.
-        for stale in [crate::manifest::MANIFEST_FILE, crate::manifest::EXIT_STATUS_FILE] {
+        for stale in [
+            crate::manifest::MANIFEST_FILE,
+            crate::manifest::EXIT_STATUS_FILE,
+        ] {
             let _ = std::fs::remove_file(path.join(stale));
         }
         Ok(Scratch { path, keep })

@@ -157,7 +157,12 @@ impl Testbed {
         self.boot(Vec::new(), true)
     }
 
-    fn guest_config(&self, argv: Vec<String>, interactive: bool, scratch: &Path) -> Result<GuestConfig> {
+    fn guest_config(
+        &self,
+        argv: Vec<String>,
+        interactive: bool,
+        scratch: &Path,
+    ) -> Result<GuestConfig> {
         let cwd = match &self.options.cwd {
             Some(c) => c.clone(),
             None => std::env::current_dir()?,
@@ -183,7 +188,10 @@ impl Testbed {
             interactive,
             devices,
             modules: if stock {
-                kernel::modules_for_guest().iter().map(|s| s.to_string()).collect()
+                kernel::modules_for_guest()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -218,7 +226,10 @@ impl Testbed {
         if gpu {
             // virtio-gpu blob resources need guest RAM that QEMU can share via udmabuf.
             push("-object".into());
-            push(format!("memory-backend-memfd,id=ram,size={}M", o.memory_mib));
+            push(format!(
+                "memory-backend-memfd,id=ram,size={}M",
+                o.memory_mib
+            ));
             push("-machine".into());
             push(format!("{machine},memory-backend=ram"));
         } else {
@@ -238,7 +249,10 @@ impl Testbed {
         push("-serial".into());
         push("chardev:cmd".into());
         push("-monitor".into());
-        push(format!("unix:{}/monitor.sock,server=on,wait=off", scratch.display()));
+        push(format!(
+            "unix:{}/monitor.sock,server=on,wait=off",
+            scratch.display()
+        ));
         if o.iommu {
             push("-device".into());
             push("intel-iommu,intremap=on,caching-mode=on,aw-bits=48".into());
@@ -265,11 +279,18 @@ impl Testbed {
         push("-fsdev".into());
         push("local,id=hostroot,path=/,security_model=none,readonly=on".into());
         push("-device".into());
-        push(format!("virtio-9p-pci,fsdev=hostroot,mount_tag={ROOT_TAG},addr=0x2"));
+        push(format!(
+            "virtio-9p-pci,fsdev=hostroot,mount_tag={ROOT_TAG},addr=0x2"
+        ));
         push("-fsdev".into());
-        push(format!("local,id=scratch,path={},security_model=none", scratch.display()));
+        push(format!(
+            "local,id=scratch,path={},security_model=none",
+            scratch.display()
+        ));
         push("-device".into());
-        push(format!("virtio-9p-pci,fsdev=scratch,mount_tag={SCRATCH_TAG},addr=0x3"));
+        push(format!(
+            "virtio-9p-pci,fsdev=scratch,mount_tag={SCRATCH_TAG},addr=0x3"
+        ));
         if o.topology == Topology::Switch {
             push("-device".into());
             push("pcie-root-port,id=rp0,bus=pcie.0,addr=0x1c,chassis=1,slot=0".into());
@@ -309,7 +330,10 @@ impl Testbed {
                     let f = std::fs::File::create(&img)?;
                     f.set_len(64 << 20)?;
                     push("-drive".into());
-                    push(format!("file={},if=none,id=drv-{role},format=raw", img.display()));
+                    push(format!(
+                        "file={},if=none,id=drv-{role},format=raw",
+                        img.display()
+                    ));
                     push("-device".into());
                     push(format!(
                         "nvme,serial=peerdma{i},drive=drv-{role},cmb_size_mb={},{place}",
@@ -379,15 +403,20 @@ impl Testbed {
         cmd.args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .stdin(if interactive { Stdio::inherit() } else { Stdio::null() });
+            .stdin(if interactive {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         if !interactive {
             // Our own process group: a Ctrl-C reaches us, and we decide when QEMU dies.
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         }
         let start = Instant::now();
-        let mut qemu = QemuProcess(cmd.spawn().with_context(|| {
-            format!("starting {} (is QEMU installed?)", self.qemu.display())
-        })?);
+        let mut qemu =
+            QemuProcess(cmd.spawn().with_context(|| {
+                format!("starting {} (is QEMU installed?)", self.qemu.display())
+            })?);
         let output = Arc::new(Mutex::new(Vec::<u8>::new()));
         let mut stdout = qemu.0.stdout.take().expect("piped stdout");
         let stream = self.options.stream || interactive;
@@ -411,7 +440,10 @@ impl Testbed {
         let stderr = qemu.0.stderr.take().expect("piped stderr");
         let qemu_err = std::thread::spawn(move || {
             let mut lines = Vec::new();
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 lines.push(line);
             }
             lines
@@ -423,7 +455,10 @@ impl Testbed {
             let elapsed = start.elapsed();
             if INTERRUPTED.load(Ordering::Relaxed) {
                 drop(qemu);
-                bail!("interrupted: QEMU killed (console log: {})", console.display());
+                bail!(
+                    "interrupted: QEMU killed (console log: {})",
+                    console.display()
+                );
             }
             if !interactive && elapsed > self.options.timeout {
                 drop(qemu);
@@ -452,7 +487,11 @@ impl Testbed {
             );
         }
         let output = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
-        Ok(BootResult::Done { output, wall, exit: errs })
+        Ok(BootResult::Done {
+            output,
+            wall,
+            exit: errs,
+        })
     }
 
     fn finish(
@@ -466,7 +505,9 @@ impl Testbed {
     ) -> Result<RunOutcome> {
         let log = std::fs::read_to_string(&console).unwrap_or_default();
         if let Some(line) = log.lines().find(|l| {
-            l.contains("Kernel panic") || l.contains("Oops:") || l.contains("BUG:")
+            l.contains("Kernel panic")
+                || l.contains("Oops:")
+                || l.contains("BUG:")
                 || l.contains("general protection fault")
         }) {
             scratch.keep();
@@ -481,8 +522,8 @@ impl Testbed {
             .filter(|l| l.contains("WARNING:"))
             .map(|l| l.trim().to_string())
             .collect();
-        let status_text = std::fs::read_to_string(scratch.path().join(EXIT_STATUS_FILE))
-            .map_err(|_| {
+        let status_text =
+            std::fs::read_to_string(scratch.path().join(EXIT_STATUS_FILE)).map_err(|_| {
                 scratch.keep();
                 anyhow::anyhow!(
                     "the guest powered off without running the command (no exit status); \
@@ -535,12 +576,16 @@ pub fn init_binary() -> Result<PathBuf> {
         .take(2)
         .map(|d| d.join(NAME))
         .collect();
-    candidates.iter().find(|p| p.is_file()).cloned().with_context(|| {
-        format!(
-            "the guest init {NAME} was not found (looked at {candidates:?}): \
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "the guest init {NAME} was not found (looked at {candidates:?}): \
              build it with `cargo build -p peerdma-testbed` or set PEERDMA_TESTBED_BIN"
-        )
-    })
+            )
+        })
 }
 
 enum BootResult {

@@ -19,7 +19,12 @@ pub fn options(kernel: KernelChoice) -> VmOptions {
 }
 
 /// A testbed with `devices` and `topology` on `kernel`.
-pub fn testbed_with(kernel: KernelChoice, devices: &str, topology: Topology, iommu: bool) -> Testbed {
+pub fn testbed_with(
+    kernel: KernelChoice,
+    devices: &str,
+    topology: Topology,
+    iommu: bool,
+) -> Testbed {
     let devices: DeviceList = devices.parse().expect("device list");
     Testbed::new(VmOptions {
         devices,
@@ -39,9 +44,12 @@ pub fn testbed(kernel: KernelChoice) -> Testbed {
 pub fn run_ok(tb: &Testbed, argv: &[&str]) -> RunOutcome {
     let out = tb.run(argv).expect("the VM runs the command");
     assert_eq!(
-        out.status, 0,
+        out.status,
+        0,
         "{argv:?} failed in the guest with {}:\n{}\n(console: {})",
-        out.status, out.output, out.console_log.display()
+        out.status,
+        out.output,
+        out.console_log.display()
     );
     out
 }
