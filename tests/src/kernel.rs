@@ -152,9 +152,10 @@ fn workspace_root() -> PathBuf {
 
 /// The shared prebuilt reference kernel's path (it may not exist).
 pub fn shared_prebuilt() -> PathBuf {
-    workspace_root()
+    let p = workspace_root()
         .join("../shared/testbed")
-        .join(PREBUILT_NAME)
+        .join(PREBUILT_NAME);
+    p.canonicalize().unwrap_or(p)
 }
 
 /// The kernel release string in a bzImage's setup header (`7.2.13` from
@@ -320,13 +321,12 @@ fn resolve_reference() -> Result<Kernel> {
     }
     let shared = shared_prebuilt();
     if shared.exists() {
-        match inspect_image(&shared) {
+        match inspect_image(&shared).and_then(|i| shared_matches_fragment(&shared, i)) {
             Ok((version, has_iommufd, note)) => {
-                let image = shared.canonicalize().unwrap_or(shared);
                 return Ok(Kernel {
                     kind: KernelKind::Reference,
-                    source: format!("shared prebuilt {}{note}", image.display()),
-                    image,
+                    source: format!("shared prebuilt {}{note}", shared.display()),
+                    image: shared,
                     initrd: None,
                     version,
                     modules_root: None,
@@ -350,6 +350,24 @@ fn resolve_reference() -> Result<Kernel> {
     let build = ReferenceBuild::configure_locked(lock)?;
     build.build()?;
     cached_reference(&entry)?.context("the reference build finished but left no cache entry")
+}
+
+/// Accepts the shared prebuilt only if its config has everything [`FRAGMENT`] asks for, so
+/// that a change to `tests/kernel/peerdma.config` is not silently ignored.
+fn shared_matches_fragment(
+    image: &Path,
+    info: (String, bool, String),
+) -> Result<(String, bool, String)> {
+    let cfg = config_for_image(image, &info.0)
+        .with_context(|| format!("no config next to {}", image.display()))?;
+    let text = std::fs::read_to_string(&cfg)?;
+    verify_fragment(FRAGMENT, &text).with_context(|| {
+        format!(
+            "{} was not built with the current tests/kernel/peerdma.config",
+            cfg.display()
+        )
+    })?;
+    Ok(info)
 }
 
 /// The cache directory of the reference build for the current fragment.
