@@ -201,36 +201,13 @@ pub fn ensure_packages(pkgs: &[HostPackage]) -> Result<()> {
     }
     let codename = codename().unwrap_or_else(|| "bookworm".into());
     let backports = format!("{codename}-backports");
-    let (bp, main): (Vec<&HostPackage>, Vec<&HostPackage>) =
-        missing.iter().partition(|p| p.backports);
-    let names = |v: &[&HostPackage]| {
-        let mut n: Vec<&str> = v.iter().map(|p| p.package).collect();
-        n.dedup();
-        n.join(" ")
-    };
     let what = missing
         .iter()
         .map(|p| p.describe())
         .collect::<Vec<_>>()
         .join(", ");
     if !is_root() {
-        let mut cmds = Vec::new();
-        if !bp.is_empty() && !backports_configured(&backports) {
-            cmds.push(format!(
-                "echo 'deb http://deb.debian.org/debian {backports} main' | sudo tee \
-                 /etc/apt/sources.list.d/{backports}.list"
-            ));
-        }
-        cmds.push("sudo apt-get update".into());
-        if !main.is_empty() {
-            cmds.push(format!("sudo apt-get install -y {}", names(&main)));
-        }
-        if !bp.is_empty() {
-            cmds.push(format!(
-                "sudo apt-get install -y -t {backports} {}",
-                names(&bp)
-            ));
-        }
+        let cmds = install_commands(&missing, &backports, backports_configured(&backports));
         bail!(
             "the testbed needs host packages that are missing: {what}. Install them with:\n    {}",
             cmds.join("\n    ")
@@ -290,6 +267,40 @@ pub fn ensure_packages(pkgs: &[HostPackage]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The shell commands that install `missing` (for a user who is not root).
+pub fn install_commands(
+    missing: &[HostPackage],
+    backports: &str,
+    backports_configured: bool,
+) -> Vec<String> {
+    let names = |bp: bool| {
+        let mut n: Vec<&str> = missing
+            .iter()
+            .filter(|p| p.backports == bp)
+            .map(|p| p.package)
+            .collect();
+        n.sort_unstable();
+        n.dedup();
+        n.join(" ")
+    };
+    let (main, bp) = (names(false), names(true));
+    let mut cmds = Vec::new();
+    if !bp.is_empty() && !backports_configured {
+        cmds.push(format!(
+            "echo 'deb http://deb.debian.org/debian {backports} main' | sudo tee \
+             /etc/apt/sources.list.d/{backports}.list"
+        ));
+    }
+    cmds.push("sudo apt-get update".into());
+    if !main.is_empty() {
+        cmds.push(format!("sudo apt-get install -y {main}"));
+    }
+    if !bp.is_empty() {
+        cmds.push(format!("sudo apt-get install -y -t {backports} {bp}"));
+    }
+    cmds
 }
 
 fn backports_configured(suite: &str) -> bool {
@@ -366,6 +377,30 @@ mod tests {
         );
         assert_eq!(parse_major_version(""), None);
         assert_eq!(parse_major_version("no digits here"), None);
+    }
+
+    #[test]
+    fn install_commands_for_a_user() {
+        let cmds = install_commands(
+            &[QEMU, BUSYBOX_STATIC, KMOD, BUSYBOX_STATIC],
+            "bookworm-backports",
+            false,
+        );
+        assert_eq!(
+            cmds,
+            [
+                "echo 'deb http://deb.debian.org/debian bookworm-backports main' | sudo tee \
+                 /etc/apt/sources.list.d/bookworm-backports.list",
+                "sudo apt-get update",
+                "sudo apt-get install -y busybox-static kmod",
+                "sudo apt-get install -y -t bookworm-backports qemu-system-x86",
+            ]
+        );
+        let cmds = install_commands(&[KMOD], "bookworm-backports", true);
+        assert_eq!(
+            cmds,
+            ["sudo apt-get update", "sudo apt-get install -y kmod"]
+        );
     }
 
     #[test]
