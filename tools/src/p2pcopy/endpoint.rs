@@ -1,0 +1,86 @@
+//! One side of a copy: a device, one of its BARs, an offset into it, and the BAR's CPU
+//! mapping.
+
+use peerdma_exporter::{Bar, Bdf, Device, MappedRegion, OpenOptions};
+
+use super::error::CopyError;
+
+/// What the user asked for on one side.
+#[derive(Clone, Debug)]
+pub struct EndpointSpec {
+    /// The device.
+    pub bdf: Bdf,
+    /// BAR index; `None` picks the largest exportable memory BAR.
+    pub bar: Option<u32>,
+    /// Byte offset into the BAR.
+    pub offset: u64,
+}
+
+/// An opened side of the copy.
+pub struct Endpoint {
+    /// The VFIO device (kept open for as long as the mapping lives).
+    pub device: Device,
+    /// The BAR used.
+    pub bar: Bar,
+    /// Offset into the BAR.
+    pub offset: u64,
+}
+
+/// The largest memory BAR of at least a page that VFIO can mmap.
+pub fn default_bar(device: &Device) -> Result<Bar, CopyError> {
+    let page = device.page_size();
+    device
+        .bars()?
+        .into_iter()
+        .filter(|b| b.is_memory() && b.is_mappable() && b.size() >= page)
+        .max_by_key(|b| b.size())
+        .ok_or(CopyError::NoUsableBar { bdf: device.bdf() })
+}
+
+impl Endpoint {
+    /// Opens the device and picks the BAR.
+    pub fn open(spec: &EndpointSpec, opts: OpenOptions) -> Result<Endpoint, CopyError> {
+        let device = Device::open_with(spec.bdf, opts)?;
+        let bar = match spec.bar {
+            Some(i) => device.bar(i)?,
+            None => default_bar(&device)?,
+        };
+        Ok(Endpoint {
+            device,
+            bar,
+            offset: spec.offset,
+        })
+    }
+
+    /// Checks that `[offset, offset + size)` fits the BAR.
+    pub fn check_span(&self, side: &'static str, size: u64) -> Result<(), CopyError> {
+        let fits = self
+            .offset
+            .checked_add(size)
+            .is_some_and(|end| end <= self.bar.size());
+        if fits {
+            Ok(())
+        } else {
+            Err(CopyError::BarTooSmall {
+                bdf: self.device.bdf(),
+                side,
+                bar: self.bar.index,
+                bar_size: self.bar.size(),
+                offset: self.offset,
+                size,
+            })
+        }
+    }
+
+    /// Maps the span `[offset, offset + size)` of the BAR for the CPU.
+    pub fn map(&self, size: u64) -> Result<MappedRegion, CopyError> {
+        Ok(self
+            .device
+            .map_region_range(self.bar.index, self.offset, size)?)
+    }
+
+    /// The device's address.
+    pub fn bdf(&self) -> Bdf {
+        self.device.bdf()
+    }
+}
