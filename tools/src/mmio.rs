@@ -10,7 +10,7 @@
 pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if (dst as usize | src as usize) % 16 == 0 {
+        if (dst as usize | src as usize).is_multiple_of(16) {
             // SAFETY: forwarded from the caller; SSE2 is part of x86_64.
             unsafe { copy_sse2(dst, src, len) };
             return;
@@ -26,7 +26,7 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
 /// As [`copy`].
 unsafe fn copy_words(dst: *mut u8, src: *const u8, len: usize) {
     let mut i = 0;
-    if (dst as usize | src as usize) % 8 == 0 {
+    if (dst as usize | src as usize).is_multiple_of(8) {
         while i + 8 <= len {
             // SAFETY: in bounds and 8-byte aligned, per the caller and the check above.
             unsafe {

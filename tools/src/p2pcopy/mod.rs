@@ -106,7 +106,7 @@ pub struct Progress {
 }
 
 fn page_align_check(what: &'static str, value: u64, page: u64) -> Result<(), CopyError> {
-    if value % page == 0 {
+    if value.is_multiple_of(page) {
         Ok(())
     } else {
         let down = value / page * page;
