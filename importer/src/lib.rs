@@ -1,4 +1,10 @@
 //! Import dma-bufs into other devices.
+//!
+//! - [`iommufd`]: map a vfio-pci BAR dma-buf into an iommufd I/O address space
+//!   so that a device attached there DMAs to the peer BAR (always built).
+
+#[deny(missing_docs)]
+pub mod iommufd;
 pub mod udmabuf;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;

@@ -264,11 +264,11 @@ impl DmaEngine for Edu {
         EDU_BUFFER_SIZE
     }
 
-    fn to_buffer(&mut self, src: u64, offset: u64, len: u64) -> Result<TransferReport> {
+    fn load(&mut self, src: u64, offset: u64, len: u64) -> Result<TransferReport> {
         self.transfer(Direction::ToBuffer, src, offset, len)
     }
 
-    fn from_buffer(&mut self, offset: u64, dst: u64, len: u64) -> Result<TransferReport> {
+    fn store(&mut self, offset: u64, dst: u64, len: u64) -> Result<TransferReport> {
         self.transfer(Direction::FromBuffer, dst, offset, len)
     }
 }

@@ -60,8 +60,8 @@ pub trait DmaEngine {
         0
     }
 
-    /// DMA `len` bytes from IOVA `src` into the engine's buffer at `offset`.
-    fn to_buffer(&mut self, src: u64, offset: u64, len: u64) -> Result<TransferReport> {
+    /// Load: DMA `len` bytes from IOVA `src` into the engine's buffer at `offset`.
+    fn load(&mut self, src: u64, offset: u64, len: u64) -> Result<TransferReport> {
         let _ = (src, offset, len);
         Err(EngineError::Unsupported {
             engine: self.name(),
@@ -69,8 +69,8 @@ pub trait DmaEngine {
         })
     }
 
-    /// DMA `len` bytes from the engine's buffer at `offset` to IOVA `dst`.
-    fn from_buffer(&mut self, offset: u64, dst: u64, len: u64) -> Result<TransferReport> {
+    /// Store: DMA `len` bytes from the engine's buffer at `offset` to IOVA `dst`.
+    fn store(&mut self, offset: u64, dst: u64, len: u64) -> Result<TransferReport> {
         let _ = (offset, dst, len);
         Err(EngineError::Unsupported {
             engine: self.name(),
@@ -95,8 +95,8 @@ pub trait DmaEngine {
         let mut done = 0;
         while done < len {
             let n = chunk.min(len - done);
-            report.add(self.to_buffer(src + done, 0, n)?);
-            report.add(self.from_buffer(0, dst + done, n)?);
+            report.add(self.load(src + done, 0, n)?);
+            report.add(self.store(0, dst + done, n)?);
             done += n;
         }
         Ok(report)

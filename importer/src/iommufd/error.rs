@@ -1,0 +1,371 @@
+//! The one error type of the iommufd importer.
+//!
+//! Each variant names the ioctl (or the rule checked before it), the objects
+//! involved (IOAS id, IOVA, length, device), the errno and what to do about it.
+//! Variants are sorted by name.
+
+use std::path::PathBuf;
+
+use peerdma_exporter::{Bdf, RevokeReason};
+use rustix::io::Errno;
+
+use super::iova::IovaRange;
+
+/// Result type of the iommufd importer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Formats usable IOVA ranges for a message.
+fn ranges_text(ranges: &[IovaRange]) -> String {
+    if ranges.is_empty() {
+        return "none".into();
+    }
+    ranges
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Formats a revoke reason, if known.
+fn reason_text(reason: &Option<RevokeReason>) -> String {
+    match reason {
+        Some(r) => format!(" ({r})"),
+        None => String::new(),
+    }
+}
+
+/// Everything that can go wrong opening an iommufd, building an IOAS, mapping
+/// dma-bufs and host memory into it, and attaching devices to it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` failed.
+    #[error("{bdf}: VFIO_DEVICE_ATTACH_IOMMUFD_PT to IOAS {ioas} failed: {errno}; {hint}")]
+    Attach {
+        /// Device.
+        bdf: Bdf,
+        /// IOAS id.
+        ioas: u32,
+        /// Kernel's errno.
+        errno: Errno,
+        /// What it usually means here.
+        hint: &'static str,
+    },
+
+    /// The dma-buf was not exported by vfio-pci. In 7.2 iommufd maps a
+    /// dma-buf only through vfio-pci's private physical-address interface
+    /// (peer2peer + revocable attach, single range); any other exporter
+    /// (udmabuf, a GPU driver...) is refused with EOPNOTSUPP.
+    #[error(
+        "IOMMU_IOAS_MAP_FILE: the dma-buf comes from exporter {}, not vfio-pci: \
+         7.2 iommufd imports only vfio-pci BAR buffers (it attaches peer2peer + revocable and \
+         asks vfio-pci for the physical range) [kernel: {errno}]; fix: export the memory \
+         through vfio-pci, or map plain memory with IOMMU_IOAS_MAP (map_host)",
+        .exporter.as_deref().map_or_else(|| "(unknown: no exp_name in fdinfo)".to_string(), |n| format!("{n:?}"))
+    )]
+    DmaBufForeign {
+        /// The exporter name from the buffer's fdinfo (`exp_name`), if any.
+        exporter: Option<String>,
+        /// Kernel's errno (EOPNOTSUPP).
+        errno: Errno,
+    },
+
+    /// The dma-buf has more than one range; 7.2 iommufd maps single-range
+    /// buffers only.
+    #[error(
+        "IOMMU_IOAS_MAP_FILE: the vfio-pci dma-buf has {} ranges; 7.2 iommufd takes \
+         single-range buffers only [kernel: {errno}]; fix: export each range as its own \
+         dma-buf and map them one by one",
+        .ranges.map_or_else(|| "several".to_string(), |n| n.to_string())
+    )]
+    DmaBufMultiRange {
+        /// Number of ranges, when known.
+        ranges: Option<usize>,
+        /// Kernel's errno (EOPNOTSUPP).
+        errno: Errno,
+    },
+
+    /// The dma-buf is revoked: MAP_FILE returns ENODEV while the exporting
+    /// device's memory decode is off, it is in D3hot or being reset, or it was
+    /// closed.
+    #[error(
+        "IOMMU_IOAS_MAP_FILE at IOVA {iova:#x}: the dma-buf is revoked{} [kernel: {errno}]; \
+         fix: turn the exporter's memory decode back on (or bring it to D0) and map again; \
+         a buffer of a closed device stays revoked, export a new one",
+        reason_text(.reason)
+    )]
+    DmaBufRevoked {
+        /// The IOVA the map was for.
+        iova: u64,
+        /// Why, when the exporter is known.
+        reason: Option<RevokeReason>,
+        /// Kernel's errno (ENODEV).
+        errno: Errno,
+    },
+
+    /// The device is not on the cdev path, so it has no iommufd.
+    #[error(
+        "{bdf}: the device was opened through the VFIO group/container path and has no \
+         iommufd; fix: open it with AccessPath::Cdev (needs /dev/iommu and \
+         /dev/vfio/devices/vfioN)"
+    )]
+    DeviceNotCdev {
+        /// Device.
+        bdf: Bdf,
+    },
+
+    /// The device is bound to another iommufd than the IOAS belongs to.
+    #[error(
+        "{bdf}: the device is bound to a different iommufd than IOAS {ioas}'s; a device can \
+         attach only to an IOAS of the iommufd it was bound to; fix: build the Iommufd with \
+         Iommufd::of_device, or open the device with PassedFds::Iommufd(iommufd.try_clone_fd()?)"
+    )]
+    DifferentIommufd {
+        /// Device.
+        bdf: Bdf,
+        /// IOAS id.
+        ioas: u32,
+    },
+
+    /// The dma-buf given with an exporting device was exported by another device.
+    #[error(
+        "the dma-buf was exported by {buffer}, not by {device} whose revoke events were to \
+         be followed; fix: pass the device that exported the buffer"
+    )]
+    ExporterMismatch {
+        /// The buffer's exporter.
+        buffer: Bdf,
+        /// The device given.
+        device: Bdf,
+    },
+
+    /// Anonymous memory for a host buffer could not be mapped.
+    #[error("mmap of a {len:#x}-byte host buffer failed: {errno}")]
+    HostBuffer {
+        /// Length asked for.
+        len: u64,
+        /// Kernel's errno.
+        errno: Errno,
+    },
+
+    /// A host buffer access went past its end.
+    #[error("host buffer access {offset:#x}+{len:#x} is past its end ({size:#x})")]
+    HostBufferBounds {
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// Buffer size.
+        size: u64,
+    },
+
+    /// An iommufd ioctl on an IOAS failed (the generic case).
+    #[error("{ioctl} on IOAS {ioas} failed: {errno}; {hint}")]
+    Ioctl {
+        /// The ioctl.
+        ioctl: &'static str,
+        /// IOAS id (0 when none yet).
+        ioas: u32,
+        /// Kernel's errno.
+        errno: Errno,
+        /// What it usually means here.
+        hint: &'static str,
+    },
+
+    /// No free IOVA window fits the mapping with its guard gaps under the limit.
+    #[error(
+        "IOAS {ioas}: no free IOVA window of {len:#x} bytes with {guard:#x}-byte guard gaps \
+         under limit {limit:#x} in the usable ranges [{}]; fix: unmap something, map less, \
+         lower the guard, or use a device with a wider DMA mask",
+        ranges_text(.ranges)
+    )]
+    IovaExhausted {
+        /// IOAS id.
+        ioas: u32,
+        /// Length asked for.
+        len: u64,
+        /// Guard gap.
+        guard: u64,
+        /// DMA-mask limit.
+        limit: u64,
+        /// Usable ranges.
+        ranges: Vec<IovaRange>,
+    },
+
+    /// A fixed IOVA beyond the DMA-mask limit of the IOAS.
+    #[error(
+        "IOAS {ioas}: IOVA {iova:#x}+{len:#x} ends past the DMA-mask limit {limit:#x}: the \
+         device would truncate the address and DMA somewhere else; fix: pick an IOVA below \
+         the limit or use Iova::Auto"
+    )]
+    IovaOverLimit {
+        /// IOAS id.
+        ioas: u32,
+        /// IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
+        /// DMA-mask limit.
+        limit: u64,
+    },
+
+    /// A fixed IOVA overlapping a mapping made through this IOAS.
+    #[error(
+        "IOAS {ioas}: IOVA {iova:#x}+{len:#x} overlaps the mapping at \
+         {existing:#x}+{existing_len:#x} [kernel: EEXIST]; fix: unmap it first or use Iova::Auto"
+    )]
+    IovaOverlap {
+        /// IOAS id.
+        ioas: u32,
+        /// IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
+        /// Start of the existing mapping.
+        existing: u64,
+        /// Its length.
+        existing_len: u64,
+    },
+
+    /// A fixed IOVA outside the usable ranges (reserved regions such as the
+    /// MSI window, or past the IOMMU's address width).
+    #[error(
+        "IOAS {ioas}: IOVA {iova:#x}+{len:#x} is not inside one usable range [{}] \
+         [kernel: ENOSPC/EINVAL]; fix: pick an IOVA inside a range or use Iova::Auto",
+        ranges_text(.ranges)
+    )]
+    IovaOutsideRanges {
+        /// IOAS id.
+        ioas: u32,
+        /// IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
+        /// Usable ranges.
+        ranges: Vec<IovaRange>,
+    },
+
+    /// A fixed IOVA or a length not aligned to what the IOAS needs.
+    #[error(
+        "IOAS {ioas}: IOVA {iova:#x} / length {len:#x} is not aligned to {align:#x} \
+         [kernel: EINVAL]; fix: align both to the IOAS's IOVA alignment"
+    )]
+    IovaUnaligned {
+        /// IOAS id.
+        ioas: u32,
+        /// IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
+        /// Alignment needed.
+        align: u64,
+    },
+
+    /// `IOMMU_IOAS_MAP` or `IOMMU_IOAS_MAP_FILE` failed (the generic case).
+    #[error(
+        "{ioctl} of {len:#x} bytes (source offset {offset:#x}) at IOVA {iova:#x} in IOAS \
+         {ioas} failed: {errno}; {hint}"
+    )]
+    Map {
+        /// The ioctl.
+        ioctl: &'static str,
+        /// IOAS id.
+        ioas: u32,
+        /// IOVA (0 when the kernel was to choose).
+        iova: u64,
+        /// Length.
+        len: u64,
+        /// Offset in the dma-buf (0 for host memory).
+        offset: u64,
+        /// Kernel's errno.
+        errno: Errno,
+        /// What it usually means here.
+        hint: &'static str,
+    },
+
+    /// There is no `/dev/iommu`: the kernel has no iommufd.
+    #[error(
+        "{}: no such device node: this kernel has no iommufd (CONFIG_IOMMUFD is off, as in \
+         Debian's stock kernels, or the iommufd module is not loaded); only the VFIO \
+         group/container path exists there, and it cannot import a dma-buf; fix: boot a \
+         kernel with CONFIG_IOMMUFD=y and CONFIG_VFIO_DEVICE_CDEV=y (the peerdma reference \
+         kernel) or `modprobe iommufd`",
+        .path.display()
+    )]
+    NoIommufd {
+        /// The path tried.
+        path: PathBuf,
+    },
+
+    /// Opening `/dev/iommu` failed for another reason than its absence.
+    #[error("open {}: {errno}; fix: run as root or give the user access to the node", .path.display())]
+    OpenIommufd {
+        /// The path tried.
+        path: PathBuf,
+        /// Kernel's errno.
+        errno: Errno,
+    },
+
+    /// A zero-length mapping.
+    #[error("a mapping needs a non-zero length")]
+    ZeroLength,
+}
+
+impl Error {
+    /// The errno the kernel returned, or would return, for this error.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Attach { errno, .. }
+            | Error::DmaBufForeign { errno, .. }
+            | Error::DmaBufMultiRange { errno, .. }
+            | Error::DmaBufRevoked { errno, .. }
+            | Error::HostBuffer { errno, .. }
+            | Error::Ioctl { errno, .. }
+            | Error::Map { errno, .. }
+            | Error::OpenIommufd { errno, .. } => Some(*errno),
+            Error::NoIommufd { .. } => Some(Errno::NOENT),
+            Error::IovaOverlap { .. } => Some(Errno::EXIST),
+            Error::IovaExhausted { .. } => Some(Errno::NOSPC),
+            Error::IovaOutsideRanges { .. } | Error::IovaOverLimit { .. } => Some(Errno::NOSPC),
+            Error::IovaUnaligned { .. } | Error::ZeroLength => Some(Errno::INVAL),
+            Error::DeviceNotCdev { .. }
+            | Error::DifferentIommufd { .. }
+            | Error::ExporterMismatch { .. } => None,
+            Error::HostBufferBounds { .. } => None,
+        }
+    }
+}
+
+/// What an errno from a map ioctl usually means.
+pub(crate) fn map_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::INVAL => {
+            "the offset or length is not page aligned, the range runs past the end of the \
+             buffer, or no access flag was given"
+        }
+        Errno::EXIST => "another mapping already covers part of the IOVA range",
+        Errno::NOSPC => "the IOVA range is reserved or outside the IOMMU's aperture",
+        Errno::FAULT => {
+            "the user address is not ordinary memory (a VFIO BAR mmap cannot be pinned: \
+             export the BAR as a dma-buf and use map_dmabuf)"
+        }
+        Errno::NOMEM => "the kernel could not pin or allocate (RLIMIT_MEMLOCK?)",
+        Errno::BADF => "the fd is not open",
+        Errno::NOENT => "the IOAS id does not exist in this iommufd",
+        _ => "unexpected; see drivers/iommu/iommufd/ioas.c",
+    }
+}
+
+/// What an errno from `VFIO_DEVICE_ATTACH_IOMMUFD_PT` usually means.
+pub(crate) fn attach_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::INVAL => "the device fd is not bound to an iommufd, or the id is not an IOAS",
+        Errno::NOENT => "no such IOAS in the device's iommufd",
+        Errno::BUSY => "the device is already attached elsewhere",
+        Errno::NOSPC | Errno::EXIST => {
+            "an existing mapping of the IOAS overlaps a reserved region of this device \
+             (the MSI window): map such IOVAs only after attaching"
+        }
+        _ => "unexpected; see drivers/vfio/device_cdev.c",
+    }
+}
