@@ -42,7 +42,28 @@ impl Endpoint {
     pub fn open(spec: &EndpointSpec, opts: OpenOptions) -> Result<Endpoint, CopyError> {
         let device = Device::open_with(spec.bdf, opts)?;
         let bar = match spec.bar {
-            Some(i) => device.bar(i)?,
+            Some(i) => {
+                let bar = device.bar(i)?;
+                let why = if bar.size() == 0 {
+                    Some("absent")
+                } else if !bar.is_memory() {
+                    Some("an I/O port BAR")
+                } else if bar.size() < device.page_size() {
+                    Some("smaller than a page")
+                } else if !bar.is_mappable() {
+                    Some("not mmap-able through VFIO")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(CopyError::BarUnusable {
+                        bdf: spec.bdf,
+                        bar: i,
+                        why,
+                    });
+                }
+                bar
+            }
             None => default_bar(&device)?,
         };
         Ok(Endpoint {

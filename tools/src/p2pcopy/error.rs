@@ -24,6 +24,19 @@ pub enum CopyError {
         /// Requested size.
         size: u64,
     },
+    /// The named BAR cannot take part in a copy.
+    #[error(
+        "{bdf} BAR{bar} is {why}; fix: leave the BAR out to use the largest usable one, \
+         or see `peerdma regions {bdf}`"
+    )]
+    BarUnusable {
+        /// Device.
+        bdf: Bdf,
+        /// BAR index.
+        bar: u32,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The data was not what was written.
     #[error(
         "verification failed: {count} byte(s) differ, the first at destination offset {first:#x}"

@@ -1,0 +1,137 @@
+//! Guest side of the p2pcopy suite's leak check: runs the p2pcopy library with bad
+//! requests and a revoked copy, and reports the process's fd and mapping counts before
+//! and after, as one JSON line.
+//!
+//! Usage (in the testbed): `peerdma-guest-p2pcopy SRC-ROLE DST-ROLE`
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_testbed::manifest::Manifest;
+use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, EngineChoice};
+
+fn fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn maps() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.lines().count())
+        .unwrap_or(0)
+}
+
+fn request(src: Bdf, dst: Bdf) -> CopyRequest {
+    CopyRequest {
+        src: EndpointSpec {
+            bdf: src,
+            bar: None,
+            offset: 0,
+        },
+        dst: EndpointSpec {
+            bdf: dst,
+            bar: None,
+            offset: 0,
+        },
+        size: Some(1 << 20),
+        chunk: 1 << 20,
+        iterations: 1,
+        engine: EngineChoice::Cpu,
+        via: None,
+        verify: true,
+        seed: 1,
+        access: AccessPath::Auto,
+        revoke_src_after: None,
+    }
+}
+
+fn run() -> Result<serde_json::Value> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let m = Manifest::load_in_guest()?;
+    let bdf = |role: &str| -> Result<Bdf> {
+        Ok(m.device(role)
+            .with_context(|| format!("no role {role}"))?
+            .bdf
+            .parse()?)
+    };
+    let (src, dst) = (bdf(&args[0])?, bdf(&args[1])?);
+    let cases = || -> Result<Vec<(&'static str, CopyRequest)>> {
+        Ok(vec![
+            ("same device", request(src, src)),
+            (
+                "unaligned",
+                CopyRequest {
+                    src: EndpointSpec {
+                        offset: 0x123,
+                        ..request(src, dst).src
+                    },
+                    ..request(src, dst)
+                },
+            ),
+            (
+                "too big",
+                CopyRequest {
+                    size: Some(1 << 40),
+                    ..request(src, dst)
+                },
+            ),
+            (
+                "absent BAR",
+                CopyRequest {
+                    src: EndpointSpec {
+                        bar: Some(5),
+                        ..request(src, dst).src
+                    },
+                    ..request(src, dst)
+                },
+            ),
+            ("unknown BDF", request("0000:0e:00.0".parse()?, dst)),
+            (
+                "revoked mid-copy",
+                CopyRequest {
+                    size: Some(32 << 20),
+                    chunk: 256 << 10,
+                    revoke_src_after: Some(Duration::from_millis(200)),
+                    ..request(src, dst)
+                },
+            ),
+        ])
+    };
+    // Round 1 warms up what the process keeps on purpose (glibc's cache of thread stacks,
+    // the SIGBUS handler); round 2 must then leave the counts exactly where they were.
+    let mut errors = Vec::new();
+    let mut counts = Vec::new();
+    for _round in 0..2 {
+        p2pcopy::run(&request(src, dst), &mut |_| {})?;
+        errors.clear();
+        for (name, req) in cases()? {
+            match p2pcopy::run(&req, &mut |_| {}) {
+                Ok(_) => errors.push(serde_json::json!({"case": name, "error": null})),
+                Err(e) => errors.push(serde_json::json!({"case": name, "error": e.to_string()})),
+            }
+        }
+        counts.push((fds(), maps()));
+    }
+    let ((fd0, map0), (fd1, map1)) = (counts[0], counts[1]);
+    Ok(serde_json::json!({
+        "fds_before": fd0, "fds_after": fd1,
+        "maps_before": map0, "maps_after": map1,
+        "cases": errors,
+    }))
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("peerdma-guest-p2pcopy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
