@@ -181,7 +181,20 @@ fn run(args: &Args, out: &mut Outcome) -> Result<()> {
         report: r,
         verified,
     } = out;
-    // 1. The dma-buf.
+    // 1. The Vulkan device first: a driver without dma-buf import fails here, before
+    // any dma-buf exists.
+    let vk = Vulkan::load()?;
+    let selector: DeviceSelector = args.device.parse().expect("infallible");
+    let pd = vk.select(&selector)?;
+    r.insert("device".into(), device_json(&pd));
+    let gpu = vk.open(&pd)?;
+    let (family, flags) = gpu.queue_family();
+    r.insert(
+        "queue".into(),
+        json!({"family": family, "flags": format!("{flags:?}"), "timestamps": gpu.has_timestamps()}),
+    );
+
+    // 2. The dma-buf.
     let source = if let Some(size) = args.udmabuf {
         let u = Udmabuf::create(size).context("creating the udmabuf")?;
         let mut chunk = vec![0u8; CHUNK as usize];
@@ -236,18 +249,6 @@ fn run(args: &Args, out: &mut Outcome) -> Result<()> {
     if let Some(Value::Object(s)) = r.get_mut("source") {
         s.insert("exporter".into(), json!(facts.exporter));
     }
-
-    // 2. The Vulkan device.
-    let vk = Vulkan::load()?;
-    let selector: DeviceSelector = args.device.parse().expect("infallible");
-    let pd = vk.select(&selector)?;
-    r.insert("device".into(), device_json(&pd));
-    let gpu = vk.open(&pd)?;
-    let (family, flags) = gpu.queue_family();
-    r.insert(
-        "queue".into(),
-        json!({"family": family, "flags": format!("{flags:?}"), "timestamps": gpu.has_timestamps()}),
-    );
 
     // 3. Import.
     let fd_bits = gpu.dma_buf_memory_types(fd)?;

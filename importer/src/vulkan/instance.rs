@@ -189,9 +189,13 @@ impl PhysicalDeviceInfo {
                 "the device only speaks Vulkan {}, external memory needs 1.1",
                 version_string(self.api_version)
             )
-        } else {
-            "update the driver (Mesa ≥ 23 has the extension on RADV, ANV, NVK and lavapipe)"
+        } else if self.driver_id == vk::DriverId::MESA_LLVMPIPE {
+            "Lavapipe gained dma-buf import after Mesa 22.3 (Debian bookworm's); Mesa 25.0 \
+             from bookworm-backports has it (apt-get install -t bookworm-backports \
+             mesa-vulkan-drivers)"
                 .to_string()
+        } else {
+            "Update the driver: Mesa's RADV, ANV and NVK import dma-bufs".to_string()
         };
         VulkanError::DmaBufImportUnsupported {
             device: self.name.clone(),
@@ -512,6 +516,63 @@ mod tests {
         assert!("llvmpipe".parse::<PciAddress>().is_err());
         assert!("00:20.0".parse::<PciAddress>().is_err());
         assert!("00:1f.8".parse::<PciAddress>().is_err());
+    }
+
+    fn fake(
+        name: &str,
+        vendor_id: u32,
+        driver_id: vk::DriverId,
+        driver_name: &str,
+    ) -> PhysicalDeviceInfo {
+        PhysicalDeviceInfo {
+            handle: vk::PhysicalDevice::null(),
+            index: 0,
+            name: name.into(),
+            device_type: vk::PhysicalDeviceType::DISCRETE_GPU,
+            vendor_id,
+            device_id: 0x2204,
+            api_version: vk::API_VERSION_1_3,
+            driver_id,
+            driver_name: driver_name.into(),
+            driver_info: "550.54".into(),
+            pci: Some("0000:65:00.0".parse().unwrap()),
+            external_memory_fd: true,
+            external_memory_dma_buf: false,
+            image_drm_format_modifier: true,
+            external_memory_host: true,
+            dma_buf_buffer_features: vk::ExternalMemoryFeatureFlags::empty(),
+            memory_types: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn nvidia_proprietary_is_named() {
+        let d = fake(
+            "NVIDIA GeForce RTX 3090",
+            0x10de,
+            vk::DriverId::NVIDIA_PROPRIETARY,
+            "NVIDIA",
+        );
+        assert!(!d.can_import_dma_buf());
+        let msg = d.import_unsupported().to_string();
+        assert!(
+            msg.contains("lacks VK_EXT_external_memory_dma_buf"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("NVIDIA's proprietary driver has no dma-buf import"),
+            "{msg}"
+        );
+        let nvk = fake(
+            "NVIDIA GeForce RTX 3090 (NVK GA102)",
+            0x10de,
+            vk::DriverId::MESA_NVK,
+            "NVK",
+        );
+        assert!(!nvk.is_nvidia_proprietary());
+        assert!(d.matches(&"0000:65:00.0".parse().unwrap()));
+        assert!(d.matches(&"geforce".parse().unwrap()));
+        assert!(!d.matches(&"llvmpipe".parse().unwrap()));
     }
 
     #[test]
