@@ -5,13 +5,57 @@
 //! PMCSR, PCIe DEVCTL, AF control) go through the lifecycle bookkeeping, so
 //! subscribers hear about revokes whichever helper caused them.
 
-use crate::device::{Device, DeviceInner};
+use crate::device::{ConfigLayout, Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::pci_caps::{
     FlrMethod, PCI_AF_CTRL_FLR, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY,
     PCI_EXP_DEVCTL_BCR_FLR,
 };
 use crate::revoke::{ResetMethod, RevokeReason};
+
+/// Whether a write of `len` bytes at `offset` reaches a register that changes
+/// the revoke state: PCI_COMMAND, PMCSR, or the FLR control register.
+pub(crate) fn touches_lifecycle(layout: &ConfigLayout, offset: u64, len: usize) -> bool {
+    let end = offset.saturating_add(len as u64);
+    let overlaps = |reg: u16, width: u64| offset < u64::from(reg) + width && u64::from(reg) < end;
+    overlaps(PCI_COMMAND, 2)
+        || layout.pmcsr.is_some_and(|p| overlaps(p, 2))
+        || match layout.flr {
+            Some(FlrMethod::Pcie { devctl }) => overlaps(devctl, 2),
+            Some(FlrMethod::Af { ctrl }) => overlaps(ctrl, 1),
+            None => false,
+        }
+}
+
+/// The revoke the kernel performs unconditionally for a write of `data` at
+/// `offset`, if any: clearing Memory Space Enable, or starting an FLR (only
+/// where the device advertises one, as vfio-pci requires).
+pub(crate) fn forced_revoke(
+    layout: &ConfigLayout,
+    offset: u64,
+    data: &[u8],
+) -> Option<RevokeReason> {
+    let byte = |reg: u16| -> Option<u8> {
+        let i = u64::from(reg).checked_sub(offset)?;
+        data.get(usize::try_from(i).ok()?).copied()
+    };
+    if let Some(command) = byte(PCI_COMMAND) {
+        if u16::from(command) & PCI_COMMAND_MEMORY == 0 {
+            return Some(RevokeReason::MemoryDecodeOff);
+        }
+    }
+    match layout.flr {
+        Some(FlrMethod::Pcie { devctl }) => {
+            let high = byte(devctl + 1)?;
+            ((u16::from(high) << 8) & PCI_EXP_DEVCTL_BCR_FLR != 0)
+                .then_some(RevokeReason::Reset(ResetMethod::PcieFlr))
+        }
+        Some(FlrMethod::Af { ctrl }) => {
+            (byte(ctrl)? & PCI_AF_CTRL_FLR != 0).then_some(RevokeReason::Reset(ResetMethod::AfFlr))
+        }
+        None => None,
+    }
+}
 
 impl DeviceInner {
     /// Reads `buf.len()` bytes of config space at `offset`.
@@ -66,51 +110,12 @@ impl DeviceInner {
         Ok(u16::from_le_bytes(b))
     }
 
-    /// Whether a write of `len` bytes at `offset` reaches a register that
-    /// changes the revoke state.
-    fn touches_lifecycle(&self, offset: u64, len: usize) -> bool {
-        let end = offset.saturating_add(len as u64);
-        let overlaps =
-            |reg: u16, width: u64| offset < u64::from(reg) + width && u64::from(reg) < end;
-        overlaps(PCI_COMMAND, 2)
-            || self.layout.pmcsr.is_some_and(|p| overlaps(p, 2))
-            || match self.layout.flr {
-                Some(FlrMethod::Pcie { devctl }) => overlaps(devctl, 2),
-                Some(FlrMethod::Af { ctrl }) => overlaps(ctrl, 1),
-                None => false,
-            }
-    }
-
-    /// The revoke the kernel performs unconditionally for this write, if any:
-    /// clearing Memory Space Enable, or starting an FLR.
-    pub(crate) fn forced_revoke(&self, offset: u64, data: &[u8]) -> Option<RevokeReason> {
-        let byte = |reg: u16| -> Option<u8> {
-            let i = u64::from(reg).checked_sub(offset)?;
-            data.get(usize::try_from(i).ok()?).copied()
-        };
-        if let Some(command) = byte(PCI_COMMAND) {
-            if u16::from(command) & PCI_COMMAND_MEMORY == 0 {
-                return Some(RevokeReason::MemoryDecodeOff);
-            }
-        }
-        match self.layout.flr {
-            Some(FlrMethod::Pcie { devctl }) => {
-                let high = byte(devctl + 1)?;
-                (u16::from(high) << 8 & PCI_EXP_DEVCTL_BCR_FLR != 0)
-                    .then_some(RevokeReason::Reset(ResetMethod::PcieFlr))
-            }
-            Some(FlrMethod::Af { ctrl }) => (byte(ctrl)? & PCI_AF_CTRL_FLR != 0)
-                .then_some(RevokeReason::Reset(ResetMethod::AfFlr)),
-            None => None,
-        }
-    }
-
     /// Writes config space, recording revokes and restores it causes.
     pub(crate) fn config_write(&self, offset: u64, data: &[u8]) -> Result<()> {
-        if !self.touches_lifecycle(offset, data.len()) {
+        if !touches_lifecycle(&self.layout, offset, data.len()) {
             return self.config_write_raw(offset, data);
         }
-        let forced = self.forced_revoke(offset, data);
+        let forced = forced_revoke(&self.layout, offset, data);
         self.transition(forced, || self.config_write_raw(offset, data))
     }
 }
@@ -182,5 +187,78 @@ impl Device {
             command & !PCI_COMMAND_MASTER
         };
         self.config_write_u16(PCI_COMMAND, new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(flr: Option<FlrMethod>) -> ConfigLayout {
+        ConfigLayout {
+            caps: vec![],
+            msix: None,
+            pmcsr: Some(0x64),
+            flr,
+        }
+    }
+
+    #[test]
+    fn which_writes_touch_the_lifecycle() {
+        let l = layout(Some(FlrMethod::Pcie { devctl: 0x88 }));
+        assert!(touches_lifecycle(&l, 4, 2));
+        assert!(touches_lifecycle(&l, 0, 8));
+        assert!(touches_lifecycle(&l, 5, 1));
+        assert!(!touches_lifecycle(&l, 6, 2), "PCI_STATUS");
+        assert!(!touches_lifecycle(&l, 0, 4), "ids");
+        assert!(touches_lifecycle(&l, 0x64, 2), "PMCSR");
+        assert!(touches_lifecycle(&l, 0x89, 1), "DEVCTL high byte");
+        assert!(!touches_lifecycle(&l, 0x8a, 2), "DEVSTA");
+        assert!(!touches_lifecycle(&layout(None), 0x88, 2));
+        let af = layout(Some(FlrMethod::Af { ctrl: 0x54 }));
+        assert!(touches_lifecycle(&af, 0x54, 1));
+        assert!(!touches_lifecycle(&af, 0x55, 1));
+    }
+
+    #[test]
+    fn clearing_memory_enable_is_a_forced_revoke() {
+        let l = layout(None);
+        assert_eq!(
+            forced_revoke(&l, 4, &[0x04, 0x00]),
+            Some(RevokeReason::MemoryDecodeOff)
+        );
+        assert_eq!(forced_revoke(&l, 4, &[0x06, 0x00]), None);
+        // A dword write at 4 covers the command and status registers.
+        assert_eq!(
+            forced_revoke(&l, 4, &0x0010_0000u32.to_le_bytes()),
+            Some(RevokeReason::MemoryDecodeOff)
+        );
+        assert_eq!(
+            forced_revoke(&l, 0, &[0xf4, 0x1a, 0x10, 0x11, 0x06, 0x00]),
+            None
+        );
+        // The high byte alone does not reach the memory bit.
+        assert_eq!(forced_revoke(&l, 5, &[0x00]), None);
+    }
+
+    #[test]
+    fn flr_writes_are_forced_resets() {
+        let pcie = layout(Some(FlrMethod::Pcie { devctl: 0x88 }));
+        assert_eq!(
+            forced_revoke(&pcie, 0x88, &0x8000u16.to_le_bytes()),
+            Some(RevokeReason::Reset(ResetMethod::PcieFlr))
+        );
+        assert_eq!(forced_revoke(&pcie, 0x88, &0x2810u16.to_le_bytes()), None);
+        let af = layout(Some(FlrMethod::Af { ctrl: 0x54 }));
+        assert_eq!(
+            forced_revoke(&af, 0x54, &[1]),
+            Some(RevokeReason::Reset(ResetMethod::AfFlr))
+        );
+        assert_eq!(forced_revoke(&af, 0x54, &[0]), None);
+        // Without an advertised FLR the kernel ignores the bit: nothing forced.
+        assert_eq!(
+            forced_revoke(&layout(None), 0x88, &0x8000u16.to_le_bytes()),
+            None
+        );
     }
 }
