@@ -129,7 +129,7 @@ fn udmabuf_imports_into_lavapipe_and_copies_verified_bytes() {
     let tb = testbed_with(KernelChoice::Reference, "ivshmem", Topology::Root, true);
     let size = 8u64 << 20;
     let cmd = format!(
-        "{} --udmabuf {size} --device llvmpipe --seed 7 --bench --iterations 3 --json",
+        "{} --udmabuf {size} --image 1024 --device llvmpipe --seed 7 --bench --iterations 3 --json",
         bin.display()
     );
     let out = run_ok(&tb, &["/bin/sh", "-c", &cmd]);
@@ -150,6 +150,12 @@ fn udmabuf_imports_into_lavapipe_and_copies_verified_bytes() {
     assert_eq!(r["verify"]["bytes_verified"], size, "{r:#}");
     assert_eq!(r["verify"]["mismatches"], 0, "{r:#}");
     assert_eq!(r["import"]["dedicated"], true, "{r:#}");
+    // The same dma-buf as a 1024-texel-wide linear RGBA8 image: 2048 rows, all of it.
+    let img = &r["image"];
+    assert_eq!(img["width"], 1024, "{r:#}");
+    assert_eq!(img["height"], 2048, "{r:#}");
+    assert_eq!(img["bytes_verified"], size, "{r:#}");
+    assert_eq!(img["mismatches"], 0, "{r:#}");
     assert_eq!(r["fds_before"], r["fds_after"], "fds leaked: {r:#}");
     let b = &r["bench"];
     let ratio = b["ratio_imported_over_local"]
@@ -165,23 +171,36 @@ fn udmabuf_imports_into_lavapipe_and_copies_verified_bytes() {
 }
 
 #[test]
-fn vfio_bar_dmabuf_on_lavapipe_fails_explained_without_leaks() {
+fn lavapipe_failures_are_explained_and_leak_nothing() {
     let bin = prepare();
     let tb = testbed_with(KernelChoice::Reference, "ivshmem", Topology::Root, true);
+    // A vfio-pci BAR dma-buf; then a udmabuf as an image whose rows (1000 texels)
+    // leave lavapipe's padded layout larger than the buffer.
     let cmd = format!(
-        "bdf=$({}); {} --bdf \"$bdf\" --bar 2 --range 0:2M --device llvmpipe --json",
+        "bdf=$({}); {bin} --bdf \"$bdf\" --bar 2 --range 0:2M --device llvmpipe --json; echo \"status=$?\"; \
+         {bin} --udmabuf 1M --image 1000 --device llvmpipe --json; echo \"status=$?\"",
         bdf_of("ivshmem0"),
-        bin.display()
+        bin = bin.display()
     );
     let out = tb
         .run(&["/bin/sh", "-c", &cmd])
         .expect("the VM runs the command");
+    assert_eq!(out.status, 0, "{}", out.output);
+    let statuses: Vec<&str> = out
+        .output
+        .lines()
+        .filter_map(|l| l.strip_prefix("status="))
+        .collect();
     assert_eq!(
-        out.status, 2,
-        "expected the explained failure (exit 2):\n{}",
+        statuses,
+        ["2", "2"],
+        "both runs fail with the explained error (exit 2):\n{}",
         out.output
     );
-    let r = only_json(&out.output);
+    let lines = json_lines(&out.output);
+    assert_eq!(lines.len(), 2, "{}", out.output);
+
+    let r = &lines[0];
     assert_eq!(r["ok"], false, "{r:#}");
     assert_eq!(r["source"]["kind"], "vfio", "{r:#}");
     assert_eq!(r["source"]["exporter"], "vfio_pci_core", "{r:#}");
@@ -203,6 +222,19 @@ fn vfio_bar_dmabuf_on_lavapipe_fails_explained_without_leaks() {
         r.get("copy").is_none() && r.get("verify").is_none(),
         "{r:#}"
     );
+
+    let r = &lines[1];
+    assert_eq!(
+        r["verify"]["mismatches"], 0,
+        "the buffer import works: {r:#}"
+    );
+    assert_eq!(r["error"]["kind"], "size_mismatch", "{r:#}");
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("image's memory requirements") && msg.contains("1048576 available"),
+        "{msg}"
+    );
+    assert_eq!(r["fds_before"], r["fds_after"], "fds leaked: {r:#}");
 }
 
 #[test]

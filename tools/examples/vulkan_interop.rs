@@ -24,8 +24,8 @@ use clap::Parser;
 use peerdma_exporter::{Bdf, Device, DmaRange};
 use peerdma_importer::udmabuf::Udmabuf;
 use peerdma_importer::vulkan::{
-    version_string, BufferResource, CopyRegion, CopyTiming, DeviceSelector, Gpu,
-    PhysicalDeviceInfo, Vulkan, VulkanError,
+    version_string, vk, BufferResource, CopyRegion, CopyTiming, DeviceSelector, Gpu,
+    LinearImageLayout, PhysicalDeviceInfo, Vulkan, VulkanError,
 };
 use peerdma_tools::size::{human, parse_range, parse_size};
 use serde_json::{json, Value};
@@ -60,6 +60,11 @@ struct Args {
     /// device-local buffers of the same size.
     #[arg(long)]
     bench: bool,
+    /// Also import the dma-buf as a linear R8G8B8A8 image this many texels wide
+    /// (`VK_EXT_image_drm_format_modifier`, `DRM_FORMAT_MOD_LINEAR`), copy it into a
+    /// buffer with vkCmdCopyImageToBuffer and verify those bytes too.
+    #[arg(long, value_name = "WIDTH")]
+    image: Option<u32>,
     /// Copies per measurement with --bench.
     #[arg(long, default_value_t = 5)]
     iterations: u32,
@@ -108,7 +113,7 @@ enum Source {
     Udmabuf(Udmabuf),
     Vfio {
         dmabuf: peerdma_exporter::DmaBuf,
-        _device: Device,
+        device: Device,
     },
 }
 
@@ -148,6 +153,33 @@ fn timing_json(t: &CopyTiming) -> Value {
         "wall_ns": t.wall.as_nanos() as u64,
         "mib_per_s": t.bytes_per_second() / (1024.0 * 1024.0),
     })
+}
+
+/// Compares the first `len` bytes of `staging` with what `expected` writes for each
+/// chunk; returns the number of differing bytes and the first differing offset.
+fn compare(
+    staging: &peerdma_importer::vulkan::DeviceBuffer,
+    len: u64,
+    mut expected: impl FnMut(u64, &mut [u8]) -> Result<()>,
+) -> Result<(u64, Option<u64>)> {
+    let mut want = vec![0u8; CHUNK as usize];
+    let mut got = vec![0u8; CHUNK as usize];
+    let mut bad = 0u64;
+    let mut first = None;
+    let mut off = 0;
+    while off < len {
+        let n = CHUNK.min(len - off) as usize;
+        expected(off, &mut want[..n])?;
+        staging.read(off, &mut got[..n])?;
+        for (i, (g, w)) in got[..n].iter().zip(&want[..n]).enumerate() {
+            if g != w {
+                first.get_or_insert(off + i as u64);
+                bad += 1;
+            }
+        }
+        off += n as u64;
+    }
+    Ok((bad, first))
 }
 
 /// The median of several copies (by the best available clock).
@@ -236,10 +268,7 @@ fn run(args: &Args, out: &mut Outcome) -> Result<()> {
             "source".into(),
             json!({"kind": "vfio", "bdf": bdf.to_string(), "bar": bar, "offset": offset, "length": length, "size": dmabuf.size()}),
         );
-        Source::Vfio {
-            dmabuf,
-            _device: device,
-        }
+        Source::Vfio { dmabuf, device }
     } else {
         bail!("give --udmabuf SIZE, or --bdf BDF --bar N --range OFFSET:LENGTH (or --list)");
     };
@@ -274,33 +303,20 @@ fn run(args: &Args, out: &mut Outcome) -> Result<()> {
     r.insert("copy".into(), timing_json(&t_import));
     r.insert("readback".into(), timing_json(&t_readback));
 
-    let mut expected = vec![0u8; CHUNK as usize];
-    let mut got = vec![0u8; CHUNK as usize];
-    let mut mismatches = 0u64;
-    let mut first = None;
     let bar_map = match (&source, args.no_fill) {
-        (Source::Vfio { _device, .. }, true) => {
+        (Source::Vfio { device, .. }, true) => {
             let (o, l) = args.range.expect("vfio source has a range");
-            Some(_device.map_region_range(args.bar.expect("bar"), o, l)?)
+            Some(device.map_region_range(args.bar.expect("bar"), o, l)?)
         }
         _ => None,
     };
-    let mut off = 0;
-    while off < size {
-        let n = CHUNK.min(size - off) as usize;
+    let (mismatches, first) = compare(&staging, size, |off, buf| {
         match &bar_map {
-            Some(m) => m.read_bytes(off as usize, &mut expected[..n])?,
-            None => fill_pattern(args.seed, off, &mut expected[..n]),
+            Some(m) => m.read_bytes(off as usize, buf)?,
+            None => fill_pattern(args.seed, off, buf),
         }
-        staging.read(off, &mut got[..n])?;
-        for i in 0..n {
-            if got[i] != expected[i] {
-                first.get_or_insert(off + i as u64);
-                mismatches += 1;
-            }
-        }
-        off += n as u64;
-    }
+        Ok(())
+    })?;
     drop(bar_map);
     r.insert(
         "verify".into(),
@@ -308,7 +324,45 @@ fn run(args: &Args, out: &mut Outcome) -> Result<()> {
     );
     *verified = Some(mismatches == 0);
 
-    // 5. Benchmark: imported → local vs local → local of the same size.
+    // 5. The same dma-buf as a linear image.
+    if let Some(width) = args.image {
+        let row_pitch = width as u64 * 4;
+        let height = size.checked_div(row_pitch).unwrap_or(0).min(16384) as u32;
+        let layout = LinearImageLayout {
+            width,
+            height,
+            format: vk::Format::R8G8B8A8_UNORM,
+            offset: 0,
+            row_pitch,
+        };
+        let image = gpu.import_image(fd, layout)?;
+        let bytes = row_pitch * height as u64;
+        let image_local = gpu.device_local_buffer(bytes)?;
+        let t_image = gpu.copy_image_to_buffer(&image, &image_local)?;
+        gpu.copy(&image_local, &staging, CopyRegion::whole(bytes))?;
+        let (bad, first) = compare(&staging, bytes, |off, buf| {
+            fill_pattern(args.seed, off, buf);
+            Ok(())
+        })?;
+        r.insert(
+            "image".into(),
+            json!({
+                "width": width,
+                "height": height,
+                "format": "R8G8B8A8_UNORM",
+                "modifier": "DRM_FORMAT_MOD_LINEAR",
+                "memory_type": image.details().memory_type,
+                "copy": timing_json(&t_image),
+                "bytes": bytes,
+                "bytes_verified": bytes - bad,
+                "mismatches": bad,
+                "first_mismatch": first,
+            }),
+        );
+        *verified = Some(mismatches == 0 && bad == 0);
+    }
+
+    // 6. Benchmark: imported → local vs local → local of the same size.
     if args.bench {
         let local2 = gpu.device_local_buffer(size)?;
         let _ = gpu.copy(&imported, &local, CopyRegion::whole(size))?; // warm-up
@@ -418,6 +472,18 @@ fn print_text(r: &serde_json::Map<String, Value>) {
                 Some(f) => format!(", first difference at {f:#x}"),
                 None => String::new(),
             }
+        );
+    }
+    if let Some(i) = r.get("image") {
+        println!(
+            "image:   {}x{} {} {}: {} of {} bytes match, copy {}",
+            i["width"],
+            i["height"],
+            i["format"].as_str().unwrap_or(""),
+            i["modifier"].as_str().unwrap_or(""),
+            i["bytes_verified"],
+            i["bytes"],
+            mib_s(&i["copy"])
         );
     }
     if let Some(b) = r.get("bench") {

@@ -8,6 +8,7 @@ use ash::vk;
 
 use super::buffer::BufferResource;
 use super::error::{Result, VulkanError};
+use super::import::ImportedImage;
 use super::instance::{InstanceShared, PhysicalDeviceInfo, Vulkan};
 
 /// A Vulkan device that can import dma-bufs, with a transfer queue.
@@ -334,48 +335,6 @@ impl Gpu {
         check("copy source", region.src_offset, src.size())?;
         check("copy destination", region.dst_offset, dst.size())?;
 
-        let d = &self.shared.device;
-        let err = |call| self.shared.call_err(call);
-        let submit = self.shared.submit.lock().unwrap_or_else(|e| e.into_inner());
-        let alloc = vk::CommandBufferAllocateInfo::default()
-            .command_pool(submit.pool)
-            .level(vk::CommandBufferLevel::PRIMARY)
-            .command_buffer_count(1);
-        // SAFETY: the pool belongs to this device and is only used under `submit`.
-        let cb = unsafe { d.allocate_command_buffers(&alloc) }
-            .map_err(err("vkAllocateCommandBuffers"))?[0];
-        // SAFETY: valid device; the fence is destroyed below.
-        let fence = match unsafe { d.create_fence(&vk::FenceCreateInfo::default(), None) } {
-            Ok(f) => f,
-            Err(e) => {
-                // SAFETY: `cb` came from this pool and was never submitted.
-                unsafe { d.free_command_buffers(submit.pool, &[cb]) };
-                return Err(err("vkCreateFence")(e));
-            }
-        };
-        let result = self.record_and_run(&submit, cb, fence, src, dst, region);
-        // SAFETY: the fence was waited on (or never submitted), so neither object is
-        // in use; both belong to this device.
-        unsafe {
-            d.destroy_fence(fence, None);
-            d.free_command_buffers(submit.pool, &[cb]);
-        }
-        result
-    }
-
-    fn record_and_run(
-        &self,
-        submit: &Submit,
-        cb: vk::CommandBuffer,
-        fence: vk::Fence,
-        src: &dyn BufferResource,
-        dst: &dyn BufferResource,
-        region: CopyRegion,
-    ) -> Result<CopyTiming> {
-        let d = &self.shared.device;
-        let err = |call| self.shared.call_err(call);
-        let begin = vk::CommandBufferBeginInfo::default()
-            .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
         let family = self.shared.queue_family;
         let mut acquire = Vec::new();
         for (b, access) in [
@@ -400,34 +359,200 @@ impl Gpu {
             dst_offset: region.dst_offset,
             size: region.size,
         }];
+        self.run_transfer(
+            region.size,
+            |d, cb| {
+                // SAFETY: `cb` is recording; both buffers belong to this device (checked
+                // above) and outlive the submission, which `run_transfer` waits for; the
+                // region lies inside both (checked above).
+                unsafe {
+                    if !acquire.is_empty() {
+                        d.cmd_pipeline_barrier(
+                            cb,
+                            vk::PipelineStageFlags::TOP_OF_PIPE,
+                            vk::PipelineStageFlags::TRANSFER,
+                            vk::DependencyFlags::empty(),
+                            &[],
+                            &acquire,
+                            &[],
+                        );
+                    }
+                }
+            },
+            |d, cb| {
+                // SAFETY: as above.
+                unsafe { d.cmd_copy_buffer(cb, src.raw(), dst.raw(), &copy) }
+            },
+        )
+    }
+
+    /// Copies the whole of an imported linear image into `dst` (tightly packed rows,
+    /// `width * texel size` bytes each) with `vkCmdCopyImageToBuffer`, and waits.
+    /// The image is acquired from `VK_QUEUE_FAMILY_EXTERNAL` and moved to
+    /// `TRANSFER_SRC_OPTIMAL` (from `GENERAL` the first time: the layout in which a
+    /// foreign agent hands over a linear dma-buf, which keeps its contents).
+    pub fn copy_image_to_buffer(
+        &self,
+        src: &ImportedImage,
+        dst: &dyn BufferResource,
+    ) -> Result<CopyTiming> {
+        if !Arc::ptr_eq(src.shared(), &self.shared) {
+            return Err(VulkanError::DeviceMismatch("image copy source"));
+        }
+        if !Arc::ptr_eq(dst.device_shared(), &self.shared) {
+            return Err(VulkanError::DeviceMismatch("image copy destination"));
+        }
+        let l = *src.layout();
+        let texel = super::import::texel_size(l.format).expect("checked at import");
+        let bytes = l.width as u64 * l.height as u64 * texel;
+        if bytes > dst.size() {
+            return Err(VulkanError::SizeMismatch {
+                what: format!(
+                    "a {}x{} {:?} image copied into a buffer",
+                    l.width, l.height, l.format
+                ),
+                needed: bytes,
+                have: dst.size(),
+            });
+        }
+        let old_layout = src.take_layout(vk::ImageLayout::TRANSFER_SRC_OPTIMAL);
+        let range = vk::ImageSubresourceRange {
+            aspect_mask: vk::ImageAspectFlags::COLOR,
+            base_mip_level: 0,
+            level_count: 1,
+            base_array_layer: 0,
+            layer_count: 1,
+        };
+        let acquire = [vk::ImageMemoryBarrier::default()
+            .src_access_mask(vk::AccessFlags::empty())
+            .dst_access_mask(vk::AccessFlags::TRANSFER_READ)
+            .old_layout(old_layout)
+            .new_layout(vk::ImageLayout::TRANSFER_SRC_OPTIMAL)
+            .src_queue_family_index(vk::QUEUE_FAMILY_EXTERNAL)
+            .dst_queue_family_index(self.shared.queue_family)
+            .image(src.raw())
+            .subresource_range(range)];
+        let region = [vk::BufferImageCopy {
+            buffer_offset: 0,
+            buffer_row_length: 0,
+            buffer_image_height: 0,
+            image_subresource: vk::ImageSubresourceLayers {
+                aspect_mask: vk::ImageAspectFlags::COLOR,
+                mip_level: 0,
+                base_array_layer: 0,
+                layer_count: 1,
+            },
+            image_offset: vk::Offset3D::default(),
+            image_extent: vk::Extent3D {
+                width: l.width,
+                height: l.height,
+                depth: 1,
+            },
+        }];
+        self.run_transfer(
+            bytes,
+            |d, cb| {
+                // SAFETY: `cb` is recording; the image belongs to this device and is
+                // bound to memory; the barrier covers its only subresource.
+                unsafe {
+                    d.cmd_pipeline_barrier(
+                        cb,
+                        vk::PipelineStageFlags::TOP_OF_PIPE,
+                        vk::PipelineStageFlags::TRANSFER,
+                        vk::DependencyFlags::empty(),
+                        &[],
+                        &[],
+                        &acquire,
+                    )
+                }
+            },
+            |d, cb| {
+                // SAFETY: the image is in TRANSFER_SRC_OPTIMAL after the barrier; the
+                // destination belongs to this device and holds `bytes` (checked above).
+                unsafe {
+                    d.cmd_copy_image_to_buffer(
+                        cb,
+                        src.raw(),
+                        vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+                        dst.raw(),
+                        &region,
+                    )
+                }
+            },
+        )
+    }
+
+    /// Records `prepare` (barriers), then `transfer` between two timestamps, then a
+    /// barrier that makes transfer writes visible to the host; submits on the queue
+    /// and waits for the fence. The command buffer and fence are freed on every path.
+    fn run_transfer(
+        &self,
+        bytes: u64,
+        prepare: impl FnOnce(&ash::Device, vk::CommandBuffer),
+        transfer: impl FnOnce(&ash::Device, vk::CommandBuffer),
+    ) -> Result<CopyTiming> {
+        let d = &self.shared.device;
+        let err = |call| self.shared.call_err(call);
+        let submit = self.shared.submit.lock().unwrap_or_else(|e| e.into_inner());
+        let alloc = vk::CommandBufferAllocateInfo::default()
+            .command_pool(submit.pool)
+            .level(vk::CommandBufferLevel::PRIMARY)
+            .command_buffer_count(1);
+        // SAFETY: the pool belongs to this device and is only used under `submit`.
+        let cb = unsafe { d.allocate_command_buffers(&alloc) }
+            .map_err(err("vkAllocateCommandBuffers"))?[0];
+        // SAFETY: valid device; the fence is destroyed below.
+        let fence = match unsafe { d.create_fence(&vk::FenceCreateInfo::default(), None) } {
+            Ok(f) => f,
+            Err(e) => {
+                // SAFETY: `cb` came from this pool and was never submitted.
+                unsafe { d.free_command_buffers(submit.pool, &[cb]) };
+                return Err(err("vkCreateFence")(e));
+            }
+        };
+        let result = self.record_and_run(&submit, cb, fence, bytes, prepare, transfer);
+        // SAFETY: the fence was waited on, or never submitted, or the wait failed and
+        // the device was drained with vkDeviceWaitIdle; so neither object is in use.
+        unsafe {
+            d.destroy_fence(fence, None);
+            d.free_command_buffers(submit.pool, &[cb]);
+        }
+        result
+    }
+
+    fn record_and_run(
+        &self,
+        submit: &Submit,
+        cb: vk::CommandBuffer,
+        fence: vk::Fence,
+        bytes: u64,
+        prepare: impl FnOnce(&ash::Device, vk::CommandBuffer),
+        transfer: impl FnOnce(&ash::Device, vk::CommandBuffer),
+    ) -> Result<CopyTiming> {
+        let d = &self.shared.device;
+        let err = |call| self.shared.call_err(call);
+        let begin = vk::CommandBufferBeginInfo::default()
+            .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
         let to_host = [vk::MemoryBarrier::default()
             .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
             .dst_access_mask(vk::AccessFlags::HOST_READ | vk::AccessFlags::MEMORY_READ)];
-        // SAFETY: `cb` is a fresh primary command buffer of this device; the buffers
-        // belong to this device (checked by the caller) and stay alive until the
-        // fence wait below; the copy region lies inside both (checked by the caller);
-        // the query pool holds 2 timestamp queries.
+        // SAFETY: `cb` is a fresh primary command buffer of this device, recorded
+        // once; the query pool holds 2 timestamp queries.
         unsafe {
             d.begin_command_buffer(cb, &begin)
                 .map_err(err("vkBeginCommandBuffer"))?;
             if let Some(q) = submit.query_pool {
                 d.cmd_reset_query_pool(cb, q, 0, 2);
             }
-            if !acquire.is_empty() {
-                d.cmd_pipeline_barrier(
-                    cb,
-                    vk::PipelineStageFlags::TOP_OF_PIPE,
-                    vk::PipelineStageFlags::TRANSFER,
-                    vk::DependencyFlags::empty(),
-                    &[],
-                    &acquire,
-                    &[],
-                );
-            }
-            if let Some(q) = submit.query_pool {
-                d.cmd_write_timestamp(cb, vk::PipelineStageFlags::TOP_OF_PIPE, q, 0);
-            }
-            d.cmd_copy_buffer(cb, src.raw(), dst.raw(), &copy);
+        }
+        prepare(d, cb);
+        if let Some(q) = submit.query_pool {
+            // SAFETY: as above; query 0 was reset in this command buffer.
+            unsafe { d.cmd_write_timestamp(cb, vk::PipelineStageFlags::TOP_OF_PIPE, q, 0) };
+        }
+        transfer(d, cb);
+        // SAFETY: as above.
+        unsafe {
             if let Some(q) = submit.query_pool {
                 d.cmd_write_timestamp(cb, vk::PipelineStageFlags::BOTTOM_OF_PIPE, q, 1);
             }
@@ -448,11 +573,12 @@ impl Gpu {
         let start = Instant::now();
         // SAFETY: the queue is used only under the `submit` lock the caller holds;
         // `cb` is fully recorded; the fence is unsignalled and of this device.
-        unsafe {
-            d.queue_submit(submit.queue, &info, fence)
-                .map_err(err("vkQueueSubmit"))?;
-            d.wait_for_fences(&[fence], true, u64::MAX)
-                .map_err(err("vkWaitForFences"))?;
+        unsafe { d.queue_submit(submit.queue, &info, fence) }.map_err(err("vkQueueSubmit"))?;
+        // SAFETY: the fence belongs to this device.
+        if let Err(e) = unsafe { d.wait_for_fences(&[fence], true, u64::MAX) } {
+            // SAFETY: drains the device so that the caller may free `cb` and `fence`.
+            let _ = unsafe { d.device_wait_idle() };
+            return Err(err("vkWaitForFences")(e));
         }
         let wall = start.elapsed();
         let gpu = match submit.query_pool {
@@ -475,11 +601,7 @@ impl Gpu {
             }
             None => None,
         };
-        Ok(CopyTiming {
-            bytes: region.size,
-            gpu,
-            wall,
-        })
+        Ok(CopyTiming { bytes, gpu, wall })
     }
 }
 
@@ -493,6 +615,50 @@ mod tests {
             queue_count: 1,
             ..Default::default()
         }
+    }
+
+    /// Runs on the host's Vulkan device when there is one (lavapipe here): copies
+    /// through device-local memory and back, and refuses out-of-range regions.
+    #[test]
+    fn copies_between_own_buffers_on_the_hosts_device() {
+        use super::super::{DeviceSelector, Vulkan};
+        let Ok(vk) = Vulkan::load() else {
+            eprintln!("skipped: no Vulkan loader");
+            return;
+        };
+        let Ok(pd) = vk.select(&DeviceSelector::Auto) else {
+            eprintln!("skipped: no Vulkan device");
+            return;
+        };
+        if !pd.can_import_dma_buf() {
+            eprintln!("skipped: {} cannot import dma-bufs", pd.name);
+            return;
+        }
+        let gpu = vk.open(&pd).expect("open");
+        drop(vk); // the device keeps the instance alive
+        let size = 1u64 << 20;
+        let src = gpu.staging_buffer(size).unwrap();
+        let mid = gpu.device_local_buffer(size).unwrap();
+        let dst = gpu.staging_buffer(size).unwrap();
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4096) as u8).collect();
+        src.write(0, &data).unwrap();
+        let t = gpu.copy(&src, &mid, CopyRegion::whole(size)).unwrap();
+        assert_eq!(t.bytes, size);
+        gpu.copy(&mid, &dst, CopyRegion::whole(size)).unwrap();
+        let mut back = vec![0u8; size as usize];
+        dst.read(0, &mut back).unwrap();
+        assert!(back == data, "bytes differ after the round trip");
+        let bad = CopyRegion {
+            src_offset: 4096,
+            dst_offset: 0,
+            size,
+        };
+        let err = gpu.copy(&src, &dst, bad).unwrap_err();
+        assert_eq!(err.kind(), "size_mismatch", "{err}");
+        assert!(
+            mid.read(0, &mut back[..16]).is_err(),
+            "device-local memory is not mapped"
+        );
     }
 
     #[test]

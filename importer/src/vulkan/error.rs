@@ -207,7 +207,7 @@ pub enum VulkanError {
 
     /// A resource needs more bytes than the dma-buf has, or a range falls outside
     /// a buffer.
-    #[error("size mismatch: {what} needs {needed} bytes, but {have} are available")]
+    #[error("size mismatch: {what}: {needed} bytes needed, {have} available")]
     SizeMismatch {
         /// What needs the bytes.
         what: String,

@@ -3,7 +3,7 @@
 //! the import succeeds), and a `VkBuffer` or linear `VkImage` bound to it.
 
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ash::vk;
 use rustix::io::Errno;
@@ -174,6 +174,10 @@ pub struct ImportedImage {
     memory: vk::DeviceMemory,
     layout: LinearImageLayout,
     details: ImportDetails,
+    /// The image layout after the last recorded use (`GENERAL` until the first:
+    /// external images are created `UNDEFINED`, but a foreign agent's contents are
+    /// handed over as `GENERAL`).
+    current: Mutex<vk::ImageLayout>,
 }
 
 impl std::fmt::Debug for ImportedImage {
@@ -211,6 +215,16 @@ impl ImportedImage {
     /// The Vulkan handle.
     pub fn raw(&self) -> vk::Image {
         self.image
+    }
+
+    pub(super) fn shared(&self) -> &Arc<DeviceShared> {
+        &self.device
+    }
+
+    /// Records that the image moves to `new`; returns the layout it leaves.
+    pub(super) fn take_layout(&self, new: vk::ImageLayout) -> vk::ImageLayout {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *cur, new)
     }
 }
 
@@ -281,7 +295,7 @@ impl Gpu {
         let size = size.unwrap_or(facts.size);
         if size == 0 || size > facts.size {
             return Err(VulkanError::SizeMismatch {
-                what: format!("a buffer of {size} bytes"),
+                what: format!("a buffer of {size} bytes from the dma-buf"),
                 needed: size,
                 have: facts.size,
             });
@@ -514,6 +528,7 @@ impl Gpu {
             memory,
             layout,
             details,
+            current: Mutex::new(vk::ImageLayout::GENERAL),
         })
     }
 
@@ -534,7 +549,10 @@ impl Gpu {
         let d = &s.device;
         if reqs.size > facts.size {
             return Err(VulkanError::SizeMismatch {
-                what: format!("the {what}'s memory requirements"),
+                what: format!(
+                    "the {what}'s memory requirements (vkGet*MemoryRequirements: the driver may pad \
+                     what the dma-buf holds exactly)"
+                ),
                 needed: reqs.size,
                 have: facts.size,
             });
