@@ -7,7 +7,7 @@ use rustix::io::Errno;
 /// Result of this module.
 pub type Result<T, E = VulkanError> = std::result::Result<T, E>;
 
-/// Why a dma-buf could not be imported or used through Vulkan.
+/// Why a dma-buf could not be imported or used through Vulkan (variants sorted by name).
 #[derive(Debug, thiserror::Error)]
 pub enum VulkanError {
     /// A Vulkan call failed where nothing more specific can be said.
@@ -49,6 +49,10 @@ pub enum VulkanError {
         driver_closed_fd: bool,
     },
 
+    /// Two objects of different devices were used together.
+    #[error("{0}: the objects belong to different Vulkan devices")]
+    DeviceMismatch(&'static str),
+
     /// The physical device lacks an extension that dma-buf import needs.
     #[error(
         "{device} (driver {driver}) cannot import dma-bufs: it lacks {}. {hint}",
@@ -65,18 +69,13 @@ pub enum VulkanError {
         hint: String,
     },
 
-    /// The device cannot import dma-bufs for buffers of this usage
-    /// (`vkGetPhysicalDeviceExternalBufferProperties` has no IMPORTABLE bit).
-    #[error("{device} (driver {driver}) does not import dma-bufs as buffers with usage {usage:?} (external memory features {features:?})")]
-    HandleTypeNotImportable {
-        /// The device name.
-        device: String,
-        /// The driver name.
-        driver: String,
-        /// The buffer usage asked for.
-        usage: vk::BufferUsageFlags,
-        /// What the device reported.
-        features: vk::ExternalMemoryFeatureFlags,
+    /// An fd operation on the dma-buf failed.
+    #[error("{what} on the dma-buf failed: {errno}")]
+    Fd {
+        /// `dup`, `fstat`, `lseek`.
+        what: &'static str,
+        /// The errno.
+        errno: Errno,
     },
 
     /// `vkGetMemoryFdPropertiesKHR` refused the fd.
@@ -93,6 +92,35 @@ pub enum VulkanError {
         result: vk::Result,
         /// The dma-buf's exporter, or "unknown".
         exporter: String,
+    },
+
+    /// The device cannot import dma-bufs for buffers of this usage
+    /// (`vkGetPhysicalDeviceExternalBufferProperties` has no IMPORTABLE bit).
+    #[error("{device} (driver {driver}) does not import dma-bufs as buffers with usage {usage:?} (external memory features {features:?})")]
+    HandleTypeNotImportable {
+        /// The device name.
+        device: String,
+        /// The driver name.
+        driver: String,
+        /// The buffer usage asked for.
+        usage: vk::BufferUsageFlags,
+        /// What the device reported.
+        features: vk::ExternalMemoryFeatureFlags,
+    },
+
+    /// An image with this format/modifier cannot be imported.
+    #[error(
+        "{device} (driver {driver}) cannot import a dma-buf as a {format:?} linear image: {reason}"
+    )]
+    ImageUnsupported {
+        /// The device name.
+        device: String,
+        /// The driver name.
+        driver: String,
+        /// The format.
+        format: vk::Format,
+        /// Why.
+        reason: String,
     },
 
     /// The import itself failed for a reason other than CPU access.
@@ -121,6 +149,35 @@ pub enum VulkanError {
     )]
     Loader(String),
 
+    /// The instance has no physical device at all.
+    #[error(
+        "no Vulkan physical device (no driver installed? Debian's mesa-vulkan-drivers provides \
+         lavapipe, a CPU implementation)"
+    )]
+    NoDevice,
+
+    /// No memory type with the properties a helper buffer needs.
+    #[error("{device} has no memory type with {wanted:?} for a {what} (types: {types})")]
+    NoHelperMemory {
+        /// The device name.
+        device: String,
+        /// What the buffer is for.
+        what: &'static str,
+        /// The properties needed.
+        wanted: vk::MemoryPropertyFlags,
+        /// The device's memory types, described.
+        types: String,
+    },
+
+    /// No Vulkan physical device matches the selection.
+    #[error("no Vulkan device matches {wanted:?}; devices: {available}")]
+    NoMatchingDevice {
+        /// What was asked for.
+        wanted: String,
+        /// What exists.
+        available: String,
+    },
+
     /// No memory type fits both the resource and the dma-buf.
     #[error(
         "no memory type of {device} (driver {driver}) fits: the {what} accepts types {resource_bits:#b}, \
@@ -141,68 +198,11 @@ pub enum VulkanError {
         types: String,
     },
 
-    /// No memory type with the properties a helper buffer needs.
-    #[error("{device} has no memory type with {wanted:?} for a {what} (types: {types})")]
-    NoHelperMemory {
-        /// The device name.
-        device: String,
-        /// What the buffer is for.
-        what: &'static str,
-        /// The properties needed.
-        wanted: vk::MemoryPropertyFlags,
-        /// The device's memory types, described.
-        types: String,
-    },
-
     /// No queue family can transfer.
     #[error("{device} has no queue family with transfer, compute or graphics")]
     NoTransferQueue {
         /// The device name.
         device: String,
-    },
-
-    /// No Vulkan physical device matches the selection.
-    #[error("no Vulkan device matches {wanted:?}; devices: {available}")]
-    NoMatchingDevice {
-        /// What was asked for.
-        wanted: String,
-        /// What exists.
-        available: String,
-    },
-
-    /// The instance has no physical device at all.
-    #[error(
-        "no Vulkan physical device (no driver installed? Debian's mesa-vulkan-drivers provides \
-         lavapipe, a CPU implementation)"
-    )]
-    NoDevice,
-
-    /// Two objects of different devices were used together.
-    #[error("{0}: the objects belong to different Vulkan devices")]
-    DeviceMismatch(&'static str),
-
-    /// An fd operation on the dma-buf failed.
-    #[error("{what} on the dma-buf failed: {errno}")]
-    Fd {
-        /// `dup`, `fstat`, `lseek`.
-        what: &'static str,
-        /// The errno.
-        errno: Errno,
-    },
-
-    /// An image with this format/modifier cannot be imported.
-    #[error(
-        "{device} (driver {driver}) cannot import a dma-buf as a {format:?} linear image: {reason}"
-    )]
-    ImageUnsupported {
-        /// The device name.
-        device: String,
-        /// The driver name.
-        driver: String,
-        /// The format.
-        format: vk::Format,
-        /// Why.
-        reason: String,
     },
 
     /// A resource needs more bytes than the dma-buf has, or a range falls outside
@@ -232,19 +232,19 @@ impl VulkanError {
         match self {
             VulkanError::Call { .. } => "vulkan_call",
             VulkanError::CpuAccessRequired { .. } => "cpu_access_required",
+            VulkanError::DeviceMismatch(_) => "device_mismatch",
             VulkanError::DmaBufImportUnsupported { .. } => "dma_buf_import_unsupported",
-            VulkanError::HandleTypeNotImportable { .. } => "handle_type_not_importable",
+            VulkanError::Fd { .. } => "fd",
             VulkanError::FdProperties { .. } => "fd_properties",
+            VulkanError::HandleTypeNotImportable { .. } => "handle_type_not_importable",
+            VulkanError::ImageUnsupported { .. } => "image_unsupported",
             VulkanError::Import { .. } => "import",
             VulkanError::Loader(_) => "loader",
-            VulkanError::NoMemoryType { .. } => "no_memory_type",
-            VulkanError::NoHelperMemory { .. } => "no_helper_memory",
-            VulkanError::NoTransferQueue { .. } => "no_transfer_queue",
-            VulkanError::NoMatchingDevice { .. } => "no_matching_device",
             VulkanError::NoDevice => "no_device",
-            VulkanError::DeviceMismatch(_) => "device_mismatch",
-            VulkanError::Fd { .. } => "fd",
-            VulkanError::ImageUnsupported { .. } => "image_unsupported",
+            VulkanError::NoHelperMemory { .. } => "no_helper_memory",
+            VulkanError::NoMatchingDevice { .. } => "no_matching_device",
+            VulkanError::NoMemoryType { .. } => "no_memory_type",
+            VulkanError::NoTransferQueue { .. } => "no_transfer_queue",
             VulkanError::SizeMismatch { .. } => "size_mismatch",
         }
     }
