@@ -217,6 +217,7 @@ fn lavapipe_failures_are_explained_and_leak_nothing() {
         assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
     }
     assert_eq!(r["fds_before"], r["fds_after"], "fds leaked: {r:#}");
+    eprintln!("vfio BAR dma-buf on lavapipe: {msg}");
     // Nothing was imported, so nothing was copied.
     assert!(
         r.get("copy").is_none() && r.get("verify").is_none(),

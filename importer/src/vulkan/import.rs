@@ -236,6 +236,27 @@ fn identity(raw: i32) -> std::result::Result<(u64, u64), Errno> {
     Ok((st.st_dev, st.st_ino))
 }
 
+/// Who holds the dup after a failed import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DupAfterFailure {
+    /// The number still names our file: ours to close (what the spec says).
+    StillOurs,
+    /// The number is closed, or names another file now: the driver closed it.
+    ClosedByDriver,
+    /// `/proc` cannot tell: keep the number open rather than risk closing someone
+    /// else's descriptor.
+    Unknown,
+}
+
+fn dup_after_failure(raw: i32, ours: (u64, u64)) -> DupAfterFailure {
+    match identity(raw) {
+        Ok(id) if id == ours => DupAfterFailure::StillOurs,
+        Ok(_) => DupAfterFailure::ClosedByDriver,
+        Err(_) if rustix::fs::stat("/proc/self/fd").is_ok() => DupAfterFailure::ClosedByDriver,
+        Err(_) => DupAfterFailure::Unknown,
+    }
+}
+
 /// Probes whether the dma-buf can be mapped by the CPU (what CPU drivers need).
 fn mmap_probe(fd: BorrowedFd<'_>, len: u64) -> std::result::Result<(), Errno> {
     let len = len.clamp(1, rustix::param::page_size() as u64) as usize;
@@ -575,10 +596,11 @@ impl Gpu {
         };
         let dup: OwnedFd = rustix::io::fcntl_dupfd_cloexec(fd, 0)
             .map_err(|errno| VulkanError::Fd { what: "dup", errno })?;
-        let dup_identity = identity(dup.as_raw_fd()).map_err(|errno| VulkanError::Fd {
-            what: "stat of /proc/self/fd",
+        let st = rustix::fs::fstat(&dup).map_err(|errno| VulkanError::Fd {
+            what: "fstat",
             errno,
         })?;
+        let dup_identity = (st.st_dev, st.st_ino);
         let mut import = vk::ImportMemoryFdInfoKHR::default()
             .handle_type(vk::ExternalMemoryHandleTypeFlags::DMA_BUF_EXT)
             .fd(dup.as_raw_fd());
@@ -615,12 +637,13 @@ impl Gpu {
                 // Ownership passes only on success, so the dup is still ours, unless
                 // the driver closed it anyway. Close it only if the number still
                 // names the same file.
-                let driver_closed_fd = identity(dup.as_raw_fd()) != Ok(dup_identity);
-                if driver_closed_fd {
-                    let _ = dup.into_raw_fd();
-                } else {
+                let after = dup_after_failure(dup.as_raw_fd(), dup_identity);
+                if after == DupAfterFailure::StillOurs {
                     drop(dup);
+                } else {
+                    let _ = dup.into_raw_fd();
                 }
+                let driver_closed_fd = after == DupAfterFailure::ClosedByDriver;
                 let exporter = facts.exporter_name();
                 if s.info.is_cpu() {
                     if let Err(mmap_errno) = mmap_probe(fd, facts.size) {
@@ -666,5 +689,15 @@ mod tests {
         drop(b);
         // Closed, or (another test thread) reused for a different file.
         assert_ne!(identity(raw), identity(a.as_raw_fd()));
+        let st = rustix::fs::fstat(&a).unwrap();
+        let ours = (st.st_dev, st.st_ino);
+        assert_eq!(
+            dup_after_failure(a.as_raw_fd(), ours),
+            DupAfterFailure::StillOurs
+        );
+        assert_eq!(
+            dup_after_failure(raw, ours),
+            DupAfterFailure::ClosedByDriver
+        );
     }
 }
