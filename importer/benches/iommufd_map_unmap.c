@@ -3,12 +3,16 @@
  * importer issues for a fixed-IOVA dma-buf mapping (IOMMU_IOAS_MAP_FILE, then
  * IOMMU_IOAS_UNMAP), issued from C with nothing around them.
  *
- * Usage: iommufd_map_unmap IOMMUFD IOAS_ID DMABUF_FD LENGTH IOVA ITERATIONS
- * (fds inherited from the caller). Prints one line: "c_ns_per_iter=N".
+ * Two ways to use it:
+ * - as a shared object (cc -O2 -shared -fPIC): the benchmark dlopens it and calls
+ *   peerdma_c_map_unmap() once per iteration, interleaved with the Rust path in the
+ *   same process, so that host noise hits both alike;
+ * - as a program: iommufd_map_unmap IOMMUFD IOAS_ID DMABUF_FD LENGTH IOVA ITERATIONS
+ *   (fds inherited from the caller) runs ITERATIONS/10 untimed warm-up cycles, then
+ *   times ITERATIONS cycles and prints one line: "c_ns_per_iter=N".
  *
  * The structs and opcodes are written out from include/uapi/linux/iommufd.h of
  * Linux 7.2 because build hosts' headers may predate IOMMU_IOAS_MAP_FILE (6.13).
- * Build: cc -O2 -o iommufd_map_unmap iommufd_map_unmap.c
  */
 #include <errno.h>
 #include <stdint.h>
@@ -36,6 +40,26 @@ struct unmap {
 	uint64_t iova, length;
 };
 
+/* One map + unmap cycle; 0 or the failing errno (negated for the unmap). */
+int peerdma_c_map_unmap(int iommufd, uint32_t ioas, int dmabuf, uint64_t length, uint64_t iova)
+{
+	struct map_file m = {
+		.size = sizeof(m),
+		.flags = MAP_FIXED_IOVA | MAP_READABLE | MAP_WRITEABLE,
+		.ioas_id = ioas,
+		.fd = dmabuf,
+		.start = 0,
+		.length = length,
+		.iova = iova,
+	};
+	if (ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &m))
+		return errno;
+	struct unmap u = { .size = sizeof(u), .ioas_id = ioas, .iova = iova, .length = length };
+	if (ioctl(iommufd, IOMMU_IOAS_UNMAP, &u))
+		return -errno;
+	return 0;
+}
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -56,24 +80,15 @@ int main(int argc, char **argv)
 	uint64_t iova = strtoull(argv[5], NULL, 0);
 	long iters = strtol(argv[6], NULL, 0);
 
-	uint64_t start = now_ns();
-	for (long i = 0; i < iters; i++) {
-		struct map_file m = {
-			.size = sizeof(m),
-			.flags = MAP_FIXED_IOVA | MAP_READABLE | MAP_WRITEABLE,
-			.ioas_id = ioas,
-			.fd = dmabuf,
-			.start = 0,
-			.length = length,
-			.iova = iova,
-		};
-		if (ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &m)) {
-			fprintf(stderr, "IOMMU_IOAS_MAP_FILE: %s\n", strerror(errno));
-			return 1;
-		}
-		struct unmap u = { .size = sizeof(u), .ioas_id = ioas, .iova = iova, .length = length };
-		if (ioctl(iommufd, IOMMU_IOAS_UNMAP, &u)) {
-			fprintf(stderr, "IOMMU_IOAS_UNMAP: %s\n", strerror(errno));
+	uint64_t start = 0;
+	long warmup = iters / 10;
+	for (long i = -warmup; i < iters; i++) {
+		if (i == 0)
+			start = now_ns();
+		int rc = peerdma_c_map_unmap(iommufd, ioas, dmabuf, length, iova);
+		if (rc) {
+			fprintf(stderr, "%s: %s\n", rc > 0 ? "IOMMU_IOAS_MAP_FILE" : "IOMMU_IOAS_UNMAP",
+				strerror(rc > 0 ? rc : -rc));
 			return 1;
 		}
 	}

@@ -10,7 +10,6 @@
 //!
 //! Pure bookkeeping, no ioctls: it only knows the mappings made through it.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// One usable IOVA interval `start..=last`, as `IOMMU_IOAS_IOVA_RANGES` reports it.
@@ -110,14 +109,16 @@ fn align_up(v: u64, align: u64) -> Option<u64> {
 /// The mappings of one IOAS, by start address.
 #[derive(Debug, Default)]
 pub(crate) struct Allocator {
-    /// start → length of every reserved mapping.
-    used: BTreeMap<u64, u64>,
+    /// `(start, length)` of every reserved mapping, sorted by start. A vector
+    /// rather than a tree: an IOAS holds tens of mappings, and a map/unmap
+    /// cycle then allocates nothing.
+    used: Vec<(u64, u64)>,
 }
 
 impl Allocator {
     /// The lowest IOVA where `len` bytes fit with `placement.guard` free bytes
     /// on each side, aligned to `align` (a power of two), inside one of
-    /// `ranges` and under the limit. Does not reserve it.
+    /// `ranges` (sorted by start) and under the limit. Does not reserve it.
     pub(crate) fn find(
         &self,
         ranges: &[IovaRange],
@@ -132,14 +133,14 @@ impl Allocator {
         let guard = placement.guard;
         // Keep IOVA 0 (and the guard above it) unmapped: a zero bus address faults.
         let floor = guard.max(1);
-        let mut ranges = ranges.to_vec();
-        ranges.sort_by_key(|r| r.start);
+        // `ranges` is sorted by start (the kernel reports it so; the IOAS sorts
+        // its cache anyway), so the first fit is the lowest.
         for r in ranges {
             let last = r.last.min(placement.limit);
             let Some(mut cand) = align_up(r.start.max(floor), align) else {
                 continue;
             };
-            for (&s, &l) in &self.used {
+            for &(s, l) in &self.used {
                 let e = s.saturating_add(l);
                 if e.saturating_add(guard) <= cand {
                     continue;
@@ -200,26 +201,31 @@ impl Allocator {
     /// The first reserved mapping overlapping `iova..iova+len`.
     fn overlap(&self, iova: u64, len: u64) -> Option<(u64, u64)> {
         let end = iova.saturating_add(len);
-        self.used
-            .range(..end)
-            .next_back()
-            .filter(|(&s, &l)| s.saturating_add(l) > iova)
-            .map(|(&s, &l)| (s, l))
+        // The last mapping starting below `end` is the only candidate: mappings
+        // do not overlap each other.
+        let below = self.used.partition_point(|&(s, _)| s < end);
+        below
+            .checked_sub(1)
+            .map(|i| self.used[i])
+            .filter(|&(s, l)| s.saturating_add(l) > iova)
     }
 
     /// Reserves `iova..iova+len`.
     pub(crate) fn insert(&mut self, iova: u64, len: u64) {
-        self.used.insert(iova, len);
+        let at = self.used.partition_point(|&(s, _)| s < iova);
+        self.used.insert(at, (iova, len));
     }
 
     /// Releases the mapping starting at `iova`.
     pub(crate) fn remove(&mut self, iova: u64) {
-        self.used.remove(&iova);
+        if let Ok(at) = self.used.binary_search_by_key(&iova, |&(s, _)| s) {
+            self.used.remove(at);
+        }
     }
 
     /// Every reservation, `(start, len)`, by address.
     pub(crate) fn reserved(&self) -> Vec<(u64, u64)> {
-        self.used.iter().map(|(&s, &l)| (s, l)).collect()
+        self.used.clone()
     }
 }
 

@@ -1,7 +1,8 @@
 //! Mappings in an IOAS: a dma-buf range (`IOMMU_IOAS_MAP_FILE`) or host memory
 //! (`IOMMU_IOAS_MAP`), placed by the IOAS's allocator, unmapped on drop.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::borrow::Borrow;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::mpsc::Receiver;
@@ -15,7 +16,7 @@ use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
 use super::error::{map_hint, Error, Result};
-use super::iova::FixedProblem;
+use super::iova::{FixedProblem, IovaRange};
 use super::{ioctl, Ioas, IoasInner};
 
 /// The exporter name vfio-pci gives its dma-bufs (fdinfo `exp_name`).
@@ -82,8 +83,10 @@ fn reserve(ioas: &IoasInner, iova: Iova, len: u64) -> Result<u64> {
     if len == 0 {
         return Err(Error::ZeroLength);
     }
-    let mut state = ioas.state();
-    let (ranges, align) = ioas.ranges(&mut state)?;
+    let mut guard = ioas.state();
+    let state = &mut *guard;
+    let align = ioas.load_ranges(state)?;
+    let ranges: &[IovaRange] = state.ranges.as_ref().map_or(&[], |(r, _)| r);
     let placement = ioas.placement;
     if len & (align - 1) != 0 {
         return Err(Error::IovaUnaligned {
@@ -99,18 +102,18 @@ fn reserve(ioas: &IoasInner, iova: Iova, len: u64) -> Result<u64> {
     let at = match iova {
         Iova::Auto => state
             .alloc
-            .find(&ranges, align, len, placement)
+            .find(ranges, align, len, placement)
             .ok_or_else(|| Error::IovaExhausted {
                 ioas: ioas.id,
                 len,
                 guard: placement.guard,
                 limit: placement.limit,
-                ranges: ranges.clone(),
+                ranges: ranges.to_vec(),
             })?,
         Iova::Fixed(at) => {
             state
                 .alloc
-                .check_fixed(&ranges, align, at, len, placement.limit)
+                .check_fixed(ranges, align, at, len, placement.limit)
                 .map_err(|problem| match problem {
                     FixedProblem::Unaligned => Error::IovaUnaligned {
                         ioas: ioas.id,
@@ -128,7 +131,7 @@ fn reserve(ioas: &IoasInner, iova: Iova, len: u64) -> Result<u64> {
                         ioas: ioas.id,
                         iova: at,
                         len,
-                        ranges: ranges.clone(),
+                        ranges: ranges.to_vec(),
                     },
                     FixedProblem::Overlaps(existing, existing_len) => Error::IovaOverlap {
                         ioas: ioas.id,
@@ -201,12 +204,15 @@ fn map_file_error(
 }
 
 /// A range of a dma-buf mapped in an IOAS (`IOMMU_IOAS_MAP_FILE`), unmapped on
-/// drop. Keeps its own reference to the buffer fd so that it can
-/// [`remap`](Self::remap) after a revoke, and keeps the IOAS alive.
+/// drop. It holds the buffer handle it was given (`F`: `&DmaBuf`, `Arc<DmaBuf>`,
+/// a `DmaBuf`, an `OwnedFd`...) so that it can [`remap`](Self::remap) the same
+/// fd after a revoke, and it keeps the IOAS alive. Mapping issues exactly the
+/// `IOMMU_IOAS_MAP_FILE` ioctl, unmapping exactly `IOMMU_IOAS_UNMAP`; nothing
+/// else touches the kernel on that path.
 #[derive(Debug)]
-pub struct DmaBufMapping {
+pub struct DmaBufMapping<F: AsFd> {
     ioas: Arc<IoasInner>,
-    file: OwnedFd,
+    file: F,
     offset: u64,
     len: u64,
     iova: u64,
@@ -217,7 +223,12 @@ pub struct DmaBufMapping {
     ranges: Option<usize>,
 }
 
-impl DmaBufMapping {
+impl<F: AsFd> DmaBufMapping<F> {
+    /// The buffer handle the mapping holds.
+    pub fn buffer(&self) -> &F {
+        &self.file
+    }
+
     /// The IOVA devices use.
     pub fn iova(&self) -> u64 {
         self.iova
@@ -354,7 +365,7 @@ impl DmaBufMapping {
     }
 }
 
-impl Drop for DmaBufMapping {
+impl<F: AsFd> Drop for DmaBufMapping<F> {
     fn drop(&mut self) {
         if self.len == 0 {
             return;
@@ -374,37 +385,38 @@ impl Ioas {
     ///
     /// The mapping does not see revokes unless told to
     /// ([`DmaBufMapping::follow`]); [`Ioas::map_vfio_dmabuf`] does that.
-    pub fn map_dmabuf(
+    pub fn map_dmabuf<F: AsFd>(
         &self,
-        buf: &impl AsFd,
+        buf: F,
         offset: u64,
         len: u64,
         iova: Iova,
         access: Access,
-    ) -> Result<DmaBufMapping> {
-        self.map_file(buf.as_fd(), offset, len, iova, access, None, None, None)
+    ) -> Result<DmaBufMapping<F>> {
+        self.map_file(buf, offset, len, iova, access, None, None, None)
     }
 
     /// Maps `len` bytes at `offset` of `buf`, a dma-buf that `exporter`
     /// exported, and follows `exporter`'s revoke events (subscribed before
     /// mapping, so none is missed). A multi-range buffer is refused before the
     /// kernel is asked, with the error the kernel would give.
-    pub fn map_vfio_dmabuf(
+    pub fn map_vfio_dmabuf<B: Borrow<DmaBuf> + AsFd>(
         &self,
         exporter: &Device,
-        buf: &DmaBuf,
+        buf: B,
         offset: u64,
         len: u64,
         iova: Iova,
         access: Access,
-    ) -> Result<DmaBufMapping> {
-        if buf.bdf() != exporter.bdf() {
+    ) -> Result<DmaBufMapping<B>> {
+        let dmabuf: &DmaBuf = buf.borrow();
+        if dmabuf.bdf() != exporter.bdf() {
             return Err(Error::ExporterMismatch {
-                buffer: buf.bdf(),
+                buffer: dmabuf.bdf(),
                 device: exporter.bdf(),
             });
         }
-        let ranges = buf.ranges().len();
+        let ranges = dmabuf.ranges().len();
         if ranges != 1 {
             return Err(Error::DmaBufMultiRange {
                 ranges: Some(ranges),
@@ -417,7 +429,7 @@ impl Ioas {
             _ => None,
         };
         self.map_file(
-            buf.as_fd(),
+            buf,
             offset,
             len,
             iova,
@@ -429,9 +441,9 @@ impl Ioas {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn map_file(
+    fn map_file<F: AsFd>(
         &self,
-        file: BorrowedFd<'_>,
+        file: F,
         offset: u64,
         len: u64,
         iova: Iova,
@@ -439,29 +451,14 @@ impl Ioas {
         events: Option<Receiver<RevokeEvent>>,
         reason: Option<RevokeReason>,
         ranges: Option<usize>,
-    ) -> Result<DmaBufMapping> {
+    ) -> Result<DmaBufMapping<F>> {
         let ioas = &self.inner;
         let at = reserve(ioas, iova, len)?;
-        let dup = match rustix::io::fcntl_dupfd_cloexec(file, 0) {
-            Ok(fd) => fd,
-            Err(errno) => {
-                release(ioas, at);
-                return Err(Error::Map {
-                    ioctl: "F_DUPFD_CLOEXEC",
-                    ioas: ioas.id,
-                    iova: at,
-                    len,
-                    offset,
-                    errno,
-                    hint: "the fd is not open, or the process is out of file descriptors",
-                });
-            }
-        };
         if let Err(errno) = ioctl::ioas_map_file(
             ioas.fd(),
             ioas.id,
             access.flags() | IOMMU_IOAS_MAP_FIXED_IOVA,
-            dup.as_fd(),
+            file.as_fd(),
             offset,
             len,
             at,
@@ -469,7 +466,7 @@ impl Ioas {
             release(ioas, at);
             return Err(map_file_error(
                 ioas,
-                dup.as_fd(),
+                file.as_fd(),
                 at,
                 offset,
                 len,
@@ -480,7 +477,7 @@ impl Ioas {
         }
         Ok(DmaBufMapping {
             ioas: Arc::clone(ioas),
-            file: dup,
+            file,
             offset,
             len,
             iova: at,

@@ -172,8 +172,14 @@ impl IoasInner {
 
     /// The usable ranges and the IOVA alignment, from the cache or the kernel.
     pub(crate) fn ranges(&self, state: &mut IoasState) -> Result<(Vec<IovaRange>, u64)> {
-        if let Some(r) = &state.ranges {
-            return Ok(r.clone());
+        self.load_ranges(state)?;
+        Ok(state.ranges.clone().unwrap_or_default())
+    }
+
+    /// Fills the range cache if it is empty; returns the IOVA alignment.
+    pub(crate) fn load_ranges(&self, state: &mut IoasState) -> Result<u64> {
+        if let Some((_, align)) = &state.ranges {
+            return Ok(*align);
         }
         let (raw, align) =
             ioctl::ioas_iova_ranges(self.fd(), self.id).map_err(|errno| Error::Ioctl {
@@ -184,15 +190,16 @@ impl IoasInner {
             })?;
         let page = rustix::param::page_size() as u64;
         let align = align.max(page).next_power_of_two();
-        let ranges: Vec<IovaRange> = raw
+        let mut ranges: Vec<IovaRange> = raw
             .iter()
             .map(|r| IovaRange {
                 start: r.start,
                 last: r.last,
             })
             .collect();
-        state.ranges = Some((ranges.clone(), align));
-        Ok((ranges, align))
+        ranges.sort_by_key(|r| r.start);
+        state.ranges = Some((ranges, align));
+        Ok(align)
     }
 }
 

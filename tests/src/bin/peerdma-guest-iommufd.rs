@@ -4,7 +4,7 @@
 //! lines and ivshmem0's backing file.
 //!
 //! Usage (in the testbed):
-//! `peerdma-guest-iommufd SCENARIO... [--c-helper PATH] [--iters N] [--rounds N] [--len BYTES]`
+//! `peerdma-guest-iommufd SCENARIO... [--c-lib PATH] [--iters N] [--len BYTES]`
 //!
 //! Scenarios:
 //! - `host-to-bar`: a pattern in host memory → edu buffer → the BAR dma-buf mapping;
@@ -19,11 +19,12 @@
 //!   wrong iommufd, not an edu) and no fd left behind.
 //! - `stock`: the full request on a kernel without iommufd fails with the explained
 //!   error and leaves no fd behind.
-//! - `bench`: map/unmap of a dma-buf, Rust library against the C helper.
+//! - `bench`: map/unmap of a dma-buf, Rust library against the same ioctls from C
+//!   (`--c-lib`: importer/benches/iommufd_map_unmap.c built with `-shared -fPIC`).
 //! - `all`: every reference-kernel scenario but `bench`.
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -128,7 +129,7 @@ impl Rig {
         )?)
     }
 
-    fn map_bar(&self, buf: &DmaBuf, iova: Iova) -> Result<DmaBufMapping> {
+    fn map_bar<'b>(&self, buf: &'b DmaBuf, iova: Iova) -> Result<DmaBufMapping<&'b DmaBuf>> {
         Ok(self
             .ioas
             .map_vfio_dmabuf(&self.ivshmem, buf, 0, buf.size(), iova, Access::ReadWrite)?)
@@ -344,7 +345,7 @@ fn revoke(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
     let mut f = rig.map_bar(&f_buf, Iova::Auto)?;
     let iova_before = e.iova();
     let mut steps = Vec::new();
-    let state = |m: &mut DmaBufMapping| format!("{:?}", m.state());
+    let state = |m: &mut DmaBufMapping<&DmaBuf>| format!("{:?}", m.state());
 
     // 1. Live: lands.
     rig.load_edu(seeds[0])?;
@@ -612,117 +613,131 @@ fn stock(m: &Manifest) -> Result<Value> {
     }))
 }
 
-/// Map/unmap of a dma-buf: this library against the C helper, same ioctls.
+/// The C baseline, `peerdma_c_map_unmap` from importer/benches/iommufd_map_unmap.c
+/// built as a shared object.
+type CMapUnmap = unsafe extern "C" fn(i32, u32, i32, u64, u64) -> i32;
+
+fn load_c(path: &str) -> Result<CMapUnmap> {
+    let cpath = std::ffi::CString::new(path)?;
+    // SAFETY: dlopen with a valid C string; the library is a plain C object with
+    // no constructors of consequence. The handle is never closed (the function
+    // pointer must stay valid for the life of the process).
+    let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW) };
+    if handle.is_null() {
+        bail!("dlopen {path} failed");
+    }
+    // SAFETY: a valid handle and a NUL-terminated symbol name.
+    let sym = unsafe { libc::dlsym(handle, c"peerdma_c_map_unmap".as_ptr()) };
+    if sym.is_null() {
+        bail!("{path} has no peerdma_c_map_unmap");
+    }
+    // SAFETY: the symbol is the C function
+    // `int peerdma_c_map_unmap(int, uint32_t, int, uint64_t, uint64_t)`, whose
+    // ABI is exactly CMapUnmap.
+    Ok(unsafe { std::mem::transmute::<*mut libc::c_void, CMapUnmap>(sym) })
+}
+
+/// Map/unmap of a dma-buf: this library against the same two ioctls from C,
+/// one cycle of each in turn (the order flipped every cycle) in one process, so
+/// that host noise under TCG hits both alike.
 fn bench(rig: &mut Rig, opts: &Opts) -> Result<Value> {
-    let helper = opts
-        .c_helper
-        .as_ref()
-        .context("bench needs --c-helper PATH")?;
+    let lib = opts.c_lib.as_ref().context("bench needs --c-lib PATH")?;
+    let c_map_unmap = load_c(lib)?;
     let len = opts.len;
     let buf = rig.export(at::BENCH, len)?;
     // A fixed IOVA inside the usable range, clear of everything else.
     let probe = rig.map_bar(&buf, Iova::Auto)?;
     let iova = probe.iova();
     drop(probe);
-    // Fds the helper inherits (cleared CLOEXEC on fresh duplicates).
-    let iommufd_fd = rig.iommufd.try_clone_fd()?;
-    let buf_fd = rustix::io::fcntl_dupfd_cloexec(&buf, 0)?;
-    for fd in [&iommufd_fd, &buf_fd] {
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-    }
-    let mut rust_fixed = Vec::new();
-    let mut rust_auto = Vec::new();
-    let mut c = Vec::new();
-    for _ in 0..opts.rounds {
-        let t = Instant::now();
-        for _ in 0..opts.iters {
-            let m = rig
-                .ioas
-                .map_dmabuf(&buf, 0, len, Iova::Fixed(iova), Access::ReadWrite)?;
-            drop(m);
-        }
-        rust_fixed.push(t.elapsed().as_nanos() as f64 / opts.iters as f64);
-        let t = Instant::now();
-        for _ in 0..opts.iters {
-            let m = rig
-                .ioas
-                .map_dmabuf(&buf, 0, len, Iova::Auto, Access::ReadWrite)?;
-            drop(m);
-        }
-        rust_auto.push(t.elapsed().as_nanos() as f64 / opts.iters as f64);
-        let out = Command::new(helper)
-            .args([
-                iommufd_fd.as_raw_fd().to_string(),
-                rig.ioas.id().to_string(),
-                buf_fd.as_raw_fd().to_string(),
-                len.to_string(),
-                iova.to_string(),
-                opts.iters.to_string(),
-            ])
-            .output()
-            .with_context(|| format!("running {}", helper))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            bail!(
-                "C helper failed: {}{}",
-                text,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let ns: f64 = text
-            .trim()
-            .strip_prefix("c_ns_per_iter=")
-            .ok_or_else(|| anyhow!("unexpected helper output {text:?}"))?
-            .parse()?;
-        c.push(ns);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let (rf, ra, cm) = (
-        median(&mut rust_fixed),
-        median(&mut rust_auto),
-        median(&mut c),
+    let (ifd, bfd, ioas) = (
+        rig.iommufd.as_fd().as_raw_fd(),
+        buf.as_fd().as_raw_fd(),
+        rig.ioas.id(),
     );
+    let c = || -> Result<u64> {
+        let t = Instant::now();
+        // SAFETY: the function only issues two ioctls on fds this process keeps
+        // open for the whole loop.
+        let rc = unsafe { c_map_unmap(ifd, ioas, bfd, len, iova) };
+        let ns = t.elapsed().as_nanos() as u64;
+        if rc != 0 {
+            bail!("C map/unmap failed: errno {rc}");
+        }
+        Ok(ns)
+    };
+    let rust = |at: Iova| -> Result<u64> {
+        let t = Instant::now();
+        let m = rig.ioas.map_dmabuf(&buf, 0, len, at, Access::ReadWrite)?;
+        drop(m);
+        Ok(t.elapsed().as_nanos() as u64)
+    };
+    let warmup = opts.iters / 10;
+    let (mut rf, mut ra, mut cc) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..warmup + opts.iters {
+        let (f, a, k) = if i % 2 == 0 {
+            (rust(Iova::Fixed(iova))?, rust(Iova::Auto)?, c()?)
+        } else {
+            let k = c()?;
+            let a = rust(Iova::Auto)?;
+            (rust(Iova::Fixed(iova))?, a, k)
+        };
+        if i >= warmup {
+            rf.push(f);
+            ra.push(a);
+            cc.push(k);
+        }
+    }
+    let q = |v: &[u64], p: f64| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v[((v.len() - 1) as f64 * p) as usize] as f64
+    };
+    let pair = |r: &[u64]| -> Vec<u64> {
+        // Per-cycle ratio × 1000, to take its median.
+        r.iter()
+            .zip(&cc)
+            .map(|(a, b)| a * 1000 / (*b).max(1))
+            .collect()
+    };
     Ok(json!({
         "ok": true,
         "len": len,
         "iters": opts.iters,
-        "rounds": opts.rounds,
-        "rust_fixed_ns": rf,
-        "rust_auto_ns": ra,
-        "c_ns": cm,
-        "ratio_fixed": rf / cm,
-        "ratio_auto": ra / cm,
-        "rust_fixed_rounds": rust_fixed,
-        "c_rounds": c,
+        "rust_fixed_ns": q(&rf, 0.5),
+        "rust_auto_ns": q(&ra, 0.5),
+        "c_ns": q(&cc, 0.5),
+        "rust_fixed_p10_ns": q(&rf, 0.1),
+        "rust_auto_p10_ns": q(&ra, 0.1),
+        "c_p10_ns": q(&cc, 0.1),
+        "ratio_fixed": q(&rf, 0.5) / q(&cc, 0.5),
+        "ratio_auto": q(&ra, 0.5) / q(&cc, 0.5),
+        "ratio_fixed_p10": q(&rf, 0.1) / q(&cc, 0.1),
+        "ratio_auto_p10": q(&ra, 0.1) / q(&cc, 0.1),
+        "ratio_fixed_paired_median": q(&pair(&rf), 0.5) / 1000.0,
+        "ratio_auto_paired_median": q(&pair(&ra), 0.5) / 1000.0,
     }))
 }
 
 struct Opts {
     scenarios: Vec<String>,
-    c_helper: Option<String>,
+    c_lib: Option<String>,
     iters: u64,
-    rounds: usize,
     len: u64,
 }
 
 fn parse_args() -> Result<Opts> {
     let mut o = Opts {
         scenarios: Vec::new(),
-        c_helper: None,
-        iters: 200,
-        rounds: 5,
+        c_lib: None,
+        iters: 2000,
         len: 2 * MIB,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--c-helper" => o.c_helper = Some(value()?),
+            "--c-lib" => o.c_lib = Some(value()?),
             "--iters" => o.iters = value()?.parse()?,
-            "--rounds" => o.rounds = value()?.parse()?,
             "--len" => o.len = value()?.parse()?,
             s if s.starts_with("--") => bail!("unknown option {s}"),
             s => o.scenarios.push(s.to_string()),
