@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
 # The main job on the testbed default: boot the reference kernel with two ivshmem devices
-# and an edu DMA engine, and run peerdma inside. Run as root on a Debian machine.
+# (00:10.0, 00:11.0) and an edu DMA engine (00:12.0), all bound to vfio-pci, and run
+# p2pcopy between the two ivshmem BARs with every engine the kernel offers, verified.
+# Run as root on a Debian machine; extra arguments go to peerdma-testbed run
+# (e.g. --kernel stock, --scratch DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${PEERDMA_REFERENCE_KERNEL:-}" ] && [ -f ../shared/testbed/bzImage-7.2.13-peerdma ]; then
   export PEERDMA_REFERENCE_KERNEL="$PWD/../shared/testbed/bzImage-7.2.13-peerdma"
 fi
+echo "== building (release)" >&2
 cargo build --release --workspace --bins --quiet
-exec target/release/peerdma-testbed run "$@" -- target/release/peerdma list
+bin="$PWD/target/release"
+exec "$bin/peerdma-testbed" run "$@" -- /bin/sh -c "
+  set -e
+  $bin/peerdma list --vfio
+  echo
+  $bin/p2pcopy 00:10.0 00:11.0 --engine cpu --size 16M
+  if [ -e /dev/iommu ]; then
+    echo
+    $bin/p2pcopy 00:10.0 00:11.0 --engine iommufd --via 00:12.0 --size 64K
+  else
+    echo 'iommufd engine skipped: this kernel has no /dev/iommu (CONFIG_IOMMUFD off)'
+  fi"
