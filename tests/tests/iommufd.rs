@@ -237,6 +237,20 @@ fn revoke_kills_the_mapping_until_remapped_at_the_same_iova() {
         "{map_err}"
     );
     assert_eq!(s["remap_while_revoked_state"], "Unmapped");
+    let reset = &s["reset"];
+    if reset["supported"] == true {
+        assert_eq!(reset["state"], "NeedsRemap", "{reset:#}");
+        assert_eq!(reset["remapped"], true);
+        assert_eq!(reset["state_after"], "Live");
+        assert_pattern(
+            run.file(base + u(reset, "dst_offset"), len),
+            u(reset, "seed"),
+            0,
+            "after reset + remap",
+        );
+    } else {
+        eprintln!("ivshmem0 has no VFIO reset here: {reset}");
+    }
 }
 
 #[test]

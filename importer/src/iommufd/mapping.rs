@@ -701,3 +701,40 @@ impl Drop for HostMapping {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_buffer_rounds_to_pages_and_checks_bounds() {
+        let page = rustix::param::page_size();
+        let b = HostBuffer::new(100).unwrap();
+        assert_eq!(b.len(), page);
+        assert!(b.to_vec().iter().all(|&x| x == 0));
+        b.write(10, &[1, 2, 3]).unwrap();
+        let mut out = [0u8; 3];
+        b.read(10, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3]);
+        assert!(matches!(
+            b.write(page - 1, &[0, 0]),
+            Err(Error::HostBufferBounds { .. })
+        ));
+        assert!(matches!(
+            b.read(usize::MAX, &mut out),
+            Err(Error::HostBufferBounds { .. })
+        ));
+        b.fill(0xab);
+        assert!(b.to_vec().iter().all(|&x| x == 0xab));
+    }
+
+    #[test]
+    fn access_flags() {
+        assert_eq!(Access::Read.flags(), IOMMU_IOAS_MAP_READABLE);
+        assert_eq!(Access::Write.flags(), IOMMU_IOAS_MAP_WRITEABLE);
+        assert_eq!(
+            Access::ReadWrite.flags(),
+            IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE
+        );
+    }
+}

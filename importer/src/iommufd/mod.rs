@@ -298,3 +298,37 @@ impl Ioas {
         self.inner.state().ranges = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_node_is_explained_as_no_iommufd() {
+        let err = Iommufd::open_path(Path::new("/nonexistent/iommu")).unwrap_err();
+        assert!(matches!(err, Error::NoIommufd { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("CONFIG_IOMMUFD is off"), "{msg}");
+        assert!(msg.contains("group/container path"), "{msg}");
+        assert_eq!(err.errno(), Some(Errno::NOENT));
+    }
+
+    #[test]
+    fn same_file_is_told_apart_from_another_open() {
+        // Any fd works for the check. Two opens of /dev/null stand in for two
+        // opens of /dev/iommu: same inode, different open files.
+        let open = || rustix::fs::open("/dev/null", OFlags::RDWR, Mode::empty()).unwrap();
+        let (a, b) = (open(), open());
+        let fd = Iommufd::from_fd(a);
+        let dup = fd.try_clone_fd().unwrap();
+        assert!(fd.is_same_file(dup.as_fd()).unwrap());
+        assert!(!fd.is_same_file(b.as_fd()).unwrap());
+        // The probe leaves the flags as they were.
+        assert!(!rustix::fs::fcntl_getfl(&dup)
+            .unwrap()
+            .contains(OFlags::NONBLOCK));
+        // A description with O_NONBLOCK already set differs at once from one without.
+        rustix::fs::fcntl_setfl(&b, OFlags::NONBLOCK).unwrap();
+        assert!(!fd.is_same_file(b.as_fd()).unwrap());
+    }
+}

@@ -70,6 +70,7 @@ struct Rig {
     bar2: MappedRegion,
     ivshmem: Device,
     edu_dev: Device,
+    ivshmem1: Bdf,
 }
 
 fn bdf_of(m: &Manifest, role: &str) -> Result<Bdf> {
@@ -115,6 +116,7 @@ fn setup(m: &Manifest) -> Result<Rig> {
         bar2,
         ivshmem,
         edu_dev,
+        ivshmem1: bdf_of(m, "ivshmem1")?,
     })
 }
 
@@ -338,7 +340,7 @@ fn guard(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
 
 /// Memory decode off kills the mapping; decode on leaves it dead; remap revives it.
 fn revoke(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
-    let seeds = [0x4001u64, 0x4002, 0x4003, 0x4004];
+    let seeds = [0x4001u64, 0x4002, 0x4003, 0x4004, 0x4005];
     let e_buf = rig.export(at::REVOKE, at::SMALL)?;
     let f_buf = rig.export(at::REVOKE + at::SMALL, at::SMALL)?;
     let mut e = rig.map_bar(&e_buf, Iova::Auto)?;
@@ -396,6 +398,19 @@ fn revoke(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
         "seed": seeds[3], "remapped": remapped}),
     );
 
+    // 5. A reset revokes and restores in one go: the mapping needs a remap.
+    let reset = match rig.ivshmem.reset() {
+        Ok(()) => {
+            let after_reset = e.state();
+            let again = e.remap_if_needed()?;
+            rig.load_edu(seeds[4])?;
+            rig.edu.store(0, e.iova() + 0x4000, EDU_BUF)?;
+            json!({"supported": true, "state": format!("{after_reset:?}"), "remapped": again,
+                   "dst_offset": 0x4000, "seed": seeds[4], "state_after": state(&mut e)})
+        }
+        Err(err) => json!({"supported": false, "error": err.to_string()}),
+    };
+
     let ok = revoked_state == MappingState::Revoked(Some(RevokeReason::MemoryDecodeOff))
         && restored_state == MappingState::NeedsRemap
         && remapped
@@ -414,6 +429,7 @@ fn revoke(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
         "map_while_revoked": new_map,
         "remap_while_revoked": f_remap.map(|e| e.to_string()),
         "remap_while_revoked_state": f_state_after_failed_remap,
+        "reset": reset,
     }))
 }
 
@@ -525,6 +541,37 @@ fn errors(rig: &mut Rig) -> Result<Value> {
                 .map(drop),
         ),
     );
+    // A fixed IOVA in the MSI window of an IOAS with no DMA-mask limit (ivshmem1
+    // bound to the same iommufd and attached to a second IOAS).
+    {
+        let ivs1 = Device::open_with(
+            rig.ivshmem1,
+            OpenOptions {
+                access: AccessPath::Cdev,
+                passed: PassedFds::Iommufd(rig.iommufd.try_clone_fd()?),
+                ..OpenOptions::default()
+            },
+        )?;
+        let wide = Ioas::alloc(&rig.iommufd)?;
+        let _attached = wide.attach(&ivs1)?;
+        out.insert(
+            "outside_ranges".into(),
+            describe(
+                wide.map_dmabuf(
+                    &buf,
+                    0,
+                    at::SMALL,
+                    Iova::Fixed(0xfee0_0000),
+                    Access::ReadWrite,
+                )
+                .map(drop),
+            ),
+        );
+        // Automatic placement in the same IOAS skips the hole and IOVA 0.
+        let auto = wide.map_dmabuf(&buf, 0, at::SMALL, Iova::Auto, Access::ReadWrite)?;
+        out.insert("wide_auto_iova".into(), json!(auto.iova()));
+        out.insert("wide_ranges".into(), json!(wide.iova_ranges()?.0));
+    }
     // An IOAS of another iommufd.
     let other = Iommufd::open()?;
     let other_ioas = Ioas::alloc(&other)?;
