@@ -328,6 +328,13 @@ pub enum Error {
         region: u32,
     },
 
+    /// No PCI function has this address (sysfs has no directory for it).
+    #[error("no PCI device {bdf}; fix: list devices with `peerdma list` or lspci -D")]
+    NoSuchDevice {
+        /// The address that was given.
+        bdf: Bdf,
+    },
+
     /// The device is not a vfio-pci device.
     #[error(
         "{bdf}: VFIO device info flags {flags:#x} lack VFIO_DEVICE_FLAGS_PCI; \
@@ -633,6 +640,7 @@ impl Error {
             | RegionNotMappable { .. }
             | ResetUnsupported { .. } => Some(Errno::INVAL),
             RangeOverflow { .. } => Some(Errno::OVERFLOW),
+            NoSuchDevice { .. } => Some(Errno::NOENT),
             ConfigAccess { errno, .. }
             | Export { errno, .. }
             | Ioctl { errno, .. }

@@ -56,14 +56,34 @@ impl Sysfs {
         &self.root
     }
 
+    /// Refuses a BDF that names no PCI function, before any attribute is read,
+    /// when the devices directory itself is there (sysfs is mounted).
+    fn check_exists(&self, bdf: Bdf, path: &Path) -> Result<()> {
+        let devices = self.root.join("bus/pci/devices");
+        match fs::symlink_metadata(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && devices.is_dir() => {
+                Err(Error::NoSuchDevice { bdf })
+            }
+            Err(source) => Err(Error::Sysfs {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
     /// `ROOT/bus/pci/devices/BDF`.
     pub fn device_path(&self, bdf: Bdf) -> PathBuf {
         self.root.join("bus/pci/devices").join(bdf.to_string())
     }
 
     /// Reads everything this library needs about one PCI function.
+    ///
+    /// A BDF with no directory under a mounted `bus/pci/devices/` is
+    /// [`Error::NoSuchDevice`]; other read failures are [`Error::Sysfs`].
     pub fn device(&self, bdf: Bdf) -> Result<PciDevice> {
         let path = self.device_path(bdf);
+        self.check_exists(bdf, &path)?;
         let vendor = read_hex(&path.join("vendor"))? as u16;
         let device = read_hex(&path.join("device"))? as u16;
         let class = read_hex(&path.join("class"))? as u32;
@@ -349,11 +369,29 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn missing_device_is_a_sysfs_error() {
-        let bdf: Bdf = "0000:09:00.0".parse().unwrap();
+    fn missing_device_is_named_up_front() {
+        let bdf: Bdf = "0000:0e:00.0".parse().unwrap();
         let err = fixtures().device(bdf).unwrap_err();
-        assert!(matches!(err, Error::Sysfs { .. }), "{err:?}");
+        assert!(
+            matches!(err, Error::NoSuchDevice { bdf: b } if b == bdf),
+            "{err:?}"
+        );
         assert_eq!(err.errno(), Some(rustix::io::Errno::NOENT));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("no PCI device 0000:0e:00.0;") && msg.contains("peerdma list"),
+            "{msg}"
+        );
+        assert!(!msg.contains("vendor"), "{msg}");
+    }
+
+    #[test]
+    fn without_sysfs_the_read_error_stays() {
+        let tree = TempTree::new("nosysfs");
+        let bdf: Bdf = "0000:00:03.0".parse().unwrap();
+        let err = Sysfs::new(&tree.0).device(bdf).unwrap_err();
+        assert!(matches!(err, Error::Sysfs { .. }), "{err:?}");
+        assert!(err.to_string().contains("sysfs is mounted"), "{err}");
     }
 
     #[test]
