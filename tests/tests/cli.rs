@@ -1,0 +1,96 @@
+//! The `peerdma` command in the testbed: list, regions, export (--hold) + inspect from a
+//! second process, path, and its errors.
+
+mod common;
+
+use common::*;
+use peerdma_testbed::kernel::KernelChoice;
+
+#[test]
+fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
+    let tb = testbed(KernelChoice::Reference);
+    let p = workspace_bin("peerdma").display().to_string();
+    let script = format!(
+        "set -e
+         {p} list --json
+         {p} regions 00:10.0 --json
+         {p} regions 00:12.0 --access group --json
+         {p} export 00:10.0 --bar 2 --range 0:2M --range 0x400000:64K --range 8M:4K --json
+         {p} path 00:10.0 00:11.0 --json
+         {p} export 00:11.0 --bar 2 --range 0:1M --hold --json > /run/tmp/hold.json 2>/run/tmp/hold.err &
+         holder=$!
+         for i in $(seq 100); do grep -q path /run/tmp/hold.json 2>/dev/null && break; sleep 0.1; done
+         cat /run/tmp/hold.json
+         {p} inspect \"$(sed 's/.*\"path\":\"\\([^\"]*\\)\".*/\\1/' /run/tmp/hold.json)\" --json
+         kill -TERM $holder; wait $holder; echo \"## holder rc=$?\"
+         cat /run/tmp/hold.err
+         if {p} export 00:10.0 --bar 2 --range 0:5K; then exit 9; fi
+         if {p} regions 00:1f.2; then exit 9; fi"
+    );
+    let out = run_ok(&tb, &["/bin/sh", "-c", &script]);
+    let j = json_lines(&out.output);
+    assert_eq!(j.len(), 7, "{}", out.output);
+
+    let devices = j[0]["devices"].as_array().unwrap();
+    let ivshmem = devices.iter().find(|d| d["bdf"] == "0000:00:10.0").unwrap();
+    assert_eq!(ivshmem["vendor"], "1af4");
+    assert_eq!(ivshmem["driver"], "vfio-pci");
+    assert_eq!(ivshmem["vfio"], "bound");
+    let bar2 = ivshmem["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["index"] == 2)
+        .unwrap();
+    assert_eq!(bar2["size"], 64u64 << 20);
+    assert_eq!(bar2["prefetchable"], true);
+    assert_eq!(bar2["64bit"], true);
+    let ahci = devices.iter().find(|d| d["bdf"] == "0000:00:1f.2").unwrap();
+    assert_eq!(ahci["vfio"], "bindable");
+
+    assert_eq!(j[1]["opened_via"], "Cdev");
+    assert_eq!(j[1]["dma_buf_export"], "Supported");
+    let regions = j[1]["regions"].as_array().unwrap();
+    let r2 = regions.iter().find(|r| r["index"] == 2).unwrap();
+    assert_eq!(r2["size"], 64u64 << 20);
+    assert_eq!(r2["mmap"], true);
+    assert_eq!(
+        r2["offset"],
+        2u64 << 40,
+        "vfio-pci region offsets are index << 40"
+    );
+    assert_eq!(j[2]["opened_via"], "Group");
+
+    assert_eq!(
+        j[3]["size"],
+        (2u64 << 20) + (64 << 10) + 4096,
+        "size is the sum of the ranges"
+    );
+    assert_eq!(j[3]["exporter"], "vfio_pci_core");
+    assert_eq!(j[3]["cloexec"], true);
+    assert_eq!(j[3]["state"], "live");
+
+    assert_eq!(
+        j[4]["drm_rdma_import"], "refused",
+        "QEMU's host bridge is on no allow-list"
+    );
+
+    // The held buffer, seen from another process through /proc/PID/fd/N.
+    assert_eq!(j[5]["size"], 1u64 << 20);
+    assert_eq!(j[6]["exporter"], "vfio_pci_core");
+    assert_eq!(j[6]["size"], 1u64 << 20);
+    assert_eq!(j[6]["inode"], j[5]["inode"]);
+    assert!(out.output.contains("## holder rc=0"), "{}", out.output);
+    assert!(
+        out.output.contains("releasing the buffer"),
+        "{}",
+        out.output
+    );
+
+    assert!(
+        out.output.contains("not page aligned") && out.output.contains("EINVAL"),
+        "{}",
+        out.output
+    );
+    assert!(out.output.contains("not to vfio-pci"), "{}", out.output);
+}
