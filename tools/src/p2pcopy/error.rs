@@ -64,9 +64,15 @@ pub enum CopyError {
         /// Why, and the fix.
         why: String,
     },
+    /// The DMA engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::engines::EngineError),
     /// The exporter library refused or failed.
     #[error(transparent)]
     Exporter(#[from] peerdma_exporter::Error),
+    /// The iommufd importer refused or failed.
+    #[error(transparent)]
+    Importer(#[from] peerdma_importer::iommufd::Error),
     /// A device's memory decode went off (or it was reset) during the copy.
     #[error(
         "{bdf} was revoked during the copy after {done:#x} of {total:#x} bytes ({why}); \

@@ -6,6 +6,7 @@
 mod cpu;
 mod endpoint;
 mod error;
+mod iommufd;
 
 use std::time::{Duration, Instant};
 
@@ -192,6 +193,46 @@ fn check(ep: &Endpoint, m: &GuardedMap, seed: u64, chunk: usize) -> Result<(), C
     }
 }
 
+/// Picks the engine and says why.
+fn choose_engine(
+    req: &CopyRequest,
+    src: &Endpoint,
+    dst: &Endpoint,
+) -> Result<(EngineChoice, String), CopyError> {
+    match req.engine {
+        EngineChoice::Cpu => Ok((EngineChoice::Cpu, "requested with --engine cpu".into())),
+        EngineChoice::Iommufd => {
+            iommufd::available()?;
+            let bdf = iommufd::find_engine(req.via, &[src.bdf(), dst.bdf()])?;
+            Ok((
+                EngineChoice::Iommufd,
+                format!("requested with --engine iommufd; engine device {bdf}"),
+            ))
+        }
+        EngineChoice::Rdma => Err(CopyError::EngineUnavailable {
+            engine: "rdma",
+            why: "no RDMA engine yet: it needs a NIC whose driver registers dma-buf MRs \
+                  (mlx5, efa, bnxt_re, irdma, mana, ionic); soft-RoCE (rxe, siw) has none; \
+                  use --engine cpu or iommufd"
+                .into(),
+        }),
+        EngineChoice::Auto => {
+            // The only DMA engine supported so far (QEMU's edu) moves ~40 KB/s: the CPU
+            // is faster whenever it can map both BARs, so auto prefers it and says so.
+            let dma = iommufd::available()
+                .and_then(|()| iommufd::find_engine(req.via, &[src.bdf(), dst.bdf()]));
+            let why = match dma {
+                Ok(bdf) => format!(
+                    "auto: cpu, because the only DMA engine found ({bdf}, QEMU edu) moves 4 KiB \
+                     per ~100 ms; --engine iommufd uses it anyway"
+                ),
+                Err(e) => format!("auto: cpu, the iommufd engine is unavailable ({e})"),
+            };
+            Ok((EngineChoice::Cpu, why))
+        }
+    }
+}
+
 /// Runs a copy. `progress` is called between steps.
 pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport, CopyError> {
     if req.src.bdf == req.dst.bdf {
@@ -206,10 +247,19 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     let page = src.device.page_size();
     page_align_check("--src-offset", src.offset, page)?;
     page_align_check("--dst-offset", dst.offset, page)?;
+    let (engine, reason) = choose_engine(req, &src, &dst)?;
     let size = match req.size {
         Some(s) => s,
-        None => (src.bar.size().saturating_sub(src.offset))
-            .min(dst.bar.size().saturating_sub(dst.offset)),
+        None => {
+            let fit = (src.bar.size().saturating_sub(src.offset))
+                .min(dst.bar.size().saturating_sub(dst.offset));
+            if engine == EngineChoice::Iommufd {
+                // edu moves 4 KiB per ~100 ms: the whole BAR would take hours.
+                fit.min(iommufd::EDU_DEFAULT_SIZE)
+            } else {
+                fit
+            }
+        }
     };
     if size == 0 {
         return Err(CopyError::ZeroSize);
@@ -218,34 +268,23 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     src.check_span("src", size)?;
     dst.check_span("dst", size)?;
     let chunk = req.chunk.clamp(page, size) / page * page;
-    let (engine, reason) = match req.engine {
-        EngineChoice::Cpu => (EngineChoice::Cpu, "requested with --engine cpu".to_string()),
-        EngineChoice::Auto => (
-            EngineChoice::Cpu,
-            "auto: the cpu engine needs nothing but the two BAR mappings; the iommufd engine \
-             is not built into this p2pcopy yet"
-                .to_string(),
-        ),
-        EngineChoice::Iommufd => {
-            return Err(CopyError::EngineUnavailable {
-                engine: "iommufd",
-                why: "not built into this p2pcopy yet; use --engine cpu".into(),
-            })
-        }
-        EngineChoice::Rdma => {
-            return Err(CopyError::EngineUnavailable {
-                engine: "rdma",
-                why: "no RDMA engine yet (and soft-RoCE has no dma-buf MRs); use --engine cpu"
-                    .into(),
-            })
-        }
-    };
     let src_map = GuardedMap::new(&src, size)?;
     let dst_map = GuardedMap::new(&dst, size)?;
     if req.verify {
         fill(&src, &src_map, req.seed, chunk as usize)?;
     }
     let total = size * u64::from(req.iterations.max(1));
+    let iterations = req.iterations.max(1);
+    let mut via = None;
+    let mut dma = match engine {
+        EngineChoice::Iommufd => {
+            let bdf = iommufd::find_engine(req.via, &[src.bdf(), dst.bdf()])?;
+            let e = iommufd::IommufdCopy::new(bdf, &src, &dst, size)?;
+            via = Some(e.via());
+            Some(e)
+        }
+        _ => None,
+    };
     let start = Instant::now();
     let elapsed = std::thread::scope(|s| -> Result<Duration, CopyError> {
         if let Some(after) = req.revoke_src_after {
@@ -255,18 +294,15 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
                 let _ = device.set_memory_decode(false);
             });
         }
-        cpu::copy(
-            &src,
-            &src_map,
-            &dst,
-            &dst_map,
-            chunk,
-            req.iterations.max(1),
-            total,
-            progress,
-        )?;
+        match dma.as_mut() {
+            Some(e) => e.copy(chunk, iterations, total, progress)?,
+            None => cpu::copy(
+                &src, &src_map, &dst, &dst_map, chunk, iterations, total, progress,
+            )?,
+        }
         Ok(start.elapsed())
     })?;
+    drop(dma);
     let verified = if req.verify {
         check(&dst, &dst_map, req.seed, chunk as usize)?;
         Some(true)
@@ -285,7 +321,7 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
         dst: side(&dst),
         engine,
         engine_reason: reason,
-        via: None,
+        via,
         bytes: size,
         iterations: req.iterations.max(1),
         seconds,
