@@ -305,6 +305,8 @@ fn run_command(config: &GuestConfig) -> Result<i32> {
         let mut c = Command::new(&config.argv[0]);
         c.args(&config.argv[1..]);
         c.stdin(Stdio::null());
+        // The port is a tty, but nobody watches it live: no progress bars or colours.
+        c.env("TERM", "dumb");
         c
     };
     cmd.stdout(port.try_clone()?)

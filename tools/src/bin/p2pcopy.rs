@@ -102,6 +102,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// A throughput in the unit that suits it.
+fn rate(gbps: f64) -> String {
+    if gbps >= 0.1 {
+        format!("{gbps:.3} GB/s")
+    } else if gbps * 1e3 >= 0.1 {
+        format!("{:.2} MB/s", gbps * 1e3)
+    } else {
+        format!("{:.2} KB/s", gbps * 1e6)
+    }
+}
+
 fn run(cli: &Cli) -> Result<()> {
     let req = CopyRequest {
         src: EndpointSpec {
@@ -133,7 +144,10 @@ fn run(cli: &Cli) -> Result<()> {
         },
         revoke_src_after: cli.test_revoke_after_ms.map(Duration::from_millis),
     };
-    let interactive = std::io::stderr().is_terminal() && !cli.quiet && !cli.json;
+    let interactive = std::io::stderr().is_terminal()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        && !cli.quiet
+        && !cli.json;
     let start = Instant::now();
     let mut bar: Option<ProgressBar> = None;
     let mut on_progress = |p: Progress| {
@@ -168,7 +182,7 @@ fn run(cli: &Cli) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else if !cli.quiet {
         println!(
-            "copied {} × {} from {} BAR{}+{:#x} to {} BAR{}+{:#x} with the {:?} engine in {:.3} s: {:.3} GB/s{}",
+            "copied {} × {} from {} BAR{}+{:#x} to {} BAR{}+{:#x} with the {:?} engine in {:.3} s: {}{}",
             human(report.bytes),
             report.iterations,
             report.src.bdf,
@@ -179,7 +193,7 @@ fn run(cli: &Cli) -> Result<()> {
             report.dst.offset,
             report.engine,
             report.seconds,
-            report.gbps,
+            rate(report.gbps),
             match report.verified {
                 Some(true) => ", every byte verified",
                 _ => " (not verified)",
