@@ -27,7 +27,7 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
          if {p} export 00:10.0 --bar 2 --range 0:5K; then exit 9; fi
          if {p} regions 00:1f.2; then exit 9; fi"
     );
-    let out = run_ok(&tb, &["/bin/sh", "-c", &script]);
+    let out = run_sh(&tb, &script);
     let j = json_lines(&out.output);
     assert_eq!(j.len(), 7, "{}", out.output);
 

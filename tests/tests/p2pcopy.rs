@@ -11,17 +11,10 @@ use peerdma_testbed::pattern;
 fn cpu_engine_copies_1m_and_64m_and_the_host_finds_the_pattern() {
     let tb = testbed(KernelChoice::Reference);
     let p2p = workspace_bin("p2pcopy").display().to_string();
-    let out = run_ok(
-        &tb,
-        &[
-            "/bin/sh",
-            "-c",
-            &format!(
+    let out = run_sh(&tb, &format!(
                 "set -e; {p2p} 00:10.0 00:11.0 --engine cpu --size 1M --dst-offset 8M --seed 11 --json; \
                  {p2p} 00:10.0 00:11.0 --engine cpu --size 64M --seed 22 --json"
-            ),
-        ],
-    );
+            ));
     let r = json_lines(&out.output);
     assert_eq!(r.len(), 2, "{}", out.output);
     for (rep, size) in r.iter().zip([1u64 << 20, 64 << 20]) {
@@ -68,35 +61,26 @@ fn bad_input_is_refused_with_a_clear_error_and_nonzero_exit() {
             format!("echo '## {args}'; {p2p} {args} --engine cpu; echo \"## rc=$?\"; ")
         })
         .collect();
-    let out = run_ok(&tb, &["/bin/sh", "-c", &script]);
+    let out = run_sh(&tb, &script);
     for (args, expect) in cases {
-        let section = out
+        let body = out
             .output
             .split(&format!("## {args}\n"))
             .nth(1)
-            .and_then(|s| s.split("## rc=").next().map(|body| (body, s)))
             .unwrap_or_else(|| panic!("no output for {args}:\n{}", out.output));
-        let rc: i32 = section
-            .1
-            .split("## rc=")
-            .nth(1)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_ne!(rc, 0, "p2pcopy {args} succeeded:\n{}", section.0);
+        let rc = marked_rc(body, "");
+        let text = body.split("## rc=").next().unwrap_or("");
+        assert_ne!(rc, 0, "p2pcopy {args} succeeded:\n{}", text);
         assert!(rc < 128, "p2pcopy {args} died from a signal ({rc})");
         assert!(
-            section.0.contains(expect),
+            text.contains(expect),
             "p2pcopy {args}: {expect:?} not in:\n{}",
-            section.0
+            text
         );
         assert!(
-            !section.0.contains("panicked"),
+            !text.contains("panicked"),
             "p2pcopy {args} panicked:\n{}",
-            section.0
+            text
         );
     }
 }
@@ -106,27 +90,11 @@ fn a_revoke_mid_copy_stops_cleanly_and_nothing_leaks() {
     let tb = testbed(KernelChoice::Reference);
     let p2p = workspace_bin("p2pcopy").display().to_string();
     let guest = workspace_bin("peerdma-guest-p2pcopy").display().to_string();
-    let out = run_ok(
-        &tb,
-        &[
-            "/bin/sh",
-            "-c",
-            &format!(
+    let out = run_sh(&tb, &format!(
                 "{p2p} 00:10.0 00:11.0 --engine cpu --size 64M --chunk 256K --test-revoke-after-ms 300 --json; \
                  echo \"## rc=$?\"; {guest} ivshmem0 ivshmem1"
-            ),
-        ],
-    );
-    let rc: i32 = out
-        .output
-        .split("## rc=")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+            ));
+    let rc = marked_rc(&out.output, "");
     assert_eq!(
         rc, 1,
         "a revoked copy must exit 1, not die of SIGBUS:\n{}",
@@ -164,18 +132,11 @@ fn a_revoke_mid_copy_stops_cleanly_and_nothing_leaks() {
 fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
     let tb = testbed(KernelChoice::Reference);
     let p2p = workspace_bin("p2pcopy").display().to_string();
-    let out = run_ok(
-        &tb,
-        &[
-            "/bin/sh",
-            "-c",
-            &format!(
+    let out = run_sh(&tb, &format!(
                 "{p2p} 00:10.0 00:11.0 --engine iommufd --size 64K --src-offset 1M --dst-offset 2M --seed 33 --json; \
                  {p2p} 00:10.0 00:11.0 --engine iommufd --via 00:11.0 --size 4K; echo \"## via rc=$?\"; \
                  {p2p} 00:10.0 00:11.0 --engine rdma; echo \"## rdma rc=$?\""
-            ),
-        ],
-    );
+            ));
     let r = &json_lines(&out.output)[0];
     assert_eq!(r["engine"], "iommufd", "{r}");
     assert_eq!(r["verified"], true, "{r}");
@@ -208,16 +169,12 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
 fn iommufd_engine_on_the_stock_kernel_is_an_explained_error() {
     let tb = testbed(KernelChoice::Stock);
     let p2p = workspace_bin("p2pcopy").display().to_string();
-    let out = run_ok(
+    let out = run_sh(
         &tb,
-        &[
-            "/bin/sh",
-            "-c",
-            &format!(
-                "{p2p} 00:10.0 00:11.0 --engine iommufd --size 4K; echo \"## rc=$?\"; \
+        &format!(
+            "{p2p} 00:10.0 00:11.0 --engine iommufd --size 4K; echo \"## rc=$?\"; \
                  {p2p} 00:10.0 00:11.0 --size 1M --json"
-            ),
-        ],
+        ),
     );
     assert!(out.output.contains("## rc=1"), "{}", out.output);
     assert!(out.output.contains("CONFIG_IOMMUFD"), "{}", out.output);

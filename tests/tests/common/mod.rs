@@ -77,3 +77,24 @@ pub fn json_lines(output: &str) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// Runs a shell script in the guest and panics (with the output) unless it exits 0.
+pub fn run_sh(tb: &Testbed, script: &str) -> RunOutcome {
+    run_ok(tb, &["/bin/sh", "-c", script])
+}
+
+/// The exit status a script recorded with `echo "## NAME rc=$?"` (NAME may be empty:
+/// `echo "## rc=$?"`).
+pub fn marked_rc(output: &str, name: &str) -> i32 {
+    let marker = if name.is_empty() {
+        "## rc=".to_string()
+    } else {
+        format!("## {name} rc=")
+    };
+    output
+        .split(&marker)
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {marker:?} in the guest output:\n{output}"))
+}
