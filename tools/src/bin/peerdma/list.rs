@@ -125,5 +125,12 @@ pub fn run(json: bool, only_vfio: bool) -> Result<()> {
             bars.join(" ")
         );
     }
+    if rows.iter().any(|r| r["vfio"] == "bindable") {
+        println!(
+            "\nbind a device to vfio-pci (as root): echo vfio-pci > /sys/bus/pci/devices/BDF/driver_override; \
+             echo BDF > /sys/bus/pci/devices/BDF/driver/unbind; echo BDF > /sys/bus/pci/drivers_probe \
+             (every device of its IOMMU group must be bound to vfio-pci or to no driver)"
+        );
+    }
     Ok(())
 }
