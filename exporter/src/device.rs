@@ -7,7 +7,7 @@
 //! see the device as closed once it is.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use peerdma_uapi::pci::PCI_CFG_SPACE_SIZE;
 
@@ -19,6 +19,7 @@ use crate::info::{self, DeviceInfo};
 use crate::msix::MsixLayout;
 use crate::open::{self, Keep, OpenOptions, PassedFds};
 use crate::pci_caps::{self, FlrMethod, PciCap, PCI_BASE_ADDRESS_0};
+use crate::ranges::BarTarget;
 use crate::region::{is_bar, RegionInfo, VFIO_PCI_CONFIG_REGION_INDEX};
 use crate::revoke::Lifecycle;
 use crate::sysfs::PciDevice;
@@ -57,6 +58,9 @@ pub(crate) struct DeviceInner {
     pub(crate) layout: ConfigLayout,
     pub(crate) page_size: u64,
     pub(crate) lifecycle: Mutex<Lifecycle>,
+    /// What export validation needs about each BAR, read on first use: vfio-pci
+    /// fixes a BAR's region info when the device is opened, and sysfs its base.
+    pub(crate) bar_targets: [OnceLock<BarTarget>; 6],
 }
 
 impl DeviceInner {
@@ -127,6 +131,7 @@ impl Device {
             },
             page_size,
             lifecycle: Mutex::new(Lifecycle::default()),
+            bar_targets: Default::default(),
         };
         let mut config = vec![0u8; CONFIG_SNAPSHOT_LEN];
         inner.config_read(0, &mut config)?;

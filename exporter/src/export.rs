@@ -65,8 +65,16 @@ impl Device {
         }
     }
 
-    /// What validation needs to know about region `region`.
+    /// What validation needs to know about region `region`. For a BAR the
+    /// device has, it is read once (region info, sysfs) and then kept: exports
+    /// then cost no ioctl besides the export itself.
     pub fn bar_target(&self, region: u32) -> Result<BarTarget> {
+        let cached = is_bar(region) && region < self.info().num_regions;
+        if cached {
+            if let Some(target) = self.inner.bar_targets[region as usize].get() {
+                return Ok(*target);
+            }
+        }
         let mut target = BarTarget {
             bdf: self.bdf(),
             region,
@@ -77,12 +85,13 @@ impl Device {
             msix_mappable: false,
             page_size: self.page_size(),
         };
-        if is_bar(region) && region < self.info().num_regions {
+        if cached {
             let bar = self.bar(region)?;
             target.size = bar.size();
             target.base = bar.base.unwrap_or(0);
             target.is_memory = !matches!(bar.kind, BarKind::Io);
             target.msix_mappable = bar.msix_mappable();
+            let _ = self.inner.bar_targets[region as usize].set(target);
         }
         Ok(target)
     }
@@ -122,27 +131,29 @@ impl Device {
                 count: ranges.len(),
             });
         }
-        if !opts.skip_validation {
-            self.check_export(region, ranges, opts.allow_msix_overlap)?;
-        }
+        let validated_size = if opts.skip_validation {
+            None
+        } else {
+            Some(self.check_export(region, ranges, opts.allow_msix_overlap)?)
+        };
         let payload = vfio_device_feature_dma_buf {
             region_index: region,
             open_flags: opts.open_flags.bits(),
             flags: 0,
             ..Default::default()
         };
-        let elems: Vec<vfio_region_dma_range> = ranges
-            .iter()
-            .map(|r| vfio_region_dma_range {
-                offset: r.offset,
-                length: r.length,
-            })
-            .collect();
         let feature = Feature::new(
             VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF,
             payload,
         );
-        let mut arg = FlexBuf::from_elems(feature, &elems);
+        // The ranges go straight into the argument buffer: one allocation, one pass.
+        let mut arg = FlexBuf::new(feature, ranges.len());
+        for (elem, r) in arg.elems_mut().iter_mut().zip(ranges) {
+            *elem = vfio_region_dma_range {
+                offset: r.offset,
+                length: r.length,
+            };
+        }
         let generation = self.revoke_generation();
         let fd = ioctl::device_feature_dma_buf(self.fd(), &mut arg).map_err(|errno| {
             let (meaning, fix) = explain::dma_buf(errno);
@@ -159,9 +170,11 @@ impl Device {
             bdf,
             region,
             ranges: ranges.to_vec(),
-            size: ranges
-                .iter()
-                .fold(0u64, |sum, r| sum.wrapping_add(r.length)),
+            size: validated_size.unwrap_or_else(|| {
+                ranges
+                    .iter()
+                    .fold(0u64, |sum, r| sum.wrapping_add(r.length))
+            }),
             generation,
             device: Arc::downgrade(&self.inner),
         })
