@@ -102,6 +102,8 @@ impl PrivateApt {
             .args(self.options())
             .args(["download", package])
             .current_dir(&dir)
+            // apt's progress belongs on stderr: stdout may carry JSON.
+            .stdout(std::io::stderr())
             .status()
             .context("running apt-get download")?;
         if !status.success() {

@@ -113,7 +113,8 @@ fn mount_basics() -> Result<()> {
 
 fn load_modules(config: &GuestConfig) -> Result<()> {
     for module in &config.modules {
-        let mut cmd = Command::new("modprobe");
+        // The kernel gives init no PATH, and Debian's modprobe lives in /usr/sbin.
+        let mut cmd = Command::new("/usr/sbin/modprobe");
         if let Some(root) = &config.modules_root {
             cmd.arg("-d").arg(root);
         }
