@@ -229,6 +229,39 @@ fn check_open(run: &Run, access: &str) {
     );
 }
 
+/// Fds handed over by a management process, and the BAR through the region mmap.
+fn check_handover_and_mmap(run: &Run, access: &str) {
+    let via = if access == "cdev" { "Cdev" } else { "Group" };
+    for role in ROLES {
+        let l = one(run, access, "handover", "passed fd", role);
+        assert_eq!(l["ok"], true, "{l:#}");
+        assert_eq!(l["opened_via"], via, "{l:#}");
+        assert_eq!(l["exports"], true, "{l:#}");
+        let node = if access == "cdev" {
+            "/dev/iommu"
+        } else {
+            "/dev/vfio/vfio"
+        };
+        assert_eq!(l["node"], node, "{l:#}");
+        assert_eq!(u(l, "fds_before"), u(l, "fds_after"), "leak: {l:#}");
+
+        let l = one(run, access, "mmap", "region", role);
+        match role {
+            "ivshmem0" => {
+                assert_eq!(u(l, "read_back"), 0xdead_beef, "{l:#}");
+                assert_eq!(u(l, "len"), 64 << 20, "{l:#}");
+            }
+            "edu0" => assert_eq!(u(l, "id") & 0xff, 0xed, "edu id register: {l:#}"),
+            _ => {
+                // NVMe CAP: MQES (bits 15:0) and the doorbell stride/timeout are set.
+                assert_eq!(u(l, "bar"), 0, "{l:#}");
+                assert_ne!(u(l, "cap") & 0xffff, 0, "{l:#}");
+            }
+        }
+        assert_eq!(l["past_the_end"]["variant"], "MmioAccess", "{l:#}");
+    }
+}
+
 fn check_exports(run: &Run, access: &str) {
     for role in ROLES {
         let lines = run.of(access, "exports", "export", role);
@@ -730,6 +763,7 @@ fn reference_kernel_cdev_path_exports_1_3_1024_ranges_and_whole_bars() {
     let run = reference();
     assert_clean(run, &["cdev", "group"]);
     check_open(run, "cdev");
+    check_handover_and_mmap(run, "cdev");
     check_exports(run, "cdev");
 }
 
@@ -738,6 +772,7 @@ fn reference_kernel_group_path_exports_1_3_1024_ranges_and_whole_bars() {
     let run = reference();
     assert_clean(run, &["cdev", "group"]);
     check_open(run, "group");
+    check_handover_and_mmap(run, "group");
     check_exports(run, "group");
 }
 
@@ -777,6 +812,7 @@ fn stock_kernel_group_path_exports_errors_revoke_and_no_leaks() {
     let meta = run.lines("group", "meta", "run");
     assert_eq!(meta[0]["iommufd"], false, "the stock kernel has no iommufd");
     check_open(run, "group");
+    check_handover_and_mmap(run, "group");
     check_exports(run, "group");
     check_errors(run, "group");
     check_revoke(run, "group", false);

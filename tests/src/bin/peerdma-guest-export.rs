@@ -11,9 +11,9 @@
 //!                      [--cycles N] [--batches N] SCENARIO..
 //! ```
 //!
-//! Scenarios: `open`, `exports`, `errors`, `revoke`, `iommufd`, `leaks`, `all` (all of
-//! these), and `bench` (not part of `all`). Every line carries `scenario`, `check` and
-//! `access`; per-device lines also `role` and `bdf`.
+//! Scenarios: `open`, `handover`, `mmap`, `exports`, `errors`, `revoke`, `iommufd`,
+//! `leaks`, `all` (all of these), and `bench` (not part of `all`). Every line carries
+//! `scenario`, `check` and `access`; per-device lines also `role` and `bdf`.
 //!
 //! Where `/dev/iommu` exists, whether the kernel really revoked a buffer is asked of the
 //! kernel: `IOMMU_IOAS_MAP_FILE` of the buffer into a private IOAS attaches to it, which
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use peerdma_exporter::{
-    AccessPath, Bdf, Device, DmaBuf, DmaRange, Errno, Error, ExportOptions, OpenOptions,
+    AccessPath, Bdf, Device, DmaBuf, DmaRange, Errno, Error, ExportOptions, OpenOptions, PassedFds,
     PowerState, RevokeEvent,
 };
 use peerdma_testbed::manifest::{Manifest, ManifestDevice, GUEST_SCRATCH};
@@ -95,7 +95,9 @@ fn parse_args() -> Result<Args> {
     }
     if args.scenarios.iter().any(|s| s == "all") {
         args.scenarios.retain(|s| s != "all");
-        for s in ["open", "exports", "errors", "revoke", "iommufd", "leaks"] {
+        for s in [
+            "open", "handover", "mmap", "exports", "errors", "revoke", "iommufd", "leaks",
+        ] {
             args.scenarios.push(s.into());
         }
     }
@@ -497,6 +499,71 @@ fn scenario_open(a: &Args, d: &ManifestDevice) {
     fields["fds_before"] = before.into();
     fields["fds_after"] = fds().into();
     emit("open", "open", &a.access_name, Some(d), fields);
+}
+
+/// `handover`: opening with fds a management process opened (a container for the
+/// group path, an iommufd for the cdev path); nothing leaks either way.
+fn scenario_handover(a: &Args, d: &ManifestDevice) -> Result<()> {
+    let node = match a.access {
+        AccessPath::Group => "/dev/vfio/vfio",
+        AccessPath::Cdev => "/dev/iommu",
+        AccessPath::Auto => return Ok(()),
+    };
+    let before = fds();
+    let fd = rustix::fs::open(node, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("opening {node}"))?;
+    let passed = if a.access == AccessPath::Group {
+        PassedFds::Container(fd)
+    } else {
+        PassedFds::Iommufd(fd)
+    };
+    let bdf: Bdf = d.bdf.parse()?;
+    let r = Device::open_with(
+        bdf,
+        OpenOptions {
+            passed,
+            ..OpenOptions::default()
+        },
+    );
+    let mut f = match &r {
+        Ok(dev) => json!({
+            "ok": true,
+            "opened_via": format!("{:?}", dev.opened_via()),
+            "exports": dev.export(export_bar(dev)?.0, &[DmaRange::new(0, dev.page_size())]).is_ok(),
+        }),
+        Err(e) => err_json(e),
+    };
+    drop(r);
+    f["node"] = node.into();
+    f["fds_before"] = before.into();
+    f["fds_after"] = fds().into();
+    emit("handover", "passed fd", &a.access_name, Some(d), f);
+    Ok(())
+}
+
+/// `mmap`: the BAR through the VFIO region mmap (the CPU path the dma-buf lacks):
+/// ivshmem RAM written and read back, edu's identification register, NVMe's CAP; an
+/// access past the mapping is refused.
+fn scenario_mmap(a: &Args, d: &ManifestDevice, dev: &Device) -> Result<()> {
+    use peerdma_testbed::devices::DeviceKind;
+    let (bar, _) = export_bar(dev)?;
+    let bar = if d.kind == DeviceKind::Nvme { 0 } else { bar };
+    let map = dev.map_region(bar)?;
+    let mut f = json!({"bar": bar, "len": map.len()});
+    match d.kind {
+        DeviceKind::Ivshmem => {
+            map.write::<u32>(0x100, 0xdead_beef)?;
+            f["read_back"] = map.read::<u32>(0x100)?.into();
+        }
+        DeviceKind::Nvme => f["cap"] = map.read::<u64>(0)?.into(),
+        _ => f["id"] = map.read::<u32>(0)?.into(),
+    }
+    f["past_the_end"] = match map.read::<u32>(map.len()) {
+        Ok(v) => json!({"ok": true, "value": v}),
+        Err(e) => err_json(&e),
+    };
+    emit("mmap", "region", &a.access_name, Some(d), f);
+    Ok(())
 }
 
 /// `exports`: 1, 3 and 1024 ranges and the whole BAR, with what fdinfo says.
@@ -1193,6 +1260,12 @@ fn run() -> Result<()> {
         // device that does not open on this path was reported by `open`.
         if open(d, a.access).is_err() {
             continue;
+        }
+        if has("handover") {
+            scenario_handover(&a, d)?;
+        }
+        if has("mmap") {
+            scenario_mmap(&a, d, &open(d, a.access)?)?;
         }
         if has("exports") {
             scenario_exports(&a, d, &open(d, a.access)?)?;
