@@ -63,13 +63,16 @@ pub(crate) fn dma_buf(errno: Errno) -> (&'static str, &'static str) {
 pub(crate) fn ioctl(name: &str, errno: Errno) -> &'static str {
     match (name, errno) {
         ("VFIO_DEVICE_BIND_IOMMUFD", Errno::BUSY) => {
-            "the device's group is open through /dev/vfio/GROUP; close it, or open with AccessPath::Group"
+            "the device's group is open through /dev/vfio/GROUP (close it, or open with \
+             AccessPath::Group), or a device of its IOMMU group is bound to a kernel driver"
         }
         ("VFIO_DEVICE_BIND_IOMMUFD", Errno::INVAL) => {
             "the device is already open (a cdev device can be opened once) or the fd is already bound"
         }
+        // noiommu devices have no cdev in 7.2; EPERM is iommufd_device_bind's.
         ("VFIO_DEVICE_BIND_IOMMUFD", Errno::PERM) => {
-            "noiommu devices need CAP_SYS_RAWIO"
+            "the platform cannot isolate the device's MSIs (interrupt remapping is off); \
+             enable it (intel_iommu=on, intremap) or load iommufd with allow_unsafe_interrupts=1"
         }
         ("VFIO_GROUP_SET_CONTAINER", Errno::BUSY) => {
             "the group is already in a container, or one of its devices is open through its cdev"
@@ -176,6 +179,7 @@ mod tests {
     #[test]
     fn ioctl_fixes_are_specific_first() {
         assert!(ioctl("VFIO_DEVICE_BIND_IOMMUFD", Errno::BUSY).contains("group"));
+        assert!(ioctl("VFIO_DEVICE_BIND_IOMMUFD", Errno::PERM).contains("allow_unsafe_interrupts"));
         assert!(ioctl("VFIO_DEVICE_GET_INFO", Errno::INVAL).contains("bound"));
         assert!(ioctl("VFIO_DEVICE_RESET", Errno::INVAL).contains("reset"));
         assert!(open(Node::Group, Errno::BUSY).contains("holds the group"));
