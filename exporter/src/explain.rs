@@ -62,23 +62,32 @@ pub(crate) fn dma_buf(errno: Errno) -> (&'static str, &'static str) {
 /// Fix for an errno of one of the access-path or device ioctls, by name.
 pub(crate) fn ioctl(name: &str, errno: Errno) -> &'static str {
     match (name, errno) {
+        // vfio_device_block_group (device_cdev.c).
         ("VFIO_DEVICE_BIND_IOMMUFD", Errno::BUSY) => {
-            "the device's group is open through /dev/vfio/GROUP (close it, or open with \
-             AccessPath::Group), or a device of its IOMMU group is bound to a kernel driver"
+            "the device's group is open through /dev/vfio/GROUP; close it, or open with AccessPath::Group"
         }
         ("VFIO_DEVICE_BIND_IOMMUFD", Errno::INVAL) => {
             "the device is already open (a cdev device can be opened once) or the fd is already bound"
         }
-        // noiommu devices have no cdev in 7.2; EPERM is iommufd_device_bind's.
+        // noiommu devices have no cdev in 7.2; EPERM comes from iommufd_device_bind:
+        // iommu_device_claim_dma_owner, or no MSI isolation.
         ("VFIO_DEVICE_BIND_IOMMUFD", Errno::PERM) => {
-            "the platform cannot isolate the device's MSIs (interrupt remapping is off); \
-             enable it (intel_iommu=on, intremap) or load iommufd with allow_unsafe_interrupts=1"
+            "another device of the IOMMU group is bound to a kernel driver or owned by another \
+             container/iommufd (bind every group member to vfio-pci), or the platform cannot \
+             isolate MSIs (enable interrupt remapping, or load iommufd with allow_unsafe_interrupts=1)"
         }
+        // vfio_group_has_iommu (group.c).
+        ("VFIO_GROUP_SET_CONTAINER", Errno::INVAL) => {
+            "the group is already in a container or bound to an iommufd"
+        }
+        // __iommu_take_dma_ownership (drivers/iommu/iommu.c).
         ("VFIO_GROUP_SET_CONTAINER", Errno::BUSY) => {
-            "the group is already in a container, or one of its devices is open through its cdev"
+            "the IOMMU group's DMA domain is in use by someone else; close what holds it"
         }
+        // vfio_container_attach_group, iommu_group_claim_dma_owner.
         ("VFIO_GROUP_SET_CONTAINER", Errno::PERM) => {
-            "noiommu groups need CAP_SYS_RAWIO and cannot share a container with IOMMU groups"
+            "noiommu groups need CAP_SYS_RAWIO and cannot share a container with IOMMU groups, \
+             or the group is already owned (a member bound to a kernel driver, another container)"
         }
         ("VFIO_GROUP_SET_CONTAINER", Errno::BADFD) => {
             "the fd passed as container is neither /dev/vfio/vfio nor an iommufd"
@@ -179,7 +188,8 @@ mod tests {
     #[test]
     fn ioctl_fixes_are_specific_first() {
         assert!(ioctl("VFIO_DEVICE_BIND_IOMMUFD", Errno::BUSY).contains("group"));
-        assert!(ioctl("VFIO_DEVICE_BIND_IOMMUFD", Errno::PERM).contains("allow_unsafe_interrupts"));
+        assert!(ioctl("VFIO_DEVICE_BIND_IOMMUFD", Errno::PERM).contains("kernel driver"));
+        assert!(ioctl("VFIO_GROUP_SET_CONTAINER", Errno::INVAL).contains("already"));
         assert!(ioctl("VFIO_DEVICE_GET_INFO", Errno::INVAL).contains("bound"));
         assert!(ioctl("VFIO_DEVICE_RESET", Errno::INVAL).contains("reset"));
         assert!(open(Node::Group, Errno::BUSY).contains("holds the group"));
