@@ -78,6 +78,9 @@ struct VmArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     memory: u64,
+    /// Guest CPUs (QEMU 10.0.2's TCG was seen to abort with two during revoke tests).
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
 }
 
 impl VmArgs {
@@ -90,6 +93,7 @@ impl VmArgs {
             scratch: self.scratch,
             timeout: Duration::from_secs(self.timeout),
             memory_mib: self.memory,
+            cpus: self.cpus,
             stream,
             ..VmOptions::default()
         }
