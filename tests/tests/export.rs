@@ -845,3 +845,47 @@ fn stock_kernel_refuses_the_cdev_path_with_an_explained_nocdev() {
     // Nothing else ran on the refused path.
     assert!(run.lines("cdev", "exports", "export").is_empty());
 }
+
+/// The export latency benchmark (docs/benchmarks.md, "Export latency"): the release
+/// build of the guest program against the C baseline, on the reference kernel. Not an
+/// assertion of the figures; run it with
+/// `cargo build --release -p peerdma-testbed --bins && cargo test -p peerdma-testbed
+/// --test export -- --ignored --nocapture export_latency`.
+#[test]
+#[ignore = "a benchmark: run it on purpose (docs/benchmarks.md)"]
+fn export_latency_benchmark() {
+    let debug = workspace_bin("peerdma-guest-export");
+    let release = debug
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("release/peerdma-guest-export");
+    assert!(
+        release.exists(),
+        "{} is missing: cargo build --release -p peerdma-testbed --bins",
+        release.display()
+    );
+    let lib = c_lib().expect("the C baseline compiles");
+    let tb = Testbed::new(VmOptions {
+        devices: "ivshmem".parse().expect("device list"),
+        cpus: 1,
+        ..options(KernelChoice::Reference)
+    })
+    .expect("the testbed resolves its kernel and QEMU");
+    let out = run_ok(
+        &tb,
+        &[
+            release.display().to_string().as_str(),
+            "--c-lib",
+            lib.display().to_string().as_str(),
+            "bench",
+        ],
+    );
+    let lines = json_lines(&out.output);
+    let latency: Vec<&Value> = lines.iter().filter(|l| l["check"] == "latency").collect();
+    assert_eq!(latency.len(), 3, "{}", out.output);
+    for l in &latency {
+        assert!(l["c_ns"].as_f64().unwrap() > 0.0 && l["rust_ns"].as_f64().unwrap() > 0.0);
+    }
+    println!("{}", out.output);
+}
