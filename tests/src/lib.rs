@@ -14,5 +14,6 @@ pub mod initramfs;
 pub mod kernel;
 pub mod manifest;
 pub mod pattern;
+pub mod process;
 pub mod scratch;
 pub mod vm;

@@ -35,6 +35,7 @@ use peerdma_exporter::{
     PowerState, RevokeEvent,
 };
 use peerdma_testbed::manifest::{Manifest, ManifestDevice, GUEST_SCRATCH};
+use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 use peerdma_uapi::iommufd::{
     iommu_ioas_alloc, iommu_ioas_map, iommu_ioas_map_file, iommu_ioas_unmap, IOMMU_IOAS_ALLOC,
     IOMMU_IOAS_MAP, IOMMU_IOAS_MAP_FILE, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE,
@@ -121,20 +122,6 @@ fn emit(scenario: &str, check: &str, access: &str, dev: Option<&ManifestDevice>,
         m.extend(f);
     }
     println!("{}", Value::Object(m));
-}
-
-/// The number of open file descriptors of this process.
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// The number of mappings of this process.
-fn maps() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .map(|m| m.lines().count())
-        .unwrap_or(0)
 }
 
 /// The kernel's name of an errno.

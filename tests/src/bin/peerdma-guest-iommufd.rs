@@ -37,6 +37,7 @@ use peerdma_importer::iommufd::{
 };
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::pattern;
+use peerdma_testbed::process::fd_count;
 use peerdma_tools::engines::{DmaEngine, Edu, EngineError, TransferReport};
 use serde_json::{json, Value};
 
@@ -222,10 +223,6 @@ impl Faults {
 /// EPIPE: /dev/kmsg records were overwritten since the last read.
 fn libc_epipe() -> i32 {
     rustix::io::Errno::PIPE.raw_os_error()
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
 /// Host memory pattern → edu → BAR dma-buf mapping. The host checks the file.

@@ -12,17 +12,7 @@ use peerdma_exporter::{AccessPath, Bdf};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, EngineChoice};
 
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-fn maps() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .map(|m| m.lines().count())
-        .unwrap_or(0)
-}
+use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 
 fn request(src: Bdf, dst: Bdf) -> CopyRequest {
     CopyRequest {
