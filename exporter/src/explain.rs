@@ -6,6 +6,9 @@
 
 use rustix::io::Errno;
 
+use crate::bdf::Bdf;
+use crate::error::Error;
+
 /// Meaning and fix for an errno of `VFIO_DEVICE_FEATURE_DMA_BUF`.
 pub(crate) fn dma_buf(errno: Errno) -> (&'static str, &'static str) {
     match errno {
@@ -158,6 +161,16 @@ pub(crate) fn open(node: Node, errno: Errno) -> &'static str {
             "give this user access to the node (udev rule, chown) or run with the needed privileges"
         }
         _ => "check that the node is a VFIO/iommufd character device",
+    }
+}
+
+/// Maps an errno from ioctl `name` on device `bdf` to [`Error::Ioctl`] with its fix.
+pub(crate) fn ioctl_err(bdf: Bdf, name: &'static str) -> impl Fn(Errno) -> Error {
+    move |errno| Error::Ioctl {
+        bdf,
+        ioctl: name,
+        errno,
+        fix: ioctl(name, errno),
     }
 }
 

@@ -12,7 +12,6 @@ use peerdma_uapi::vfio::{
     vfio_device_info, vfio_region_info, VFIO_DEVICE_FLAGS_CAPS, VFIO_DEVICE_FLAGS_PCI,
     VFIO_DEVICE_FLAGS_RESET, VFIO_REGION_INFO_FLAG_CAPS,
 };
-use rustix::io::Errno;
 
 use crate::bdf::Bdf;
 use crate::caps::{self, DeviceCap};
@@ -50,15 +49,6 @@ impl DeviceInfo {
     }
 }
 
-fn ioctl_err(bdf: Bdf, name: &'static str) -> impl Fn(Errno) -> Error {
-    move |errno| Error::Ioctl {
-        bdf,
-        ioctl: name,
-        errno,
-        fix: explain::ioctl(name, errno),
-    }
-}
-
 /// The argsz the kernel asked for, if it is larger than what we gave.
 fn grown(what: &str, asked: u32, have: usize) -> Result<Option<usize>> {
     let asked = asked as usize;
@@ -80,11 +70,11 @@ pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
     const NAME: &str = "VFIO_DEVICE_GET_INFO";
     let what = format!("{bdf} device info");
     let mut buf = FlexBuf::new(vfio_device_info::default(), 0);
-    ioctl::device_get_info(fd, &mut buf).map_err(ioctl_err(bdf, NAME))?;
+    ioctl::device_get_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
     if buf.header().flags & VFIO_DEVICE_FLAGS_CAPS != 0 {
         if let Some(bytes) = grown(&what, buf.header().argsz, buf.byte_len())? {
             buf.resize_to_bytes(bytes);
-            ioctl::device_get_info(fd, &mut buf).map_err(ioctl_err(bdf, NAME))?;
+            ioctl::device_get_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
         }
     }
     let header = *buf.header();
@@ -120,12 +110,12 @@ pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: u32) -> Result<Re
         },
         0,
     );
-    ioctl::device_get_region_info(fd, &mut buf).map_err(ioctl_err(bdf, NAME))?;
+    ioctl::device_get_region_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
     if buf.header().flags & VFIO_REGION_INFO_FLAG_CAPS != 0 {
         if let Some(bytes) = grown(&what, buf.header().argsz, buf.byte_len())? {
             buf.resize_to_bytes(bytes);
             buf.header_mut().index = index;
-            ioctl::device_get_region_info(fd, &mut buf).map_err(ioctl_err(bdf, NAME))?;
+            ioctl::device_get_region_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
         }
     }
     let header = *buf.header();
@@ -154,6 +144,7 @@ pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: u32) -> Result<Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::io::Errno;
 
     #[test]
     fn growth_is_bounded() {

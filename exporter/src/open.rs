@@ -221,19 +221,10 @@ fn open_node(bdf: Bdf, path: &Path, node: Node) -> Result<OwnedFd> {
     })
 }
 
-fn ioctl_err(bdf: Bdf, name: &'static str) -> impl Fn(Errno) -> Error {
-    move |errno| Error::Ioctl {
-        bdf,
-        ioctl: name,
-        errno,
-        fix: explain::ioctl(name, errno),
-    }
-}
-
 /// Binds a cdev device fd to an iommufd.
 fn bind(bdf: Bdf, device: &OwnedFd, iommufd: &OwnedFd) -> Result<u32> {
     ioctl::device_bind_iommufd(device.as_fd(), iommufd.as_fd())
-        .map_err(ioctl_err(bdf, "VFIO_DEVICE_BIND_IOMMUFD"))
+        .map_err(explain::ioctl_err(bdf, "VFIO_DEVICE_BIND_IOMMUFD"))
 }
 
 /// Opens the cdev named by `plan` and binds it to `iommufd`.
@@ -260,8 +251,8 @@ fn group_device(
     noiommu: bool,
     container_is_fresh: bool,
 ) -> Result<(OwnedFd, Keep)> {
-    let status =
-        ioctl::group_get_status(group.as_fd()).map_err(ioctl_err(bdf, "VFIO_GROUP_GET_STATUS"))?;
+    let status = ioctl::group_get_status(group.as_fd())
+        .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_GET_STATUS"))?;
     if status & VFIO_GROUP_FLAGS_VIABLE == 0 {
         return Err(Error::GroupNotViable {
             bdf,
@@ -275,7 +266,7 @@ fn group_device(
             VFIO_TYPE1v2_IOMMU
         };
         let version = ioctl::get_api_version(container.as_fd())
-            .map_err(ioctl_err(bdf, "VFIO_GET_API_VERSION"))?;
+            .map_err(explain::ioctl_err(bdf, "VFIO_GET_API_VERSION"))?;
         if version != VFIO_API_VERSION as i32 {
             return Err(Error::Ioctl {
                 bdf,
@@ -285,19 +276,19 @@ fn group_device(
             });
         }
         let supported = ioctl::check_extension(container.as_fd(), iommu_type)
-            .map_err(ioctl_err(bdf, "VFIO_CHECK_EXTENSION"))?;
+            .map_err(explain::ioctl_err(bdf, "VFIO_CHECK_EXTENSION"))?;
         if supported <= 0 {
             return Err(Error::IommuTypeUnsupported { bdf, iommu_type });
         }
         ioctl::group_set_container(group.as_fd(), container.as_fd())
-            .map_err(ioctl_err(bdf, "VFIO_GROUP_SET_CONTAINER"))?;
+            .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_SET_CONTAINER"))?;
         match ioctl::set_iommu(container.as_fd(), iommu_type) {
             Ok(()) => {}
             // A container handed over may already have its IOMMU set by an
             // earlier group; the kernel says EINVAL then and attached our group
             // to it in SET_CONTAINER.
             Err(Errno::INVAL) if !container_is_fresh => {}
-            Err(errno) => return Err(ioctl_err(bdf, "VFIO_SET_IOMMU")(errno)),
+            Err(errno) => return Err(explain::ioctl_err(bdf, "VFIO_SET_IOMMU")(errno)),
         }
     }
     let name = CString::new(bdf.to_string()).map_err(|_| Error::BdfParse {
@@ -305,7 +296,7 @@ fn group_device(
         reason: "contains a NUL byte",
     })?;
     let device = ioctl::group_get_device_fd(group.as_fd(), &name)
-        .map_err(ioctl_err(bdf, "VFIO_GROUP_GET_DEVICE_FD"))?;
+        .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_GET_DEVICE_FD"))?;
     Ok((
         device,
         Keep::Group {
