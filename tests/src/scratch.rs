@@ -1,6 +1,7 @@
-//! The run's scratch directory: ivshmem backing files (named by role), NVMe images, the
-//! console log, guest.json and testbed.json. Kept when the user named it, removed on drop
-//! otherwise, on every path (panic included).
+//! The run's scratch directory: ivshmem backing files (named by role), NVMe images,
+//! guest.json and testbed.json. Kept when the user named it (the console log then lives in
+//! it too); otherwise removed on drop on every path (panic included), and the console log
+//! lives beside it in `$TMPDIR/peerdma-testbed-logs/`, kept only when a run failed.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,6 +13,8 @@ use anyhow::{Context, Result};
 pub struct Scratch {
     path: PathBuf,
     keep: bool,
+    console: PathBuf,
+    keep_console: bool,
 }
 
 impl Scratch {
@@ -32,6 +35,17 @@ impl Scratch {
         std::fs::create_dir_all(&path)
             .with_context(|| format!("creating scratch directory {}", path.display()))?;
         let path = path.canonicalize()?;
+        let console = if keep {
+            path.join("console.log")
+        } else {
+            let logs = std::env::temp_dir().join("peerdma-testbed-logs");
+            std::fs::create_dir_all(&logs)
+                .with_context(|| format!("creating {}", logs.display()))?;
+            logs.join(format!(
+                "{}.console.log",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ))
+        };
         // Files from an earlier run in a kept scratch would confuse the host-side checks.
         for stale in [
             crate::manifest::MANIFEST_FILE,
@@ -39,7 +53,12 @@ impl Scratch {
         ] {
             let _ = std::fs::remove_file(path.join(stale));
         }
-        Ok(Scratch { path, keep })
+        Ok(Scratch {
+            path,
+            keep,
+            console,
+            keep_console: keep,
+        })
     }
 
     /// The directory.
@@ -47,9 +66,20 @@ impl Scratch {
         &self.path
     }
 
-    /// Keep the directory after drop (e.g. to debug a failed run).
+    /// Keep the directory after drop.
     pub fn keep(&mut self) {
         self.keep = true;
+        self.keep_console = true;
+    }
+
+    /// Where the kernel's console log goes.
+    pub fn console_log(&self) -> &Path {
+        &self.console
+    }
+
+    /// Keep the console log after drop (the run failed): the directory still goes.
+    pub fn keep_console(&mut self) {
+        self.keep_console = true;
     }
 
     /// Whether it is kept after drop.
@@ -62,6 +92,9 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.path);
+        }
+        if !self.keep_console {
+            let _ = std::fs::remove_file(&self.console);
         }
     }
 }

@@ -364,7 +364,7 @@ impl Testbed {
             scratch.path().join(GUEST_CONFIG_FILE),
             serde_json::to_string_pretty(&config)?,
         )?;
-        let console = scratch.path().join("console.log");
+        let console = scratch.console_log().to_path_buf();
         let mut accel = self.accel;
         let mut stalls = 0;
         loop {
@@ -374,7 +374,7 @@ impl Testbed {
                 Err(e) => {
                     // Keep the console log for whoever debugs this.
                     let mut scratch = scratch;
-                    scratch.keep();
+                    scratch.keep_console();
                     return Err(e);
                 }
             };
@@ -384,14 +384,12 @@ impl Testbed {
                 }
                 BootResult::Stalled(why) => {
                     stalls += 1;
-                    let kept = scratch.path().join(format!("console-stalled-{stalls}.log"));
+                    let kept = console.with_extension(format!("stalled-{stalls}.log"));
                     let _ = std::fs::rename(&console, &kept);
                     if stalls > BOOT_RETRIES {
-                        let mut scratch = scratch;
-                        scratch.keep();
                         bail!(
-                            "the guest failed to boot {stalls} times ({why}); console logs kept in {}",
-                            scratch.path().display()
+                            "the guest failed to boot {stalls} times ({why}); console logs kept: {}",
+                            kept.with_extension("*.log").display()
                         );
                     }
                     eprintln!(
@@ -544,7 +542,7 @@ impl Testbed {
                 || l.contains("BUG:")
                 || l.contains("general protection fault")
         }) {
-            scratch.keep();
+            scratch.keep_console();
             bail!(
                 "the guest kernel failed: {}\n(console log kept: {})",
                 line.trim(),
@@ -558,7 +556,7 @@ impl Testbed {
             .collect();
         let status_text =
             std::fs::read_to_string(scratch.path().join(EXIT_STATUS_FILE)).map_err(|_| {
-                scratch.keep();
+                scratch.keep_console();
                 anyhow::anyhow!(
                     "the guest powered off without running the command (no exit status); \
                      output so far:\n{output}\n(console log kept: {})",
@@ -570,7 +568,7 @@ impl Testbed {
         let manifest: Manifest = match std::fs::read_to_string(&manifest_path) {
             Ok(t) => serde_json::from_str(&t)?,
             Err(_) => {
-                scratch.keep();
+                scratch.keep_console();
                 bail!(
                     "the guest init failed before the command started:\n{output}\n(console log kept: {})",
                     console.display()

@@ -167,7 +167,18 @@ fn a_guest_panic_fails_the_run_and_keeps_the_console_log() {
         std::path::Path::new(log).exists(),
         "console log {log} not kept"
     );
-    let _ = std::fs::remove_dir_all(std::path::Path::new(log).parent().unwrap());
+    // The scratch (backing files and all) is gone; only the console log stays.
+    let name = std::path::Path::new(log)
+        .file_name()
+        .unwrap()
+        .to_string_lossy();
+    let scratch = std::env::temp_dir().join(name.trim_end_matches(".console.log"));
+    assert!(
+        !scratch.exists(),
+        "scratch {} left behind",
+        scratch.display()
+    );
+    let _ = std::fs::remove_file(log);
 }
 
 #[test]
