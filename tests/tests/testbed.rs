@@ -137,8 +137,17 @@ fn exit_status_and_output_come_back() {
     );
     // A temporary scratch disappears with the outcome.
     let scratch = out.scratch.path().to_path_buf();
+    let console = out.console_log.clone();
     assert!(scratch.join("testbed.json").exists());
+    assert!(std::fs::read_to_string(&console)
+        .unwrap()
+        .contains("Linux version"));
     drop(out);
+    assert!(
+        !console.exists(),
+        "console log of a good run {} left behind",
+        console.display()
+    );
     assert!(
         !scratch.exists(),
         "temporary scratch {} left behind",
