@@ -320,6 +320,12 @@ fn run_command(config: &GuestConfig) -> Result<i32> {
         .env("HOME", "/run/home")
         .env("TMPDIR", "/run/tmp")
         .env("PEERDMA_TESTBED", "1")
+        .envs(
+            config
+                .modules_root
+                .iter()
+                .map(|root| ("PEERDMA_MODULES_ROOT", root.as_os_str())),
+        )
         .env(
             "PEERDMA_MANIFEST",
             Path::new(GUEST_SCRATCH).join(MANIFEST_FILE),

@@ -68,9 +68,12 @@ fn stock_kernel_has_vfio_groups_but_no_iommufd() {
         &[
             "/bin/sh",
             "-c",
-            "! test -e /dev/iommu && ! test -e /dev/vfio/devices && ls /dev/vfio",
+            "! test -e /dev/iommu && ! test -e /dev/vfio/devices && ls /dev/vfio && \
+             ! test -e /sys/module/vgem && \
+             /usr/sbin/modprobe -d \"$PEERDMA_MODULES_ROOT\" vgem && test -e /sys/module/vgem",
         ],
     );
+    eprintln!("stock boot to test start: {:.2} s", out.boot_to_test_s);
     let m = &out.manifest;
     assert!(!m.iommufd, "stock kernel unexpectedly has /dev/iommu");
     assert!(!m.vfio_cdev);
