@@ -193,19 +193,24 @@ fn check(ep: &Endpoint, m: &GuardedMap, seed: u64, chunk: usize) -> Result<(), C
     }
 }
 
-/// Picks the engine and says why.
+/// Picks the engine (and, for iommufd, its device) and says why.
 fn choose_engine(
     req: &CopyRequest,
     src: &Endpoint,
     dst: &Endpoint,
-) -> Result<(EngineChoice, String), CopyError> {
+) -> Result<(EngineChoice, Option<Bdf>, String), CopyError> {
     match req.engine {
-        EngineChoice::Cpu => Ok((EngineChoice::Cpu, "requested with --engine cpu".into())),
+        EngineChoice::Cpu => Ok((
+            EngineChoice::Cpu,
+            None,
+            "requested with --engine cpu".into(),
+        )),
         EngineChoice::Iommufd => {
             iommufd::available()?;
             let bdf = iommufd::find_engine(req.via, &[src.bdf(), dst.bdf()])?;
             Ok((
                 EngineChoice::Iommufd,
+                Some(bdf),
                 format!("requested with --engine iommufd; engine device {bdf}"),
             ))
         }
@@ -228,7 +233,7 @@ fn choose_engine(
                 ),
                 Err(e) => format!("auto: cpu, the iommufd engine is unavailable ({e})"),
             };
-            Ok((EngineChoice::Cpu, why))
+            Ok((EngineChoice::Cpu, None, why))
         }
     }
 }
@@ -247,7 +252,7 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     let page = src.device.page_size();
     page_align_check("--src-offset", src.offset, page)?;
     page_align_check("--dst-offset", dst.offset, page)?;
-    let (engine, reason) = choose_engine(req, &src, &dst)?;
+    let (engine, engine_dev, reason) = choose_engine(req, &src, &dst)?;
     let size = match req.size {
         Some(s) => s,
         None => {
@@ -276,14 +281,13 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     let total = size * u64::from(req.iterations.max(1));
     let iterations = req.iterations.max(1);
     let mut via = None;
-    let mut dma = match engine {
-        EngineChoice::Iommufd => {
-            let bdf = iommufd::find_engine(req.via, &[src.bdf(), dst.bdf()])?;
+    let mut dma = match engine_dev {
+        Some(bdf) => {
             let e = iommufd::IommufdCopy::new(bdf, &src, &dst, size)?;
             via = Some(e.via());
             Some(e)
         }
-        _ => None,
+        None => None,
     };
     let start = Instant::now();
     let elapsed = std::thread::scope(|s| -> Result<Duration, CopyError> {
