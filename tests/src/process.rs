@@ -1,4 +1,5 @@
-//! What a guest-side test program counts about itself to prove nothing leaked.
+//! What a guest-side test program counts about itself to prove nothing leaked, and how it
+//! reports.
 
 /// The number of open file descriptors of this process.
 pub fn fd_count() -> usize {
@@ -12,6 +13,21 @@ pub fn map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .map(|m| m.lines().count())
         .unwrap_or(0)
+}
+
+/// A guest program's exit: its JSON report on stdout and success, or the error (named
+/// after `program`) on stderr and failure.
+pub fn report(program: &str, result: anyhow::Result<serde_json::Value>) -> std::process::ExitCode {
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{program}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

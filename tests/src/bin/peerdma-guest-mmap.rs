@@ -52,14 +52,5 @@ fn run() -> Result<serde_json::Value> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(v) => {
-            println!("{v}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("peerdma-guest-mmap: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    peerdma_testbed::process::report("peerdma-guest-mmap", run())
 }

@@ -114,14 +114,5 @@ fn run() -> Result<serde_json::Value> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(v) => {
-            println!("{v}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("peerdma-guest-p2pcopy: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    peerdma_testbed::process::report("peerdma-guest-p2pcopy", run())
 }
