@@ -2,7 +2,7 @@
 //! MSI-X mappable) joined with sysfs (physical base, memory/I/O, prefetchable,
 //! 64-bit).
 
-use crate::caps::SparseMmapArea;
+use crate::info_caps::SparseMmapArea;
 use crate::region::RegionInfo;
 use crate::sysfs::Resource;
 
@@ -100,7 +100,7 @@ impl Bar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::RegionCap;
+    use crate::info_caps::RegionCap;
     use crate::region::RegionFlags;
     use crate::sysfs::{IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH};
 

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fdinfo::FdInfo;
 use crate::info::{self, DeviceInfo};
 use crate::msix::MsixLayout;
-use crate::open::{self, Keep, OpenOptions, PassedFds};
+use crate::open::{self, Binding, OpenOptions, PassedFds};
 use crate::pci_caps::{self, FlrMethod, PciCap, PCI_BASE_ADDRESS_0};
 use crate::ranges::BarTarget;
 use crate::region::{is_bar, RegionInfo, VFIO_PCI_CONFIG_REGION_INDEX};
@@ -50,7 +50,7 @@ pub(crate) struct ConfigLayout {
 pub(crate) struct DeviceInner {
     // Declared first so it is closed first.
     pub(crate) fd: OwnedFd,
-    pub(crate) keep: Keep,
+    pub(crate) keep: Binding,
     pub(crate) bdf: Bdf,
     pub(crate) sys: Option<PciDevice>,
     pub(crate) info: DeviceInfo,
@@ -106,7 +106,7 @@ impl Device {
         Self::from_parts(bdf, fd, keep, sys)
     }
 
-    fn from_parts(bdf: Bdf, fd: OwnedFd, keep: Keep, sys: Option<PciDevice>) -> Result<Self> {
+    fn from_parts(bdf: Bdf, fd: OwnedFd, keep: Binding, sys: Option<PciDevice>) -> Result<Self> {
         let info = info::device_info(bdf, fd.as_fd())?;
         if !info.is_pci() {
             return Err(Error::NotPci {
@@ -160,8 +160,8 @@ impl Device {
     /// The access path the device was opened through.
     pub fn opened_via(&self) -> OpenedVia {
         match self.inner.keep {
-            Keep::Cdev { .. } => OpenedVia::Cdev,
-            Keep::Group { .. } => OpenedVia::Group,
+            Binding::Cdev { .. } => OpenedVia::Cdev,
+            Binding::Group { .. } => OpenedVia::Group,
         }
     }
 
@@ -169,8 +169,8 @@ impl Device {
     /// attach the device to an IOAS.
     pub fn iommufd(&self) -> Option<BorrowedFd<'_>> {
         match &self.inner.keep {
-            Keep::Cdev { iommufd, .. } => Some(iommufd.as_fd()),
-            Keep::Group { .. } => None,
+            Binding::Cdev { iommufd, .. } => Some(iommufd.as_fd()),
+            Binding::Group { .. } => None,
         }
     }
 
@@ -178,24 +178,24 @@ impl Device {
     /// when this library did the bind).
     pub fn devid(&self) -> Option<u32> {
         match &self.inner.keep {
-            Keep::Cdev { devid, .. } => *devid,
-            Keep::Group { .. } => None,
+            Binding::Cdev { devid, .. } => *devid,
+            Binding::Group { .. } => None,
         }
     }
 
     /// The container fd (group path), for `VFIO_IOMMU_MAP_DMA`.
     pub fn container(&self) -> Option<BorrowedFd<'_>> {
         match &self.inner.keep {
-            Keep::Group { container, .. } => container.as_ref().map(|fd| fd.as_fd()),
-            Keep::Cdev { .. } => None,
+            Binding::Group { container, .. } => container.as_ref().map(|fd| fd.as_fd()),
+            Binding::Cdev { .. } => None,
         }
     }
 
     /// The group fd (group path).
     pub fn group(&self) -> Option<BorrowedFd<'_>> {
         match &self.inner.keep {
-            Keep::Group { group, .. } => group.as_ref().map(|fd| fd.as_fd()),
-            Keep::Cdev { .. } => None,
+            Binding::Group { group, .. } => group.as_ref().map(|fd| fd.as_fd()),
+            Binding::Cdev { .. } => None,
         }
     }
 

@@ -37,7 +37,7 @@ pub(crate) fn dma_buf(errno: Errno) -> (&'static str, &'static str) {
         Errno::NOTTY => (
             "the kernel has no VFIO_DEVICE_FEATURE_DMA_BUF (before 6.19, or built without \
              CONFIG_VFIO_PCI_DMABUF, which needs PCI_P2PDMA and DMA_SHARED_BUFFER)",
-            "run a kernel that has it; Device::probe() tells in advance",
+            "run a kernel that has it; Device::supports_dma_buf() tells in advance",
         ),
         Errno::NOMEM => (
             "the kernel could not allocate the range list or the buffer",

@@ -51,7 +51,7 @@ fn fits_argsz(count: usize) -> bool {
 
 impl Device {
     /// Asks the kernel whether this device can export dma-bufs.
-    pub fn probe(&self) -> Result<DmaBufSupport> {
+    pub fn supports_dma_buf(&self) -> Result<DmaBufSupport> {
         match ioctl::device_feature_probe_get(self.fd(), VFIO_DEVICE_FEATURE_DMA_BUF) {
             Ok(()) => Ok(DmaBufSupport::Supported),
             Err(Errno::OPNOTSUPP) => Ok(DmaBufSupport::DriverLacksExport),
@@ -108,8 +108,8 @@ impl Device {
     }
 
     /// Exports `ranges` of BAR `region` as one dma-buf, `O_CLOEXEC | O_RDWR`.
-    pub fn export(&self, region: u32, ranges: &[DmaRange]) -> Result<DmaBuf> {
-        self.export_with(region, ranges, &ExportOptions::default())
+    pub fn export_dma_buf(&self, region: u32, ranges: &[DmaRange]) -> Result<DmaBuf> {
+        self.export_dma_buf_with(region, ranges, &ExportOptions::default())
     }
 
     /// Exports `ranges` of BAR `region` as one dma-buf, as `opts` says.
@@ -117,7 +117,7 @@ impl Device {
     /// Unless `opts.skip_validation`, the request is checked first and refused
     /// with the error the kernel would give (same errno). If the device's
     /// memory decode is off, the buffer is born revoked.
-    pub fn export_with(
+    pub fn export_dma_buf_with(
         &self,
         region: u32,
         ranges: &[DmaRange],

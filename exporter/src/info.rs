@@ -14,9 +14,9 @@ use peerdma_uapi::vfio::{
 };
 
 use crate::bdf::Bdf;
-use crate::caps::{self, DeviceCap};
 use crate::error::{Error, Result};
 use crate::explain;
+use crate::info_caps::{self, DeviceCap};
 use crate::ioctl;
 use crate::region::{region_name, RegionFlags, RegionInfo};
 
@@ -82,7 +82,7 @@ pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
         let bytes = buf
             .read_array_at::<u8>(0, buf.byte_len())
             .unwrap_or_default();
-        caps::device_caps(
+        info_caps::device_caps(
             &what,
             &bytes,
             header.cap_offset,
@@ -123,7 +123,7 @@ pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: u32) -> Result<Re
         let bytes = buf
             .read_array_at::<u8>(0, buf.byte_len())
             .unwrap_or_default();
-        caps::region_caps(
+        info_caps::region_caps(
             &what,
             &bytes,
             header.cap_offset,

@@ -5,7 +5,7 @@
 //! describes it, a [`Device`] opens it through one of the two VFIO access paths
 //! ([`open`]) and describes its regions and [`Bar`]s, [`ranges`] checks an
 //! export request with the kernel's own rules in the kernel's order, and
-//! [`Device::export`] yields a [`DmaBuf`] that any importer can borrow. The
+//! [`Device::export_dma_buf`] yields a [`DmaBuf`] that any importer can borrow. The
 //! device's [`RevokeState`] and [`RevokeEvent`]s follow what the kernel does to
 //! the buffers on memory-decode changes, resets, power-state changes and close.
 //!
@@ -16,8 +16,7 @@
 
 pub mod bar;
 pub mod bdf;
-pub mod caps;
-mod config;
+mod config_space;
 pub mod device;
 pub mod dmabuf;
 pub mod error;
@@ -25,6 +24,7 @@ mod explain;
 pub mod export;
 pub mod fdinfo;
 pub mod info;
+pub mod info_caps;
 mod ioctl;
 mod lifecycle;
 pub mod mmap;
@@ -38,13 +38,13 @@ pub mod sysfs;
 
 pub use bar::{Bar, BarKind};
 pub use bdf::Bdf;
-pub use caps::{DeviceCap, RegionCap, SparseMmapArea};
 pub use device::{Device, OpenedVia};
 pub use dmabuf::DmaBuf;
 pub use error::{Error, Result};
 pub use export::DmaBufSupport;
 pub use fdinfo::FdInfo;
 pub use info::DeviceInfo;
+pub use info_caps::{DeviceCap, RegionCap, SparseMmapArea};
 pub use mmap::{MappedRegion, MmioValue};
 pub use msix::{MsixLayout, MsixStructure};
 pub use open::{AccessPath, OpenOptions, PassedFds};

@@ -112,7 +112,7 @@ impl Default for OpenOptions {
 
 /// The access path a device was opened through, with what keeps it alive.
 #[derive(Debug)]
-pub(crate) enum Keep {
+pub(crate) enum Binding {
     /// cdev: the iommufd the device is bound to, and the device id (unknown
     /// when the caller bound it).
     Cdev {
@@ -228,12 +228,12 @@ fn bind(bdf: Bdf, device: &OwnedFd, iommufd: &OwnedFd) -> Result<u32> {
 }
 
 /// Opens the cdev named by `plan` and binds it to `iommufd`.
-fn open_cdev(bdf: Bdf, cdev: &Path, iommufd: OwnedFd) -> Result<(OwnedFd, Keep)> {
+fn open_cdev(bdf: Bdf, cdev: &Path, iommufd: OwnedFd) -> Result<(OwnedFd, Binding)> {
     let device = open_node(bdf, cdev, Node::Cdev)?;
     let devid = bind(bdf, &device, &iommufd)?;
     Ok((
         device,
-        Keep::Cdev {
+        Binding::Cdev {
             iommufd,
             devid: Some(devid),
         },
@@ -250,7 +250,7 @@ fn group_device(
     container: OwnedFd,
     noiommu: bool,
     container_is_fresh: bool,
-) -> Result<(OwnedFd, Keep)> {
+) -> Result<(OwnedFd, Binding)> {
     let status = ioctl::group_get_status(group.as_fd())
         .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_GET_STATUS"))?;
     if status & VFIO_GROUP_FLAGS_VIABLE == 0 {
@@ -299,7 +299,7 @@ fn group_device(
         .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_GET_DEVICE_FD"))?;
     Ok((
         device,
-        Keep::Group {
+        Binding::Group {
             group: Some(group),
             container: Some(container),
         },
@@ -314,7 +314,7 @@ pub(crate) fn open(
     bdf: Bdf,
     sys: Option<&PciDevice>,
     opts: OpenOptions,
-) -> Result<(OwnedFd, Keep)> {
+) -> Result<(OwnedFd, Binding)> {
     let OpenOptions {
         access,
         sysfs,
@@ -330,7 +330,7 @@ pub(crate) fn open(
     match passed {
         PassedFds::CdevBound { device, iommufd } => Ok((
             device,
-            Keep::Cdev {
+            Binding::Cdev {
                 iommufd,
                 devid: None,
             },
@@ -339,12 +339,12 @@ pub(crate) fn open(
             device,
             group,
             container,
-        } => Ok((device, Keep::Group { group, container })),
+        } => Ok((device, Binding::Group { group, container })),
         PassedFds::CdevUnbound { device, iommufd } => {
             let devid = bind(bdf, &device, &iommufd)?;
             Ok((
                 device,
-                Keep::Cdev {
+                Binding::Cdev {
                     iommufd,
                     devid: Some(devid),
                 },
@@ -606,7 +606,7 @@ mod tests {
         drop(fd);
         assert!(matches!(
             keep,
-            Keep::Group {
+            Binding::Group {
                 group: None,
                 container: None
             }

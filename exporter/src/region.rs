@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::caps::{RegionCap, SparseMmapArea};
+use crate::info_caps::{RegionCap, SparseMmapArea};
 
 pub use peerdma_uapi::vfio::{
     VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR5_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX,

@@ -262,7 +262,7 @@ fn run(args: &Args, out: &mut Outcome) -> Result<()> {
             }
         }
         let dmabuf = device
-            .export(bar, &[DmaRange::new(offset, length)])
+            .export_dma_buf(bar, &[DmaRange::new(offset, length)])
             .with_context(|| format!("exporting BAR{bar} {offset:#x}+{length:#x} of {bdf}"))?;
         r.insert(
             "source".into(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use peerdma_exporter::{Bdf, Device};
 
-use super::error::{attach_hint, Error, Result};
+use super::error::{attach_fix, Error, Result};
 use super::{ioctl, Ioas, IoasInner};
 
 /// A device attached to an IOAS (`VFIO_DEVICE_ATTACH_IOMMUFD_PT`): it can DMA
@@ -55,7 +55,7 @@ impl Ioas {
     /// Attaches a cdev `device` bound to this IOAS's iommufd.
     ///
     /// Attach before mapping IOVAs near the device's reserved regions: the
-    /// ranges are recomputed on attach, and [`Iova::Auto`](super::Iova::Auto)
+    /// ranges are recomputed on attach, and [`Iova::Guarded`](super::Iova::Guarded)
     /// stays out of them.
     pub fn attach(&self, device: &Device) -> Result<Attachment> {
         let bdf = device.bdf();
@@ -71,14 +71,14 @@ impl Ioas {
                 bdf,
                 ioas: self.inner.id,
                 errno,
-                hint: "could not duplicate the device fd",
+                fix: "could not duplicate the device fd",
             })?;
         let pt_id =
             ioctl::device_attach(dup.as_fd(), self.inner.id).map_err(|errno| Error::Attach {
                 bdf,
                 ioas: self.inner.id,
                 errno,
-                hint: attach_hint(errno),
+                fix: attach_fix(errno),
             })?;
         self.inner.state().ranges = None;
         Ok(Attachment {

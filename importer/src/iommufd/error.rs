@@ -40,7 +40,7 @@ fn reason_text(reason: &Option<RevokeReason>) -> String {
 #[non_exhaustive]
 pub enum Error {
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` failed.
-    #[error("{bdf}: VFIO_DEVICE_ATTACH_IOMMUFD_PT to IOAS {ioas} failed: {errno}; {hint}")]
+    #[error("{bdf}: VFIO_DEVICE_ATTACH_IOMMUFD_PT to IOAS {ioas} failed: {errno}; {fix}")]
     Attach {
         /// Device.
         bdf: Bdf,
@@ -49,7 +49,7 @@ pub enum Error {
         /// Kernel's errno.
         errno: Errno,
         /// What it usually means here.
-        hint: &'static str,
+        fix: &'static str,
     },
 
     /// The dma-buf was not exported by vfio-pci. In 7.2 iommufd maps a
@@ -141,7 +141,7 @@ pub enum Error {
 
     /// Anonymous memory for a host buffer could not be mapped.
     #[error("mmap of a {len:#x}-byte host buffer failed: {errno}")]
-    HostBuffer {
+    UserBuffer {
         /// Length asked for.
         len: u64,
         /// Kernel's errno.
@@ -150,7 +150,7 @@ pub enum Error {
 
     /// A host buffer access went past its end.
     #[error("host buffer access {offset:#x}+{len:#x} is past its end ({size:#x})")]
-    HostBufferBounds {
+    UserBufferBounds {
         /// Offset.
         offset: u64,
         /// Length.
@@ -160,7 +160,7 @@ pub enum Error {
     },
 
     /// An iommufd ioctl on an IOAS failed (the generic case).
-    #[error("{ioctl} on IOAS {ioas} failed: {errno}; {hint}")]
+    #[error("{ioctl} on IOAS {ioas} failed: {errno}; {fix}")]
     Ioctl {
         /// The ioctl.
         ioctl: &'static str,
@@ -169,7 +169,7 @@ pub enum Error {
         /// Kernel's errno.
         errno: Errno,
         /// What it usually means here.
-        hint: &'static str,
+        fix: &'static str,
     },
 
     /// No free IOVA window fits the mapping with its guard gaps under the limit.
@@ -196,7 +196,7 @@ pub enum Error {
     #[error(
         "IOAS {ioas}: IOVA {iova:#x}+{len:#x} ends past the DMA-mask limit {limit:#x}: the \
          device would truncate the address and DMA somewhere else; fix: pick an IOVA below \
-         the limit or use Iova::Auto"
+         the limit or use Iova::Guarded"
     )]
     IovaOverLimit {
         /// IOAS id.
@@ -212,7 +212,7 @@ pub enum Error {
     /// A fixed IOVA overlapping a mapping made through this IOAS.
     #[error(
         "IOAS {ioas}: IOVA {iova:#x}+{len:#x} overlaps the mapping at \
-         {existing:#x}+{existing_len:#x} [kernel: EEXIST]; fix: unmap it first or use Iova::Auto"
+         {existing:#x}+{existing_len:#x} [kernel: EEXIST]; fix: unmap it first or use Iova::Guarded"
     )]
     IovaOverlap {
         /// IOAS id.
@@ -231,7 +231,7 @@ pub enum Error {
     /// MSI window, or past the IOMMU's address width).
     #[error(
         "IOAS {ioas}: IOVA {iova:#x}+{len:#x} is not inside one usable range [{}] \
-         [kernel: ENOSPC/EINVAL]; fix: pick an IOVA inside a range or use Iova::Auto",
+         [kernel: ENOSPC/EINVAL]; fix: pick an IOVA inside a range or use Iova::Guarded",
         ranges_text(.ranges)
     )]
     IovaOutsideRanges {
@@ -264,7 +264,7 @@ pub enum Error {
     /// `IOMMU_IOAS_MAP` or `IOMMU_IOAS_MAP_FILE` failed (the generic case).
     #[error(
         "{ioctl} of {len:#x} bytes (source offset {offset:#x}) at IOVA {iova:#x} in IOAS \
-         {ioas} failed: {errno}; {hint}"
+         {ioas} failed: {errno}; {fix}"
     )]
     Map {
         /// The ioctl.
@@ -280,7 +280,7 @@ pub enum Error {
         /// Kernel's errno.
         errno: Errno,
         /// What it usually means here.
-        hint: &'static str,
+        fix: &'static str,
     },
 
     /// There is no `/dev/iommu`: the kernel has no iommufd.
@@ -319,7 +319,7 @@ impl Error {
             | Error::DmaBufForeign { errno, .. }
             | Error::DmaBufMultiRange { errno, .. }
             | Error::DmaBufRevoked { errno, .. }
-            | Error::HostBuffer { errno, .. }
+            | Error::UserBuffer { errno, .. }
             | Error::Ioctl { errno, .. }
             | Error::Map { errno, .. }
             | Error::OpenIommufd { errno, .. } => Some(*errno),
@@ -331,13 +331,13 @@ impl Error {
             Error::DeviceNotCdev { .. }
             | Error::DifferentIommufd { .. }
             | Error::ExporterMismatch { .. } => None,
-            Error::HostBufferBounds { .. } => None,
+            Error::UserBufferBounds { .. } => None,
         }
     }
 }
 
 /// What an errno from a map ioctl usually means.
-pub(crate) fn map_hint(errno: Errno) -> &'static str {
+pub(crate) fn map_fix(errno: Errno) -> &'static str {
     match errno {
         Errno::INVAL => {
             "the offset or length is not page aligned, the range runs past the end of the \
@@ -357,7 +357,7 @@ pub(crate) fn map_hint(errno: Errno) -> &'static str {
 }
 
 /// What an errno from `VFIO_DEVICE_ATTACH_IOMMUFD_PT` usually means.
-pub(crate) fn attach_hint(errno: Errno) -> &'static str {
+pub(crate) fn attach_fix(errno: Errno) -> &'static str {
     match errno {
         Errno::INVAL => "the device fd is not bound to an iommufd, or the id is not an IOAS",
         Errno::NOENT => "no such IOAS in the device's iommufd",

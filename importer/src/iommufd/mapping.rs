@@ -15,7 +15,7 @@ use peerdma_uapi::iommufd::{
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
-use super::error::{map_hint, Error, Result};
+use super::error::{map_fix, Error, Result};
 use super::iova::{FixedProblem, IovaRange};
 use super::{ioctl, Ioas, IoasInner};
 
@@ -25,9 +25,11 @@ const VFIO_EXP_NAME: &str = "vfio_pci_core";
 /// Where a mapping goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Iova {
-    /// The IOAS's allocator picks the lowest window with guard gaps on both
-    /// sides, inside the usable ranges and under the DMA-mask limit.
-    Auto,
+    /// peerdma's guarded placement (not the kernel's own IOVA allocation):
+    /// the lowest window with a guard gap on both sides, inside the usable
+    /// ranges and under the DMA-mask limit, then mapped with
+    /// `IOMMU_IOAS_MAP_FIXED_IOVA`.
+    Guarded,
     /// Exactly here (aligned, inside the usable ranges and the limit, not
     /// overlapping another mapping). No guard is enforced around it.
     Fixed(u64),
@@ -93,14 +95,14 @@ fn reserve(ioas: &IoasInner, iova: Iova, len: u64) -> Result<u64> {
             ioas: ioas.id,
             iova: match iova {
                 Iova::Fixed(v) => v,
-                Iova::Auto => 0,
+                Iova::Guarded => 0,
             },
             len,
             align,
         });
     }
     let at = match iova {
-        Iova::Auto => state
+        Iova::Guarded => state
             .alloc
             .find(ranges, align, len, placement)
             .ok_or_else(|| Error::IovaExhausted {
@@ -161,7 +163,7 @@ fn unmap(ioas: &IoasInner, iova: u64, len: u64) -> Result<()> {
             ioctl: "IOMMU_IOAS_UNMAP",
             ioas: ioas.id,
             errno,
-            hint: "nothing is mapped there any more, or a kernel user pins it",
+            fix: "nothing is mapped there any more, or a kernel user pins it",
         })
 }
 
@@ -198,7 +200,7 @@ fn map_file_error(
             len,
             offset,
             errno,
-            hint: map_hint(errno),
+            fix: map_fix(errno),
         },
     }
 }
@@ -492,9 +494,9 @@ impl Ioas {
         })
     }
 
-    /// Maps a [`HostBuffer`] (`IOMMU_IOAS_MAP`, which pins its pages) at
-    /// `iova`; the mapping owns the buffer until [`HostMapping::unmap`].
-    pub fn map_host(&self, buf: HostBuffer, iova: Iova, access: Access) -> Result<HostMapping> {
+    /// Maps a [`UserBuffer`] (`IOMMU_IOAS_MAP`, which pins its pages) at
+    /// `iova`; the mapping owns the buffer until [`UserMapping::unmap`].
+    pub fn map_host(&self, buf: UserBuffer, iova: Iova, access: Access) -> Result<UserMapping> {
         let ioas = &self.inner;
         let len = buf.len() as u64;
         let at = reserve(ioas, iova, len)?;
@@ -514,10 +516,10 @@ impl Ioas {
                 len,
                 offset: 0,
                 errno,
-                hint: map_hint(errno),
+                fix: map_fix(errno),
             });
         }
-        Ok(HostMapping {
+        Ok(UserMapping {
             ioas: Arc::clone(ioas),
             buf: Some(buf),
             iova: at,
@@ -530,19 +532,19 @@ impl Ioas {
 /// through copies ([`read`](Self::read), [`write`](Self::write)), never
 /// through references, because a device may write it at any time.
 #[derive(Debug)]
-pub struct HostBuffer {
+pub struct UserBuffer {
     ptr: NonNull<u8>,
     len: usize,
 }
 
 // SAFETY: the buffer is plain anonymous memory owned by this value; all access
 // is through raw-pointer copies bounded by `len`, which any thread may do.
-unsafe impl Send for HostBuffer {}
+unsafe impl Send for UserBuffer {}
 // SAFETY: shared access only copies bytes in and out through raw pointers;
 // concurrent writers race on the bytes (as a device does), not on memory safety.
-unsafe impl Sync for HostBuffer {}
+unsafe impl Sync for UserBuffer {}
 
-impl HostBuffer {
+impl UserBuffer {
     /// `len` bytes (rounded up to whole pages) of zeroed memory, populated.
     pub fn new(len: usize) -> Result<Self> {
         let page = rustix::param::page_size();
@@ -557,15 +559,15 @@ impl HostBuffer {
                 MapFlags::PRIVATE | MapFlags::POPULATE,
             )
         }
-        .map_err(|errno| Error::HostBuffer {
+        .map_err(|errno| Error::UserBuffer {
             len: len as u64,
             errno,
         })?;
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::HostBuffer {
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::UserBuffer {
             len: len as u64,
             errno: Errno::FAULT,
         })?;
-        Ok(HostBuffer { ptr, len })
+        Ok(UserBuffer { ptr, len })
     }
 
     /// Size in bytes (whole pages).
@@ -587,7 +589,7 @@ impl HostBuffer {
         if offset.checked_add(len).is_some_and(|end| end <= self.len) {
             Ok(())
         } else {
-            Err(Error::HostBufferBounds {
+            Err(Error::UserBufferBounds {
                 offset: offset as u64,
                 len: len as u64,
                 size: self.len as u64,
@@ -636,7 +638,7 @@ impl HostBuffer {
     }
 }
 
-impl Drop for HostBuffer {
+impl Drop for UserBuffer {
     fn drop(&mut self) {
         // SAFETY: ptr/len are what mmap returned; nothing else unmaps them and
         // no reference into the mapping exists. If an IOAS still pins the
@@ -645,16 +647,16 @@ impl Drop for HostBuffer {
     }
 }
 
-/// A [`HostBuffer`] mapped in an IOAS (`IOMMU_IOAS_MAP`); unmapped on drop.
+/// A [`UserBuffer`] mapped in an IOAS (`IOMMU_IOAS_MAP`); unmapped on drop.
 #[derive(Debug)]
-pub struct HostMapping {
+pub struct UserMapping {
     ioas: Arc<IoasInner>,
-    buf: Option<HostBuffer>,
+    buf: Option<UserBuffer>,
     iova: u64,
     access: Access,
 }
 
-impl HostMapping {
+impl UserMapping {
     /// The IOVA devices use.
     pub fn iova(&self) -> u64 {
         self.iova
@@ -676,14 +678,14 @@ impl HostMapping {
     }
 
     /// The buffer, for CPU access.
-    pub fn buffer(&self) -> &HostBuffer {
+    pub fn buffer(&self) -> &UserBuffer {
         self.buf
             .as_ref()
-            .expect("a HostMapping holds its buffer until unmapped")
+            .expect("a UserMapping holds its buffer until unmapped")
     }
 
     /// Unmaps now and gives the buffer back.
-    pub fn unmap(mut self) -> Result<HostBuffer> {
+    pub fn unmap(mut self) -> Result<UserBuffer> {
         let len = self.len();
         unmap(&self.ioas, self.iova, len)?;
         release(&self.ioas, self.iova);
@@ -691,7 +693,7 @@ impl HostMapping {
     }
 }
 
-impl Drop for HostMapping {
+impl Drop for UserMapping {
     fn drop(&mut self) {
         let Some(buf) = &self.buf else {
             return;
@@ -709,7 +711,7 @@ mod tests {
     #[test]
     fn host_buffer_rounds_to_pages_and_checks_bounds() {
         let page = rustix::param::page_size();
-        let b = HostBuffer::new(100).unwrap();
+        let b = UserBuffer::new(100).unwrap();
         assert_eq!(b.len(), page);
         assert!(b.to_vec().iter().all(|&x| x == 0));
         b.write(10, &[1, 2, 3]).unwrap();
@@ -718,11 +720,11 @@ mod tests {
         assert_eq!(out, [1, 2, 3]);
         assert!(matches!(
             b.write(page - 1, &[0, 0]),
-            Err(Error::HostBufferBounds { .. })
+            Err(Error::UserBufferBounds { .. })
         ));
         assert!(matches!(
             b.read(usize::MAX, &mut out),
-            Err(Error::HostBufferBounds { .. })
+            Err(Error::UserBufferBounds { .. })
         ));
         b.fill(0xab);
         assert!(b.to_vec().iter().all(|&x| x == 0xab));

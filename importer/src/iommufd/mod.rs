@@ -11,7 +11,7 @@
 //!    mask and longest transfer, and [`Ioas::attach`] the engine;
 //! 3. map the peer's BAR dma-buf ([`Ioas::map_vfio_dmabuf`], or
 //!    [`Ioas::map_dmabuf`] for any fd) and host memory ([`Ioas::map_host`]);
-//!    each [`Iova::Auto`] mapping gets an unmapped guard gap on both sides, so
+//!    each [`Iova::Guarded`] mapping gets an unmapped guard gap on both sides, so
 //!    a DMA that overruns a buffer faults in the IOMMU instead of landing in
 //!    its neighbour;
 //! 4. the engine DMAs between the IOVAs.
@@ -43,7 +43,7 @@ use rustix::io::Errno;
 pub use attach::Attachment;
 pub use error::{Error, Result};
 pub use iova::{IovaRange, Placement, DEFAULT_GUARD};
-pub use mapping::{Access, DmaBufMapping, HostBuffer, HostMapping, Iova, MappingState};
+pub use mapping::{Access, DmaBufMapping, Iova, MappingState, UserBuffer, UserMapping};
 
 use iova::Allocator;
 
@@ -91,7 +91,7 @@ impl Iommufd {
             ioctl: "F_DUPFD_CLOEXEC",
             ioas: 0,
             errno,
-            hint: "the process is out of file descriptors",
+            fix: "the process is out of file descriptors",
         })?;
         Ok(Self::from_fd(dup))
     }
@@ -103,7 +103,7 @@ impl Iommufd {
             ioctl: "F_DUPFD_CLOEXEC",
             ioas: 0,
             errno,
-            hint: "the process is out of file descriptors",
+            fix: "the process is out of file descriptors",
         })
     }
 
@@ -119,7 +119,7 @@ impl Iommufd {
             ioctl: "F_GETFL/F_SETFL",
             ioas: 0,
             errno,
-            hint: "an fd is not open",
+            fix: "an fd is not open",
         };
         let mine = self.fd.as_fd();
         let before = rustix::fs::fcntl_getfl(mine).map_err(err)?;
@@ -186,7 +186,7 @@ impl IoasInner {
                 ioctl: "IOMMU_IOAS_IOVA_RANGES",
                 ioas: self.id,
                 errno,
-                hint: "the IOAS is gone",
+                fix: "the IOAS is gone",
             })?;
         let page = rustix::param::page_size() as u64;
         let align = align.max(page).next_power_of_two();
@@ -232,7 +232,7 @@ impl Ioas {
             ioctl: "IOMMU_IOAS_ALLOC",
             ioas: 0,
             errno,
-            hint: if errno == Errno::NOTTY {
+            fix: if errno == Errno::NOTTY {
                 "the fd is not an iommufd"
             } else {
                 "the kernel could not allocate the IOAS"

@@ -55,7 +55,7 @@ pub enum VulkanError {
 
     /// The physical device lacks an extension that dma-buf import needs.
     #[error(
-        "{device} (driver {driver}) cannot import dma-bufs: it lacks {}. {hint}",
+        "{device} (driver {driver}) cannot import dma-bufs: it lacks {}. {fix}",
         missing.join(" and ")
     )]
     DmaBufImportUnsupported {
@@ -66,7 +66,7 @@ pub enum VulkanError {
         /// The missing extensions.
         missing: Vec<&'static str>,
         /// What to do instead.
-        hint: String,
+        fix: String,
     },
 
     /// An fd operation on the dma-buf failed.

@@ -179,7 +179,7 @@ impl PhysicalDeviceInfo {
 
     /// The error for a device that cannot import dma-bufs, with the advice that fits.
     pub(super) fn import_unsupported(&self) -> VulkanError {
-        let hint = if self.is_nvidia_proprietary() {
+        let fix = if self.is_nvidia_proprietary() {
             "NVIDIA's proprietary driver has no dma-buf import in Vulkan (it imports only \
              opaque fds from its own allocations); use Mesa's NVK (nouveau) or CUDA's \
              cudaImportExternalMemory for this GPU"
@@ -201,7 +201,7 @@ impl PhysicalDeviceInfo {
             device: self.name.clone(),
             driver: self.driver_label(),
             missing: self.missing_for_import(),
-            hint,
+            fix,
         }
     }
 

@@ -473,7 +473,7 @@ fn scenario_open(a: &Args, d: &ManifestDevice) {
             "devid": dev.devid(),
             "supports_reset": dev.info().supports_reset(),
             "num_regions": dev.info().num_regions,
-            "probe": state_json(dev.probe()),
+            "probe": state_json(dev.supports_dma_buf()),
             "page_size": dev.page_size(),
             "bars": dev.bars().map(|bars| bars.iter().map(|b| json!({
                 "index": b.index, "size": b.size(), "memory": b.is_memory(), "mappable": b.is_mappable(),
@@ -516,7 +516,7 @@ fn scenario_handover(a: &Args, d: &ManifestDevice) -> Result<()> {
         Ok(dev) => json!({
             "ok": true,
             "opened_via": format!("{:?}", dev.opened_via()),
-            "exports": dev.export(export_bar(dev)?.0, &[DmaRange::new(0, dev.page_size())]).is_ok(),
+            "exports": dev.export_dma_buf(export_bar(dev)?.0, &[DmaRange::new(0, dev.page_size())]).is_ok(),
         }),
         Err(e) => err_json(e),
     };
@@ -580,7 +580,7 @@ fn scenario_exports(a: &Args, d: &ManifestDevice, dev: &Device) -> Result<()> {
     for (what, ranges) in cases {
         let before = fds();
         let sum: u64 = ranges.iter().map(|r| r.length).sum();
-        let r = dev.export(bar, &ranges);
+        let r = dev.export_dma_buf(bar, &ranges);
         let mut f = json!({
             "what": what, "bar": bar, "bar_size": size, "nr_ranges": ranges.len(),
             "ranges_sum": sum, "page_size": page,
@@ -635,11 +635,11 @@ fn scenario_exports(a: &Args, d: &ManifestDevice, dev: &Device) -> Result<()> {
 /// One rule: the library's refusal, then the kernel's answer to the same request.
 fn rule(a: &Args, d: &ManifestDevice, dev: &Device, name: &str, region: u32, ranges: &[DmaRange]) {
     let before = fds();
-    let lib = dev.export(region, ranges);
+    let lib = dev.export_dma_buf(region, ranges);
     let lib_json = export_json(&lib);
     drop(lib);
     let mid = fds();
-    let kernel = dev.export_with(region, ranges, &skip());
+    let kernel = dev.export_dma_buf_with(region, ranges, &skip());
     let kernel_json = export_json(&kernel);
     drop(kernel);
     emit(
@@ -722,10 +722,10 @@ fn scenario_errors(a: &Args, d: &ManifestDevice, dev: &Device, c: Option<&CLib>)
         let table_page = u64::from(msix.table_offset) / page * page;
         let ranges = [p(table_page, page)];
         let before = fds();
-        let strict = dev.export(region, &ranges);
+        let strict = dev.export_dma_buf(region, &ranges);
         let strict_json = export_json(&strict);
         drop(strict);
-        let allowed = dev.export_with(
+        let allowed = dev.export_dma_buf_with(
             region,
             &ranges,
             &ExportOptions {
@@ -851,7 +851,7 @@ fn scenario_revoke(
     let page = dev.page_size();
     let (bar, _) = export_bar(&dev)?;
     let events = dev.subscribe();
-    let buf = dev.export(bar, &[DmaRange::new(0, page)])?;
+    let buf = dev.export_dma_buf(bar, &[DmaRange::new(0, page)])?;
     step(
         a,
         d,
@@ -872,7 +872,7 @@ fn scenario_revoke(
         "decode off",
         unit_json(r),
     );
-    let born = dev.export(bar, &[DmaRange::new(0, page)]);
+    let born = dev.export_dma_buf(bar, &[DmaRange::new(0, page)]);
     let born = match born {
         Ok(b) => b,
         Err(e) => {
@@ -955,7 +955,7 @@ fn scenario_iommufd(a: &Args, d: &ManifestDevice, dev: &Device, kp: &KernelProbe
     let page = dev.page_size();
     let (bar, size) = export_bar(dev)?;
     let mut f = json!({"bar": bar});
-    let one = dev.export(bar, &[DmaRange::new(0, 2 * page)])?;
+    let one = dev.export_dma_buf(bar, &[DmaRange::new(0, 2 * page)])?;
     let map = |buf: &DmaBuf, start, len| -> Value {
         match kp.map_file(buf.as_fd(), start, len) {
             Ok(iova) => {
@@ -970,7 +970,7 @@ fn scenario_iommufd(a: &Args, d: &ManifestDevice, dev: &Device, kp: &KernelProbe
     f["unaligned_start"] = map(&one, page / 2, page);
     f["unaligned_length"] = map(&one, 0, page / 2);
     f["longer_than_buffer"] = map(&one, 0, 3 * page);
-    let three = dev.export(
+    let three = dev.export_dma_buf(
         bar,
         &[
             DmaRange::new(0, page),
@@ -1043,14 +1043,14 @@ fn scenario_leaks(a: &Args, d: &ManifestDevice) -> Result<()> {
             DmaRange::new(2 * page, page),
             DmaRange::new(4 * page, page),
         ];
-        drop(dev.export(bar, &ranges)?);
+        drop(dev.export_dma_buf(bar, &ranges)?);
         let bad = [DmaRange::new(page / 2, page)];
         anyhow::ensure!(
-            dev.export(bar, &bad).is_err(),
+            dev.export_dma_buf(bar, &bad).is_err(),
             "an unaligned export succeeded"
         );
         anyhow::ensure!(
-            dev.export_with(bar, &bad, &skip()).is_err(),
+            dev.export_dma_buf_with(bar, &bad, &skip()).is_err(),
             "the kernel took an unaligned export"
         );
         Ok(())
@@ -1073,7 +1073,7 @@ fn scenario_leaks(a: &Args, d: &ManifestDevice) -> Result<()> {
         DmaRange::new(4 * page, page),
     ];
     for _ in 0..a.cycles {
-        drop(dev.export(bar, &ranges)?);
+        drop(dev.export_dma_buf(bar, &ranges)?);
     }
     let export_time = t.elapsed();
     let fd_cycles = fds();
@@ -1081,8 +1081,8 @@ fn scenario_leaks(a: &Args, d: &ManifestDevice) -> Result<()> {
     let bad = [DmaRange::new(page / 2, page)];
     let mut refused = 0u32;
     for _ in 0..failed {
-        refused += u32::from(dev.export(bar, &bad).is_err());
-        refused += u32::from(dev.export_with(bar, &bad, &skip()).is_err());
+        refused += u32::from(dev.export_dma_buf(bar, &bad).is_err());
+        refused += u32::from(dev.export_dma_buf_with(bar, &bad, &skip()).is_err());
     }
     let fd_failed = fds();
     drop(dev);
@@ -1142,7 +1142,7 @@ fn scenario_bench(a: &Args, d: &ManifestDevice, c: &CLib) -> Result<()> {
             let mut total = Duration::ZERO;
             for _ in 0..batch {
                 let t = Instant::now();
-                let buf = dev.export_with(bar, &ranges, opts)?;
+                let buf = dev.export_dma_buf_with(bar, &ranges, opts)?;
                 total += t.elapsed();
                 drop(buf);
             }

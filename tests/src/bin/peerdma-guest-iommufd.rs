@@ -32,8 +32,8 @@ use peerdma_exporter::{
     AccessPath, Bdf, Device, DmaBuf, DmaRange, MappedRegion, OpenOptions, PassedFds, RevokeReason,
 };
 use peerdma_importer::iommufd::{
-    self, Access, Attachment, DmaBufMapping, HostBuffer, HostMapping, Ioas, Iommufd, Iova,
-    MappingState, Placement,
+    self, Access, Attachment, DmaBufMapping, Ioas, Iommufd, Iova, MappingState, Placement,
+    UserBuffer, UserMapping,
 };
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::pattern;
@@ -122,8 +122,8 @@ fn setup(m: &Manifest) -> Result<Rig> {
 }
 
 impl Rig {
-    fn export(&self, offset: u64, len: u64) -> Result<DmaBuf> {
-        Ok(self.ivshmem.export(
+    fn export_dma_buf(&self, offset: u64, len: u64) -> Result<DmaBuf> {
+        Ok(self.ivshmem.export_dma_buf(
             2,
             &[DmaRange {
                 offset,
@@ -138,10 +138,10 @@ impl Rig {
             .map_vfio_dmabuf(&self.ivshmem, buf, 0, buf.size(), iova, Access::ReadWrite)?)
     }
 
-    fn host(&self, len: u64, access: Access) -> Result<HostMapping> {
+    fn host(&self, len: u64, access: Access) -> Result<UserMapping> {
         Ok(self
             .ioas
-            .map_host(HostBuffer::new(len as usize)?, Iova::Auto, access)?)
+            .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, access)?)
     }
 
     /// Loads edu's buffer with `seed`'s pattern through a host mapping.
@@ -232,8 +232,8 @@ fn host_to_bar(rig: &mut Rig) -> Result<Value> {
     let mut data = vec![0u8; EDU_BUF as usize];
     pattern::fill(seed, 0, &mut data);
     host.buffer().write(0, &data)?;
-    let buf = rig.export(at::HOST_TO_BAR, MIB)?;
-    let bar = rig.map_bar(&buf, Iova::Auto)?;
+    let buf = rig.export_dma_buf(at::HOST_TO_BAR, MIB)?;
+    let bar = rig.map_bar(&buf, Iova::Guarded)?;
     let to = rig.edu.load(host.iova(), 0, EDU_BUF)?;
     let from = rig
         .edu
@@ -257,10 +257,15 @@ fn host_to_bar(rig: &mut Rig) -> Result<Value> {
 fn bar_to_host(rig: &mut Rig) -> Result<Value> {
     let seed = 0x2002;
     rig.bar_write_pattern(seed, at::BAR_TO_HOST, EDU_BUF)?;
-    let buf = rig.export(at::BAR_TO_HOST, at::SMALL)?;
-    let bar =
-        rig.ioas
-            .map_vfio_dmabuf(&rig.ivshmem, &buf, 0, at::SMALL, Iova::Auto, Access::Read)?;
+    let buf = rig.export_dma_buf(at::BAR_TO_HOST, at::SMALL)?;
+    let bar = rig.ioas.map_vfio_dmabuf(
+        &rig.ivshmem,
+        &buf,
+        0,
+        at::SMALL,
+        Iova::Guarded,
+        Access::Read,
+    )?;
     let host = rig.host(2 * EDU_BUF, Access::Write)?;
     let report = rig.edu.copy(bar.iova(), host.iova() + EDU_BUF, EDU_BUF)?;
     let got = host.buffer().to_vec();
@@ -285,16 +290,16 @@ fn guard(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
     let sentinel = 0x3eee;
     let half = EDU_BUF / 2;
     // Guarded pair: both automatic.
-    let a_buf = rig.export(at::GUARD, at::SMALL)?;
-    let b_buf = rig.export(at::GUARD + at::SMALL, at::SMALL)?;
+    let a_buf = rig.export_dma_buf(at::GUARD, at::SMALL)?;
+    let b_buf = rig.export_dma_buf(at::GUARD + at::SMALL, at::SMALL)?;
     // Control pair: the second one fixed right after the first.
-    let c_buf = rig.export(at::CONTROL, at::SMALL)?;
-    let d_buf = rig.export(at::CONTROL + at::SMALL, at::SMALL)?;
+    let c_buf = rig.export_dma_buf(at::CONTROL, at::SMALL)?;
+    let d_buf = rig.export_dma_buf(at::CONTROL + at::SMALL, at::SMALL)?;
     rig.bar_write_pattern(sentinel, at::GUARD + at::SMALL, EDU_BUF)?;
     rig.bar_write_pattern(sentinel, at::CONTROL + at::SMALL, EDU_BUF)?;
-    let a = rig.map_bar(&a_buf, Iova::Auto)?;
-    let b = rig.map_bar(&b_buf, Iova::Auto)?;
-    let c = rig.map_bar(&c_buf, Iova::Auto)?;
+    let a = rig.map_bar(&a_buf, Iova::Guarded)?;
+    let b = rig.map_bar(&b_buf, Iova::Guarded)?;
+    let c = rig.map_bar(&c_buf, Iova::Guarded)?;
     let d = rig.map_bar(&d_buf, Iova::Fixed(c.iova() + at::SMALL))?;
     let gap = b.iova() - (a.iova() + a.len());
     rig.load_edu(seed)?;
@@ -338,10 +343,10 @@ fn guard(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
 /// Memory decode off kills the mapping; decode on leaves it dead; remap revives it.
 fn revoke(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
     let seeds = [0x4001u64, 0x4002, 0x4003, 0x4004, 0x4005];
-    let e_buf = rig.export(at::REVOKE, at::SMALL)?;
-    let f_buf = rig.export(at::REVOKE + at::SMALL, at::SMALL)?;
-    let mut e = rig.map_bar(&e_buf, Iova::Auto)?;
-    let mut f = rig.map_bar(&f_buf, Iova::Auto)?;
+    let e_buf = rig.export_dma_buf(at::REVOKE, at::SMALL)?;
+    let f_buf = rig.export_dma_buf(at::REVOKE + at::SMALL, at::SMALL)?;
+    let mut e = rig.map_bar(&e_buf, Iova::Guarded)?;
+    let mut f = rig.map_bar(&f_buf, Iova::Guarded)?;
     let iova_before = e.iova();
     let mut steps = Vec::new();
     let state = |m: &mut DmaBufMapping<&DmaBuf>| format!("{:?}", m.state());
@@ -364,7 +369,7 @@ fn revoke(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
     );
     // A new map and a remap of the revoked buffer: ENODEV, explained.
     let new_map = rig
-        .map_bar(&e_buf, Iova::Auto)
+        .map_bar(&e_buf, Iova::Guarded)
         .err()
         .map(|e| format!("{e:#}"));
     let f_remap = f.remap().err();
@@ -443,7 +448,7 @@ fn errors(rig: &mut Rig) -> Result<Value> {
     };
     // Multi-range buffer: the kernel's EOPNOTSUPP, explained (generic path), and the
     // same error predicted by the vfio-aware path.
-    let multi = rig.ivshmem.export(
+    let multi = rig.ivshmem.export_dma_buf(
         2,
         &[
             DmaRange {
@@ -464,7 +469,7 @@ fn errors(rig: &mut Rig) -> Result<Value> {
         "multi_range_kernel".into(),
         describe(
             rig.ioas
-                .map_dmabuf(&multi, 0, 12 * KIB, Iova::Auto, Access::ReadWrite)
+                .map_dmabuf(&multi, 0, 12 * KIB, Iova::Guarded, Access::ReadWrite)
                 .map(drop),
         ),
     );
@@ -477,7 +482,7 @@ fn errors(rig: &mut Rig) -> Result<Value> {
                     &multi,
                     0,
                     12 * KIB,
-                    Iova::Auto,
+                    Iova::Guarded,
                     Access::ReadWrite,
                 )
                 .map(drop),
@@ -490,7 +495,7 @@ fn errors(rig: &mut Rig) -> Result<Value> {
                 "foreign_exporter".into(),
                 describe(
                     rig.ioas
-                        .map_dmabuf(&u.dmabuf(), 0, 64 * KIB, Iova::Auto, Access::ReadWrite)
+                        .map_dmabuf(&u.dmabuf(), 0, 64 * KIB, Iova::Guarded, Access::ReadWrite)
                         .map(drop),
                 ),
             );
@@ -499,7 +504,7 @@ fn errors(rig: &mut Rig) -> Result<Value> {
             out.insert("foreign_exporter".into(), json!({"skipped": e.to_string()}));
         }
     }
-    let buf = rig.export(at::MULTI + MIB, at::SMALL)?;
+    let buf = rig.export_dma_buf(at::MULTI + MIB, at::SMALL)?;
     // Past edu's 28-bit DMA mask.
     out.insert(
         "over_dma_mask".into(),
@@ -519,7 +524,7 @@ fn errors(rig: &mut Rig) -> Result<Value> {
         ),
     );
     // Overlapping an existing mapping.
-    let held = rig.map_bar(&buf, Iova::Auto)?;
+    let held = rig.map_bar(&buf, Iova::Guarded)?;
     out.insert(
         "overlap".into(),
         describe(
@@ -534,7 +539,7 @@ fn errors(rig: &mut Rig) -> Result<Value> {
         "past_end".into(),
         describe(
             rig.ioas
-                .map_dmabuf(&buf, 0, 2 * at::SMALL, Iova::Auto, Access::ReadWrite)
+                .map_dmabuf(&buf, 0, 2 * at::SMALL, Iova::Guarded, Access::ReadWrite)
                 .map(drop),
         ),
     );
@@ -565,7 +570,7 @@ fn errors(rig: &mut Rig) -> Result<Value> {
             ),
         );
         // Automatic placement in the same IOAS skips the hole and IOVA 0.
-        let auto = wide.map_dmabuf(&buf, 0, at::SMALL, Iova::Auto, Access::ReadWrite)?;
+        let auto = wide.map_dmabuf(&buf, 0, at::SMALL, Iova::Guarded, Access::ReadWrite)?;
         out.insert("wide_auto_iova".into(), json!(auto.iova()));
         out.insert("wide_ranges".into(), json!(wide.iova_ranges()?.0));
     }
@@ -633,7 +638,7 @@ fn stock(m: &Manifest) -> Result<Value> {
     );
     // The exporter still works here (group path): the buffer exists, nothing imports it.
     let ivs = Device::open(bdf_of(m, "ivshmem0")?)?;
-    let buf = ivs.export(
+    let buf = ivs.export_dma_buf(
         2,
         &[DmaRange {
             offset: 0,
@@ -688,9 +693,9 @@ fn bench(rig: &mut Rig, opts: &Opts) -> Result<Value> {
     let lib = opts.c_lib.as_ref().context("bench needs --c-lib PATH")?;
     let c_map_unmap = load_c(lib)?;
     let len = opts.len;
-    let buf = rig.export(at::BENCH, len)?;
+    let buf = rig.export_dma_buf(at::BENCH, len)?;
     // A fixed IOVA inside the usable range, clear of everything else.
-    let probe = rig.map_bar(&buf, Iova::Auto)?;
+    let probe = rig.map_bar(&buf, Iova::Guarded)?;
     let iova = probe.iova();
     drop(probe);
     let (ifd, bfd, ioas) = (
@@ -719,10 +724,10 @@ fn bench(rig: &mut Rig, opts: &Opts) -> Result<Value> {
     let (mut rf, mut ra, mut cc) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..warmup + opts.iters {
         let (f, a, k) = if i % 2 == 0 {
-            (rust(Iova::Fixed(iova))?, rust(Iova::Auto)?, c()?)
+            (rust(Iova::Fixed(iova))?, rust(Iova::Guarded)?, c()?)
         } else {
             let k = c()?;
-            let a = rust(Iova::Auto)?;
+            let a = rust(Iova::Guarded)?;
             (rust(Iova::Fixed(iova))?, a, k)
         };
         if i >= warmup {

@@ -123,16 +123,22 @@ impl<'a> IommufdCopy<'a> {
         let export = |ep: &Endpoint| -> Result<DmaBuf, CopyError> {
             Ok(ep
                 .device
-                .export(ep.bar.index, &[DmaRange::new(ep.offset, size)])?)
+                .export_dma_buf(ep.bar.index, &[DmaRange::new(ep.offset, size)])?)
         };
-        let src_map =
-            ioas.map_vfio_dmabuf(&src.device, export(src)?, 0, size, Iova::Auto, Access::Read)?;
+        let src_map = ioas.map_vfio_dmabuf(
+            &src.device,
+            export(src)?,
+            0,
+            size,
+            Iova::Guarded,
+            Access::Read,
+        )?;
         let dst_map = ioas.map_vfio_dmabuf(
             &dst.device,
             export(dst)?,
             0,
             size,
-            Iova::Auto,
+            Iova::Guarded,
             Access::Write,
         )?;
         Ok(IommufdCopy {

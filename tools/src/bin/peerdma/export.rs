@@ -57,7 +57,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if args.hold {
         signals.thread_block().context("blocking SIGINT/SIGTERM")?;
     }
-    let buf = device.export_with(args.bar, &ranges, &opts)?;
+    let buf = device.export_dma_buf_with(args.bar, &ranges, &opts)?;
     let info = buf.fdinfo()?;
     let state = buf.state()?;
     let fd = buf.as_fd().as_raw_fd();

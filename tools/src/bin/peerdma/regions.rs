@@ -63,7 +63,7 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
             "pba_len": m.pba_len(),
         })
     });
-    let support = device.probe()?;
+    let support = device.supports_dma_buf()?;
     let state = device.revoke_state()?;
     let out = json!({
         "bdf": bdf.to_string(),
