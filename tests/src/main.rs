@@ -49,6 +49,13 @@ enum Cmd {
         #[arg(long, default_value = "reference")]
         kernel: KernelChoice,
     },
+    /// Install the host packages a suite needs when missing (as root; else print the
+    /// commands): `vulkan` (libvulkan1, Mesa's lavapipe from backports).
+    HostPackages {
+        /// Which set.
+        #[arg(value_parser = ["vulkan"])]
+        set: String,
+    },
     /// Internal: the guest's init (run automatically as PID 1 in the VM).
     #[command(hide = true)]
     GuestInit,
@@ -182,6 +189,11 @@ fn real_main() -> Result<u8> {
                     "cache_bytes": peerdma_testbed::cache::du(&peerdma_testbed::cache::dir()?),
                 })
             );
+            Ok(0)
+        }
+        Cmd::HostPackages { set } => {
+            debug_assert_eq!(set, "vulkan");
+            peerdma_testbed::host::ensure_packages(peerdma_testbed::host::VULKAN)?;
             Ok(0)
         }
         Cmd::GuestInit => peerdma_testbed::guest::run_as_init(),

@@ -57,6 +57,13 @@ impl Ioas {
     /// Attach before mapping IOVAs near the device's reserved regions: the
     /// ranges are recomputed on attach, and [`Iova::Guarded`](super::Iova::Guarded)
     /// stays out of them.
+    ///
+    /// # Errors
+    /// - [`Error::DeviceNotCdev`]: the device was opened through a VFIO group.
+    /// - [`Error::DifferentIommufd`]: the device is bound to another iommufd.
+    /// - [`Error::Ioctl`]: comparing the two iommufd fds failed.
+    /// - [`Error::Attach`]: duplicating the device fd or
+    ///   `VFIO_DEVICE_ATTACH_IOMMUFD_PT` failed (the errno and its fix).
     pub fn attach(&self, device: &Device) -> Result<Attachment> {
         let bdf = device.bdf();
         let bound = device.iommufd().ok_or(Error::DeviceNotCdev { bdf })?;
