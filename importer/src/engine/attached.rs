@@ -83,7 +83,12 @@ impl AttachedEngine {
     }
 
     /// The engine.
-    pub fn engine(&mut self) -> &mut (dyn DmaEngine + Send) {
+    pub fn engine(&self) -> &(dyn DmaEngine + Send) {
+        self.engine.as_ref()
+    }
+
+    /// The engine, to start transfers.
+    pub fn engine_mut(&mut self) -> &mut (dyn DmaEngine + Send) {
         self.engine.as_mut()
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use peerdma_exporter::{AccessPath, Bdf};
 use peerdma_testbed::manifest::Manifest;
-use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, EngineChoice};
+use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, PathChoice};
 
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 
@@ -29,8 +29,7 @@ fn request(src: Bdf, dst: Bdf) -> CopyRequest {
         size: Some(1 << 20),
         chunk: 1 << 20,
         iterations: 1,
-        engine: EngineChoice::Cpu,
-        via: None,
+        path: PathChoice::CpuMmap,
         verify: true,
         seed: 1,
         access: AccessPath::Auto,

@@ -4,6 +4,7 @@
 use peerdma_exporter::{Bar, Bdf, Device, MappedRegion, OpenOptions};
 
 use super::error::CopyError;
+use super::path::Side;
 
 /// What the user asked for on one side.
 #[derive(Clone, Debug)]
@@ -74,7 +75,7 @@ impl Endpoint {
     }
 
     /// Checks that `[offset, offset + size)` fits the BAR.
-    pub fn check_span(&self, side: &'static str, size: u64) -> Result<(), CopyError> {
+    pub fn check_span(&self, side: Side, size: u64) -> Result<(), CopyError> {
         let fits = self
             .offset
             .checked_add(size)
