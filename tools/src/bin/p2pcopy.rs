@@ -258,3 +258,53 @@ fn run(cli: &Cli) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_fixes_get_the_flags_that_carry_them_out() {
+        let unaligned = CopyError::Unaligned {
+            field: SpanField::DstOffset,
+            value: 0x123,
+            page: 4096,
+            down: 0,
+            up: 4096,
+        };
+        assert_eq!(advice(&unaligned).as_deref(), Some("--dst-offset"));
+        let via = CopyError::PathUnavailable {
+            path: "dma",
+            why: Unavailable::EngineIsEndpoint {
+                engine: "00:11.0".parse().unwrap(),
+            },
+        };
+        assert!(advice(&via)
+            .unwrap()
+            .contains("--via 0000:00:11.0 is also SRC or DST"));
+        let no_iommufd = CopyError::PathUnavailable {
+            path: "dma",
+            why: Unavailable::NoIommufd,
+        };
+        assert_eq!(advice(&no_iommufd).as_deref(), Some("use --engine cpu"));
+        let small = CopyError::BarTooSmall {
+            bdf: "00:10.0".parse().unwrap(),
+            side: Side::Src,
+            bar: 2,
+            bar_size: 1 << 20,
+            offset: 0,
+            size: 2 << 20,
+        };
+        assert!(advice(&small).unwrap().contains("--src-bar"));
+        assert!(advice(&CopyError::Mismatch { first: 0, count: 1 }).is_none());
+    }
+
+    #[test]
+    fn iommufd_is_still_accepted_as_the_dma_engine() {
+        let cli =
+            Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0", "--engine", "iommufd"]).unwrap();
+        assert!(matches!(cli.engine, Engine::Dma));
+        let cli = Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0"]).unwrap();
+        assert!(matches!(cli.engine, Engine::Auto));
+    }
+}

@@ -172,3 +172,102 @@ impl CopyPath for Dma {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A sysfs tree in a scratch directory, removed on drop.
+    struct Tree(PathBuf);
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl Tree {
+        fn new(tag: &str) -> Tree {
+            let dir =
+                std::env::temp_dir().join(format!("peerdma-tools-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(dir.join("bus/pci/devices")).unwrap();
+            Tree(dir)
+        }
+
+        fn add(&self, path: &str, ids: (u16, u16), driver: &str) -> &Tree {
+            let dir = self.0.join("devices").join(path);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("vendor"), format!("{:#06x}\n", ids.0)).unwrap();
+            fs::write(dir.join("device"), format!("{:#06x}\n", ids.1)).unwrap();
+            fs::write(dir.join("class"), "0x00ff00\n").unwrap();
+            fs::write(dir.join("resource"), "").unwrap();
+            symlink(
+                format!("../../../../bus/pci/drivers/{driver}"),
+                dir.join("driver"),
+            )
+            .unwrap();
+            let bdf = path.rsplit('/').next().unwrap();
+            symlink(
+                format!("../../../devices/{path}"),
+                self.0.join("bus/pci/devices").join(bdf),
+            )
+            .unwrap();
+            self
+        }
+    }
+
+    const EDU: (u16, u16) = (engine::edu::EDU_VENDOR, engine::edu::EDU_DEVICE);
+    const IVSHMEM: (u16, u16) = (0x1af4, 0x1110);
+
+    fn bdf(s: &str) -> Bdf {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_engine_under_the_sides_switch_wins_over_a_lower_bdf() {
+        let t = Tree::new("find-engine");
+        t.add("pci0000:00/0000:00:00.0", (0x8086, 0x29c0), "none")
+            .add("pci0000:00/0000:00:03.0", EDU, "vfio-pci")
+            .add("pci0000:00/0000:00:04.0", EDU, "edu")
+            .add("pci0000:00/0000:00:1c.0", (0x8086, 0x1234), "pcieport")
+            .add("pci0000:00/0000:00:1c.0/0000:01:00.0", IVSHMEM, "vfio-pci")
+            .add("pci0000:00/0000:00:1c.0/0000:01:00.1", IVSHMEM, "vfio-pci")
+            .add("pci0000:00/0000:00:1c.0/0000:01:00.2", EDU, "vfio-pci");
+        let sys = Sysfs::new(&t.0);
+        let ends = [bdf("01:00.0"), bdf("01:00.1")];
+        let (found, why) = find_engine(&sys, None, &ends).unwrap();
+        assert_eq!(found, bdf("01:00.2"), "{why}");
+        assert!(why.contains("under bridge 0000:00:1c.0"), "{why}");
+        // Without the near one, the vfio-bound edu on the root bus; the one bound
+        // to its kernel driver is never picked.
+        let (found, why) = find_engine(&sys, None, &[bdf("01:00.0"), bdf("01:00.2")]).unwrap();
+        assert_eq!(found, bdf("00:03.0"), "{why}");
+        assert!(why.contains("through host bridge pci0000:00"), "{why}");
+        // Named engines are taken as they are, unless they are a side.
+        assert_eq!(
+            find_engine(&sys, Some(bdf("00:04.0")), &ends).unwrap().0,
+            bdf("00:04.0")
+        );
+        assert!(matches!(
+            find_engine(&sys, Some(bdf("01:00.1")), &ends),
+            Err(CopyError::PathUnavailable {
+                why: Unavailable::EngineIsEndpoint { .. },
+                ..
+            })
+        ));
+        let bare = Tree::new("find-engine-none");
+        bare.add("pci0000:00/0000:00:10.0", IVSHMEM, "vfio-pci");
+        assert!(matches!(
+            find_engine(&Sysfs::new(&bare.0), None, &ends),
+            Err(CopyError::PathUnavailable {
+                why: Unavailable::NoEngine,
+                ..
+            })
+        ));
+    }
+}

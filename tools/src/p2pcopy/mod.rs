@@ -124,14 +124,15 @@ fn page_align_check(field: SpanField, value: u64, page: u64) -> Result<(), CopyE
 }
 
 /// Moves the span `iterations` times along `path`, in steps of at most
-/// `chunk` bytes, reporting progress after each step.
+/// `chunk` bytes, reporting progress after each step; a revoked side becomes
+/// `revoked(side, done, total)`.
 fn drive(
     path: &mut dyn CopyPath,
-    ends: [&Endpoint; 2],
     size: u64,
     chunk: u64,
     iterations: u32,
     progress: &mut dyn FnMut(Progress),
+    revoked: &dyn Fn(Side, u64, u64) -> CopyError,
 ) -> Result<(), CopyError> {
     let total = size * u64::from(iterations);
     let step = chunk.min(path.max_step()).max(1);
@@ -141,8 +142,7 @@ fn drive(
         while off < size {
             let n = step.min(size - off);
             path.step(off, n).map_err(|e| match e {
-                StepError::Revoked(Side::Src) => verify::revoked(ends[0], done, total),
-                StepError::Revoked(Side::Dst) => verify::revoked(ends[1], done, total),
+                StepError::Revoked(side) => revoked(side, done, total),
                 StepError::Failed(e) => e,
             })?;
             off += n;
@@ -219,14 +219,11 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
                 let _ = device.set_memory_decode(false);
             });
         }
-        drive(
-            path.as_mut(),
-            [&src, &dst],
-            size,
-            chunk,
-            iterations,
-            progress,
-        )?;
+        let revoked = |side, done, total| match side {
+            Side::Src => verify::revoked(&src, done, total),
+            Side::Dst => verify::revoked(&dst, done, total),
+        };
+        drive(path.as_mut(), size, chunk, iterations, progress, &revoked)?;
         Ok(start.elapsed())
     })?;
     drop(path);
@@ -261,4 +258,145 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
         },
         verified,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path that records its steps and stops as told.
+    struct Script {
+        max: u64,
+        steps: Vec<(u64, u64)>,
+        revoke_at: Option<(usize, Side)>,
+        fail_at: Option<usize>,
+    }
+
+    impl CopyPath for Script {
+        fn kind(&self) -> PathKind {
+            PathKind::Dma
+        }
+        fn engine(&self) -> Option<String> {
+            Some("script".into())
+        }
+        fn max_step(&self) -> u64 {
+            self.max
+        }
+        fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError> {
+            let i = self.steps.len();
+            self.steps.push((offset, len));
+            if let Some((at, side)) = self.revoke_at {
+                if at == i {
+                    return Err(StepError::Revoked(side));
+                }
+            }
+            if self.fail_at == Some(i) {
+                return Err(CopyError::ZeroSize.into());
+            }
+            Ok(())
+        }
+    }
+
+    fn script(max: u64) -> Script {
+        Script {
+            max,
+            steps: Vec::new(),
+            revoke_at: None,
+            fail_at: None,
+        }
+    }
+
+    fn no_revoke(side: Side, done: u64, total: u64) -> CopyError {
+        panic!("unexpected revoke of {side} at {done}/{total}")
+    }
+
+    #[test]
+    fn steps_cover_the_span_each_iteration_within_the_paths_limit() {
+        let mut p = script(4096);
+        let mut seen = Vec::new();
+        drive(
+            &mut p,
+            10_000,
+            1 << 20,
+            2,
+            &mut |pr| seen.push(pr.done),
+            &no_revoke,
+        )
+        .unwrap();
+        let one = [(0, 4096), (4096, 4096), (8192, 10_000 - 8192)];
+        assert_eq!(p.steps, [one, one].concat());
+        assert_eq!(seen.last(), Some(&20_000));
+        assert_eq!(seen.len(), 6);
+        // The request's chunk wins when it is the smaller.
+        let mut p = script(u64::MAX);
+        drive(&mut p, 8192, 2048, 1, &mut |_| {}, &no_revoke).unwrap();
+        assert_eq!(p.steps.len(), 4);
+    }
+
+    #[test]
+    fn a_revoked_side_stops_with_the_bytes_done_before_the_step() {
+        let mut p = script(4096);
+        p.revoke_at = Some((2, Side::Dst));
+        let err = drive(&mut p, 16384, 4096, 1, &mut |_| {}, &|side, done, total| {
+            assert_eq!((side, done, total), (Side::Dst, 8192, 16384));
+            CopyError::Mismatch { first: 0, count: 0 }
+        })
+        .unwrap_err();
+        assert!(matches!(err, CopyError::Mismatch { .. }), "{err:?}");
+        assert_eq!(p.steps.len(), 3, "no step after the revoke");
+    }
+
+    #[test]
+    fn a_failed_step_is_the_error() {
+        let mut p = script(4096);
+        p.fail_at = Some(0);
+        let err = drive(&mut p, 8192, 4096, 3, &mut |_| {}, &no_revoke).unwrap_err();
+        assert!(matches!(err, CopyError::ZeroSize), "{err:?}");
+        assert_eq!(p.steps.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_no_command_line_flags() {
+        let errors = [
+            CopyError::Unaligned {
+                field: SpanField::SrcOffset,
+                value: 0x123,
+                page: 4096,
+                down: 0,
+                up: 4096,
+            },
+            CopyError::ZeroSize,
+            CopyError::PathUnavailable {
+                path: "dma",
+                why: Unavailable::NoIommufd,
+            },
+            CopyError::PathUnavailable {
+                path: "dma",
+                why: Unavailable::EngineIsEndpoint {
+                    engine: "00:11.0".parse().unwrap(),
+                },
+            },
+            CopyError::PathUnavailable {
+                path: "dma",
+                why: Unavailable::NoEngine,
+            },
+            CopyError::PathUnavailable {
+                path: "rdma",
+                why: Unavailable::RdmaNotYet,
+            },
+            CopyError::BarTooSmall {
+                bdf: "00:10.0".parse().unwrap(),
+                side: Side::Dst,
+                bar: 2,
+                bar_size: 1 << 20,
+                offset: 0,
+                size: 2 << 20,
+            },
+        ];
+        for e in errors {
+            let msg = e.to_string();
+            assert!(!msg.contains("--"), "{msg}");
+            assert!(msg.contains("fix:"), "{msg}");
+        }
+    }
 }
