@@ -8,8 +8,8 @@
 //! inside the IOAS's usable ranges and under a DMA-mask limit, and then maps
 //! with `IOMMU_IOAS_MAP_FIXED_IOVA`.
 //!
-//! The [`Allocator`] is pure bookkeeping, no ioctls: it only knows the
-//! mappings made through it. [`reserve`] and [`release`] apply it to an IOAS
+//! The `Allocator` is pure bookkeeping, no ioctls: it only knows the
+//! mappings made through it. `reserve` and `release` apply it to an IOAS
 //! (its usable ranges, its [`Placement`]) for the mapping types.
 
 use std::fmt;
