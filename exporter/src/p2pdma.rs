@@ -26,7 +26,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::bdf::Bdf;
+use crate::Bdf;
 use crate::error::{Error, Result};
 use crate::sysfs::Sysfs;
 
