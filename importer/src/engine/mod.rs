@@ -25,6 +25,7 @@ pub mod edu;
 use std::time::Duration;
 
 use peerdma_exporter::{Bdf, Device};
+use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
 pub use attached::AttachedEngine;
 pub use edu::Edu;
@@ -67,8 +68,8 @@ pub fn open(device: &Device) -> Result<Box<dyn DmaEngine + Send>> {
         engine: bdf.to_string(),
         source,
     };
-    let vendor = device.config_read_u16(0x00).map_err(dev_err)?;
-    let device_id = device.config_read_u16(0x02).map_err(dev_err)?;
+    let vendor = device.config_read_u16(PCI_VENDOR_ID).map_err(dev_err)?;
+    let device_id = device.config_read_u16(PCI_DEVICE_ID).map_err(dev_err)?;
     match driver_for(vendor, device_id) {
         Some(d) if (d.vendor, d.device) == (edu::EDU_VENDOR, edu::EDU_DEVICE) => {
             Ok(Box::new(Edu::open(device)?))
