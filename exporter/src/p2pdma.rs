@@ -26,9 +26,9 @@
 use std::fs;
 use std::path::Path;
 
-use crate::Bdf;
 use crate::error::{Error, Result};
 use crate::sysfs::Sysfs;
+use crate::Bdf;
 
 /// PCI vendor id of Intel.
 const PCI_VENDOR_ID_INTEL: u16 = 0x8086;

@@ -91,7 +91,7 @@ fn a_revoke_mid_copy_stops_cleanly_and_nothing_leaks() {
     let p2p = workspace_bin("p2pcopy").display().to_string();
     let guest = workspace_bin("peerdma-guest-p2pcopy").display().to_string();
     let out = run_sh(&tb, &format!(
-                "{p2p} 00:10.0 00:11.0 --engine cpu --size 64M --chunk 256K --test-revoke-after-ms 300 --json; \
+                "{p2p} 00:10.0 00:11.0 --engine cpu --size 64M --chunk 256K --test-revoke-after-bytes 16M --json; \
                  echo \"## rc=$?\"; {guest} ivshmem0 ivshmem1"
             ));
     let rc = marked_rc(&out.output, "");

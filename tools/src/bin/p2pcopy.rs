@@ -14,7 +14,8 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use peerdma_exporter::{AccessPath, Bdf};
 use peerdma_tools::p2pcopy::{
-    self, CopyError, CopyRequest, EndpointSpec, PathChoice, Progress, Side, SpanField, Unavailable,
+    self, CopyError, CopyRequest, EndpointSpec, PathChoice, Progress, RevokeTrigger, Side,
+    SpanField, Unavailable,
 };
 use peerdma_tools::size::{human, parse_size};
 
@@ -100,6 +101,9 @@ struct Cli {
     /// Test hook: turn the source's memory decode off this many ms into the copy.
     #[arg(long, hide = true)]
     test_revoke_after_ms: Option<u64>,
+    /// Test hook: turn the source's memory decode off once this many bytes are copied.
+    #[arg(long, hide = true, value_parser = parse_size)]
+    test_revoke_after_bytes: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -190,7 +194,11 @@ fn run(cli: &Cli) -> Result<()> {
             Access::Cdev => AccessPath::Cdev,
             Access::Group => AccessPath::Group,
         },
-        revoke_src_after: cli.test_revoke_after_ms.map(Duration::from_millis),
+        revoke_src: match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
+            (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
+            (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
+            (None, None) => None,
+        },
     };
     let interactive = std::io::stderr().is_terminal()
         && std::env::var("TERM").map_or(true, |t| t != "dumb")

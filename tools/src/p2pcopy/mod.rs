@@ -51,8 +51,19 @@ pub struct CopyRequest {
     pub seed: u64,
     /// VFIO access path for the two devices.
     pub access: AccessPath,
-    /// Test hook: turn the source's memory decode off this long after the copy starts.
-    pub revoke_src_after: Option<Duration>,
+    /// Test hook: another thread turns the source's memory decode off while the
+    /// copy runs (see [`RevokeTrigger`]).
+    pub revoke_src: Option<RevokeTrigger>,
+}
+
+/// When the test hook of [`CopyRequest::revoke_src`] revokes the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeTrigger {
+    /// This long after the copy starts (races the copy: a fast copy may finish first).
+    After(Duration),
+    /// As soon as this many bytes have been copied: the copy goes on while the other
+    /// thread turns decode off, so a copy longer than this always meets the revoke.
+    AfterBytes(u64),
 }
 
 /// One side in the report.
@@ -212,18 +223,42 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     let kind = path.kind();
     let start = Instant::now();
     let elapsed = std::thread::scope(|s| -> Result<Duration, CopyError> {
-        if let Some(after) = req.revoke_src_after {
+        let (fire, fired) = std::sync::mpsc::channel::<()>();
+        if let Some(trigger) = req.revoke_src {
             let device = &src.device;
             s.spawn(move || {
-                std::thread::sleep(after);
+                match trigger {
+                    RevokeTrigger::After(after) => std::thread::sleep(after),
+                    // A closed channel (the copy ended first) also ends the wait.
+                    RevokeTrigger::AfterBytes(_) => drop(fired.recv()),
+                }
                 let _ = device.set_memory_decode(false);
             });
         }
+        let fire_at = match req.revoke_src {
+            Some(RevokeTrigger::AfterBytes(n)) => n,
+            _ => u64::MAX,
+        };
+        let mut on_step = |p: Progress| {
+            if p.done >= fire_at {
+                let _ = fire.send(());
+            }
+            progress(p);
+        };
         let revoked = |side, done, total| match side {
             Side::Src => verify::revoked(&src, done, total),
             Side::Dst => verify::revoked(&dst, done, total),
         };
-        drive(path.as_mut(), size, chunk, iterations, progress, &revoked)?;
+        let result = drive(
+            path.as_mut(),
+            size,
+            chunk,
+            iterations,
+            &mut on_step,
+            &revoked,
+        );
+        drop(fire);
+        result?;
         Ok(start.elapsed())
     })?;
     drop(path);
