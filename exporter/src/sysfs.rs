@@ -58,7 +58,7 @@ impl Sysfs {
 
     /// Refuses a BDF that names no PCI function, before any attribute is read,
     /// when the devices directory itself is there (sysfs is mounted).
-    fn check_exists(&self, bdf: Bdf, path: &Path) -> Result<()> {
+    pub(crate) fn check_exists(&self, bdf: Bdf, path: &Path) -> Result<()> {
         let devices = self.root.join("bus/pci/devices");
         match fs::symlink_metadata(path) {
             Ok(_) => Ok(()),
@@ -70,6 +70,33 @@ impl Sysfs {
                 source,
             }),
         }
+    }
+
+    /// Every PCI function `ROOT/bus/pci/devices/` lists, in BDF order
+    /// (entries that are not BDFs are skipped).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sysfs`] when the directory cannot be read (sysfs not mounted).
+    pub fn devices(&self) -> Result<Vec<Bdf>> {
+        let dir = self.root.join("bus/pci/devices");
+        let sysfs_err = |source| Error::Sysfs {
+            path: dir.clone(),
+            source,
+        };
+        let mut bdfs = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(sysfs_err)? {
+            if let Ok(bdf) = entry
+                .map_err(sysfs_err)?
+                .file_name()
+                .to_string_lossy()
+                .parse()
+            {
+                bdfs.push(bdf);
+            }
+        }
+        bdfs.sort();
+        Ok(bdfs)
     }
 
     /// `ROOT/bus/pci/devices/BDF`.
@@ -366,6 +393,23 @@ pub(crate) mod tests {
         let io = dev.resource(4).unwrap();
         assert!(io.is_io() && !io.is_mem());
         assert_eq!(io.size(), 0x20);
+    }
+
+    #[test]
+    fn devices_lists_the_fixture_functions_in_order() {
+        let bdfs = fixtures().devices().unwrap();
+        assert_eq!(
+            bdfs,
+            [
+                "0000:00:03.0".parse().unwrap(),
+                "0000:00:04.0".parse().unwrap()
+            ]
+        );
+        let tree = TempTree::new("nodevices");
+        assert!(matches!(
+            Sysfs::new(&tree.0).devices(),
+            Err(Error::Sysfs { .. })
+        ));
     }
 
     #[test]

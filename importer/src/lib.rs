@@ -1,8 +1,13 @@
 //! Import dma-bufs into other devices.
 //!
 //! - [`iommufd`]: map a vfio-pci BAR dma-buf into an iommufd I/O address space
-//!   so that a device attached there DMAs to the peer BAR (always built).
+//!   so that a device attached there DMAs to the peer BAR (always built);
+//! - [`engine`]: the devices that move bytes through an IOAS (QEMU's edu
+//!   today), driven from user space, and [`engine::AttachedEngine`], one
+//!   attached to its IOAS.
 
+#[deny(missing_docs)]
+pub mod engine;
 #[deny(missing_docs)]
 pub mod iommufd;
 pub mod udmabuf;

@@ -91,7 +91,7 @@ fn a_revoke_mid_copy_stops_cleanly_and_nothing_leaks() {
     let p2p = workspace_bin("p2pcopy").display().to_string();
     let guest = workspace_bin("peerdma-guest-p2pcopy").display().to_string();
     let out = run_sh(&tb, &format!(
-                "{p2p} 00:10.0 00:11.0 --engine cpu --size 64M --chunk 256K --test-revoke-after-ms 300 --json; \
+                "{p2p} 00:10.0 00:11.0 --engine cpu --size 64M --chunk 256K --test-revoke-after-bytes 16M --json; \
                  echo \"## rc=$?\"; {guest} ivshmem0 ivshmem1"
             ));
     let rc = marked_rc(&out.output, "");
@@ -134,11 +134,14 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
     let p2p = workspace_bin("p2pcopy").display().to_string();
     let out = run_sh(&tb, &format!(
                 "{p2p} 00:10.0 00:11.0 --engine iommufd --size 64K --src-offset 1M --dst-offset 2M --seed 33 --json; \
-                 {p2p} 00:10.0 00:11.0 --engine iommufd --via 00:11.0 --size 4K; echo \"## via rc=$?\"; \
+                 {p2p} 00:10.0 00:11.0 --engine dma --via 00:11.0 --size 4K; echo \"## via rc=$?\"; \
                  {p2p} 00:10.0 00:11.0 --engine rdma; echo \"## rdma rc=$?\""
             ));
     let r = &json_lines(&out.output)[0];
+    // --engine iommufd is the old spelling of --engine dma; the JSON keeps its old key.
     assert_eq!(r["engine"], "iommufd", "{r}");
+    assert_eq!(r["path"], "dma", "{r}");
+    assert_eq!(r["importer"], "iommufd", "{r}");
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(r["bytes"], 65536);
     assert!(
@@ -185,7 +188,7 @@ fn iommufd_engine_on_the_stock_kernel_is_an_explained_error() {
         r["engine_reason"]
             .as_str()
             .unwrap()
-            .contains("iommufd engine is unavailable"),
+            .contains("DMA path is unavailable"),
         "{r}"
     );
 }

@@ -1,8 +1,10 @@
 //! Shared pieces of the peerdma command-line tools (`peerdma`, `p2pcopy`).
 
-pub mod engines;
 pub mod mmio;
 pub mod p2pcopy;
 pub mod pattern;
 pub mod sigbus;
 pub mod size;
+
+/// The engines moved to the importer crate; this path stays for old users.
+pub use peerdma_importer::engine as engines;

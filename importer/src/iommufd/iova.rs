@@ -8,9 +8,14 @@
 //! inside the IOAS's usable ranges and under a DMA-mask limit, and then maps
 //! with `IOMMU_IOAS_MAP_FIXED_IOVA`.
 //!
-//! Pure bookkeeping, no ioctls: it only knows the mappings made through it.
+//! The `Allocator` is pure bookkeeping, no ioctls: it only knows the
+//! mappings made through it. `reserve` and `release` apply it to an IOAS
+//! (its usable ranges, its [`Placement`]) for the mapping types.
 
 use std::fmt;
+
+use super::error::{Error, Result};
+use super::IoasInner;
 
 /// One usable IOVA interval `start..=last`, as `IOMMU_IOAS_IOVA_RANGES` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -227,6 +232,94 @@ impl Allocator {
     pub(crate) fn reserved(&self) -> Vec<(u64, u64)> {
         self.used.clone()
     }
+}
+
+/// Where a mapping goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Iova {
+    /// peerdma's guarded placement (not the kernel's own IOVA allocation):
+    /// the lowest window with a guard gap on both sides, inside the usable
+    /// ranges and under the DMA-mask limit, then mapped with
+    /// `IOMMU_IOAS_MAP_FIXED_IOVA`.
+    Guarded,
+    /// Exactly here (aligned, inside the usable ranges and the limit, not
+    /// overlapping another mapping). No guard is enforced around it.
+    Fixed(u64),
+}
+
+/// Reserves an IOVA window for `len` bytes in `ioas`.
+pub(crate) fn reserve(ioas: &IoasInner, iova: Iova, len: u64) -> Result<u64> {
+    if len == 0 {
+        return Err(Error::ZeroLength);
+    }
+    let mut guard = ioas.state();
+    let state = &mut *guard;
+    let align = ioas.load_ranges(state)?;
+    let ranges: &[IovaRange] = state.ranges.as_ref().map_or(&[], |(r, _)| r);
+    let placement = ioas.placement;
+    if len & (align - 1) != 0 {
+        return Err(Error::IovaUnaligned {
+            ioas: ioas.id,
+            iova: match iova {
+                Iova::Fixed(v) => v,
+                Iova::Guarded => 0,
+            },
+            len,
+            align,
+        });
+    }
+    let at = match iova {
+        Iova::Guarded => state
+            .alloc
+            .find(ranges, align, len, placement)
+            .ok_or_else(|| Error::IovaExhausted {
+                ioas: ioas.id,
+                len,
+                guard: placement.guard,
+                limit: placement.limit,
+                ranges: ranges.to_vec(),
+            })?,
+        Iova::Fixed(at) => {
+            state
+                .alloc
+                .check_fixed(ranges, align, at, len, placement.limit)
+                .map_err(|problem| match problem {
+                    FixedProblem::Unaligned => Error::IovaUnaligned {
+                        ioas: ioas.id,
+                        iova: at,
+                        len,
+                        align,
+                    },
+                    FixedProblem::OverLimit => Error::IovaOverLimit {
+                        ioas: ioas.id,
+                        iova: at,
+                        len,
+                        limit: placement.limit,
+                    },
+                    FixedProblem::OutsideRanges => Error::IovaOutsideRanges {
+                        ioas: ioas.id,
+                        iova: at,
+                        len,
+                        ranges: ranges.to_vec(),
+                    },
+                    FixedProblem::Overlaps(existing, existing_len) => Error::IovaOverlap {
+                        ioas: ioas.id,
+                        iova: at,
+                        len,
+                        existing,
+                        existing_len,
+                    },
+                })?;
+            at
+        }
+    };
+    state.alloc.insert(at, len);
+    Ok(at)
+}
+
+/// Releases a reservation.
+pub(crate) fn release(ioas: &IoasInner, iova: u64) {
+    ioas.state().alloc.remove(iova);
 }
 
 #[cfg(test)]

@@ -27,10 +27,12 @@
 //! fails with [`Error::NoIommufd`], which says so.
 
 mod attach;
+mod dmabuf_mapping;
 pub mod error;
 mod ioctl;
 pub mod iova;
-mod mapping;
+mod map_request;
+mod user_memory;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -41,9 +43,11 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 pub use attach::Attachment;
+pub use dmabuf_mapping::{DmaBufMapping, MappingState};
 pub use error::{Error, Result};
-pub use iova::{IovaRange, Placement, DEFAULT_GUARD};
-pub use mapping::{Access, DmaBufMapping, Iova, MappingState, UserBuffer, UserMapping};
+pub use iova::{Iova, IovaRange, Placement, DEFAULT_GUARD};
+pub use map_request::Access;
+pub use user_memory::{UserBuffer, UserMapping};
 
 use iova::Allocator;
 
@@ -217,6 +221,20 @@ impl IoasInner {
         ranges.sort_by_key(|r| r.start);
         state.ranges = Some((ranges, align));
         Ok(align)
+    }
+}
+
+impl IoasInner {
+    /// `IOMMU_IOAS_UNMAP` of exactly one mapping.
+    pub(crate) fn unmap(&self, iova: u64, len: u64) -> Result<()> {
+        ioctl::ioas_unmap(self.fd(), self.id, iova, len)
+            .map(|_| ())
+            .map_err(|errno| Error::Ioctl {
+                ioctl: "IOMMU_IOAS_UNMAP",
+                ioas: self.id,
+                errno,
+                fix: "nothing is mapped there any more, or a kernel user pins it",
+            })
     }
 }
 

@@ -5,12 +5,11 @@
 //! Usage (in the testbed): `peerdma-guest-p2pcopy SRC-ROLE DST-ROLE`
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use peerdma_exporter::{AccessPath, Bdf};
 use peerdma_testbed::manifest::Manifest;
-use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, EngineChoice};
+use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, PathChoice, RevokeTrigger};
 
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 
@@ -29,12 +28,11 @@ fn request(src: Bdf, dst: Bdf) -> CopyRequest {
         size: Some(1 << 20),
         chunk: 1 << 20,
         iterations: 1,
-        engine: EngineChoice::Cpu,
-        via: None,
+        path: PathChoice::CpuMmap,
         verify: true,
         seed: 1,
         access: AccessPath::Auto,
-        revoke_src_after: None,
+        revoke_src: None,
     }
 }
 
@@ -84,7 +82,7 @@ fn run() -> Result<serde_json::Value> {
                 CopyRequest {
                     size: Some(32 << 20),
                     chunk: 256 << 10,
-                    revoke_src_after: Some(Duration::from_millis(200)),
+                    revoke_src: Some(RevokeTrigger::AfterBytes(8 << 20)),
                     ..request(src, dst)
                 },
             ),

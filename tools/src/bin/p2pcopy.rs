@@ -1,5 +1,9 @@
 //! `p2pcopy SRC DST`: stream data from one PCI device's BAR to another's, verify every
 //! byte, report throughput.
+//!
+//! `--engine` says what moves the bytes: `cpu` (the CPU through the two BARs' VFIO
+//! mmaps), `dma` (a DMA engine device, named by `--via`, through an iommufd IOAS;
+//! `iommufd` is the old spelling and still accepted), `rdma` (not yet) or `auto`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -9,14 +13,23 @@ use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use peerdma_exporter::{AccessPath, Bdf};
-use peerdma_tools::p2pcopy::{self, CopyError, CopyRequest, EndpointSpec, EngineChoice, Progress};
+use peerdma_tools::p2pcopy::{
+    self, CopyError, CopyRequest, EndpointSpec, PathChoice, Progress, RevokeTrigger, Side,
+    SpanField, Unavailable,
+};
 use peerdma_tools::size::{human, parse_size};
 
+/// What moves the bytes.
 #[derive(Clone, Copy, ValueEnum)]
 enum Engine {
+    /// The CPU, through the two BARs' VFIO mmaps.
     Cpu,
-    Iommufd,
+    /// A DMA engine device (--via) through an iommufd IOAS (old spelling: iommufd).
+    #[value(alias = "iommufd")]
+    Dma,
+    /// An RDMA NIC (not supported yet).
     Rdma,
+    /// The fastest available (today: cpu).
     Auto,
 }
 
@@ -38,8 +51,9 @@ struct Cli {
     src: Bdf,
     /// Destination device.
     dst: Bdf,
-    /// The DMA engine device for --engine iommufd (default: the one supported engine bound to vfio-pci).
-    #[arg(long)]
+    /// The engine device for --engine dma (default: the supported engine bound to
+    /// vfio-pci nearest both devices).
+    #[arg(long, value_name = "BDF")]
     via: Option<Bdf>,
     /// Source BAR (default: the largest exportable memory BAR).
     #[arg(long)]
@@ -62,7 +76,8 @@ struct Cli {
     /// Copy the span this many times.
     #[arg(long, default_value_t = 1)]
     iterations: u32,
-    /// Engine.
+    /// What moves the bytes: cpu, dma (a DMA engine device through iommufd; old
+    /// spelling: iommufd), rdma, or auto.
     #[arg(long, value_enum, default_value = "auto")]
     engine: Engine,
     /// Fill the source with a seeded pattern and check every destination byte (default).
@@ -86,6 +101,9 @@ struct Cli {
     /// Test hook: turn the source's memory decode off this many ms into the copy.
     #[arg(long, hide = true)]
     test_revoke_after_ms: Option<u64>,
+    /// Test hook: turn the source's memory decode off once this many bytes are copied.
+    #[arg(long, hide = true, value_parser = parse_size)]
+    test_revoke_after_bytes: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +131,41 @@ fn rate(gbps: f64) -> String {
     }
 }
 
+/// The flags that carry out a library error's fix.
+fn advice(e: &CopyError) -> Option<String> {
+    let side = |s: &Side| match s {
+        Side::Src => "src",
+        Side::Dst => "dst",
+    };
+    Some(match e {
+        CopyError::BarTooSmall { side: s, .. } => {
+            let s = side(s);
+            format!("lower --size or --{s}-offset, or pick a larger BAR with --{s}-bar")
+        }
+        CopyError::BarUnusable { .. } | CopyError::NoUsableBar { .. } => {
+            "leave out --src-bar/--dst-bar to use the largest usable BAR".to_string()
+        }
+        CopyError::Unaligned { field, .. } => match field {
+            SpanField::SrcOffset => "--src-offset",
+            SpanField::DstOffset => "--dst-offset",
+            SpanField::Size => "--size",
+        }
+        .to_string(),
+        CopyError::ZeroSize => "--size is 0; give e.g. --size 1M".to_string(),
+        CopyError::PathUnavailable { why, .. } => match why {
+            Unavailable::NoIommufd => "use --engine cpu".to_string(),
+            Unavailable::EngineIsEndpoint { engine } => {
+                format!("--via {engine} is also SRC or DST; name another device with --via")
+            }
+            Unavailable::NoEngine => {
+                "bind one to vfio-pci and name it with --via BDF, or use --engine cpu".to_string()
+            }
+            Unavailable::RdmaNotYet => "use --engine cpu or --engine dma".to_string(),
+        },
+        _ => return None,
+    })
+}
+
 fn run(cli: &Cli) -> Result<()> {
     let req = CopyRequest {
         src: EndpointSpec {
@@ -128,13 +181,12 @@ fn run(cli: &Cli) -> Result<()> {
         size: cli.size,
         chunk: cli.chunk,
         iterations: cli.iterations,
-        engine: match cli.engine {
-            Engine::Cpu => EngineChoice::Cpu,
-            Engine::Iommufd => EngineChoice::Iommufd,
-            Engine::Rdma => EngineChoice::Rdma,
-            Engine::Auto => EngineChoice::Auto,
+        path: match cli.engine {
+            Engine::Cpu => PathChoice::CpuMmap,
+            Engine::Dma => PathChoice::Dma { engine: cli.via },
+            Engine::Rdma => PathChoice::Rdma,
+            Engine::Auto => PathChoice::Auto,
         },
-        via: cli.via,
         verify: !cli.no_verify,
         seed: cli.seed,
         access: match cli.access {
@@ -142,7 +194,11 @@ fn run(cli: &Cli) -> Result<()> {
             Access::Cdev => AccessPath::Cdev,
             Access::Group => AccessPath::Group,
         },
-        revoke_src_after: cli.test_revoke_after_ms.map(Duration::from_millis),
+        revoke_src: match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
+            (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
+            (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
+            (None, None) => None,
+        },
     };
     let interactive = std::io::stderr().is_terminal()
         && std::env::var("TERM").map_or(true, |t| t != "dumb")
@@ -175,14 +231,18 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let report = match result {
         Ok(r) => r,
-        Err(e @ CopyError::Mismatch { .. }) => return Err(e.into()),
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            return Err(match advice(&e) {
+                Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
+                None => e.into(),
+            })
+        }
     };
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !cli.quiet {
         println!(
-            "copied {} × {} from {} BAR{}+{:#x} to {} BAR{}+{:#x} with the {:?} engine in {:.3} s: {}{}",
+            "copied {} × {} from {} BAR{}+{:#x} to {} BAR{}+{:#x} {} in {:.3} s: {}{}",
             human(report.bytes),
             report.iterations,
             report.src.bdf,
@@ -191,7 +251,10 @@ fn run(cli: &Cli) -> Result<()> {
             report.dst.bdf,
             report.dst.bar,
             report.dst.offset,
-            report.engine,
+            match &report.via {
+                Some(engine) => format!("by DMA engine {engine} through iommufd"),
+                None => "by the CPU through the VFIO mmaps".to_string(),
+            },
             report.seconds,
             rate(report.gbps),
             match report.verified {
@@ -202,4 +265,54 @@ fn run(cli: &Cli) -> Result<()> {
         println!("engine: {}", report.engine_reason);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_fixes_get_the_flags_that_carry_them_out() {
+        let unaligned = CopyError::Unaligned {
+            field: SpanField::DstOffset,
+            value: 0x123,
+            page: 4096,
+            down: 0,
+            up: 4096,
+        };
+        assert_eq!(advice(&unaligned).as_deref(), Some("--dst-offset"));
+        let via = CopyError::PathUnavailable {
+            path: "dma",
+            why: Unavailable::EngineIsEndpoint {
+                engine: "00:11.0".parse().unwrap(),
+            },
+        };
+        assert!(advice(&via)
+            .unwrap()
+            .contains("--via 0000:00:11.0 is also SRC or DST"));
+        let no_iommufd = CopyError::PathUnavailable {
+            path: "dma",
+            why: Unavailable::NoIommufd,
+        };
+        assert_eq!(advice(&no_iommufd).as_deref(), Some("use --engine cpu"));
+        let small = CopyError::BarTooSmall {
+            bdf: "00:10.0".parse().unwrap(),
+            side: Side::Src,
+            bar: 2,
+            bar_size: 1 << 20,
+            offset: 0,
+            size: 2 << 20,
+        };
+        assert!(advice(&small).unwrap().contains("--src-bar"));
+        assert!(advice(&CopyError::Mismatch { first: 0, count: 1 }).is_none());
+    }
+
+    #[test]
+    fn iommufd_is_still_accepted_as_the_dma_engine() {
+        let cli =
+            Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0", "--engine", "iommufd"]).unwrap();
+        assert!(matches!(cli.engine, Engine::Dma));
+        let cli = Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0"]).unwrap();
+        assert!(matches!(cli.engine, Engine::Auto));
+    }
 }

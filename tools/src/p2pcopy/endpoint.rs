@@ -4,6 +4,7 @@
 use peerdma_exporter::{Bar, Bdf, Device, MappedRegion, OpenOptions};
 
 use super::error::CopyError;
+use super::path::Side;
 
 /// What the user asked for on one side.
 #[derive(Clone, Debug)]
@@ -27,6 +28,11 @@ pub struct Endpoint {
 }
 
 /// The largest memory BAR of at least a page that VFIO can mmap.
+///
+/// # Errors
+///
+/// [`CopyError::NoUsableBar`] when there is none; [`CopyError::Exporter`]
+/// when the regions cannot be read.
 pub fn default_bar(device: &Device) -> Result<Bar, CopyError> {
     let page = device.page_size();
     device
@@ -39,6 +45,12 @@ pub fn default_bar(device: &Device) -> Result<Bar, CopyError> {
 
 impl Endpoint {
     /// Opens the device and picks the BAR.
+    ///
+    /// # Errors
+    ///
+    /// [`CopyError::BarUnusable`] for a named BAR that is absent, I/O, under
+    /// a page or not mmap-able; [`default_bar`]'s errors otherwise; and
+    /// [`CopyError::Exporter`] when the device cannot be opened.
     pub fn open(spec: &EndpointSpec, opts: OpenOptions) -> Result<Endpoint, CopyError> {
         let device = Device::open_with(spec.bdf, opts)?;
         let bar = match spec.bar {
@@ -74,7 +86,11 @@ impl Endpoint {
     }
 
     /// Checks that `[offset, offset + size)` fits the BAR.
-    pub fn check_span(&self, side: &'static str, size: u64) -> Result<(), CopyError> {
+    ///
+    /// # Errors
+    ///
+    /// [`CopyError::BarTooSmall`] when it does not.
+    pub fn check_span(&self, side: Side, size: u64) -> Result<(), CopyError> {
         let fits = self
             .offset
             .checked_add(size)
@@ -94,6 +110,10 @@ impl Endpoint {
     }
 
     /// Maps the span `[offset, offset + size)` of the BAR for the CPU.
+    ///
+    /// # Errors
+    ///
+    /// [`CopyError::Exporter`] when VFIO refuses the mapping.
     pub fn map(&self, size: u64) -> Result<MappedRegion, CopyError> {
         Ok(self
             .device

@@ -1,6 +1,83 @@
-//! Why a copy could not run or did not finish.
+//! Why a copy could not run or did not finish. Each error names the device,
+//! BAR, span or errno at fault and the fix in the library's terms; the
+//! `p2pcopy` binary adds which of its flags that fix is.
+
+use std::fmt;
 
 use peerdma_exporter::Bdf;
+use peerdma_importer::engine::DRIVERS;
+
+use super::path::Side;
+
+/// A request field that must be page-aligned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanField {
+    /// The offset into the source BAR.
+    SrcOffset,
+    /// The offset into the destination BAR.
+    DstOffset,
+    /// The copy size.
+    Size,
+}
+
+impl fmt::Display for SpanField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SpanField::SrcOffset => "source offset",
+            SpanField::DstOffset => "destination offset",
+            SpanField::Size => "size",
+        })
+    }
+}
+
+/// Why a copy path cannot run here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// `/dev/iommu` is missing: no iommufd importer.
+    NoIommufd,
+    /// The engine device named is also the source or the destination.
+    EngineIsEndpoint {
+        /// The engine device.
+        engine: Bdf,
+    },
+    /// No supported engine device is bound to vfio-pci.
+    NoEngine,
+    /// RDMA copies are not supported yet.
+    RdmaNotYet,
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unavailable::NoIommufd => f.write_str(
+                "/dev/iommu does not exist: this kernel has no CONFIG_IOMMUFD (Debian's stock \
+                 kernels leave it off), so a dma-buf cannot be imported into an IOAS; fix: copy \
+                 with the CPU through the BAR mmaps",
+            ),
+            Unavailable::EngineIsEndpoint { engine } => write!(
+                f,
+                "engine device {engine} is also the source or the destination: the engine must \
+                 be a third device (a VFIO cdev device can be opened once); fix: name another \
+                 engine device"
+            ),
+            Unavailable::NoEngine => write!(
+                f,
+                "no supported DMA engine is bound to vfio-pci (supported: {}); fix: bind one, \
+                 name it, or copy with the CPU",
+                DRIVERS
+                    .iter()
+                    .map(|d| format!("{} {:04x}:{:04x}", d.name, d.vendor, d.device))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Unavailable::RdmaNotYet => f.write_str(
+                "no RDMA path yet: it needs a NIC whose driver registers dma-buf MRs (mlx5, efa, \
+                 bnxt_re, irdma, mana, ionic); soft-RoCE (rxe, siw) has none; fix: copy with the \
+                 CPU or a DMA engine",
+            ),
+        }
+    }
+}
 
 /// A p2pcopy failure: each names the device, BAR or offset at fault and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -8,13 +85,13 @@ pub enum CopyError {
     /// The BAR cannot hold the requested span.
     #[error(
         "{bdf} BAR{bar} is {bar_size:#x} bytes: {offset:#x} + {size:#x} does not fit; \
-         fix: lower --size or the offset, or pick a larger BAR with --{side}-bar"
+         fix: copy less, start lower, or use a larger BAR of the {side}"
     )]
     BarTooSmall {
         /// Device.
         bdf: Bdf,
-        /// src or dst.
-        side: &'static str,
+        /// Which side.
+        side: Side,
         /// BAR index.
         bar: u32,
         /// BAR size.
@@ -42,7 +119,7 @@ pub enum CopyError {
         "verification failed: {count} byte(s) differ, the first at destination offset {first:#x}"
     )]
     Mismatch {
-        /// First differing offset (relative to --dst-offset).
+        /// First differing offset (relative to the destination offset).
         first: u64,
         /// How many bytes differ.
         count: u64,
@@ -56,17 +133,17 @@ pub enum CopyError {
         /// Device.
         bdf: Bdf,
     },
-    /// The selected engine cannot run here.
-    #[error("engine {engine} is unavailable: {why}")]
-    EngineUnavailable {
-        /// Engine name.
-        engine: &'static str,
-        /// Why, and the fix.
-        why: String,
+    /// The requested copy path cannot run here.
+    #[error("the {path} path is unavailable: {why}")]
+    PathUnavailable {
+        /// The path ("dma", "rdma").
+        path: &'static str,
+        /// Why, with the fix.
+        why: Unavailable,
     },
     /// The DMA engine failed.
     #[error(transparent)]
-    Engine(#[from] crate::engines::EngineError),
+    Engine(#[from] peerdma_importer::engine::EngineError),
     /// The exporter library refused or failed.
     #[error(transparent)]
     Exporter(#[from] peerdma_exporter::Error),
@@ -102,12 +179,12 @@ pub enum CopyError {
     Guard(#[from] crate::sigbus::GuardError),
     /// An offset or size is not page-aligned.
     #[error(
-        "{what} {value:#x} is not a multiple of the page size {page:#x}: dma-buf ranges and DMA \
-         engines work in whole pages; fix: use {down:#x} or {up:#x}"
+        "the {field} {value:#x} is not a multiple of the page size {page:#x}: dma-buf ranges and \
+         DMA engines work in whole pages; fix: use {down:#x} or {up:#x}"
     )]
     Unaligned {
-        /// Which option.
-        what: &'static str,
+        /// Which field.
+        field: SpanField,
         /// Its value.
         value: u64,
         /// Page size.
@@ -118,6 +195,6 @@ pub enum CopyError {
         up: u64,
     },
     /// Zero bytes requested.
-    #[error("--size is 0: nothing to copy; fix: give a size such as 1M")]
+    #[error("the copy size is 0: nothing to copy; fix: give a size such as 1 MiB")]
     ZeroSize,
 }

@@ -1,36 +1,33 @@
-//! p2pcopy's engine-independent part: open both sides, check the request, fill the
-//! source with a seeded pattern, run the engine, verify every byte at the destination.
+//! p2pcopy as a library: open both sides, check the request, fill the source
+//! with a seeded pattern, move the bytes along one [`CopyPath`], verify every
+//! byte at the destination, and report.
 //!
 //! BDF → device → BAR → span → (CPU mapping | dma-buf → importer) → engine.
+//!
+//! The orchestration ([`run`]: open, map, fill, step with progress and revoke
+//! checks, time, verify) is written once; what differs between the CPU and a
+//! DMA engine is a [`CopyPath`]: [`CpuMmap`] or [`Dma`]. Errors name devices,
+//! BARs, spans and errnos, never command-line flags.
 
-mod cpu;
+mod cpu_mmap;
+mod dma;
 mod endpoint;
 mod error;
-mod iommufd;
+mod path;
+mod verify;
 
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{AccessPath, Bdf, MappedRegion, OpenOptions};
+use peerdma_exporter::{AccessPath, OpenOptions};
 use serde::Serialize;
 
+pub use cpu_mmap::CpuMmap;
+pub use dma::Dma;
 pub use endpoint::{default_bar, Endpoint, EndpointSpec};
-pub use error::CopyError;
+pub use error::{CopyError, SpanField, Unavailable};
+pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
 
-use crate::sigbus::SigbusGuard;
-
-/// Which engine moves the data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineChoice {
-    /// The CPU copies between the two BARs' VFIO mmaps.
-    Cpu,
-    /// A DMA-capable device attached to an iommufd IOAS moves it between dma-buf mappings.
-    Iommufd,
-    /// An RDMA NIC (needs dma-buf MRs, which soft-RoCE lacks).
-    Rdma,
-    /// The best engine available.
-    Auto,
-}
+use verify::GuardedMap;
 
 /// A copy request.
 #[derive(Clone, Debug)]
@@ -39,24 +36,34 @@ pub struct CopyRequest {
     pub src: EndpointSpec,
     /// Destination.
     pub dst: EndpointSpec,
-    /// Bytes to copy; `None`: as much as both BARs hold past their offsets.
+    /// Bytes to copy; `None`: as much as both BARs hold past their offsets
+    /// (at most 64 KiB on a DMA path as slow as edu's).
     pub size: Option<u64>,
-    /// Bytes per engine step (progress and revoke checks happen between steps).
+    /// Bytes per step (progress and revoke checks happen between steps).
     pub chunk: u64,
     /// How many times to copy.
     pub iterations: u32,
-    /// Engine.
-    pub engine: EngineChoice,
-    /// The engine device for the iommufd engine.
-    pub via: Option<Bdf>,
+    /// How the bytes move.
+    pub path: PathChoice,
     /// Fill the source with a pattern first and check the destination after.
     pub verify: bool,
     /// Pattern seed.
     pub seed: u64,
     /// VFIO access path for the two devices.
     pub access: AccessPath,
-    /// Test hook: turn the source's memory decode off this long after the copy starts.
-    pub revoke_src_after: Option<Duration>,
+    /// Test hook: another thread turns the source's memory decode off while the
+    /// copy runs (see [`RevokeTrigger`]).
+    pub revoke_src: Option<RevokeTrigger>,
+}
+
+/// When the test hook of [`CopyRequest::revoke_src`] revokes the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeTrigger {
+    /// This long after the copy starts (races the copy: a fast copy may finish first).
+    After(Duration),
+    /// As soon as this many bytes have been copied: the copy goes on while the other
+    /// thread turns decode off, so a copy longer than this always meets the revoke.
+    AfterBytes(u64),
 }
 
 /// One side in the report.
@@ -79,11 +86,17 @@ pub struct CopyReport {
     pub src: SideReport,
     /// Destination.
     pub dst: SideReport,
-    /// Engine used.
-    pub engine: EngineChoice,
-    /// Why that engine.
+    /// The path in the spelling of older versions: `cpu` or `iommufd` (kept
+    /// for scripts; [`path`](Self::path) is the current name).
+    pub engine: &'static str,
+    /// The path the bytes took.
+    pub path: PathKind,
+    /// The importer that made the buffers visible to the engine (`iommufd`),
+    /// when one did.
+    pub importer: Option<&'static str>,
+    /// Why that path.
     pub engine_reason: String,
-    /// The engine device, when one was used.
+    /// The engine device, when a device moved the bytes.
     pub via: Option<String>,
     /// Bytes per iteration.
     pub bytes: u64,
@@ -93,7 +106,7 @@ pub struct CopyReport {
     pub seconds: f64,
     /// Throughput in GB/s (10^9 bytes per second).
     pub gbps: f64,
-    /// Whether every byte was checked and matched (`None`: --no-verify).
+    /// Whether every byte was checked and matched (`None`: not verified).
     pub verified: Option<bool>,
 }
 
@@ -106,13 +119,13 @@ pub struct Progress {
     pub total: u64,
 }
 
-fn page_align_check(what: &'static str, value: u64, page: u64) -> Result<(), CopyError> {
+fn page_align_check(field: SpanField, value: u64, page: u64) -> Result<(), CopyError> {
     if value.is_multiple_of(page) {
         Ok(())
     } else {
         let down = value / page * page;
         Err(CopyError::Unaligned {
-            what,
+            field,
             value,
             page,
             down,
@@ -121,124 +134,47 @@ fn page_align_check(what: &'static str, value: u64, page: u64) -> Result<(), Cop
     }
 }
 
-/// A BAR span mapped for the CPU with a SIGBUS guard over it.
-pub(crate) struct GuardedMap {
-    pub(crate) map: MappedRegion,
-    pub(crate) guard: SigbusGuard,
-}
-
-impl GuardedMap {
-    fn new(ep: &Endpoint, size: u64) -> Result<GuardedMap, CopyError> {
-        let map = ep.map(size)?;
-        let guard = SigbusGuard::new(map.as_ptr(), map.len())?;
-        Ok(GuardedMap { map, guard })
-    }
-}
-
-fn revoked(ep: &Endpoint, done: u64, total: u64) -> CopyError {
-    let why = match ep.device.revoke_state() {
-        Ok(peerdma_exporter::RevokeState::Revoked(r)) => r.to_string(),
-        Ok(peerdma_exporter::RevokeState::Live) => "the BAR mapping faulted".to_string(),
-        Err(e) => format!("state unreadable: {e}"),
-    };
-    CopyError::Revoked {
-        bdf: ep.bdf(),
-        done,
-        total,
-        why,
-    }
-}
-
-/// Writes the pattern into the whole span, chunk by chunk.
-fn fill(ep: &Endpoint, m: &GuardedMap, seed: u64, chunk: usize) -> Result<(), CopyError> {
-    let len = m.map.len();
-    let mut buf = vec![0u8; chunk.min(len)];
-    let mut off = 0;
-    while off < len {
-        let n = chunk.min(len - off);
-        crate::pattern::fill(seed, off as u64, &mut buf[..n]);
-        // SAFETY: the span [off, off + n) is inside the mapping; buf holds n bytes.
-        unsafe { crate::mmio::copy(m.map.as_ptr().add(off), buf.as_ptr(), n) };
-        if m.guard.faulted() {
-            return Err(revoked(ep, off as u64, len as u64));
+/// Moves the span `iterations` times along `path`, in steps of at most
+/// `chunk` bytes, reporting progress after each step; a revoked side becomes
+/// `revoked(side, done, total)`.
+fn drive(
+    path: &mut dyn CopyPath,
+    size: u64,
+    chunk: u64,
+    iterations: u32,
+    progress: &mut dyn FnMut(Progress),
+    revoked: &dyn Fn(Side, u64, u64) -> CopyError,
+) -> Result<(), CopyError> {
+    let total = size * u64::from(iterations);
+    let step = chunk.min(path.max_step()).max(1);
+    let mut done = 0;
+    for _ in 0..iterations {
+        let mut off = 0;
+        while off < size {
+            let n = step.min(size - off);
+            path.step(off, n).map_err(|e| match e {
+                StepError::Revoked(side) => revoked(side, done, total),
+                StepError::Failed(e) => e,
+            })?;
+            off += n;
+            done += n;
+            progress(Progress { done, total });
         }
-        off += n;
     }
     Ok(())
 }
 
-/// Checks the whole span against the pattern.
-fn check(ep: &Endpoint, m: &GuardedMap, seed: u64, chunk: usize) -> Result<(), CopyError> {
-    let len = m.map.len();
-    let mut buf = vec![0u8; chunk.min(len)];
-    let mut off = 0;
-    let mut first = None;
-    let mut count = 0;
-    while off < len {
-        let n = chunk.min(len - off);
-        // SAFETY: the span [off, off + n) is inside the mapping; buf holds n bytes.
-        unsafe { crate::mmio::copy(buf.as_mut_ptr(), m.map.as_ptr().add(off), n) };
-        if m.guard.faulted() {
-            return Err(revoked(ep, off as u64, len as u64));
-        }
-        if let Some((f, c)) = crate::pattern::first_mismatch(seed, off as u64, &buf[..n]) {
-            first.get_or_insert(f);
-            count += c;
-        }
-        off += n;
-    }
-    match first {
-        None => Ok(()),
-        Some(first) => Err(CopyError::Mismatch { first, count }),
-    }
-}
-
-/// Picks the engine (and, for iommufd, its device) and says why.
-fn choose_engine(
-    req: &CopyRequest,
-    src: &Endpoint,
-    dst: &Endpoint,
-) -> Result<(EngineChoice, Option<Bdf>, String), CopyError> {
-    match req.engine {
-        EngineChoice::Cpu => Ok((
-            EngineChoice::Cpu,
-            None,
-            "requested with --engine cpu".into(),
-        )),
-        EngineChoice::Iommufd => {
-            iommufd::available()?;
-            let bdf = iommufd::find_engine(req.via, &[src.bdf(), dst.bdf()])?;
-            Ok((
-                EngineChoice::Iommufd,
-                Some(bdf),
-                format!("requested with --engine iommufd; engine device {bdf}"),
-            ))
-        }
-        EngineChoice::Rdma => Err(CopyError::EngineUnavailable {
-            engine: "rdma",
-            why: "no RDMA engine yet: it needs a NIC whose driver registers dma-buf MRs \
-                  (mlx5, efa, bnxt_re, irdma, mana, ionic); soft-RoCE (rxe, siw) has none; \
-                  use --engine cpu or iommufd"
-                .into(),
-        }),
-        EngineChoice::Auto => {
-            // The only DMA engine supported so far (QEMU's edu) moves ~40 KB/s: the CPU
-            // is faster whenever it can map both BARs, so auto prefers it and says so.
-            let dma = iommufd::available()
-                .and_then(|()| iommufd::find_engine(req.via, &[src.bdf(), dst.bdf()]));
-            let why = match dma {
-                Ok(bdf) => format!(
-                    "auto: cpu, because the only DMA engine found ({bdf}, QEMU edu) moves 4 KiB \
-                     per ~100 ms; --engine iommufd uses it anyway"
-                ),
-                Err(e) => format!("auto: cpu, the iommufd engine is unavailable ({e})"),
-            };
-            Ok((EngineChoice::Cpu, None, why))
-        }
-    }
-}
-
 /// Runs a copy. `progress` is called between steps.
+///
+/// # Errors
+///
+/// [`CopyError::SameDevice`], [`CopyError::Unaligned`], [`CopyError::ZeroSize`],
+/// [`CopyError::BarTooSmall`], [`CopyError::BarUnusable`] and
+/// [`CopyError::NoUsableBar`] for a request that cannot run;
+/// [`CopyError::PathUnavailable`] when the path asked for cannot run here;
+/// [`CopyError::Revoked`] when a side is revoked mid-copy;
+/// [`CopyError::Mismatch`] when verification finds other bytes; and the
+/// exporter's, importer's, engine's and SIGBUS guard's errors.
 pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport, CopyError> {
     if req.src.bdf == req.dst.bdf {
         return Err(CopyError::SameDevice { bdf: req.src.bdf });
@@ -250,65 +186,84 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     let src = Endpoint::open(&req.src, opts())?;
     let dst = Endpoint::open(&req.dst, opts())?;
     let page = src.device.page_size();
-    page_align_check("--src-offset", src.offset, page)?;
-    page_align_check("--dst-offset", dst.offset, page)?;
-    let (engine, engine_dev, reason) = choose_engine(req, &src, &dst)?;
+    page_align_check(SpanField::SrcOffset, src.offset, page)?;
+    page_align_check(SpanField::DstOffset, dst.offset, page)?;
+    let chosen = path::choose(req.path, &src, &dst)?;
     let size = match req.size {
         Some(s) => s,
         None => {
             let fit = (src.bar.size().saturating_sub(src.offset))
                 .min(dst.bar.size().saturating_sub(dst.offset));
-            if engine == EngineChoice::Iommufd {
+            match chosen.kind {
                 // edu moves 4 KiB per ~100 ms: the whole BAR would take hours.
-                fit.min(iommufd::EDU_DEFAULT_SIZE)
-            } else {
-                fit
+                PathKind::Dma => fit.min(dma::SLOW_ENGINE_DEFAULT_SIZE),
+                PathKind::CpuMmap => fit,
             }
         }
     };
     if size == 0 {
         return Err(CopyError::ZeroSize);
     }
-    page_align_check("--size", size, page)?;
-    src.check_span("src", size)?;
-    dst.check_span("dst", size)?;
+    page_align_check(SpanField::Size, size, page)?;
+    src.check_span(Side::Src, size)?;
+    dst.check_span(Side::Dst, size)?;
     let chunk = req.chunk.clamp(page, size) / page * page;
     let src_map = GuardedMap::new(&src, size)?;
     let dst_map = GuardedMap::new(&dst, size)?;
     if req.verify {
-        fill(&src, &src_map, req.seed, chunk as usize)?;
+        verify::fill(&src, &src_map, req.seed, chunk as usize)?;
     }
-    let total = size * u64::from(req.iterations.max(1));
     let iterations = req.iterations.max(1);
-    let mut via = None;
-    let mut dma = match engine_dev {
-        Some(bdf) => {
-            let e = iommufd::IommufdCopy::new(bdf, &src, &dst, size)?;
-            via = Some(e.via());
-            Some(e)
-        }
-        None => None,
+    let total = size * u64::from(iterations);
+    let mut path: Box<dyn CopyPath + '_> = match chosen.engine {
+        Some(engine) => Box::new(Dma::open(engine, &src, &dst, size)?),
+        None => Box::new(CpuMmap::new(&src_map, &dst_map)),
     };
+    let via = path.engine();
+    let kind = path.kind();
     let start = Instant::now();
     let elapsed = std::thread::scope(|s| -> Result<Duration, CopyError> {
-        if let Some(after) = req.revoke_src_after {
+        let (fire, fired) = std::sync::mpsc::channel::<()>();
+        if let Some(trigger) = req.revoke_src {
             let device = &src.device;
             s.spawn(move || {
-                std::thread::sleep(after);
+                match trigger {
+                    RevokeTrigger::After(after) => std::thread::sleep(after),
+                    // A closed channel (the copy ended first) also ends the wait.
+                    RevokeTrigger::AfterBytes(_) => drop(fired.recv()),
+                }
                 let _ = device.set_memory_decode(false);
             });
         }
-        match dma.as_mut() {
-            Some(e) => e.copy(chunk, iterations, total, progress)?,
-            None => cpu::copy(
-                &src, &src_map, &dst, &dst_map, chunk, iterations, total, progress,
-            )?,
-        }
+        let fire_at = match req.revoke_src {
+            Some(RevokeTrigger::AfterBytes(n)) => n,
+            _ => u64::MAX,
+        };
+        let mut on_step = |p: Progress| {
+            if p.done >= fire_at {
+                let _ = fire.send(());
+            }
+            progress(p);
+        };
+        let revoked = |side, done, total| match side {
+            Side::Src => verify::revoked(&src, done, total),
+            Side::Dst => verify::revoked(&dst, done, total),
+        };
+        let result = drive(
+            path.as_mut(),
+            size,
+            chunk,
+            iterations,
+            &mut on_step,
+            &revoked,
+        );
+        drop(fire);
+        result?;
         Ok(start.elapsed())
     })?;
-    drop(dma);
+    drop(path);
     let verified = if req.verify {
-        check(&dst, &dst_map, req.seed, chunk as usize)?;
+        verify::check(&dst, &dst_map, req.seed, chunk as usize)?;
         Some(true)
     } else {
         None
@@ -323,11 +278,13 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     Ok(CopyReport {
         src: side(&src),
         dst: side(&dst),
-        engine,
-        engine_reason: reason,
+        engine: kind.old_name(),
+        path: kind,
+        importer: (kind == PathKind::Dma).then_some("iommufd"),
+        engine_reason: chosen.reason,
         via,
         bytes: size,
-        iterations: req.iterations.max(1),
+        iterations,
         seconds,
         gbps: if seconds > 0.0 {
             total as f64 / seconds / 1e9
@@ -336,4 +293,145 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
         },
         verified,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path that records its steps and stops as told.
+    struct Script {
+        max: u64,
+        steps: Vec<(u64, u64)>,
+        revoke_at: Option<(usize, Side)>,
+        fail_at: Option<usize>,
+    }
+
+    impl CopyPath for Script {
+        fn kind(&self) -> PathKind {
+            PathKind::Dma
+        }
+        fn engine(&self) -> Option<String> {
+            Some("script".into())
+        }
+        fn max_step(&self) -> u64 {
+            self.max
+        }
+        fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError> {
+            let i = self.steps.len();
+            self.steps.push((offset, len));
+            if let Some((at, side)) = self.revoke_at {
+                if at == i {
+                    return Err(StepError::Revoked(side));
+                }
+            }
+            if self.fail_at == Some(i) {
+                return Err(CopyError::ZeroSize.into());
+            }
+            Ok(())
+        }
+    }
+
+    fn script(max: u64) -> Script {
+        Script {
+            max,
+            steps: Vec::new(),
+            revoke_at: None,
+            fail_at: None,
+        }
+    }
+
+    fn no_revoke(side: Side, done: u64, total: u64) -> CopyError {
+        panic!("unexpected revoke of {side} at {done}/{total}")
+    }
+
+    #[test]
+    fn steps_cover_the_span_each_iteration_within_the_paths_limit() {
+        let mut p = script(4096);
+        let mut seen = Vec::new();
+        drive(
+            &mut p,
+            10_000,
+            1 << 20,
+            2,
+            &mut |pr| seen.push(pr.done),
+            &no_revoke,
+        )
+        .unwrap();
+        let one = [(0, 4096), (4096, 4096), (8192, 10_000 - 8192)];
+        assert_eq!(p.steps, [one, one].concat());
+        assert_eq!(seen.last(), Some(&20_000));
+        assert_eq!(seen.len(), 6);
+        // The request's chunk wins when it is the smaller.
+        let mut p = script(u64::MAX);
+        drive(&mut p, 8192, 2048, 1, &mut |_| {}, &no_revoke).unwrap();
+        assert_eq!(p.steps.len(), 4);
+    }
+
+    #[test]
+    fn a_revoked_side_stops_with_the_bytes_done_before_the_step() {
+        let mut p = script(4096);
+        p.revoke_at = Some((2, Side::Dst));
+        let err = drive(&mut p, 16384, 4096, 1, &mut |_| {}, &|side, done, total| {
+            assert_eq!((side, done, total), (Side::Dst, 8192, 16384));
+            CopyError::Mismatch { first: 0, count: 0 }
+        })
+        .unwrap_err();
+        assert!(matches!(err, CopyError::Mismatch { .. }), "{err:?}");
+        assert_eq!(p.steps.len(), 3, "no step after the revoke");
+    }
+
+    #[test]
+    fn a_failed_step_is_the_error() {
+        let mut p = script(4096);
+        p.fail_at = Some(0);
+        let err = drive(&mut p, 8192, 4096, 3, &mut |_| {}, &no_revoke).unwrap_err();
+        assert!(matches!(err, CopyError::ZeroSize), "{err:?}");
+        assert_eq!(p.steps.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_no_command_line_flags() {
+        let errors = [
+            CopyError::Unaligned {
+                field: SpanField::SrcOffset,
+                value: 0x123,
+                page: 4096,
+                down: 0,
+                up: 4096,
+            },
+            CopyError::ZeroSize,
+            CopyError::PathUnavailable {
+                path: "dma",
+                why: Unavailable::NoIommufd,
+            },
+            CopyError::PathUnavailable {
+                path: "dma",
+                why: Unavailable::EngineIsEndpoint {
+                    engine: "00:11.0".parse().unwrap(),
+                },
+            },
+            CopyError::PathUnavailable {
+                path: "dma",
+                why: Unavailable::NoEngine,
+            },
+            CopyError::PathUnavailable {
+                path: "rdma",
+                why: Unavailable::RdmaNotYet,
+            },
+            CopyError::BarTooSmall {
+                bdf: "00:10.0".parse().unwrap(),
+                side: Side::Dst,
+                bar: 2,
+                bar_size: 1 << 20,
+                offset: 0,
+                size: 2 << 20,
+            },
+        ];
+        for e in errors {
+            let msg = e.to_string();
+            assert!(!msg.contains("--"), "{msg}");
+            assert!(msg.contains("fix:"), "{msg}");
+        }
+    }
 }

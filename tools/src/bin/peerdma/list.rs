@@ -1,7 +1,7 @@
 //! `peerdma list`: every PCI function sysfs knows, with what matters for P2P.
 
-use anyhow::{Context, Result};
-use peerdma_exporter::{Bdf, PciDevice, Sysfs};
+use anyhow::Result;
+use peerdma_exporter::{PciDevice, Sysfs};
 use peerdma_tools::size::human;
 use serde_json::json;
 
@@ -23,13 +23,7 @@ fn vfio_status(d: &PciDevice) -> &'static str {
 /// Lists the PCI devices.
 pub fn run(json: bool, only_vfio: bool) -> Result<()> {
     let sys = Sysfs::system();
-    let dir = sys.root().join("bus/pci/devices");
-    let mut bdfs: Vec<Bdf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {} (is sysfs mounted?)", dir.display()))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect();
-    bdfs.sort();
+    let bdfs = sys.devices()?;
     let mut rows = Vec::new();
     for bdf in bdfs {
         let d = sys.device(bdf)?;

@@ -100,6 +100,12 @@ impl Edu {
     /// BAR0, checks the liveness register, and enables Bus Master so that it
     /// can DMA. The device must be attached to an IOAS for its DMA to reach
     /// anything.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::NotEdu`] for another device or a dead identity or
+    /// liveness register, [`EngineError::Device`] when config space, BAR0 or
+    /// the command register cannot be used.
     pub fn open(device: &Device) -> Result<Self> {
         let bdf = device.bdf();
         let engine = format!("edu {bdf}");
@@ -153,6 +159,10 @@ impl Edu {
     }
 
     /// Whether a transfer is running (command bit 0).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Device`] when the register cannot be read.
     pub fn busy(&self) -> Result<bool> {
         Ok(self.cmd()? & cmd::RUN != 0)
     }
@@ -197,6 +207,13 @@ impl Edu {
 
     /// One device transfer of `len` bytes between bus address `bus` and the
     /// internal buffer at `offset`, waited for.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::ZeroLength`], [`EngineError::AddressOverMask`],
+    /// [`EngineError::TooLong`] and [`EngineError::BufferBounds`] before the
+    /// device is touched; [`EngineError::Timeout`] when it does not finish;
+    /// [`EngineError::Device`] when a register access fails.
     pub fn transfer(
         &mut self,
         direction: Direction,

@@ -1,5 +1,7 @@
-//! DMA engines: devices that copy bytes between bus addresses (IOVAs) on
-//! request, driven from user space through VFIO.
+//! Engines: devices that move bytes through an IOAS. Each is a PCI function
+//! driven from user space through VFIO that copies between bus addresses
+//! (IOVAs) on request; the [`iommufd`](crate::iommufd) importer makes the
+//! buffers visible to it by mapping them in the IOAS it is attached to.
 //!
 //! [`DmaEngine`] is what every engine offers: its name, the highest bus
 //! address it can reach (its DMA mask), the longest single transfer, and
@@ -8,17 +10,77 @@
 //! [`edu`]) get IOVA → IOVA copies from the provided method; engines that copy
 //! directly (NVMe copy commands, RDMA) override it.
 //!
-//! The IOVAs must be mapped in the IOAS the engine's device is attached to
-//! (see `peerdma_importer::iommufd`); an engine cannot tell whether a DMA
-//! landed (edu's faults are silent), so callers check the bytes.
+//! [`DRIVERS`] lists the devices a driver here takes over, by PCI ID, and
+//! [`open`] picks the driver for a device; [`AttachedEngine::open`] does the
+//! whole setup (bind to an iommufd, take over, IOAS placed for the engine's
+//! DMA mask, attach).
+//!
+//! The IOVAs must be mapped in the IOAS the engine's device is attached to;
+//! an engine cannot tell whether a DMA landed (edu's faults are silent), so
+//! callers check the bytes.
 
+mod attached;
 pub mod edu;
 
 use std::time::Duration;
 
-use peerdma_exporter::Bdf;
+use peerdma_exporter::{Bdf, Device};
+use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
+pub use attached::AttachedEngine;
 pub use edu::Edu;
+
+/// A device a driver in this module takes over, by PCI ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Driver {
+    /// PCI vendor id.
+    pub vendor: u16,
+    /// PCI device id.
+    pub device: u16,
+    /// What the device is, for messages ("QEMU edu").
+    pub name: &'static str,
+}
+
+/// Every device an engine driver here drives.
+pub const DRIVERS: &[Driver] = &[Driver {
+    vendor: edu::EDU_VENDOR,
+    device: edu::EDU_DEVICE,
+    name: "QEMU edu",
+}];
+
+/// The driver for a device with these PCI ids, if there is one.
+pub fn driver_for(vendor: u16, device: u16) -> Option<&'static Driver> {
+    DRIVERS
+        .iter()
+        .find(|d| (d.vendor, d.device) == (vendor, device))
+}
+
+/// Takes over `device` with the driver its PCI ids call for.
+///
+/// # Errors
+///
+/// [`EngineError::Device`] when config space cannot be read,
+/// [`EngineError::NoDriver`] for a device no driver here takes, and the
+/// driver's own errors (for edu: [`Edu::open`]'s).
+pub fn open(device: &Device) -> Result<Box<dyn DmaEngine + Send>> {
+    let bdf = device.bdf();
+    let dev_err = |source| EngineError::Device {
+        engine: bdf.to_string(),
+        source,
+    };
+    let vendor = device.config_read_u16(PCI_VENDOR_ID).map_err(dev_err)?;
+    let device_id = device.config_read_u16(PCI_DEVICE_ID).map_err(dev_err)?;
+    match driver_for(vendor, device_id) {
+        Some(d) if (d.vendor, d.device) == (edu::EDU_VENDOR, edu::EDU_DEVICE) => {
+            Ok(Box::new(Edu::open(device)?))
+        }
+        _ => Err(EngineError::NoDriver {
+            bdf,
+            vendor,
+            device: device_id,
+        }),
+    }
+}
 
 /// Result type of the engines.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -61,6 +123,11 @@ pub trait DmaEngine {
     }
 
     /// Load: DMA `len` bytes from IOVA `src` into the engine's buffer at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Unsupported`] for an engine without a buffer (the
+    /// provided method); a driver's transfer errors otherwise.
     fn load(&mut self, src: u64, offset: u64, len: u64) -> Result<TransferReport> {
         let _ = (src, offset, len);
         Err(EngineError::Unsupported {
@@ -70,6 +137,10 @@ pub trait DmaEngine {
     }
 
     /// Store: DMA `len` bytes from the engine's buffer at `offset` to IOVA `dst`.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
     fn store(&mut self, offset: u64, dst: u64, len: u64) -> Result<TransferReport> {
         let _ = (offset, dst, len);
         Err(EngineError::Unsupported {
@@ -81,6 +152,13 @@ pub trait DmaEngine {
     /// Copies `len` bytes from IOVA `src` to IOVA `dst`. The provided method
     /// goes through the engine's buffer in chunks of
     /// `min(buffer_size, max_transfer)`.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::ZeroLength`] and [`EngineError::AddressOverMask`] from
+    /// the span checks, [`EngineError::Unsupported`] for an engine with
+    /// neither a buffer nor a direct copy, and [`load`](Self::load) /
+    /// [`store`](Self::store)'s errors.
     fn copy(&mut self, src: u64, dst: u64, len: u64) -> Result<TransferReport> {
         check_span(&self.name(), src, len, self.dma_mask())?;
         check_span(&self.name(), dst, len, self.dma_mask())?;
@@ -104,6 +182,11 @@ pub trait DmaEngine {
 }
 
 /// Checks that `addr..addr+len` is a non-empty span under `mask`.
+///
+/// # Errors
+///
+/// [`EngineError::ZeroLength`] for `len == 0`, [`EngineError::AddressOverMask`]
+/// when the span's last byte is above `mask` (or the span wraps).
 pub fn check_span(engine: &str, addr: u64, len: u64, mask: u64) -> Result<()> {
     if len == 0 {
         return Err(EngineError::ZeroLength {
@@ -165,6 +248,36 @@ pub enum EngineError {
         /// The exporter library's error.
         #[source]
         source: peerdma_exporter::Error,
+    },
+
+    /// The IOAS the engine DMAs through could not be set up (iommufd, IOAS,
+    /// attach).
+    #[error("{engine}: {source}")]
+    Iommufd {
+        /// Engine.
+        engine: String,
+        /// The iommufd importer's error.
+        #[source]
+        source: crate::iommufd::Error,
+    },
+
+    /// No driver here takes this device.
+    #[error(
+        "{bdf} ({vendor:04x}:{device:04x}) is not a DMA engine this library drives; fix: name \
+         one of: {known}",
+        known = DRIVERS
+            .iter()
+            .map(|d| format!("{} {:04x}:{:04x}", d.name, d.vendor, d.device))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )]
+    NoDriver {
+        /// Device.
+        bdf: Bdf,
+        /// PCI vendor id.
+        vendor: u16,
+        /// PCI device id.
+        device: u16,
     },
 
     /// The device is not the engine the driver drives.

@@ -1,0 +1,273 @@
+//! The DMA path: both spans exported as single-range dma-bufs, mapped by the
+//! iommufd importer into the IOAS an engine (`peerdma_importer::engine`) is
+//! attached to, and the engine moves the data from one IOVA to the other. The
+//! CPU never touches the data on this path.
+
+use std::path::Path;
+
+use peerdma_exporter::{Bdf, DmaBuf, DmaRange, Sysfs};
+use peerdma_importer::engine::{self, AttachedEngine};
+use peerdma_importer::iommufd::{Access, DmaBufMapping, Iommufd, Iova, MappingState, DEV_IOMMU};
+
+use super::path::{CopyPath, PathKind, Side, StepError};
+use super::{CopyError, Endpoint, Unavailable};
+
+/// Default span for an engine as slow as edu (4 KiB per ~100 ms).
+pub(super) const SLOW_ENGINE_DEFAULT_SIZE: u64 = 64 << 10;
+
+/// Whether this kernel has the iommufd importer at all.
+pub(super) fn available() -> Result<(), CopyError> {
+    if Path::new(DEV_IOMMU).exists() {
+        Ok(())
+    } else {
+        Err(CopyError::PathUnavailable {
+            path: "dma",
+            why: Unavailable::NoIommufd,
+        })
+    }
+}
+
+/// The engine device: `requested`, or the supported engine bound to vfio-pci
+/// that reaches the most of `ends` under a common bridge (then the lowest BDF).
+/// Returns it and how it reaches the two sides.
+pub(super) fn find_engine(
+    sys: &Sysfs,
+    requested: Option<Bdf>,
+    ends: &[Bdf],
+) -> Result<(Bdf, String), CopyError> {
+    if let Some(bdf) = requested {
+        if ends.contains(&bdf) {
+            return Err(CopyError::PathUnavailable {
+                path: "dma",
+                why: Unavailable::EngineIsEndpoint { engine: bdf },
+            });
+        }
+        return Ok((bdf, reach(sys, bdf, ends)));
+    }
+    let mut found: Vec<(usize, Bdf)> = sys
+        .devices()?
+        .into_iter()
+        .filter(|b| !ends.contains(b))
+        .filter(|b| {
+            sys.device(*b).is_ok_and(|d| {
+                d.is_vfio_bound() && engine::driver_for(d.vendor, d.device).is_some()
+            })
+        })
+        .map(|b| {
+            let near = ends
+                .iter()
+                .filter(|e| {
+                    sys.p2p_route(b, **e)
+                        .is_ok_and(|r| matches!(r.upstream, peerdma_exporter::Upstream::Bridge(_)))
+                })
+                .count();
+            (usize::MAX - near, b)
+        })
+        .collect();
+    found.sort();
+    match found.first() {
+        Some(&(_, bdf)) => Ok((bdf, reach(sys, bdf, ends))),
+        None => Err(CopyError::PathUnavailable {
+            path: "dma",
+            why: Unavailable::NoEngine,
+        }),
+    }
+}
+
+/// How `engine` reaches the sides, in words ("shares host bridge pci0000:00
+/// with both").
+fn reach(sys: &Sysfs, engine: Bdf, ends: &[Bdf]) -> String {
+    let routes: Vec<String> = ends
+        .iter()
+        .map(|e| match sys.p2p_route(engine, *e) {
+            Ok(r) => match r.upstream {
+                peerdma_exporter::Upstream::Bridge(b) => format!("{e} under bridge {b}"),
+                peerdma_exporter::Upstream::HostBridge { root, .. } => {
+                    format!("{e} through host bridge {root}")
+                }
+                peerdma_exporter::Upstream::Roots { .. } => format!("{e} across PCI roots"),
+            },
+            Err(_) => format!("{e} by an unknown route"),
+        })
+        .collect();
+    format!("reaches {}", routes.join(", "))
+}
+
+/// An engine attached to its IOAS with both spans mapped there.
+pub struct Dma {
+    // Field order is drop order: unmap both spans, then let the engine go.
+    src_map: DmaBufMapping<DmaBuf>,
+    dst_map: DmaBufMapping<DmaBuf>,
+    engine: AttachedEngine,
+}
+
+impl Dma {
+    /// Opens the engine `engine` on a fresh iommufd, exports `size` bytes of
+    /// each side's BAR at its offset as a single-range dma-buf, and maps them
+    /// (source readable, destination writable) at guarded IOVAs under the
+    /// engine's DMA mask.
+    ///
+    /// # Errors
+    ///
+    /// [`CopyError::PathUnavailable`] without iommufd; [`CopyError::Engine`]
+    /// when the engine cannot be opened or attached; [`CopyError::Exporter`]
+    /// when a span cannot be exported; [`CopyError::Importer`] when the
+    /// iommufd cannot be opened or a span mapped.
+    pub fn open(engine: Bdf, src: &Endpoint, dst: &Endpoint, size: u64) -> Result<Dma, CopyError> {
+        available()?;
+        let iommufd = Iommufd::open()?;
+        let engine = AttachedEngine::open(engine, &iommufd)?;
+        let map = |ep: &Endpoint, access| -> Result<DmaBufMapping<DmaBuf>, CopyError> {
+            let buf = ep
+                .device
+                .export_dma_buf(ep.bar.index, &[DmaRange::new(ep.offset, size)])?;
+            Ok(engine
+                .ioas()
+                .map_vfio_dmabuf(&ep.device, buf, 0, size, Iova::Guarded, access)?)
+        };
+        let src_map = map(src, Access::Read)?;
+        let dst_map = map(dst, Access::Write)?;
+        Ok(Dma {
+            src_map,
+            dst_map,
+            engine,
+        })
+    }
+}
+
+impl CopyPath for Dma {
+    fn kind(&self) -> PathKind {
+        PathKind::Dma
+    }
+
+    fn engine(&self) -> Option<String> {
+        Some(format!(
+            "{} ({})",
+            self.engine.device().bdf(),
+            self.engine.name()
+        ))
+    }
+
+    fn max_step(&self) -> u64 {
+        // The engine's own transfer size, so a revoke is seen within one transfer.
+        self.engine.engine().max_transfer()
+    }
+
+    fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError> {
+        let (s, d) = (self.src_map.iova(), self.dst_map.iova());
+        self.engine
+            .engine_mut()
+            .copy(s + offset, d + offset, len)
+            .map_err(|e| StepError::Failed(e.into()))?;
+        // A revoke tears the IOMMU mapping down: the engine's DMA faulted and
+        // nothing landed. Stop rather than report bytes that never moved.
+        for (map, side) in [
+            (&mut self.src_map, Side::Src),
+            (&mut self.dst_map, Side::Dst),
+        ] {
+            if !matches!(map.state(), MappingState::Live) {
+                return Err(StepError::Revoked(side));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A sysfs tree in a scratch directory, removed on drop.
+    struct Tree(PathBuf);
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl Tree {
+        fn new(tag: &str) -> Tree {
+            let dir =
+                std::env::temp_dir().join(format!("peerdma-tools-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(dir.join("bus/pci/devices")).unwrap();
+            Tree(dir)
+        }
+
+        fn add(&self, path: &str, ids: (u16, u16), driver: &str) -> &Tree {
+            let dir = self.0.join("devices").join(path);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("vendor"), format!("{:#06x}\n", ids.0)).unwrap();
+            fs::write(dir.join("device"), format!("{:#06x}\n", ids.1)).unwrap();
+            fs::write(dir.join("class"), "0x00ff00\n").unwrap();
+            fs::write(dir.join("resource"), "").unwrap();
+            symlink(
+                format!("../../../../bus/pci/drivers/{driver}"),
+                dir.join("driver"),
+            )
+            .unwrap();
+            let bdf = path.rsplit('/').next().unwrap();
+            symlink(
+                format!("../../../devices/{path}"),
+                self.0.join("bus/pci/devices").join(bdf),
+            )
+            .unwrap();
+            self
+        }
+    }
+
+    const EDU: (u16, u16) = (engine::edu::EDU_VENDOR, engine::edu::EDU_DEVICE);
+    const IVSHMEM: (u16, u16) = (0x1af4, 0x1110);
+
+    fn bdf(s: &str) -> Bdf {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_engine_under_the_sides_switch_wins_over_a_lower_bdf() {
+        let t = Tree::new("find-engine");
+        t.add("pci0000:00/0000:00:00.0", (0x8086, 0x29c0), "none")
+            .add("pci0000:00/0000:00:03.0", EDU, "vfio-pci")
+            .add("pci0000:00/0000:00:04.0", EDU, "edu")
+            .add("pci0000:00/0000:00:1c.0", (0x8086, 0x1234), "pcieport")
+            .add("pci0000:00/0000:00:1c.0/0000:01:00.0", IVSHMEM, "vfio-pci")
+            .add("pci0000:00/0000:00:1c.0/0000:01:00.1", IVSHMEM, "vfio-pci")
+            .add("pci0000:00/0000:00:1c.0/0000:01:00.2", EDU, "vfio-pci");
+        let sys = Sysfs::new(&t.0);
+        let ends = [bdf("01:00.0"), bdf("01:00.1")];
+        let (found, why) = find_engine(&sys, None, &ends).unwrap();
+        assert_eq!(found, bdf("01:00.2"), "{why}");
+        assert!(why.contains("under bridge 0000:00:1c.0"), "{why}");
+        // Without the near one, the vfio-bound edu on the root bus; the one bound
+        // to its kernel driver is never picked.
+        let (found, why) = find_engine(&sys, None, &[bdf("01:00.0"), bdf("01:00.2")]).unwrap();
+        assert_eq!(found, bdf("00:03.0"), "{why}");
+        assert!(why.contains("through host bridge pci0000:00"), "{why}");
+        // Named engines are taken as they are, unless they are a side.
+        assert_eq!(
+            find_engine(&sys, Some(bdf("00:04.0")), &ends).unwrap().0,
+            bdf("00:04.0")
+        );
+        assert!(matches!(
+            find_engine(&sys, Some(bdf("01:00.1")), &ends),
+            Err(CopyError::PathUnavailable {
+                why: Unavailable::EngineIsEndpoint { .. },
+                ..
+            })
+        ));
+        let bare = Tree::new("find-engine-none");
+        bare.add("pci0000:00/0000:00:10.0", IVSHMEM, "vfio-pci");
+        assert!(matches!(
+            find_engine(&Sysfs::new(&bare.0), None, &ends),
+            Err(CopyError::PathUnavailable {
+                why: Unavailable::NoEngine,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,178 @@
+//! How the bytes move: the [`CopyPath`] trait every path implements, the
+//! [`PathChoice`] a request makes, and the choice itself.
+//!
+//! - [`CpuMmap`](super::CpuMmap): the CPU copies between the two BARs' VFIO
+//!   mmaps;
+//! - [`Dma`](super::Dma): both spans exported as dma-bufs, mapped by the
+//!   iommufd importer into the IOAS of an engine (a device that moves bytes,
+//!   `peerdma_importer::engine`), which DMAs from one IOVA to the other;
+//! - RDMA: not yet (an explained error).
+
+use std::fmt;
+
+use peerdma_exporter::{Bdf, Sysfs};
+use serde::Serialize;
+
+use super::dma;
+use super::{CopyError, Endpoint, Unavailable};
+
+/// How a request wants the bytes moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathChoice {
+    /// The best path available (today the CPU: the only DMA engine, QEMU's
+    /// edu, is far slower).
+    Auto,
+    /// The CPU through the two BARs' VFIO mmaps.
+    CpuMmap,
+    /// A DMA engine through an iommufd IOAS; `engine` names the engine device
+    /// (`None`: the one supported engine bound to vfio-pci).
+    Dma {
+        /// The engine device.
+        engine: Option<Bdf>,
+    },
+    /// An RDMA NIC (needs dma-buf MRs; not supported yet).
+    Rdma,
+}
+
+/// Which path a copy took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathKind {
+    /// The CPU through the VFIO mmaps.
+    CpuMmap,
+    /// A DMA engine through an iommufd IOAS.
+    Dma,
+}
+
+impl PathKind {
+    /// The name older p2pcopy versions gave the path (the JSON `engine` key).
+    pub fn old_name(self) -> &'static str {
+        match self {
+            PathKind::CpuMmap => "cpu",
+            PathKind::Dma => "iommufd",
+        }
+    }
+}
+
+impl fmt::Display for PathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathKind::CpuMmap => "cpu-mmap",
+            PathKind::Dma => "dma",
+        })
+    }
+}
+
+/// One side of a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The source.
+    Src,
+    /// The destination.
+    Dst,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Src => "source",
+            Side::Dst => "destination",
+        })
+    }
+}
+
+/// Why a step of a [`CopyPath`] stopped.
+#[derive(Debug)]
+pub enum StepError {
+    /// A side's BAR was revoked (memory decode off, reset): nothing more can
+    /// move. The orchestration turns this into [`CopyError::Revoked`].
+    Revoked(Side),
+    /// The path failed.
+    Failed(CopyError),
+}
+
+impl From<CopyError> for StepError {
+    fn from(e: CopyError) -> Self {
+        StepError::Failed(e)
+    }
+}
+
+/// A way of moving bytes from the source span to the destination span, set
+/// up and ready. [`run`](super::run) drives it in steps of at most
+/// [`max_step`](Self::max_step) bytes; progress and revokes are checked
+/// between steps.
+pub trait CopyPath {
+    /// Which path this is.
+    fn kind(&self) -> PathKind;
+
+    /// The device that moves the bytes, for the report (`None`: the CPU).
+    fn engine(&self) -> Option<String>;
+
+    /// The longest step, in bytes.
+    fn max_step(&self) -> u64;
+
+    /// Moves bytes `offset..offset + len` of the span (offsets relative to
+    /// each side's start).
+    ///
+    /// # Errors
+    ///
+    /// [`StepError::Revoked`] when a side was revoked during the step,
+    /// [`StepError::Failed`] when the path itself failed.
+    fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError>;
+}
+
+/// The path a request gets, before it is set up.
+#[derive(Clone, Debug)]
+pub(super) struct Chosen {
+    pub(super) kind: PathKind,
+    pub(super) engine: Option<Bdf>,
+    pub(super) reason: String,
+}
+
+/// Picks the path (and, for DMA, its engine device) and says why.
+pub(super) fn choose(
+    choice: PathChoice,
+    src: &Endpoint,
+    dst: &Endpoint,
+) -> Result<Chosen, CopyError> {
+    let ends = [src.bdf(), dst.bdf()];
+    match choice {
+        PathChoice::CpuMmap => Ok(Chosen {
+            kind: PathKind::CpuMmap,
+            engine: None,
+            reason: "requested: the CPU through the VFIO mmaps".into(),
+        }),
+        PathChoice::Dma { engine } => {
+            dma::available()?;
+            let (bdf, why) = dma::find_engine(&Sysfs::system(), engine, &ends)?;
+            Ok(Chosen {
+                kind: PathKind::Dma,
+                engine: Some(bdf),
+                reason: format!("requested: DMA through iommufd; engine device {bdf} ({why})"),
+            })
+        }
+        PathChoice::Rdma => Err(CopyError::PathUnavailable {
+            path: "rdma",
+            why: Unavailable::RdmaNotYet,
+        }),
+        PathChoice::Auto => {
+            // The only DMA engine supported so far (QEMU's edu) moves ~40 KB/s: the CPU
+            // is faster whenever it can map both BARs, so auto prefers it and says so.
+            let dma =
+                dma::available().and_then(|()| dma::find_engine(&Sysfs::system(), None, &ends));
+            let reason = match dma {
+                Ok((bdf, _)) => format!(
+                    "auto: the CPU, because the only DMA engine found ({bdf}, QEMU edu) moves \
+                     4 KiB per ~100 ms; the DMA path uses it when asked for"
+                ),
+                Err(e) => format!("auto: the CPU; the DMA path is unavailable ({e})"),
+            };
+            Ok(Chosen {
+                kind: PathKind::CpuMmap,
+                engine: None,
+                reason,
+            })
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The CPU's part of every copy: the guarded BAR mappings, the seeded pattern
+//! written into the source before and checked at the destination after, and
+//! the error a revoke turns into.
+
+use peerdma_exporter::{MappedRegion, RevokeState};
+
+use super::{CopyError, Endpoint};
+use crate::sigbus::SigbusGuard;
+
+/// A BAR span mapped for the CPU with a SIGBUS guard over it.
+pub(crate) struct GuardedMap {
+    pub(crate) map: MappedRegion,
+    pub(crate) guard: SigbusGuard,
+}
+
+impl GuardedMap {
+    pub(super) fn new(ep: &Endpoint, size: u64) -> Result<GuardedMap, CopyError> {
+        let map = ep.map(size)?;
+        let guard = SigbusGuard::new(map.as_ptr(), map.len())?;
+        Ok(GuardedMap { map, guard })
+    }
+}
+
+/// The error for a side revoked after `done` of `total` bytes, with what the
+/// device's state says.
+pub(super) fn revoked(ep: &Endpoint, done: u64, total: u64) -> CopyError {
+    let why = match ep.device.revoke_state() {
+        Ok(RevokeState::Revoked(r)) => r.to_string(),
+        Ok(RevokeState::Live) => "the BAR mapping faulted".to_string(),
+        Err(e) => format!("state unreadable: {e}"),
+    };
+    CopyError::Revoked {
+        bdf: ep.bdf(),
+        done,
+        total,
+        why,
+    }
+}
+
+/// Writes the pattern into the whole span, chunk by chunk.
+pub(super) fn fill(
+    ep: &Endpoint,
+    m: &GuardedMap,
+    seed: u64,
+    chunk: usize,
+) -> Result<(), CopyError> {
+    let len = m.map.len();
+    let mut buf = vec![0u8; chunk.min(len)];
+    let mut off = 0;
+    while off < len {
+        let n = chunk.min(len - off);
+        crate::pattern::fill(seed, off as u64, &mut buf[..n]);
+        // SAFETY: the span [off, off + n) is inside the mapping; buf holds n bytes.
+        unsafe { crate::mmio::copy(m.map.as_ptr().add(off), buf.as_ptr(), n) };
+        if m.guard.faulted() {
+            return Err(revoked(ep, off as u64, len as u64));
+        }
+        off += n;
+    }
+    Ok(())
+}
+
+/// Checks the whole span against the pattern.
+pub(super) fn check(
+    ep: &Endpoint,
+    m: &GuardedMap,
+    seed: u64,
+    chunk: usize,
+) -> Result<(), CopyError> {
+    let len = m.map.len();
+    let mut buf = vec![0u8; chunk.min(len)];
+    let mut off = 0;
+    let mut first = None;
+    let mut count = 0;
+    while off < len {
+        let n = chunk.min(len - off);
+        // SAFETY: the span [off, off + n) is inside the mapping; buf holds n bytes.
+        unsafe { crate::mmio::copy(buf.as_mut_ptr(), m.map.as_ptr().add(off), n) };
+        if m.guard.faulted() {
+            return Err(revoked(ep, off as u64, len as u64));
+        }
+        if let Some((f, c)) = crate::pattern::first_mismatch(seed, off as u64, &buf[..n]) {
+            first.get_or_insert(f);
+            count += c;
+        }
+        off += n;
+    }
+    match first {
+        None => Ok(()),
+        Some(first) => Err(CopyError::Mismatch { first, count }),
+    }
+}
