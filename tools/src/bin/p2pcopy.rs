@@ -152,6 +152,7 @@ fn advice(e: &CopyError) -> Option<String> {
         }
         .to_string(),
         CopyError::ZeroSize => "--size is 0; give e.g. --size 1M".to_string(),
+        CopyError::ZeroIterations => "give --iterations 1 or more".to_string(),
         CopyError::PathUnavailable { why, .. } => match why {
             Unavailable::NoIommufd => "use --engine cpu".to_string(),
             Unavailable::EngineIsEndpoint { engine } => {
@@ -277,8 +278,7 @@ mod tests {
             field: SpanField::DstOffset,
             value: 0x123,
             page: 4096,
-            down: 0,
-            up: 4096,
+            suggestions: vec![0, 4096],
         };
         assert_eq!(advice(&unaligned).as_deref(), Some("--dst-offset"));
         let via = CopyError::PathUnavailable {

@@ -119,19 +119,27 @@ pub struct Progress {
     pub total: u64,
 }
 
-fn page_align_check(field: SpanField, value: u64, page: u64) -> Result<(), CopyError> {
+fn page_align_check(
+    field: SpanField,
+    value: u64,
+    page: u64,
+    valid: impl Fn(u64) -> bool,
+) -> Result<(), CopyError> {
     if value.is_multiple_of(page) {
-        Ok(())
-    } else {
-        let down = value / page * page;
-        Err(CopyError::Unaligned {
-            field,
-            value,
-            page,
-            down,
-            up: down + page,
-        })
+        return Ok(());
     }
+    let down = value / page * page;
+    let suggestions = [Some(down), down.checked_add(page)]
+        .into_iter()
+        .flatten()
+        .filter(|&v| valid(v))
+        .collect();
+    Err(CopyError::Unaligned {
+        field,
+        value,
+        page,
+        suggestions,
+    })
 }
 
 /// Moves the span `iterations` times along `path`, in steps of at most
@@ -145,7 +153,7 @@ fn drive(
     progress: &mut dyn FnMut(Progress),
     revoked: &dyn Fn(Side, u64, u64) -> CopyError,
 ) -> Result<(), CopyError> {
-    let total = size * u64::from(iterations);
+    let total = size.saturating_mul(u64::from(iterations));
     let step = chunk.min(path.max_step()).max(1);
     let mut done = 0;
     for _ in 0..iterations {
@@ -186,8 +194,22 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     let src = Endpoint::open(&req.src, opts())?;
     let dst = Endpoint::open(&req.dst, opts())?;
     let page = src.device.page_size();
-    page_align_check(SpanField::SrcOffset, src.offset, page)?;
-    page_align_check(SpanField::DstOffset, dst.offset, page)?;
+    if req.iterations == 0 {
+        return Err(CopyError::ZeroIterations);
+    }
+    let below = |bar_size: u64| move |off: u64| off < bar_size;
+    page_align_check(
+        SpanField::SrcOffset,
+        src.offset,
+        page,
+        below(src.bar.size()),
+    )?;
+    page_align_check(
+        SpanField::DstOffset,
+        dst.offset,
+        page,
+        below(dst.bar.size()),
+    )?;
     let chosen = path::choose(req.path, &src, &dst)?;
     let size = match req.size {
         Some(s) => s,
@@ -204,7 +226,14 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     if size == 0 {
         return Err(CopyError::ZeroSize);
     }
-    page_align_check(SpanField::Size, size, page)?;
+    let fits = |e: &Endpoint, n: u64| {
+        e.offset
+            .checked_add(n)
+            .is_some_and(|end| end <= e.bar.size())
+    };
+    page_align_check(SpanField::Size, size, page, |n| {
+        n > 0 && fits(&src, n) && fits(&dst, n)
+    })?;
     src.check_span(Side::Src, size)?;
     dst.check_span(Side::Dst, size)?;
     let chunk = req.chunk.clamp(page, size) / page * page;
@@ -213,8 +242,8 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     if req.verify {
         verify::fill(&src, &src_map, req.seed, chunk as usize)?;
     }
-    let iterations = req.iterations.max(1);
-    let total = size * u64::from(iterations);
+    let iterations = req.iterations;
+    let total = size.saturating_mul(u64::from(iterations));
     let mut path: Box<dyn CopyPath + '_> = match chosen.engine {
         Some(engine) => Box::new(Dma::open(engine, &src, &dst, size)?),
         None => Box::new(CpuMmap::new(&src_map, &dst_map)),
@@ -298,6 +327,50 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unaligned_suggestions_are_valid_values_and_never_wrap() {
+        let err = |r: Result<(), CopyError>| match r.unwrap_err() {
+            CopyError::Unaligned { suggestions, .. } => suggestions,
+            e => panic!("{e}"),
+        };
+        let bar = 1u64 << 26;
+        let size_ok = |n: u64| n > 0 && n <= bar;
+        assert_eq!(
+            err(page_align_check(SpanField::Size, u64::MAX, 4096, size_ok)),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            err(page_align_check(SpanField::Size, 0x123, 4096, size_ok)),
+            vec![0x1000]
+        );
+        assert_eq!(
+            err(page_align_check(SpanField::Size, 0x1123, 4096, size_ok)),
+            vec![0x1000, 0x2000]
+        );
+        let off_ok = |o: u64| o < bar;
+        assert_eq!(
+            err(page_align_check(
+                SpanField::SrcOffset,
+                bar - 1,
+                4096,
+                off_ok
+            )),
+            vec![bar - 4096]
+        );
+        let msg = CopyError::Unaligned {
+            field: SpanField::Size,
+            value: u64::MAX,
+            page: 4096,
+            suggestions: vec![],
+        }
+        .to_string();
+        assert!(
+            msg.contains("fits both BARs") && !msg.contains("0x0 "),
+            "{msg}"
+        );
+        assert!(page_align_check(SpanField::Size, 0x2000, 4096, size_ok).is_ok());
+    }
 
     /// A path that records its steps and stops as told.
     struct Script {
@@ -397,10 +470,10 @@ mod tests {
                 field: SpanField::SrcOffset,
                 value: 0x123,
                 page: 4096,
-                down: 0,
-                up: 4096,
+                suggestions: vec![0, 4096],
             },
             CopyError::ZeroSize,
+            CopyError::ZeroIterations,
             CopyError::PathUnavailable {
                 path: "dma",
                 why: Unavailable::NoIommufd,
