@@ -28,21 +28,10 @@ use crate::region::is_bar;
 /// The kernel's `DMA_IOVA_USE_SWIOTLB`: a dma-buf size with this bit is refused.
 pub const DMA_IOVA_USE_SWIOTLB: u64 = 1 << 63;
 
-/// One slice of a BAR (`struct vfio_region_dma_range`), relative to the BAR start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DmaRange {
-    /// Offset from the start of the BAR.
-    pub offset: u64,
-    /// Length in bytes.
-    pub length: u64,
-}
-
-impl DmaRange {
-    /// A range of `length` bytes at `offset`.
-    pub const fn new(offset: u64, length: u64) -> Self {
-        Self { offset, length }
-    }
-}
+/// One slice of a BAR, relative to the BAR start: the kernel's `struct
+/// vfio_region_dma_range` itself (`offset`, `length`, [`DmaRange::new`]), so that the
+/// ranges are copied into the export argument as they are and read back from it.
+pub use peerdma_uapi::vfio::vfio_region_dma_range as DmaRange;
 
 /// How to export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +206,115 @@ pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: boo
     }
 
     Ok(total)
+}
+
+/// Copies `ranges` into `dst` (the export argument) and checks them with
+/// [`validate`]'s rules in the same pass; returns the dma-buf size.
+///
+/// The pass only gathers whether some rule failed, without branching per rule;
+/// when one did, [`validate`] walks the ranges again to report the first error
+/// the kernel would (errors are rare, exports are not).
+///
+/// # Errors
+///
+/// Those of [`validate`].
+///
+/// # Panics
+///
+/// If `dst` and `ranges` differ in length.
+pub(crate) fn fill_checked(
+    target: &BarTarget,
+    ranges: &[DmaRange],
+    dst: &mut [DmaRange],
+    allow_msix_overlap: bool,
+) -> Result<u64> {
+    assert_eq!(dst.len(), ranges.len(), "argument buffer and ranges differ");
+    // Steps 1, 2 and 5 do not depend on the ranges.
+    let target_refused =
+        ranges.is_empty() || !is_bar(target.region) || target.size == 0 || !target.is_memory;
+    let spans = match target.msix {
+        Some(msix) if !target.msix_mappable && !allow_msix_overlap => {
+            msix.span_slots(target.region, target.page_size)
+        }
+        _ => [None, None],
+    };
+    let pass = match spans {
+        [None, None] => fill_pass::<false>(ranges, dst, target.page_size, [(0, 0); 2]),
+        _ => {
+            let bounds = spans.map(|s| s.map_or((0, 0), |s| (s.start, s.end)));
+            fill_pass::<true>(ranges, dst, target.page_size, bounds)
+        }
+    };
+    // Step 6 for every range at once: each end is base + offset + length and the
+    // sum grows with offset + length, so all fit if the largest does.
+    let max_addr = target.base.saturating_add(target.size);
+    let past_end = target
+        .base
+        .checked_add(pass.max_end)
+        .is_none_or(|end| end > max_addr);
+    if target_refused || pass.flagged || pass.total & DMA_IOVA_USE_SWIOTLB != 0 || past_end {
+        validate(target, ranges, allow_msix_overlap)?;
+    }
+    Ok(pass.total)
+}
+
+/// Copies `ranges` into `dst` unchecked (`skip_validation`); returns the sum of
+/// the lengths, wrapping as the kernel's would not.
+pub(crate) fn fill_unchecked(ranges: &[DmaRange], dst: &mut [DmaRange]) -> u64 {
+    let mut total = 0u64;
+    for (d, &r) in dst.iter_mut().zip(ranges) {
+        *d = r;
+        total = total.wrapping_add(r.length);
+    }
+    total
+}
+
+/// What one pass over the ranges found.
+struct Pass {
+    /// Sum of the lengths (wrapped if it overflowed: then `flagged`).
+    total: u64,
+    /// The largest `offset + length` (wrapped if one overflowed: then `flagged`).
+    max_end: u64,
+    /// Some range is empty or unaligned, the total or an end overflowed, or a
+    /// range touches an MSI-X span.
+    flagged: bool,
+}
+
+/// The loop of [`fill_checked`]: one copy and a few flag updates per range, no
+/// branch but the loop's. `MSIX`: whether `spans` (`[start, end)`, empty
+/// ones `(0, 0)`) are checked at all.
+#[inline(always)]
+fn fill_pass<const MSIX: bool>(
+    ranges: &[DmaRange],
+    dst: &mut [DmaRange],
+    page_size: u64,
+    spans: [(u64, u64); 2],
+) -> Pass {
+    let mask = page_size.wrapping_sub(1);
+    let mut bits = 0u64; // unaligned offset/length bits; bit 0 also "empty"
+    let mut overflow = false;
+    let mut msix = false;
+    let mut total = 0u64;
+    let mut max_end = 0u64;
+    for (d, &r) in dst.iter_mut().zip(ranges) {
+        *d = r;
+        bits |= (r.offset | r.length) & mask | u64::from(r.length == 0);
+        let (sum, carry) = total.overflowing_add(r.length);
+        total = sum;
+        let (end, carry_end) = r.offset.overflowing_add(r.length);
+        overflow |= carry | carry_end;
+        max_end = max_end.max(end);
+        if MSIX {
+            for (start, stop) in spans {
+                msix |= (r.offset < stop) & (start < end);
+            }
+        }
+    }
+    Pass {
+        total,
+        max_end,
+        flagged: bits != 0 || overflow || msix,
+    }
 }
 
 #[cfg(test)]
