@@ -10,6 +10,7 @@ use peerdma_uapi::vfio::{
 use rustix::io::Errno;
 
 use crate::bar::BarKind;
+use crate::bdf::Bdf;
 use crate::device::Device;
 use crate::dmabuf::DmaBuf;
 use crate::error::{Error, Result};
@@ -161,16 +162,8 @@ impl Device {
             None => ranges::fill_unchecked(ranges, arg.elems_mut()),
         };
         let generation = self.inner.generation.get();
-        let fd = ioctl::device_feature_dma_buf(self.fd(), &mut arg).map_err(|errno| {
-            let (meaning, fix) = explain::dma_buf(errno);
-            Error::Export {
-                bdf,
-                region,
-                errno,
-                meaning,
-                fix,
-            }
-        })?;
+        let fd = ioctl::device_feature_dma_buf(self.fd(), &mut arg)
+            .map_err(|errno| export_error(bdf, region, errno))?;
         Ok(DmaBuf {
             fd,
             bdf,
@@ -188,6 +181,21 @@ impl Device {
             .bar_targets
             .get(usize::try_from(region).ok()?)?
             .get()
+    }
+}
+
+/// The error of a refused `VFIO_DEVICE_FEATURE(GET | DMA_BUF)`; out of the
+/// export's hot path.
+#[cold]
+#[inline(never)]
+fn export_error(bdf: Bdf, region: u32, errno: Errno) -> Error {
+    let (meaning, fix) = explain::dma_buf(errno);
+    Error::Export {
+        bdf,
+        region,
+        errno,
+        meaning,
+        fix,
     }
 }
 

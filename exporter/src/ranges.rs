@@ -219,19 +219,18 @@ pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: boo
 ///
 /// Those of [`validate`].
 ///
-/// # Panics
-///
-/// If `dst` and `ranges` differ in length.
+/// `dst` is as long as `ranges` (the argument buffer is made for them).
+#[inline]
 pub(crate) fn fill_checked(
     target: &BarTarget,
     ranges: &[DmaRange],
     dst: &mut [DmaRange],
     allow_msix_overlap: bool,
 ) -> Result<u64> {
-    assert_eq!(dst.len(), ranges.len(), "argument buffer and ranges differ");
-    // Steps 1, 2 and 5 do not depend on the ranges.
+    debug_assert_eq!(dst.len(), ranges.len(), "argument buffer and ranges differ");
+    // Steps 1, 2 and 5 do not depend on the ranges. (`|`, not `||`: no branches.)
     let target_refused =
-        ranges.is_empty() || !is_bar(target.region) || target.size == 0 || !target.is_memory;
+        ranges.is_empty() | !is_bar(target.region) | (target.size == 0) | !target.is_memory;
     let spans = match target.msix {
         Some(msix) if !target.msix_mappable && !allow_msix_overlap => {
             msix.span_slots(target.region, target.page_size)
@@ -252,14 +251,23 @@ pub(crate) fn fill_checked(
         .base
         .checked_add(pass.max_end)
         .is_none_or(|end| end > max_addr);
-    if target_refused || pass.flagged || pass.total & DMA_IOVA_USE_SWIOTLB != 0 || past_end {
-        validate(target, ranges, allow_msix_overlap)?;
+    if target_refused | pass.flagged | (pass.total & DMA_IOVA_USE_SWIOTLB != 0) | past_end {
+        first_error(target, ranges, allow_msix_overlap)?;
     }
     Ok(pass.total)
 }
 
+/// The slow path of [`fill_checked`]: [`validate`] finds the error the kernel
+/// reports first.
+#[cold]
+#[inline(never)]
+fn first_error(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: bool) -> Result<()> {
+    validate(target, ranges, allow_msix_overlap).map(|_| ())
+}
+
 /// Copies `ranges` into `dst` unchecked (`skip_validation`); returns the sum of
 /// the lengths, wrapping as the kernel's would not.
+#[inline]
 pub(crate) fn fill_unchecked(ranges: &[DmaRange], dst: &mut [DmaRange]) -> u64 {
     let mut total = 0u64;
     for (d, &r) in dst.iter_mut().zip(ranges) {
