@@ -71,6 +71,7 @@ impl DmaBuf {
     }
 
     /// Gives up the bookkeeping and returns the fd.
+    #[inline]
     pub fn into_fd(self) -> OwnedFd {
         self.fd
     }
@@ -83,6 +84,7 @@ impl AsFd for DmaBuf {
 }
 
 impl From<DmaBuf> for OwnedFd {
+    #[inline]
     fn from(buf: DmaBuf) -> OwnedFd {
         buf.fd
     }
