@@ -299,18 +299,20 @@ fn fill_pass<const MSIX: bool>(
     spans: [(u64, u64); 2],
 ) -> Pass {
     let mask = page_size.wrapping_sub(1);
-    let mut bits = 0u64; // unaligned offset/length bits; bit 0 also "empty"
-    let mut overflow = false;
+    let mut bits = 0u64; // unaligned bits of any offset or length
+    let mut min_length = u64::MAX;
+    let mut carries = 0u64; // overflows of the total or of an offset + length
     let mut msix = false;
     let mut total = 0u64;
     let mut max_end = 0u64;
     for (d, &r) in dst.iter_mut().zip(ranges) {
         *d = r;
-        bits |= (r.offset | r.length) & mask | u64::from(r.length == 0);
+        bits |= (r.offset | r.length) & mask;
+        min_length = min_length.min(r.length);
         let (sum, carry) = total.overflowing_add(r.length);
         total = sum;
         let (end, carry_end) = r.offset.overflowing_add(r.length);
-        overflow |= carry | carry_end;
+        carries += u64::from(carry) + u64::from(carry_end);
         max_end = max_end.max(end);
         if MSIX {
             for (start, stop) in spans {
@@ -321,7 +323,7 @@ fn fill_pass<const MSIX: bool>(
     Pass {
         total,
         max_end,
-        flagged: bits != 0 || overflow || msix,
+        flagged: (bits != 0) | (min_length == 0) | (carries != 0) | msix,
     }
 }
 
@@ -729,6 +731,128 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("config space (region 7)"));
         assert!(err.to_string().contains("ENODEV"));
+    }
+
+    /// `fill_checked` against `validate`: the same size or the same error, and on
+    /// success a copy of the ranges.
+    fn fill_agrees(t: &BarTarget, ranges: &[DmaRange], allow: bool) {
+        let mut dst = vec![DmaRange::default(); ranges.len()];
+        let filled = fill_checked(t, ranges, &mut dst, allow);
+        let validated = validate(t, ranges, allow);
+        assert_eq!(
+            format!("{filled:?}"),
+            format!("{validated:?}"),
+            "{t:?} {ranges:x?} allow={allow}"
+        );
+        if filled.is_ok() {
+            assert_eq!(dst, ranges);
+        }
+    }
+
+    #[test]
+    fn one_pass_fill_reports_what_validate_reports() {
+        let targets = [
+            bar2(),
+            with_msix(),
+            BarTarget {
+                msix_mappable: true,
+                ..with_msix()
+            },
+            BarTarget {
+                region: 0,
+                ..with_msix()
+            },
+            BarTarget {
+                is_memory: false,
+                ..bar2()
+            },
+            BarTarget { size: 0, ..bar2() },
+            BarTarget {
+                region: 7,
+                ..bar2()
+            },
+            BarTarget { base: 0, ..bar2() },
+            BarTarget {
+                base: LAST_PAGE - 0x100_0000,
+                ..bar2()
+            },
+            BarTarget {
+                size: 0x100,
+                ..bar2()
+            },
+            BarTarget {
+                page_size: 0x10000,
+                ..bar2()
+            },
+        ];
+        let offsets = [
+            0,
+            PAGE,
+            0x800,
+            0x2000,
+            0x3000,
+            0xff_f000,
+            0x100_0000,
+            1 << 62,
+            LAST_PAGE,
+        ];
+        let lengths = [0, PAGE, 2 * PAGE, 0x800, 0x10000, 1 << 62, LAST_PAGE];
+        // Every one-range request, and pseudo-random two- to four-range ones.
+        let all: Vec<DmaRange> = offsets
+            .iter()
+            .flat_map(|&o| lengths.iter().map(move |&l| r(o, l)))
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for t in &targets {
+            for allow in [false, true] {
+                fill_agrees(t, &[], allow);
+                for &one in &all {
+                    fill_agrees(t, &[one], allow);
+                }
+                for _ in 0..2000 {
+                    let n = 2 + next(3);
+                    let ranges: Vec<DmaRange> = (0..n).map(|_| all[next(all.len())]).collect();
+                    fill_agrees(t, &ranges, allow);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_fill_copies_many_ranges() {
+        let ranges: Vec<DmaRange> = (0..1024).map(|i| r(2 * i * PAGE, PAGE)).collect();
+        let t = BarTarget {
+            size: 0x100_0000 * 2,
+            ..bar2()
+        };
+        let mut dst = vec![DmaRange::default(); ranges.len()];
+        assert_eq!(
+            fill_checked(&t, &ranges, &mut dst, false).unwrap(),
+            1024 * PAGE
+        );
+        assert_eq!(dst, ranges);
+        // The last range alone out of bounds: found by the slow path, by index.
+        let mut bad = ranges.clone();
+        bad[1023] = r(t.size, PAGE);
+        let err = fill_checked(&t, &bad, &mut dst, false).unwrap_err();
+        assert!(
+            matches!(err, Error::RangePastEnd { range: 1023, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unchecked_fill_copies_and_wraps() {
+        let ranges = [r(1, 0), r(0, u64::MAX), r(PAGE, 2)];
+        let mut dst = [DmaRange::default(); 3];
+        assert_eq!(fill_unchecked(&ranges, &mut dst), 1);
+        assert_eq!(dst, ranges);
     }
 
     #[test]
