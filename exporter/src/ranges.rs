@@ -17,6 +17,11 @@
 //! After the kernel's rules, one rule of this library's own: no range may touch
 //! the pages of the MSI-X table or PBA unless the region is MSI-X mappable or the
 //! caller sets [`ExportOptions::allow_msix_overlap`].
+//!
+//! [`validate`] checks rule by rule. An export uses `fill_checked`, which applies
+//! the same rules in the one pass that copies the ranges into the ioctl argument
+//! and leaves finding *which* error comes first to [`validate`], only when one
+//! of them failed.
 
 use rustix::fs::OFlags;
 

@@ -2,8 +2,9 @@
 //! binding, device features (including `VFIO_DEVICE_FEATURE_DMA_BUF`, which exports BAR
 //! ranges as dma-bufs) and the type1 IOMMU backend.
 //!
-//! The argument structs are `vfio-bindings` 0.7's, which match the 7.2 header; the
-//! opcodes are defined here.
+//! The argument structs are `vfio-bindings` 0.7's, which match the 7.2 header, except
+//! [`vfio_region_dma_range`] (defined here with the same layout, to compare and hash);
+//! the opcodes are defined here.
 
 use rustix::ioctl::{opcode, Opcode};
 
