@@ -21,7 +21,7 @@ use crate::open::{self, Binding, OpenOptions, PassedFds};
 use crate::pci_caps::{self, FlrMethod, PciCap, PCI_BASE_ADDRESS_0};
 use crate::ranges::BarTarget;
 use crate::region::{is_bar, RegionInfo, VFIO_PCI_CONFIG_REGION_INDEX};
-use crate::revoke::Lifecycle;
+use crate::revoke::{Generation, Lifecycle};
 use crate::sysfs::PciDevice;
 
 /// Bytes of config space read at open to find capabilities.
@@ -58,6 +58,8 @@ pub(crate) struct DeviceInner {
     pub(crate) layout: ConfigLayout,
     pub(crate) page_size: u64,
     pub(crate) lifecycle: Mutex<Lifecycle>,
+    /// The revoke generation, advanced under `lifecycle`'s lock.
+    pub(crate) generation: Generation,
     /// What export validation needs about each BAR, read on first use: vfio-pci
     /// fixes a BAR's region info when the device is opened, and sysfs its base.
     pub(crate) bar_targets: [OnceLock<BarTarget>; 6],
@@ -131,6 +133,7 @@ impl Device {
             },
             page_size,
             lifecycle: Mutex::new(Lifecycle::default()),
+            generation: Generation::default(),
             bar_targets: Default::default(),
         };
         let mut config = vec![0u8; CONFIG_SNAPSHOT_LEN];

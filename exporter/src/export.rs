@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use peerdma_uapi::flex::{Feature, FlexBuf};
 use peerdma_uapi::vfio::{
-    vfio_device_feature_dma_buf, vfio_region_dma_range, VFIO_DEVICE_FEATURE_DMA_BUF,
-    VFIO_DEVICE_FEATURE_GET,
+    vfio_device_feature_dma_buf, VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET,
 };
 use rustix::io::Errno;
 
 use crate::bar::BarKind;
+use crate::bdf::Bdf;
 use crate::device::Device;
 use crate::dmabuf::DmaBuf;
 use crate::error::{Error, Result};
@@ -44,7 +44,7 @@ const ARG_HEADER_BYTES: usize = 8 + 16;
 /// Whether an argument with `count` ranges fits the 32-bit argsz.
 fn fits_argsz(count: usize) -> bool {
     count
-        .checked_mul(size_of::<vfio_region_dma_range>())
+        .checked_mul(size_of::<DmaRange>())
         .and_then(|n| n.checked_add(ARG_HEADER_BYTES))
         .is_some_and(|n| n <= u32::MAX as usize)
 }
@@ -117,6 +117,10 @@ impl Device {
     /// Unless `opts.skip_validation`, the request is checked first and refused
     /// with the error the kernel would give (same errno). If the device's
     /// memory decode is off, the buffer is born revoked.
+    ///
+    /// The ranges are checked while they are copied into the ioctl's argument,
+    /// the one allocation of an export, which the [`DmaBuf`] then keeps as its
+    /// record of them ([`DmaBuf::ranges`]).
     pub fn export_dma_buf_with(
         &self,
         region: u32,
@@ -131,10 +135,14 @@ impl Device {
                 count: ranges.len(),
             });
         }
-        let validated_size = if opts.skip_validation {
+        let read;
+        let target = if opts.skip_validation {
             None
+        } else if let Some(cached) = self.cached_bar_target(region) {
+            Some(cached)
         } else {
-            Some(self.check_export(region, ranges, opts.allow_msix_overlap)?)
+            read = self.bar_target(region)?;
+            Some(&read)
         };
         let payload = vfio_device_feature_dma_buf {
             region_index: region,
@@ -146,38 +154,48 @@ impl Device {
             VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF,
             payload,
         );
-        // The ranges go straight into the argument buffer: one allocation, one pass.
         let mut arg = FlexBuf::new(feature, ranges.len());
-        for (elem, r) in arg.elems_mut().iter_mut().zip(ranges) {
-            *elem = vfio_region_dma_range {
-                offset: r.offset,
-                length: r.length,
-            };
-        }
-        let generation = self.revoke_generation();
-        let fd = ioctl::device_feature_dma_buf(self.fd(), &mut arg).map_err(|errno| {
-            let (meaning, fix) = explain::dma_buf(errno);
-            Error::Export {
-                bdf,
-                region,
-                errno,
-                meaning,
-                fix,
+        let size = match target {
+            Some(target) => {
+                ranges::fill_checked(target, ranges, arg.elems_mut(), opts.allow_msix_overlap)?
             }
-        })?;
+            None => ranges::fill_unchecked(ranges, arg.elems_mut()),
+        };
+        let generation = self.inner.generation.get();
+        let fd = ioctl::device_feature_dma_buf(self.fd(), &mut arg)
+            .map_err(|errno| export_error(bdf, region, errno))?;
         Ok(DmaBuf {
             fd,
             bdf,
             region,
-            ranges: ranges.to_vec(),
-            size: validated_size.unwrap_or_else(|| {
-                ranges
-                    .iter()
-                    .fold(0u64, |sum, r| sum.wrapping_add(r.length))
-            }),
+            arg,
+            size,
             generation,
             device: Arc::downgrade(&self.inner),
         })
+    }
+
+    /// The [`BarTarget`] of region `region` if [`Device::bar_target`] has read it.
+    fn cached_bar_target(&self, region: u32) -> Option<&BarTarget> {
+        self.inner
+            .bar_targets
+            .get(usize::try_from(region).ok()?)?
+            .get()
+    }
+}
+
+/// The error of a refused `VFIO_DEVICE_FEATURE(GET | DMA_BUF)`; out of the
+/// export's hot path.
+#[cold]
+#[inline(never)]
+fn export_error(bdf: Bdf, region: u32, errno: Errno) -> Error {
+    let (meaning, fix) = explain::dma_buf(errno);
+    Error::Export {
+        bdf,
+        region,
+        errno,
+        meaning,
+        fix,
     }
 }
 

@@ -39,7 +39,12 @@ impl DeviceInner {
         let before = self.revoke_state()?;
         let result = action();
         if let Ok(after) = self.revoke_state() {
-            life.record(before, after, forced.filter(|_| result.is_ok()));
+            life.record(
+                &self.generation,
+                before,
+                after,
+                forced.filter(|_| result.is_ok()),
+            );
         }
         result
     }
@@ -64,7 +69,7 @@ impl Device {
 
     /// Number of revokes this library has caused on this device so far.
     pub fn revoke_generation(&self) -> u64 {
-        self.inner.lifecycle().generation()
+        self.inner.generation.get()
     }
 
     /// The last reset this library performed on this device.
@@ -135,7 +140,7 @@ impl Device {
             .inner
             .transition(Some(RevokeReason::Reset(method)), || Ok(action()))?;
         let mut life = self.inner.lifecycle();
-        let generation = life.generation();
+        let generation = self.inner.generation.get();
         life.last_reset = Some(ResetRecord {
             method,
             at: Instant::now(),

@@ -284,6 +284,7 @@ fn check_exports(run: &Run, access: &str) {
             assert_eq!(u(l, "nr_ranges"), nr, "{l:#}");
             assert_eq!(u(l, "ranges_sum"), sum, "{l:#}");
             assert_eq!(u(l, "size"), sum, "dma-buf size is the sum: {l:#}");
+            assert_eq!(l["ranges_recorded"], true, "DmaBuf::ranges: {l:#}");
             assert_eq!(u(l, "fdinfo_size"), sum, "fdinfo size: {l:#}");
             assert_eq!(l["exp_name"], "vfio_pci_core", "{l:#}");
             assert_eq!(l["flags_octal"], "2000002", "O_RDWR|O_CLOEXEC: {l:#}");

@@ -410,7 +410,9 @@ fn public_items() -> BTreeSet<String> {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         for line in text.lines().map(str::trim_start) {
-            let name = if let Some(rest) = line.strip_prefix("pub use ") {
+            let name = if line.starts_with("pub const fn ") {
+                None // a constructor, not an item
+            } else if let Some(rest) = line.strip_prefix("pub use ") {
                 rest.trim_end_matches(';').rsplit("::").next()
             } else if let Some(rest) = [
                 "pub const ",

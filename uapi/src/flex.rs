@@ -182,6 +182,7 @@ impl<H: FlexHeader> FlexBuf<H> {
     /// # Panics
     ///
     /// If the argument would be larger than `u32::MAX` bytes (the kernel's `argsz` limit).
+    #[inline]
     pub fn new(header: H, len: usize) -> Self {
         let () = Self::LAYOUT;
         let mut buf = Self {
@@ -226,6 +227,7 @@ impl<H: FlexHeader> FlexBuf<H> {
     }
 
     /// The array after the header.
+    #[inline]
     pub fn elems(&self) -> &[H::Elem] {
         // SAFETY: ELEMS_OFFSET + len * size_of::<Elem>() == byte_len() <= the buffer's
         // size; the start is aligned (8-aligned base, ELEMS_OFFSET a multiple of the
@@ -244,6 +246,7 @@ impl<H: FlexHeader> FlexBuf<H> {
     }
 
     /// The array after the header, to fill in.
+    #[inline]
     pub fn elems_mut(&mut self) -> &mut [H::Elem] {
         // SAFETY: as in `elems`; `&mut self` makes the borrow unique, and `Elem` has no
         // padding, so whatever is written keeps every byte initialized.
@@ -312,6 +315,7 @@ impl<H: FlexHeader> FlexBuf<H> {
 
     /// Pointer to the header for the ioctl call; first rewrites the header's size and
     /// count fields from the buffer. Valid until `self` is next used.
+    #[inline]
     pub fn as_mut_ptr(&mut self) -> *mut H {
         self.sync_lengths();
         self.words.as_mut_ptr().cast()
@@ -357,6 +361,7 @@ impl<H: FlexHeader> FlexBuf<H> {
         }
     }
 
+    #[inline]
     fn bytes_for(len: usize) -> usize {
         let bytes = len
             .checked_mul(size_of::<H::Elem>())
@@ -374,6 +379,7 @@ impl<H: FlexHeader> FlexBuf<H> {
         unsafe { slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), len) }
     }
 
+    #[inline]
     fn sync_lengths(&mut self) {
         let total = byte_len_u32(self.byte_len());
         // `len <= byte_len <= u32::MAX` (bytes_for) because elements are not zero-sized.
@@ -435,6 +441,7 @@ impl<H: FlexHeader> Iterator for Caps<'_, H> {
     }
 }
 
+#[inline]
 fn byte_len_u32(bytes: usize) -> u32 {
     u32::try_from(bytes).expect("ioctl argument larger than u32::MAX bytes")
 }

@@ -2,8 +2,9 @@
 //! binding, device features (including `VFIO_DEVICE_FEATURE_DMA_BUF`, which exports BAR
 //! ranges as dma-bufs) and the type1 IOMMU backend.
 //!
-//! The argument structs are `vfio-bindings` 0.7's, which match the 7.2 header; the
-//! opcodes are defined here.
+//! The argument structs are `vfio-bindings` 0.7's, which match the 7.2 header, except
+//! [`vfio_region_dma_range`] (defined here with the same layout, to compare and hash);
+//! the opcodes are defined here.
 
 use rustix::ioctl::{opcode, Opcode};
 
@@ -42,8 +43,42 @@ pub use vfio_bindings::bindings::vfio::vfio_irq_info;
 /// and the feature's payload in `data`. Build it with [`crate::flex::Feature`].
 pub use vfio_bindings::bindings::vfio::vfio_device_feature;
 
-/// One range of a BAR (offset and length, both page-aligned) placed in a dma-buf.
-pub use vfio_bindings::bindings::vfio::vfio_region_dma_range;
+/// One range of a BAR (offset and length, both page-aligned) placed in a dma-buf
+/// (`struct vfio_region_dma_range`).
+///
+/// Defined here, with the header's layout, rather than re-exported from `vfio-bindings`:
+/// it also compares and hashes, so that `peerdma-exporter` uses it as its `DmaRange` and a
+/// dma-buf's argument buffer serves as its record of the ranges it was made of.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct vfio_region_dma_range {
+    /// Offset from the start of the BAR.
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+}
+
+impl vfio_region_dma_range {
+    /// A range of `length` bytes at `offset`.
+    pub const fn new(offset: u64, length: u64) -> Self {
+        Self { offset, length }
+    }
+}
+
+// The element of `vfio_device_feature_dma_buf.dma_ranges` (the bindings' own struct).
+const _: () = {
+    use vfio_bindings::bindings::vfio::vfio_region_dma_range as Bindings;
+    assert!(size_of::<vfio_region_dma_range>() == size_of::<Bindings>());
+    assert!(align_of::<vfio_region_dma_range>() == align_of::<Bindings>());
+    assert!(
+        core::mem::offset_of!(vfio_region_dma_range, offset)
+            == core::mem::offset_of!(Bindings, offset)
+    );
+    assert!(
+        core::mem::offset_of!(vfio_region_dma_range, length)
+            == core::mem::offset_of!(Bindings, length)
+    );
+};
 
 /// Payload of `VFIO_DEVICE_FEATURE_DMA_BUF`: region (BAR) index, `open(2)` flags for the
 /// new fd, `flags` (must be 0), then `nr_ranges` ranges. Build it with

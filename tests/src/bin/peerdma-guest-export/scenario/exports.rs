@@ -47,6 +47,8 @@ pub(crate) fn scenario_exports(a: &Args, d: &ManifestDevice, dev: &Device) -> Re
             Ok(buf) => {
                 f["ok"] = true.into();
                 f["size"] = buf.size().into();
+                // The buffer's record of its ranges is the argument it was exported with.
+                f["ranges_recorded"] = (buf.ranges() == ranges.as_slice()).into();
                 f["fds_during"] = fds().into();
                 match buf.fdinfo() {
                     Ok(info) => {
