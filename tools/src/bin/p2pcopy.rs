@@ -1,6 +1,12 @@
 //! `p2pcopy SRC DST`: stream data from one PCI device's BAR to another's, verify every
 //! byte, report throughput.
 //!
+//! SRC and DST name a device's BAR (`0000:00:11.0`), an NVMe namespace
+//! (`nvme:0000:00:13.0[/NSID][@LBA]`, read or written by the user-space NVMe engine
+//! straight from or into the other side) or `host` (host memory, the baseline for an
+//! NVMe copy). A copy with an NVMe side reports IOPS, queue depth, transfer size and
+//! latency percentiles too.
+//!
 //! `--engine` says what moves the bytes: `cpu` (the CPU through the two BARs' VFIO
 //! mmaps), `dma` (a DMA engine device, named by `--via`, through an iommufd IOAS;
 //! `iommufd` is the old spelling and still accepted), `rdma` (not yet) or `auto`.
@@ -13,9 +19,10 @@ use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_importer::engine::NvmeOptions;
 use peerdma_tools::p2pcopy::{
     self, CopyError, CopyRequest, EndpointSpec, PathChoice, Progress, RevokeTrigger, Side,
-    SpanField, Unavailable,
+    SpanField, StorageReport, StorageRequest, Target, Unavailable,
 };
 use peerdma_tools::size::{human, parse_size};
 
@@ -47,14 +54,22 @@ enum Access {
     about = "Copy between two PCI devices' BARs (named by BDF), verified, with throughput"
 )]
 struct Cli {
-    /// Source device (0000:01:00.0 or 01:00.0).
-    src: Bdf,
-    /// Destination device.
-    dst: Bdf,
+    /// Source: a device's BAR (0000:01:00.0 or 01:00.0), an NVMe namespace
+    /// (nvme:BDF[/NSID][@LBA]) or host.
+    src: Target,
+    /// Destination: as SRC.
+    dst: Target,
     /// The engine device for --engine dma (default: the supported engine bound to
-    /// vfio-pci nearest both devices).
-    #[arg(long, value_name = "BDF")]
+    /// vfio-pci nearest both devices; an NVMe controller, also spelled nvme:BDF, copies
+    /// BAR → BAR in two steps through its namespace).
+    #[arg(long, value_name = "BDF", value_parser = parse_via)]
     via: Option<Bdf>,
+    /// NVMe commands kept in flight.
+    #[arg(long, default_value_t = 32)]
+    queue_depth: u32,
+    /// Bytes per NVMe command (capped by the controller's MDTS).
+    #[arg(long, value_parser = parse_size, default_value = "128K")]
+    transfer_size: u64,
     /// Source BAR (default: the largest exportable memory BAR).
     #[arg(long)]
     src_bar: Option<u32>,
@@ -104,6 +119,14 @@ struct Cli {
     /// Test hook: turn the source's memory decode off once this many bytes are copied.
     #[arg(long, hide = true, value_parser = parse_size)]
     test_revoke_after_bytes: Option<u64>,
+}
+
+/// `--via`: a BDF, or `nvme:BDF`.
+fn parse_via(s: &str) -> Result<Bdf, String> {
+    s.strip_prefix("nvme:")
+        .unwrap_or(s)
+        .parse::<Bdf>()
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -167,18 +190,63 @@ fn advice(e: &CopyError) -> Option<String> {
     })
 }
 
+/// A side with the BAR flags applied.
+fn with_bar(t: &Target, bar: Option<u32>, offset: u64) -> Target {
+    match t {
+        Target::Bar(spec) => Target::Bar(EndpointSpec {
+            bdf: spec.bdf,
+            bar,
+            offset,
+        }),
+        other => other.clone(),
+    }
+}
+
 fn run(cli: &Cli) -> Result<()> {
+    let src = with_bar(&cli.src, cli.src_bar, cli.src_offset);
+    let dst = with_bar(&cli.dst, cli.dst_bar, cli.dst_offset);
+    let revoke = match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
+        (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
+        (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
+        (None, None) => None,
+    };
+    let (src_spec, dst_spec) = match (src.bar(), dst.bar()) {
+        (Some(s), Some(d)) => (s.clone(), d.clone()),
+        _ if p2pcopy::is_storage(&src, &dst) => {
+            if matches!(cli.engine, Engine::Cpu | Engine::Rdma) {
+                anyhow::bail!(
+                    "an NVMe side is read and written by the NVMe controller's own DMA, not \
+                     the CPU or a NIC (p2pcopy: use --engine auto or --engine dma)"
+                );
+            }
+            let req = StorageRequest {
+                src,
+                dst,
+                size: cli.size,
+                chunk: cli.chunk,
+                iterations: cli.iterations,
+                nvme: NvmeOptions {
+                    queue_depth: cli.queue_depth,
+                    transfer_size: cli.transfer_size,
+                    ..NvmeOptions::default()
+                },
+                verify: !cli.no_verify,
+                seed: cli.seed,
+                access: access_path(cli.access),
+                revoke_bar: revoke,
+            };
+            return run_storage(cli, &req);
+        }
+        _ => anyhow::bail!(
+            "cannot copy {} → {}: host memory pairs with an nvme: side only (p2pcopy: name \
+             two devices, or an nvme: namespace and a device or host)",
+            cli.src,
+            cli.dst
+        ),
+    };
     let req = CopyRequest {
-        src: EndpointSpec {
-            bdf: cli.src,
-            bar: cli.src_bar,
-            offset: cli.src_offset,
-        },
-        dst: EndpointSpec {
-            bdf: cli.dst,
-            bar: cli.dst_bar,
-            offset: cli.dst_offset,
-        },
+        src: src_spec,
+        dst: dst_spec,
         size: cli.size,
         chunk: cli.chunk,
         iterations: cli.iterations,
@@ -190,46 +258,12 @@ fn run(cli: &Cli) -> Result<()> {
         },
         verify: !cli.no_verify,
         seed: cli.seed,
-        access: match cli.access {
-            Access::Auto => AccessPath::Auto,
-            Access::Cdev => AccessPath::Cdev,
-            Access::Group => AccessPath::Group,
-        },
-        revoke_src: match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
-            (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
-            (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
-            (None, None) => None,
-        },
+        access: access_path(cli.access),
+        revoke_src: revoke,
     };
-    let interactive = std::io::stderr().is_terminal()
-        && std::env::var("TERM").map_or(true, |t| t != "dumb")
-        && !cli.quiet
-        && !cli.json;
-    let start = Instant::now();
-    let mut bar: Option<ProgressBar> = None;
-    let mut on_progress = |p: Progress| {
-        if !interactive {
-            return;
-        }
-        // Only copies longer than a second get a bar.
-        if bar.is_none() && start.elapsed() > Duration::from_secs(1) {
-            let b = ProgressBar::new(p.total);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar = Some(b);
-        }
-        if let Some(b) = &bar {
-            b.set_position(p.done);
-        }
-    };
-    let result = p2pcopy::run(&req, &mut on_progress);
-    if let Some(b) = bar.take() {
-        b.finish_and_clear();
-    }
+    let mut bar = Bar::new(cli);
+    let result = p2pcopy::run(&req, &mut |p| bar.update(p));
+    bar.finish();
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -264,6 +298,100 @@ fn run(cli: &Cli) -> Result<()> {
             }
         );
         println!("engine: {}", report.engine_reason);
+    }
+    Ok(())
+}
+
+fn access_path(a: Access) -> AccessPath {
+    match a {
+        Access::Auto => AccessPath::Auto,
+        Access::Cdev => AccessPath::Cdev,
+        Access::Group => AccessPath::Group,
+    }
+}
+
+/// The progress bar: shown on a terminal for copies longer than a second.
+struct Bar {
+    interactive: bool,
+    start: Instant,
+    bar: Option<ProgressBar>,
+}
+
+impl Bar {
+    fn new(cli: &Cli) -> Bar {
+        Bar {
+            interactive: std::io::stderr().is_terminal()
+                && std::env::var("TERM").map_or(true, |t| t != "dumb")
+                && !cli.quiet
+                && !cli.json,
+            start: Instant::now(),
+            bar: None,
+        }
+    }
+
+    fn update(&mut self, p: Progress) {
+        if !self.interactive {
+            return;
+        }
+        if self.bar.is_none() && self.start.elapsed() > Duration::from_secs(1) {
+            let b = ProgressBar::new(p.total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            self.bar = Some(b);
+        }
+        if let Some(b) = &self.bar {
+            b.set_position(p.done);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
+    let mut bar = Bar::new(cli);
+    let result = p2pcopy::run_storage(req, &mut |p| bar.update(p));
+    bar.finish();
+    let r: StorageReport = match result {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match advice(&e) {
+                Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
+                None => e.into(),
+            })
+        }
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else if !cli.quiet {
+        println!(
+            "copied {} × {} from {} to {} by NVMe {} in {:.3} s: {}, {:.0} IOPS, QD {}, {} per \
+             command, latency p50 {:.1} µs p99 {:.1} µs{}",
+            human(r.bytes),
+            r.iterations,
+            cli.src,
+            cli.dst,
+            r.via,
+            r.seconds,
+            rate(r.gbps),
+            r.iops,
+            r.queue_depth,
+            human(r.transfer_size),
+            r.latency.p50_us,
+            r.latency.p99_us,
+            match r.verified {
+                Some(true) => ", every byte verified",
+                _ => " (not verified)",
+            }
+        );
+        println!("engine: {}", r.engine_reason);
     }
     Ok(())
 }

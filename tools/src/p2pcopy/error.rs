@@ -165,6 +165,34 @@ pub enum CopyError {
         /// What the device's state says.
         why: String,
     },
+    /// The `nvme:` device is not an NVMe controller.
+    #[error(
+        "{bdf} is not an NVMe controller (class {class:#08x}, ids {vendor:04x}:{device:04x}); \
+         fix: name an NVMe controller (class 0x010802) bound to vfio-pci as the nvme: side"
+    )]
+    NotNvme {
+        /// Device.
+        bdf: Bdf,
+        /// PCI class code.
+        class: u32,
+        /// Vendor id.
+        vendor: u16,
+        /// Device id.
+        device: u16,
+    },
+    /// A storage copy needs exactly one NVMe side.
+    #[error(
+        "cannot copy {src} → {dst}: a storage copy moves data between one NVMe namespace and \
+         one BAR or host memory; fix: name an nvme: side and a device or host as the other \
+         (a BAR → BAR copy through a drive goes through the DMA path with the controller as \
+         its engine)"
+    )]
+    StorageSides {
+        /// Source as named.
+        src: String,
+        /// Destination as named.
+        dst: String,
+    },
     /// SRC and DST are the same device.
     #[error(
         "SRC and DST are both {bdf}: p2pcopy moves data between two devices; \

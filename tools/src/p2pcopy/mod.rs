@@ -14,6 +14,8 @@ mod dma;
 mod endpoint;
 mod error;
 mod path;
+mod storage;
+mod target;
 mod verify;
 
 use std::time::{Duration, Instant};
@@ -26,6 +28,11 @@ pub use dma::Dma;
 pub use endpoint::{default_bar, Endpoint, EndpointSpec};
 pub use error::{CopyError, SpanField, Unavailable};
 pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
+pub use storage::{
+    is_storage, run_storage, Latency, StorageReport, StorageRequest, TargetReport,
+    DEFAULT_STORAGE_SIZE,
+};
+pub use target::{NvmeTarget, Target, TargetParseError};
 
 use verify::GuardedMap;
 
