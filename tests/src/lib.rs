@@ -10,6 +10,7 @@ pub mod debian;
 pub mod devices;
 pub mod guest;
 pub mod host;
+pub mod image;
 pub mod initramfs;
 pub mod kernel;
 pub mod manifest;

@@ -34,6 +34,12 @@ enum Cmd {
         /// Print the run's summary (BDFs, timings) as JSON on stderr at the end.
         #[arg(long)]
         json: bool,
+        /// Extra kernel command-line argument (repeatable).
+        #[arg(long = "append", value_name = "ARG")]
+        kernel_args: Vec<String>,
+        /// Environment variable for CMD, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
@@ -88,6 +94,17 @@ struct VmArgs {
     /// Guest CPUs (QEMU 10.0.2's TCG was seen to abort with two during revoke tests).
     #[arg(long, default_value_t = 1)]
     cpus: u32,
+    /// Create an NVMe device's image in the scratch before boot: ROLE=pattern:SEED (the
+    /// p2pcopy pattern), ROLE=file:PATH or ROLE=zero (repeatable).
+    #[arg(long = "nvme-image", value_name = "ROLE=SOURCE")]
+    nvme_images: Vec<peerdma_testbed::image::ImageSeed>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 impl VmArgs {
@@ -102,6 +119,7 @@ impl VmArgs {
             memory_mib: self.memory,
             cpus: self.cpus,
             stream,
+            nvme_images: self.nvme_images,
             ..VmOptions::default()
         }
     }
@@ -139,8 +157,17 @@ fn real_main() -> Result<u8> {
     let cli = Cli::parse();
     install_signal_handlers();
     match cli.command {
-        Cmd::Run { vm, json, cmd } => {
-            let testbed = Testbed::new(vm.options(true))?;
+        Cmd::Run {
+            vm,
+            json,
+            kernel_args,
+            env,
+            cmd,
+        } => {
+            let mut options = vm.options(true);
+            options.kernel_args = kernel_args;
+            options.env = env;
+            let testbed = Testbed::new(options)?;
             let k = testbed.kernel();
             eprintln!("testbed: kernel {} ({})", k.version, k.source);
             let out = testbed.run(&cmd)?;

@@ -48,6 +48,11 @@ pub struct VmOptions {
     pub env: Vec<(String, String)>,
     /// The guest's working directory (default: this process's).
     pub cwd: Option<PathBuf>,
+    /// NVMe images to create and seed in the scratch before boot (others are made
+    /// empty, or kept when a kept scratch has them).
+    pub nvme_images: Vec<crate::image::ImageSeed>,
+    /// Extra kernel command-line arguments.
+    pub kernel_args: Vec<String>,
 }
 
 impl Default for VmOptions {
@@ -66,6 +71,8 @@ impl Default for VmOptions {
             stream: false,
             env: Vec::new(),
             cwd: None,
+            nvme_images: Vec::new(),
+            kernel_args: Vec::new(),
         }
     }
 }
@@ -94,12 +101,12 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
-    /// The host path of a device's ivshmem backing file.
+    /// The host path of a device's backing file (ivshmem memory, NVMe image).
     pub fn backing_file(&self, role: &str) -> Result<PathBuf> {
         self.manifest
             .device(role)
             .and_then(|d| d.backing_file.clone())
-            .with_context(|| format!("no ivshmem device with role {role} in this run"))
+            .with_context(|| format!("no ivshmem or NVMe device with role {role} in this run"))
     }
 }
 
@@ -174,12 +181,19 @@ impl Testbed {
             .devices
             .0
             .iter()
-            .map(|d| GuestDevice {
+            .enumerate()
+            .map(|(i, d)| GuestDevice {
                 role: d.role.clone(),
                 kind: d.kind,
-                backing_file: (d.kind == DeviceKind::Ivshmem)
-                    .then(|| scratch.join(format!("{}.mem", d.role))),
+                backing_file: match d.kind {
+                    DeviceKind::Ivshmem => Some(scratch.join(format!("{}.mem", d.role))),
+                    DeviceKind::Nvme => Some(crate::image::image_path(scratch, &d.role)),
+                    _ => None,
+                },
                 size: d.size_mib << 20,
+                serial: (d.kind == DeviceKind::Nvme).then(|| nvme_serial(i)),
+                nsid: (d.kind == DeviceKind::Nvme).then_some(1),
+                cmb_size: (d.kind == DeviceKind::Nvme).then_some(d.size_mib << 20),
             })
             .collect();
         let stock = matches!(self.kernel.kind, KernelKind::Stock);
@@ -276,6 +290,10 @@ impl Testbed {
         } else {
             cmdline.push_str(" vfio.enable_unsafe_noiommu_mode=1");
         }
+        for arg in &o.kernel_args {
+            cmdline.push(' ');
+            cmdline.push_str(arg);
+        }
         push("-append".into());
         push(cmdline);
         push("-fsdev".into());
@@ -328,9 +346,8 @@ impl Testbed {
                     push(format!("edu,{place}"));
                 }
                 DeviceKind::Nvme => {
-                    let img = scratch.join(format!("{role}.img"));
-                    let f = std::fs::File::create(&img)?;
-                    f.set_len(64 << 20)?;
+                    // Seeded before boot (Testbed::boot), kept in a kept scratch.
+                    let img = crate::image::ensure(scratch, role)?;
                     push("-drive".into());
                     push(format!(
                         "file={},if=none,id=drv-{role},format=raw",
@@ -338,7 +355,8 @@ impl Testbed {
                     ));
                     push("-device".into());
                     push(format!(
-                        "nvme,serial=peerdma{i},drive=drv-{role},cmb_size_mb={},{place}",
+                        "nvme,serial={},drive=drv-{role},cmb_size_mb={},{place}",
+                        nvme_serial(i),
                         d.size_mib
                     ));
                 }
@@ -359,6 +377,21 @@ impl Testbed {
 
     fn boot(&self, argv: Vec<String>, interactive: bool) -> Result<RunOutcome> {
         let scratch = Scratch::new(self.options.scratch.as_deref())?;
+        for seed in &self.options.nvme_images {
+            if !self
+                .options
+                .devices
+                .0
+                .iter()
+                .any(|d| d.kind == DeviceKind::Nvme && d.role == seed.role)
+            {
+                bail!(
+                    "--nvme-image names {:?}, which is not an nvme device of this run",
+                    seed.role
+                );
+            }
+            crate::image::seed(scratch.path(), &seed.role, &seed.source)?;
+        }
         let config = self.guest_config(argv, interactive, scratch.path())?;
         std::fs::write(
             scratch.path().join(GUEST_CONFIG_FILE),
@@ -588,6 +621,11 @@ impl Testbed {
             accel,
         })
     }
+}
+
+/// The serial number of the NVMe controller at position `i` of the device list.
+pub fn nvme_serial(i: usize) -> String {
+    format!("peerdma{i}")
 }
 
 /// The `peerdma-testbed` binary that becomes the guest's PID 1: this process when it is
