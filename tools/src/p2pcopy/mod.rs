@@ -187,6 +187,9 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     if req.src.bdf == req.dst.bdf {
         return Err(CopyError::SameDevice { bdf: req.src.bdf });
     }
+    if req.iterations == 0 {
+        return Err(CopyError::ZeroIterations);
+    }
     let opts = || OpenOptions {
         access: req.access,
         ..OpenOptions::default()
@@ -194,9 +197,6 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     let src = Endpoint::open(&req.src, opts())?;
     let dst = Endpoint::open(&req.dst, opts())?;
     let page = src.device.page_size();
-    if req.iterations == 0 {
-        return Err(CopyError::ZeroIterations);
-    }
     let below = |bar_size: u64| move |off: u64| off < bar_size;
     page_align_check(
         SpanField::SrcOffset,
