@@ -14,8 +14,10 @@ use peerdma_uapi::pci::PCI_CFG_SPACE_SIZE;
 use crate::bar::Bar;
 use crate::bdf::Bdf;
 use crate::error::{Error, Result};
+use crate::explain;
 use crate::fdinfo::FdInfo;
 use crate::info::{self, DeviceInfo};
+use crate::ioctl::{self, VfioIoctl};
 use crate::msix::MsixLayout;
 use crate::open::{self, Binding, OpenOptions, PassedFds};
 use crate::pci_caps::{self, FlrMethod, PciCap, PCI_BASE_ADDRESS_0};
@@ -73,7 +75,11 @@ impl DeviceInner {
 }
 
 /// An open vfio-pci device.
-#[derive(Debug)]
+///
+/// A clone is another handle to the same open device (no new fd): the device
+/// file closes, and the kernel revokes its dma-bufs for good, when the last
+/// handle and the last [`MappedRegion`](crate::MappedRegion) are gone.
+#[derive(Clone, Debug)]
 pub struct Device {
     pub(crate) inner: Arc<DeviceInner>,
 }
@@ -181,6 +187,37 @@ impl Device {
             Binding::Cdev { devid, .. } => *devid,
             Binding::Group { .. } => None,
         }
+    }
+
+    /// Attaches the device (cdev path, bound to an iommufd) to the IOAS or HWPT
+    /// `pt_id` of that iommufd with `VFIO_DEVICE_ATTACH_IOMMUFD_PT`, so that its
+    /// own DMA goes through that I/O page table. Returns the id of the page table
+    /// the kernel attached it to (the IOAS's, or a HWPT it made for it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ioctl`] with the kernel's errno: EINVAL when the device fd is
+    /// not bound to an iommufd (group path) or `pt_id` is no IOAS/HWPT, ENOENT
+    /// when there is no such object, EBUSY when already attached elsewhere.
+    pub fn attach_iommufd_pt(&self, pt_id: u32) -> Result<u32> {
+        ioctl::device_attach_iommufd_pt(self.fd(), pt_id).map_err(explain::ioctl_err(
+            self.bdf(),
+            VfioIoctl::DeviceAttachIommufdPt,
+        ))
+    }
+
+    /// Detaches the device from the page table it is attached to
+    /// (`VFIO_DEVICE_DETACH_IOMMUFD_PT`); its DMA is blocked afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ioctl`] with the kernel's errno (EINVAL when the device fd is
+    /// not bound to an iommufd).
+    pub fn detach_iommufd_pt(&self) -> Result<()> {
+        ioctl::device_detach_iommufd_pt(self.fd()).map_err(explain::ioctl_err(
+            self.bdf(),
+            VfioIoctl::DeviceDetachIommufdPt,
+        ))
     }
 
     /// The container fd (group path), for `VFIO_IOMMU_MAP_DMA`.

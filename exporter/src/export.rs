@@ -15,7 +15,7 @@ use crate::device::Device;
 use crate::dmabuf::DmaBuf;
 use crate::error::{Error, Result};
 use crate::explain;
-use crate::ioctl;
+use crate::ioctl::{self, VfioIoctl};
 use crate::ranges::{self, BarTarget, DmaRange, ExportOptions};
 use crate::region::is_bar;
 
@@ -60,7 +60,7 @@ impl Device {
                 bdf: self.bdf(),
                 ioctl: "VFIO_DEVICE_FEATURE(PROBE|GET|DMA_BUF)",
                 errno,
-                fix: explain::ioctl("VFIO_DEVICE_FEATURE", errno),
+                fix: explain::ioctl(VfioIoctl::DeviceFeature, errno),
             }),
         }
     }

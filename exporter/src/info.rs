@@ -17,7 +17,7 @@ use crate::bdf::Bdf;
 use crate::error::{Error, Result};
 use crate::explain;
 use crate::info_caps::{self, DeviceCap};
-use crate::ioctl;
+use crate::ioctl::{self, VfioIoctl};
 use crate::region::{region_name, RegionFlags, RegionInfo};
 
 /// Largest info buffer this library accepts from the kernel (a sanity bound;
@@ -67,7 +67,7 @@ fn grown(what: &str, asked: u32, have: usize) -> Result<Option<usize>> {
 
 /// Reads the device info.
 pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
-    const NAME: &str = "VFIO_DEVICE_GET_INFO";
+    const NAME: VfioIoctl = VfioIoctl::DeviceGetInfo;
     let what = format!("{bdf} device info");
     let mut buf = FlexBuf::new(vfio_device_info::default(), 0);
     ioctl::device_get_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
@@ -101,7 +101,7 @@ pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
 
 /// Reads the info of region `index`.
 pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: u32) -> Result<RegionInfo> {
-    const NAME: &str = "VFIO_DEVICE_GET_REGION_INFO";
+    const NAME: VfioIoctl = VfioIoctl::DeviceGetRegionInfo;
     let what = format!("{bdf} {} region info", region_name(index));
     let mut buf = FlexBuf::new(
         vfio_region_info {

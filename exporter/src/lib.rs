@@ -35,6 +35,7 @@ pub mod ranges;
 pub mod region;
 pub mod revoke;
 pub mod sysfs;
+pub mod udmabuf;
 
 pub use bar::{Bar, BarKind};
 pub use bdf::Bdf;
@@ -54,3 +55,4 @@ pub use region::{RegionFlags, RegionInfo};
 pub use revoke::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
 pub use rustix::io::Errno;
 pub use sysfs::{PciDevice, Resource, Sysfs};
+pub use udmabuf::{Udmabuf, UdmabufError};

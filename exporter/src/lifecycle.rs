@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::explain;
-use crate::ioctl;
+use crate::ioctl::{self, VfioIoctl};
 use crate::pci_caps::{
     FlrMethod, PCI_AF_CTRL_FLR, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_EXP_DEVCTL_BCR_FLR,
     PCI_PM_CTRL_PME_STATUS, PCI_PM_CTRL_STATE_MASK,
@@ -99,12 +99,7 @@ impl Device {
             return Err(Error::ResetUnsupported { bdf });
         }
         self.reset_with(ResetMethod::VfioReset, || {
-            ioctl::device_reset(self.fd()).map_err(|errno| Error::Ioctl {
-                bdf,
-                ioctl: "VFIO_DEVICE_RESET",
-                errno,
-                fix: explain::ioctl("VFIO_DEVICE_RESET", errno),
-            })
+            ioctl::device_reset(self.fd()).map_err(explain::ioctl_err(bdf, VfioIoctl::DeviceReset))
         })
     }
 
