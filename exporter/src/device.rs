@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use peerdma_uapi::pci::PCI_CFG_SPACE_SIZE;
 
+use crate::addr::{Bdf, RegionIndex};
 use crate::bar::Bar;
-use crate::bdf::Bdf;
 use crate::error::{Error, Result};
 use crate::explain;
 use crate::fdinfo::FdInfo;
@@ -21,8 +21,8 @@ use crate::ioctl::{self, VfioIoctl};
 use crate::msix::MsixLayout;
 use crate::open::{self, Binding, OpenOptions, PassedFds};
 use crate::pci_caps::{self, FlrMethod, PciCap, PCI_BASE_ADDRESS_0};
-use crate::ranges::BarTarget;
-use crate::region::{is_bar, RegionInfo, VFIO_PCI_CONFIG_REGION_INDEX};
+use crate::ranges::BarFacts;
+use crate::region::RegionInfo;
 use crate::revoke::Lifecycle;
 use crate::sysfs::PciDevice;
 
@@ -62,7 +62,7 @@ pub(crate) struct DeviceInner {
     pub(crate) lifecycle: Mutex<Lifecycle>,
     /// What export validation needs about each BAR, read on first use: vfio-pci
     /// fixes a BAR's region info when the device is opened, and sysfs its base.
-    pub(crate) bar_targets: [OnceLock<BarTarget>; 6],
+    pub(crate) bar_facts: [OnceLock<BarFacts>; RegionIndex::NUM_BARS],
 }
 
 impl DeviceInner {
@@ -120,7 +120,7 @@ impl Device {
                 flags: info.flags,
             });
         }
-        let config_region = info::region_info(bdf, fd.as_fd(), VFIO_PCI_CONFIG_REGION_INDEX)?;
+        let config_region = info::region_info(bdf, fd.as_fd(), RegionIndex::CONFIG)?;
         let page_size = rustix::param::page_size() as u64;
         let mut inner = DeviceInner {
             fd,
@@ -137,11 +137,15 @@ impl Device {
             },
             page_size,
             lifecycle: Mutex::new(Lifecycle::default()),
-            bar_targets: Default::default(),
+            bar_facts: Default::default(),
         };
         let mut config = vec![0u8; CONFIG_SNAPSHOT_LEN];
         inner.config_read(0, &mut config)?;
-        let caps = pci_caps::capabilities(bdf, &config)?;
+        let caps = pci_caps::capabilities(&config).map_err(|e| Error::PciCapChain {
+            bdf,
+            offset: u16::try_from(e.offset).unwrap_or(u16::MAX),
+            reason: e.reason,
+        })?;
         inner.layout = ConfigLayout {
             msix: MsixLayout::find(&config, &caps),
             pmcsr: pci_caps::pmcsr_offset(&caps),
@@ -262,9 +266,16 @@ impl Device {
     }
 
     /// Region info of region `index`.
-    pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RegionIndex`] when the device has no such region;
+    /// [`Error::Ioctl`] when `VFIO_DEVICE_GET_REGION_INFO` fails;
+    /// [`Error::CapChain`] when its capability chain is malformed.
+    pub fn region_info(&self, index: impl Into<RegionIndex>) -> Result<RegionInfo> {
+        let index = index.into();
         let num_regions = self.inner.info.num_regions;
-        if index >= num_regions {
+        if index.get() >= num_regions {
             return Err(Error::RegionIndex {
                 bdf: self.bdf(),
                 region: index,
@@ -275,17 +286,28 @@ impl Device {
     }
 
     /// BAR `index` (0..=5): region info joined with sysfs.
-    pub fn bar(&self, index: u32) -> Result<Bar> {
-        if !is_bar(index) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RegionNotBar`] when `index` is not BAR0..BAR5; what
+    /// [`Device::region_info`] returns; [`Error::ConfigAccess`] when the BAR
+    /// register must be read from config space (no sysfs) and cannot be.
+    pub fn bar(&self, index: impl Into<RegionIndex>) -> Result<Bar> {
+        let index = index.into();
+        if !index.is_bar() {
             return Err(Error::RegionNotBar {
                 bdf: self.bdf(),
                 region: index,
             });
         }
         let region = self.region_info(index)?;
-        let resource = self.inner.sys.as_ref().and_then(|s| s.resource(index));
+        let resource = self
+            .inner
+            .sys
+            .as_ref()
+            .and_then(|s| s.resource(index.get()));
         let config_bar = if resource.is_none() {
-            Some(self.config_read_u32(PCI_BASE_ADDRESS_0 + 4 * index as u16)?)
+            Some(self.config_read_u32(PCI_BASE_ADDRESS_0 + 4 * index.get() as u16)?)
         } else {
             None
         };
@@ -293,8 +315,12 @@ impl Device {
     }
 
     /// All six BARs, absent ones included.
+    ///
+    /// # Errors
+    ///
+    /// The first error of [`Device::bar`].
     pub fn bars(&self) -> Result<Vec<Bar>> {
-        (0..6).map(|i| self.bar(i)).collect()
+        RegionIndex::bars().map(|i| self.bar(i)).collect()
     }
 
     /// Whether opening would pick the cdev path for this device under `opts`,

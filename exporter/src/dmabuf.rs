@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Weak;
 
-use crate::bdf::Bdf;
+use crate::addr::Bdf;
 use crate::device::DeviceInner;
 use crate::error::Result;
 use crate::fdinfo::FdInfo;

@@ -6,7 +6,7 @@
 
 use rustix::io::Errno;
 
-use crate::bdf::Bdf;
+use crate::addr::Bdf;
 use crate::error::Error;
 use crate::ioctl::VfioIoctl;
 

@@ -13,12 +13,12 @@ use peerdma_uapi::vfio::{
     VFIO_DEVICE_FLAGS_RESET, VFIO_REGION_INFO_FLAG_CAPS,
 };
 
-use crate::bdf::Bdf;
+use crate::addr::{Bdf, RegionIndex};
 use crate::error::{Error, Result};
 use crate::explain;
-use crate::info_caps::{self, DeviceCap};
+use crate::info_caps::{self, ChainError, DeviceCap};
 use crate::ioctl::{self, VfioIoctl};
-use crate::region::{region_name, RegionFlags, RegionInfo};
+use crate::region::{RegionFlags, RegionInfo};
 
 /// Largest info buffer this library accepts from the kernel (a sanity bound;
 /// real chains are a few hundred bytes).
@@ -65,6 +65,15 @@ fn grown(what: &str, asked: u32, have: usize) -> Result<Option<usize>> {
     Ok(Some(asked))
 }
 
+/// Names a malformed chain of the info buffer `what`.
+fn cap_chain(what: &str, e: ChainError) -> Error {
+    Error::CapChain {
+        what: what.to_owned(),
+        offset: u64::from(e.offset),
+        reason: e.reason,
+    }
+}
+
 /// Reads the device info.
 pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
     const NAME: VfioIoctl = VfioIoctl::DeviceGetInfo;
@@ -82,12 +91,8 @@ pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
         let bytes = buf
             .read_array_at::<u8>(0, buf.byte_len())
             .unwrap_or_default();
-        info_caps::device_caps(
-            &what,
-            &bytes,
-            header.cap_offset,
-            size_of::<vfio_device_info>(),
-        )?
+        info_caps::device_caps(&bytes, header.cap_offset, size_of::<vfio_device_info>())
+            .map_err(|e| cap_chain(&what, e))?
     } else {
         Vec::new()
     };
@@ -100,12 +105,12 @@ pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
 }
 
 /// Reads the info of region `index`.
-pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: u32) -> Result<RegionInfo> {
+pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: RegionIndex) -> Result<RegionInfo> {
     const NAME: VfioIoctl = VfioIoctl::DeviceGetRegionInfo;
-    let what = format!("{bdf} {} region info", region_name(index));
+    let what = format!("{bdf} {index} region info");
     let mut buf = FlexBuf::new(
         vfio_region_info {
-            index,
+            index: index.get(),
             ..Default::default()
         },
         0,
@@ -114,7 +119,7 @@ pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: u32) -> Result<Re
     if buf.header().flags & VFIO_REGION_INFO_FLAG_CAPS != 0 {
         if let Some(bytes) = grown(&what, buf.header().argsz, buf.byte_len())? {
             buf.resize_to_bytes(bytes);
-            buf.header_mut().index = index;
+            buf.header_mut().index = index.get();
             ioctl::device_get_region_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
         }
     }
@@ -123,17 +128,13 @@ pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: u32) -> Result<Re
         let bytes = buf
             .read_array_at::<u8>(0, buf.byte_len())
             .unwrap_or_default();
-        info_caps::region_caps(
-            &what,
-            &bytes,
-            header.cap_offset,
-            size_of::<vfio_region_info>(),
-        )?
+        info_caps::region_caps(&bytes, header.cap_offset, size_of::<vfio_region_info>())
+            .map_err(|e| cap_chain(&what, e))?
     } else {
         Vec::new()
     };
     Ok(RegionInfo {
-        index,
+        index: index.get(),
         flags: RegionFlags(header.flags),
         size: header.size,
         offset: header.offset,
@@ -175,7 +176,7 @@ mod tests {
         use std::os::fd::AsFd;
         let file = std::fs::File::open(env!("CARGO_MANIFEST_DIR")).unwrap();
         let bdf: Bdf = "00:01.0".parse().unwrap();
-        let err = region_info(bdf, file.as_fd(), 2).unwrap_err();
+        let err = region_info(bdf, file.as_fd(), RegionIndex(2)).unwrap_err();
         assert!(
             matches!(
                 err,

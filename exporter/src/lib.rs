@@ -14,8 +14,8 @@
 
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod bar;
-pub mod bdf;
 mod config_space;
 pub mod device;
 pub mod dmabuf;
@@ -37,8 +37,8 @@ pub mod revoke;
 pub mod sysfs;
 pub mod udmabuf;
 
+pub use addr::{Bdf, ParseBdfError, RegionIndex};
 pub use bar::{Bar, BarKind};
-pub use bdf::Bdf;
 pub use device::{Device, OpenedVia};
 pub use dmabuf::DmaBuf;
 pub use error::{Error, Result};
@@ -50,7 +50,7 @@ pub use mmap::{MappedRegion, MmioValue};
 pub use msix::{MsixLayout, MsixStructure};
 pub use open::{AccessPath, OpenOptions, PassedFds};
 pub use pci_caps::{FlrMethod, PciCap};
-pub use ranges::{BarTarget, DmaRange, ExportOptions};
+pub use ranges::{BarFacts, DmaRange, ExportOptions};
 pub use region::{RegionFlags, RegionInfo};
 pub use revoke::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
 pub use rustix::io::Errno;

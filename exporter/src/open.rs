@@ -23,7 +23,7 @@ use peerdma_uapi::vfio::{
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::bdf::Bdf;
+use crate::addr::Bdf;
 use crate::error::{Error, Result};
 use crate::explain::{self, Node};
 use crate::ioctl::{self, VfioIoctl};

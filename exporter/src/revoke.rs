@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use peerdma_uapi::pci::{PCI_COMMAND_MEMORY, PCI_PM_CTRL_STATE_MASK};
 use rustix::io::Errno;
 
 /// A PCI power state, as in the PMCSR PowerState field.
@@ -35,7 +36,7 @@ pub enum PowerState {
 impl PowerState {
     /// Decodes the 2-bit PMCSR PowerState field.
     pub fn from_pmcsr(pmcsr: u16) -> Self {
-        match pmcsr & 0x3 {
+        match pmcsr & PCI_PM_CTRL_STATE_MASK {
             0 => PowerState::D0,
             1 => PowerState::D1,
             2 => PowerState::D2,
@@ -143,7 +144,7 @@ impl RevokeState {
         if let Some(state) = pmcsr.map(PowerState::from_pmcsr).filter(|s| s.revokes()) {
             return RevokeState::Revoked(RevokeReason::PowerState(state));
         }
-        if !is_virtfn && command & 0x2 == 0 {
+        if !is_virtfn && command & PCI_COMMAND_MEMORY == 0 {
             return RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
         }
         RevokeState::Live

@@ -9,21 +9,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::bdf::Bdf;
+use crate::addr::Bdf;
 use crate::error::{Error, Result};
 
-/// `IORESOURCE_IO`.
-pub const IORESOURCE_IO: u64 = 0x0000_0100;
-/// `IORESOURCE_MEM`.
-pub const IORESOURCE_MEM: u64 = 0x0000_0200;
-/// `IORESOURCE_PREFETCH`.
-pub const IORESOURCE_PREFETCH: u64 = 0x0000_2000;
-/// `IORESOURCE_MEM_64`.
-pub const IORESOURCE_MEM_64: u64 = 0x0010_0000;
-/// `IORESOURCE_DISABLED`.
-pub const IORESOURCE_DISABLED: u64 = 0x1000_0000;
-/// `IORESOURCE_UNSET`.
-pub const IORESOURCE_UNSET: u64 = 0x2000_0000;
+pub use peerdma_uapi::pci::{
+    IORESOURCE_DISABLED, IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH,
+    IORESOURCE_UNSET,
+};
 
 /// Number of `resource` lines that describe BAR0..BAR5 and the ROM.
 pub const BAR_AND_ROM_RESOURCES: usize = 7;

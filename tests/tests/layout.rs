@@ -244,12 +244,16 @@ abi! {
         pci::PCI_COMMAND, pci::PCI_COMMAND_IO, pci::PCI_COMMAND_MEMORY, pci::PCI_COMMAND_MASTER,
         pci::PCI_COMMAND_INTX_DISABLE, pci::PCI_STATUS, pci::PCI_STATUS_CAP_LIST,
         pci::PCI_HEADER_TYPE, pci::PCI_HEADER_TYPE_MASK, pci::PCI_BASE_ADDRESS_0,
+        pci::PCI_BASE_ADDRESS_SPACE, pci::PCI_BASE_ADDRESS_SPACE_IO,
+        pci::PCI_BASE_ADDRESS_SPACE_MEMORY, pci::PCI_BASE_ADDRESS_MEM_TYPE_MASK,
+        pci::PCI_BASE_ADDRESS_MEM_TYPE_32, pci::PCI_BASE_ADDRESS_MEM_TYPE_64,
+        pci::PCI_BASE_ADDRESS_MEM_PREFETCH,
         pci::PCI_ROM_ADDRESS, pci::PCI_CAPABILITY_LIST,
         pci::PCI_CAP_LIST_ID, pci::PCI_CAP_LIST_NEXT, pci::PCI_CAP_FLAGS,
         pci::PCI_CAP_ID_PM, pci::PCI_CAP_ID_MSI, pci::PCI_CAP_ID_VNDR, pci::PCI_CAP_ID_EXP,
         pci::PCI_CAP_ID_MSIX, pci::PCI_CAP_ID_AF,
         pci::PCI_PM_PMC, pci::PCI_PM_CTRL, pci::PCI_PM_CTRL_STATE_MASK,
-        pci::PCI_PM_CTRL_NO_SOFT_RESET,
+        pci::PCI_PM_CTRL_NO_SOFT_RESET, pci::PCI_PM_CTRL_PME_STATUS,
         pci::PCI_EXP_FLAGS, pci::PCI_EXP_DEVCAP, pci::PCI_EXP_DEVCAP_FLR,
         pci::PCI_EXP_DEVCTL, pci::PCI_EXP_DEVCTL_BCR_FLR,
         pci::PCI_AF_CAP, pci::PCI_AF_CAP_TP, pci::PCI_AF_CAP_FLR, pci::PCI_AF_CTRL,
@@ -343,6 +347,13 @@ const NOT_ABI: &[&str] = &[
     // Spec values that pci_regs.h does not name.
     "pci::PCI_PM_CTRL_STATE_D0",
     "pci::PCI_PM_CTRL_STATE_D3HOT",
+    // Resource flags from linux/ioport.h, a kernel-internal header (no uapi copy).
+    "pci::IORESOURCE_IO",
+    "pci::IORESOURCE_MEM",
+    "pci::IORESOURCE_PREFETCH",
+    "pci::IORESOURCE_MEM_64",
+    "pci::IORESOURCE_DISABLED",
+    "pci::IORESOURCE_UNSET",
 ];
 
 /// The headers the C side includes.
