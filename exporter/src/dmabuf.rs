@@ -54,7 +54,7 @@ impl DmaBuf {
 
     /// The buffer's `/proc/self/fdinfo` entry (size, exp_name, ino, flags...).
     pub fn fdinfo(&self) -> Result<FdInfo> {
-        FdInfo::of(&self.fd)
+        Ok(FdInfo::of(&self.fd)?)
     }
 
     /// Whether importers can map the buffer now: the device's state, or

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use rustix::io::Errno;
 
 use crate::addr::{self, Bdf, ParseBdfError};
+use crate::fdinfo::FdInfoError;
 use crate::msix::MsixStructure;
 
 /// Result type of this crate.
@@ -589,6 +590,15 @@ pub enum Error {
         /// Number of ranges asked for.
         count: usize,
     },
+}
+
+impl From<FdInfoError> for Error {
+    fn from(e: FdInfoError) -> Self {
+        match e {
+            FdInfoError::Parse { fd, line, reason } => Error::FdInfoParse { fd, line, reason },
+            FdInfoError::Read { path, source } => Error::FdInfoRead { path, source },
+        }
+    }
 }
 
 impl Error {

@@ -43,7 +43,7 @@ pub use device::{Device, OpenedVia};
 pub use dmabuf::DmaBuf;
 pub use error::{Error, Result};
 pub use export::DmaBufSupport;
-pub use fdinfo::FdInfo;
+pub use fdinfo::{FdInfo, FdInfoError};
 pub use info::DeviceInfo;
 pub use info_caps::{DeviceCap, RegionCap, SparseMmapArea};
 pub use mmap::{MappedRegion, MmioValue};
