@@ -26,7 +26,6 @@ pub mod fdinfo;
 pub mod info;
 pub mod info_caps;
 mod ioctl;
-mod lifecycle;
 pub mod mmap;
 pub mod msix;
 pub mod open;

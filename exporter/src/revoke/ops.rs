@@ -1,9 +1,11 @@
-//! The device operations that revoke and restore its dma-bufs, and the state
-//! and events that report it. Types are in `revoke`.
+//! The device operations that revoke and restore its dma-bufs (memory decode,
+//! `VFIO_DEVICE_RESET`, FLR, power state), and the state and events that report
+//! it. The types are in `state`.
 
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Instant;
 
+use super::state::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::explain;
@@ -12,7 +14,6 @@ use crate::pci_caps::{
     FlrMethod, PCI_AF_CTRL_FLR, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_EXP_DEVCTL_BCR_FLR,
     PCI_PM_CTRL_PME_STATUS, PCI_PM_CTRL_STATE_MASK,
 };
-use crate::revoke::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
 
 impl DeviceInner {
     /// The revoke state, read from PCI_COMMAND and PMCSR.
