@@ -87,11 +87,30 @@ pub struct Device {
 impl Device {
     /// Opens the device at `bdf` on the running system, picking the access path
     /// automatically.
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::open_with`].
     pub fn open(bdf: Bdf) -> Result<Self> {
         Self::open_with(bdf, OpenOptions::default())
     }
 
     /// Opens the device at `bdf` as `opts` says.
+    ///
+    /// # Errors
+    ///
+    /// - From sysfs: [`Error::NoSuchDevice`], [`Error::Sysfs`],
+    ///   [`Error::SysfsParse`], [`Error::NotVfioBound`] (unless a device fd is
+    ///   handed over).
+    /// - From the access path: [`Error::NoCdev`], [`Error::NoIommuGroup`],
+    ///   [`Error::Open`] (a node could not be opened), [`Error::GroupNotViable`],
+    ///   [`Error::IommuTypeUnsupported`], [`Error::Ioctl`] (bind, container and
+    ///   group ioctls, with the kernel's errno and a fix).
+    /// - [`Error::PassedFdMismatch`] when a handed-over device fd belongs to
+    ///   another device.
+    /// - From describing the device: [`Error::Ioctl`] (`GET_INFO`,
+    ///   `GET_REGION_INFO`), [`Error::CapChain`], [`Error::NotPci`],
+    ///   [`Error::ConfigAccess`]/[`Error::ConfigShort`], [`Error::PciCapChain`].
     pub fn open_with(bdf: Bdf, opts: OpenOptions) -> Result<Self> {
         let ready_fd = matches!(
             opts.passed,
@@ -325,6 +344,12 @@ impl Device {
 
     /// Whether opening would pick the cdev path for this device under `opts`,
     /// without opening anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDevice`], [`Error::Sysfs`], [`Error::SysfsParse`] or
+    /// [`Error::NotVfioBound`] from sysfs, and [`Error::NoCdev`] or
+    /// [`Error::NoIommuGroup`] when no access path applies.
     pub fn would_use_cdev(bdf: Bdf, opts: &OpenOptions) -> Result<bool> {
         let sys = opts.sysfs.device(bdf)?;
         Ok(matches!(

@@ -95,6 +95,11 @@ impl MappedRegion {
     }
 
     /// Volatile read of a naturally aligned integer at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MmioAccess`] when the access leaves the mapping or is not
+    /// naturally aligned.
     pub fn read<T: MmioValue>(&self, offset: usize) -> Result<T> {
         let p = self.check::<T>(offset)?;
         // SAFETY: `check` proved the access is inside the live mapping and
@@ -103,6 +108,11 @@ impl MappedRegion {
     }
 
     /// Volatile write of a naturally aligned integer at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MmioAccess`] when the access leaves the mapping or is not
+    /// naturally aligned.
     pub fn write<T: MmioValue>(&self, offset: usize, value: T) -> Result<()> {
         let p = self.check::<T>(offset)?;
         // SAFETY: as in `read`; the mapping was made writable or the kernel
@@ -113,6 +123,10 @@ impl MappedRegion {
     }
 
     /// Copies `buf.len()` bytes from `offset` with byte-wise volatile reads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MmioAccess`] when the span leaves the mapping.
     pub fn read_bytes(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         for (i, b) in buf.iter_mut().enumerate() {
             *b = self.read::<u8>(offset + i)?;
@@ -121,6 +135,10 @@ impl MappedRegion {
     }
 
     /// Copies `data` to `offset` with byte-wise volatile writes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MmioAccess`] when the span leaves the mapping.
     pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
         for (i, b) in data.iter().enumerate() {
             self.write::<u8>(offset + i, *b)?;

@@ -71,8 +71,11 @@ impl Sysfs {
 
     /// Reads everything this library needs about one PCI function.
     ///
+    /// # Errors
+    ///
     /// A BDF with no directory under a mounted `bus/pci/devices/` is
-    /// [`Error::NoSuchDevice`]; other read failures are [`Error::Sysfs`].
+    /// [`Error::NoSuchDevice`]; other read failures are [`Error::Sysfs`];
+    /// an attribute in an unexpected format is [`Error::SysfsParse`].
     pub fn device(&self, bdf: Bdf) -> Result<PciDevice> {
         let path = self.device_path(bdf);
         self.check_exists(bdf, &path)?;
@@ -260,6 +263,11 @@ fn vfio_dev_name(dir: &Path) -> Result<Option<String>> {
 
 /// Parses the `resource` file: one `0x... 0x... 0x...` line per resource;
 /// keeps the first seven (BAR0..BAR5, ROM), padding absent ones with zeros.
+///
+/// # Errors
+///
+/// [`Error::SysfsParse`] (naming `path`) for a line that is not three hex
+/// numbers.
 pub fn parse_resources(path: &Path, text: &str) -> Result<Vec<Resource>> {
     let mut out = Vec::with_capacity(BAR_AND_ROM_RESOURCES);
     for line in text.lines().take(BAR_AND_ROM_RESOURCES) {

@@ -158,6 +158,10 @@ impl Udmabuf {
     }
 
     /// Writes `data` at `offset` through the memfd.
+    ///
+    /// # Errors
+    ///
+    /// The errno of `pwrite`; `ENOSPC` when it stops short.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Errno> {
         let mut done = 0;
         while done < data.len() {
@@ -171,6 +175,10 @@ impl Udmabuf {
     }
 
     /// Reads `buf.len()` bytes at `offset` through the memfd.
+    ///
+    /// # Errors
+    ///
+    /// The errno of `pread`; `ENXIO` when it stops short (past the end).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mut done = 0;
         while done < buf.len() {
