@@ -123,15 +123,18 @@ pub(crate) fn ioctl(op: VfioIoctl, errno: Errno) -> &'static str {
             "the region index is beyond num_regions, or VGA on a non-VGA device"
         }
         // vfio_df_ioctl_attach_pt (device_cdev.c), iommufd_device_attach.
-        (DeviceAttachIommufdPt, Errno::INVAL) | (DeviceDetachIommufdPt, Errno::INVAL) => {
-            "the device fd is not bound to an iommufd (open it with AccessPath::Cdev), or the id \
-             is not an IOAS or HWPT"
+        (DeviceAttachIommufdPt, Errno::INVAL) => {
+            "the device fd is not bound to an iommufd, or the id is not an IOAS"
         }
-        (DeviceAttachIommufdPt, Errno::NOENT) => "no such IOAS or HWPT in the device's iommufd",
+        (DeviceAttachIommufdPt, Errno::NOENT) => "no such IOAS in the device's iommufd",
         (DeviceAttachIommufdPt, Errno::BUSY) => "the device is already attached elsewhere",
         (DeviceAttachIommufdPt, Errno::NOSPC) | (DeviceAttachIommufdPt, Errno::EXIST) => {
-            "an existing mapping of the IOAS overlaps a reserved region of this device (the MSI \
-             window): map such IOVAs only after attaching"
+            "an existing mapping of the IOAS overlaps a reserved region of this device \
+             (the MSI window): map such IOVAs only after attaching"
+        }
+        (DeviceAttachIommufdPt, _) => "unexpected; see drivers/vfio/device_cdev.c",
+        (DeviceDetachIommufdPt, Errno::INVAL) => {
+            "the device fd is not bound to an iommufd, or it is not attached"
         }
         (_, Errno::NOTTY) => "the fd is not the kind of VFIO fd this ioctl needs",
         (_, Errno::INVAL) => {
@@ -219,6 +222,8 @@ mod tests {
         assert!(ioctl(GroupSetContainer, Errno::INVAL).contains("already"));
         assert!(ioctl(DeviceGetInfo, Errno::INVAL).contains("bound"));
         assert!(ioctl(DeviceReset, Errno::INVAL).contains("reset"));
+        assert!(ioctl(DeviceAttachIommufdPt, Errno::EXIST).contains("MSI window"));
+        assert!(ioctl(DeviceAttachIommufdPt, Errno::NOTTY).contains("device_cdev.c"));
         assert!(open(Node::Group, Errno::BUSY).contains("holds the group"));
         assert!(open(Node::Cdev, Errno::ACCESS).contains("access"));
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use peerdma_exporter::{Bdf, Device};
 
-use super::error::{attach_fix, Error, Result};
+use super::error::{Error, Result};
 use rustix::io::Errno;
 
 use super::{Ioas, IoasInner};
@@ -66,14 +66,20 @@ impl Ioas {
                 ioas: self.inner.id,
             });
         }
-        let pt_id = device.attach_iommufd_pt(self.inner.id).map_err(|e| {
-            let errno = e.errno().unwrap_or(Errno::INVAL);
-            Error::Attach {
+        let ioas = self.inner.id;
+        let pt_id = device.attach_iommufd_pt(ioas).map_err(|e| match e {
+            peerdma_exporter::Error::Ioctl { errno, fix, .. } => Error::Attach {
                 bdf,
-                ioas: self.inner.id,
+                ioas,
                 errno,
-                fix: attach_fix(errno),
-            }
+                fix,
+            },
+            other => Error::Attach {
+                bdf,
+                ioas,
+                errno: other.errno().unwrap_or(Errno::INVAL),
+                fix: "unexpected; see drivers/vfio/device_cdev.c",
+            },
         })?;
         self.inner.state().ranges = None;
         Ok(Attachment {
