@@ -22,7 +22,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong while opening a device, describing it, mapping
 /// it, exporting a dma-buf from it or driving its revoke lifecycle.
 ///
-/// Variants are sorted by name.
+/// Variants are sorted by name (a unit test keeps them so).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -671,5 +671,40 @@ impl Error {
                 | ResetUnsupported { .. }
                 | TooManyRanges { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The variants of `Error`, in source order, read from this file.
+    fn variants() -> Vec<String> {
+        let src = include_str!("error.rs");
+        let body = src
+            .split_once("pub enum Error {")
+            .and_then(|(_, rest)| rest.split_once("\n}\n"))
+            .map(|(body, _)| body)
+            .expect("the Error enum");
+        body.lines()
+            .filter_map(|l| l.strip_prefix("    "))
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_uppercase()))
+            .map(|l| {
+                l.split(|c: char| !c.is_ascii_alphanumeric())
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn variants_are_sorted_by_name() {
+        let names = variants();
+        assert!(names.len() > 30, "the scan found {names:?}");
+        for v in ["BarAbsent", "BdfParse", "Ioctl", "TooManyRanges"] {
+            assert!(names.iter().any(|n| n == v), "{v} not found in {names:?}");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
     }
 }

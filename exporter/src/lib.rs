@@ -9,6 +9,10 @@
 //! device's [`RevokeState`] and [`RevokeEvent`]s follow what the kernel does to
 //! the buffers on memory-decode changes, resets, power-state changes and close.
 //!
+//! Beside the VFIO path: [`fdinfo`] reads what the kernel says about any
+//! dma-buf (no VFIO involved), and [`udmabuf`] is the system-memory exporter,
+//! the baseline a BAR dma-buf is compared with.
+//!
 //! `unsafe` lives in two places: the ioctl calls (private module `ioctl`) and
 //! the BAR mapping ([`MappedRegion`]).
 
