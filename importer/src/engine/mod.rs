@@ -41,6 +41,8 @@ pub struct Driver {
     pub device: u16,
     /// What the device is, for messages ("QEMU edu").
     pub name: &'static str,
+    /// The BAR holding its registers: never a copy endpoint.
+    pub register_bar: u32,
 }
 
 /// Every device an engine driver here drives. NVMe controllers of other vendors are
@@ -51,11 +53,13 @@ pub const DRIVERS: &[Driver] = &[
         vendor: edu::EDU_VENDOR,
         device: edu::EDU_DEVICE,
         name: "QEMU edu",
+        register_bar: 0,
     },
     Driver {
         vendor: nvme::QEMU_NVME_VENDOR,
         device: nvme::QEMU_NVME_DEVICE,
         name: "NVMe (QEMU nvme)",
+        register_bar: 0,
     },
 ];
 

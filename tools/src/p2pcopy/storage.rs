@@ -56,6 +56,8 @@ pub struct StorageRequest {
     pub verify: bool,
     /// Pattern seed.
     pub seed: u64,
+    /// Use a BAR side that looks like registers (see [`Endpoint::check_not_registers`]).
+    pub allow_register_bars: bool,
     /// VFIO access path for a BAR side.
     pub access: AccessPath,
     /// Test hook: another thread turns the BAR side's memory decode off.
@@ -153,6 +155,8 @@ pub struct StorageReport {
     pub commands: u64,
     /// Command latencies (timed part).
     pub latency: Latency,
+    /// The pattern seed of this run.
+    pub seed: u64,
     /// Whether every byte was checked and matched (`None`: not verified).
     pub verified: Option<bool>,
 }
@@ -368,6 +372,9 @@ pub fn run_storage(
                 Side::Src
             };
             ep.check_span(side, size)?;
+            if !req.allow_register_bars {
+                ep.check_not_registers(side, size)?;
+            }
             let cpu = GuardedMap::new(ep, size)?;
             let buf = ep
                 .device
@@ -533,6 +540,7 @@ pub fn run_storage(
         transfer_size: cmd_bytes,
         commands: stats.commands,
         latency: Latency::of(&stats),
+        seed: req.seed,
         verified,
     })
 }
