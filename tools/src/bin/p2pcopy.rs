@@ -410,8 +410,11 @@ fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
             r.latency.p50_us,
             r.latency.p99_us,
             match r.verified {
-                Some(true) => ", every byte verified",
-                _ => " (not verified)",
+                Some(true) => format!(
+                    ", every byte verified (destination poisoned first, seed {:#x})",
+                    r.seed
+                ),
+                _ => " (not verified)".to_string(),
             }
         );
         println!("engine: {}", r.engine_reason);
