@@ -204,3 +204,27 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
     }
     assert_eq!(leak["after"]["verified"], true, "{leak}");
 }
+
+#[test]
+fn the_stock_kernel_has_no_iommufd_and_the_nvme_engine_says_so() {
+    let tb = Testbed::new(VmOptions {
+        devices: "ivshmem,ivshmem,nvme".parse().unwrap(),
+        ..options(KernelChoice::Stock)
+    })
+    .expect("the testbed resolves its kernel and QEMU");
+    let out = run_sh(
+        &tb,
+        &format!(
+            "{}$P nvme:$N $B --size 1M; echo \"## stock rc=$?\"",
+            prelude()
+        ),
+    );
+    assert_eq!(marked_rc(&out.output, "stock"), 1, "{}", out.output);
+    assert!(
+        out.output
+            .contains("the nvme path is unavailable: /dev/iommu does not exist")
+            && out.output.contains("CONFIG_IOMMUFD"),
+        "{}",
+        out.output
+    );
+}

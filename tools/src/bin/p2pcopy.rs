@@ -195,6 +195,7 @@ fn advice(e: &CopyError) -> Option<String> {
                 "bind one to vfio-pci and name it with --via BDF, or use --engine cpu".to_string()
             }
             Unavailable::RdmaNotYet => "use --engine cpu or --engine dma".to_string(),
+            Unavailable::NvmeNeedsIommufd => return None,
         },
         _ => return None,
     })

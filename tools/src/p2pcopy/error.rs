@@ -42,6 +42,8 @@ pub enum Unavailable {
     },
     /// No supported engine device is bound to vfio-pci.
     NoEngine,
+    /// `/dev/iommu` is missing, and the NVMe engine needs it.
+    NvmeNeedsIommufd,
     /// RDMA copies are not supported yet.
     RdmaNotYet,
 }
@@ -69,6 +71,13 @@ impl fmt::Display for Unavailable {
                     .map(|d| format!("{} {:04x}:{:04x}", d.name, d.vendor, d.device))
                     .collect::<Vec<_>>()
                     .join(", ")
+            ),
+            Unavailable::NvmeNeedsIommufd => f.write_str(
+                "/dev/iommu does not exist: this kernel has no CONFIG_IOMMUFD (Debian's stock \
+                 kernels leave it off); the NVMe engine maps its queues and the other side's \
+                 memory (a BAR's dma-buf, host pages) into an iommufd IOAS, so it cannot run \
+                 here; fix: boot a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV \
+                 (the project's reference kernel)",
             ),
             Unavailable::RdmaNotYet => f.write_str(
                 "no RDMA path yet: it needs a NIC whose driver registers dma-buf MRs (mlx5, efa, \

@@ -515,6 +515,20 @@ mod tests {
                 path: "rdma",
                 why: Unavailable::RdmaNotYet,
             },
+            CopyError::PathUnavailable {
+                path: "nvme",
+                why: Unavailable::NvmeNeedsIommufd,
+            },
+            CopyError::NotNvme {
+                bdf: "00:10.0".parse().unwrap(),
+                class: 0x050000,
+                vendor: 0x1af4,
+                device: 0x1110,
+            },
+            CopyError::StorageSides {
+                src: "host".into(),
+                dst: "00:11.0".into(),
+            },
             CopyError::BarTooSmall {
                 bdf: "00:10.0".parse().unwrap(),
                 side: Side::Dst,

@@ -26,7 +26,7 @@ use serde::{Serialize, Serializer};
 use super::target::{NvmeTarget, Target};
 use super::verify::GuardedMap;
 use super::{dma, page_align_check, verify, CopyError, Endpoint, Progress, RevokeTrigger};
-use super::{Side, SpanField};
+use super::{Side, SpanField, Unavailable};
 
 /// Serializes a BDF as its string.
 pub(super) fn ser_bdf<S: Serializer>(bdf: &Bdf, s: S) -> Result<S::Ok, S::Error> {
@@ -307,7 +307,12 @@ pub fn run_storage(
         return Err(CopyError::ZeroIterations);
     }
     check_nvme(nv.bdf)?;
-    dma::available()?;
+    if dma::available().is_err() {
+        return Err(CopyError::PathUnavailable {
+            path: "nvme",
+            why: Unavailable::NvmeNeedsIommufd,
+        });
+    }
     let iommufd = Iommufd::open()?;
     let opts = EngineOptions {
         nvme: NvmeOptions {
