@@ -14,6 +14,7 @@
 
 #![deny(missing_docs)]
 
+pub mod acs;
 pub mod bar;
 pub mod bdf;
 mod config_space;
@@ -37,6 +38,7 @@ pub mod region;
 pub mod revoke;
 pub mod sysfs;
 
+pub use acs::{Acs, AcsFlags, AcsState, PortKind};
 pub use bar::{Bar, BarKind};
 pub use bdf::Bdf;
 pub use device::{Device, OpenedVia};
@@ -49,7 +51,10 @@ pub use info_caps::{DeviceCap, RegionCap, SparseMmapArea};
 pub use mmap::{MappedRegion, MmioValue};
 pub use msix::{MsixLayout, MsixStructure};
 pub use open::{AccessPath, OpenOptions, PassedFds};
-pub use p2pdma::{HostCpu, P2pRoute, P2pVerdict, Upstream};
+pub use p2pdma::{
+    Blocker, HostCpu, ImporterCheck, MapType, P2pRoute, P2pVerdict, PathEnd, PathNode, Route,
+    Upstream,
+};
 pub use pci_caps::{FlrMethod, PciCap};
 pub use ranges::{BarTarget, DmaRange, ExportOptions};
 pub use region::{RegionFlags, RegionInfo};

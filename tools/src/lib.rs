@@ -3,6 +3,7 @@
 pub mod mmio;
 pub mod p2pcopy;
 pub mod pattern;
+pub mod route;
 pub mod sigbus;
 pub mod size;
 
