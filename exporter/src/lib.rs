@@ -27,6 +27,7 @@ pub mod fdinfo;
 pub mod info;
 pub mod info_caps;
 mod ioctl;
+pub mod kernel;
 mod lifecycle;
 pub mod mmap;
 pub mod msix;

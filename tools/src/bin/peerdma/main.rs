@@ -1,6 +1,7 @@
 //! `peerdma`: list PCI devices, their VFIO regions and P2P paths; export BAR ranges as
 //! dma-bufs and inspect any dma-buf.
 
+mod doctor;
 mod export;
 mod inspect;
 mod list;
@@ -77,7 +78,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The PCI path between two devices and which importers can use it.
+    /// Read-only checks of kernel, IOMMU, devices and importers, each with the fix.
+    Doctor {
+        /// Devices to check (and the paths between the first and the others).
+        bdfs: Vec<Bdf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The PCI path between two devices, its ACS bits, the kernel's P2P verdict and
+    /// which importers it matters for.
     Path {
         /// The exporting device.
         a: Bdf,
@@ -92,6 +102,10 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
+        Cmd::Doctor { bdfs, json } => match doctor::run(&bdfs, json) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Cmd::List { json, vfio } => list::run(json, vfio),
         Cmd::Regions { bdf, access, json } => regions::run(bdf, access.into(), json),
         Cmd::Export(args) => export::run(args),
