@@ -263,6 +263,24 @@ fn run(cli: &Cli) -> Result<()> {
             }
         );
         println!("engine: {}", report.engine_reason);
+        println!("route: {}", report.route.summary);
+        let d = &report.route.devices;
+        println!(
+            "  {} → {}: {} ({})",
+            d.provider, d.client, d.verdict, d.route
+        );
+        for h in &report.route.engine_hops {
+            println!(
+                "  engine {} ↔ {}: {} ({})",
+                h.client, h.provider, h.verdict, h.route
+            );
+        }
+        for m in &report.route.ioas_mappings {
+            println!(
+                "  IOAS: {} {} BAR{}+{:#x} at IOVA {:#x}, {} bytes",
+                m.side, m.bdf, m.bar, m.offset, m.iova, m.length
+            );
+        }
     }
     Ok(())
 }
