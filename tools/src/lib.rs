@@ -1,6 +1,7 @@
 //! Shared pieces of the peerdma command-line tools (`peerdma`, `p2pcopy`).
 
 pub mod doctor;
+pub mod install;
 pub mod mmio;
 pub mod p2pcopy;
 pub mod pattern;

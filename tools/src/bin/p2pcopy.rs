@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use peerdma_exporter::{AccessPath, Bdf};
 use peerdma_tools::p2pcopy::{
@@ -107,7 +107,18 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(status) = peerdma_tools::install::handle_generate_flags::<Cli>(&args) {
+        return ExitCode::from(status as u8);
+    }
+    let cli = match Cli::from_arg_matches(
+        &Cli::command()
+            .long_version(peerdma_tools::install::long_version())
+            .get_matches_from(args),
+    ) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
