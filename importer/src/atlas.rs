@@ -185,10 +185,13 @@ fn rdma_driver(host: &HostPaths, name: &str) -> Option<String> {
 }
 
 /// The DRM driver of a render node: its device's driver (`amdgpu`, `xe`,
-/// `virtio_gpu` …), else the device's own name (`vgem`).
+/// `virtio_gpu` …), else, for a device without one of its own (vgem sits on a
+/// faux device bound to `faux_driver`), the device's name (`vgem`).
 fn drm_driver(host: &HostPaths, node: &str) -> Option<String> {
-    host.link_name(&format!("sys/class/drm/{node}/device/driver"))
-        .or_else(|| host.link_name(&format!("sys/class/drm/{node}/device")))
+    match host.link_name(&format!("sys/class/drm/{node}/device/driver")) {
+        Some(d) if d != "faux_driver" => Some(d),
+        _ => host.link_name(&format!("sys/class/drm/{node}/device")),
+    }
 }
 
 #[cfg(test)]

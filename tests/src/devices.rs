@@ -167,8 +167,12 @@ pub enum Topology {
     #[default]
     Root,
     /// All devices behind one emulated PCIe switch (x3130 upstream + xio3130 downstream
-    /// ports): P2P distance checks pass, but the devices share one IOMMU group.
+    /// ports, none with ACS): P2P distance checks pass; each device shares its IOMMU
+    /// group with its downstream port.
     Switch,
+    /// The first device behind the switch, the others on the root bus: they meet only
+    /// at the host bridge.
+    Mixed,
 }
 
 impl FromStr for Topology {
@@ -177,7 +181,8 @@ impl FromStr for Topology {
         match s {
             "root" => Ok(Topology::Root),
             "switch" => Ok(Topology::Switch),
-            _ => bail!("unknown topology {s:?}: use root or switch"),
+            "mixed" => Ok(Topology::Mixed),
+            _ => bail!("unknown topology {s:?}: use root, switch or mixed"),
         }
     }
 }

@@ -153,7 +153,11 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
     );
     // The proof: peer to peer, each engine hop's verdict, and the two IOAS mappings.
     assert_eq!(r["route"]["peer_to_peer"], true, "{r}");
-    assert_eq!(r["route"]["engine_hops"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(
+        r["route"]["engine_hops"].as_array().unwrap().len(),
+        2,
+        "{r}"
+    );
     let maps = r["route"]["ioas_mappings"].as_array().unwrap();
     assert_eq!(maps.len(), 2, "{r}");
     assert_eq!(maps[1]["side"], "dst");
