@@ -23,7 +23,6 @@ use peerdma_uapi::pci::{
 };
 use serde::Serialize;
 
-use crate::bdf::Bdf;
 use crate::pci_caps::{capabilities, cfg_u16, cfg_u32, cfg_u8, find};
 
 /// Bytes of config space sysfs shows a reader without `CAP_SYS_ADMIN` (128
@@ -219,8 +218,8 @@ impl PortKind {
     /// The role from the PCI Express capability's port type, or from the
     /// header type and class for conventional functions; `class` is sysfs's
     /// 24-bit class code.
-    pub fn from_config(bdf: Bdf, config: &[u8], class: u32) -> PortKind {
-        let pcie_type = capabilities(bdf, config)
+    pub fn from_config(config: &[u8], class: u32) -> PortKind {
+        let pcie_type = capabilities(config)
             .ok()
             .and_then(|caps| find(&caps, PCI_CAP_ID_EXP))
             .and_then(|off| cfg_u16(config, off + PCI_EXP_FLAGS))
@@ -323,10 +322,6 @@ pub(crate) mod tests {
         c
     }
 
-    fn bdf() -> Bdf {
-        "00:1c.0".parse().unwrap()
-    }
-
     /// QEMU's pcie-root-port: SV RR CR UF (0x1d... with TB) implemented and on.
     const QEMU_ROOT_PORT_ACS: u16 = PCI_ACS_SV | PCI_ACS_TB | PCI_ACS_RR | PCI_ACS_CR | PCI_ACS_UF;
 
@@ -357,10 +352,7 @@ pub(crate) mod tests {
             "SrcValid+ TransBlk+ ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-"
         );
         assert_eq!(AcsState::from_config(&c).redirects(), Some(true));
-        assert_eq!(
-            PortKind::from_config(bdf(), &c, 0x060400),
-            PortKind::RootPort
-        );
+        assert_eq!(PortKind::from_config(&c, 0x060400), PortKind::RootPort);
         assert_eq!(bus_range(&c), Some((1, 1)));
     }
 
@@ -388,7 +380,7 @@ pub(crate) mod tests {
         assert_eq!(AcsState::from_config(&c), AcsState::Absent);
         assert_eq!(AcsState::Absent.redirects(), Some(false));
         assert_eq!(
-            PortKind::from_config(bdf(), &c, 0x060400),
+            PortKind::from_config(&c, 0x060400),
             PortKind::SwitchDownstream
         );
         // What sysfs shows a non-root reader: the first 64 bytes.
@@ -413,34 +405,22 @@ pub(crate) mod tests {
     fn port_kinds_from_the_express_capability_or_the_class() {
         let up = config_dump(PCI_EXP_TYPE_UPSTREAM, None, (2, 4));
         assert_eq!(
-            PortKind::from_config(bdf(), &up, 0x060400),
+            PortKind::from_config(&up, 0x060400),
             PortKind::SwitchUpstream
         );
         let ep = config_dump(PCI_EXP_TYPE_ENDPOINT, None, (0, 0));
-        assert_eq!(
-            PortKind::from_config(bdf(), &ep, 0x050000),
-            PortKind::Endpoint
-        );
+        assert_eq!(PortKind::from_config(&ep, 0x050000), PortKind::Endpoint);
         assert_eq!(bus_range(&ep), None);
         let rc = config_dump(PCI_EXP_TYPE_RC_END, None, (0, 0));
-        assert_eq!(
-            PortKind::from_config(bdf(), &rc, 0x050000),
-            PortKind::RcEndpoint
-        );
+        assert_eq!(PortKind::from_config(&rc, 0x050000), PortKind::RcEndpoint);
         // No capability list: conventional PCI, the class decides.
         let plain = vec![0u8; 64];
         assert_eq!(
-            PortKind::from_config(bdf(), &plain, 0x060000),
+            PortKind::from_config(&plain, 0x060000),
             PortKind::HostBridge
         );
-        assert_eq!(
-            PortKind::from_config(bdf(), &plain, 0x060400),
-            PortKind::PciBridge
-        );
-        assert_eq!(
-            PortKind::from_config(bdf(), &plain, 0x020000),
-            PortKind::Endpoint
-        );
+        assert_eq!(PortKind::from_config(&plain, 0x060400), PortKind::PciBridge);
+        assert_eq!(PortKind::from_config(&plain, 0x020000), PortKind::Endpoint);
         assert!(PortKind::RootPort.is_bridge() && !PortKind::Endpoint.is_bridge());
     }
 

@@ -3,7 +3,9 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Weak;
 
-use crate::bdf::Bdf;
+use peerdma_uapi::flex::DmaBufFeature;
+
+use crate::addr::Bdf;
 use crate::device::DeviceInner;
 use crate::error::Result;
 use crate::fdinfo::FdInfo;
@@ -18,7 +20,9 @@ pub struct DmaBuf {
     pub(crate) fd: OwnedFd,
     pub(crate) bdf: Bdf,
     pub(crate) region: u32,
-    pub(crate) ranges: Vec<DmaRange>,
+    /// The `VFIO_DEVICE_FEATURE` argument it was exported with: its record of
+    /// the ranges, kept rather than copied.
+    pub(crate) arg: DmaBufFeature,
     pub(crate) size: u64,
     pub(crate) generation: u64,
     pub(crate) device: Weak<DeviceInner>,
@@ -37,7 +41,7 @@ impl DmaBuf {
 
     /// The ranges, in the order they appear in the buffer.
     pub fn ranges(&self) -> &[DmaRange] {
-        &self.ranges
+        self.arg.elems()
     }
 
     /// Size in bytes (sum of the range lengths).
@@ -54,7 +58,7 @@ impl DmaBuf {
 
     /// The buffer's `/proc/self/fdinfo` entry (size, exp_name, ino, flags...).
     pub fn fdinfo(&self) -> Result<FdInfo> {
-        FdInfo::of(&self.fd)
+        Ok(FdInfo::of(&self.fd)?)
     }
 
     /// Whether importers can map the buffer now: the device's state, or
@@ -67,6 +71,7 @@ impl DmaBuf {
     }
 
     /// Gives up the bookkeeping and returns the fd.
+    #[inline]
     pub fn into_fd(self) -> OwnedFd {
         self.fd
     }
@@ -79,6 +84,7 @@ impl AsFd for DmaBuf {
 }
 
 impl From<DmaBuf> for OwnedFd {
+    #[inline]
     fn from(buf: DmaBuf) -> OwnedFd {
         buf.fd
     }

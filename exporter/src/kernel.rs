@@ -14,9 +14,9 @@ use std::path::PathBuf;
 
 use flate2::read::GzDecoder;
 
-use crate::bdf::Bdf;
 use crate::error::{Error, Result};
 use crate::sysfs::Sysfs;
+use crate::Bdf;
 
 /// The oldest release with vfio-pci dma-buf export (`VFIO_DEVICE_FEATURE_DMA_BUF`).
 pub const MIN_RELEASE: (u32, u32) = (6, 19);

@@ -90,23 +90,36 @@ impl MsixLayout {
 
     /// The page-rounded spans of the structures that live in BAR `region`.
     pub fn spans_in(&self, region: u32, page_size: u64) -> Vec<MsixSpan> {
-        let mut spans = Vec::with_capacity(2);
-        let mut push = |structure, offset: u32, len: u64| {
-            let start = u64::from(offset) / page_size * page_size;
-            let end = (u64::from(offset) + len).div_ceil(page_size) * page_size;
-            spans.push(MsixSpan {
+        self.span_slots(region, page_size)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// [`MsixLayout::spans_in`] without allocating (the export path): the table's
+    /// span, then the PBA's, each `None` when that structure lives in another BAR.
+    pub(crate) fn span_slots(&self, region: u32, page_size: u64) -> [Option<MsixSpan>; 2] {
+        let span = |structure, bir: u8, offset: u32, len: u64| {
+            (u32::from(bir) == region).then(|| MsixSpan {
                 structure,
-                start,
-                end,
-            });
+                start: u64::from(offset) / page_size * page_size,
+                end: (u64::from(offset) + len).div_ceil(page_size) * page_size,
+            })
         };
-        if u32::from(self.table_bir) == region {
-            push(MsixStructure::Table, self.table_offset, self.table_len());
-        }
-        if u32::from(self.pba_bir) == region {
-            push(MsixStructure::Pba, self.pba_offset, self.pba_len());
-        }
-        spans
+        [
+            span(
+                MsixStructure::Table,
+                self.table_bir,
+                self.table_offset,
+                self.table_len(),
+            ),
+            span(
+                MsixStructure::Pba,
+                self.pba_bir,
+                self.pba_offset,
+                self.pba_len(),
+            ),
+        ]
     }
 }
 
@@ -199,7 +212,7 @@ mod tests {
         let mut config = cap_bytes(3, 0x1000, 0x1800);
         config[0x06] = 0x10;
         config[0x34] = 0x70;
-        let caps = crate::pci_caps::capabilities("00:01.0".parse().unwrap(), &config).unwrap();
+        let caps = crate::pci_caps::capabilities(&config).unwrap();
         assert_eq!(MsixLayout::find(&config, &caps).unwrap().vectors, 4);
         assert_eq!(MsixLayout::find(&config, &[]), None);
     }

@@ -23,10 +23,10 @@ use peerdma_uapi::vfio::{
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::bdf::Bdf;
+use crate::addr::Bdf;
 use crate::error::{Error, Result};
 use crate::explain::{self, Node};
-use crate::ioctl;
+use crate::ioctl::{self, VfioIoctl};
 use crate::sysfs::{PciDevice, Sysfs};
 
 /// Which VFIO access path to open a device through.
@@ -151,6 +151,11 @@ pub(crate) enum Plan {
 
 /// Decides which nodes to open, from sysfs and what exists under `dev_dir`.
 pub(crate) fn plan(sys: &PciDevice, access: AccessPath, dev_dir: &Path) -> Result<Plan> {
+    // No IOMMU group and no no-IOMMU mode: vfio-pci cannot take the device at all, so
+    // that comes first (binding it would fail).
+    if sys.iommu_group.is_none() && !sys.unsafe_noiommu_mode {
+        return Err(Error::NoIommuGroup { bdf: sys.bdf });
+    }
     if !sys.is_vfio_bound() {
         return Err(Error::NotVfioBound {
             bdf: sys.bdf,
@@ -172,23 +177,36 @@ pub(crate) fn plan(sys: &PciDevice, access: AccessPath, dev_dir: &Path) -> Resul
 /// The cdev path's nodes, or why it is unavailable.
 fn plan_cdev(sys: &PciDevice, dev_dir: &Path) -> Result<Plan> {
     let bdf = sys.bdf;
-    let name = sys.vfio_dev.as_ref().ok_or(Error::NoCdev {
-        bdf,
-        reason: "sysfs has no vfio-dev/ directory for the device",
-    })?;
+    let no_cdev = |reason, fix| Error::NoCdev { bdf, reason, fix };
+    const KERNEL_FIX: &str = "use a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV, or \
+                              open the device through the VFIO group/container access path";
+    // A no-IOMMU device never gets a cdev (drivers/vfio/vfio_main.c, vfio_device_add):
+    // say that, not "the kernel lacks the option".
+    let noiommu = sys
+        .iommu_group
+        .is_some_and(|g| dev_dir.join(format!("vfio/noiommu-{g}")).exists());
+    if noiommu {
+        return Err(no_cdev(
+            "the device is in vfio's unsafe no-IOMMU mode (no IOMMU translates its DMA), and \
+             no-IOMMU devices have no cdev",
+            "open it through the VFIO group/container access path (iommufd imports and DMA \
+             engines need an IOMMU: enable one with intel_iommu=on / amd_iommu=on)",
+        ));
+    }
+    let name = sys.vfio_dev.as_ref().ok_or(no_cdev(
+        "sysfs has no vfio-dev/ directory for the device",
+        KERNEL_FIX,
+    ))?;
     let cdev = dev_dir.join("vfio/devices").join(name);
     let iommu = dev_dir.join("iommu");
     if !iommu.exists() {
-        return Err(Error::NoCdev {
-            bdf,
-            reason: "/dev/iommu does not exist",
-        });
+        return Err(no_cdev("/dev/iommu does not exist", KERNEL_FIX));
     }
     if !cdev.exists() {
-        return Err(Error::NoCdev {
-            bdf,
-            reason: "the device's /dev/vfio/devices/ node does not exist",
-        });
+        return Err(no_cdev(
+            "the device's /dev/vfio/devices/ node does not exist",
+            KERNEL_FIX,
+        ));
     }
     Ok(Plan::Cdev { iommu, cdev })
 }
@@ -224,7 +242,7 @@ fn open_node(bdf: Bdf, path: &Path, node: Node) -> Result<OwnedFd> {
 /// Binds a cdev device fd to an iommufd.
 fn bind(bdf: Bdf, device: &OwnedFd, iommufd: &OwnedFd) -> Result<u32> {
     ioctl::device_bind_iommufd(device.as_fd(), iommufd.as_fd())
-        .map_err(explain::ioctl_err(bdf, "VFIO_DEVICE_BIND_IOMMUFD"))
+        .map_err(explain::ioctl_err(bdf, VfioIoctl::DeviceBindIommufd))
 }
 
 /// Opens the cdev named by `plan` and binds it to `iommufd`.
@@ -252,7 +270,7 @@ fn group_device(
     container_is_fresh: bool,
 ) -> Result<(OwnedFd, Binding)> {
     let status = ioctl::group_get_status(group.as_fd())
-        .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_GET_STATUS"))?;
+        .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupGetStatus))?;
     if status & VFIO_GROUP_FLAGS_VIABLE == 0 {
         return Err(Error::GroupNotViable {
             bdf,
@@ -266,37 +284,34 @@ fn group_device(
             VFIO_TYPE1v2_IOMMU
         };
         let version = ioctl::get_api_version(container.as_fd())
-            .map_err(explain::ioctl_err(bdf, "VFIO_GET_API_VERSION"))?;
+            .map_err(explain::ioctl_err(bdf, VfioIoctl::GetApiVersion))?;
         if version != VFIO_API_VERSION as i32 {
             return Err(Error::Ioctl {
                 bdf,
-                ioctl: "VFIO_GET_API_VERSION",
+                ioctl: VfioIoctl::GetApiVersion.name(),
                 errno: Errno::PROTO,
                 fix: "the container speaks another VFIO API version than 0",
             });
         }
         let supported = ioctl::check_extension(container.as_fd(), iommu_type)
-            .map_err(explain::ioctl_err(bdf, "VFIO_CHECK_EXTENSION"))?;
+            .map_err(explain::ioctl_err(bdf, VfioIoctl::CheckExtension))?;
         if supported <= 0 {
             return Err(Error::IommuTypeUnsupported { bdf, iommu_type });
         }
         ioctl::group_set_container(group.as_fd(), container.as_fd())
-            .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_SET_CONTAINER"))?;
+            .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupSetContainer))?;
         match ioctl::set_iommu(container.as_fd(), iommu_type) {
             Ok(()) => {}
             // A container handed over may already have its IOMMU set by an
             // earlier group; the kernel says EINVAL then and attached our group
             // to it in SET_CONTAINER.
             Err(Errno::INVAL) if !container_is_fresh => {}
-            Err(errno) => return Err(explain::ioctl_err(bdf, "VFIO_SET_IOMMU")(errno)),
+            Err(errno) => return Err(explain::ioctl_err(bdf, VfioIoctl::SetIommu)(errno)),
         }
     }
-    let name = CString::new(bdf.to_string()).map_err(|_| Error::BdfParse {
-        input: bdf.to_string(),
-        reason: "contains a NUL byte",
-    })?;
+    let name = CString::new(bdf.to_string()).expect("a BDF's text has no NUL byte");
     let device = ioctl::group_get_device_fd(group.as_fd(), &name)
-        .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_GET_DEVICE_FD"))?;
+        .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupGetDeviceFd))?;
     Ok((
         device,
         Binding::Group {
@@ -355,6 +370,7 @@ pub(crate) fn open(
             Plan::Group { .. } => Err(Error::NoCdev {
                 bdf,
                 reason: "an iommufd was passed but the cdev path is unavailable",
+                fix: "pass the device's cdev fd with the iommufd, or a container fd instead",
             }),
         },
         PassedFds::Container(container) => match plan(need_sys()?, AccessPath::Group, &dev_dir)? {
@@ -414,6 +430,7 @@ mod tests {
             resources: vec![],
             vfio_dev: vfio_dev.map(str::to_owned),
             is_virtfn: false,
+            unsafe_noiommu_mode: false,
         }
     }
 
@@ -490,6 +507,38 @@ mod tests {
         assert!(
             matches!(p, Plan::Group { noiommu: true, group_id: 0, ref group, .. } if group.ends_with("noiommu-0"))
         );
+    }
+
+    #[test]
+    fn a_noiommu_device_is_told_it_has_no_iommu_not_that_the_kernel_lacks_options() {
+        let t = dev_tree(true, false, Some("noiommu-0"));
+        let err = plan(
+            &sys(Some("vfio-pci"), Some(0), None),
+            AccessPath::Cdev,
+            &t.0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no-IOMMU mode"), "{err}");
+        assert!(!err.contains("CONFIG_IOMMUFD"), "{err}");
+        assert!(!err.contains("AccessPath"), "{err}");
+    }
+
+    #[test]
+    fn without_a_group_the_missing_iommu_comes_before_binding_advice() {
+        let t = dev_tree(false, false, None);
+        for driver in [None, Some("e1000e")] {
+            let err = plan(&sys(driver, None, None), AccessPath::Auto, &t.0).unwrap_err();
+            assert!(matches!(err, Error::NoIommuGroup { .. }), "{err:?}");
+            assert!(!err.to_string().contains("driver_override"), "{err}");
+        }
+        // In no-IOMMU mode vfio-pci can take a group-less device: binding advice is right.
+        let d = PciDevice {
+            unsafe_noiommu_mode: true,
+            ..sys(None, None, None)
+        };
+        let err = plan(&d, AccessPath::Auto, &t.0).unwrap_err();
+        assert!(matches!(err, Error::NotVfioBound { .. }), "{err:?}");
     }
 
     #[test]

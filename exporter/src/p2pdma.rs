@@ -519,7 +519,7 @@ impl Sysfs {
         let config = self.config_space(bdf).unwrap_or_default();
         Ok(PathNode {
             bdf,
-            kind: PortKind::from_config(bdf, &config, d.class),
+            kind: PortKind::from_config(&config, d.class),
             vendor: d.vendor,
             device: d.device,
             buses: bus_range(&config),

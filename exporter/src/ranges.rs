@@ -17,32 +17,25 @@
 //! After the kernel's rules, one rule of this library's own: no range may touch
 //! the pages of the MSI-X table or PBA unless the region is MSI-X mappable or the
 //! caller sets [`ExportOptions::allow_msix_overlap`].
+//!
+//! [`validate`] checks rule by rule. An export uses `fill_checked`, which applies
+//! the same rules in the one pass that copies the ranges into the ioctl argument
+//! and leaves finding *which* error comes first to [`validate`], only when one
+//! of them failed.
 
 use rustix::fs::OFlags;
 
-use crate::bdf::Bdf;
+use crate::addr::{Bdf, RegionIndex};
 use crate::error::{Error, Result};
 use crate::msix::MsixLayout;
-use crate::region::is_bar;
 
 /// The kernel's `DMA_IOVA_USE_SWIOTLB`: a dma-buf size with this bit is refused.
 pub const DMA_IOVA_USE_SWIOTLB: u64 = 1 << 63;
 
-/// One slice of a BAR (`struct vfio_region_dma_range`), relative to the BAR start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DmaRange {
-    /// Offset from the start of the BAR.
-    pub offset: u64,
-    /// Length in bytes.
-    pub length: u64,
-}
-
-impl DmaRange {
-    /// A range of `length` bytes at `offset`.
-    pub const fn new(offset: u64, length: u64) -> Self {
-        Self { offset, length }
-    }
-}
+/// One slice of a BAR, relative to the BAR start: the kernel's `struct
+/// vfio_region_dma_range` itself (`offset`, `length`, [`DmaRange::new`]), so that the
+/// ranges are copied into the export argument as they are and read back from it.
+pub use peerdma_uapi::vfio::vfio_region_dma_range as DmaRange;
 
 /// How to export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,11 +62,11 @@ impl Default for ExportOptions {
 
 /// What validation needs to know about the BAR being exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BarTarget {
+pub struct BarFacts {
     /// Device.
     pub bdf: Bdf,
     /// Region index asked for.
-    pub region: u32,
+    pub region: RegionIndex,
     /// BAR size from region info (`pci_resource_len`); 0 when absent.
     pub size: u64,
     /// Physical base address of the BAR (sysfs `resource`); 0 when unknown,
@@ -90,8 +83,8 @@ pub struct BarTarget {
 }
 
 /// Checks an export request; returns the dma-buf size (sum of the lengths).
-pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: bool) -> Result<u64> {
-    let BarTarget {
+pub fn validate(target: &BarFacts, ranges: &[DmaRange], allow_msix_overlap: bool) -> Result<u64> {
+    let BarFacts {
         bdf,
         region,
         size: bar_size,
@@ -106,7 +99,7 @@ pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: boo
     }
 
     // 2. A claimed BAR.
-    if !is_bar(region) {
+    if !region.is_bar() {
         return Err(Error::RegionNotBar { bdf, region });
     }
     if bar_size == 0 {
@@ -196,7 +189,7 @@ pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: boo
     // This library's rule: keep peers away from MSI-X structures.
     if let Some(msix) = target.msix {
         if !target.msix_mappable && !allow_msix_overlap {
-            for span in msix.spans_in(region, page_size) {
+            for span in msix.spans_in(region.get(), page_size) {
                 for (range, r) in ranges.iter().enumerate() {
                     let end = r.offset + r.length; // checked in step 6
                     if r.offset < span.end && span.start < end {
@@ -219,6 +212,125 @@ pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: boo
     Ok(total)
 }
 
+/// Copies `ranges` into `dst` (the export argument) and checks them with
+/// [`validate`]'s rules in the same pass; returns the dma-buf size.
+///
+/// The pass only gathers whether some rule failed, without branching per rule;
+/// when one did, [`validate`] walks the ranges again to report the first error
+/// the kernel would (errors are rare, exports are not).
+///
+/// # Errors
+///
+/// Those of [`validate`].
+///
+/// `dst` is as long as `ranges` (the argument buffer is made for them).
+#[inline]
+pub(crate) fn fill_checked(
+    target: &BarFacts,
+    ranges: &[DmaRange],
+    dst: &mut [DmaRange],
+    allow_msix_overlap: bool,
+) -> Result<u64> {
+    debug_assert_eq!(dst.len(), ranges.len(), "argument buffer and ranges differ");
+    // Steps 1, 2 and 5 do not depend on the ranges. (`|`, not `||`: no branches.)
+    let target_refused =
+        ranges.is_empty() | !target.region.is_bar() | (target.size == 0) | !target.is_memory;
+    let spans = match target.msix {
+        Some(msix) if !target.msix_mappable && !allow_msix_overlap => {
+            msix.span_slots(target.region.get(), target.page_size)
+        }
+        _ => [None, None],
+    };
+    let pass = match spans {
+        [None, None] => fill_pass::<false>(ranges, dst, target.page_size, [(0, 0); 2]),
+        _ => {
+            let bounds = spans.map(|s| s.map_or((0, 0), |s| (s.start, s.end)));
+            fill_pass::<true>(ranges, dst, target.page_size, bounds)
+        }
+    };
+    // Step 6 for every range at once: each end is base + offset + length and the
+    // sum grows with offset + length, so all fit if the largest does.
+    let max_addr = target.base.saturating_add(target.size);
+    let past_end = target
+        .base
+        .checked_add(pass.max_end)
+        .is_none_or(|end| end > max_addr);
+    if target_refused | pass.flagged | (pass.total & DMA_IOVA_USE_SWIOTLB != 0) | past_end {
+        first_error(target, ranges, allow_msix_overlap)?;
+    }
+    Ok(pass.total)
+}
+
+/// The slow path of [`fill_checked`]: [`validate`] finds the error the kernel
+/// reports first.
+#[cold]
+#[inline(never)]
+fn first_error(target: &BarFacts, ranges: &[DmaRange], allow_msix_overlap: bool) -> Result<()> {
+    validate(target, ranges, allow_msix_overlap).map(|_| ())
+}
+
+/// Copies `ranges` into `dst` unchecked (`skip_validation`); returns the sum of
+/// the lengths, wrapping as the kernel's would not.
+#[inline]
+pub(crate) fn fill_unchecked(ranges: &[DmaRange], dst: &mut [DmaRange]) -> u64 {
+    let mut total = 0u64;
+    for (d, &r) in dst.iter_mut().zip(ranges) {
+        *d = r;
+        total = total.wrapping_add(r.length);
+    }
+    total
+}
+
+/// What one pass over the ranges found.
+struct Pass {
+    /// Sum of the lengths (wrapped if it overflowed: then `flagged`).
+    total: u64,
+    /// The largest `offset + length` (wrapped if one overflowed: then `flagged`).
+    max_end: u64,
+    /// Some range is empty or unaligned, the total or an end overflowed, or a
+    /// range touches an MSI-X span.
+    flagged: bool,
+}
+
+/// The loop of [`fill_checked`]: one copy and a few flag updates per range, no
+/// branch but the loop's. `MSIX`: whether `spans` (`[start, end)`, empty
+/// ones `(0, 0)`) are checked at all.
+#[inline(always)]
+fn fill_pass<const MSIX: bool>(
+    ranges: &[DmaRange],
+    dst: &mut [DmaRange],
+    page_size: u64,
+    spans: [(u64, u64); 2],
+) -> Pass {
+    let mask = page_size.wrapping_sub(1);
+    let mut bits = 0u64; // unaligned bits of any offset or length
+    let mut min_length = u64::MAX;
+    let mut carries = 0u64; // overflows of the total or of an offset + length
+    let mut msix = false;
+    let mut total = 0u64;
+    let mut max_end = 0u64;
+    for (d, &r) in dst.iter_mut().zip(ranges) {
+        *d = r;
+        bits |= (r.offset | r.length) & mask;
+        min_length = min_length.min(r.length);
+        let (sum, carry) = total.overflowing_add(r.length);
+        total = sum;
+        let (end, carry_end) = r.offset.overflowing_add(r.length);
+        carries += u64::from(carry) + u64::from(carry_end);
+        max_end = max_end.max(end);
+        if MSIX {
+            for (start, stop) in spans {
+                msix |= (r.offset < stop) & (start < end);
+            }
+        }
+    }
+    Pass {
+        total,
+        max_end,
+        flagged: (bits != 0) | (min_length == 0) | (carries != 0) | msix,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,10 +341,10 @@ mod tests {
     /// The last page-aligned offset below 2^64.
     const LAST_PAGE: u64 = !0xfff;
 
-    fn bar2() -> BarTarget {
-        BarTarget {
+    fn bar2() -> BarFacts {
+        BarFacts {
             bdf: "0000:00:03.0".parse().unwrap(),
-            region: 2,
+            region: RegionIndex(2),
             size: 0x100_0000,
             base: 0xfc00_0000,
             is_memory: true,
@@ -242,9 +354,9 @@ mod tests {
         }
     }
 
-    fn with_msix() -> BarTarget {
+    fn with_msix() -> BarFacts {
         // 32 vectors: table at 0x2000 (one page), PBA at 0x3800.
-        BarTarget {
+        BarFacts {
             msix: Some(MsixLayout {
                 vectors: 32,
                 table_bir: 2,
@@ -260,7 +372,7 @@ mod tests {
         DmaRange::new(offset, length)
     }
 
-    fn check(t: &BarTarget, ranges: &[DmaRange]) -> Result<u64> {
+    fn check(t: &BarFacts, ranges: &[DmaRange]) -> Result<u64> {
         validate(t, ranges, false)
     }
 
@@ -283,19 +395,31 @@ mod tests {
     #[test]
     fn no_ranges_first() {
         // nr_ranges is checked before the region.
-        let t = BarTarget {
-            region: 7,
+        let t = BarFacts {
+            region: RegionIndex(7),
             ..bar2()
         };
         let err = check(&t, &[]).unwrap_err();
-        assert!(matches!(err, Error::NoRanges { region: 7, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::NoRanges {
+                    region: RegionIndex(7),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(err.errno(), Some(Errno::INVAL));
     }
 
     #[test]
     fn non_bar_regions_are_enodev() {
         for region in [6, 7, 8, 9, 100] {
-            let t = BarTarget { region, ..bar2() };
+            let t = BarFacts {
+                region: RegionIndex(region),
+                ..bar2()
+            };
             let err = check(&t, &[r(0, PAGE)]).unwrap_err();
             assert!(
                 matches!(err, Error::RegionNotBar { .. }),
@@ -307,9 +431,18 @@ mod tests {
 
     #[test]
     fn absent_bar_is_enodev_before_range_checks() {
-        let t = BarTarget { size: 0, ..bar2() };
+        let t = BarFacts { size: 0, ..bar2() };
         let err = check(&t, &[r(1, 0)]).unwrap_err();
-        assert!(matches!(err, Error::BarAbsent { region: 2, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::BarAbsent {
+                    region: RegionIndex(2),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(err.errno(), Some(Errno::NODEV));
     }
 
@@ -354,7 +487,7 @@ mod tests {
 
     #[test]
     fn page_size_is_a_parameter() {
-        let t = BarTarget {
+        let t = BarFacts {
             page_size: 0x10000,
             ..bar2()
         };
@@ -406,13 +539,19 @@ mod tests {
 
     #[test]
     fn io_bar_has_no_provider() {
-        let t = BarTarget {
+        let t = BarFacts {
             is_memory: false,
             ..bar2()
         };
         let err = check(&t, &[r(0, PAGE)]).unwrap_err();
         assert!(
-            matches!(err, Error::BarNotMemory { region: 2, .. }),
+            matches!(
+                err,
+                Error::BarNotMemory {
+                    region: RegionIndex(2),
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert_eq!(err.errno(), Some(Errno::INVAL));
@@ -482,7 +621,7 @@ mod tests {
 
     #[test]
     fn unknown_base_still_catches_offset_plus_length_overflow() {
-        let t = BarTarget { base: 0, ..bar2() };
+        let t = BarFacts { base: 0, ..bar2() };
         assert!(matches!(
             check(&t, &[r(LAST_PAGE, PAGE)]),
             Err(Error::RangeOverflow { base: 0, .. })
@@ -495,7 +634,7 @@ mod tests {
 
     #[test]
     fn sub_page_bar_is_named() {
-        let t = BarTarget {
+        let t = BarFacts {
             size: 0x100,
             ..bar2()
         };
@@ -577,8 +716,8 @@ mod tests {
 
     #[test]
     fn msix_in_another_bar_does_not_matter() {
-        let t = BarTarget {
-            region: 0,
+        let t = BarFacts {
+            region: RegionIndex(0),
             ..with_msix()
         };
         assert_eq!(check(&t, &[r(0x2000, PAGE)]).unwrap(), PAGE);
@@ -586,7 +725,7 @@ mod tests {
 
     #[test]
     fn msix_mappable_or_override_allows_it() {
-        let t = BarTarget {
+        let t = BarFacts {
             msix_mappable: true,
             ..with_msix()
         };
@@ -614,8 +753,8 @@ mod tests {
             assert!(msg.contains(needle), "{needle:?} missing in {msg}");
         }
         let err = check(
-            &BarTarget {
-                region: 7,
+            &BarFacts {
+                region: RegionIndex(7),
                 ..bar2()
             },
             &[r(0, PAGE)],
@@ -623,6 +762,128 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("config space (region 7)"));
         assert!(err.to_string().contains("ENODEV"));
+    }
+
+    /// `fill_checked` against `validate`: the same size or the same error, and on
+    /// success a copy of the ranges.
+    fn fill_agrees(t: &BarFacts, ranges: &[DmaRange], allow: bool) {
+        let mut dst = vec![DmaRange::default(); ranges.len()];
+        let filled = fill_checked(t, ranges, &mut dst, allow);
+        let validated = validate(t, ranges, allow);
+        assert_eq!(
+            format!("{filled:?}"),
+            format!("{validated:?}"),
+            "{t:?} {ranges:x?} allow={allow}"
+        );
+        if filled.is_ok() {
+            assert_eq!(dst, ranges);
+        }
+    }
+
+    #[test]
+    fn one_pass_fill_reports_what_validate_reports() {
+        let targets = [
+            bar2(),
+            with_msix(),
+            BarFacts {
+                msix_mappable: true,
+                ..with_msix()
+            },
+            BarFacts {
+                region: RegionIndex(0),
+                ..with_msix()
+            },
+            BarFacts {
+                is_memory: false,
+                ..bar2()
+            },
+            BarFacts { size: 0, ..bar2() },
+            BarFacts {
+                region: RegionIndex(7),
+                ..bar2()
+            },
+            BarFacts { base: 0, ..bar2() },
+            BarFacts {
+                base: LAST_PAGE - 0x100_0000,
+                ..bar2()
+            },
+            BarFacts {
+                size: 0x100,
+                ..bar2()
+            },
+            BarFacts {
+                page_size: 0x10000,
+                ..bar2()
+            },
+        ];
+        let offsets = [
+            0,
+            PAGE,
+            0x800,
+            0x2000,
+            0x3000,
+            0xff_f000,
+            0x100_0000,
+            1 << 62,
+            LAST_PAGE,
+        ];
+        let lengths = [0, PAGE, 2 * PAGE, 0x800, 0x10000, 1 << 62, LAST_PAGE];
+        // Every one-range request, and pseudo-random two- to four-range ones.
+        let all: Vec<DmaRange> = offsets
+            .iter()
+            .flat_map(|&o| lengths.iter().map(move |&l| r(o, l)))
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for t in &targets {
+            for allow in [false, true] {
+                fill_agrees(t, &[], allow);
+                for &one in &all {
+                    fill_agrees(t, &[one], allow);
+                }
+                for _ in 0..2000 {
+                    let n = 2 + next(3);
+                    let ranges: Vec<DmaRange> = (0..n).map(|_| all[next(all.len())]).collect();
+                    fill_agrees(t, &ranges, allow);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_fill_copies_many_ranges() {
+        let ranges: Vec<DmaRange> = (0..1024).map(|i| r(2 * i * PAGE, PAGE)).collect();
+        let t = BarFacts {
+            size: 0x100_0000 * 2,
+            ..bar2()
+        };
+        let mut dst = vec![DmaRange::default(); ranges.len()];
+        assert_eq!(
+            fill_checked(&t, &ranges, &mut dst, false).unwrap(),
+            1024 * PAGE
+        );
+        assert_eq!(dst, ranges);
+        // The last range alone out of bounds: found by the slow path, by index.
+        let mut bad = ranges.clone();
+        bad[1023] = r(t.size, PAGE);
+        let err = fill_checked(&t, &bad, &mut dst, false).unwrap_err();
+        assert!(
+            matches!(err, Error::RangePastEnd { range: 1023, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unchecked_fill_copies_and_wraps() {
+        let ranges = [r(1, 0), r(0, u64::MAX), r(PAGE, 2)];
+        let mut dst = [DmaRange::default(); 3];
+        assert_eq!(fill_unchecked(&ranges, &mut dst), 1);
+        assert_eq!(dst, ranges);
     }
 
     #[test]

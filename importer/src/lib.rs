@@ -14,6 +14,8 @@ pub mod atlas;
 pub mod engine;
 #[deny(missing_docs)]
 pub mod iommufd;
-pub mod udmabuf;
+/// The system-memory exporter, now [`peerdma_exporter::udmabuf`]; re-exported
+/// here so that existing users keep compiling.
+pub use peerdma_exporter::udmabuf;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;

@@ -125,6 +125,19 @@ pub const XZ: HostPackage = HostPackage::command("xz-utils", "xz");
 /// gzip, to compress the initramfs.
 pub const GZIP: HostPackage = HostPackage::command("gzip", "gzip");
 
+/// The Vulkan loader and Mesa's Vulkan drivers, lavapipe among them: for the Vulkan unit
+/// tests (`cargo test -p peerdma-importer --features vulkan`) and the `vulkan` suite, whose
+/// guest loads the host's Mesa. bookworm-backports has Mesa 25, whose lavapipe has
+/// `VK_EXT_external_memory_dma_buf`; bookworm's 22.3 does not.
+pub const VULKAN: &[HostPackage] = &[
+    HostPackage::file("libvulkan1", "/usr/lib/x86_64-linux-gnu/libvulkan.so.1"),
+    HostPackage {
+        package: "mesa-vulkan-drivers",
+        probe: Probe::File("/usr/share/vulkan/icd.d/lvp_icd.json"),
+        backports: true,
+    },
+];
+
 /// What building the reference kernel from source needs.
 pub const KERNEL_BUILD_DEPS: &[HostPackage] = &[
     HostPackage::command("build-essential", "cc"),

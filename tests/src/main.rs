@@ -49,6 +49,13 @@ enum Cmd {
         #[arg(long, default_value = "reference")]
         kernel: KernelChoice,
     },
+    /// Install the host packages a suite needs when missing (as root; else print the
+    /// commands): `vulkan` (libvulkan1, Mesa's lavapipe from backports).
+    HostPackages {
+        /// Which set.
+        #[arg(value_parser = ["vulkan"])]
+        set: String,
+    },
     /// Internal: the guest's init (run automatically as PID 1 in the VM).
     #[command(hide = true)]
     GuestInit,
@@ -176,8 +183,8 @@ fn real_main() -> Result<u8> {
         }
         Cmd::Kernel { kernel } => {
             let k = peerdma_testbed::kernel::resolve(&kernel)?;
-            println!(
-                "{}",
+            let line = format!(
+                "{}\n",
                 serde_json::json!({
                     "version": k.version,
                     "image": k.image,
@@ -189,6 +196,18 @@ fn real_main() -> Result<u8> {
                     "cache_bytes": peerdma_testbed::cache::du(&peerdma_testbed::cache::dir()?),
                 })
             );
+            // A closed stdout (`| head -c0`) is the reader's choice, not an error: this
+            // process may own QEMU, so it never dies of SIGPIPE and checks the write.
+            match std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+
+            Ok(0)
+        }
+        Cmd::HostPackages { set } => {
+            debug_assert_eq!(set, "vulkan");
+            peerdma_testbed::host::ensure_packages(peerdma_testbed::host::VULKAN)?;
             Ok(0)
         }
         Cmd::GuestInit => peerdma_testbed::guest::run_as_init(),

@@ -23,6 +23,8 @@ struct RefRun {
     /// ivshmem0's backing file after the run.
     ivshmem0: Vec<u8>,
     kernel_warnings: Vec<String>,
+    /// Why the benchmark did not run (the C baseline did not compile), if it did not.
+    bench_missing: Option<String>,
 }
 
 impl RefRun {
@@ -52,7 +54,7 @@ fn u(v: &Value, key: &str) -> u64 {
 
 /// Compiles the C baseline of the map/unmap benchmark, as a shared object the guest
 /// program loads, next to the workspace binaries.
-fn c_baseline() -> Option<PathBuf> {
+fn c_baseline() -> Result<PathBuf, String> {
     let src =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../importer/benches/iommufd_map_unmap.c");
     let out = workspace_bin("peerdma-guest-iommufd").with_file_name("libpeerdma-iommufd-map-c.so");
@@ -60,14 +62,17 @@ fn c_baseline() -> Option<PathBuf> {
         .args(["-O2", "-shared", "-fPIC", "-o"])
         .arg(&out)
         .arg(&src)
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(out),
-        other => {
-            eprintln!("no C compiler result ({other:?}): the benchmark is skipped");
-            None
-        }
+        .status()
+        .map_err(|e| {
+            format!(
+                "running cc (the benchmark compiles {}; apt-get install gcc): {e}",
+                src.display()
+            )
+        })?;
+    if !status.success() {
+        return Err(format!("cc {} failed: {status}", src.display()));
     }
+    Ok(out)
 }
 
 fn reference_run() -> &'static RefRun {
@@ -76,7 +81,8 @@ fn reference_run() -> &'static RefRun {
         let tb = testbed(KernelChoice::Reference);
         let guest = workspace_bin("peerdma-guest-iommufd").display().to_string();
         let mut argv = vec![guest, "all".to_string()];
-        if let Some(c) = c_baseline() {
+        let c = c_baseline();
+        if let Ok(c) = &c {
             argv.extend(["bench".into(), "--c-lib".into(), c.display().to_string()]);
         }
         let out = tb.run(&argv).expect("the VM runs the guest program");
@@ -89,6 +95,7 @@ fn reference_run() -> &'static RefRun {
             output: out.output.clone(),
             ivshmem0,
             kernel_warnings: out.kernel_warnings.clone(),
+            bench_missing: c.err(),
         }
     })
 }
@@ -323,10 +330,10 @@ fn importer_errors_explain_themselves_and_leak_nothing() {
 #[test]
 fn map_unmap_cost_against_the_same_ioctls_from_c() {
     let run = reference_run();
-    let Some(s) = run.lines.iter().find(|l| l["scenario"] == "bench") else {
-        eprintln!("benchmark skipped (no C compiler)");
-        return;
-    };
+    if let Some(why) = &run.bench_missing {
+        panic!("the benchmark did not run: {why}");
+    }
+    let s = run.scenario("bench");
     assert_eq!(s["ok"], true, "{s:#}");
     // Timing is reported, not asserted (a debug build under `cargo test`; run
     // `cargo test --release` for representative figures).

@@ -24,8 +24,8 @@ use clap::Parser;
 use peerdma_exporter::{Bdf, Device, DmaRange};
 use peerdma_importer::udmabuf::Udmabuf;
 use peerdma_importer::vulkan::{
-    version_string, vk, BufferResource, CopyRegion, CopyTiming, DeviceSelector, Gpu,
-    LinearImageLayout, PhysicalDeviceInfo, Vulkan, VulkanError,
+    dma_buf_fdinfo, version_string, vk, BufferResource, CopyRegion, CopyTiming, DeviceSelector,
+    LinearImageLayout, LogicalDevice, OwnBuffer, PhysicalDeviceInfo, Vulkan, VulkanError,
 };
 use peerdma_tools::size::{human, parse_range, parse_size};
 use serde_json::{json, Value};
@@ -158,7 +158,7 @@ fn timing_json(t: &CopyTiming) -> Value {
 /// Compares the first `len` bytes of `staging` with what `expected` writes for each
 /// chunk; returns the number of differing bytes and the first differing offset.
 fn compare(
-    staging: &peerdma_importer::vulkan::DeviceBuffer,
+    staging: &OwnBuffer,
     len: u64,
     mut expected: impl FnMut(u64, &mut [u8]) -> Result<()>,
 ) -> Result<(u64, Option<u64>)> {
@@ -189,7 +189,7 @@ fn median(mut v: Vec<CopyTiming>) -> CopyTiming {
 }
 
 fn repeat(
-    gpu: &Gpu,
+    gpu: &LogicalDevice,
     src: &dyn BufferResource,
     dst: &dyn BufferResource,
     size: u64,
@@ -273,10 +273,10 @@ fn run(args: &Args, out: &mut Outcome) -> Result<()> {
         bail!("give --udmabuf SIZE, or --bdf BDF --bar N --range OFFSET:LENGTH (or --list)");
     };
     let fd = source.fd();
-    let facts = peerdma_importer::vulkan::DmaBufFacts::of(fd)?;
-    let size = facts.size;
+    let info = dma_buf_fdinfo(fd)?;
+    let size = info.size.unwrap_or(0);
     if let Some(Value::Object(s)) = r.get_mut("source") {
-        s.insert("exporter".into(), json!(facts.exporter));
+        s.insert("exporter".into(), json!(info.exp_name));
     }
 
     // 3. Import.
@@ -498,6 +498,7 @@ fn print_text(r: &serde_json::Map<String, Value>) {
 }
 
 fn main() -> ExitCode {
+    peerdma_tools::cli::default_sigpipe();
     let args = Args::parse();
     if args.list {
         return match list(args.json) {

@@ -485,7 +485,7 @@ fn device(r: &mut Report, host: &HostPaths, bdf: Bdf, iommu: &IommuFacts) {
             ),
         );
     } else {
-        match capabilities(bdf, &config)
+        match capabilities(&config)
             .ok()
             .and_then(|caps| MsixLayout::find(&config, &caps))
         {

@@ -1,5 +1,6 @@
 //! Shared pieces of the peerdma command-line tools (`peerdma`, `p2pcopy`).
 
+pub mod cli;
 pub mod doctor;
 pub mod install;
 pub mod mmio;

@@ -2,10 +2,16 @@
 //! binding, device features (including `VFIO_DEVICE_FEATURE_DMA_BUF`, which exports BAR
 //! ranges as dma-bufs) and the type1 IOMMU backend.
 //!
-//! The argument structs are `vfio-bindings` 0.7's, which match the 7.2 header; the
-//! opcodes are defined here.
+//! The argument structs are `vfio-bindings` 0.7's, which match the 7.2 header, except
+//! [`vfio_region_dma_range`] (defined here with the same layout, to compare and hash);
+//! the opcodes are defined here.
 
-use rustix::ioctl::{opcode, Opcode};
+use core::ffi::CStr;
+
+use rustix::ioctl::{opcode, IntegerSetter, NoArg, Opcode, Setter, Updater};
+
+use crate::flex::{DmaBufFeature, Feature};
+use crate::ioctl::{FdOut, FlexUpdater, IntOut};
 
 // ----------------------------------------------------------------------------------------
 // Argument structs (re-exported: identical to the 7.2 header, proven by the layout test).
@@ -42,8 +48,42 @@ pub use vfio_bindings::bindings::vfio::vfio_irq_info;
 /// and the feature's payload in `data`. Build it with [`crate::flex::Feature`].
 pub use vfio_bindings::bindings::vfio::vfio_device_feature;
 
-/// One range of a BAR (offset and length, both page-aligned) placed in a dma-buf.
-pub use vfio_bindings::bindings::vfio::vfio_region_dma_range;
+/// One range of a BAR (offset and length, both page-aligned) placed in a dma-buf
+/// (`struct vfio_region_dma_range`).
+///
+/// Defined here, with the header's layout, rather than re-exported from `vfio-bindings`:
+/// it also compares and hashes, so that `peerdma-exporter` uses it as its `DmaRange` and a
+/// dma-buf's argument buffer serves as its record of the ranges it was made of.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct vfio_region_dma_range {
+    /// Offset from the start of the BAR.
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+}
+
+impl vfio_region_dma_range {
+    /// A range of `length` bytes at `offset`.
+    pub const fn new(offset: u64, length: u64) -> Self {
+        Self { offset, length }
+    }
+}
+
+// The element of `vfio_device_feature_dma_buf.dma_ranges` (the bindings' own struct).
+const _: () = {
+    use vfio_bindings::bindings::vfio::vfio_region_dma_range as Bindings;
+    assert!(size_of::<vfio_region_dma_range>() == size_of::<Bindings>());
+    assert!(align_of::<vfio_region_dma_range>() == align_of::<Bindings>());
+    assert!(
+        core::mem::offset_of!(vfio_region_dma_range, offset)
+            == core::mem::offset_of!(Bindings, offset)
+    );
+    assert!(
+        core::mem::offset_of!(vfio_region_dma_range, length)
+            == core::mem::offset_of!(Bindings, length)
+    );
+};
 
 /// Payload of `VFIO_DEVICE_FEATURE_DMA_BUF`: region (BAR) index, `open(2)` flags for the
 /// new fd, `flags` (must be 0), then `nr_ranges` ranges. Build it with
@@ -249,3 +289,40 @@ pub const VFIO_IOMMU_MAP_DMA: Opcode = vfio_io(13);
 /// Type1 container fd: unmaps DMA ([`vfio_iommu_type1_dma_unmap`]; the kernel writes
 /// back the unmapped size).
 pub const VFIO_IOMMU_UNMAP_DMA: Opcode = vfio_io(14);
+
+// ----------------------------------------------------------------------------------------
+// Opcodes bound to their argument and return value (checked by the layout test).
+
+/// `VFIO_GET_API_VERSION`: no argument, returns the version.
+pub type VfioGetApiVersion = IntOut<VFIO_GET_API_VERSION>;
+/// `VFIO_CHECK_EXTENSION`: the extension by value, returns > 0 if supported.
+pub type VfioCheckExtension = IntOut<VFIO_CHECK_EXTENSION>;
+/// `VFIO_SET_IOMMU`: the IOMMU type by value.
+pub type VfioSetIommu = IntegerSetter<VFIO_SET_IOMMU>;
+/// `VFIO_GROUP_GET_STATUS`: fills a [`vfio_group_status`].
+pub type VfioGroupGetStatus<'a> = Updater<'a, VFIO_GROUP_GET_STATUS, vfio_group_status>;
+/// `VFIO_GROUP_SET_CONTAINER`: reads the container fd through a pointer.
+pub type VfioGroupSetContainer = Setter<VFIO_GROUP_SET_CONTAINER, i32>;
+/// `VFIO_GROUP_GET_DEVICE_FD`: reads the device name, returns the new device fd.
+pub type VfioGroupGetDeviceFd<'a> = FdOut<'a, VFIO_GROUP_GET_DEVICE_FD, CStr>;
+/// `VFIO_DEVICE_GET_INFO`: fills a [`vfio_device_info`] and its capability chain.
+pub type VfioDeviceGetInfo<'a> = FlexUpdater<'a, VFIO_DEVICE_GET_INFO, vfio_device_info>;
+/// `VFIO_DEVICE_GET_REGION_INFO`: fills a [`vfio_region_info`] and its capability chain.
+pub type VfioDeviceGetRegionInfo<'a> =
+    FlexUpdater<'a, VFIO_DEVICE_GET_REGION_INFO, vfio_region_info>;
+/// `VFIO_DEVICE_RESET`: no argument.
+pub type VfioDeviceReset = NoArg<VFIO_DEVICE_RESET>;
+/// `VFIO_DEVICE_FEATURE` with `PROBE`: a bare [`vfio_device_feature`] header.
+pub type VfioDeviceFeatureProbe<'a> = Updater<'a, VFIO_DEVICE_FEATURE, Feature<()>>;
+/// `VFIO_DEVICE_FEATURE` with `GET | DMA_BUF`: the feature header, the dma-buf request
+/// and its ranges; returns the new dma-buf fd.
+pub type VfioDeviceFeatureDmaBuf<'a> = FdOut<'a, VFIO_DEVICE_FEATURE, DmaBufFeature>;
+/// `VFIO_DEVICE_BIND_IOMMUFD`: reads the iommufd, writes back `out_devid`.
+pub type VfioDeviceBindIommufd<'a> =
+    Updater<'a, VFIO_DEVICE_BIND_IOMMUFD, vfio_device_bind_iommufd>;
+/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: reads `pt_id`, writes back the page table attached.
+pub type VfioDeviceAttachIommufdPt<'a> =
+    Updater<'a, VFIO_DEVICE_ATTACH_IOMMUFD_PT, vfio_device_attach_iommufd_pt>;
+/// `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+pub type VfioDeviceDetachIommufdPt<'a> =
+    Updater<'a, VFIO_DEVICE_DETACH_IOMMUFD_PT, vfio_device_detach_iommufd_pt>;

@@ -196,7 +196,7 @@ pub enum Error {
     #[error(
         "IOAS {ioas}: IOVA {iova:#x}+{len:#x} ends past the DMA-mask limit {limit:#x}: the \
          device would truncate the address and DMA somewhere else; fix: pick an IOVA below \
-         the limit or use Iova::Guarded"
+         the limit or use guarded placement"
     )]
     IovaOverLimit {
         /// IOAS id.
@@ -212,7 +212,7 @@ pub enum Error {
     /// A fixed IOVA overlapping a mapping made through this IOAS.
     #[error(
         "IOAS {ioas}: IOVA {iova:#x}+{len:#x} overlaps the mapping at \
-         {existing:#x}+{existing_len:#x} [kernel: EEXIST]; fix: unmap it first or use Iova::Guarded"
+         {existing:#x}+{existing_len:#x} [kernel: EEXIST]; fix: unmap it first or use guarded placement"
     )]
     IovaOverlap {
         /// IOAS id.
@@ -231,7 +231,7 @@ pub enum Error {
     /// MSI window, or past the IOMMU's address width).
     #[error(
         "IOAS {ioas}: IOVA {iova:#x}+{len:#x} is not inside one usable range [{}] \
-         [kernel: ENOSPC/EINVAL]; fix: pick an IOVA inside a range or use Iova::Guarded",
+         [kernel: ENOSPC/EINVAL]; fix: pick an IOVA inside a range or use guarded placement",
         ranges_text(.ranges)
     )]
     IovaOutsideRanges {
@@ -353,19 +353,5 @@ pub(crate) fn map_fix(errno: Errno) -> &'static str {
         Errno::BADF => "the fd is not open",
         Errno::NOENT => "the IOAS id does not exist in this iommufd",
         _ => "unexpected; see drivers/iommu/iommufd/ioas.c",
-    }
-}
-
-/// What an errno from `VFIO_DEVICE_ATTACH_IOMMUFD_PT` usually means.
-pub(crate) fn attach_fix(errno: Errno) -> &'static str {
-    match errno {
-        Errno::INVAL => "the device fd is not bound to an iommufd, or the id is not an IOAS",
-        Errno::NOENT => "no such IOAS in the device's iommufd",
-        Errno::BUSY => "the device is already attached elsewhere",
-        Errno::NOSPC | Errno::EXIST => {
-            "an existing mapping of the IOAS overlaps a reserved region of this device \
-             (the MSI window): map such IOVAs only after attaching"
-        }
-        _ => "unexpected; see drivers/vfio/device_cdev.c",
     }
 }

@@ -62,11 +62,18 @@ pub struct Iommufd {
 
 impl Iommufd {
     /// Opens `/dev/iommu`.
+    ///
+    /// # Errors
+    /// As for [`Iommufd::open_path`].
     pub fn open() -> Result<Self> {
         Self::open_path(Path::new(DEV_IOMMU))
     }
 
     /// Opens the iommufd node at `path`.
+    ///
+    /// # Errors
+    /// [`Error::NoIommufd`] when the node is missing (`ENOENT`, `ENODEV`, `ENXIO`: no
+    /// `CONFIG_IOMMUFD`), [`Error::OpenIommufd`] for any other errno.
     pub fn open_path(path: &Path) -> Result<Self> {
         match rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
             Ok(fd) => Ok(Self::from_fd(fd)),
@@ -87,6 +94,10 @@ impl Iommufd {
 
     /// The iommufd a cdev [`Device`] is bound to (a duplicate of its fd: the
     /// same iommufd context, so the device can attach to IOASes made here).
+    ///
+    /// # Errors
+    /// [`Error::DeviceNotCdev`] when the device was opened through a VFIO group, not
+    /// its cdev; [`Error::Ioctl`] when the dup fails.
     pub fn of_device(device: &Device) -> Result<Self> {
         let fd = device
             .iommufd()
@@ -102,6 +113,9 @@ impl Iommufd {
 
     /// A new fd for the same iommufd, e.g. to open a device bound to it with
     /// `PassedFds::Iommufd`.
+    ///
+    /// # Errors
+    /// [`Error::Ioctl`] (`F_DUPFD_CLOEXEC`) when the dup fails.
     pub fn try_clone_fd(&self) -> Result<OwnedFd> {
         rustix::io::fcntl_dupfd_cloexec(self.fd.as_fd(), 0).map_err(|errno| Error::Ioctl {
             ioctl: "F_DUPFD_CLOEXEC",
@@ -118,6 +132,9 @@ impl Iommufd {
     /// flipping a file status flag iommufd ignores (`O_NONBLOCK`) through one
     /// fd and reading it back through the other, then restoring it. Separate
     /// opens of `/dev/iommu` share the inode, so `fstat` cannot tell them apart.
+    ///
+    /// # Errors
+    /// [`Error::Ioctl`] (`F_GETFL/F_SETFL`) when either fd is not open.
     pub fn is_same_file(&self, other: BorrowedFd<'_>) -> Result<bool> {
         let err = |errno| Error::Ioctl {
             ioctl: "F_GETFL/F_SETFL",
@@ -239,12 +256,19 @@ pub struct Ioas {
 impl Ioas {
     /// `IOMMU_IOAS_ALLOC` with the default [`Placement`] (64 KiB guard, no
     /// DMA-mask limit).
+    ///
+    /// # Errors
+    /// As for [`Ioas::alloc_with`].
     pub fn alloc(iommufd: &Iommufd) -> Result<Self> {
         Self::alloc_with(iommufd, Placement::default())
     }
 
     /// `IOMMU_IOAS_ALLOC`; automatic IOVAs follow `placement`, and no mapping
     /// may pass `placement.limit`.
+    ///
+    /// # Errors
+    /// [`Error::Ioctl`] (`IOMMU_IOAS_ALLOC`) when the fd is not an iommufd or the kernel
+    /// cannot allocate the IOAS.
     pub fn alloc_with(iommufd: &Iommufd, placement: Placement) -> Result<Self> {
         let id = ioctl::ioas_alloc(iommufd.as_fd()).map_err(|errno| Error::Ioctl {
             ioctl: "IOMMU_IOAS_ALLOC",
@@ -284,6 +308,9 @@ impl Ioas {
     /// The IOVA ranges the kernel lets this IOAS map (the attached devices'
     /// reserved regions, such as the MSI window, are holes), fresh from
     /// `IOMMU_IOAS_IOVA_RANGES`, and the IOVA alignment mappings need.
+    ///
+    /// # Errors
+    /// [`Error::Ioctl`] (`IOMMU_IOAS_IOVA_RANGES`) when the kernel refuses the query.
     pub fn iova_ranges(&self) -> Result<(Vec<IovaRange>, u64)> {
         let mut state = self.inner.state();
         state.ranges = None;
@@ -291,6 +318,9 @@ impl Ioas {
     }
 
     /// The ranges a mapping can use: the usable ranges cut at the DMA-mask limit.
+    ///
+    /// # Errors
+    /// As for [`Ioas::iova_ranges`].
     pub fn usable_ranges(&self) -> Result<Vec<IovaRange>> {
         let limit = self.inner.placement.limit;
         Ok(self

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use ash::vk;
+use peerdma_exporter::Bdf;
 
 use super::error::{Result, VulkanError};
 
@@ -40,61 +41,10 @@ impl Drop for InstanceShared {
     }
 }
 
-/// A physical device's PCI address from `VK_EXT_pci_bus_info`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PciAddress {
-    /// PCI domain (segment).
-    pub domain: u32,
-    /// Bus.
-    pub bus: u8,
-    /// Device.
-    pub device: u8,
-    /// Function.
-    pub function: u8,
-}
-
-impl fmt::Display for PciAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04x}:{:02x}:{:02x}.{}",
-            self.domain, self.bus, self.device, self.function
-        )
-    }
-}
-
-impl std::str::FromStr for PciAddress {
-    type Err = String;
-
-    /// Parses `DDDD:BB:DD.F` or `BB:DD.F` (hex).
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("{s:?} is not a PCI address (DDDD:BB:DD.F or BB:DD.F)");
-        let parts: Vec<&str> = s.split(':').collect();
-        let (domain, bus, rest) = match parts.as_slice() {
-            [d, b, r] => (u32::from_str_radix(d, 16).map_err(|_| bad())?, *b, *r),
-            [b, r] => (0, *b, *r),
-            _ => return Err(bad()),
-        };
-        let (dev, func) = rest.split_once('.').ok_or_else(bad)?;
-        let hex8 = |t: &str| {
-            if t.is_empty() || t.len() > 2 {
-                Err(bad())
-            } else {
-                u8::from_str_radix(t, 16).map_err(|_| bad())
-            }
-        };
-        let addr = PciAddress {
-            domain,
-            bus: hex8(bus)?,
-            device: hex8(dev)?,
-            function: func.parse().map_err(|_| bad())?,
-        };
-        if addr.device > 0x1f || addr.function > 7 {
-            return Err(bad());
-        }
-        Ok(addr)
-    }
-}
+/// A physical device's PCI address from `VK_EXT_pci_bus_info`: the exporter's [`Bdf`],
+/// the one PCI address type of the workspace.
+#[deprecated(note = "use peerdma_exporter::Bdf")]
+pub type PciAddress = Bdf;
 
 /// What one memory type of a device is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,7 +82,7 @@ pub struct PhysicalDeviceInfo {
     /// `driverInfo` (Mesa: `Mesa 25.0.7 …`).
     pub driver_info: String,
     /// PCI address, when the device has `VK_EXT_pci_bus_info`.
-    pub pci: Option<PciAddress>,
+    pub pci: Option<Bdf>,
     /// `VK_KHR_external_memory_fd` is offered.
     pub external_memory_fd: bool,
     /// `VK_EXT_external_memory_dma_buf` is offered.
@@ -255,7 +205,7 @@ pub enum DeviceSelector {
     /// virtual, then CPU); failing that, the first device.
     Auto,
     /// The device at this PCI address (needs `VK_EXT_pci_bus_info`).
-    Pci(PciAddress),
+    Pci(Bdf),
     /// The first device whose name or driver name contains this (any case).
     Name(String),
     /// The n-th device of `vkEnumeratePhysicalDevices`.
@@ -265,14 +215,14 @@ pub enum DeviceSelector {
 impl std::str::FromStr for DeviceSelector {
     type Err = std::convert::Infallible;
 
-    /// A PCI address if it parses as one, else a name substring; empty or `auto`
-    /// means [`DeviceSelector::Auto`].
+    /// A PCI address if it parses as a [`Bdf`] (`0000:01:00.0` or `01:00.0`), else a
+    /// name substring; empty or `auto` means [`DeviceSelector::Auto`].
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         let s = s.trim();
         if s.is_empty() || s.eq_ignore_ascii_case("auto") {
             return Ok(DeviceSelector::Auto);
         }
-        if let Ok(addr) = s.parse::<PciAddress>() {
+        if let Ok(addr) = s.parse::<Bdf>() {
             return Ok(DeviceSelector::Pci(addr));
         }
         Ok(DeviceSelector::Name(s.to_string()))
@@ -298,6 +248,10 @@ fn cstr_lossy(r: std::result::Result<&CStr, std::ffi::FromBytesUntilNulError>) -
 impl Vulkan {
     /// Loads `libvulkan.so.1` at run time (a missing loader is an error, not a link
     /// failure) and creates an instance for Vulkan 1.1 or newer.
+    ///
+    /// # Errors
+    /// [`VulkanError::Loader`] when the loader is missing or older than 1.1;
+    /// [`VulkanError::Call`] when creating the instance fails.
     pub fn load() -> Result<Self> {
         // SAFETY: loading the system Vulkan loader runs its initialisers; it is the
         // library every Vulkan program loads, and we keep `entry` for as long as any
@@ -350,6 +304,9 @@ impl Vulkan {
     }
 
     /// Every physical device, with its dma-buf capabilities.
+    ///
+    /// # Errors
+    /// [`VulkanError::Call`] when enumerating the devices or their extensions fails.
     pub fn physical_devices(&self) -> Result<Vec<PhysicalDeviceInfo>> {
         let instance = &self.shared.instance;
         // SAFETY: valid instance.
@@ -448,12 +405,17 @@ impl Vulkan {
             } else {
                 String::new()
             },
-            pci: pci_ext.then_some(PciAddress {
-                domain: pci.pci_domain,
-                bus: pci.pci_bus as u8,
-                device: pci.pci_device as u8,
-                function: pci.pci_function as u8,
-            }),
+            pci: pci_ext
+                .then(|| {
+                    Bdf::new(
+                        pci.pci_domain,
+                        pci.pci_bus as u8,
+                        pci.pci_device as u8,
+                        pci.pci_function as u8,
+                    )
+                    .ok()
+                })
+                .flatten(),
             external_memory_fd: has(EXT_EXTERNAL_MEMORY_FD),
             external_memory_dma_buf: dma_buf,
             image_drm_format_modifier: has(EXT_IMAGE_DRM_FORMAT_MODIFIER),
@@ -465,6 +427,11 @@ impl Vulkan {
 
     /// The device `selector` names. [`DeviceSelector::Auto`] prefers devices that can
     /// import dma-bufs, then discrete over integrated over virtual over CPU.
+    ///
+    /// # Errors
+    /// [`VulkanError::NoDevice`] when there is no device at all,
+    /// [`VulkanError::NoMatchingDevice`] (listing the devices) when none matches, and
+    /// [`VulkanError::Call`] as for [`Vulkan::physical_devices`].
     pub fn select(&self, selector: &DeviceSelector) -> Result<PhysicalDeviceInfo> {
         let all = self.physical_devices()?;
         if all.is_empty() {
@@ -508,14 +475,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pci_addresses_parse() {
-        let a: PciAddress = "0000:00:03.0".parse().unwrap();
+    fn pci_addresses_are_bdfs() {
+        let a: Bdf = "0000:00:03.0".parse().unwrap();
         assert_eq!(a.to_string(), "0000:00:03.0");
-        let b: PciAddress = "01:00.1".parse().unwrap();
-        assert_eq!((b.domain, b.bus, b.device, b.function), (0, 1, 0, 1));
-        assert!("llvmpipe".parse::<PciAddress>().is_err());
-        assert!("00:20.0".parse::<PciAddress>().is_err());
-        assert!("00:1f.8".parse::<PciAddress>().is_err());
+        assert_eq!(
+            "01:00.1".parse::<DeviceSelector>().unwrap(),
+            DeviceSelector::Pci(Bdf::new(0, 1, 0, 1).unwrap())
+        );
+        for name in ["llvmpipe", "00:20.0", "00:1f.8"] {
+            assert_eq!(
+                name.parse::<DeviceSelector>().unwrap(),
+                DeviceSelector::Name(name.into()),
+                "{name} is no PCI address"
+            );
+        }
     }
 
     fn fake(

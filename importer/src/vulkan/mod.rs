@@ -6,9 +6,15 @@
 //! (a missing loader is an error, not a link failure) → [`Vulkan::select`] picks a
 //! physical device by PCI address (`VK_EXT_pci_bus_info`) or name →
 //! [`Vulkan::open`] checks the extensions and opens it with a transfer queue
-//! ([`Gpu`]) → [`Gpu::dma_buf_memory_types`] asks which memory types the dma-buf can
-//! become → [`Gpu::import_buffer`] / [`Gpu::import_image`] import a dup of the fd
-//! and bind it → [`Gpu::copy`] moves bytes with `vkCmdCopyBuffer`.
+//! ([`LogicalDevice`]) → [`LogicalDevice::dma_buf_memory_types`] asks which memory types
+//! the dma-buf can become → [`LogicalDevice::import_buffer`] /
+//! [`LogicalDevice::import_image`] import a dup of the fd and bind it →
+//! [`LogicalDevice::copy`] moves bytes with `vkCmdCopyBuffer`.
+//!
+//! Modules, each using only those above it: `error` → `instance` (loader, physical
+//! devices) → `device` (the logical device) → `resource` (the [`BufferResource`] trait,
+//! one allocation type with the one `Drop`, the create → bind guard) → `own_buffer`,
+//! `import` (+ `diagnose`), `image` → `transfer` (the copies).
 //!
 //! Every object owns what it created and keeps its parent alive: buffers and memory
 //! are freed before their device, the device before its instance.
@@ -19,22 +25,36 @@
 //! NVIDIA's proprietary driver has no dma-buf import at all
 //! ([`VulkanError::DmaBufImportUnsupported`]).
 
-mod buffer;
 mod device;
+mod diagnose;
 mod error;
+mod image;
 mod import;
 mod instance;
+mod own_buffer;
+mod resource;
+mod transfer;
 
 pub use ash::vk;
-pub use buffer::{BufferKind, BufferResource, DeviceBuffer};
-pub use device::{CopyRegion, CopyTiming, Gpu};
+pub use device::LogicalDevice;
 pub use error::{Result, VulkanError};
-pub use import::{
-    texel_size, DmaBufFacts, ImportDetails, ImportedBuffer, ImportedImage, LinearImageLayout,
-    DRM_FORMAT_MOD_LINEAR,
-};
+pub use image::{texel_size, ImportedImage, LinearImageLayout, DRM_FORMAT_MOD_LINEAR};
+pub use import::{dma_buf_fdinfo, ImportDetails, ImportedBuffer};
+#[allow(deprecated)]
+pub use instance::PciAddress;
 pub use instance::{
-    version_string, DeviceSelector, MemoryType, PciAddress, PhysicalDeviceInfo, Vulkan,
+    version_string, DeviceSelector, MemoryType, PhysicalDeviceInfo, Vulkan,
     EXT_EXTERNAL_MEMORY_DMA_BUF, EXT_EXTERNAL_MEMORY_FD, EXT_EXTERNAL_MEMORY_HOST,
     EXT_IMAGE_DRM_FORMAT_MODIFIER, EXT_PCI_BUS_INFO,
 };
+pub use own_buffer::{BufferKind, OwnBuffer};
+pub use resource::BufferResource;
+pub use transfer::{CopyRegion, CopyTiming};
+
+/// The old name of [`LogicalDevice`].
+#[deprecated(note = "renamed LogicalDevice (a VkDevice; lavapipe is no GPU)")]
+pub type Gpu = LogicalDevice;
+
+/// The old name of [`OwnBuffer`].
+#[deprecated(note = "renamed OwnBuffer (device-local or staging)")]
+pub type DeviceBuffer = OwnBuffer;

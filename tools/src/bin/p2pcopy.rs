@@ -86,9 +86,14 @@ struct Cli {
     /// Skip the pattern fill and check.
     #[arg(long)]
     no_verify: bool,
-    /// Pattern seed.
-    #[arg(long, default_value_t = 0x9eed)]
-    seed: u64,
+    /// Pattern seed (default: a new one each run, so a destination that already holds
+    /// an earlier run's bytes cannot pass; the report names the seed used).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Allow a BAR that looks like registers (not prefetchable, a DMA engine's register
+    /// BAR, MSI-X pages) as SRC or DST: only for a BAR you know is plain memory.
+    #[arg(long)]
+    allow_register_bar: bool,
     /// VFIO access path.
     #[arg(long, value_enum, default_value = "auto")]
     access: Access,
@@ -107,6 +112,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    peerdma_tools::cli::default_sigpipe();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(status) = peerdma_tools::install::handle_generate_flags::<Cli>(&args) {
         return ExitCode::from(status as u8);
@@ -163,6 +169,11 @@ fn advice(e: &CopyError) -> Option<String> {
         }
         .to_string(),
         CopyError::ZeroSize => "--size is 0; give e.g. --size 1M".to_string(),
+        CopyError::RegisterBar { side: s, .. } => format!(
+            "pick another BAR with --{}-bar, or --allow-register-bar if it is plain memory",
+            side(s)
+        ),
+        CopyError::ZeroIterations => "give --iterations 1 or more".to_string(),
         CopyError::PathUnavailable { why, .. } => match why {
             Unavailable::NoIommufd => "use --engine cpu".to_string(),
             Unavailable::EngineIsEndpoint { engine } => {
@@ -175,6 +186,15 @@ fn advice(e: &CopyError) -> Option<String> {
         },
         _ => return None,
     })
+}
+
+/// A seed no earlier run is likely to have used: the clock's nanoseconds mixed with
+/// the process id.
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -199,7 +219,8 @@ fn run(cli: &Cli) -> Result<()> {
             Engine::Auto => PathChoice::Auto,
         },
         verify: !cli.no_verify,
-        seed: cli.seed,
+        seed: cli.seed.unwrap_or_else(fresh_seed),
+        allow_register_bars: cli.allow_register_bar,
         access: match cli.access {
             Access::Auto => AccessPath::Auto,
             Access::Cdev => AccessPath::Cdev,
@@ -268,9 +289,10 @@ fn run(cli: &Cli) -> Result<()> {
             },
             report.seconds,
             rate(report.gbps),
-            match report.verified {
-                Some(true) => ", every byte verified",
-                _ => " (not verified)",
+            match (report.verified, report.seed) {
+                (Some(true), Some(seed)) =>
+                    format!(", every byte verified (destination poisoned first, seed {seed:#x})"),
+                _ => " (not verified)".to_string(),
             }
         );
         println!("engine: {}", report.engine_reason);
@@ -306,8 +328,7 @@ mod tests {
             field: SpanField::DstOffset,
             value: 0x123,
             page: 4096,
-            down: 0,
-            up: 4096,
+            suggestions: vec![0, 4096],
         };
         assert_eq!(advice(&unaligned).as_deref(), Some("--dst-offset"));
         let via = CopyError::PathUnavailable {

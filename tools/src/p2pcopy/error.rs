@@ -180,7 +180,8 @@ pub enum CopyError {
     /// An offset or size is not page-aligned.
     #[error(
         "the {field} {value:#x} is not a multiple of the page size {page:#x}: dma-buf ranges and \
-         DMA engines work in whole pages; fix: use {down:#x} or {up:#x}"
+         DMA engines work in whole pages; fix: {}",
+        suggest(suggestions)
     )]
     Unaligned {
         /// Which field.
@@ -189,12 +190,40 @@ pub enum CopyError {
         value: u64,
         /// Page size.
         page: u64,
-        /// Rounded down.
-        down: u64,
-        /// Rounded up.
-        up: u64,
+        /// The nearest page multiples (below, above) that are valid here: they
+        /// fit the BARs, and a size is not 0. Empty when neither is.
+        suggestions: Vec<u64>,
     },
+    /// A copy endpoint holds registers, not memory (checked before anything is
+    /// written).
+    #[error(
+        "{bdf} BAR{bar} ({side}) cannot be a copy endpoint: {why}; fix: pick a BAR that is \
+         prefetchable memory, or override the register-BAR check if this BAR really is plain \
+         memory"
+    )]
+    RegisterBar {
+        /// Device.
+        bdf: Bdf,
+        /// Which side.
+        side: Side,
+        /// BAR index.
+        bar: u32,
+        /// What the BAR holds.
+        why: String,
+    },
+    /// Zero iterations requested.
+    #[error("the iteration count is 0: nothing would be copied; fix: give 1 or more")]
+    ZeroIterations,
     /// Zero bytes requested.
     #[error("the copy size is 0: nothing to copy; fix: give a size such as 1 MiB")]
     ZeroSize,
+}
+
+/// "use 0x1000 or 0x2000", or what to do when no nearby value is valid.
+fn suggest(values: &[u64]) -> String {
+    match values {
+        [] => "use a page multiple that fits both BARs".to_string(),
+        [one] => format!("use {one:#x}"),
+        [a, b, ..] => format!("use {a:#x} or {b:#x}"),
+    }
 }

@@ -53,6 +53,10 @@ pub struct CopyRequest {
     pub seed: u64,
     /// VFIO access path for the two devices.
     pub access: AccessPath,
+    /// Use BARs that look like registers (not prefetchable, an engine's register
+    /// BAR, MSI-X pages) as endpoints anyway: only for a BAR known to be plain
+    /// memory despite its flags.
+    pub allow_register_bars: bool,
     /// Test hook: another thread turns the source's memory decode off while the
     /// copy runs (see [`RevokeTrigger`]).
     pub revoke_src: Option<RevokeTrigger>,
@@ -110,6 +114,8 @@ pub struct CopyReport {
     pub gbps: f64,
     /// Whether every byte was checked and matched (`None`: not verified).
     pub verified: Option<bool>,
+    /// The pattern's seed (`None`: not verified).
+    pub seed: Option<u64>,
     /// The route the bytes took, and whether it was peer to peer.
     pub route: RouteProof,
 }
@@ -123,19 +129,27 @@ pub struct Progress {
     pub total: u64,
 }
 
-fn page_align_check(field: SpanField, value: u64, page: u64) -> Result<(), CopyError> {
+fn page_align_check(
+    field: SpanField,
+    value: u64,
+    page: u64,
+    valid: impl Fn(u64) -> bool,
+) -> Result<(), CopyError> {
     if value.is_multiple_of(page) {
-        Ok(())
-    } else {
-        let down = value / page * page;
-        Err(CopyError::Unaligned {
-            field,
-            value,
-            page,
-            down,
-            up: down + page,
-        })
+        return Ok(());
     }
+    let down = value / page * page;
+    let suggestions = [Some(down), down.checked_add(page)]
+        .into_iter()
+        .flatten()
+        .filter(|&v| valid(v))
+        .collect();
+    Err(CopyError::Unaligned {
+        field,
+        value,
+        page,
+        suggestions,
+    })
 }
 
 /// Moves the span `iterations` times along `path`, in steps of at most
@@ -149,7 +163,7 @@ fn drive(
     progress: &mut dyn FnMut(Progress),
     revoked: &dyn Fn(Side, u64, u64) -> CopyError,
 ) -> Result<(), CopyError> {
-    let total = size * u64::from(iterations);
+    let total = size.saturating_mul(u64::from(iterations));
     let step = chunk.min(path.max_step()).max(1);
     let mut done = 0;
     for _ in 0..iterations {
@@ -183,6 +197,9 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     if req.src.bdf == req.dst.bdf {
         return Err(CopyError::SameDevice { bdf: req.src.bdf });
     }
+    if req.iterations == 0 {
+        return Err(CopyError::ZeroIterations);
+    }
     let opts = || OpenOptions {
         access: req.access,
         ..OpenOptions::default()
@@ -190,8 +207,19 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     let src = Endpoint::open(&req.src, opts())?;
     let dst = Endpoint::open(&req.dst, opts())?;
     let page = src.device.page_size();
-    page_align_check(SpanField::SrcOffset, src.offset, page)?;
-    page_align_check(SpanField::DstOffset, dst.offset, page)?;
+    let below = |bar_size: u64| move |off: u64| off < bar_size;
+    page_align_check(
+        SpanField::SrcOffset,
+        src.offset,
+        page,
+        below(src.bar.size()),
+    )?;
+    page_align_check(
+        SpanField::DstOffset,
+        dst.offset,
+        page,
+        below(dst.bar.size()),
+    )?;
     let chosen = path::choose(req.path, &src, &dst)?;
     let size = match req.size {
         Some(s) => s,
@@ -208,21 +236,37 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     if size == 0 {
         return Err(CopyError::ZeroSize);
     }
-    page_align_check(SpanField::Size, size, page)?;
+    let fits = |e: &Endpoint, n: u64| {
+        e.offset
+            .checked_add(n)
+            .is_some_and(|end| end <= e.bar.size())
+    };
+    page_align_check(SpanField::Size, size, page, |n| {
+        n > 0 && fits(&src, n) && fits(&dst, n)
+    })?;
     src.check_span(Side::Src, size)?;
     dst.check_span(Side::Dst, size)?;
+    if !req.allow_register_bars {
+        src.check_not_registers(Side::Src, size)?;
+        dst.check_not_registers(Side::Dst, size)?;
+    }
     let chunk = req.chunk.clamp(page, size) / page * page;
     let src_map = GuardedMap::new(&src, size)?;
     let dst_map = GuardedMap::new(&dst, size)?;
-    if req.verify {
-        verify::fill(&src, &src_map, req.seed, chunk as usize)?;
-    }
-    let iterations = req.iterations.max(1);
-    let total = size * u64::from(iterations);
+    let iterations = req.iterations;
+    let total = size.saturating_mul(u64::from(iterations));
+    // The DMA path (engine attached, both spans exported and mapped) is the last
+    // check: it is set up before the first byte is written anywhere.
     let mut path: Box<dyn CopyPath + '_> = match chosen.engine {
         Some(engine) => Box::new(Dma::open(engine, &src, &dst, size)?),
         None => Box::new(CpuMmap::new(&src_map, &dst_map)),
     };
+    if req.verify {
+        // The destination first gets the pattern's complement, so that no byte of it
+        // can pass the check unless this copy wrote it.
+        verify::poison(&dst, &dst_map, req.seed, chunk as usize)?;
+        verify::fill(&src, &src_map, req.seed, chunk as usize)?;
+    }
     let via = path.engine();
     let kind = path.kind();
     let start = Instant::now();
@@ -326,6 +370,7 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
             0.0
         },
         verified,
+        seed: req.verify.then_some(req.seed),
         route,
     })
 }
@@ -333,6 +378,50 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unaligned_suggestions_are_valid_values_and_never_wrap() {
+        let err = |r: Result<(), CopyError>| match r.unwrap_err() {
+            CopyError::Unaligned { suggestions, .. } => suggestions,
+            e => panic!("{e}"),
+        };
+        let bar = 1u64 << 26;
+        let size_ok = |n: u64| n > 0 && n <= bar;
+        assert_eq!(
+            err(page_align_check(SpanField::Size, u64::MAX, 4096, size_ok)),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            err(page_align_check(SpanField::Size, 0x123, 4096, size_ok)),
+            vec![0x1000]
+        );
+        assert_eq!(
+            err(page_align_check(SpanField::Size, 0x1123, 4096, size_ok)),
+            vec![0x1000, 0x2000]
+        );
+        let off_ok = |o: u64| o < bar;
+        assert_eq!(
+            err(page_align_check(
+                SpanField::SrcOffset,
+                bar - 1,
+                4096,
+                off_ok
+            )),
+            vec![bar - 4096]
+        );
+        let msg = CopyError::Unaligned {
+            field: SpanField::Size,
+            value: u64::MAX,
+            page: 4096,
+            suggestions: vec![],
+        }
+        .to_string();
+        assert!(
+            msg.contains("fits both BARs") && !msg.contains("0x0 "),
+            "{msg}"
+        );
+        assert!(page_align_check(SpanField::Size, 0x2000, 4096, size_ok).is_ok());
+    }
 
     /// A path that records its steps and stops as told.
     struct Script {
@@ -432,10 +521,10 @@ mod tests {
                 field: SpanField::SrcOffset,
                 value: 0x123,
                 page: 4096,
-                down: 0,
-                up: 4096,
+                suggestions: vec![0, 4096],
             },
             CopyError::ZeroSize,
+            CopyError::ZeroIterations,
             CopyError::PathUnavailable {
                 path: "dma",
                 why: Unavailable::NoIommufd,

@@ -120,6 +120,7 @@ fn command() -> clap::Command {
 }
 
 fn main() -> ExitCode {
+    peerdma_tools::cli::default_sigpipe();
     let cli = match Cli::from_arg_matches(&command().get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

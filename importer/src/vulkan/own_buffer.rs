@@ -6,33 +6,11 @@ use std::sync::Arc;
 
 use ash::vk;
 
-use super::device::{DeviceShared, Gpu};
+use super::device::{DeviceShared, LogicalDevice};
 use super::error::{Result, VulkanError};
+use super::resource::{Allocation, BufferResource, Created, Sealed};
 
-mod sealed {
-    use std::sync::Arc;
-
-    /// Keeps [`super::BufferResource`] to this module's types and gives access to the
-    /// owning device.
-    pub trait Sealed {
-        /// The device the buffer belongs to.
-        fn device_shared(&self) -> &Arc<super::DeviceShared>;
-    }
-}
-pub(super) use sealed::Sealed;
-
-/// A buffer that [`Gpu::copy`] can read or write.
-pub trait BufferResource: Sealed {
-    /// The Vulkan handle.
-    fn raw(&self) -> vk::Buffer;
-    /// Size in bytes.
-    fn size(&self) -> u64;
-    /// Whether its memory comes from outside Vulkan (an imported dma-buf): copies
-    /// acquire it from `VK_QUEUE_FAMILY_EXTERNAL` first.
-    fn is_external(&self) -> bool;
-}
-
-/// What a [`DeviceBuffer`] is for.
+/// What an [`OwnBuffer`] is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BufferKind {
     /// Device-local memory (VRAM on a discrete GPU), not necessarily host-visible.
@@ -41,11 +19,10 @@ pub enum BufferKind {
     Staging,
 }
 
-/// A buffer with its own memory allocated on the device; both freed on drop.
-pub struct DeviceBuffer {
-    device: Arc<DeviceShared>,
-    buffer: vk::Buffer,
-    memory: vk::DeviceMemory,
+/// A buffer with its own memory allocated on the device (device-local or staging, see
+/// [`BufferKind`]); both freed on drop.
+pub struct OwnBuffer {
+    allocation: Allocation<vk::Buffer>,
     size: u64,
     memory_type: u32,
     flags: vk::MemoryPropertyFlags,
@@ -53,9 +30,9 @@ pub struct DeviceBuffer {
     kind: BufferKind,
 }
 
-impl std::fmt::Debug for DeviceBuffer {
+impl std::fmt::Debug for OwnBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceBuffer")
+        f.debug_struct("OwnBuffer")
             .field("kind", &self.kind)
             .field("size", &self.size)
             .field("memory_type", &self.memory_type)
@@ -64,28 +41,15 @@ impl std::fmt::Debug for DeviceBuffer {
     }
 }
 
-impl Drop for DeviceBuffer {
-    fn drop(&mut self) {
-        let d = &self.device.device;
-        // SAFETY: the buffer and memory belong to this device, which the Arc keeps
-        // alive; copies wait for their fence, so nothing on the GPU uses them; the
-        // buffer goes before the memory bound to it; freeing mapped memory unmaps it.
-        unsafe {
-            d.destroy_buffer(self.buffer, None);
-            d.free_memory(self.memory, None);
-        }
-    }
-}
-
-impl Sealed for DeviceBuffer {
+impl Sealed for OwnBuffer {
     fn device_shared(&self) -> &Arc<DeviceShared> {
-        &self.device
+        self.allocation.device()
     }
 }
 
-impl BufferResource for DeviceBuffer {
+impl BufferResource for OwnBuffer {
     fn raw(&self) -> vk::Buffer {
-        self.buffer
+        self.allocation.handle()
     }
     fn size(&self) -> u64 {
         self.size
@@ -95,7 +59,7 @@ impl BufferResource for DeviceBuffer {
     }
 }
 
-impl DeviceBuffer {
+impl OwnBuffer {
     /// What the buffer is for.
     pub fn kind(&self) -> BufferKind {
         self.kind
@@ -126,23 +90,28 @@ impl DeviceBuffer {
 
     fn whole_range(&self) -> [vk::MappedMemoryRange<'static>; 1] {
         [vk::MappedMemoryRange::default()
-            .memory(self.memory)
+            .memory(self.allocation.memory())
             .offset(0)
             .size(vk::WHOLE_SIZE)]
     }
 
     /// Reads `buf.len()` bytes at `offset` of a staging buffer (after a copy into it
     /// has completed).
+    ///
+    /// # Errors
+    /// [`VulkanError::SizeMismatch`] when the buffer is not host-visible or the range
+    /// falls outside it; [`VulkanError::Call`] when invalidating the mapping fails.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let ptr = self.range_check("read", offset, buf.len())?;
         if !self.flags.contains(vk::MemoryPropertyFlags::HOST_COHERENT) {
+            let device = self.allocation.device();
             // SAFETY: the memory is mapped and belongs to this device.
             unsafe {
-                self.device
+                device
                     .device
                     .invalidate_mapped_memory_ranges(&self.whole_range())
             }
-            .map_err(self.device.call_err("vkInvalidateMappedMemoryRanges"))?;
+            .map_err(device.call_err("vkInvalidateMappedMemoryRanges"))?;
         }
         // SAFETY: the mapping covers `size` bytes and [offset, offset+len) lies inside
         // it (checked); `buf` is a distinct host allocation; no GPU work writes the
@@ -158,6 +127,9 @@ impl DeviceBuffer {
     }
 
     /// Writes `data` at `offset` of a staging buffer.
+    ///
+    /// # Errors
+    /// As for [`OwnBuffer::read`] (flushing instead of invalidating).
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
         let ptr = self.range_check("write", offset, data.len())?;
         // SAFETY: as in `read`, with the roles of the two sides swapped.
@@ -169,47 +141,51 @@ impl DeviceBuffer {
             )
         };
         if !self.flags.contains(vk::MemoryPropertyFlags::HOST_COHERENT) {
+            let device = self.allocation.device();
             // SAFETY: the memory is mapped and belongs to this device.
             unsafe {
-                self.device
+                device
                     .device
                     .flush_mapped_memory_ranges(&self.whole_range())
             }
-            .map_err(self.device.call_err("vkFlushMappedMemoryRanges"))?;
+            .map_err(device.call_err("vkFlushMappedMemoryRanges"))?;
         }
         Ok(())
     }
 }
 
-impl Gpu {
+impl LogicalDevice {
     /// A buffer of `size` bytes in device-local memory (preferring memory the host
     /// cannot see, i.e. VRAM), usable as copy source and destination.
-    pub fn device_local_buffer(&self, size: u64) -> Result<DeviceBuffer> {
+    ///
+    /// # Errors
+    /// [`VulkanError::NoHelperMemory`] when no memory type fits, [`VulkanError::Call`]
+    /// when creating, allocating or binding fails (nothing is left behind).
+    pub fn device_local_buffer(&self, size: u64) -> Result<OwnBuffer> {
         self.own_buffer(size, BufferKind::DeviceLocal)
     }
 
     /// A host-visible, mapped buffer of `size` bytes (preferring cached memory, for
     /// reading back), usable as copy source and destination.
-    pub fn staging_buffer(&self, size: u64) -> Result<DeviceBuffer> {
+    ///
+    /// # Errors
+    /// As for [`LogicalDevice::device_local_buffer`], and [`VulkanError::Call`] when
+    /// mapping fails.
+    pub fn staging_buffer(&self, size: u64) -> Result<OwnBuffer> {
         self.own_buffer(size, BufferKind::Staging)
     }
 
-    fn own_buffer(&self, size: u64, kind: BufferKind) -> Result<DeviceBuffer> {
+    fn own_buffer(&self, size: u64, kind: BufferKind) -> Result<OwnBuffer> {
         let s = &self.shared;
-        let d = &s.device;
         let info = vk::BufferCreateInfo::default()
             .size(size)
             .usage(vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST)
             .sharing_mode(vk::SharingMode::EXCLUSIVE);
-        // SAFETY: valid device and create info.
-        let buffer =
-            unsafe { d.create_buffer(&info, None) }.map_err(s.call_err("vkCreateBuffer"))?;
-        let destroy_buffer = || {
-            // SAFETY: the buffer was just created and nothing uses it.
-            unsafe { d.destroy_buffer(buffer, None) }
-        };
-        // SAFETY: the buffer belongs to this device.
-        let reqs = unsafe { d.get_buffer_memory_requirements(buffer) };
+        // SAFETY: valid device and create info; the buffer is new and only the guard
+        // owns it.
+        let mut buffer =
+            unsafe { Created::new(s, "vkCreateBuffer", |d| d.create_buffer(&info, None)) }?;
+        let reqs = buffer.requirements();
         use vk::MemoryPropertyFlags as M;
         let (what, required, preferred, avoid) = match kind {
             BufferKind::DeviceLocal => (
@@ -225,57 +201,45 @@ impl Gpu {
                 M::empty(),
             ),
         };
-        let Some(memory_type) =
-            s.pick_memory_type(reqs.memory_type_bits, required, preferred, avoid)
-        else {
-            destroy_buffer();
-            return Err(VulkanError::NoHelperMemory {
+        let memory_type = s
+            .pick_memory_type(reqs.memory_type_bits, required, preferred, avoid)
+            .ok_or_else(|| VulkanError::NoHelperMemory {
                 device: s.name(),
                 what,
                 wanted: required,
                 types: s.info.describe_memory_types(),
-            });
-        };
+            })?;
         let flags = s.info.memory_types[memory_type as usize].flags;
         let alloc = vk::MemoryAllocateInfo::default()
             .allocation_size(reqs.size)
             .memory_type_index(memory_type);
-        // SAFETY: valid device; the type index comes from this device's properties.
-        let memory = match unsafe { d.allocate_memory(&alloc, None) } {
-            Ok(m) => m,
-            Err(e) => {
-                destroy_buffer();
-                return Err(s.call_err("vkAllocateMemory")(e));
-            }
-        };
-        let free_both = || {
-            // SAFETY: both were just created here and nothing uses them.
-            unsafe {
-                d.destroy_buffer(buffer, None);
-                d.free_memory(memory, None);
-            }
-        };
-        // SAFETY: the memory fits the buffer's requirements (its size and type).
-        if let Err(e) = unsafe { d.bind_buffer_memory(buffer, memory, 0) } {
-            free_both();
-            return Err(s.call_err("vkBindBufferMemory")(e));
-        }
+        // SAFETY: valid device; the type index comes from this device's properties and
+        // the size from the buffer's requirements; the memory is new.
+        unsafe {
+            buffer.allocate(|d| {
+                d.allocate_memory(&alloc, None)
+                    .map_err(s.call_err("vkAllocateMemory"))
+            })
+        }?;
+        let allocation = buffer.bind()?;
         let mapped = if kind == BufferKind::Staging {
-            // SAFETY: host-visible memory of this device, not mapped yet.
-            match unsafe { d.map_memory(memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) } {
-                Ok(p) => NonNull::new(p.cast::<u8>()),
-                Err(e) => {
-                    free_both();
-                    return Err(s.call_err("vkMapMemory")(e));
-                }
+            // SAFETY: host-visible memory of this device, not mapped yet; dropping the
+            // allocation on error frees (and so unmaps) it.
+            let p = unsafe {
+                s.device.map_memory(
+                    allocation.memory(),
+                    0,
+                    vk::WHOLE_SIZE,
+                    vk::MemoryMapFlags::empty(),
+                )
             }
+            .map_err(s.call_err("vkMapMemory"))?;
+            NonNull::new(p.cast::<u8>())
         } else {
             None
         };
-        Ok(DeviceBuffer {
-            device: Arc::clone(s),
-            buffer,
-            memory,
+        Ok(OwnBuffer {
+            allocation,
             size,
             memory_type,
             flags,

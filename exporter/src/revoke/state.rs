@@ -1,22 +1,13 @@
-//! The revoke lifecycle of a device's dma-bufs, as the kernel drives it.
-//!
-//! vfio-pci revokes every live dma-buf of a device (importers get
-//! invalidate_mappings, new maps fail with ENODEV) when memory decode goes off
-//! (PCI_COMMAND Memory Space Enable cleared through the config region), on
-//! `VFIO_DEVICE_RESET` and on an FLR written through config space, on a power
-//! state change to D3hot (PMCSR), and for good when the device is closed. It
-//! restores them when decode is on again (bit set, reset finished with decode
-//! on, back to D0); importers must then map again.
-//!
-//! [`RevokeState`] is computed from the device itself: the Memory Space Enable
-//! bit (the kernel tests its virtualized copy, which is what a read through the
-//! config region returns) and the PMCSR power state. [`RevokeEvent`]s report
-//! the changes this library causes, each revoke with a new generation number.
+//! The revoke state, its reasons and events, and the per-device bookkeeping
+//! ([`Lifecycle`]: generation, last reset, subscribers). Plain data: no device
+//! access.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use peerdma_uapi::pci::{PCI_COMMAND_MEMORY, PCI_PM_CTRL_STATE_MASK};
 use rustix::io::Errno;
 
 /// A PCI power state, as in the PMCSR PowerState field.
@@ -35,7 +26,7 @@ pub enum PowerState {
 impl PowerState {
     /// Decodes the 2-bit PMCSR PowerState field.
     pub fn from_pmcsr(pmcsr: u16) -> Self {
-        match pmcsr & 0x3 {
+        match pmcsr & PCI_PM_CTRL_STATE_MASK {
             0 => PowerState::D0,
             1 => PowerState::D1,
             2 => PowerState::D2,
@@ -143,7 +134,7 @@ impl RevokeState {
         if let Some(state) = pmcsr.map(PowerState::from_pmcsr).filter(|s| s.revokes()) {
             return RevokeState::Revoked(RevokeReason::PowerState(state));
         }
-        if !is_virtfn && command & 0x2 == 0 {
+        if !is_virtfn && command & PCI_COMMAND_MEMORY == 0 {
             return RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
         }
         RevokeState::Live
@@ -168,11 +159,27 @@ pub enum RevokeEvent {
     },
 }
 
+/// A device's revoke generation: advanced by [`Lifecycle::record`] under the
+/// lifecycle lock, read without it (every export reads it).
+#[derive(Debug, Default)]
+pub(crate) struct Generation(AtomicU64);
+
+impl Generation {
+    /// The current generation.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Advances the generation; returns the new one.
+    fn advance(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
+
 /// Bookkeeping of the lifecycle a `Device` shares with its buffers.
 #[derive(Debug, Default)]
 pub(crate) struct Lifecycle {
     subscribers: Vec<Sender<RevokeEvent>>,
-    generation: u64,
     pub(crate) last_reset: Option<ResetRecord>,
 }
 
@@ -180,11 +187,6 @@ impl Lifecycle {
     /// Adds a subscriber.
     pub(crate) fn subscribe(&mut self, tx: Sender<RevokeEvent>) {
         self.subscribers.push(tx);
-    }
-
-    /// Current generation.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation
     }
 
     fn emit(&mut self, event: RevokeEvent) {
@@ -198,6 +200,7 @@ impl Lifecycle {
     /// state is the same before and after.
     pub(crate) fn record(
         &mut self,
+        generation: &Generation,
         before: RevokeState,
         after: RevokeState,
         forced: Option<RevokeReason>,
@@ -208,13 +211,12 @@ impl Lifecycle {
             _ => None,
         };
         if let Some(reason) = revoked_now {
-            self.generation += 1;
-            let generation = self.generation;
+            let generation = generation.advance();
             self.emit(RevokeEvent::Revoked { generation, reason });
         }
         let was_revoked = !before.is_live() || revoked_now.is_some();
         if was_revoked && after.is_live() {
-            let generation = self.generation;
+            let generation = generation.get();
             self.emit(RevokeEvent::Restored { generation });
         }
     }
@@ -266,12 +268,18 @@ mod tests {
     #[test]
     fn decode_off_then_on() {
         let mut l = Lifecycle::default();
+        let g = Generation::default();
         let (tx, rx) = channel();
         l.subscribe(tx);
         let off = RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
-        l.record(RevokeState::Live, off, Some(RevokeReason::MemoryDecodeOff));
-        l.record(off, off, Some(RevokeReason::MemoryDecodeOff)); // again: nothing new
-        l.record(off, RevokeState::Live, None);
+        l.record(
+            &g,
+            RevokeState::Live,
+            off,
+            Some(RevokeReason::MemoryDecodeOff),
+        );
+        l.record(&g, off, off, Some(RevokeReason::MemoryDecodeOff)); // again: nothing new
+        l.record(&g, off, RevokeState::Live, None);
         let events: Vec<_> = rx.try_iter().collect();
         assert_eq!(
             events,
@@ -288,11 +296,12 @@ mod tests {
     #[test]
     fn reset_revokes_and_restores_in_one_action() {
         let mut l = Lifecycle::default();
+        let g = Generation::default();
         let (tx, rx) = channel();
         l.subscribe(tx);
         let reason = RevokeReason::Reset(ResetMethod::VfioReset);
-        l.record(RevokeState::Live, RevokeState::Live, Some(reason));
-        l.record(RevokeState::Live, RevokeState::Live, Some(reason));
+        l.record(&g, RevokeState::Live, RevokeState::Live, Some(reason));
+        l.record(&g, RevokeState::Live, RevokeState::Live, Some(reason));
         let events: Vec<_> = rx.try_iter().collect();
         assert_eq!(
             events,
@@ -309,26 +318,34 @@ mod tests {
                 RevokeEvent::Restored { generation: 2 },
             ]
         );
-        assert_eq!(l.generation(), 2);
+        assert_eq!(g.get(), 2);
     }
 
     #[test]
     fn reset_with_decode_off_changes_nothing() {
         let mut l = Lifecycle::default();
+        let g = Generation::default();
         let off = RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
         let (tx, rx) = channel();
         l.subscribe(tx);
-        l.record(off, off, Some(RevokeReason::Reset(ResetMethod::PcieFlr)));
+        l.record(
+            &g,
+            off,
+            off,
+            Some(RevokeReason::Reset(ResetMethod::PcieFlr)),
+        );
         assert_eq!(rx.try_iter().count(), 0);
-        assert_eq!(l.generation(), 0);
+        assert_eq!(g.get(), 0);
     }
 
     #[test]
     fn vf_decode_write_is_a_transient_revoke() {
         let mut l = Lifecycle::default();
+        let g = Generation::default();
         let (tx, rx) = channel();
         l.subscribe(tx);
         l.record(
+            &g,
             RevokeState::Live,
             RevokeState::Live,
             Some(RevokeReason::MemoryDecodeOff),
@@ -339,12 +356,13 @@ mod tests {
     #[test]
     fn dropped_subscribers_are_forgotten() {
         let mut l = Lifecycle::default();
+        let g = Generation::default();
         let (tx, rx) = channel();
         l.subscribe(tx);
         drop(rx);
         let d3 = RevokeState::Revoked(RevokeReason::PowerState(PowerState::D3hot));
-        l.record(RevokeState::Live, d3, None);
+        l.record(&g, RevokeState::Live, d3, None);
         assert!(l.subscribers.is_empty());
-        assert_eq!(l.generation(), 1);
+        assert_eq!(g.get(), 1);
     }
 }

@@ -1,0 +1,35 @@
+//! `mmap`: the BAR through the VFIO region mmap (the CPU path the dma-buf lacks).
+
+use anyhow::Result;
+use peerdma_exporter::Device;
+use peerdma_testbed::manifest::ManifestDevice;
+use serde_json::json;
+
+use crate::device::export_bar;
+use crate::json::{emit, err_json};
+use crate::Args;
+
+/// `mmap`: the BAR through the VFIO region mmap (the CPU path the dma-buf lacks):
+/// ivshmem RAM written and read back, edu's identification register, NVMe's CAP; an
+/// access past the mapping is refused.
+pub(crate) fn scenario_mmap(a: &Args, d: &ManifestDevice, dev: &Device) -> Result<()> {
+    use peerdma_testbed::devices::DeviceKind;
+    let (bar, _) = export_bar(dev)?;
+    let bar = if d.kind == DeviceKind::Nvme { 0 } else { bar };
+    let map = dev.map_region(bar)?;
+    let mut f = json!({"bar": bar, "len": map.len()});
+    match d.kind {
+        DeviceKind::Ivshmem => {
+            map.write::<u32>(0x100, 0xdead_beef)?;
+            f["read_back"] = map.read::<u32>(0x100)?.into();
+        }
+        DeviceKind::Nvme => f["cap"] = map.read::<u64>(0)?.into(),
+        _ => f["id"] = map.read::<u32>(0)?.into(),
+    }
+    f["past_the_end"] = match map.read::<u32>(map.len()) {
+        Ok(v) => json!({"ok": true, "value": v}),
+        Err(e) => err_json(&e),
+    };
+    emit("mmap", "region", &a.access_name, Some(d), f);
+    Ok(())
+}
