@@ -4,7 +4,7 @@
 //! paths between them, and the importers that could take their buffers.
 //!
 //! The facts come from the libraries (`peerdma_exporter::kernel`,
-//! `peerdma_importer::atlas`, [`Sysfs::p2p_route`]); this module turns them into
+//! `peerdma_importer::atlas`, `Sysfs::p2p_route`); this module turns them into
 //! checks, each with a pass/fail status and the fix. Nothing here writes.
 
 use peerdma_exporter::kernel::{
