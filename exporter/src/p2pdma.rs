@@ -565,26 +565,30 @@ fn parse_component(sys: &Sysfs, name: &str) -> Result<Bdf> {
     })
 }
 
-/// Whether a sysfs path component is a PCI root, `pciDDDD:BB`.
+/// Whether a sysfs path component is a PCI root, `pciDDDD:BB` (VMD domains
+/// have five digits: `pci10000:00`).
 fn is_root(component: &str) -> bool {
-    component.strip_prefix("pci").is_some_and(|r| {
-        r.len() == 7
-            && r.bytes().enumerate().all(|(i, b)| {
-                if i == 4 {
-                    b == b':'
-                } else {
-                    b.is_ascii_hexdigit()
-                }
-            })
-    })
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    component
+        .strip_prefix("pci")
+        .and_then(|r| r.split_once(':'))
+        .is_some_and(|(domain, bus)| {
+            (4..=8).contains(&domain.len()) && hex(domain) && bus.len() == 2 && hex(bus)
+        })
 }
 
-/// The PCI components of a sysfs device path: from the PCI root on.
+/// The PCI components of a sysfs device path: from the last PCI root on (a
+/// VMD domain sits below a function of another root, and is a host bridge of
+/// its own).
 fn chain_from_path(path: &Path) -> Vec<String> {
-    path.components()
+    let all: Vec<String> = path
+        .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .skip_while(|c| !is_root(c))
-        .collect()
+        .collect();
+    match all.iter().rposition(|c| is_root(c)) {
+        Some(root) => all[root..].to_vec(),
+        None => Vec::new(),
+    }
 }
 
 /// Where two chains meet, before the host bridge is looked at.

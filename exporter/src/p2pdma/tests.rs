@@ -536,6 +536,14 @@ fn chains_start_at_the_pci_root() {
         )),
         ["pci0001:00", "0001:00:00.0", "0001:01:00.0"]
     );
+    assert_eq!(
+        chain_from_path(Path::new(
+            "/sys/devices/pci0000:00/0000:00:0e.0/pci10000:e0/10000:e0:06.0/10000:e1:00.0"
+        )),
+        ["pci10000:e0", "10000:e0:06.0", "10000:e1:00.0"],
+        "a VMD domain is a root of its own"
+    );
+    assert!(!is_root("pci0000:0") && !is_root("pci_bus") && !is_root("pcie0000:00"));
     let c = |s: &str| chain_from_path(Path::new(s));
     assert_eq!(
         meeting(
