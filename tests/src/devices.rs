@@ -200,6 +200,19 @@ mod tests {
     }
 
     #[test]
+    fn topologies_parse() {
+        for (s, t) in [
+            ("root", Topology::Root),
+            ("switch", Topology::Switch),
+            ("mixed", Topology::Mixed),
+        ] {
+            assert_eq!(s.parse::<Topology>().unwrap(), t);
+        }
+        let err = "tree".parse::<Topology>().unwrap_err().to_string();
+        assert!(err.contains("root, switch or mixed"), "{err}");
+    }
+
+    #[test]
     fn sizes_and_roles_parse() {
         let l: DeviceList = "ivshmem:128M=src,ivshmem:1G,nvme:16M".parse().unwrap();
         assert_eq!(l.0[0].role, "src");
