@@ -1,11 +1,15 @@
 //! Import dma-bufs into other devices.
 //!
+//! - [`atlas`]: which importers this machine has and whether each can take a
+//!   BAR dma-buf;
 //! - [`iommufd`]: map a vfio-pci BAR dma-buf into an iommufd I/O address space
 //!   so that a device attached there DMAs to the peer BAR (always built);
 //! - [`engine`]: the devices that move bytes through an IOAS (QEMU's edu
 //!   today), driven from user space, and [`engine::AttachedEngine`], one
 //!   attached to its IOAS.
 
+#[deny(missing_docs)]
+pub mod atlas;
 #[deny(missing_docs)]
 pub mod engine;
 #[deny(missing_docs)]
