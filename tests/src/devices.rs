@@ -17,6 +17,9 @@ pub enum DeviceKind {
     Edu,
     /// An NVMe controller with a controller memory buffer (a memory BAR).
     Nvme,
+    /// The same, left on the guest kernel's nvme driver (not vfio-pci): its namespace is
+    /// a block device and its CMB is published as p2pmem, for the kernel's own P2P path.
+    NvmeKernel,
     /// `virtio-gpu-pci,blob=true`: a P2P-capable DRM importer (needs /dev/udmabuf on the host).
     Gpu,
 }
@@ -28,6 +31,7 @@ impl DeviceKind {
             DeviceKind::Ivshmem => "ivshmem",
             DeviceKind::Edu => "edu",
             DeviceKind::Nvme => "nvme",
+            DeviceKind::NvmeKernel => "nvme-kernel",
             DeviceKind::Gpu => "gpu",
         }
     }
@@ -37,14 +41,19 @@ impl DeviceKind {
         match self {
             DeviceKind::Ivshmem => (0x1af4, 0x1110),
             DeviceKind::Edu => (0x1234, 0x11e8),
-            DeviceKind::Nvme => (0x1b36, 0x0010),
+            DeviceKind::Nvme | DeviceKind::NvmeKernel => (0x1b36, 0x0010),
             DeviceKind::Gpu => (0x1af4, 0x1050),
         }
     }
 
+    /// Whether this is an NVMe controller (on vfio-pci or the kernel's driver).
+    pub fn is_nvme(self) -> bool {
+        matches!(self, DeviceKind::Nvme | DeviceKind::NvmeKernel)
+    }
+
     /// Whether the testbed binds this kind to vfio-pci (the GPU keeps its DRM driver).
     pub fn binds_vfio(self) -> bool {
-        !matches!(self, DeviceKind::Gpu)
+        !matches!(self, DeviceKind::Gpu | DeviceKind::NvmeKernel)
     }
 }
 
@@ -105,9 +114,10 @@ impl FromStr for DeviceList {
                 "ivshmem" => DeviceKind::Ivshmem,
                 "edu" => DeviceKind::Edu,
                 "nvme" => DeviceKind::Nvme,
+                "nvme-kernel" => DeviceKind::NvmeKernel,
                 "gpu" | "virtio-gpu" => DeviceKind::Gpu,
                 other => bail!(
-                    "unknown device kind {other:?} in --devices {s:?}: use ivshmem, edu, nvme or gpu"
+                    "unknown device kind {other:?} in --devices {s:?}: use ivshmem, edu, nvme, nvme-kernel or gpu"
                 ),
             };
             let role = role.unwrap_or_else(|| {
@@ -125,7 +135,7 @@ impl FromStr for DeviceList {
             }
             let size_mib = size.unwrap_or(match kind {
                 DeviceKind::Ivshmem => DEFAULT_IVSHMEM_MIB,
-                DeviceKind::Nvme => 16,
+                DeviceKind::Nvme | DeviceKind::NvmeKernel => 16,
                 _ => 0,
             });
             if kind == DeviceKind::Ivshmem && !size_mib.is_power_of_two() {

@@ -191,13 +191,15 @@ impl Testbed {
                 kind: d.kind,
                 backing_file: match d.kind {
                     DeviceKind::Ivshmem => Some(scratch.join(format!("{}.mem", d.role))),
-                    DeviceKind::Nvme => Some(crate::image::image_path(scratch, &d.role)),
+                    DeviceKind::Nvme | DeviceKind::NvmeKernel => {
+                        Some(crate::image::image_path(scratch, &d.role))
+                    }
                     _ => None,
                 },
                 size: d.size_mib << 20,
-                serial: (d.kind == DeviceKind::Nvme).then(|| nvme_serial(i)),
-                nsid: (d.kind == DeviceKind::Nvme).then_some(1),
-                cmb_size: (d.kind == DeviceKind::Nvme).then_some(d.size_mib << 20),
+                serial: d.kind.is_nvme().then(|| nvme_serial(i)),
+                nsid: d.kind.is_nvme().then_some(1),
+                cmb_size: d.kind.is_nvme().then_some(d.size_mib << 20),
             })
             .collect();
         let stock = matches!(self.kernel.kind, KernelKind::Stock);
@@ -354,7 +356,7 @@ impl Testbed {
                     push("-device".into());
                     push(format!("edu,{place}"));
                 }
-                DeviceKind::Nvme => {
+                DeviceKind::Nvme | DeviceKind::NvmeKernel => {
                     // Seeded before boot (Testbed::boot), kept in a kept scratch.
                     let img = crate::image::ensure(scratch, role)?;
                     push("-drive".into());
@@ -392,7 +394,7 @@ impl Testbed {
                 .devices
                 .0
                 .iter()
-                .any(|d| d.kind == DeviceKind::Nvme && d.role == seed.role)
+                .any(|d| d.kind.is_nvme() && d.role == seed.role)
             {
                 bail!(
                     "--nvme-image names {:?}, which is not an nvme device of this run",

@@ -44,6 +44,9 @@ struct Cli {
     /// Commands per 4 KiB latency run.
     #[arg(long, default_value_t = 2000)]
     latency_commands: u64,
+    /// Most bytes per run (a small BAR, such as an NVMe CMB, needs less than 32 MiB).
+    #[arg(long, value_parser = peerdma_tools::size::parse_size, default_value = "32M")]
+    max_bytes: u64,
 }
 
 fn request(
@@ -97,7 +100,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn run(cli: &Cli) -> Result<()> {
     for host in [false, true] {
-        let r = once(&request(cli, host, 16, 128 << 10, 16 << 20, true))?;
+        let r = once(&request(
+            cli,
+            host,
+            16,
+            128 << 10,
+            cli.max_bytes.min(16 << 20),
+            true,
+        ))?;
         anyhow::ensure!(r.verified == Some(true), "verification did not run");
     }
     println!("| QD | transfer | per command | NVMe → BAR GB/s | NVMe → host GB/s | BAR / host |");
@@ -107,7 +117,10 @@ fn run(cli: &Cli) -> Result<()> {
         for &kib in &cli.transfer_kib {
             let transfer = kib << 10;
             // Enough commands to fill the queue many times, at most 32 MiB.
-            let size = (transfer * 512).clamp(4 << 20, 32 << 20);
+            let size = (transfer * 512).clamp(4 << 20, 32 << 20).min(cli.max_bytes);
+            if size < transfer {
+                continue;
+            }
             let (mut bar, mut host) = (Vec::new(), Vec::new());
             let mut per_cmd = 0;
             for _ in 0..cli.reps {
@@ -132,7 +145,7 @@ fn run(cli: &Cli) -> Result<()> {
             );
         }
     }
-    let size = cli.latency_commands * 4096;
+    let size = (cli.latency_commands * 4096).min(cli.max_bytes);
     let b = once(&request(cli, false, 1, 4096, size, false))?;
     let h = once(&request(cli, true, 1, 4096, size, false))?;
     println!();
