@@ -230,6 +230,10 @@ mod tests {
         assert_eq!(l.0[1].role, "ivshmem1");
         assert_eq!(l.0[1].size_mib, 1024);
         assert_eq!(l.0[2].kind, DeviceKind::Nvme);
+        let k: DeviceList = "nvme-kernel:16M,nvme".parse().unwrap();
+        assert_eq!(k.0[0].kind, DeviceKind::NvmeKernel);
+        assert_eq!(k.0[0].role, "nvme-kernel0");
+        assert!(!k.0[0].kind.binds_vfio() && k.0[0].kind.is_nvme() && k.0[1].kind.binds_vfio());
     }
 
     #[test]
