@@ -24,6 +24,8 @@ pub enum CardSpec {
     Pci(Bdf),
     /// A card whose DRM driver has this name (`virtio_gpu`, `vgem`, `amdgpu`).
     Driver(String),
+    /// The first card (in sysfs name order) that is a PCI device: a GPU, not vgem.
+    AnyPci,
 }
 
 impl FromStr for CardSpec {
@@ -48,6 +50,7 @@ impl fmt::Display for CardSpec {
             CardSpec::Path(p) => write!(f, "{}", p.display()),
             CardSpec::Pci(b) => write!(f, "the DRM card of PCI device {b}"),
             CardSpec::Driver(d) => write!(f, "the DRM card of driver {d}"),
+            CardSpec::AnyPci => f.write_str("a DRM card of a PCI device"),
         }
     }
 }
@@ -274,6 +277,7 @@ fn resolve(class: &Path, spec: &CardSpec) -> Result<PathBuf> {
     let found = match spec {
         CardSpec::Path(p) => return Ok(p.clone()),
         CardSpec::Pci(bdf) => cards.iter().find(|c| c.bdf == Some(*bdf)),
+        CardSpec::AnyPci => cards.iter().find(|c| c.bdf.is_some()),
         CardSpec::Driver(d) => {
             // The sysfs driver link names the bus driver (vgem's is a faux device's);
             // the DRM driver's own name comes from DRM_IOCTL_VERSION.
@@ -344,6 +348,10 @@ mod tests {
         assert_eq!(
             resolve(&class, &CardSpec::Driver("vgem".into())).unwrap(),
             PathBuf::from("/dev/dri/card0")
+        );
+        assert_eq!(
+            resolve(&class, &CardSpec::AnyPci).unwrap(),
+            PathBuf::from("/dev/dri/card1")
         );
         let e = resolve(&class, &CardSpec::Pci("0000:00:13.0".parse().unwrap()))
             .unwrap_err()
