@@ -42,6 +42,15 @@ pub struct VmOptions {
     pub memory_mib: u64,
     /// Guest CPUs.
     pub cpus: u32,
+    /// QEMU's `-cpu` model (`EPYC`, `max,family=23` …); `None`: `max` under TCG (an
+    /// AMD-vendor family 6, which the kernel's P2P rule does not cover), `host` under KVM.
+    /// An AMD family >= 0x17 model makes Linux accept P2P through any host bridge.
+    pub cpu_model: Option<String>,
+    /// Where the host has no /dev/udmabuf (no udmabuf module), let QEMU run virtio-gpu
+    /// with blob resources on the testbed's emulation of it: a small library
+    /// (`tests/c/udmabuf_preload.c`, built with `cc` at run time) preloaded into QEMU.
+    /// Ignored where /dev/udmabuf exists; the run says on stderr when it is in use.
+    pub emulate_udmabuf: bool,
     /// Copy the command's output to this process's stdout as it arrives.
     pub stream: bool,
     /// Extra environment for the command in the guest.
@@ -63,6 +72,8 @@ impl Default for VmOptions {
             // One vCPU: with two, QEMU 10.0.2's TCG was seen to abort in iotlb_to_section
             // while a BAR's decode was toggled (export suite); one is also no slower here.
             cpus: 1,
+            cpu_model: None,
+            emulate_udmabuf: false,
             stream: false,
             env: Vec::new(),
             cwd: None,
@@ -91,6 +102,9 @@ pub struct RunOutcome {
     pub wall_s: f64,
     /// The accelerator used.
     pub accel: Accel,
+    /// Whether QEMU ran with the testbed's udmabuf emulation (see
+    /// [`VmOptions::emulate_udmabuf`]).
+    pub udmabuf_emulated: bool,
 }
 
 impl RunOutcome {
@@ -239,7 +253,11 @@ impl Testbed {
             push(machine.into());
         }
         push("-cpu".into());
-        push(if accel == Accel::Kvm { "host" } else { "max" }.into());
+        push(match &o.cpu_model {
+            Some(model) => model.clone(),
+            None if accel == Accel::Kvm => "host".into(),
+            None => "max".into(),
+        });
         push("-smp".into());
         push(o.cpus.to_string());
         push("-m".into());
@@ -343,14 +361,24 @@ impl Testbed {
                     ));
                 }
                 DeviceKind::Gpu => {
-                    if !Path::new("/dev/udmabuf").exists() {
+                    if !host_has_udmabuf() && !o.emulate_udmabuf {
                         bail!(
                             "device {role}: virtio-gpu-pci,blob=true needs /dev/udmabuf on the host \
-                             (modprobe udmabuf; this machine's kernel lacks it), QEMU refuses it otherwise"
+                             (modprobe udmabuf; this machine's kernel lacks it) and QEMU refuses it \
+                             otherwise; or let the testbed emulate it inside QEMU \
+                             (--emulate-udmabuf, VmOptions::emulate_udmabuf)"
                         );
                     }
                     push("-device".into());
-                    push(format!("virtio-gpu-pci,blob=true,{place}"));
+                    push(format!(
+                        "virtio-gpu-pci,blob=true,xres={GPU_XRES},yres={GPU_YRES},{place}"
+                    ));
+                }
+                DeviceKind::GpuNoBlob => {
+                    push("-device".into());
+                    push(format!(
+                        "virtio-gpu-pci,xres={GPU_XRES},yres={GPU_YRES},{place}"
+                    ));
                 }
             }
         }
@@ -418,6 +446,9 @@ impl Testbed {
         let _ = std::fs::remove_file(console);
         let args = self.qemu_args(accel, scratch.path(), console)?;
         let mut cmd = Command::new(&self.qemu);
+        if let Some(lib) = self.udmabuf_emulation(scratch.path())? {
+            cmd.env("LD_PRELOAD", lib);
+        }
         cmd.args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -526,6 +557,34 @@ impl Testbed {
         })
     }
 
+    /// Whether this run needs the udmabuf emulation: a blob virtio-gpu on a host
+    /// without /dev/udmabuf, with [`VmOptions::emulate_udmabuf`] on.
+    pub fn uses_udmabuf_emulation(&self) -> bool {
+        self.options.emulate_udmabuf
+            && !host_has_udmabuf()
+            && self
+                .options
+                .devices
+                .0
+                .iter()
+                .any(|d| d.kind == DeviceKind::Gpu)
+    }
+
+    /// Builds the emulation library into the scratch directory when this run uses it,
+    /// and says so.
+    fn udmabuf_emulation(&self, scratch: &Path) -> Result<Option<PathBuf>> {
+        if !self.uses_udmabuf_emulation() {
+            return Ok(None);
+        }
+        let lib = crate::udmabuf_emulation::build(scratch)?;
+        eprintln!(
+            "testbed: /dev/udmabuf is missing on this host: QEMU runs virtio-gpu blob resources \
+             on the testbed's udmabuf emulation (LD_PRELOAD={})",
+            lib.display()
+        );
+        Ok(Some(lib))
+    }
+
     fn finish(
         &self,
         mut scratch: Scratch,
@@ -586,6 +645,7 @@ impl Testbed {
             boot_to_test_s,
             wall_s: wall.as_secs_f64(),
             accel,
+            udmabuf_emulated: self.uses_udmabuf_emulation(),
         })
     }
 }
@@ -629,6 +689,16 @@ enum BootResult {
     KvmHung,
     /// The guest never reached our init (a TCG boot stall); worth a retry.
     Stalled(String),
+}
+
+/// The virtio-gpu's display size (QEMU `xres`/`yres`): its connector's preferred mode.
+pub const GPU_XRES: u32 = 1024;
+/// See [`GPU_XRES`].
+pub const GPU_YRES: u32 = 768;
+
+/// Whether the host kernel offers /dev/udmabuf.
+pub fn host_has_udmabuf() -> bool {
+    Path::new("/dev/udmabuf").exists()
 }
 
 /// How long a boot may take to reach the guest init before it counts as stalled.
