@@ -14,7 +14,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A DRM ioctl failed where no more specific variant applies.
-    #[error("{op} on {card} failed: {errno}")]
+    #[error("{op} on {card} failed: {}", errno_text(*errno))]
     Ioctl {
         /// The card, as [`Card::describe`](super::Card::describe) writes it.
         card: String,
@@ -81,7 +81,8 @@ pub enum Error {
 
     /// The exporter refused the driver's attachment (EOPNOTSUPP): the driver does
     /// not attach peer-to-peer and revocably.
-    #[error("{card} refused the dma-buf{exporter_text}: {errno}; {fix}",
+    #[error("{card} refused the dma-buf{exporter_text}: {errno_text}; {fix}",
+            errno_text = errno_text(*errno),
             exporter_text = exporter.map(|b| format!(" of {b}")).unwrap_or_default())]
     NotPeerToPeer {
         /// The card.
@@ -97,7 +98,7 @@ pub enum Error {
     },
 
     /// Opening the node failed.
-    #[error("opening {}: {errno}; {fix}", path.display())]
+    #[error("opening {}: {}; {fix}", path.display(), errno_text(*errno))]
     Open {
         /// The node.
         path: PathBuf,
@@ -111,9 +112,10 @@ pub enum Error {
     /// (EINVAL; dmesg: "do not share an upstream bridge or whitelisted host
     /// bridge").
     #[error(
-        "{card} cannot map the BAR of {exporter_text} peer-to-peer: {errno} (the kernel's \
-         P2P distance check: \"do not share an upstream bridge or whitelisted host bridge\"); \
-         {fix}",
+        "{card} cannot map the BAR of {exporter_text} peer-to-peer: {errno_text} (the \
+         kernel's P2P distance check: \"do not share an upstream bridge or whitelisted host \
+         bridge\"); {fix}",
+        errno_text = errno_text(*errno),
         exporter_text = exporter.map(|b| b.to_string()).unwrap_or_else(|| "the exporter".into())
     )]
     P2pDistance {
@@ -132,7 +134,7 @@ pub enum Error {
     },
 
     /// `DRM_IOCTL_PRIME_FD_TO_HANDLE` failed for another reason.
-    #[error("PRIME import into {card} failed: {errno}; {fix}")]
+    #[error("PRIME import into {card} failed: {}; {fix}", errno_text(*errno))]
     PrimeImport {
         /// The card.
         card: String,
@@ -166,6 +168,28 @@ pub enum Error {
         /// The formats that work.
         fix: String,
     },
+}
+
+/// `EOPNOTSUPP (Operation not supported)`: the kernel's name and the C library's text.
+pub fn errno_text(errno: Errno) -> String {
+    let name = match errno {
+        Errno::OPNOTSUPP => "EOPNOTSUPP",
+        Errno::INVAL => "EINVAL",
+        Errno::NODEV => "ENODEV",
+        Errno::NOENT => "ENOENT",
+        Errno::ACCESS => "EACCES",
+        Errno::PERM => "EPERM",
+        Errno::NOSYS => "ENOSYS",
+        Errno::BUSY => "EBUSY",
+        Errno::NOMEM => "ENOMEM",
+        Errno::FAULT => "EFAULT",
+        Errno::NOSPC => "ENOSPC",
+        Errno::IO => "EIO",
+        _ => return format!("errno {} ({errno})", errno.raw_os_error()),
+    };
+    let text = errno.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    format!("{name} ({text})")
 }
 
 impl Error {

@@ -30,7 +30,7 @@ mod scanout;
 
 pub use card::{Card, CardSpec};
 pub use drm_fourcc::DrmFourcc;
-pub use error::{Error, Result};
+pub use error::{errno_text, Error, Result};
 pub use framebuffer::{parse_fourcc, FbLayout, Framebuffer};
 pub use gem::Gem;
 pub use scanout::{ModeSetting, Scanout, ScanoutEvent, ScanoutInfo};
