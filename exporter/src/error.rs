@@ -277,21 +277,23 @@ pub enum Error {
     },
 
     /// The character-device (iommufd) access path is not available for this device.
-    #[error(
-        "{bdf}: the vfio cdev path is unavailable: {reason}; \
-         fix: use a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV, or AccessPath::Group"
-    )]
+    #[error("{bdf}: the vfio cdev path is unavailable: {reason}; fix: {fix}")]
     NoCdev {
         /// Device.
         bdf: Bdf,
         /// What is missing.
         reason: &'static str,
+        /// What to do.
+        fix: &'static str,
     },
 
     /// The device has no IOMMU group, so the group path cannot open it.
     #[error(
-        "{bdf}: the device has no iommu_group link in sysfs; \
-         fix: enable an IOMMU (intel_iommu=on / amd_iommu=on) or vfio's noiommu mode"
+        "{bdf}: the device has no IOMMU group: no IOMMU translates its DMA (none present or \
+         enabled), so vfio-pci cannot take it; fix: enable the IOMMU (VT-d/AMD-Vi in the \
+         firmware, intel_iommu=on / amd_iommu=on on the kernel command line); without one, \
+         only vfio's unsafe no-IOMMU mode (modprobe vfio enable_unsafe_noiommu_mode=1, no DMA \
+         isolation, no iommufd) lets vfio-pci bind it"
     )]
     NoIommuGroup {
         /// Device.

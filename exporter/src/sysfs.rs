@@ -123,6 +123,7 @@ impl Sysfs {
         let resources = parse_resources(&resource_path, &text)?;
         let vfio_dev = vfio_dev_name(&path.join("vfio-dev"))?;
         let is_virtfn = fs::symlink_metadata(path.join("physfn")).is_ok();
+        let unsafe_noiommu_mode = self.unsafe_noiommu_mode();
         Ok(PciDevice {
             bdf,
             path,
@@ -134,7 +135,20 @@ impl Sysfs {
             resources,
             vfio_dev,
             is_virtfn,
+            unsafe_noiommu_mode,
         })
+    }
+
+    /// Whether vfio's unsafe no-IOMMU mode is on
+    /// (`ROOT/module/vfio/parameters/enable_unsafe_noiommu_mode` reads `Y`): then
+    /// vfio-pci takes devices no IOMMU translates, in `noiommu-N` groups
+    /// (drivers/vfio/group.c, `vfio_noiommu_group_alloc`).
+    pub fn unsafe_noiommu_mode(&self) -> bool {
+        fs::read_to_string(
+            self.root
+                .join("module/vfio/parameters/enable_unsafe_noiommu_mode"),
+        )
+        .is_ok_and(|v| v.trim() == "Y")
     }
 }
 
@@ -162,6 +176,9 @@ pub struct PciDevice {
     /// Whether this is an SR-IOV virtual function (its memory decode is
     /// controlled by the PF, so the command register's bit does not apply).
     pub is_virtfn: bool,
+    /// Whether vfio's unsafe no-IOMMU mode was on when this was read
+    /// ([`Sysfs::unsafe_noiommu_mode`]).
+    pub unsafe_noiommu_mode: bool,
 }
 
 impl PciDevice {
