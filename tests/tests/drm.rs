@@ -104,7 +104,9 @@ fn vgem_and_virtio_gpu_without_blobs_refuse_with_eopnotsupp() {
              dmesg | grep -m1 'virtio_gpu\\|features:'
              {g} import ivshmem0 vgem 5; echo '## vgem rc='$?
              {g} import ivshmem0 gpu-noblob0 5; echo '## noblob rc='$?
-             {p} show $IV --bar 2 --width 1024 --height 768 --card $GPU --seconds 1; echo '## show rc='$?"
+             {p} show $IV --bar 2 --width 1024 --height 768 --card $GPU --seconds 1; echo '## show rc='$?
+             {p} show $IV --bar 2 --width 1024 --height 768 --pitch 4000 2>&1 | sed 's/^/pitch: /'
+             {p} show $IV --bar 2 --width 1024 --height 20000 2>&1 | sed 's/^/tall: /'"
         ),
     );
     let lines = json_lines(&out.output);
@@ -136,6 +138,29 @@ fn vgem_and_virtio_gpu_without_blobs_refuse_with_eopnotsupp() {
         out.output.contains("peerdma: error:") && out.output.contains("EOPNOTSUPP"),
         "{}",
         out.output
+    );
+    // Layouts that cannot work are refused with their numbers before any export.
+    let said = |prefix: &str| -> String {
+        out.output
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let pitch = said("pitch: ");
+    assert!(
+        pitch.contains("pitch 4000")
+            && pitch.contains("shorter than one row")
+            && pitch.contains("4096"),
+        "{pitch}"
+    );
+    let tall = said("tall: ");
+    assert!(
+        tall.contains("1024x20000")
+            && tall.contains("needs 81920000 bytes")
+            && tall.contains("the buffer has 67108864")
+            && tall.contains("at most 16384 rows"),
+        "{tall}"
     );
     assert!(out.kernel_warnings.is_empty(), "{:?}", out.kernel_warnings);
 }

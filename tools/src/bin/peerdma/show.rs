@@ -86,6 +86,12 @@ pub fn run(args: ShowArgs) -> Result<()> {
     if let Some(p) = args.pitch {
         layout.pitch = p;
     }
+    // An impossible layout (zero size, a pitch shorter than a row) is refused before
+    // any device is opened, with its numbers.
+    let needed = layout.bytes_needed().unwrap_or(0);
+    layout
+        .check(needed.max(1))
+        .map_err(|e| anyhow::anyhow!("{e} (--width, --height, --pitch)"))?;
     let device = Device::open_with(
         args.bdf,
         OpenOptions {
@@ -94,17 +100,20 @@ pub fn run(args: ShowArgs) -> Result<()> {
         },
     )
     .with_context(|| format!("opening {}", args.bdf))?;
-    // The range the image needs, whole pages; an impossible layout is refused here,
-    // with its numbers, before anything is exported.
+    // The image must fit the BAR from --offset on: checked with the BAR's size, so the
+    // message says how many rows would fit.
+    let bar_size = device.bar(args.bar)?.region.size;
+    layout
+        .check(bar_size.saturating_sub(args.offset))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (BAR{} of {} is {bar_size} bytes, --offset {:#x})",
+                args.bar,
+                args.bdf,
+                args.offset
+            )
+        })?;
     let page = device.page_size();
-    let needed = layout.bytes_needed().unwrap_or(0);
-    layout.check(needed.max(1)).map_err(|e| {
-        anyhow::anyhow!(
-            "{e} (--width {} --height {}, --pitch)",
-            args.width,
-            args.height
-        )
-    })?;
     let length = needed.div_ceil(page) * page;
     // Block the stopping signals before anything is shown, so none is lost; a thread
     // waits for them.
