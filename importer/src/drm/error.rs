@@ -13,6 +13,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The framebuffer's layout is invalid on its own (zero size, a pitch shorter than
+    /// a row or wider than 32 bits).
+    #[error("a {width}x{height} {format} framebuffer with pitch {pitch} is invalid: {fix}")]
+    BadLayout {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// The fourcc, as text.
+        format: String,
+        /// Bytes per row.
+        pitch: u32,
+        /// What to change.
+        fix: String,
+    },
+
     /// A DRM ioctl failed where no more specific variant applies.
     #[error("{op} on {card} failed: {}", errno_text(*errno))]
     Ioctl {
@@ -24,8 +40,8 @@ pub enum Error {
         errno: Errno,
     },
 
-    /// The framebuffer does not fit the buffer, or its layout is invalid; checked
-    /// before `DRM_IOCTL_MODE_ADDFB2`.
+    /// The framebuffer does not fit the buffer; checked before
+    /// `DRM_IOCTL_MODE_ADDFB2`.
     #[error(
         "a {width}x{height} {format} framebuffer with pitch {pitch} needs {needed} bytes, \
          the buffer has {size}: {fix}"
@@ -39,13 +55,22 @@ pub enum Error {
         format: String,
         /// Bytes per row.
         pitch: u32,
-        /// `(height - 1) * pitch + width * bytes_per_pixel`, or the minimum pitch
-        /// when the pitch is short.
+        /// `offset + (height - 1) * pitch + width * bytes_per_pixel` (`u64::MAX` when
+        /// that overflows).
         needed: u64,
         /// The buffer's size.
         size: u64,
         /// What to change.
         fix: String,
+    },
+
+    /// No DRM card matches a BDF or driver name.
+    #[error("no DRM card is {wanted}; cards: {cards}")]
+    NoCard {
+        /// What was asked for.
+        wanted: String,
+        /// The cards sysfs lists, with driver and BDF.
+        cards: String,
     },
 
     /// No connected connector with a mode that fits the framebuffer.
@@ -59,15 +84,6 @@ pub enum Error {
         height: u32,
         /// What exists, and what to change.
         fix: String,
-    },
-
-    /// No DRM card matches a BDF or driver name.
-    #[error("no DRM card is {wanted}; cards: {cards}")]
-    NoCard {
-        /// What was asked for.
-        wanted: String,
-        /// The cards sysfs lists, with driver and BDF.
-        cards: String,
     },
 
     /// The driver cannot import dma-bufs at all (`DRM_CAP_PRIME` lacks import).

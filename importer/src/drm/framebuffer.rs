@@ -113,21 +113,60 @@ impl FbLayout {
     pub fn bytes_needed(&self) -> Option<u64> {
         let bpp = u64::from(bytes_per_pixel(self.format)?);
         let h = u64::from(self.height.max(1));
-        Some(u64::from(self.offset) + (h - 1) * u64::from(self.pitch) + u64::from(self.width) * bpp)
+        u64::from(self.offset)
+            .checked_add((h - 1).checked_mul(u64::from(self.pitch))?)?
+            .checked_add(u64::from(self.width) * bpp)
+    }
+
+    /// Checks the layout on its own: a width and height of at least 1, a known pixel
+    /// size, a pitch that holds a row and fits DRM's 32-bit pitch.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedFormat`] for an unknown pixel size; [`Error::BadLayout`]
+    /// with the numbers and the fix.
+    pub fn validate(&self) -> Result<()> {
+        let bpp = bytes_per_pixel(self.format).ok_or_else(|| Error::UnsupportedFormat {
+            format: self.format.to_string(),
+            fix: "use a single-plane RGB format such as XR24".into(),
+        })?;
+        let bad = |fix: String| Error::BadLayout {
+            width: self.width,
+            height: self.height,
+            format: self.format.to_string(),
+            pitch: self.pitch,
+            fix,
+        };
+        if self.width == 0 || self.height == 0 {
+            return Err(bad("width and height must be at least 1".into()));
+        }
+        let row = u64::from(self.width) * u64::from(bpp);
+        if row > u64::from(u32::MAX) {
+            return Err(bad(format!(
+                "a row of {} pixels x {bpp} bytes = {row} bytes does not fit DRM's 32-bit \
+                 pitch; use a smaller width",
+                self.width
+            )));
+        }
+        if u64::from(self.pitch) < row {
+            return Err(bad(format!(
+                "the pitch is shorter than one row ({} pixels x {bpp} bytes = {row}); use a \
+                 pitch of at least {row}",
+                self.width
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the layout against a buffer of `size` bytes, as the kernel would.
     ///
     /// # Errors
     ///
-    /// [`Error::UnsupportedFormat`] for an unknown pixel size; [`Error::Layout`] for a
-    /// zero width or height, a pitch shorter than a row, or a buffer too small, with
-    /// the numbers and what would fit.
+    /// As [`validate`](Self::validate); [`Error::Layout`] when the buffer is too small,
+    /// with the numbers and what would fit.
     pub fn check(&self, size: u64) -> Result<()> {
-        let bpp = bytes_per_pixel(self.format).ok_or_else(|| Error::UnsupportedFormat {
-            format: self.format.to_string(),
-            fix: "use a single-plane RGB format such as XR24".into(),
-        })?;
+        self.validate()?;
+        let row = u64::from(self.width) * u64::from(bytes_per_pixel(self.format).unwrap_or(1));
         let layout = |needed: u64, fix: String| Error::Layout {
             width: self.width,
             height: self.height,
@@ -137,22 +176,9 @@ impl FbLayout {
             size,
             fix,
         };
-        if self.width == 0 || self.height == 0 {
-            return Err(layout(0, "width and height must be at least 1".into()));
-        }
-        let row = u64::from(self.width) * u64::from(bpp);
-        if u64::from(self.pitch) < row {
-            return Err(layout(
-                row,
-                format!(
-                    "the pitch is shorter than one row ({} pixels x {bpp} bytes = {row}); \
-                     use a pitch of at least {row}",
-                    self.width
-                ),
-            ));
-        }
-        let needed = self.bytes_needed().unwrap_or(u64::MAX);
-        if needed > size {
+        let exact = self.bytes_needed();
+        let needed = exact.unwrap_or(u64::MAX);
+        if exact.is_none_or(|n| n > size) {
             let rows = if size > u64::from(self.offset) + row {
                 (size - u64::from(self.offset) - row) / u64::from(self.pitch.max(1)) + 1
             } else {
@@ -207,8 +233,8 @@ impl Framebuffer {
     ///
     /// # Errors
     ///
-    /// [`Error::Layout`] and [`Error::UnsupportedFormat`] from [`FbLayout::check`];
-    /// [`Error::Revoked`] when ADDFB2 answers ENODEV; [`Error::Ioctl`] otherwise.
+    /// [`Error::BadLayout`], [`Error::Layout`] and [`Error::UnsupportedFormat`] from
+    /// [`FbLayout::check`]; [`Error::Ioctl`] when ADDFB2 fails.
     pub fn new(gem: Arc<Gem>, layout: FbLayout) -> Result<Framebuffer> {
         layout.check(gem.size())?;
         let card = gem.card();
@@ -281,6 +307,10 @@ mod tests {
         );
         let zero = FbLayout { width: 0, ..l };
         assert!(zero.check(4 << 20).is_err());
+        // Sizes past u64 are "too big", not an overflow.
+        let huge = FbLayout::packed(u32::MAX, u32::MAX, DrmFourcc::Xrgb8888).unwrap();
+        assert_eq!(huge.bytes_needed(), None);
+        assert!(huge.check(u64::MAX).is_err());
         // A wider pitch: the last row needs only width * bpp.
         let wide = FbLayout { pitch: 8192, ..l };
         assert_eq!(wide.bytes_needed(), Some(767 * 8192 + 4096));

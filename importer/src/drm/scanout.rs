@@ -381,10 +381,10 @@ fn find_target(card: &Card, layout: &FbLayout) -> Result<Target> {
             let (w, h) = m.size();
             u32::from(w) <= layout.width && u32::from(h) <= layout.height
         };
-        let exact = info
-            .modes()
-            .iter()
-            .find(|m| m.size() == (layout.width as u16, layout.height as u16));
+        let exact = info.modes().iter().find(|m| {
+            let (w, h) = m.size();
+            (u32::from(w), u32::from(h)) == (layout.width, layout.height)
+        });
         let Some(mode) = exact.or_else(|| info.modes().iter().find(fits)).copied() else {
             let modes: Vec<String> = info
                 .modes()

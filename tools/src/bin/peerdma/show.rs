@@ -88,9 +88,8 @@ pub fn run(args: ShowArgs) -> Result<()> {
     }
     // An impossible layout (zero size, a pitch shorter than a row) is refused before
     // any device is opened, with its numbers.
-    let needed = layout.bytes_needed().unwrap_or(0);
     layout
-        .check(needed.max(1))
+        .validate()
         .map_err(|e| anyhow::anyhow!("{e} (--width, --height, --pitch)"))?;
     let device = Device::open_with(
         args.bdf,
@@ -114,6 +113,7 @@ pub fn run(args: ShowArgs) -> Result<()> {
             )
         })?;
     let page = device.page_size();
+    let needed = layout.bytes_needed().unwrap_or(u64::MAX);
     let length = needed.div_ceil(page) * page;
     // Block the stopping signals before anything is shown, so none is lost; a thread
     // waits for them.
