@@ -11,7 +11,8 @@
 //!   marker into the ivshmem backing file, the guest runs `peerdma show`, and QEMU's
 //!   `screendump` matches the image pixel by pixel; the host then changes the image and
 //!   the next screendump shows the change with no copy (the display reads the BAR).
-//!   Revoke (memory decode off) is reported and the buffer is shown again after it.
+//!   Revoke (memory decode off) is reported and the buffer is shown again after it;
+//!   atomic and legacy mode setting both put the console's framebuffer back.
 //!
 //! These machines have no /dev/udmabuf, which QEMU needs for `virtio-gpu-pci,blob=true`:
 //! the testbed's udmabuf emulation (`VmOptions::emulate_udmabuf`, an LD_PRELOAD library
@@ -385,7 +386,8 @@ fn family_23_scans_the_bar_out_pixel_by_pixel_and_follows_the_host() {
          while [ ! -e $S/done ] && kill -0 $P 2>/dev/null; do sleep 0.2; done
          kill -TERM $P; wait $P; echo '## show rc='$?
          cat $S/show.jsonl
-         {g} revoke ivshmem0 gpu0",
+         {g} revoke ivshmem0 gpu0
+         {g} legacy ivshmem0 gpu0",
         p = peerdma(),
         g = guest_drm(),
     );
@@ -454,6 +456,21 @@ fn family_23_scans_the_bar_out_pixel_by_pixel_and_follows_the_host() {
     assert_eq!(revoke["on_restore"]["Ok"], "Restored", "{revoke}");
     assert_eq!(revoke["attachments_restored"], 1, "{revoke}");
     assert_eq!(revoke["attachments_after"], 0, "{revoke}");
+
+    // Atomic where offered, legacy when asked; either way the console comes back.
+    assert_eq!(revoke["setting"], "Atomic", "{revoke}");
+    assert_eq!(revoke["crtc_fb_shown"], revoke["fb"], "{revoke}");
+    let legacy = scenario(&lines, "legacy", "virtio_gpu");
+    assert_eq!(legacy["setting"], "Legacy", "{legacy}");
+    assert_eq!(legacy["crtc_fb_shown"], legacy["fb"], "{legacy}");
+    for l in [revoke, legacy] {
+        let after = l["crtc_fb_after"].as_u64().unwrap_or(0);
+        assert!(
+            after != 0 && Some(after) != l["fb"].as_u64(),
+            "the previous framebuffer (fbdev's) is back on the CRTC: {l}"
+        );
+    }
+    assert_eq!(legacy["attachments_after"], 0, "{legacy}");
     assert!(out.kernel_warnings.is_empty(), "{:?}", out.kernel_warnings);
     drop(out);
     let _ = std::fs::remove_dir_all(&scratch);

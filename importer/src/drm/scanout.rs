@@ -132,11 +132,31 @@ impl Scanout {
     /// [`Error::Revoked`] when the commit answers ENODEV (the buffer is revoked);
     /// [`Error::Ioctl`] for other failed ioctls.
     pub fn show(fb: Framebuffer) -> Result<Scanout> {
+        Scanout::show_with(fb, None)
+    }
+
+    /// [`show`](Self::show) with a given kind of mode setting (`None`: atomic where the
+    /// driver offers it). Legacy works on every KMS driver; atomic needs
+    /// `DRM_CLIENT_CAP_ATOMIC`.
+    ///
+    /// # Errors
+    ///
+    /// As [`show`](Self::show); [`Error::Ioctl`] (`DRM_IOCTL_SET_CLIENT_CAP`) when
+    /// atomic is asked for and the driver refuses it.
+    pub fn show_with(fb: Framebuffer, setting: Option<ModeSetting>) -> Result<Scanout> {
         let card = fb.gem().card().clone();
         let _ = card.set_client_capability(ClientCapability::UniversalPlanes, true);
-        let atomic = card
-            .set_client_capability(ClientCapability::Atomic, true)
-            .is_ok();
+        let atomic = match setting {
+            Some(ModeSetting::Legacy) => false,
+            Some(ModeSetting::Atomic) => {
+                card.set_client_capability(ClientCapability::Atomic, true)
+                    .map_err(|e| card.ioctl_error("DRM_IOCTL_SET_CLIENT_CAP(ATOMIC)", &e))?;
+                true
+            }
+            None => card
+                .set_client_capability(ClientCapability::Atomic, true)
+                .is_ok(),
+        };
         let mut target = find_target(&card, fb.layout())?;
         let setting = if atomic {
             target.plane = Some(primary_plane(&card, target.crtc)?);

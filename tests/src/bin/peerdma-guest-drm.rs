@@ -9,6 +9,10 @@
 //!   the fds and attachments before, during and after.
 //! - `peerdma-guest-drm revoke EXPORTER_ROLE CARD`: shows the buffer, turns the
 //!   exporter's memory decode off and on, and reports what the scanout saw.
+//! - `peerdma-guest-drm legacy EXPORTER_ROLE CARD`: shows it with legacy SETCRTC.
+//!
+//! Both showing scenarios report the CRTC's framebuffer before, while shown and after
+//! the restore (the fbdev console's comes back).
 //!
 //! CARD is a role of a GPU device in testbed.json, or anything `CardSpec` parses (a
 //! node, a BDF, a driver name such as `vgem`).
@@ -19,7 +23,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use peerdma_exporter::{Bdf, Device, DmaBuf, DmaRange};
 use peerdma_importer::drm::{
-    errno_text, Card, CardSpec, DrmFourcc, FbLayout, Framebuffer, Scanout, ScanoutEvent,
+    errno_text, Card, CardSpec, DrmFourcc, FbLayout, Framebuffer, ModeSetting, Scanout,
+    ScanoutEvent,
 };
 use peerdma_testbed::manifest::Manifest;
 use serde_json::{json, Value};
@@ -125,13 +130,46 @@ fn import(manifest: &Manifest, role: &str, card: &str, rounds: u32) -> Result<Va
     }))
 }
 
+/// The framebuffer id on the scanout's CRTC (0: none).
+fn crtc_fb(card: &Card, crtc: u32) -> u32 {
+    use drm::control::Device as _;
+    drm::control::from_u32::<drm::control::crtc::Handle>(crtc)
+        .and_then(|h| card.get_crtc(h).ok())
+        .and_then(|i| i.framebuffer())
+        .map_or(0, u32::from)
+}
+
+fn legacy(manifest: &Manifest, role: &str, card: &str) -> Result<Value> {
+    let (_device, buf, ino) = export(manifest, role)?;
+    let card = Card::open(&card_spec(manifest, card)?)?;
+    let layout = FbLayout::packed(WIDTH, HEIGHT, DrmFourcc::Xrgb8888)?;
+    let fb = Framebuffer::new(Arc::new(card.import(&buf)?), layout)?;
+    let fb_id = u32::from(fb.handle());
+    let scanout = Scanout::show_with(fb, Some(ModeSetting::Legacy))?;
+    let info = scanout.info();
+    let before_restore = crtc_fb(&card, info.crtc);
+    drop(scanout);
+    Ok(json!({
+        "scenario": "legacy",
+        "driver": card.driver(),
+        "setting": format!("{:?}", info.setting),
+        "fb": fb_id,
+        "crtc_fb_shown": before_restore,
+        "crtc_fb_after": crtc_fb(&card, info.crtc),
+        "attachments_after": attachments(ino),
+    }))
+}
+
 fn revoke(manifest: &Manifest, role: &str, card: &str) -> Result<Value> {
     let (device, buf, ino) = export(manifest, role)?;
     let card = Card::open(&card_spec(manifest, card)?)?;
     let layout = FbLayout::packed(WIDTH, HEIGHT, DrmFourcc::Xrgb8888)?;
     let fb = Framebuffer::new(Arc::new(card.import(&buf)?), layout)?;
+    let fb_id = u32::from(fb.handle());
     let mut scanout = Scanout::show(fb)?;
+    let info = scanout.info();
     let att_shown = attachments(ino);
+    let crtc_fb_shown = crtc_fb(&card, info.crtc);
     device.set_memory_decode(false)?;
     let on_revoke = scanout.watch(buf.state()?)?;
     let again_while_revoked = scanout.show_again().err();
@@ -143,6 +181,10 @@ fn revoke(manifest: &Manifest, role: &str, card: &str) -> Result<Value> {
     Ok(json!({
         "scenario": "revoke",
         "driver": card.driver(),
+        "setting": format!("{:?}", info.setting),
+        "fb": fb_id,
+        "crtc_fb_shown": crtc_fb_shown,
+        "crtc_fb_after": crtc_fb(&card, info.crtc),
         "attachments_shown": att_shown,
         "on_revoke": format!("{on_revoke:?}"),
         "revoked_reported": matches!(on_revoke, ScanoutEvent::Revoked(_)),
@@ -161,8 +203,9 @@ fn run() -> Result<Value> {
         ["import", role, card] => import(&manifest, role, card, 1),
         ["import", role, card, rounds] => import(&manifest, role, card, rounds.parse()?),
         ["revoke", role, card] => revoke(&manifest, role, card),
+        ["legacy", role, card] => legacy(&manifest, role, card),
         _ => bail!(
-            "usage: peerdma-guest-drm import EXPORTER_ROLE CARD [ROUNDS] | revoke EXPORTER_ROLE CARD"
+            "usage: peerdma-guest-drm import EXPORTER_ROLE CARD [ROUNDS] | revoke|legacy EXPORTER_ROLE CARD"
         ),
     }
 }
