@@ -419,6 +419,7 @@ fn family_23_scans_the_bar_out_pixel_by_pixel_and_follows_the_host() {
     assert_eq!(import["first"]["outcome"], "imported", "{import}");
     assert!(import["first"]["framebuffer"].is_u64(), "{import}");
     assert_eq!(import["attachments_while_imported"], 1, "{import}");
+    assert_eq!(import["second_import_same_gem"], true, "{import}");
     assert_eq!(import["attachments_after"], 0, "{import}");
     assert_eq!(import["fds_before"], import["fds_after"], "{import}");
 

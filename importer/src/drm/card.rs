@@ -2,11 +2,12 @@
 //! in sysfs — never by card number, which depends on probe order (vgem can take
 //! card0).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use drm::Device as _;
 use peerdma_exporter::Bdf;
@@ -14,6 +15,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use super::error::{Error, Result};
+use super::gem::Gem;
 
 /// Which card to open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +63,9 @@ struct Inner {
     path: PathBuf,
     driver: String,
     bdf: Option<Bdf>,
+    /// The live imports by GEM handle: the kernel answers a second PRIME import of the
+    /// same dma-buf with the same handle (one GEM_CLOSE frees it), so they share a Gem.
+    imports: Mutex<HashMap<u32, Weak<Gem>>>,
 }
 
 /// An open DRM primary node. Cheap to clone (the fd is shared); [`Gem`](super::Gem)s,
@@ -141,6 +146,7 @@ impl Card {
             path: path.to_path_buf(),
             driver,
             bdf: pci_of_node(Path::new(SYS_CLASS_DRM), path),
+            imports: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -179,6 +185,11 @@ impl Card {
             Some(b) => format!("{} ({}, {b})", self.path().display(), self.driver()),
             None => format!("{} ({})", self.path().display(), self.driver()),
         }
+    }
+
+    /// The live imports, keyed by GEM handle.
+    pub(crate) fn imports(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<Gem>>> {
+        self.0.imports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn ioctl_error(&self, op: &'static str, e: &std::io::Error) -> Error {

@@ -2,6 +2,7 @@
 //! closed (`DRM_IOCTL_GEM_CLOSE`) on drop.
 
 use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use drm::buffer::Handle;
 use drm::control::Device as _;
@@ -12,7 +13,9 @@ use super::card::Card;
 use super::error::{Error, Result};
 use super::importers;
 
-/// An imported buffer: a GEM handle on a card.
+/// An imported buffer: a GEM handle on a card, closed when the last [`Arc`] goes.
+/// Importing the same dma-buf again on the same card while it lives returns the same
+/// `Gem` (the kernel hands back the same handle).
 #[derive(Debug)]
 pub struct Gem {
     card: Card,
@@ -27,7 +30,7 @@ impl Card {
     /// # Errors
     ///
     /// As [`import_fd`](Self::import_fd).
-    pub fn import(&self, buf: &DmaBuf) -> Result<Gem> {
+    pub fn import(&self, buf: &DmaBuf) -> Result<Arc<Gem>> {
         self.import_fd(buf, buf.size(), Some(buf.bdf()))
     }
 
@@ -42,20 +45,30 @@ impl Card {
     /// [`Error::P2pDistance`] for EINVAL (the P2P distance check refused; the
     /// message carries `peerdma path`'s verdict and the topology that works);
     /// [`Error::Revoked`] for ENODEV; [`Error::PrimeImport`] otherwise.
-    pub fn import_fd(&self, buf: impl AsFd, size: u64, exporter: Option<Bdf>) -> Result<Gem> {
+    pub fn import_fd(&self, buf: impl AsFd, size: u64, exporter: Option<Bdf>) -> Result<Arc<Gem>> {
         if !self.can_prime_import()? {
             return Err(Error::NoPrimeImport {
                 card: self.describe(),
                 fix: format!("use a driver that imports: {}", importers::CAPABLE),
             });
         }
+        // Held across the ioctl, so a Gem being dropped cannot close the handle the
+        // kernel is about to hand back.
+        let mut imports = self.imports();
         match self.prime_fd_to_buffer(buf.as_fd()) {
-            Ok(handle) => Ok(Gem {
-                card: self.clone(),
-                handle,
-                size,
-                exporter,
-            }),
+            Ok(handle) => {
+                if let Some(live) = imports.get(&u32::from(handle)).and_then(|w| w.upgrade()) {
+                    return Ok(live);
+                }
+                let gem = Arc::new(Gem {
+                    card: self.clone(),
+                    handle,
+                    size,
+                    exporter,
+                });
+                imports.insert(u32::from(handle), Arc::downgrade(&gem));
+                Ok(gem)
+            }
             Err(e) => {
                 Err(self.import_error(Errno::from_io_error(&e).unwrap_or(Errno::IO), exporter))
             }
@@ -144,6 +157,14 @@ impl Gem {
 
 impl Drop for Gem {
     fn drop(&mut self) {
+        // Under the imports lock, so no import of the same buffer runs in between.
+        let mut imports = self.card.imports();
+        let key = u32::from(self.handle);
+        if imports.get(&key).is_some_and(|w| w.strong_count() > 0) {
+            // A newer import got the same handle from the kernel and owns it now.
+            return;
+        }
+        imports.remove(&key);
         // GEM_CLOSE of a handle this Gem owns; nothing useful to do on failure.
         let _ = self.card.close_buffer(self.handle);
     }

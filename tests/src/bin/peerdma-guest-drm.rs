@@ -93,12 +93,17 @@ fn import(manifest: &Manifest, role: &str, card: &str, rounds: u32) -> Result<Va
     let att_before = attachments(ino);
     let mut outcomes = Vec::new();
     let mut att_during = None;
+    let mut same_gem = None;
     for _ in 0..rounds {
         match card.import(&buf) {
             Ok(gem) => {
                 att_during = attachments(ino);
+                // A second import while the first lives is the same GEM object.
+                let again = card.import(&buf)?;
+                same_gem = Some(Arc::ptr_eq(&gem, &again));
+                drop(again);
                 let layout = FbLayout::packed(WIDTH, HEIGHT, DrmFourcc::Xrgb8888)?;
-                let fb = Framebuffer::new(Arc::new(gem), layout);
+                let fb = Framebuffer::new(gem, layout);
                 outcomes.push(json!({
                     "outcome": "imported",
                     "framebuffer": fb.as_ref().map(|f| u32::from(f.handle())).ok(),
@@ -126,6 +131,7 @@ fn import(manifest: &Manifest, role: &str, card: &str, rounds: u32) -> Result<Va
         "fds_after": fd_count(),
         "attachments_before": att_before,
         "attachments_while_imported": att_during,
+        "second_import_same_gem": same_gem,
         "attachments_after": attachments(ino),
     }))
 }
@@ -143,7 +149,7 @@ fn legacy(manifest: &Manifest, role: &str, card: &str) -> Result<Value> {
     let (_device, buf, ino) = export(manifest, role)?;
     let card = Card::open(&card_spec(manifest, card)?)?;
     let layout = FbLayout::packed(WIDTH, HEIGHT, DrmFourcc::Xrgb8888)?;
-    let fb = Framebuffer::new(Arc::new(card.import(&buf)?), layout)?;
+    let fb = Framebuffer::new(card.import(&buf)?, layout)?;
     let fb_id = u32::from(fb.handle());
     let scanout = Scanout::show_with(fb, Some(ModeSetting::Legacy))?;
     let info = scanout.info();
@@ -164,7 +170,7 @@ fn revoke(manifest: &Manifest, role: &str, card: &str) -> Result<Value> {
     let (device, buf, ino) = export(manifest, role)?;
     let card = Card::open(&card_spec(manifest, card)?)?;
     let layout = FbLayout::packed(WIDTH, HEIGHT, DrmFourcc::Xrgb8888)?;
-    let fb = Framebuffer::new(Arc::new(card.import(&buf)?), layout)?;
+    let fb = Framebuffer::new(card.import(&buf)?, layout)?;
     let fb_id = u32::from(fb.handle());
     let mut scanout = Scanout::show(fb)?;
     let info = scanout.info();

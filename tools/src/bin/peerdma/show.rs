@@ -141,7 +141,7 @@ pub fn run(args: ShowArgs) -> Result<()> {
     };
     let card = Card::open(&spec)?;
     let gem = card.import(&buf)?;
-    let fb = Framebuffer::new(Arc::new(gem), layout)?;
+    let fb = Framebuffer::new(gem, layout)?;
     let mut scanout = Scanout::show(fb)?;
     let info = scanout.info();
     let shown = json!({
