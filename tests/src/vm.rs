@@ -191,7 +191,7 @@ impl Testbed {
             .map(|d| GuestDevice {
                 role: d.role.clone(),
                 kind: d.kind,
-                backing_file: (d.kind == DeviceKind::Ivshmem)
+                backing_file: (d.kind == DeviceKind::Ivshmem && !self.ivshmem_memfd())
                     .then(|| scratch.join(format!("{}.mem", d.role))),
                 size: d.size_mib << 20,
             })
@@ -331,6 +331,15 @@ impl Testbed {
             };
             let role = &d.role;
             match d.kind {
+                DeviceKind::Ivshmem if self.ivshmem_memfd() => {
+                    push("-object".into());
+                    push(format!(
+                        "memory-backend-memfd,id=mem-{role},share=on,size={}M",
+                        d.size_mib
+                    ));
+                    push("-device".into());
+                    push(format!("ivshmem-plain,memdev=mem-{role},{place}"));
+                }
                 DeviceKind::Ivshmem => {
                     push("-object".into());
                     push(format!(
@@ -466,6 +475,9 @@ impl Testbed {
             QemuProcess(cmd.spawn().with_context(|| {
                 format!("starting {} (is QEMU installed?)", self.qemu.display())
             })?);
+        // For the host side of a test that reaches into QEMU while it runs
+        // (`live_ivshmem_backing`).
+        let _ = std::fs::write(scratch.path().join(QEMU_PID_FILE), qemu.0.id().to_string());
         let output = Arc::new(Mutex::new(Vec::<u8>::new()));
         let mut stdout = qemu.0.stdout.take().expect("piped stdout");
         let stream = self.options.stream || interactive;
@@ -555,6 +567,21 @@ impl Testbed {
             wall,
             exit: errs,
         })
+    }
+
+    /// Whether ivshmem BARs are memfds instead of host files: where a blob virtio-gpu
+    /// runs on the host's real /dev/udmabuf, which turns only sealed memfds into
+    /// dma-bufs, so that QEMU's display can reach a BAR's pages. The host then reaches
+    /// them through QEMU's fd ([`live_ivshmem_backing`]) while it runs, and no backing
+    /// file outlives the run.
+    pub fn ivshmem_memfd(&self) -> bool {
+        let gpu = self
+            .options
+            .devices
+            .0
+            .iter()
+            .any(|d| d.kind == DeviceKind::Gpu);
+        gpu && host_has_udmabuf()
     }
 
     /// Whether this run needs the udmabuf emulation: a blob virtio-gpu on a host
@@ -695,6 +722,34 @@ enum BootResult {
 pub const GPU_XRES: u32 = 1024;
 /// See [`GPU_XRES`].
 pub const GPU_YRES: u32 = 768;
+
+/// The file in the scratch directory holding QEMU's pid while it runs.
+pub const QEMU_PID_FILE: &str = "qemu.pid";
+
+/// The host path of an ivshmem device's memory while QEMU runs: its backing file, or
+/// where it is a memfd ([`Testbed::ivshmem_memfd`]) QEMU's fd of it under
+/// `/proc/PID/fd`.
+///
+/// # Errors
+///
+/// When neither exists (QEMU not started yet, or not running).
+pub fn live_ivshmem_backing(scratch: &Path, role: &str) -> Result<PathBuf> {
+    let file = scratch.join(format!("{role}.mem"));
+    if file.exists() {
+        return Ok(file);
+    }
+    let pid = std::fs::read_to_string(scratch.join(QEMU_PID_FILE))
+        .with_context(|| format!("no {role}.mem and no QEMU pid in {}", scratch.display()))?;
+    let fds = PathBuf::from(format!("/proc/{}/fd", pid.trim()));
+    let want = format!("/memfd:mem-{role} ");
+    for e in std::fs::read_dir(&fds).with_context(|| format!("reading {}", fds.display()))? {
+        let p = e?.path();
+        if std::fs::read_link(&p).is_ok_and(|l| l.to_string_lossy().starts_with(&want)) {
+            return Ok(p);
+        }
+    }
+    bail!("QEMU ({}) holds no memfd mem-{role}", fds.display())
+}
 
 /// Whether the host kernel offers /dev/udmabuf.
 pub fn host_has_udmabuf() -> bool {

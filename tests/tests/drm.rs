@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use peerdma_testbed::kernel::KernelChoice;
-use peerdma_testbed::vm::{host_has_udmabuf, RunOutcome, Testbed, VmOptions, GPU_XRES, GPU_YRES};
+use peerdma_testbed::vm::{
+    host_has_udmabuf, live_ivshmem_backing, RunOutcome, Testbed, VmOptions, GPU_XRES, GPU_YRES,
+};
 use serde_json::Value;
 
 const W: usize = GPU_XRES as usize;
@@ -346,9 +348,13 @@ struct Shots {
 
 /// Drives the host side: image 1, wait for `shown`, screendump, image 2, screendump.
 fn host_side(scratch: &Path, one: &[[u8; 3]], two: &[[u8; 3]]) -> Shots {
-    let backing = scratch.join("ivshmem0.mem");
-    wait_for("the ivshmem backing file", Duration::from_secs(120), || {
-        std::fs::metadata(&backing).is_ok_and(|m| m.len() >= (W * H * 4) as u64)
+    // A host file, or QEMU's memfd where the host has a real /dev/udmabuf.
+    let mut backing = PathBuf::new();
+    wait_for("the ivshmem memory", Duration::from_secs(120), || {
+        live_ivshmem_backing(scratch, "ivshmem0").is_ok_and(|p| {
+            backing = p;
+            std::fs::metadata(&backing).is_ok_and(|m| m.len() >= (W * H * 4) as u64)
+        })
     });
     write_xrgb(&backing, one);
     std::fs::write(scratch.join("image1"), b"").unwrap();
