@@ -728,27 +728,63 @@ pub const QEMU_PID_FILE: &str = "qemu.pid";
 
 /// The host path of an ivshmem device's memory while QEMU runs: its backing file, or
 /// where it is a memfd ([`Testbed::ivshmem_memfd`]) QEMU's fd of it under
-/// `/proc/PID/fd`.
+/// `/proc/PID/fd`. QEMU names every memfd backend `memory-backend-memfd` and creates
+/// them in command-line order: guest RAM first, then the ivshmem devices in the order
+/// of `guest.json`; the size must match too.
 ///
 /// # Errors
 ///
-/// When neither exists (QEMU not started yet, or not running).
+/// When neither exists (QEMU not started yet, or not running), or no memfd fits.
 pub fn live_ivshmem_backing(scratch: &Path, role: &str) -> Result<PathBuf> {
     let file = scratch.join(format!("{role}.mem"));
     if file.exists() {
         return Ok(file);
     }
+    let config: GuestConfig = serde_json::from_str(
+        &std::fs::read_to_string(scratch.join(GUEST_CONFIG_FILE))
+            .with_context(|| format!("no {GUEST_CONFIG_FILE} in {}", scratch.display()))?,
+    )?;
+    let ivshmem: Vec<&GuestDevice> = config
+        .devices
+        .iter()
+        .filter(|d| d.kind == DeviceKind::Ivshmem)
+        .collect();
+    let index = ivshmem
+        .iter()
+        .position(|d| d.role == role)
+        .with_context(|| format!("no ivshmem device {role} in this run"))?;
     let pid = std::fs::read_to_string(scratch.join(QEMU_PID_FILE))
         .with_context(|| format!("no {role}.mem and no QEMU pid in {}", scratch.display()))?;
     let fds = PathBuf::from(format!("/proc/{}/fd", pid.trim()));
-    let want = format!("/memfd:mem-{role} ");
-    for e in std::fs::read_dir(&fds).with_context(|| format!("reading {}", fds.display()))? {
-        let p = e?.path();
-        if std::fs::read_link(&p).is_ok_and(|l| l.to_string_lossy().starts_with(&want)) {
-            return Ok(p);
-        }
+    let mut memfds: Vec<(u32, PathBuf)> = std::fs::read_dir(&fds)
+        .with_context(|| format!("reading {}", fds.display()))?
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| {
+                l.to_string_lossy()
+                    .starts_with("/memfd:memory-backend-memfd")
+            })
+        })
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .collect();
+    memfds.sort();
+    // Guest RAM is the first memfd backend.
+    let (_, path) = memfds.get(index + 1).with_context(|| {
+        format!(
+            "QEMU ({}) holds {} memfd backends, not one for {role}",
+            fds.display(),
+            memfds.len()
+        )
+    })?;
+    let size = std::fs::metadata(path)?.len();
+    if size != ivshmem[index].size {
+        bail!(
+            "{} is {size} bytes, not {role}'s {} bytes",
+            path.display(),
+            ivshmem[index].size
+        );
     }
-    bail!("QEMU ({}) holds no memfd mem-{role}", fds.display())
+    Ok(path.clone())
 }
 
 /// Whether the host kernel offers /dev/udmabuf.

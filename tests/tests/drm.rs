@@ -404,7 +404,8 @@ fn family_23_scans_the_bar_out_pixel_by_pixel_and_follows_the_host() {
         let host = s.spawn(|| host_side(&scratch, &one, &two));
         let shots = host.join();
         if shots.is_err() {
-            // Let the guest finish (it waits for `done`) before reporting.
+            // Let the guest finish (it waits for `image1`, then `done`) before reporting.
+            let _ = std::fs::write(scratch.join("image1"), b"");
             let _ = std::fs::write(scratch.join("done"), b"");
         }
         (guest.join().expect("the VM thread"), shots.ok())
