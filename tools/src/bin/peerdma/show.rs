@@ -188,6 +188,7 @@ pub fn run(args: ShowArgs) -> Result<()> {
     let deadline = args
         .seconds
         .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut last_failure: Option<String> = None;
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(50));
         let event = match scanout.watch(buf.state()?) {
@@ -197,9 +198,19 @@ pub fn run(args: ShowArgs) -> Result<()> {
             }
             Ok(ScanoutEvent::Restored) => json!({"event": "restored"}),
             // Live again by the exporter's registers, but the driver still refused:
-            // report it and try again on the next tick.
-            Err(e) => json!({"event": "restore_failed", "error": e.to_string()}),
+            // report it (once per distinct error) and try again on the next tick.
+            Err(e) => {
+                let text = e.to_string();
+                if last_failure.as_deref() == Some(text.as_str()) {
+                    continue;
+                }
+                last_failure = Some(text.clone());
+                json!({"event": "restore_failed", "error": text})
+            }
         };
+        if event["event"] != "restore_failed" {
+            last_failure = None;
+        }
         if args.json {
             crate::print_json(&event);
         } else {
