@@ -15,7 +15,9 @@
 //!   otherwise it falls back to `drm_gem_prime_import()`.
 //! - `amdgpu_dma_buf.c` and `xe_dma_buf.c` attach dynamically with `allow_peer2peer`
 //!   and a move/invalidate callback.
-//! - `i915_gem_dmabuf.c` and `nouveau_prime.c` attach statically.
+//! - i915 (`i915_gem_dmabuf.c`: `dma_buf_attach()`) and nouveau (`nouveau_prime.c`
+//!   has only `gem_prime_import_sg_table`, so the generic `drm_gem_prime_import()`)
+//!   attach statically.
 
 /// What a DRM driver does with a vfio-pci BAR dma-buf in Linux 7.2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
