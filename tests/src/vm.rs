@@ -42,9 +42,8 @@ pub struct VmOptions {
     pub memory_mib: u64,
     /// Guest CPUs.
     pub cpus: u32,
-    /// QEMU's `-cpu` model (`EPYC`, `max,family=23` …); `None`: `max` under TCG (an
-    /// AMD-vendor family 6, which the kernel's P2P rule does not cover), `host` under KVM.
-    /// An AMD family >= 0x17 model makes Linux accept P2P through any host bridge.
+    /// QEMU's `-cpu` model (`EPYC`, `max,vendor=AuthenticAMD,family=23` …); `None`:
+    /// `max` under TCG (an Intel-like family 6), `host` under KVM.
     pub cpu_model: Option<String>,
     /// Where the host has no /dev/udmabuf (no udmabuf module), let QEMU run virtio-gpu
     /// with blob resources on the testbed's emulation of it: a small library
@@ -311,7 +310,7 @@ impl Testbed {
         push(format!(
             "virtio-9p-pci,fsdev=scratch,mount_tag={SCRATCH_TAG},addr=0x3"
         ));
-        if o.topology == Topology::Switch {
+        if matches!(o.topology, Topology::Switch | Topology::Mixed) {
             push("-device".into());
             push("pcie-root-port,id=rp0,bus=pcie.0,addr=0x1c,chassis=1,slot=0".into());
             push("-device".into());
@@ -320,7 +319,8 @@ impl Testbed {
         for (i, d) in o.devices.0.iter().enumerate() {
             let place = match o.topology {
                 Topology::Root => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
-                Topology::Switch => {
+                Topology::Mixed if i > 0 => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
+                Topology::Switch | Topology::Mixed => {
                     push("-device".into());
                     push(format!(
                         "xio3130-downstream,id=dn{i},bus=up0,chassis={},slot={i}",

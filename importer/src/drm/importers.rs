@@ -37,19 +37,23 @@ pub enum Importer {
 pub const CAPABLE: &str = "amdgpu, xe, and virtio_gpu with blob resources and no virgl 3D \
                            (QEMU: -device virtio-gpu-pci,blob=true)";
 
-/// What `driver` (the DRM driver name, `DRM_IOCTL_VERSION`) does with a BAR dma-buf.
+/// What `driver` (the DRM driver name, `DRM_IOCTL_VERSION`) does with a BAR dma-buf:
+/// [`crate::atlas::DRM_DRIVERS`], the one table, with virtio-gpu's condition spelled out.
 pub fn importer(driver: &str) -> Importer {
-    match driver {
-        "amdgpu" | "xe" => Importer::PeerToPeer,
-        "virtio_gpu" => Importer::Conditional(
+    if driver == "virtio_gpu" {
+        return Importer::Conditional(
             "only with resource blobs and without virgl 3D (QEMU: -device \
              virtio-gpu-pci,blob=true, which needs /dev/udmabuf and a memfd memory backend \
              on the host); otherwise it falls back to drm_gem_prime_import(), a static attach",
-        ),
-        "vgem" | "i915" | "nouveau" | "radeon" | "simpledrm" | "bochs-drm" | "bochs" | "qxl" => {
-            Importer::Static
-        }
-        _ => Importer::Unknown,
+        );
+    }
+    match crate::atlas::DRM_DRIVERS
+        .iter()
+        .find(|(d, _, _)| *d == driver)
+    {
+        Some((_, true, _)) => Importer::PeerToPeer,
+        Some((_, false, _)) => Importer::Static,
+        None => Importer::Unknown,
     }
 }
 
@@ -61,9 +65,13 @@ pub fn refusal_fix(driver: &str) -> String {
              comes from vfio-pci (other exporters refuse differently)"
         ),
         Importer::Conditional(when) => format!("{driver} imports a peer BAR {when}"),
-        Importer::Static | Importer::Unknown => format!(
+        Importer::Static => format!(
             "{driver} attaches dma-bufs statically (no peer2peer, not revocable), which the \
              vfio-pci exporter refuses"
+        ),
+        Importer::Unknown => format!(
+            "{driver} does not attach peer-to-peer and revocably, which the vfio-pci \
+             exporter requires"
         ),
     };
     format!("{why}; drivers that import a vfio BAR in Linux 7.2: {CAPABLE}")

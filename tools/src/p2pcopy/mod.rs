@@ -14,11 +14,12 @@ mod dma;
 mod endpoint;
 mod error;
 mod path;
+mod proof;
 mod verify;
 
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{AccessPath, OpenOptions};
+use peerdma_exporter::{AccessPath, HostCpu, OpenOptions, Sysfs};
 use serde::Serialize;
 
 pub use cpu_mmap::CpuMmap;
@@ -26,6 +27,7 @@ pub use dma::Dma;
 pub use endpoint::{default_bar, Endpoint, EndpointSpec};
 pub use error::{CopyError, SpanField, Unavailable};
 pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
+pub use proof::{Hop, IoasMapping, RouteProof};
 
 use verify::GuardedMap;
 
@@ -114,6 +116,8 @@ pub struct CopyReport {
     pub verified: Option<bool>,
     /// The pattern's seed (`None`: not verified).
     pub seed: Option<u64>,
+    /// The route the bytes took, and whether it was peer to peer.
+    pub route: RouteProof,
 }
 
 /// Progress of the copy: bytes done out of the total (all iterations).
@@ -305,7 +309,37 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
         result?;
         Ok(start.elapsed())
     })?;
+    let mapped = path.ioas_mappings();
     drop(path);
+    let route = {
+        let span = |side| match side {
+            Side::Src => (&src, Side::Src),
+            Side::Dst => (&dst, Side::Dst),
+        };
+        let mappings = mapped
+            .into_iter()
+            .map(|(side, iova, length)| {
+                let (ep, side) = span(side);
+                IoasMapping {
+                    side,
+                    bdf: ep.bdf().to_string(),
+                    bar: ep.bar.index,
+                    offset: ep.offset,
+                    iova,
+                    length,
+                }
+            })
+            .collect();
+        RouteProof::new(
+            &Sysfs::system(),
+            HostCpu::system(),
+            kind,
+            src.bdf(),
+            dst.bdf(),
+            chosen.engine,
+            mappings,
+        )
+    };
     let verified = if req.verify {
         verify::check(&dst, &dst_map, req.seed, chunk as usize)?;
         Some(true)
@@ -337,6 +371,7 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
         },
         verified,
         seed: req.verify.then_some(req.seed),
+        route,
     })
 }
 
