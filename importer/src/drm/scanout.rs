@@ -123,8 +123,9 @@ pub struct Scanout {
 const DRM_PLANE_TYPE_PRIMARY: u64 = 1;
 
 impl Scanout {
-    /// Shows `fb` (an imported buffer's framebuffer) on the first connected connector, in a mode the
-    /// framebuffer covers (its own size when the connector offers it).
+    /// Shows `fb` (an imported buffer's framebuffer) on the first connected
+    /// connector, in a mode the framebuffer covers (its own size when the connector
+    /// offers it).
     ///
     /// # Errors
     ///
