@@ -6,10 +6,15 @@
 //!   so that a device attached there DMAs to the peer BAR (always built);
 //! - [`engine`]: the devices that move bytes through an IOAS (QEMU's edu
 //!   today), driven from user space, and [`engine::AttachedEngine`], one
-//!   attached to its IOAS.
+//!   attached to its IOAS;
+//! - [`drm`] (feature `drm`): import a BAR dma-buf into a DRM driver that attaches
+//!   peer-to-peer (amdgpu, xe, virtio-gpu with blob resources) and scan it out.
 
 #[deny(missing_docs)]
 pub mod atlas;
+#[cfg(feature = "drm")]
+#[deny(missing_docs)]
+pub mod drm;
 #[deny(missing_docs)]
 pub mod engine;
 #[deny(missing_docs)]

@@ -20,8 +20,12 @@ pub enum DeviceKind {
     /// The same, left on the guest kernel's nvme driver (not vfio-pci): its namespace is
     /// a block device and its CMB is published as p2pmem, for the kernel's own P2P path.
     NvmeKernel,
-    /// `virtio-gpu-pci,blob=true`: a P2P-capable DRM importer (needs /dev/udmabuf on the host).
+    /// `virtio-gpu-pci,blob=true`: a P2P-capable DRM importer (needs /dev/udmabuf on the
+    /// host, or the testbed's emulation of it: `VmOptions::emulate_udmabuf`).
     Gpu,
+    /// `virtio-gpu-pci` without blob resources: a DRM importer that attaches statically
+    /// (the vfio-pci exporter refuses it with EOPNOTSUPP).
+    GpuNoBlob,
 }
 
 impl DeviceKind {
@@ -33,6 +37,7 @@ impl DeviceKind {
             DeviceKind::Nvme => "nvme",
             DeviceKind::NvmeKernel => "nvme-kernel",
             DeviceKind::Gpu => "gpu",
+            DeviceKind::GpuNoBlob => "gpu-noblob",
         }
     }
 
@@ -42,7 +47,7 @@ impl DeviceKind {
             DeviceKind::Ivshmem => (0x1af4, 0x1110),
             DeviceKind::Edu => (0x1234, 0x11e8),
             DeviceKind::Nvme | DeviceKind::NvmeKernel => (0x1b36, 0x0010),
-            DeviceKind::Gpu => (0x1af4, 0x1050),
+            DeviceKind::Gpu | DeviceKind::GpuNoBlob => (0x1af4, 0x1050),
         }
     }
 
@@ -53,7 +58,10 @@ impl DeviceKind {
 
     /// Whether the testbed binds this kind to vfio-pci (the GPU keeps its DRM driver).
     pub fn binds_vfio(self) -> bool {
-        !matches!(self, DeviceKind::Gpu | DeviceKind::NvmeKernel)
+        !matches!(
+            self,
+            DeviceKind::Gpu | DeviceKind::GpuNoBlob | DeviceKind::NvmeKernel
+        )
     }
 }
 
@@ -116,8 +124,10 @@ impl FromStr for DeviceList {
                 "nvme" => DeviceKind::Nvme,
                 "nvme-kernel" => DeviceKind::NvmeKernel,
                 "gpu" | "virtio-gpu" => DeviceKind::Gpu,
+                "gpu-noblob" | "virtio-gpu-noblob" => DeviceKind::GpuNoBlob,
                 other => bail!(
-                    "unknown device kind {other:?} in --devices {s:?}: use ivshmem, edu, nvme, nvme-kernel or gpu"
+                    "unknown device kind {other:?} in --devices {s:?}: use ivshmem, edu, nvme, \
+                     nvme-kernel, gpu or gpu-noblob"
                 ),
             };
             let role = role.unwrap_or_else(|| {
@@ -234,6 +244,11 @@ mod tests {
         assert_eq!(k.0[0].kind, DeviceKind::NvmeKernel);
         assert_eq!(k.0[0].role, "nvme-kernel0");
         assert!(!k.0[0].kind.binds_vfio() && k.0[0].kind.is_nvme() && k.0[1].kind.binds_vfio());
+        let l: DeviceList = "ivshmem,gpu,gpu-noblob".parse().unwrap();
+        assert_eq!(l.0[1].kind, DeviceKind::Gpu);
+        assert_eq!(l.0[2].kind, DeviceKind::GpuNoBlob);
+        assert_eq!(l.0[2].role, "gpu-noblob0");
+        assert!(!DeviceKind::GpuNoBlob.binds_vfio());
     }
 
     #[test]

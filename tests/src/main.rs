@@ -73,7 +73,7 @@ struct VmArgs {
     /// linux-image 7.2) or a path to a bzImage.
     #[arg(long, default_value = "reference")]
     kernel: KernelChoice,
-    /// Devices: KIND[:SIZE][=ROLE],... with KIND ivshmem, edu, nvme or gpu.
+    /// Devices: KIND[:SIZE][=ROLE],... with KIND ivshmem, edu, nvme, gpu or gpu-noblob.
     #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
     devices: DeviceList,
     /// root (each device on the root bus, own IOMMU group), switch (behind one PCIe
@@ -100,6 +100,11 @@ struct VmArgs {
     /// P2P through any host bridge; max reports family 6.
     #[arg(long, value_name = "MODEL")]
     cpu_model: Option<String>,
+    /// Where the host has no /dev/udmabuf, run a `gpu` device (virtio-gpu with blob
+    /// resources) on the testbed's udmabuf emulation, preloaded into QEMU (said on stderr
+    /// when used).
+    #[arg(long)]
+    emulate_udmabuf: bool,
     /// Create an NVMe device's image in the scratch before boot: ROLE=pattern:SEED (the
     /// p2pcopy pattern), ROLE=file:PATH or ROLE=zero (repeatable).
     #[arg(long = "nvme-image", value_name = "ROLE=SOURCE")]
@@ -125,6 +130,7 @@ impl VmArgs {
             memory_mib: self.memory,
             cpus: self.cpus,
             cpu_model: self.cpu_model,
+            emulate_udmabuf: self.emulate_udmabuf,
             stream,
             nvme_images: self.nvme_images,
             ..VmOptions::default()
