@@ -78,6 +78,14 @@ fn read_and_write_64m(topology: Topology) {
     }
     assert_eq!(r[0]["dst"]["kind"], "bar");
     assert_eq!(r[1]["src"]["kind"], "bar");
+    for rep in &r {
+        assert_eq!(rep["route"]["peer_to_peer"], true, "{rep}");
+        assert_eq!(
+            rep["route"]["ioas_mappings"][0]["length"],
+            64 * MIB,
+            "{rep}"
+        );
+    }
     check_host_files(&out);
 }
 
@@ -203,6 +211,10 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         assert!(!msg.contains("--"), "a library error names a flag: {msg}");
     }
     assert_eq!(leak["after"]["verified"], true, "{leak}");
+    assert!(
+        leak["after"]["route"].is_null(),
+        "host memory is no P2P route: {leak}"
+    );
 }
 
 #[test]

@@ -448,6 +448,13 @@ fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
             }
         );
         println!("engine: {}", r.engine_reason);
+        match &r.route {
+            Some(route) => println!("route: {}", route.summary),
+            None => println!(
+                "route: not peer to peer: the controller moved the bytes to or from host memory \
+                 (the baseline)"
+            ),
+        }
     }
     Ok(())
 }

@@ -26,7 +26,8 @@ use serde::{Serialize, Serializer};
 use super::target::{NvmeTarget, Target};
 use super::verify::GuardedMap;
 use super::{dma, page_align_check, verify, CopyError, Endpoint, Progress, RevokeTrigger};
-use super::{Side, SpanField, Unavailable};
+use super::{Hop, IoasMapping, RouteProof, Side, SpanField, Unavailable};
+use peerdma_exporter::HostCpu;
 
 /// Serializes a BDF as its string.
 pub(super) fn ser_bdf<S: Serializer>(bdf: &Bdf, s: S) -> Result<S::Ok, S::Error> {
@@ -157,6 +158,10 @@ pub struct StorageReport {
     pub latency: Latency,
     /// The pattern seed of this run.
     pub seed: u64,
+    /// For a BAR side: the route the bytes took (the controller reading or writing the
+    /// BAR at IOVAs of its IOAS), as `peerdma path` would judge it. `None` for host
+    /// memory, which is not peer to peer.
+    pub route: Option<RouteProof>,
     /// Whether every byte was checked and matched (`None`: not verified).
     pub verified: Option<bool>,
 }
@@ -507,6 +512,37 @@ pub fn run_storage(
             Some(true)
         }
     };
+    let route = ep.as_ref().map(|ep| {
+        let sys = Sysfs::system();
+        let hop = Hop::find(&sys, ep.bdf(), nv.bdf, HostCpu::system());
+        let side = if dir == Io::Read {
+            Side::Dst
+        } else {
+            Side::Src
+        };
+        RouteProof {
+            peer_to_peer: true,
+            summary: format!(
+                "peer to peer: NVMe controller {} {} {}'s BAR at IOVAs of its iommufd IOAS, \
+                 translated by the IOMMU (controller ↔ BAR: {}); no CPU mapping touched the \
+                 bytes",
+                nv.bdf,
+                if dir == Io::Read { "wrote" } else { "read" },
+                ep.bdf(),
+                hop.verdict
+            ),
+            devices: hop.clone(),
+            engine_hops: vec![hop],
+            ioas_mappings: vec![IoasMapping {
+                side,
+                bdf: ep.bdf().to_string(),
+                bar: ep.bar.index,
+                offset: ep.offset,
+                iova,
+                length: size,
+            }],
+        }
+    });
     let seconds = elapsed.as_secs_f64();
     let per_s = |x: f64| if seconds > 0.0 { x / seconds } else { 0.0 };
     Ok(StorageReport {
@@ -546,6 +582,7 @@ pub fn run_storage(
         commands: stats.commands,
         latency: Latency::of(&stats),
         seed: req.seed,
+        route,
         verified,
     })
 }
