@@ -45,7 +45,7 @@ struct Cli {
     #[arg(long, default_value_t = 2000)]
     latency_commands: u64,
     /// Most bytes per run (a small BAR, such as an NVMe CMB, needs less than 32 MiB).
-    #[arg(long, value_parser = peerdma_tools::size::parse_size, default_value = "32M")]
+    #[arg(long, value_parser = peerdma_tools::size::parse_size, default_value = "64M")]
     max_bytes: u64,
 }
 
@@ -116,8 +116,8 @@ fn run(cli: &Cli) -> Result<()> {
     for &qd in &cli.queue_depths {
         for &kib in &cli.transfer_kib {
             let transfer = kib << 10;
-            // Enough commands to fill the queue many times, at most 32 MiB.
-            let size = (transfer * 512).clamp(4 << 20, 32 << 20).min(cli.max_bytes);
+            // Enough commands to fill the queue many times: 8 MiB (4 KiB) to 64 MiB.
+            let size = (transfer * 2048).clamp(8 << 20, 64 << 20).min(cli.max_bytes);
             if size < transfer {
                 continue;
             }
