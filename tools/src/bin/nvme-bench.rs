@@ -33,16 +33,18 @@ struct Cli {
     /// The device whose BAR is the peer target.
     bar: Bdf,
     /// Queue depths.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64",
+          value_parser = clap::value_parser!(u32).range(1..1024))]
     queue_depths: Vec<u32>,
     /// Transfer sizes in KiB.
-    #[arg(long, value_delimiter = ',', default_value = "4,16,64,256,1024")]
+    #[arg(long, value_delimiter = ',', default_value = "4,16,64,256,1024",
+          value_parser = clap::value_parser!(u64).range(1..=2048))]
     transfer_kib: Vec<u64>,
     /// Repetitions per target per cell (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
     /// Commands per 4 KiB latency run.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     latency_commands: u64,
     /// Most bytes per run (a small BAR, such as an NVMe CMB, needs less than 32 MiB).
     #[arg(long, value_parser = peerdma_tools::size::parse_size, default_value = "64M")]
@@ -117,7 +119,9 @@ fn run(cli: &Cli) -> Result<()> {
         for &kib in &cli.transfer_kib {
             let transfer = kib << 10;
             // Enough commands to fill the queue many times: 8 MiB (4 KiB) to 64 MiB.
-            let size = (transfer * 2048).clamp(8 << 20, 64 << 20).min(cli.max_bytes);
+            let size = (transfer * 2048)
+                .clamp(8 << 20, 64 << 20)
+                .min(cli.max_bytes);
             if size < transfer {
                 continue;
             }
