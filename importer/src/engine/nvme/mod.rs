@@ -166,7 +166,7 @@ impl Nvme {
                     cap.max_queue_entries.min(1024) - 1,
                     cap.max_queue_entries
                 ),
-                "ask for a smaller queue depth",
+                "ask for a queue depth inside that range",
             ));
         }
         regs.disable()?;
