@@ -132,7 +132,7 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
              $P nvme:$A $B --size 1M; echo \"## notnvme rc=$?\"; \
              $P nvme:$N@262000 $B --size 1M; echo \"## range rc=$?\"; \
              $P nvme:$N $B --size 1000; echo \"## block rc=$?\"; \
-             {guest} nvme0 ivshmem1",
+             {guest} nvme0 ivshmem1 {IMAGE_SEED}",
             prelude()
         ),
     );
@@ -215,6 +215,21 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         leak["after"]["route"].is_null(),
         "host memory is no P2P route: {leak}"
     );
+    // A command that never reaches the controller: the timeout names it, the queue and
+    // the bound, comes within it, and the same engine then reads the image.
+    let t = &leak["timeout"];
+    let msg = t["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no timeout: {t}"));
+    assert!(
+        msg.contains(
+            "Read (cid 0, LBA 0x0 + 256 blocks) on I/O queue 1 did not complete within 1s"
+        ),
+        "{msg}"
+    );
+    let waited = t["waited_s"].as_f64().unwrap();
+    assert!((1.0..10.0).contains(&waited), "waited {waited} s");
+    assert_eq!(t["after_matches_image"], true, "{t}");
 }
 
 #[test]

@@ -3,14 +3,22 @@
 //! reports each case's error and the process's fd and mapping counts after each round,
 //! as one JSON line.
 //!
-//! Usage (in the testbed): `peerdma-guest-nvme NVME-ROLE BAR-ROLE`
+//! Then, on one engine in this process: a transfer whose commands never reach the
+//! controller (the driver's test hook) must fail with the timeout naming the command,
+//! queue and duration, within a bound, and the next transfer on the same engine must
+//! read the image's bytes.
+//!
+//! Usage (in the testbed): `peerdma-guest-nvme NVME-ROLE BAR-ROLE IMAGE-SEED`
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use peerdma_exporter::{AccessPath, Bdf};
-use peerdma_importer::engine::NvmeOptions;
+use peerdma_importer::engine::nvme::command::Io;
+use peerdma_importer::engine::nvme::IoStats;
+use peerdma_importer::engine::{AttachedEngine, EngineOptions, NvmeOptions};
+use peerdma_importer::iommufd::{Access, Iommufd, Iova, UserBuffer};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 use peerdma_tools::p2pcopy::{
@@ -135,11 +143,46 @@ fn run() -> Result<serde_json::Value> {
         },
         &mut |_| {},
     )?;
+    let seed: u64 = args.get(2).context("the image seed")?.parse()?;
+    let timeout = timeout_then_reuse(nvme, seed)?;
     Ok(serde_json::json!({
+        "timeout": timeout,
         "fds_before": fd0, "fds_after": fd1,
         "maps_before": map0, "maps_after": map1,
         "cases": errors,
         "after": after,
+    }))
+}
+
+/// A stalled transfer times out with its name, then the same engine reads the image.
+fn timeout_then_reuse(nvme: Bdf, seed: u64) -> Result<serde_json::Value> {
+    let iommufd = Iommufd::open()?;
+    let opts = EngineOptions {
+        nvme: NvmeOptions {
+            queue_depth: 4,
+            command_timeout: Duration::from_secs(1),
+            ..NvmeOptions::default()
+        },
+    };
+    let mut engine = AttachedEngine::open_with(nvme, &iommufd, &opts)?;
+    let len = 1usize << 20;
+    let buf = engine
+        .ioas()
+        .map_host(UserBuffer::new(len)?, Iova::Guarded, Access::Write)?;
+    let n = engine.nvme_mut().context("not an NVMe engine")?;
+    n.stall_next_transfer();
+    let t0 = Instant::now();
+    let stalled = n.transfer(Io::Read, 0, buf.iova(), len as u64, &mut IoStats::default());
+    let waited = t0.elapsed().as_secs_f64();
+    let mut stats = IoStats::default();
+    n.transfer(Io::Read, 0, buf.iova(), len as u64, &mut stats)
+        .context("the transfer after the timeout")?;
+    let bytes = buf.buffer().to_vec();
+    Ok(serde_json::json!({
+        "error": stalled.err().map(|e| e.to_string()),
+        "waited_s": waited,
+        "after_commands": stats.commands,
+        "after_matches_image": peerdma_tools::pattern::first_mismatch(seed, 0, &bytes).is_none(),
     }))
 }
 

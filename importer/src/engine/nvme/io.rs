@@ -120,11 +120,13 @@ impl Nvme {
         stats: &mut IoStats,
     ) -> Result<(), NvmeError> {
         let per = self.command_bytes();
+        let stall = std::mem::take(&mut self.stall_next);
         let Nvme {
             regs,
             bdf,
             opts,
             started,
+            ..
         } = self;
         let bdf = *bdf;
         let s = started.as_mut().expect("started");
@@ -169,7 +171,9 @@ impl Nvme {
                 next += 1;
                 inflight += 1;
             }
-            s.io.announce(regs)?;
+            if !stall {
+                s.io.announce(regs)?;
+            }
             if inflight == 0 {
                 return Ok(());
             }

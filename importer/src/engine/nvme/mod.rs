@@ -115,6 +115,8 @@ pub struct Nvme {
     bdf: Bdf,
     opts: NvmeOptions,
     started: Option<Started>,
+    /// Test hook: the next transfer's commands are never announced.
+    stall_next: bool,
 }
 
 impl Nvme {
@@ -176,7 +178,17 @@ impl Nvme {
             bdf,
             opts,
             started: None,
+            stall_next: false,
         })
+    }
+
+    /// Test hook for the timeout path: the next [`transfer`](Self::transfer) writes its
+    /// commands into the submission queue but never rings the doorbell, so the controller
+    /// never sees them and the transfer fails with [`NvmeError::CommandTimeout`] after the
+    /// command timeout (and recovers the controller, as every error does).
+    #[doc(hidden)]
+    pub fn stall_next_transfer(&mut self) {
+        self.stall_next = true;
     }
 
     /// The controller.
