@@ -190,6 +190,11 @@ pub const NVME_IDENTIFY_DATA_SIZE: usize = 4096;
 /// Set Features FID 0x07: Number of Queues.
 pub const NVME_FEAT_NUM_QUEUES: u32 = 0x07;
 
+/// CDW0 PSDT (bits 15:14) = 01b: the data pointer is an SGL (metadata pointer an address).
+pub const NVME_CMD_PSDT_SGL: u32 = 1 << 14;
+/// SGL descriptor identifier (byte 15 of the descriptor): Data Block, Address sub type.
+pub const NVME_SGL_DATA_BLOCK: u8 = 0x00;
+
 /// Create I/O CQ / SQ CDW11 bit 0: physically contiguous.
 pub const NVME_QUEUE_PHYS_CONTIG: u32 = 1 << 0;
 

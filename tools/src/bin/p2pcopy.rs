@@ -19,6 +19,7 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_importer::engine::nvme::DataPointer;
 use peerdma_importer::engine::NvmeOptions;
 use peerdma_tools::p2pcopy::{
     self, CopyError, CopyRequest, EndpointSpec, PathChoice, Progress, RevokeTrigger, Side,
@@ -38,6 +39,13 @@ enum Engine {
     Rdma,
     /// The fastest available (today: cpu).
     Auto,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DataPointerArg {
+    Auto,
+    Prp,
+    Sgl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +78,10 @@ struct Cli {
     /// Bytes per NVMe command (capped by the controller's MDTS).
     #[arg(long, value_parser = parse_size, default_value = "128K")]
     transfer_size: u64,
+    /// How NVMe commands point at the data: auto (SGLs where the controller offers
+    /// them), prp or sgl.
+    #[arg(long, value_enum, default_value = "auto")]
+    data_pointer: DataPointerArg,
     /// Source BAR (default: the largest exportable memory BAR).
     #[arg(long)]
     src_bar: Option<u32>,
@@ -260,6 +272,11 @@ fn run(cli: &Cli) -> Result<()> {
                 nvme: NvmeOptions {
                     queue_depth: cli.queue_depth,
                     transfer_size: cli.transfer_size,
+                    data_pointer: match cli.data_pointer {
+                        DataPointerArg::Auto => DataPointer::Auto,
+                        DataPointerArg::Prp => DataPointer::Prp,
+                        DataPointerArg::Sgl => DataPointer::Sgl,
+                    },
                     ..NvmeOptions::default()
                 },
                 verify: !cli.no_verify,

@@ -152,6 +152,8 @@ pub struct StorageReport {
     pub queue_depth: u32,
     /// Bytes per command.
     pub transfer_size: u64,
+    /// How commands pointed at the data: `sgl` (one Data Block descriptor) or `prp`.
+    pub data_pointer: &'static str,
     /// Commands issued (timed part).
     pub commands: u64,
     /// Command latencies (timed part).
@@ -330,6 +332,7 @@ pub fn run_storage(
         .namespace()
         .expect("a started controller has its namespace");
     let cmd_bytes = nvme(&mut engine).command_bytes();
+    let sgl = nvme(&mut engine).uses_sgl();
     let model = nvme(&mut engine)
         .controller()
         .map(|c| c.model.clone())
@@ -556,7 +559,7 @@ pub fn run_storage(
         via: format!("{} ({})", nv.bdf, model),
         engine_reason: format!(
             "the NVMe controller {} moves the data itself ({}), queue depth {}, {} bytes per \
-             command{}",
+             command{}, data pointers: {}",
             nv.bdf,
             match (dir, &memory) {
                 (Io::Read, Memory::Bar { .. }) => "Reads straight into the BAR, peer to peer",
@@ -570,6 +573,11 @@ pub fn run_storage(
                 " (capped by the controller's MDTS or one PRP list)"
             } else {
                 ""
+            },
+            if sgl {
+                "one SGL Data Block descriptor per command (the controller offers SGLs)"
+            } else {
+                "PRP entries and lists"
             }
         ),
         bytes: size,
@@ -579,6 +587,7 @@ pub fn run_storage(
         iops: per_s(stats.commands as f64),
         queue_depth: req.nvme.queue_depth,
         transfer_size: cmd_bytes,
+        data_pointer: if sgl { "sgl" } else { "prp" },
         commands: stats.commands,
         latency: Latency::of(&stats),
         seed: req.seed,

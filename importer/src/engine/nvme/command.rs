@@ -1,10 +1,12 @@
 //! Building commands: submission queue entries for the admin and NVM commands this
-//! driver issues, and the PRP entries that describe a data buffer (Base spec "Physical
-//! Region Page Entry and List").
+//! driver issues, and the data pointer that describes a buffer: PRP entries (Base spec
+//! "Physical Region Page Entry and List") or one SGL Data Block descriptor (Base spec
+//! "Scatter Gather List (SGL)").
 //!
 //! Data buffers are contiguous in IOVA (a BAR's dma-buf or a host buffer mapped in one
-//! piece), so a PRP list is a run of consecutive page addresses. One list page holds
-//! 512 entries and is never chained: one command moves at most [`MAX_PRP_BYTES`].
+//! piece), so a PRP list is a run of consecutive page addresses, and an SGL is a single
+//! Data Block descriptor in the command itself. One PRP list page holds 512 entries and
+//! is never chained: a PRP command moves at most [`MAX_PRP_BYTES`].
 
 use peerdma_uapi::nvme::*;
 
@@ -83,6 +85,20 @@ pub fn prp(iova: u64, len: u64, list_iova: u64) -> Prp {
     }
 }
 
+/// A command's data pointer (DPTR).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dptr {
+    /// PRP entries (and a list page).
+    Prp(Prp),
+    /// One SGL Data Block descriptor: `len` bytes at `addr`.
+    Sgl {
+        /// First byte.
+        addr: u64,
+        /// Length in bytes.
+        len: u32,
+    },
+}
+
 fn cdw0(opcode: u8, cid: u16) -> u32 {
     u32::from(opcode) | (u32::from(cid) << 16)
 }
@@ -138,13 +154,23 @@ pub fn delete_queue(cid: u16, qid: u16, sq: bool) -> nvme_sqe {
 }
 
 /// Read or Write of `blocks` (1..=65536) blocks at `lba` of namespace `nsid`.
-pub fn io(cid: u16, dir: Io, nsid: u32, lba: u64, blocks: u32, prp: &Prp) -> nvme_sqe {
+pub fn io(cid: u16, dir: Io, nsid: u32, lba: u64, blocks: u32, dptr: &Dptr) -> nvme_sqe {
     debug_assert!((1..=65536).contains(&blocks));
+    let (psdt, dptr1, dptr2) = match dptr {
+        Dptr::Prp(p) => (0, p.prp1, p.prp2),
+        // Descriptor bytes 0..8 address, 8..12 length, 15 identifier: the second
+        // quadword is the length with the identifier in its top byte.
+        Dptr::Sgl { addr, len } => (
+            NVME_CMD_PSDT_SGL,
+            *addr,
+            u64::from(*len) | (u64::from(NVME_SGL_DATA_BLOCK) << 56),
+        ),
+    };
     nvme_sqe {
-        cdw0: cdw0(dir.opcode(), cid),
+        cdw0: cdw0(dir.opcode(), cid) | psdt,
         nsid,
-        prp1: prp.prp1,
-        prp2: prp.prp2,
+        prp1: dptr1,
+        prp2: dptr2,
         cdw10: lba as u32,
         cdw11: (lba >> 32) as u32,
         cdw12: blocks - 1,
@@ -174,14 +200,50 @@ mod tests {
         assert_eq!(max.list.len() as u64, PRP_PER_LIST - 1);
     }
 
+    /// The SQE's bytes as the controller reads them (little endian, field by field).
+    fn unsafe_free_bytes(s: &nvme_sqe) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        let dw = [s.cdw0, s.nsid, s.cdw2, s.cdw3];
+        for (i, d) in dw.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&d.to_le_bytes());
+        }
+        b[16..24].copy_from_slice(&s.mptr.to_le_bytes());
+        b[24..32].copy_from_slice(&s.prp1.to_le_bytes());
+        b[32..40].copy_from_slice(&s.prp2.to_le_bytes());
+        let rest = [s.cdw10, s.cdw11, s.cdw12, s.cdw13, s.cdw14, s.cdw15];
+        for (i, d) in rest.iter().enumerate() {
+            b[40 + i * 4..44 + i * 4].copy_from_slice(&d.to_le_bytes());
+        }
+        b
+    }
+
     #[test]
     fn io_commands_carry_lba_and_zero_based_count() {
-        let p = prp(0x1000, 4096, 0);
+        let p = Dptr::Prp(prp(0x1000, 4096, 0));
         let c = io(5, Io::Read, 1, 0x1_0000_0002, 8, &p);
         assert_eq!(c.cdw0, 0x0005_0002);
         assert_eq!((c.cdw10, c.cdw11, c.cdw12), (2, 1, 7));
         let w = io(6, Io::Write, 1, 0, 1, &p);
         assert_eq!(w.cdw0 & 0xff, 1);
+        // An SGL Data Block: PSDT 01b, address in DPTR bytes 0..8, length in 8..12,
+        // identifier 0x00 in byte 15.
+        let s = io(
+            7,
+            Io::Read,
+            1,
+            0,
+            2048,
+            &Dptr::Sgl {
+                addr: 0x20_0000,
+                len: 1 << 20,
+            },
+        );
+        assert_eq!(s.cdw0 >> 14 & 0x3, 1);
+        assert_eq!((s.prp1, s.prp2), (0x20_0000, 1 << 20));
+        let bytes: [u8; 64] = unsafe_free_bytes(&s);
+        assert_eq!(&bytes[24..32], &0x20_0000u64.to_le_bytes());
+        assert_eq!(&bytes[32..36], &(1u32 << 20).to_le_bytes());
+        assert_eq!(bytes[39], NVME_SGL_DATA_BLOCK);
         let q = create_sq(1, 1, 64, 0x4000, 1);
         assert_eq!((q.cdw10, q.cdw11), ((63 << 16) | 1, (1 << 16) | 1));
     }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::command::{self, Io, PAGE};
+use super::command::{self, Dptr, Io, PAGE};
 use super::error::{CommandDesc, NvmeError, Status};
 use super::Nvme;
 
@@ -120,6 +120,7 @@ impl Nvme {
         stats: &mut IoStats,
     ) -> Result<(), NvmeError> {
         let per = self.command_bytes();
+        let sgl = self.uses_sgl();
         let stall = std::mem::take(&mut self.stall_next);
         let Nvme {
             regs,
@@ -156,16 +157,24 @@ impl Nvme {
                 let cid = free.pop().expect("a free slot while under the queue depth");
                 let off = next as u64 * per;
                 let n = per.min(len - off);
-                let prp = command::prp(iova + off, n, list_base + u64::from(cid) * PAGE);
-                if !prp.list.is_empty() {
-                    list_bytes.clear();
-                    list_bytes.extend(prp.list.iter().flat_map(|e| e.to_le_bytes()));
-                    s.prp_lists
-                        .buffer()
-                        .write(usize::from(cid) * PAGE as usize, &list_bytes)
-                        .map_err(|source| NvmeError::Iommufd { bdf, source })?;
-                }
-                let sqe = command::io(cid, dir, ns.nsid, lba + off / bs, (n / bs) as u32, &prp);
+                let dptr = if sgl {
+                    Dptr::Sgl {
+                        addr: iova + off,
+                        len: n as u32,
+                    }
+                } else {
+                    let prp = command::prp(iova + off, n, list_base + u64::from(cid) * PAGE);
+                    if !prp.list.is_empty() {
+                        list_bytes.clear();
+                        list_bytes.extend(prp.list.iter().flat_map(|e| e.to_le_bytes()));
+                        s.prp_lists
+                            .buffer()
+                            .write(usize::from(cid) * PAGE as usize, &list_bytes)
+                            .map_err(|source| NvmeError::Iommufd { bdf, source })?;
+                    }
+                    Dptr::Prp(prp)
+                };
+                let sqe = command::io(cid, dir, ns.nsid, lba + off / bs, (n / bs) as u32, &dptr);
                 s.io.push(&sqe);
                 slots[usize::from(cid)] = Some((next, Instant::now()));
                 next += 1;

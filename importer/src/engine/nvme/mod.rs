@@ -59,6 +59,18 @@ pub const NVME_CLASS: u32 = 0x010802;
 /// Admin queue depth.
 const ADMIN_ENTRIES: u32 = 32;
 
+/// How commands describe their data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DataPointer {
+    /// An SGL when the controller offers SGLs for NVM commands, else PRPs.
+    #[default]
+    Auto,
+    /// Always PRP entries (and PRP lists).
+    Prp,
+    /// Always one SGL Data Block descriptor (refused when the controller has no SGLs).
+    Sgl,
+}
+
 /// How the driver runs its I/O queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NvmeOptions {
@@ -74,11 +86,13 @@ pub struct NvmeOptions {
     /// First LBA of the range a two-step IOVA → IOVA copy goes through (its data is
     /// overwritten).
     pub staging_lba: u64,
+    /// PRP or SGL data pointers.
+    pub data_pointer: DataPointer,
 }
 
 impl Default for NvmeOptions {
     /// Namespace 1, queue depth 32, 128 KiB per command, 10 s per command, staging at
-    /// LBA 0.
+    /// LBA 0, SGLs where offered.
     fn default() -> Self {
         NvmeOptions {
             nsid: 1,
@@ -86,6 +100,7 @@ impl Default for NvmeOptions {
             transfer_size: 128 << 10,
             command_timeout: Duration::from_secs(10),
             staging_lba: 0,
+            data_pointer: DataPointer::Auto,
         }
     }
 }
@@ -211,15 +226,31 @@ impl Nvme {
         self.started.as_ref().and_then(|s| s.ns)
     }
 
-    /// Bytes one command moves: the transfer size, capped by MDTS and one PRP list,
-    /// rounded down to whole blocks (at least one block).
+    /// Whether data pointers are SGLs (after [`start`](Self::start)): asked for, or
+    /// [`DataPointer::Auto`] and the controller offers them.
+    pub fn uses_sgl(&self) -> bool {
+        match self.opts.data_pointer {
+            DataPointer::Prp => false,
+            DataPointer::Sgl => true,
+            DataPointer::Auto => self.controller().is_some_and(|c| c.sgl),
+        }
+    }
+
+    /// Bytes one command moves: the transfer size, capped by MDTS, by one PRP list with
+    /// PRPs and by 65536 blocks (the count field), rounded down to whole blocks (at least
+    /// one block).
     pub fn command_bytes(&self) -> u64 {
-        let mut n = self.opts.transfer_size.min(MAX_PRP_BYTES);
+        let mut n = self.opts.transfer_size;
+        if !self.uses_sgl() {
+            n = n.min(MAX_PRP_BYTES);
+        }
         if let Some(m) = self.controller().and_then(|c| c.mdts_bytes) {
             n = n.min(m);
         }
         let bs = self.namespace().map_or(512, |ns| u64::from(ns.block_size));
-        (n / bs * bs).max(bs)
+        (n / bs * bs)
+            .clamp(bs, bs * 65536)
+            .min(u64::from(u32::MAX) / bs * bs)
     }
 
     /// Maps the queues, Identify page and PRP lists into `ioas` (which the device must be
@@ -289,6 +320,14 @@ impl Nvme {
         let page_min = self.regs.cap().page_min;
         let data = self.identify(NVME_ID_CNS_CTRL, 0, "Identify Controller")?;
         let ctrl = identify::controller(&data, page_min);
+        if self.opts.data_pointer == DataPointer::Sgl && !ctrl.sgl {
+            let _ = self.regs.disable();
+            return Err(NvmeError::Unsupported {
+                bdf,
+                what: "the controller offers no SGLs for NVM commands (Identify SGLS)".into(),
+                fix: "use PRP data pointers (or let the driver choose)",
+            });
+        }
         let nsid = self.opts.nsid;
         if nsid == 0 || nsid > ctrl.namespaces {
             let nn = ctrl.namespaces;
