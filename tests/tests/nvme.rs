@@ -44,8 +44,8 @@ fn prelude() -> String {
     )
 }
 
-/// Reads 64 MiB NVMe → B's BAR and writes A's BAR → NVMe at 64 MiB, then checks on the
-/// host: B's backing file holds the image's first 64 MiB, the image's second 64 MiB holds
+/// Reads 64 MiB NVMe → B's BAR (SGL data pointers) and writes A's BAR → NVMe at 64 MiB
+/// (PRP lists), then checks on the host: B's backing file holds the image's first 64 MiB, the image's second 64 MiB holds
 /// what A's BAR held (p2pcopy's pattern for seed 77).
 fn read_and_write_64m(topology: Topology) {
     let tb = nvme_testbed(topology);
@@ -53,7 +53,8 @@ fn read_and_write_64m(topology: Topology) {
         &tb,
         &format!(
             "{}$P nvme:$N $B --size 64M --json; echo \"## read rc=$?\"; \
-             $P $A nvme:$N@131072 --size 64M --seed 77 --json; echo \"## write rc=$?\"",
+             $P $A nvme:$N@131072 --size 64M --seed 77 --data-pointer prp --json; \
+             echo \"## write rc=$?\"",
             prelude()
         ),
     );
@@ -61,8 +62,14 @@ fn read_and_write_64m(topology: Topology) {
     assert_eq!(marked_rc(&out.output, "write"), 0, "{}", out.output);
     let r = json_lines(&out.output);
     assert_eq!(r.len(), 2, "{}", out.output);
-    for (rep, path) in r.iter().zip(["nvme-read", "nvme-write"]) {
+    // QEMU's controller offers SGLs: the read uses them (auto), the write asks for PRPs.
+    for ((rep, path), dptr) in r
+        .iter()
+        .zip(["nvme-read", "nvme-write"])
+        .zip(["sgl", "prp"])
+    {
         assert_eq!(rep["path"], path, "{rep}");
+        assert_eq!(rep["data_pointer"], dptr, "{rep}");
         assert_eq!(rep["verified"], true, "{rep}");
         assert_eq!(rep["bytes"], 64 * MIB, "{rep}");
         assert!(rep["iops"].as_f64().unwrap() > 0.0, "{rep}");
