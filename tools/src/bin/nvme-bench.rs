@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_importer::engine::nvme::DataPointer;
 use peerdma_importer::engine::NvmeOptions;
 use peerdma_tools::p2pcopy::{
     self, EndpointSpec, NvmeTarget, StorageReport, StorageRequest, Target,
@@ -46,6 +47,9 @@ struct Cli {
     /// Commands per 4 KiB latency run.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     latency_commands: u64,
+    /// Data pointers: auto (SGLs where offered), prp or sgl.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "prp", "sgl"])]
+    data_pointer: String,
     /// Most bytes per run (a small BAR, such as an NVMe CMB, needs less than 32 MiB).
     #[arg(long, value_parser = peerdma_tools::size::parse_size, default_value = "64M")]
     max_bytes: u64,
@@ -81,6 +85,11 @@ fn request(
             queue_depth: qd,
             transfer_size: transfer,
             command_timeout: Duration::from_secs(10),
+            data_pointer: match cli.data_pointer.as_str() {
+                "prp" => DataPointer::Prp,
+                "sgl" => DataPointer::Sgl,
+                _ => DataPointer::Auto,
+            },
             ..NvmeOptions::default()
         },
         verify,
@@ -111,6 +120,9 @@ fn run(cli: &Cli) -> Result<()> {
             true,
         ))?;
         anyhow::ensure!(r.verified == Some(true), "verification did not run");
+        if !host {
+            println!("data pointers: {}\n", r.data_pointer);
+        }
     }
     println!("| QD | transfer | per command | NVMe → BAR GB/s | NVMe → host GB/s | BAR / host |");
     println!("|---:|---:|---:|---:|---:|---:|");
