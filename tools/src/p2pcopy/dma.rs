@@ -44,8 +44,9 @@ pub(super) fn find_engine(
         }
         return Ok((bdf, reach(sys, bdf, ends)));
     }
-    // Ranked by how many sides share a bridge with the engine, then NVMe controllers
-    // before edu (an NVMe controller moves MB/s where edu moves KB/s), then by BDF.
+    // Ranked by how many sides share a bridge with the engine, then by BDF. An NVMe
+    // controller is never picked unasked: a BAR → BAR copy through it writes its
+    // namespace from LBA 0, destroying what the drive held; it must be named.
     let mut found: Vec<(usize, bool, Bdf)> = sys
         .devices()?
         .into_iter()
@@ -53,8 +54,8 @@ pub(super) fn find_engine(
         .filter(|b| {
             sys.device(*b).is_ok_and(|d| {
                 d.is_vfio_bound()
-                    && (engine::driver_for(d.vendor, d.device).is_some()
-                        || engine::is_nvme_class(d.class))
+                    && engine::driver_for(d.vendor, d.device).is_some()
+                    && !engine::is_nvme_class(d.class)
             })
         })
         .map(|b| {
