@@ -24,16 +24,19 @@ pub enum Status {
     Pass,
     /// Missing or wrong: the fix says what to do.
     Fail,
+    /// Works for some importers, not others: the fix says what widens it.
+    Warn,
     /// A fact worth knowing; neither.
     Info,
 }
 
 impl Status {
-    /// `pass`, `FAIL`, `info`.
+    /// `pass`, `FAIL`, `warn`, `info`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::Fail => "FAIL",
+            Status::Warn => "warn",
             Status::Info => "info",
         }
     }
@@ -73,10 +76,21 @@ impl Report {
     }
 
     fn fail(&mut self, section: &str, name: &str, detail: String, fix: String) {
+        self.push_with_fix(section, name, Status::Fail, detail, fix);
+    }
+
+    fn push_with_fix(
+        &mut self,
+        section: &str,
+        name: &str,
+        status: Status,
+        detail: String,
+        fix: String,
+    ) {
         self.checks.push(Check {
             section: section.to_string(),
             name: name.to_string(),
-            status: Status::Fail,
+            status,
             detail,
             fix: Some(fix),
         });
@@ -141,7 +155,15 @@ impl Report {
             .iter()
             .filter(|c| c.status == Status::Fail)
             .count();
-        s.push_str(&format!("{} checks, {failed} failed\n", self.checks.len()));
+        let warned = self
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Warn)
+            .count();
+        s.push_str(&format!(
+            "{} checks, {failed} failed, {warned} with a warning\n",
+            self.checks.len()
+        ));
         s
     }
 }
@@ -172,11 +194,15 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
                             .map(|b| b.fix(route.cpu.hypervisor))
                             .collect::<Vec<_>>()
                             .join("; ");
-                        r.fail(
+                        // iommufd imports (the DMA engines' path) skip the distance
+                        // check and work on this path; only DRM and RDMA refuse it.
+                        r.push_with_fix(
                             "paths",
                             &name,
+                            Status::Warn,
                             format!(
-                                "{detail}: DRM and RDMA importers refuse it (iommufd does not check)"
+                                "{detail}: DRM and RDMA importers refuse it; iommufd imports (DMA \
+                                 engines) do not check and work"
                             ),
                             fix,
                         );
@@ -719,7 +745,7 @@ mod tests {
             missing.detail
         );
         let path = r.find("paths", "0000:00:10.0 → 0000:00:11.0").unwrap();
-        assert_eq!(path.status, Status::Fail);
+        assert_eq!(path.status, Status::Warn);
         assert!(path
             .fix
             .as_deref()

@@ -107,8 +107,9 @@ impl RouteProof {
                 ];
                 let summary = format!(
                     "peer to peer: DMA engine {engine} read {src}'s BAR and wrote {dst}'s BAR at \
-                     IOVAs of its iommufd IOAS, translated by the IOMMU (engine ← source: {}; \
-                     engine → destination: {}); no CPU mapping touched the bytes",
+                     IOVAs of its iommufd IOAS, translated by the IOMMU; no CPU mapping touched \
+                     the bytes (iommufd skips the kernel's P2P distance check; for a DRM or RDMA \
+                     importer it would say engine ← source: {}, engine → destination: {})",
                     engine_hops[0].verdict, engine_hops[1].verdict
                 );
                 RouteProof {

@@ -527,8 +527,9 @@ pub fn run_storage(
             peer_to_peer: true,
             summary: format!(
                 "peer to peer: NVMe controller {} {} {}'s BAR at IOVAs of its iommufd IOAS, \
-                 translated by the IOMMU (controller ↔ BAR: {}); no CPU mapping touched the \
-                 bytes",
+                 translated by the IOMMU; no CPU mapping touched the bytes (iommufd skips the \
+                 kernel's P2P distance check; for a DRM or RDMA importer it would say \
+                 controller ↔ BAR: {})",
                 nv.bdf,
                 if dir == Io::Read { "wrote" } else { "read" },
                 ep.bdf(),
