@@ -4,12 +4,17 @@
 //!   so that a device attached there DMAs to the peer BAR (always built);
 //! - [`engine`]: the devices that move bytes through an IOAS (QEMU's edu
 //!   today), driven from user space, and [`engine::AttachedEngine`], one
-//!   attached to its IOAS.
+//!   attached to its IOAS;
+//! - [`rdma`] (feature `rdma`): memory regions from host memory or any dma-buf,
+//!   RC queue pairs over RDMA CM, RDMA WRITE/READ streams.
 
 #[deny(missing_docs)]
 pub mod engine;
 #[deny(missing_docs)]
 pub mod iommufd;
+#[cfg(feature = "rdma")]
+#[deny(missing_docs)]
+pub mod rdma;
 pub mod udmabuf;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
