@@ -2,6 +2,11 @@
 //! MSI-X mappable) joined with sysfs (physical base, memory/I/O, prefetchable,
 //! 64-bit).
 
+use peerdma_uapi::pci::{
+    PCI_BASE_ADDRESS_MEM_PREFETCH, PCI_BASE_ADDRESS_MEM_TYPE_64, PCI_BASE_ADDRESS_MEM_TYPE_MASK,
+    PCI_BASE_ADDRESS_SPACE, PCI_BASE_ADDRESS_SPACE_IO,
+};
+
 use crate::info_caps::SparseMmapArea;
 use crate::region::RegionInfo;
 use crate::sysfs::Resource;
@@ -52,10 +57,12 @@ impl Bar {
             }
         } else {
             match config_bar {
-                Some(reg) if reg & 1 != 0 => BarKind::Io,
+                Some(reg) if reg & PCI_BASE_ADDRESS_SPACE == PCI_BASE_ADDRESS_SPACE_IO => {
+                    BarKind::Io
+                }
                 Some(reg) => BarKind::Memory {
-                    prefetchable: reg & 0x8 != 0,
-                    is_64bit: reg & 0x6 == 0x4,
+                    prefetchable: reg & PCI_BASE_ADDRESS_MEM_PREFETCH != 0,
+                    is_64bit: reg & PCI_BASE_ADDRESS_MEM_TYPE_MASK == PCI_BASE_ADDRESS_MEM_TYPE_64,
                 },
                 None => BarKind::Memory {
                     prefetchable: false,

@@ -122,6 +122,11 @@ impl DeviceInner {
 
 impl Device {
     /// Reads `buf.len()` bytes of config space at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pread`, or
+    /// [`Error::ConfigShort`] when fewer bytes came back.
     pub fn config_read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.inner.config_read(offset, buf)
     }
@@ -130,11 +135,21 @@ impl Device {
     ///
     /// Writes reaching PCI_COMMAND, PMCSR or an FLR control register are
     /// reported to [`Device::subscribe`]rs like the dedicated helpers' are.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pwrite`, or
+    /// [`Error::ConfigShort`] when fewer bytes were written.
     pub fn config_write(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.inner.config_write(offset, data)
     }
 
     /// Reads a byte.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pread`, or
+    /// [`Error::ConfigShort`] when fewer bytes came back.
     pub fn config_read_u8(&self, offset: u16) -> Result<u8> {
         let mut b = [0u8; 1];
         self.config_read(u64::from(offset), &mut b)?;
@@ -142,11 +157,21 @@ impl Device {
     }
 
     /// Reads a little-endian word.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pread`, or
+    /// [`Error::ConfigShort`] when fewer bytes came back.
     pub fn config_read_u16(&self, offset: u16) -> Result<u16> {
         self.inner.config_read_u16(offset)
     }
 
     /// Reads a little-endian dword.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pread`, or
+    /// [`Error::ConfigShort`] when fewer bytes came back.
     pub fn config_read_u32(&self, offset: u16) -> Result<u32> {
         let mut b = [0u8; 4];
         self.config_read(u64::from(offset), &mut b)?;
@@ -154,22 +179,42 @@ impl Device {
     }
 
     /// Writes a byte.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pwrite`, or
+    /// [`Error::ConfigShort`] when fewer bytes were written.
     pub fn config_write_u8(&self, offset: u16, value: u8) -> Result<()> {
         self.config_write(u64::from(offset), &[value])
     }
 
     /// Writes a little-endian word.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pwrite`, or
+    /// [`Error::ConfigShort`] when fewer bytes were written.
     pub fn config_write_u16(&self, offset: u16, value: u16) -> Result<()> {
         self.config_write(u64::from(offset), &value.to_le_bytes())
     }
 
     /// Writes a little-endian dword.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pwrite`, or
+    /// [`Error::ConfigShort`] when fewer bytes were written.
     pub fn config_write_u32(&self, offset: u16, value: u32) -> Result<()> {
         self.config_write(u64::from(offset), &value.to_le_bytes())
     }
 
     /// Reads the first `len` bytes of config space (256 covers the standard
     /// capabilities; the region may be 4096 for PCIe).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pread`, or
+    /// [`Error::ConfigShort`] when fewer bytes came back.
     pub fn config_snapshot(&self, len: usize) -> Result<Vec<u8>> {
         let len = len.min(usize::try_from(self.inner.config_region.size).unwrap_or(usize::MAX));
         let mut buf = vec![0u8; len];
@@ -179,13 +224,21 @@ impl Device {
 
     /// Sets or clears Bus Master Enable (the device may issue DMA), leaving
     /// Memory Space Enable as it is: no revoke.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] or [`Error::ConfigShort`] from the read or the
+    /// write of the register.
     pub fn set_bus_master(&self, on: bool) -> Result<()> {
+        self.update_command(PCI_COMMAND_MASTER, on)
+    }
+
+    /// Sets (`on`) or clears the `mask` bits of PCI_COMMAND, keeping the others
+    /// (read-modify-write through [`Device::config_write`], so revokes are
+    /// recorded).
+    pub(crate) fn update_command(&self, mask: u16, on: bool) -> Result<()> {
         let command = self.config_read_u16(PCI_COMMAND)?;
-        let new = if on {
-            command | PCI_COMMAND_MASTER
-        } else {
-            command & !PCI_COMMAND_MASTER
-        };
+        let new = if on { command | mask } else { command & !mask };
         self.config_write_u16(PCI_COMMAND, new)
     }
 }

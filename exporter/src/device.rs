@@ -11,16 +11,18 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use peerdma_uapi::pci::PCI_CFG_SPACE_SIZE;
 
+use crate::addr::{Bdf, RegionIndex};
 use crate::bar::Bar;
-use crate::bdf::Bdf;
 use crate::error::{Error, Result};
+use crate::explain;
 use crate::fdinfo::FdInfo;
 use crate::info::{self, DeviceInfo};
+use crate::ioctl::{self, VfioIoctl};
 use crate::msix::MsixLayout;
 use crate::open::{self, Binding, OpenOptions, PassedFds};
 use crate::pci_caps::{self, FlrMethod, PciCap, PCI_BASE_ADDRESS_0};
-use crate::ranges::BarTarget;
-use crate::region::{is_bar, RegionInfo, VFIO_PCI_CONFIG_REGION_INDEX};
+use crate::ranges::BarFacts;
+use crate::region::RegionInfo;
 use crate::revoke::{Generation, Lifecycle};
 use crate::sysfs::PciDevice;
 
@@ -62,7 +64,7 @@ pub(crate) struct DeviceInner {
     pub(crate) generation: Generation,
     /// What export validation needs about each BAR, read on first use: vfio-pci
     /// fixes a BAR's region info when the device is opened, and sysfs its base.
-    pub(crate) bar_targets: [OnceLock<BarTarget>; 6],
+    pub(crate) bar_facts: [OnceLock<BarFacts>; RegionIndex::NUM_BARS],
 }
 
 impl DeviceInner {
@@ -75,7 +77,11 @@ impl DeviceInner {
 }
 
 /// An open vfio-pci device.
-#[derive(Debug)]
+///
+/// A clone is another handle to the same open device (no new fd): the device
+/// file closes, and the kernel revokes its dma-bufs for good, when the last
+/// handle and the last [`MappedRegion`](crate::MappedRegion) are gone.
+#[derive(Clone, Debug)]
 pub struct Device {
     pub(crate) inner: Arc<DeviceInner>,
 }
@@ -83,11 +89,30 @@ pub struct Device {
 impl Device {
     /// Opens the device at `bdf` on the running system, picking the access path
     /// automatically.
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::open_with`].
     pub fn open(bdf: Bdf) -> Result<Self> {
         Self::open_with(bdf, OpenOptions::default())
     }
 
     /// Opens the device at `bdf` as `opts` says.
+    ///
+    /// # Errors
+    ///
+    /// - From sysfs: [`Error::NoSuchDevice`], [`Error::Sysfs`],
+    ///   [`Error::SysfsParse`], [`Error::NotVfioBound`] (unless a device fd is
+    ///   handed over).
+    /// - From the access path: [`Error::NoCdev`], [`Error::NoIommuGroup`],
+    ///   [`Error::Open`] (a node could not be opened), [`Error::GroupNotViable`],
+    ///   [`Error::IommuTypeUnsupported`], [`Error::Ioctl`] (bind, container and
+    ///   group ioctls, with the kernel's errno and a fix).
+    /// - [`Error::PassedFdMismatch`] when a handed-over device fd belongs to
+    ///   another device.
+    /// - From describing the device: [`Error::Ioctl`] (`GET_INFO`,
+    ///   `GET_REGION_INFO`), [`Error::CapChain`], [`Error::NotPci`],
+    ///   [`Error::ConfigAccess`]/[`Error::ConfigShort`], [`Error::PciCapChain`].
     pub fn open_with(bdf: Bdf, opts: OpenOptions) -> Result<Self> {
         let ready_fd = matches!(
             opts.passed,
@@ -116,7 +141,7 @@ impl Device {
                 flags: info.flags,
             });
         }
-        let config_region = info::region_info(bdf, fd.as_fd(), VFIO_PCI_CONFIG_REGION_INDEX)?;
+        let config_region = info::region_info(bdf, fd.as_fd(), RegionIndex::CONFIG)?;
         let page_size = rustix::param::page_size() as u64;
         let mut inner = DeviceInner {
             fd,
@@ -134,11 +159,15 @@ impl Device {
             page_size,
             lifecycle: Mutex::new(Lifecycle::default()),
             generation: Generation::default(),
-            bar_targets: Default::default(),
+            bar_facts: Default::default(),
         };
         let mut config = vec![0u8; CONFIG_SNAPSHOT_LEN];
         inner.config_read(0, &mut config)?;
-        let caps = pci_caps::capabilities(bdf, &config)?;
+        let caps = pci_caps::capabilities(&config).map_err(|e| Error::PciCapChain {
+            bdf,
+            offset: u16::try_from(e.offset).unwrap_or(u16::MAX),
+            reason: e.reason,
+        })?;
         inner.layout = ConfigLayout {
             msix: MsixLayout::find(&config, &caps),
             pmcsr: pci_caps::pmcsr_offset(&caps),
@@ -186,6 +215,37 @@ impl Device {
         }
     }
 
+    /// Attaches the device (cdev path, bound to an iommufd) to the IOAS or HWPT
+    /// `pt_id` of that iommufd with `VFIO_DEVICE_ATTACH_IOMMUFD_PT`, so that its
+    /// own DMA goes through that I/O page table. Returns the id of the page table
+    /// the kernel attached it to (the IOAS's, or a HWPT it made for it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ioctl`] with the kernel's errno: EINVAL when the device fd is
+    /// not bound to an iommufd (group path) or `pt_id` is no IOAS/HWPT, ENOENT
+    /// when there is no such object, EBUSY when already attached elsewhere.
+    pub fn attach_iommufd_pt(&self, pt_id: u32) -> Result<u32> {
+        ioctl::device_attach_iommufd_pt(self.fd(), pt_id).map_err(explain::ioctl_err(
+            self.bdf(),
+            VfioIoctl::DeviceAttachIommufdPt,
+        ))
+    }
+
+    /// Detaches the device from the page table it is attached to
+    /// (`VFIO_DEVICE_DETACH_IOMMUFD_PT`); its DMA is blocked afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ioctl`] with the kernel's errno (EINVAL when the device fd is
+    /// not bound to an iommufd).
+    pub fn detach_iommufd_pt(&self) -> Result<()> {
+        ioctl::device_detach_iommufd_pt(self.fd()).map_err(explain::ioctl_err(
+            self.bdf(),
+            VfioIoctl::DeviceDetachIommufdPt,
+        ))
+    }
+
     /// The container fd (group path), for `VFIO_IOMMU_MAP_DMA`.
     pub fn container(&self) -> Option<BorrowedFd<'_>> {
         match &self.inner.keep {
@@ -228,9 +288,16 @@ impl Device {
     }
 
     /// Region info of region `index`.
-    pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RegionIndex`] when the device has no such region;
+    /// [`Error::Ioctl`] when `VFIO_DEVICE_GET_REGION_INFO` fails;
+    /// [`Error::CapChain`] when its capability chain is malformed.
+    pub fn region_info(&self, index: impl Into<RegionIndex>) -> Result<RegionInfo> {
+        let index = index.into();
         let num_regions = self.inner.info.num_regions;
-        if index >= num_regions {
+        if index.get() >= num_regions {
             return Err(Error::RegionIndex {
                 bdf: self.bdf(),
                 region: index,
@@ -241,17 +308,28 @@ impl Device {
     }
 
     /// BAR `index` (0..=5): region info joined with sysfs.
-    pub fn bar(&self, index: u32) -> Result<Bar> {
-        if !is_bar(index) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RegionNotBar`] when `index` is not BAR0..BAR5; what
+    /// [`Device::region_info`] returns; [`Error::ConfigAccess`] when the BAR
+    /// register must be read from config space (no sysfs) and cannot be.
+    pub fn bar(&self, index: impl Into<RegionIndex>) -> Result<Bar> {
+        let index = index.into();
+        if !index.is_bar() {
             return Err(Error::RegionNotBar {
                 bdf: self.bdf(),
                 region: index,
             });
         }
         let region = self.region_info(index)?;
-        let resource = self.inner.sys.as_ref().and_then(|s| s.resource(index));
+        let resource = self
+            .inner
+            .sys
+            .as_ref()
+            .and_then(|s| s.resource(index.get()));
         let config_bar = if resource.is_none() {
-            Some(self.config_read_u32(PCI_BASE_ADDRESS_0 + 4 * index as u16)?)
+            Some(self.config_read_u32(PCI_BASE_ADDRESS_0 + 4 * index.get() as u16)?)
         } else {
             None
         };
@@ -259,12 +337,22 @@ impl Device {
     }
 
     /// All six BARs, absent ones included.
+    ///
+    /// # Errors
+    ///
+    /// The first error of [`Device::bar`].
     pub fn bars(&self) -> Result<Vec<Bar>> {
-        (0..6).map(|i| self.bar(i)).collect()
+        RegionIndex::bars().map(|i| self.bar(i)).collect()
     }
 
     /// Whether opening would pick the cdev path for this device under `opts`,
     /// without opening anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDevice`], [`Error::Sysfs`], [`Error::SysfsParse`] or
+    /// [`Error::NotVfioBound`] from sysfs, and [`Error::NoCdev`] or
+    /// [`Error::NoIommuGroup`] when no access path applies.
     pub fn would_use_cdev(bdf: Bdf, opts: &OpenOptions) -> Result<bool> {
         let sys = opts.sysfs.device(bdf)?;
         Ok(matches!(

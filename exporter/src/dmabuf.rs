@@ -5,7 +5,7 @@ use std::sync::Weak;
 
 use peerdma_uapi::flex::DmaBufFeature;
 
-use crate::bdf::Bdf;
+use crate::addr::Bdf;
 use crate::device::DeviceInner;
 use crate::error::Result;
 use crate::fdinfo::FdInfo;
@@ -58,7 +58,7 @@ impl DmaBuf {
 
     /// The buffer's `/proc/self/fdinfo` entry (size, exp_name, ino, flags...).
     pub fn fdinfo(&self) -> Result<FdInfo> {
-        FdInfo::of(&self.fd)
+        Ok(FdInfo::of(&self.fd)?)
     }
 
     /// Whether importers can map the buffer now: the device's state, or

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use rustix::io::Errno;
 
-use crate::bdf::Bdf;
+use crate::addr::{self, Bdf, ParseBdfError};
+use crate::fdinfo::FdInfoError;
 use crate::msix::MsixStructure;
-use crate::region::region_name;
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -22,51 +22,48 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong while opening a device, describing it, mapping
 /// it, exporting a dma-buf from it or driving its revoke lifecycle.
 ///
-/// Variants are sorted by name.
+/// Variants are sorted by name (a unit test keeps them so).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The region is a BAR the device does not implement (size 0), or whose
     /// resources vfio-pci could not claim.
     #[error(
-        "{bdf} {name}: the BAR is absent (size 0) or vfio-pci did not claim its resources \
+        "{bdf} {region}: the BAR is absent (size 0) or vfio-pci did not claim its resources \
          [rule: a dma-buf needs an implemented, claimed BAR; kernel: ENODEV]; \
-         fix: export from a BAR that region info reports with a non-zero size",
-        name = region_name(*.region)
+         fix: export from a BAR that region info reports with a non-zero size"
     )]
     BarAbsent {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
     },
 
     /// The BAR decodes I/O ports, not memory: there is no P2P provider for it.
     #[error(
-        "{bdf} {name}: an I/O-port BAR has no P2P DMA provider \
+        "{bdf} {region}: an I/O-port BAR has no P2P DMA provider \
          [rule: only memory BARs can back a dma-buf; kernel: EINVAL]; \
-         fix: export from a memory BAR",
-        name = region_name(*.region)
+         fix: export from a memory BAR"
     )]
     BarNotMemory {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
     },
 
     /// The BAR is smaller than one page, so no page-aligned range fits in it.
     #[error(
-        "{bdf} {name}: the BAR is {bar_size:#x} bytes, smaller than a page ({page_size:#x}) \
+        "{bdf} {region}: the BAR is {bar_size:#x} bytes, smaller than a page ({page_size:#x}) \
          [rule: ranges are whole pages inside the BAR; kernel: EINVAL]; \
-         fix: sub-page BARs cannot be exported; use a BAR of at least one page",
-        name = region_name(*.region)
+         fix: sub-page BARs cannot be exported; use a BAR of at least one page"
     )]
     BarSmallerThanPage {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Size of the BAR in bytes.
         bar_size: u64,
         /// Page size of the running kernel.
@@ -74,16 +71,8 @@ pub enum Error {
     },
 
     /// A PCI address did not parse.
-    #[error(
-        "{input:?} is not a PCI address: {reason}; \
-         fix: write it as DDDD:BB:DD.F (0000:01:00.0) or BB:DD.F (01:00.0)"
-    )]
-    BdfParse {
-        /// The text that was given.
-        input: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    BdfParse(#[from] ParseBdfError),
 
     /// A VFIO info capability chain (device or region info) is malformed.
     #[error(
@@ -138,15 +127,12 @@ pub enum Error {
     },
 
     /// The kernel refused `VFIO_DEVICE_FEATURE_DMA_BUF`.
-    #[error(
-        "{bdf} {name}: VFIO_DEVICE_FEATURE_DMA_BUF failed: {errno} ({meaning}); fix: {fix}",
-        name = region_name(*.region)
-    )]
+    #[error("{bdf} {region}: VFIO_DEVICE_FEATURE_DMA_BUF failed: {errno} ({meaning}); fix: {fix}")]
     Export {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index that was asked for.
-        region: u32,
+        region: addr::RegionIndex,
         /// The kernel's errno.
         errno: Errno,
         /// What this errno means for this ioctl.
@@ -228,15 +214,14 @@ pub enum Error {
 
     /// Mapping a region with mmap failed.
     #[error(
-        "{bdf} {name}: mmap of {len:#x} bytes at region offset {offset:#x} failed: {errno}; \
-         fix: map only regions (or sparse areas) that region info marks mmap-able",
-        name = region_name(*.region)
+        "{bdf} {region}: mmap of {len:#x} bytes at region offset {offset:#x} failed: {errno}; \
+         fix: map only regions (or sparse areas) that region info marks mmap-able"
     )]
     Mmap {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Offset inside the region.
         offset: u64,
         /// Length asked for.
@@ -248,15 +233,14 @@ pub enum Error {
     /// An access through a [`MappedRegion`](crate::MappedRegion) falls outside
     /// the mapping or is not naturally aligned.
     #[error(
-        "{bdf} {name}: {width}-byte access at {offset:#x} of a {len:#x}-byte mapping \
-         [rule: inside the mapping and naturally aligned]; fix: check the register offset",
-        name = region_name(*.region)
+        "{bdf} {region}: {width}-byte access at {offset:#x} of a {len:#x}-byte mapping \
+         [rule: inside the mapping and naturally aligned]; fix: check the register offset"
     )]
     MmioAccess {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Offset inside the mapping.
         offset: u64,
         /// Access width in bytes.
@@ -267,18 +251,17 @@ pub enum Error {
 
     /// A range touches the pages of the MSI-X table or PBA.
     #[error(
-        "{bdf} {name} range {range} [{offset:#x}, +{length:#x}) touches the page(s) \
+        "{bdf} {region} range {range} [{offset:#x}, +{length:#x}) touches the page(s) \
          [{start:#x}, {end:#x}) of the MSI-X {structure} \
          [rule: a peer must not reach MSI-X structures unless the region is MSI-X mappable; \
          the kernel itself would accept this]; \
-         fix: export ranges outside those pages, or set ExportOptions::allow_msix_overlap",
-        name = region_name(*.region)
+         fix: export ranges outside those pages, or set ExportOptions::allow_msix_overlap"
     )]
     MsixOverlap {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -317,15 +300,14 @@ pub enum Error {
 
     /// An export asked for no ranges at all.
     #[error(
-        "{bdf} {name}: no ranges given [rule: nr_ranges must be at least 1; kernel: EINVAL]; \
-         fix: pass at least one (offset, length) range",
-        name = region_name(*.region)
+        "{bdf} {region}: no ranges given [rule: nr_ranges must be at least 1; kernel: EINVAL]; \
+         fix: pass at least one (offset, length) range"
     )]
     NoRanges {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
     },
 
     /// No PCI function has this address (sysfs has no directory for it).
@@ -412,15 +394,14 @@ pub enum Error {
 
     /// A range has length 0.
     #[error(
-        "{bdf} {name} range {range} at offset {offset:#x} has length 0 \
-         [rule: every range must be non-empty; kernel: EINVAL]; fix: drop the range or give it a length",
-        name = region_name(*.region)
+        "{bdf} {region} range {range} at offset {offset:#x} has length 0 \
+         [rule: every range must be non-empty; kernel: EINVAL]; fix: drop the range or give it a length"
     )]
     RangeEmpty {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -429,16 +410,15 @@ pub enum Error {
 
     /// BAR address + offset (+ length) overflows 64 bits.
     #[error(
-        "{bdf} {name} range {range} [{offset:#x}, +{length:#x}) overflows the physical address \
+        "{bdf} {region} range {range} [{offset:#x}, +{length:#x}) overflows the physical address \
          space from BAR base {base:#x} [rule: base+offset+length must not overflow; kernel: EOVERFLOW]; \
-         fix: offsets are relative to the BAR start and must lie inside it",
-        name = region_name(*.region)
+         fix: offsets are relative to the BAR start and must lie inside it"
     )]
     RangeOverflow {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -451,15 +431,14 @@ pub enum Error {
 
     /// A range ends past the end of the BAR.
     #[error(
-        "{bdf} {name} range {range} [{offset:#x}, +{length:#x}) ends past the BAR size {bar_size:#x} \
-         [rule: offset+length <= BAR size; kernel: EINVAL]; fix: shrink the range or lower its offset",
-        name = region_name(*.region)
+        "{bdf} {region} range {range} [{offset:#x}, +{length:#x}) ends past the BAR size {bar_size:#x} \
+         [rule: offset+length <= BAR size; kernel: EINVAL]; fix: shrink the range or lower its offset"
     )]
     RangePastEnd {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -472,16 +451,15 @@ pub enum Error {
 
     /// A range's offset or length is not a multiple of the page size.
     #[error(
-        "{bdf} {name} range {range} [{offset:#x}, +{length:#x}) is not page aligned (page {page_size:#x}) \
+        "{bdf} {region} range {range} [{offset:#x}, +{length:#x}) is not page aligned (page {page_size:#x}) \
          [rule: offset and length must be multiples of the page size; kernel: EINVAL]; \
-         fix: round the offset down and the length up to whole pages",
-        name = region_name(*.region)
+         fix: round the offset down and the length up to whole pages"
     )]
     RangeUnaligned {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -494,15 +472,14 @@ pub enum Error {
 
     /// The running total of range lengths overflows.
     #[error(
-        "{bdf} {name} range {range}: adding length {length:#x} to the running total {total:#x} overflows \
-         [rule: the sum of lengths must fit in size_t; kernel: EINVAL]; fix: use fewer or shorter ranges",
-        name = region_name(*.region)
+        "{bdf} {region} range {range}: adding length {length:#x} to the running total {total:#x} overflows \
+         [rule: the sum of lengths must fit in size_t; kernel: EINVAL]; fix: use fewer or shorter ranges"
     )]
     RangesTotalOverflow {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Index of the range whose length overflowed the total.
         range: usize,
         /// Total before this range.
@@ -513,60 +490,57 @@ pub enum Error {
 
     /// The total size sets the kernel's DMA_IOVA_USE_SWIOTLB bit (bit 63).
     #[error(
-        "{bdf} {name}: total size {total:#x} has bit 63 set \
+        "{bdf} {region}: total size {total:#x} has bit 63 set \
          [rule: the dma-buf size must stay below 2^63 (DMA_IOVA_USE_SWIOTLB); kernel: EINVAL]; \
-         fix: use fewer or shorter ranges",
-        name = region_name(*.region)
+         fix: use fewer or shorter ranges"
     )]
     RangesTotalTooLarge {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Sum of the range lengths.
         total: u64,
     },
 
     /// The region index is beyond what the device reports.
     #[error(
-        "{bdf}: region {region} does not exist (the device has {num_regions}) \
+        "{bdf}: {region} does not exist (the device has {num_regions} regions) \
          [kernel: EINVAL]; fix: pick an index below num_regions"
     )]
     RegionIndex {
         /// Device.
         bdf: Bdf,
         /// Region index asked for.
-        region: u32,
+        region: addr::RegionIndex,
         /// Number of regions the device reports.
         num_regions: u32,
     },
 
     /// The region is not one of BAR0..BAR5.
     #[error(
-        "{bdf} {name} is not a BAR \
+        "{bdf} {region} is not a BAR \
          [rule: only BAR0..BAR5 can be exported (not ROM, config, VGA or device regions); kernel: ENODEV]; \
-         fix: use a region index 0..5",
-        name = region_name(*.region)
+         fix: use a region index 0..5"
     )]
     RegionNotBar {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: u32,
+        region: addr::RegionIndex,
     },
 
     /// The region (or the asked part of it) cannot be mmapped.
     #[error(
-        "{bdf} {name}: {reason} [rule: mmap needs VFIO_REGION_INFO_FLAG_MMAP and must stay \
+        "{bdf} {region}: {reason} [rule: mmap needs VFIO_REGION_INFO_FLAG_MMAP and must stay \
          inside a sparse mmap area when the region lists them; kernel: EINVAL]; \
-         fix: access the region with pread/pwrite, or map an advertised area",
-        name = region_name(*.region)
+         fix: access the region with pread/pwrite, or map an advertised area"
     )]
     RegionNotMappable {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Why.
         reason: &'static str,
     },
@@ -605,18 +579,26 @@ pub enum Error {
 
     /// The export argument would not fit the ioctl's 32-bit argsz.
     #[error(
-        "{bdf} {name}: {count} ranges do not fit one VFIO_DEVICE_FEATURE argument (argsz is 32 bits); \
-         fix: use fewer ranges",
-        name = region_name(*.region)
+        "{bdf} {region}: {count} ranges do not fit one VFIO_DEVICE_FEATURE argument (argsz is 32 bits); \
+         fix: use fewer ranges"
     )]
     TooManyRanges {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: u32,
+        region: addr::RegionIndex,
         /// Number of ranges asked for.
         count: usize,
     },
+}
+
+impl From<FdInfoError> for Error {
+    fn from(e: FdInfoError) -> Self {
+        match e {
+            FdInfoError::Parse { fd, line, reason } => Error::FdInfoParse { fd, line, reason },
+            FdInfoError::Read { path, source } => Error::FdInfoRead { path, source },
+        }
+    }
 }
 
 impl Error {
@@ -647,7 +629,7 @@ impl Error {
             | Mmap { errno, .. }
             | Open { errno, .. } => Some(*errno),
             FdInfoRead { source, .. } | Sysfs { source, .. } => Errno::from_io_error(source),
-            BdfParse { .. }
+            BdfParse(_)
             | CapChain { .. }
             | ConfigShort { .. }
             | FdInfoParse { .. }
@@ -689,5 +671,40 @@ impl Error {
                 | ResetUnsupported { .. }
                 | TooManyRanges { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The variants of `Error`, in source order, read from this file.
+    fn variants() -> Vec<String> {
+        let src = include_str!("error.rs");
+        let body = src
+            .split_once("pub enum Error {")
+            .and_then(|(_, rest)| rest.split_once("\n}\n"))
+            .map(|(body, _)| body)
+            .expect("the Error enum");
+        body.lines()
+            .filter_map(|l| l.strip_prefix("    "))
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_uppercase()))
+            .map(|l| {
+                l.split(|c: char| !c.is_ascii_alphanumeric())
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn variants_are_sorted_by_name() {
+        let names = variants();
+        assert!(names.len() > 30, "the scan found {names:?}");
+        for v in ["BarAbsent", "BdfParse", "Ioctl", "TooManyRanges"] {
+            assert!(names.iter().any(|n| n == v), "{v} not found in {names:?}");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
     }
 }

@@ -6,8 +6,9 @@
 
 use rustix::io::Errno;
 
-use crate::bdf::Bdf;
+use crate::addr::Bdf;
 use crate::error::Error;
+use crate::ioctl::VfioIoctl;
 
 /// Meaning and fix for an errno of `VFIO_DEVICE_FEATURE_DMA_BUF`.
 pub(crate) fn dma_buf(errno: Errno) -> (&'static str, &'static str) {
@@ -62,63 +63,78 @@ pub(crate) fn dma_buf(errno: Errno) -> (&'static str, &'static str) {
     }
 }
 
-/// Fix for an errno of one of the access-path or device ioctls, by name.
-pub(crate) fn ioctl(name: &str, errno: Errno) -> &'static str {
-    match (name, errno) {
+/// Fix for an errno of one of the access-path or device ioctls.
+pub(crate) fn ioctl(op: VfioIoctl, errno: Errno) -> &'static str {
+    use VfioIoctl::*;
+    match (op, errno) {
         // vfio_device_block_group (device_cdev.c).
-        ("VFIO_DEVICE_BIND_IOMMUFD", Errno::BUSY) => {
+        (DeviceBindIommufd, Errno::BUSY) => {
             "the device's group is open through /dev/vfio/GROUP; close it, or open with AccessPath::Group"
         }
-        ("VFIO_DEVICE_BIND_IOMMUFD", Errno::INVAL) => {
+        (DeviceBindIommufd, Errno::INVAL) => {
             "the device is already open (a cdev device can be opened once) or the fd is already bound"
         }
         // noiommu devices have no cdev in 7.2; EPERM comes from iommufd_device_bind:
         // iommu_device_claim_dma_owner, or no MSI isolation.
-        ("VFIO_DEVICE_BIND_IOMMUFD", Errno::PERM) => {
+        (DeviceBindIommufd, Errno::PERM) => {
             "another device of the IOMMU group is bound to a kernel driver or owned by another \
              container/iommufd (bind every group member to vfio-pci), or the platform cannot \
              isolate MSIs (enable interrupt remapping, or load iommufd with allow_unsafe_interrupts=1)"
         }
         // vfio_group_has_iommu (group.c).
-        ("VFIO_GROUP_SET_CONTAINER", Errno::INVAL) => {
+        (GroupSetContainer, Errno::INVAL) => {
             "the group is already in a container or bound to an iommufd"
         }
         // __iommu_take_dma_ownership (drivers/iommu/iommu.c).
-        ("VFIO_GROUP_SET_CONTAINER", Errno::BUSY) => {
+        (GroupSetContainer, Errno::BUSY) => {
             "the IOMMU group's DMA domain is in use by someone else; close what holds it"
         }
         // vfio_container_attach_group, iommu_group_claim_dma_owner.
-        ("VFIO_GROUP_SET_CONTAINER", Errno::PERM) => {
+        (GroupSetContainer, Errno::PERM) => {
             "noiommu groups need CAP_SYS_RAWIO and cannot share a container with IOMMU groups, \
              or the group is already owned (a member bound to a kernel driver, another container)"
         }
-        ("VFIO_GROUP_SET_CONTAINER", Errno::BADFD) => {
+        (GroupSetContainer, Errno::BADFD) => {
             "the fd passed as container is neither /dev/vfio/vfio nor an iommufd"
         }
-        ("VFIO_SET_IOMMU", Errno::NODEV) => {
+        (SetIommu, Errno::NODEV) => {
             "no IOMMU backend accepts this group; load vfio_iommu_type1 (or use noiommu mode)"
         }
-        ("VFIO_SET_IOMMU", Errno::INVAL) => {
+        (SetIommu, Errno::INVAL) => {
             "the container has no group yet or its IOMMU is already set"
         }
-        ("VFIO_GROUP_GET_DEVICE_FD", Errno::INVAL) => {
+        (GroupGetDeviceFd, Errno::INVAL) => {
             "the group has no container with an IOMMU set"
         }
-        ("VFIO_GROUP_GET_DEVICE_FD", Errno::NODEV) => {
+        (GroupGetDeviceFd, Errno::NODEV) => {
             "the device is not in this IOMMU group or not bound to vfio-pci"
         }
-        ("VFIO_GROUP_GET_DEVICE_FD", Errno::BUSY) => {
+        (GroupGetDeviceFd, Errno::BUSY) => {
             "the device is open through its cdev; close that first"
         }
-        ("VFIO_GROUP_GET_STATUS", _) => "the fd is not a VFIO group",
-        ("VFIO_DEVICE_RESET", Errno::INVAL) => {
+        (GroupGetStatus, _) => "the fd is not a VFIO group",
+        (DeviceReset, Errno::INVAL) => {
             "the device has no reset method; try a bus hot reset"
         }
-        ("VFIO_DEVICE_RESET", Errno::AGAIN) | ("VFIO_DEVICE_RESET", Errno::BUSY) => {
+        (DeviceReset, Errno::AGAIN) | (DeviceReset, Errno::BUSY) => {
             "another reset or config access holds the device; retry"
         }
-        ("VFIO_DEVICE_GET_REGION_INFO", Errno::INVAL) => {
+        (DeviceGetRegionInfo, Errno::INVAL) => {
             "the region index is beyond num_regions, or VGA on a non-VGA device"
+        }
+        // vfio_df_ioctl_attach_pt (device_cdev.c), iommufd_device_attach.
+        (DeviceAttachIommufdPt, Errno::INVAL) => {
+            "the device fd is not bound to an iommufd, or the id is not an IOAS"
+        }
+        (DeviceAttachIommufdPt, Errno::NOENT) => "no such IOAS in the device's iommufd",
+        (DeviceAttachIommufdPt, Errno::BUSY) => "the device is already attached elsewhere",
+        (DeviceAttachIommufdPt, Errno::NOSPC) | (DeviceAttachIommufdPt, Errno::EXIST) => {
+            "an existing mapping of the IOAS overlaps a reserved region of this device \
+             (the MSI window): map such IOVAs only after attaching"
+        }
+        (DeviceAttachIommufdPt, _) => "unexpected; see drivers/vfio/device_cdev.c",
+        (DeviceDetachIommufdPt, Errno::INVAL) => {
+            "the device fd is not bound to an iommufd, or it is not attached"
         }
         (_, Errno::NOTTY) => "the fd is not the kind of VFIO fd this ioctl needs",
         (_, Errno::INVAL) => {
@@ -164,19 +180,20 @@ pub(crate) fn open(node: Node, errno: Errno) -> &'static str {
     }
 }
 
-/// Maps an errno from ioctl `name` on device `bdf` to [`Error::Ioctl`] with its fix.
-pub(crate) fn ioctl_err(bdf: Bdf, name: &'static str) -> impl Fn(Errno) -> Error {
+/// Maps an errno from ioctl `op` on device `bdf` to [`Error::Ioctl`] with its fix.
+pub(crate) fn ioctl_err(bdf: Bdf, op: VfioIoctl) -> impl Fn(Errno) -> Error {
     move |errno| Error::Ioctl {
         bdf,
-        ioctl: name,
+        ioctl: op.name(),
         errno,
-        fix: ioctl(name, errno),
+        fix: ioctl(op, errno),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use VfioIoctl::*;
 
     #[test]
     fn export_errnos_have_distinct_meanings() {
@@ -200,11 +217,13 @@ mod tests {
 
     #[test]
     fn ioctl_fixes_are_specific_first() {
-        assert!(ioctl("VFIO_DEVICE_BIND_IOMMUFD", Errno::BUSY).contains("group"));
-        assert!(ioctl("VFIO_DEVICE_BIND_IOMMUFD", Errno::PERM).contains("kernel driver"));
-        assert!(ioctl("VFIO_GROUP_SET_CONTAINER", Errno::INVAL).contains("already"));
-        assert!(ioctl("VFIO_DEVICE_GET_INFO", Errno::INVAL).contains("bound"));
-        assert!(ioctl("VFIO_DEVICE_RESET", Errno::INVAL).contains("reset"));
+        assert!(ioctl(DeviceBindIommufd, Errno::BUSY).contains("group"));
+        assert!(ioctl(DeviceBindIommufd, Errno::PERM).contains("kernel driver"));
+        assert!(ioctl(GroupSetContainer, Errno::INVAL).contains("already"));
+        assert!(ioctl(DeviceGetInfo, Errno::INVAL).contains("bound"));
+        assert!(ioctl(DeviceReset, Errno::INVAL).contains("reset"));
+        assert!(ioctl(DeviceAttachIommufdPt, Errno::EXIST).contains("MSI window"));
+        assert!(ioctl(DeviceAttachIommufdPt, Errno::NOTTY).contains("device_cdev.c"));
         assert!(open(Node::Group, Errno::BUSY).contains("holds the group"));
         assert!(open(Node::Cdev, Errno::ACCESS).contains("access"));
     }

@@ -9,15 +9,15 @@ use peerdma_uapi::vfio::{
 };
 use rustix::io::Errno;
 
+use crate::addr::Bdf;
+use crate::addr::RegionIndex;
 use crate::bar::BarKind;
-use crate::bdf::Bdf;
 use crate::device::Device;
 use crate::dmabuf::DmaBuf;
 use crate::error::{Error, Result};
 use crate::explain;
-use crate::ioctl;
-use crate::ranges::{self, BarTarget, DmaRange, ExportOptions};
-use crate::region::is_bar;
+use crate::ioctl::{self, VfioIoctl};
+use crate::ranges::{self, BarFacts, DmaRange, ExportOptions};
 
 /// Whether a device can export dma-bufs, from `VFIO_DEVICE_FEATURE` PROBE|GET.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +51,11 @@ fn fits_argsz(count: usize) -> bool {
 
 impl Device {
     /// Asks the kernel whether this device can export dma-bufs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ioctl`] when the PROBE fails with anything but EOPNOTSUPP or
+    /// ENOTTY (which are answers, not errors).
     pub fn supports_dma_buf(&self) -> Result<DmaBufSupport> {
         match ioctl::device_feature_probe_get(self.fd(), VFIO_DEVICE_FEATURE_DMA_BUF) {
             Ok(()) => Ok(DmaBufSupport::Supported),
@@ -60,7 +65,7 @@ impl Device {
                 bdf: self.bdf(),
                 ioctl: "VFIO_DEVICE_FEATURE(PROBE|GET|DMA_BUF)",
                 errno,
-                fix: explain::ioctl("VFIO_DEVICE_FEATURE", errno),
+                fix: explain::ioctl(VfioIoctl::DeviceFeature, errno),
             }),
         }
     }
@@ -68,14 +73,20 @@ impl Device {
     /// What validation needs to know about region `region`. For a BAR the
     /// device has, it is read once (region info, sysfs) and then kept: exports
     /// then cost no ioctl besides the export itself.
-    pub fn bar_target(&self, region: u32) -> Result<BarTarget> {
-        let cached = is_bar(region) && region < self.info().num_regions;
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::bar`]: [`Error::Ioctl`] when region info cannot be read,
+    /// [`Error::ConfigAccess`] when the BAR register cannot.
+    pub fn bar_facts(&self, region: impl Into<RegionIndex>) -> Result<BarFacts> {
+        let region = region.into();
+        let cached = region.is_bar() && region.get() < self.info().num_regions;
         if cached {
-            if let Some(target) = self.inner.bar_targets[region as usize].get() {
+            if let Some(target) = self.inner.bar_facts[region.get() as usize].get() {
                 return Ok(*target);
             }
         }
-        let mut target = BarTarget {
+        let mut target = BarFacts {
             bdf: self.bdf(),
             region,
             size: 0,
@@ -91,24 +102,42 @@ impl Device {
             target.base = bar.base.unwrap_or(0);
             target.is_memory = !matches!(bar.kind, BarKind::Io);
             target.msix_mappable = bar.msix_mappable();
-            let _ = self.inner.bar_targets[region as usize].set(target);
+            let _ = self.inner.bar_facts[region.get() as usize].set(target);
         }
         Ok(target)
     }
 
     /// Checks an export with the kernel's rules and this library's MSI-X rule
     /// without exporting; returns the size the dma-buf would have.
+    ///
+    /// # Errors
+    ///
+    /// The kernel-predicted refusals of [`ranges::validate`] in the kernel's
+    /// order ([`Error::NoRanges`], [`Error::RegionNotBar`], [`Error::BarAbsent`],
+    /// [`Error::RangeEmpty`], [`Error::RangeUnaligned`],
+    /// [`Error::RangesTotalOverflow`], [`Error::RangesTotalTooLarge`],
+    /// [`Error::BarNotMemory`], [`Error::RangeOverflow`],
+    /// [`Error::BarSmallerThanPage`], [`Error::RangePastEnd`]), then
+    /// [`Error::MsixOverlap`]; and what [`Device::bar_facts`] returns.
     pub fn check_export(
         &self,
-        region: u32,
+        region: impl Into<RegionIndex>,
         ranges: &[DmaRange],
         allow_msix_overlap: bool,
     ) -> Result<u64> {
-        ranges::validate(&self.bar_target(region)?, ranges, allow_msix_overlap)
+        ranges::validate(&self.bar_facts(region)?, ranges, allow_msix_overlap)
     }
 
     /// Exports `ranges` of BAR `region` as one dma-buf, `O_CLOEXEC | O_RDWR`.
-    pub fn export_dma_buf(&self, region: u32, ranges: &[DmaRange]) -> Result<DmaBuf> {
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::export_dma_buf_with`].
+    pub fn export_dma_buf(
+        &self,
+        region: impl Into<RegionIndex>,
+        ranges: &[DmaRange],
+    ) -> Result<DmaBuf> {
         self.export_dma_buf_with(region, ranges, &ExportOptions::default())
     }
 
@@ -121,12 +150,21 @@ impl Device {
     /// The ranges are checked while they are copied into the ioctl's argument,
     /// the one allocation of an export, which the [`DmaBuf`] then keeps as its
     /// record of them ([`DmaBuf::ranges`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyRanges`] when the argument would not fit `argsz`; unless
+    /// `opts.skip_validation`, the predicted refusals of
+    /// [`Device::check_export`] (same errno as the kernel's); and
+    /// [`Error::Export`] with the kernel's errno, meaning and fix when
+    /// `VFIO_DEVICE_FEATURE_DMA_BUF` fails.
     pub fn export_dma_buf_with(
         &self,
-        region: u32,
+        region: impl Into<RegionIndex>,
         ranges: &[DmaRange],
         opts: &ExportOptions,
     ) -> Result<DmaBuf> {
+        let region = region.into();
         let bdf = self.bdf();
         if !fits_argsz(ranges.len()) {
             return Err(Error::TooManyRanges {
@@ -138,14 +176,14 @@ impl Device {
         let read;
         let target = if opts.skip_validation {
             None
-        } else if let Some(cached) = self.cached_bar_target(region) {
+        } else if let Some(cached) = self.cached_bar_facts(region) {
             Some(cached)
         } else {
-            read = self.bar_target(region)?;
+            read = self.bar_facts(region)?;
             Some(&read)
         };
         let payload = vfio_device_feature_dma_buf {
-            region_index: region,
+            region_index: region.get(),
             open_flags: opts.open_flags.bits(),
             flags: 0,
             ..Default::default()
@@ -167,7 +205,7 @@ impl Device {
         Ok(DmaBuf {
             fd,
             bdf,
-            region,
+            region: region.get(),
             arg,
             size,
             generation,
@@ -175,11 +213,11 @@ impl Device {
         })
     }
 
-    /// The [`BarTarget`] of region `region` if [`Device::bar_target`] has read it.
-    fn cached_bar_target(&self, region: u32) -> Option<&BarTarget> {
+    /// The [`BarFacts`] of region `region` if [`Device::bar_facts`] has read it.
+    fn cached_bar_facts(&self, region: RegionIndex) -> Option<&BarFacts> {
         self.inner
-            .bar_targets
-            .get(usize::try_from(region).ok()?)?
+            .bar_facts
+            .get(usize::try_from(region.get()).ok()?)?
             .get()
     }
 }
@@ -188,7 +226,7 @@ impl Device {
 /// export's hot path.
 #[cold]
 #[inline(never)]
-fn export_error(bdf: Bdf, region: u32, errno: Errno) -> Error {
+fn export_error(bdf: Bdf, region: RegionIndex, errno: Errno) -> Error {
     let (meaning, fix) = explain::dma_buf(errno);
     Error::Export {
         bdf,

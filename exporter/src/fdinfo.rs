@@ -1,14 +1,48 @@
-//! `/proc/self/fdinfo/N` of a dma-buf (or a VFIO device fd).
+//! What the kernel says about a dma-buf from any exporter (vfio-pci, udmabuf, a
+//! GPU driver...): `/proc/self/fdinfo/N`, and the attachments debugfs lists.
 //!
-//! The generic part is `pos`, `flags` (octal), `mnt_id` and `ino`; a dma-buf
-//! adds `size`, `count`, `exp_name` and, when set, `name`; a VFIO device fd adds
-//! `vfio-device-syspath`. Unknown keys are kept, so new kernels do not break
-//! parsing.
+//! The generic part of fdinfo is `pos`, `flags` (octal), `mnt_id` and `ino`; a
+//! dma-buf adds `size`, `count`, `exp_name` and, when set, `name`; a VFIO device
+//! fd adds `vfio-device-syspath`. Unknown keys are kept, so new kernels do not
+//! break parsing.
+//!
+//! This module depends on nothing else in the crate (its errors are its own
+//! [`FdInfoError`]), so importers use it for any dma-buf without the VFIO parts.
 
+use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+/// Where debugfs lists every dma-buf with the devices attached to it.
+pub const DEBUGFS_BUFINFO: &str = "/sys/kernel/debug/dma_buf/bufinfo";
+
+/// Why an fdinfo entry could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FdInfoError {
+    /// A line did not parse.
+    #[error(
+        "fdinfo of fd {fd}: line {line:?}: {reason}; fix: this is a kernel format change, report it"
+    )]
+    Parse {
+        /// The fd whose fdinfo was read (-1 when parsing a fixture).
+        fd: i32,
+        /// The offending line.
+        line: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The file could not be read.
+    #[error("reading {path}: {source}; fix: /proc must be mounted and the fd open", path = .path.display())]
+    Read {
+        /// The file that was read.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, FdInfoError>;
 
 /// The parsed fdinfo of one file descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -37,19 +71,33 @@ pub struct FdInfo {
 
 impl FdInfo {
     /// Reads and parses `/proc/self/fdinfo/<fd>`.
+    ///
+    /// # Errors
+    ///
+    /// [`FdInfoError::Read`] without `/proc` or for a closed fd;
+    /// [`FdInfoError::Parse`] when the text is not fdinfo.
     pub fn of(fd: impl AsFd) -> Result<Self> {
         let raw = fd.as_fd().as_raw_fd();
         Self::read(Path::new("/proc/self/fdinfo").join(raw.to_string()), raw)
     }
 
     /// Reads and parses an fdinfo file at `path`, naming `fd` in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`FdInfo::of`].
     pub fn read(path: PathBuf, fd: i32) -> Result<Self> {
         let text =
-            std::fs::read_to_string(&path).map_err(|source| Error::FdInfoRead { path, source })?;
+            std::fs::read_to_string(&path).map_err(|source| FdInfoError::Read { path, source })?;
         Self::parse(&text, fd)
     }
 
     /// Parses fdinfo text; `fd` only names the source in errors (-1 for fixtures).
+    ///
+    /// # Errors
+    ///
+    /// [`FdInfoError::Parse`] for a line without `key:`, a malformed number, or
+    /// text without a `flags:` line.
     pub fn parse(text: &str, fd: i32) -> Result<Self> {
         let mut info = FdInfo::default();
         let mut seen_flags = false;
@@ -57,7 +105,7 @@ impl FdInfo {
             if line.trim().is_empty() {
                 continue;
             }
-            let bad = |reason| Error::FdInfoParse {
+            let bad = |reason| FdInfoError::Parse {
                 fd,
                 line: line.to_owned(),
                 reason,
@@ -89,7 +137,7 @@ impl FdInfo {
             }
         }
         if !seen_flags {
-            return Err(Error::FdInfoParse {
+            return Err(FdInfoError::Parse {
                 fd,
                 line: String::new(),
                 reason: "no flags: line; this is not an fdinfo file",
@@ -107,6 +155,41 @@ impl FdInfo {
     pub fn access_mode(&self) -> u32 {
         self.flags & rustix::fs::OFlags::ACCMODE.bits()
     }
+
+    /// The devices attached to this dma-buf, from debugfs ([`DEBUGFS_BUFINFO`]);
+    /// `None` when debugfs is not mounted or does not list the buffer (or the
+    /// fdinfo has no inode).
+    pub fn attachments(&self) -> Option<Vec<String>> {
+        let ino = self.ino?;
+        let text = std::fs::read_to_string(DEBUGFS_BUFINFO).ok()?;
+        bufinfo_attachments(&text, ino)
+    }
+}
+
+/// The devices attached to the dma-buf with inode `ino`, from the text of
+/// debugfs `dma_buf/bufinfo`; `None` when the buffer is not listed.
+pub fn bufinfo_attachments(bufinfo: &str, ino: u64) -> Option<Vec<String>> {
+    let mut lines = bufinfo.lines();
+    while let Some(line) = lines.next() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        // size flags mode count exp_name ino name
+        if fields.len() >= 6 && fields[5].trim().parse::<u64>().ok() == Some(ino) {
+            let mut devs = Vec::new();
+            let mut in_list = false;
+            for l in lines.by_ref() {
+                if l.starts_with("Total") {
+                    break;
+                }
+                if l.trim() == "Attached Devices:" {
+                    in_list = true;
+                } else if in_list {
+                    devs.push(l.trim().to_string());
+                }
+            }
+            return Some(devs);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -174,10 +257,25 @@ mod tests {
         ] {
             let err = FdInfo::parse(bad, 7).unwrap_err();
             assert!(
-                matches!(err, Error::FdInfoParse { fd: 7, .. }),
+                matches!(err, FdInfoError::Parse { fd: 7, .. }),
                 "{bad:?}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn bufinfo_attachments_are_found_by_inode() {
+        let text = "\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n\
+            00004096\t00000002\t00080005\t00000001\tvfio_pci_core\t00000031\t<none>\n\
+            \tAttached Devices:\n\t0000:00:12.0\nTotal 1 devices attached\n\n\
+            00008192\t00000002\t00080005\t00000001\tudmabuf\t00000032\t<none>\n\
+            \tAttached Devices:\nTotal 0 devices attached\n\n";
+        assert_eq!(
+            bufinfo_attachments(text, 31),
+            Some(vec!["0000:00:12.0".to_string()])
+        );
+        assert_eq!(bufinfo_attachments(text, 32), Some(vec![]));
+        assert_eq!(bufinfo_attachments(text, 99), None);
     }
 
     #[test]

@@ -1,24 +1,25 @@
 //! `VFIO_DEVICE_GET_INFO` and `VFIO_DEVICE_GET_REGION_INFO`, capability chains
 //! included.
 //!
-//! Both infos are fetched twice when the kernel has a capability chain that did
-//! not fit: the first answer carries the `argsz` it needs (and `cap_offset` 0),
-//! the second, into a buffer of that size, carries the chain.
+//! Both infos are fetched the same way (`fetch`), twice when the kernel has a
+//! capability chain that did not fit: the first answer carries the `argsz` it
+//! needs (and `cap_offset` 0), the second, into a buffer of that size, carries
+//! the chain.
 
 use std::os::fd::BorrowedFd;
 
-use peerdma_uapi::flex::FlexBuf;
+use peerdma_uapi::flex::{FlexBuf, FlexHeader};
 use peerdma_uapi::vfio::{
     vfio_device_info, vfio_region_info, VFIO_DEVICE_FLAGS_CAPS, VFIO_DEVICE_FLAGS_PCI,
     VFIO_DEVICE_FLAGS_RESET, VFIO_REGION_INFO_FLAG_CAPS,
 };
 
-use crate::bdf::Bdf;
+use crate::addr::{Bdf, RegionIndex};
 use crate::error::{Error, Result};
 use crate::explain;
-use crate::info_caps::{self, DeviceCap};
-use crate::ioctl;
-use crate::region::{region_name, RegionFlags, RegionInfo};
+use crate::info_caps::{self, ChainError, DeviceCap};
+use crate::ioctl::{self, VfioIoctl};
+use crate::region::{RegionFlags, RegionInfo};
 
 /// Largest info buffer this library accepts from the kernel (a sanity bound;
 /// real chains are a few hundred bytes).
@@ -65,31 +66,84 @@ fn grown(what: &str, asked: u32, have: usize) -> Result<Option<usize>> {
     Ok(Some(asked))
 }
 
-/// Reads the device info.
-pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
-    const NAME: &str = "VFIO_DEVICE_GET_INFO";
-    let what = format!("{bdf} device info");
-    let mut buf = FlexBuf::new(vfio_device_info::default(), 0);
-    ioctl::device_get_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
-    if buf.header().flags & VFIO_DEVICE_FLAGS_CAPS != 0 {
-        if let Some(bytes) = grown(&what, buf.header().argsz, buf.byte_len())? {
+/// Names a malformed chain of the info buffer `what`.
+fn cap_chain(what: &str, e: ChainError) -> Error {
+    Error::CapChain {
+        what: what.to_owned(),
+        offset: u64::from(e.offset),
+        reason: e.reason,
+    }
+}
+
+/// The `*_info` headers the kernel extends with a capability chain.
+trait InfoWithCaps: FlexHeader<Elem = u8> + Copy {
+    /// The flags say a chain follows.
+    fn has_caps(&self) -> bool;
+    /// The size the kernel asked for (or filled).
+    fn argsz(&self) -> u32;
+    /// Where the chain starts (0: none).
+    fn cap_offset(&self) -> u32;
+}
+
+impl InfoWithCaps for vfio_device_info {
+    fn has_caps(&self) -> bool {
+        self.flags & VFIO_DEVICE_FLAGS_CAPS != 0
+    }
+    fn argsz(&self) -> u32 {
+        self.argsz
+    }
+    fn cap_offset(&self) -> u32 {
+        self.cap_offset
+    }
+}
+
+impl InfoWithCaps for vfio_region_info {
+    fn has_caps(&self) -> bool {
+        self.flags & VFIO_REGION_INFO_FLAG_CAPS != 0
+    }
+    fn argsz(&self) -> u32 {
+        self.argsz
+    }
+    fn cap_offset(&self) -> u32 {
+        self.cap_offset
+    }
+}
+
+/// Issues `get` on a buffer holding `header`; when a chain did not fit, grows
+/// the buffer to the `argsz` the kernel asked for and issues it again. Returns
+/// the header and, when a chain is there, the whole buffer's bytes.
+fn fetch<H: InfoWithCaps>(
+    what: &str,
+    header: H,
+    mut get: impl FnMut(&mut FlexBuf<H>) -> Result<()>,
+) -> Result<(H, Option<Vec<u8>>)> {
+    let mut buf = FlexBuf::new(header, 0);
+    get(&mut buf)?;
+    if buf.header().has_caps() {
+        if let Some(bytes) = grown(what, buf.header().argsz(), buf.byte_len())? {
             buf.resize_to_bytes(bytes);
-            ioctl::device_get_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
+            get(&mut buf)?;
         }
     }
     let header = *buf.header();
-    let caps = if header.flags & VFIO_DEVICE_FLAGS_CAPS != 0 && header.cap_offset != 0 {
-        let bytes = buf
-            .read_array_at::<u8>(0, buf.byte_len())
-            .unwrap_or_default();
-        info_caps::device_caps(
-            &what,
-            &bytes,
-            header.cap_offset,
-            size_of::<vfio_device_info>(),
-        )?
-    } else {
-        Vec::new()
+    let chain = (header.has_caps() && header.cap_offset() != 0).then(|| {
+        buf.read_array_at::<u8>(0, buf.byte_len())
+            .unwrap_or_default()
+    });
+    Ok((header, chain))
+}
+/// Reads the device info.
+pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
+    let what = format!("{bdf} device info");
+    let (header, chain) = fetch(&what, vfio_device_info::default(), |buf| {
+        ioctl::device_get_info(fd, buf).map_err(explain::ioctl_err(bdf, VfioIoctl::DeviceGetInfo))
+    })?;
+    let caps = match chain {
+        Some(bytes) => {
+            info_caps::device_caps(&bytes, header.cap_offset, size_of::<vfio_device_info>())
+                .map_err(|e| cap_chain(&what, e))?
+        }
+        None => Vec::new(),
     };
     Ok(DeviceInfo {
         flags: header.flags,
@@ -100,40 +154,23 @@ pub(crate) fn device_info(bdf: Bdf, fd: BorrowedFd<'_>) -> Result<DeviceInfo> {
 }
 
 /// Reads the info of region `index`.
-pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: u32) -> Result<RegionInfo> {
-    const NAME: &str = "VFIO_DEVICE_GET_REGION_INFO";
-    let what = format!("{bdf} {} region info", region_name(index));
-    let mut buf = FlexBuf::new(
-        vfio_region_info {
-            index,
-            ..Default::default()
-        },
-        0,
-    );
-    ioctl::device_get_region_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
-    if buf.header().flags & VFIO_REGION_INFO_FLAG_CAPS != 0 {
-        if let Some(bytes) = grown(&what, buf.header().argsz, buf.byte_len())? {
-            buf.resize_to_bytes(bytes);
-            buf.header_mut().index = index;
-            ioctl::device_get_region_info(fd, &mut buf).map_err(explain::ioctl_err(bdf, NAME))?;
+pub(crate) fn region_info(bdf: Bdf, fd: BorrowedFd<'_>, index: RegionIndex) -> Result<RegionInfo> {
+    let what = format!("{bdf} {index} region info");
+    let (header, chain) = fetch(&what, vfio_region_info::default(), |buf| {
+        // The index is the request; set it for every call.
+        buf.header_mut().index = index.get();
+        ioctl::device_get_region_info(fd, buf)
+            .map_err(explain::ioctl_err(bdf, VfioIoctl::DeviceGetRegionInfo))
+    })?;
+    let caps = match chain {
+        Some(bytes) => {
+            info_caps::region_caps(&bytes, header.cap_offset, size_of::<vfio_region_info>())
+                .map_err(|e| cap_chain(&what, e))?
         }
-    }
-    let header = *buf.header();
-    let caps = if header.flags & VFIO_REGION_INFO_FLAG_CAPS != 0 && header.cap_offset != 0 {
-        let bytes = buf
-            .read_array_at::<u8>(0, buf.byte_len())
-            .unwrap_or_default();
-        info_caps::region_caps(
-            &what,
-            &bytes,
-            header.cap_offset,
-            size_of::<vfio_region_info>(),
-        )?
-    } else {
-        Vec::new()
+        None => Vec::new(),
     };
     Ok(RegionInfo {
-        index,
+        index: index.get(),
         flags: RegionFlags(header.flags),
         size: header.size,
         offset: header.offset,
@@ -158,6 +195,31 @@ mod tests {
     }
 
     #[test]
+    fn fetch_grows_to_the_size_the_kernel_asks() {
+        use peerdma_uapi::vfio::{VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, VFIO_REGION_INFO_FLAG_CAPS};
+        let mut calls = Vec::new();
+        // What the kernel does: argsz 32 is too small for its 8-byte chain, so it
+        // answers with argsz 40 and cap_offset 0; with 40 bytes it writes the chain.
+        let (header, chain) = fetch("r", vfio_region_info::default(), |buf| {
+            calls.push(buf.byte_len());
+            buf.header_mut().flags = VFIO_REGION_INFO_FLAG_CAPS;
+            if buf.byte_len() < 40 {
+                buf.header_mut().argsz = 40;
+            } else {
+                buf.header_mut().cap_offset = 32;
+                buf.elems_mut()[..2]
+                    .copy_from_slice(&(VFIO_REGION_INFO_CAP_MSIX_MAPPABLE as u16).to_ne_bytes());
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, [32, 40]);
+        assert_eq!(header.cap_offset, 32);
+        let caps = info_caps::region_caps(&chain.unwrap(), 32, 32).unwrap();
+        assert_eq!(caps, [crate::RegionCap::MsixMappable]);
+    }
+
+    #[test]
     fn flags() {
         let info = DeviceInfo {
             flags: VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET,
@@ -175,7 +237,7 @@ mod tests {
         use std::os::fd::AsFd;
         let file = std::fs::File::open(env!("CARGO_MANIFEST_DIR")).unwrap();
         let bdf: Bdf = "00:01.0".parse().unwrap();
-        let err = region_info(bdf, file.as_fd(), 2).unwrap_err();
+        let err = region_info(bdf, file.as_fd(), RegionIndex(2)).unwrap_err();
         assert!(
             matches!(
                 err,

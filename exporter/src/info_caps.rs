@@ -7,22 +7,41 @@
 //! the buffer, a header inside the fixed info struct, a loop, or a body that
 //! runs past the buffer are errors, never panics.
 
-use peerdma_uapi::vfio;
+use std::fmt;
 
-use crate::error::{Error, Result};
+use peerdma_uapi::vfio::{
+    vfio_info_cap_header, VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP, VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
+    VFIO_REGION_INFO_CAP_SPARSE_MMAP, VFIO_REGION_INFO_CAP_TYPE,
+};
 
 /// Size of `struct vfio_info_cap_header`.
-pub const CAP_HEADER_LEN: usize = size_of::<vfio::vfio_info_cap_header>();
+pub const CAP_HEADER_LEN: usize = size_of::<vfio_info_cap_header>();
 
-/// Region info capability: sparse mmap areas.
-pub const VFIO_REGION_INFO_CAP_SPARSE_MMAP: u16 = vfio::VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16;
-/// Region info capability: device-specific region type.
-pub const VFIO_REGION_INFO_CAP_TYPE: u16 = vfio::VFIO_REGION_INFO_CAP_TYPE as u16;
-/// Region info capability: the MSI-X structures of this BAR may be mmapped.
-pub const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: u16 = vfio::VFIO_REGION_INFO_CAP_MSIX_MAPPABLE as u16;
-/// Device info capability: PCIe AtomicOp completion widths.
-pub const VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP: u16 =
-    vfio::VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP as u16;
+/// A malformed capability chain (a VFIO info chain here, or the PCI
+/// capability list in [`pci_caps`](crate::pci_caps)): where, and what is wrong.
+/// Callers that know the device turn it into [`Error::CapChain`] or
+/// [`Error::PciCapChain`](crate::Error::PciCapChain).
+///
+/// [`Error::CapChain`]: crate::Error::CapChain
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainError {
+    /// Offset of the offending capability header (VFIO: in the info buffer) or
+    /// pointer (PCI: in config space).
+    pub offset: u32,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at offset {:#x}: {}", self.offset, self.reason)
+    }
+}
+
+impl std::error::Error for ChainError {}
+
+/// Result of the chain parsers.
+type Result<T> = std::result::Result<T, ChainError>;
 
 /// One raw capability: its header and the bytes from its header to the next
 /// capability (or to the end of the buffer).
@@ -52,21 +71,17 @@ fn ne_u64(b: &[u8], at: usize) -> Option<u64> {
 
 /// Walks a capability chain.
 ///
-/// `what` names the buffer in errors; `buf` is the whole info buffer (fixed
-/// struct first); `first` is its `cap_offset` (0: no chain); `fixed_len` is
-/// the size of the fixed struct, which no capability may overlap.
-pub fn walk<'a>(
-    what: &str,
-    buf: &'a [u8],
-    first: u32,
-    fixed_len: usize,
-) -> Result<Vec<RawCap<'a>>> {
-    let bad = |offset: u32, reason| Error::CapChain {
-        what: what.to_owned(),
-        offset: u64::from(offset),
-        reason,
-    };
-    let mut caps: Vec<RawCap<'a>> = Vec::new();
+/// `buf` is the whole info buffer (fixed struct first); `first` is its
+/// `cap_offset` (0: no chain); `fixed_len` is the size of the fixed struct,
+/// which no capability may overlap.
+///
+/// # Errors
+///
+/// [`ChainError`] for a header outside the buffer or inside the fixed struct,
+/// and for a loop.
+pub fn walk(buf: &[u8], first: u32, fixed_len: usize) -> Result<Vec<RawCap<'_>>> {
+    let bad = |offset: u32, reason| ChainError { offset, reason };
+    let mut caps: Vec<RawCap<'_>> = Vec::new();
     let mut offset = first;
     while offset != 0 {
         let at = offset as usize;
@@ -136,16 +151,19 @@ pub enum RegionCap {
     },
 }
 
-/// Parses the capability chain of a region info buffer.
-pub fn region_caps(what: &str, buf: &[u8], first: u32, fixed_len: usize) -> Result<Vec<RegionCap>> {
+/// Parses the capability chain of a region info buffer (arguments as [`walk`]).
+///
+/// # Errors
+///
+/// What [`walk`] returns, and [`ChainError`] for a truncated capability.
+pub fn region_caps(buf: &[u8], first: u32, fixed_len: usize) -> Result<Vec<RegionCap>> {
     let mut out = Vec::new();
-    for cap in walk(what, buf, first, fixed_len)? {
-        let bad = |reason| Error::CapChain {
-            what: what.to_owned(),
-            offset: u64::from(cap.offset),
+    for cap in walk(buf, first, fixed_len)? {
+        let bad = |reason| ChainError {
+            offset: cap.offset,
             reason,
         };
-        out.push(match cap.id {
+        out.push(match u32::from(cap.id) {
             VFIO_REGION_INFO_CAP_SPARSE_MMAP => {
                 let nr = ne_u32(cap.bytes, CAP_HEADER_LEN)
                     .ok_or(bad("sparse mmap capability is truncated"))?;
@@ -174,8 +192,8 @@ pub fn region_caps(what: &str, buf: &[u8], first: u32, fixed_len: usize) -> Resu
                     .ok_or(bad("type capability is truncated"))?,
             },
             VFIO_REGION_INFO_CAP_MSIX_MAPPABLE => RegionCap::MsixMappable,
-            id => RegionCap::Unknown {
-                id,
+            _ => RegionCap::Unknown {
+                id: cap.id,
                 version: cap.version,
             },
         });
@@ -201,20 +219,23 @@ pub enum DeviceCap {
     },
 }
 
-/// Parses the capability chain of a device info buffer.
-pub fn device_caps(what: &str, buf: &[u8], first: u32, fixed_len: usize) -> Result<Vec<DeviceCap>> {
-    walk(what, buf, first, fixed_len)?
+/// Parses the capability chain of a device info buffer (arguments as [`walk`]).
+///
+/// # Errors
+///
+/// What [`walk`] returns, and [`ChainError`] for a truncated capability.
+pub fn device_caps(buf: &[u8], first: u32, fixed_len: usize) -> Result<Vec<DeviceCap>> {
+    walk(buf, first, fixed_len)?
         .into_iter()
-        .map(|cap| match cap.id {
+        .map(|cap| match u32::from(cap.id) {
             VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP => Ok(DeviceCap::PciAtomicComp {
-                flags: ne_u32(cap.bytes, CAP_HEADER_LEN).ok_or_else(|| Error::CapChain {
-                    what: what.to_owned(),
-                    offset: u64::from(cap.offset),
+                flags: ne_u32(cap.bytes, CAP_HEADER_LEN).ok_or(ChainError {
+                    offset: cap.offset,
                     reason: "atomic completion capability is truncated",
                 })?,
             }),
-            id => Ok(DeviceCap::Unknown {
-                id,
+            _ => Ok(DeviceCap::Unknown {
+                id: cap.id,
                 version: cap.version,
             }),
         })
@@ -270,7 +291,7 @@ mod tests {
     #[test]
     fn no_chain() {
         let b = Builder::new();
-        assert!(region_caps("r", &b.0, 0, FIXED).unwrap().is_empty());
+        assert!(region_caps(&b.0, 0, FIXED).unwrap().is_empty());
     }
 
     #[test]
@@ -283,7 +304,7 @@ mod tests {
         b.link(a, m);
         b.link(m, t);
         b.link(t, u);
-        let caps = region_caps("r", &b.0, a, FIXED).unwrap();
+        let caps = region_caps(&b.0, a, FIXED).unwrap();
         assert_eq!(
             caps,
             vec![
@@ -313,7 +334,7 @@ mod tests {
         let first = b.cap(3, 1, &[]);
         let second = b.cap(2, 1, &type_body(1, 1));
         b.link(second, first);
-        let caps = region_caps("r", &b.0, second, FIXED).unwrap();
+        let caps = region_caps(&b.0, second, FIXED).unwrap();
         assert_eq!(caps.len(), 2);
     }
 
@@ -324,17 +345,17 @@ mod tests {
         let y = b.cap(3, 1, &[]);
         b.link(x, y);
         b.link(y, x);
-        let err = region_caps("r", &b.0, x, FIXED).unwrap_err();
+        let err = region_caps(&b.0, x, FIXED).unwrap_err();
         assert!(
-            matches!(err, Error::CapChain { reason, offset, .. } if reason.contains("loops") && offset == u64::from(x))
+            matches!(err, ChainError { reason, offset } if reason.contains("loops") && offset == x)
         );
         // A capability pointing at itself.
         let mut b = Builder::new();
         let x = b.cap(3, 1, &[]);
         b.link(x, x);
         assert!(matches!(
-            region_caps("r", &b.0, x, FIXED),
-            Err(Error::CapChain { .. })
+            region_caps(&b.0, x, FIXED),
+            Err(ChainError { .. })
         ));
     }
 
@@ -343,25 +364,22 @@ mod tests {
         let mut b = Builder::new();
         let x = b.cap(3, 1, &[]);
         b.link(x, 0x1000);
-        let err = region_caps("r", &b.0, x, FIXED).unwrap_err();
-        assert!(
-            matches!(err, Error::CapChain { offset: 0x1000, .. }),
-            "{err:?}"
-        );
+        let err = region_caps(&b.0, x, FIXED).unwrap_err();
+        assert!(matches!(err, ChainError { offset: 0x1000, .. }), "{err:?}");
         // A header that starts inside but ends outside the buffer.
         let len = b.0.len() as u32;
         b.link(x, len - 4);
-        assert!(region_caps("r", &b.0, x, FIXED).is_err());
+        assert!(region_caps(&b.0, x, FIXED).is_err());
         // Offsets near u32::MAX must not overflow.
         b.link(x, u32::MAX);
-        assert!(region_caps("r", &b.0, x, FIXED).is_err());
-        assert!(region_caps("r", &b.0, u32::MAX - 3, FIXED).is_err());
+        assert!(region_caps(&b.0, x, FIXED).is_err());
+        assert!(region_caps(&b.0, u32::MAX - 3, FIXED).is_err());
     }
 
     #[test]
     fn first_offset_out_of_bounds_is_an_error() {
         let b = Builder::new();
-        assert!(region_caps("r", &b.0, 64, FIXED).is_err());
+        assert!(region_caps(&b.0, 64, FIXED).is_err());
     }
 
     #[test]
@@ -369,8 +387,8 @@ mod tests {
         let mut b = Builder::new();
         let x = b.cap(3, 1, &[]);
         b.link(x, 8);
-        let err = region_caps("r", &b.0, x, FIXED).unwrap_err();
-        assert!(matches!(err, Error::CapChain { offset: 8, .. }), "{err:?}");
+        let err = region_caps(&b.0, x, FIXED).unwrap_err();
+        assert!(matches!(err, ChainError { offset: 8, .. }), "{err:?}");
     }
 
     #[test]
@@ -379,9 +397,9 @@ mod tests {
         let mut body = sparse_body(&[(0, 0x1000)]);
         body[0..4].copy_from_slice(&3u32.to_ne_bytes()); // claims 3 areas, has 1
         let x = b.cap(1, 1, &body);
-        let err = region_caps("r", &b.0, x, FIXED).unwrap_err();
+        let err = region_caps(&b.0, x, FIXED).unwrap_err();
         assert!(
-            matches!(err, Error::CapChain { reason, .. } if reason.contains("sparse")),
+            matches!(err, ChainError { reason, .. } if reason.contains("sparse")),
             "{err:?}"
         );
         // nr_areas = u32::MAX must not overflow or allocate.
@@ -389,7 +407,7 @@ mod tests {
         let mut body = sparse_body(&[]);
         body[0..4].copy_from_slice(&u32::MAX.to_ne_bytes());
         let x = b.cap(1, 1, &body);
-        assert!(region_caps("r", &b.0, x, FIXED).is_err());
+        assert!(region_caps(&b.0, x, FIXED).is_err());
     }
 
     #[test]
@@ -401,7 +419,7 @@ mod tests {
         let x = b.cap(1, 1, &body);
         let y = b.cap(2, 1, &type_body(1, 1));
         b.link(x, y);
-        assert!(region_caps("r", &b.0, x, FIXED).is_err());
+        assert!(region_caps(&b.0, x, FIXED).is_err());
     }
 
     #[test]
@@ -409,7 +427,7 @@ mod tests {
         let mut b = Builder::new();
         let x = b.cap(2, 1, &[]);
         assert_eq!(b.0.len(), x as usize + CAP_HEADER_LEN);
-        assert!(region_caps("r", &b.0, x, FIXED).is_err());
+        assert!(region_caps(&b.0, x, FIXED).is_err());
     }
 
     #[test]
@@ -419,7 +437,7 @@ mod tests {
         let y = b.cap(1, 1, &[0u8; 8]);
         b.link(x, y);
         assert_eq!(
-            device_caps("d", &b.0, x, 24).unwrap(),
+            device_caps(&b.0, x, 24).unwrap(),
             vec![
                 DeviceCap::PciAtomicComp { flags: 7 },
                 DeviceCap::Unknown { id: 1, version: 1 }

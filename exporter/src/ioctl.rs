@@ -1,212 +1,165 @@
-//! The VFIO ioctls the exporter issues, as safe functions over typed arguments.
+//! The VFIO ioctls of a container, group and device fd, and `UDMABUF_CREATE`,
+//! as safe functions over typed arguments.
 //!
-//! This is the only module with `unsafe` ioctl calls. Each call goes through
-//! `rustix::ioctl::ioctl` with [`Call`], whose output type says what the
-//! kernel's return value means: nothing, a number, or a new file descriptor
-//! (`VFIO_GROUP_GET_DEVICE_FD` and `VFIO_DEVICE_FEATURE_DMA_BUF` return the new
-//! fd as the ioctl's value, so they yield an [`OwnedFd`] directly).
+//! This is the only module of the crate with `unsafe` ioctl calls. Each call is
+//! one opcode-to-argument binding from `peerdma_uapi` (rustix's patterns plus
+//! `peerdma_uapi::ioctl`'s `FdOut`, `FlexUpdater` and `IntOut`), so the argument
+//! type cannot be mixed up with the opcode; the return value is typed by the
+//! pattern (nothing, a number, or a new [`OwnedFd`]).
 //!
-//! Errors are plain [`Errno`]s; callers name the ioctl and the device.
+//! Errors are plain [`Errno`]s; callers name the ioctl ([`VfioIoctl`]) and the
+//! device.
 
-use std::ffi::{c_void, CStr};
-use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr;
+use std::ffi::CStr;
+use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use peerdma_uapi::flex::{Feature, FlexBuf};
+use peerdma_uapi::flex::{DmaBufFeature, Feature, FlexBuf};
+use peerdma_uapi::ioctl::ioctl;
+use peerdma_uapi::udmabuf::{udmabuf_create, UdmabufCreate};
 use peerdma_uapi::vfio::{
-    vfio_device_bind_iommufd, vfio_device_feature_dma_buf, vfio_device_info, vfio_group_status,
-    vfio_region_info, VFIO_CHECK_EXTENSION, VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_FEATURE,
-    VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_GET_INFO,
-    VFIO_DEVICE_GET_REGION_INFO, VFIO_DEVICE_RESET, VFIO_GET_API_VERSION, VFIO_GROUP_GET_DEVICE_FD,
-    VFIO_GROUP_GET_STATUS, VFIO_GROUP_SET_CONTAINER, VFIO_SET_IOMMU,
+    vfio_device_attach_iommufd_pt, vfio_device_bind_iommufd, vfio_device_detach_iommufd_pt,
+    vfio_device_info, vfio_group_status, vfio_region_info, VfioCheckExtension,
+    VfioDeviceAttachIommufdPt, VfioDeviceBindIommufd, VfioDeviceDetachIommufdPt,
+    VfioDeviceFeatureDmaBuf, VfioDeviceFeatureProbe, VfioDeviceGetInfo, VfioDeviceGetRegionInfo,
+    VfioDeviceReset, VfioGetApiVersion, VfioGroupGetDeviceFd, VfioGroupGetStatus,
+    VfioGroupSetContainer, VfioSetIommu, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE,
 };
-use rustix::io::{Errno, Result};
-use rustix::ioctl::{Ioctl, IoctlOutput, Opcode};
+#[cfg(test)]
+use rustix::io::Errno;
+use rustix::io::Result;
 
-/// What an ioctl's non-negative return value means.
-trait Ret {
-    /// The typed result.
-    type Output;
-    /// Converts the raw return value.
-    ///
-    /// # Safety
-    ///
-    /// `out` is the return value of a successful call of an ioctl whose
-    /// return value has this meaning.
-    unsafe fn from_raw(out: IoctlOutput) -> Result<Self::Output>;
+/// The VFIO ioctls this crate issues, by the name the kernel headers give them:
+/// what errors name and what [`explain`](crate::explain) keys its fixes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum VfioIoctl {
+    CheckExtension,
+    DeviceAttachIommufdPt,
+    DeviceBindIommufd,
+    DeviceDetachIommufdPt,
+    DeviceFeature,
+    DeviceGetInfo,
+    DeviceGetRegionInfo,
+    DeviceReset,
+    GetApiVersion,
+    GroupGetDeviceFd,
+    GroupGetStatus,
+    GroupSetContainer,
+    SetIommu,
 }
 
-/// The return value carries nothing (0 on success).
-struct Unit;
-/// The return value is a number.
-struct Int;
-/// The return value is a new file descriptor the caller owns.
-struct Fd;
-
-impl Ret for Unit {
-    type Output = ();
-    unsafe fn from_raw(_: IoctlOutput) -> Result<()> {
-        Ok(())
-    }
-}
-
-impl Ret for Int {
-    type Output = i32;
-    unsafe fn from_raw(out: IoctlOutput) -> Result<i32> {
-        Ok(out)
-    }
-}
-
-impl Ret for Fd {
-    type Output = OwnedFd;
-    unsafe fn from_raw(out: IoctlOutput) -> Result<OwnedFd> {
-        if out < 0 {
-            return Err(Errno::BADF);
+impl VfioIoctl {
+    /// The name as `linux/vfio.h` spells it.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            VfioIoctl::CheckExtension => "VFIO_CHECK_EXTENSION",
+            VfioIoctl::DeviceAttachIommufdPt => "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+            VfioIoctl::DeviceBindIommufd => "VFIO_DEVICE_BIND_IOMMUFD",
+            VfioIoctl::DeviceDetachIommufdPt => "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+            VfioIoctl::DeviceFeature => "VFIO_DEVICE_FEATURE",
+            VfioIoctl::DeviceGetInfo => "VFIO_DEVICE_GET_INFO",
+            VfioIoctl::DeviceGetRegionInfo => "VFIO_DEVICE_GET_REGION_INFO",
+            VfioIoctl::DeviceReset => "VFIO_DEVICE_RESET",
+            VfioIoctl::GetApiVersion => "VFIO_GET_API_VERSION",
+            VfioIoctl::GroupGetDeviceFd => "VFIO_GROUP_GET_DEVICE_FD",
+            VfioIoctl::GroupGetStatus => "VFIO_GROUP_GET_STATUS",
+            VfioIoctl::GroupSetContainer => "VFIO_GROUP_SET_CONTAINER",
+            VfioIoctl::SetIommu => "VFIO_SET_IOMMU",
         }
-        // SAFETY: per this function's contract the ioctl succeeded and returns a
-        // new descriptor that nothing else owns; we take ownership exactly once.
-        Ok(unsafe { OwnedFd::from_raw_fd(out) })
     }
 }
 
-/// One ioctl call: an opcode, a pointer (or integer) argument, and the meaning
-/// of the return value.
-struct Call<R> {
-    opcode: Opcode,
-    arg: *mut c_void,
-    _ret: PhantomData<R>,
-}
-
-// SAFETY: `Call` is only built by `call`, whose callers guarantee that `arg` is
-// the argument `opcode` expects and stays valid for the kernel's reads and
-// writes during the call. IS_MUTATING is true because most VFIO ioctls write
-// their argument back. `output_from_ptr` does not touch the argument; it only
-// interprets the return value as `R` says.
-unsafe impl<R: Ret> Ioctl for Call<R> {
-    type Output = R::Output;
-    const IS_MUTATING: bool = true;
-
-    fn opcode(&self) -> Opcode {
-        self.opcode
-    }
-
-    fn as_ptr(&mut self) -> *mut c_void {
-        self.arg
-    }
-
-    unsafe fn output_from_ptr(out: IoctlOutput, _arg: *mut c_void) -> Result<R::Output> {
-        // SAFETY: rustix calls this only after a successful ioctl; `R` was chosen
-        // by `call`'s caller to match `opcode`.
-        unsafe { R::from_raw(out) }
+impl fmt::Display for VfioIoctl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
-/// Issues `opcode` on `fd` with `arg`.
-///
-/// # Safety
-///
-/// `arg` must be what the kernel expects for `opcode` on this kind of fd (a
-/// pointer to a correctly laid out, writable argument that lives until the call
-/// returns, or an integer value), and `R` must match the meaning of the return
-/// value.
-unsafe fn call<R: Ret>(fd: BorrowedFd<'_>, opcode: Opcode, arg: *mut c_void) -> Result<R::Output> {
-    let call = Call::<R> {
-        opcode,
-        arg,
-        _ret: PhantomData,
-    };
-    // SAFETY: forwarded from this function's contract.
-    unsafe { rustix::ioctl::ioctl(fd, call) }
-}
-
-/// An integer passed by value in the pointer argument.
-fn int_arg(value: usize) -> *mut c_void {
-    ptr::without_provenance_mut(value)
+/// `size_of::<T>()` as the `u32` an `argsz` field holds.
+fn argsz<T>() -> u32 {
+    // Every fixed argument struct is a few dozen bytes.
+    size_of::<T>() as u32
 }
 
 /// `VFIO_GET_API_VERSION` on a container.
 pub(crate) fn get_api_version(container: BorrowedFd<'_>) -> Result<i32> {
-    // SAFETY: takes no argument; returns a number.
-    unsafe { call::<Int>(container, VFIO_GET_API_VERSION, ptr::null_mut()) }
+    // SAFETY: the opcode takes no argument and returns a number.
+    unsafe { ioctl(container, VfioGetApiVersion::new()) }
 }
 
 /// `VFIO_CHECK_EXTENSION` on a container: > 0 when `extension` is supported.
 pub(crate) fn check_extension(container: BorrowedFd<'_>, extension: u32) -> Result<i32> {
-    // SAFETY: the extension number is passed by value; returns a number.
-    unsafe { call::<Int>(container, VFIO_CHECK_EXTENSION, int_arg(extension as usize)) }
+    // SAFETY: the opcode takes the extension number by value and returns a number.
+    unsafe { ioctl(container, VfioCheckExtension::new_usize(extension as usize)) }
 }
 
 /// `VFIO_SET_IOMMU` on a container.
 pub(crate) fn set_iommu(container: BorrowedFd<'_>, iommu_type: u32) -> Result<()> {
-    // SAFETY: the IOMMU type is passed by value; returns 0.
-    unsafe { call::<Unit>(container, VFIO_SET_IOMMU, int_arg(iommu_type as usize)) }
+    // SAFETY: the opcode takes the IOMMU type by value.
+    unsafe { ioctl(container, VfioSetIommu::new_usize(iommu_type as usize)) }
 }
 
 /// `VFIO_GROUP_GET_STATUS`: the group's flags.
 pub(crate) fn group_get_status(group: BorrowedFd<'_>) -> Result<u32> {
     let mut status = vfio_group_status {
-        argsz: size_of::<vfio_group_status>() as u32,
+        argsz: argsz::<vfio_group_status>(),
         flags: 0,
     };
-    // SAFETY: points to a vfio_group_status with argsz set, alive for the call;
-    // the kernel writes the flags back.
-    unsafe {
-        call::<Unit>(
-            group,
-            VFIO_GROUP_GET_STATUS,
-            ptr::from_mut(&mut status).cast(),
-        )?
-    };
+    // SAFETY: the alias binds the opcode to vfio_group_status, argsz set.
+    unsafe { ioctl(group, VfioGroupGetStatus::new(&mut status))? };
     Ok(status.flags)
 }
 
 /// `VFIO_GROUP_SET_CONTAINER`: attaches the group to `container`.
 pub(crate) fn group_set_container(group: BorrowedFd<'_>, container: BorrowedFd<'_>) -> Result<()> {
-    let mut fd: i32 = container.as_raw_fd();
-    // SAFETY: points to an int holding the container fd, alive for the call; the
-    // kernel only reads it.
-    unsafe {
-        call::<Unit>(
-            group,
-            VFIO_GROUP_SET_CONTAINER,
-            ptr::from_mut(&mut fd).cast(),
-        )
-    }
+    // SAFETY: the alias binds the opcode to the int container fd it reads.
+    unsafe { ioctl(group, VfioGroupSetContainer::new(container.as_raw_fd())) }
 }
 
 /// `VFIO_GROUP_GET_DEVICE_FD`: opens the device named `name` (its BDF).
 pub(crate) fn group_get_device_fd(group: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd> {
-    // SAFETY: points to a NUL-terminated string alive for the call (the kernel
-    // only reads it); on success the return value is a new device fd.
-    unsafe {
-        call::<Fd>(
-            group,
-            VFIO_GROUP_GET_DEVICE_FD,
-            name.as_ptr().cast_mut().cast(),
-        )
-    }
+    // SAFETY: the opcode reads the NUL-terminated name and returns a new device fd.
+    unsafe { ioctl(group, VfioGroupGetDeviceFd::new_c_str(name)) }
 }
 
 /// `VFIO_DEVICE_BIND_IOMMUFD` on a cdev device fd: returns the device id.
 pub(crate) fn device_bind_iommufd(device: BorrowedFd<'_>, iommufd: BorrowedFd<'_>) -> Result<u32> {
     let mut bind = vfio_device_bind_iommufd {
-        argsz: size_of::<vfio_device_bind_iommufd>() as u32,
+        argsz: argsz::<vfio_device_bind_iommufd>(),
         flags: 0,
         iommufd: iommufd.as_raw_fd(),
         out_devid: 0,
         token_uuid_ptr: 0,
     };
-    // SAFETY: points to a complete vfio_device_bind_iommufd with argsz set and no
-    // token flag, alive for the call; the kernel writes out_devid back.
-    unsafe {
-        call::<Unit>(
-            device,
-            VFIO_DEVICE_BIND_IOMMUFD,
-            ptr::from_mut(&mut bind).cast(),
-        )?
-    };
+    // SAFETY: the alias binds the opcode to vfio_device_bind_iommufd; no token flag, so
+    // the kernel follows no pointer in it.
+    unsafe { ioctl(device, VfioDeviceBindIommufd::new(&mut bind))? };
     Ok(bind.out_devid)
+}
+
+/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaches a bound cdev device to the IOAS
+/// (or HWPT) `pt_id`; returns the page table id the kernel attached it to.
+pub(crate) fn device_attach_iommufd_pt(device: BorrowedFd<'_>, pt_id: u32) -> Result<u32> {
+    let mut arg = vfio_device_attach_iommufd_pt {
+        argsz: argsz::<vfio_device_attach_iommufd_pt>(),
+        flags: 0,
+        pt_id,
+        pasid: 0,
+    };
+    // SAFETY: the alias binds the opcode to vfio_device_attach_iommufd_pt, argsz set.
+    unsafe { ioctl(device, VfioDeviceAttachIommufdPt::new(&mut arg))? };
+    Ok(arg.pt_id)
+}
+
+/// `VFIO_DEVICE_DETACH_IOMMUFD_PT`: detaches a cdev device from its page table.
+pub(crate) fn device_detach_iommufd_pt(device: BorrowedFd<'_>) -> Result<()> {
+    let mut arg = vfio_device_detach_iommufd_pt {
+        argsz: argsz::<vfio_device_detach_iommufd_pt>(),
+        flags: 0,
+        pasid: 0,
+    };
+    // SAFETY: the alias binds the opcode to vfio_device_detach_iommufd_pt, argsz set.
+    unsafe { ioctl(device, VfioDeviceDetachIommufdPt::new(&mut arg)) }
 }
 
 /// `VFIO_DEVICE_GET_INFO` into `info`, whose `argsz` covers the whole buffer.
@@ -214,10 +167,8 @@ pub(crate) fn device_get_info(
     device: BorrowedFd<'_>,
     info: &mut FlexBuf<vfio_device_info>,
 ) -> Result<()> {
-    // SAFETY: as_mut_ptr() sets argsz to the buffer's byte length, and the
-    // buffer (8-byte aligned, owned by `info`) stays alive and unaliased for the
-    // call; the kernel writes at most argsz bytes.
-    unsafe { call::<Unit>(device, VFIO_DEVICE_GET_INFO, info.as_mut_ptr().cast()) }
+    // SAFETY: the alias binds the opcode to vfio_device_info + caps within argsz.
+    unsafe { ioctl(device, VfioDeviceGetInfo::new(info)) }
 }
 
 /// `VFIO_DEVICE_GET_REGION_INFO` into `info` (index set by the caller).
@@ -225,20 +176,14 @@ pub(crate) fn device_get_region_info(
     device: BorrowedFd<'_>,
     info: &mut FlexBuf<vfio_region_info>,
 ) -> Result<()> {
-    // SAFETY: as in `device_get_info`.
-    unsafe {
-        call::<Unit>(
-            device,
-            VFIO_DEVICE_GET_REGION_INFO,
-            info.as_mut_ptr().cast(),
-        )
-    }
+    // SAFETY: the alias binds the opcode to vfio_region_info + caps within argsz.
+    unsafe { ioctl(device, VfioDeviceGetRegionInfo::new(info)) }
 }
 
 /// `VFIO_DEVICE_RESET`.
 pub(crate) fn device_reset(device: BorrowedFd<'_>) -> Result<()> {
-    // SAFETY: takes no argument; returns 0.
-    unsafe { call::<Unit>(device, VFIO_DEVICE_RESET, ptr::null_mut()) }
+    // SAFETY: the opcode takes no argument.
+    unsafe { ioctl(device, VfioDeviceReset::new()) }
 }
 
 /// `VFIO_DEVICE_FEATURE` with `PROBE | GET | feature`: Ok when GET is supported.
@@ -247,20 +192,28 @@ pub(crate) fn device_feature_probe_get(device: BorrowedFd<'_>, feature: u32) -> 
         VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_GET | feature,
         (),
     );
-    // SAFETY: points to an 8-byte vfio_device_feature with argsz 8, alive for the
-    // call; a PROBE reads no payload.
-    unsafe { call::<Unit>(device, VFIO_DEVICE_FEATURE, ptr::from_mut(&mut arg).cast()) }
+    // SAFETY: the alias binds the opcode to a bare 8-byte vfio_device_feature with
+    // argsz 8; a PROBE reads no payload.
+    unsafe { ioctl(device, VfioDeviceFeatureProbe::new(&mut arg)) }
 }
 
-/// `VFIO_DEVICE_FEATURE` with `GET | DMA_BUF`: the new dma-buf fd.
+/// `VFIO_DEVICE_FEATURE` with `GET | DMA_BUF`: the new dma-buf fd. One ioctl
+/// over the caller's buffer: no allocation, no copy.
 pub(crate) fn device_feature_dma_buf(
     device: BorrowedFd<'_>,
-    arg: &mut FlexBuf<Feature<vfio_device_feature_dma_buf>>,
+    arg: &mut DmaBufFeature,
 ) -> Result<OwnedFd> {
-    // SAFETY: as_mut_ptr() sets argsz and nr_ranges from the buffer, which holds
-    // the header, the payload and nr_ranges ranges, 8-byte aligned and alive for
-    // the call; on success the return value is a new dma-buf fd.
-    unsafe { call::<Fd>(device, VFIO_DEVICE_FEATURE, arg.as_mut_ptr().cast()) }
+    // SAFETY: the alias binds the opcode to the feature header, the dma-buf request and
+    // nr_ranges ranges (argsz and nr_ranges are synced from the buffer); the kernel
+    // returns the new dma-buf fd.
+    unsafe { ioctl(device, VfioDeviceFeatureDmaBuf::new_flex(arg)) }
+}
+
+/// `UDMABUF_CREATE` on `/dev/udmabuf`: the new dma-buf fd over `arg`'s memfd range.
+pub(crate) fn udmabuf_create(udmabuf: BorrowedFd<'_>, arg: &mut udmabuf_create) -> Result<OwnedFd> {
+    // SAFETY: the alias binds the opcode to udmabuf_create, which the kernel only
+    // reads; the memfd it names is the caller's, open for the call. Returns the fd.
+    unsafe { ioctl(udmabuf, UdmabufCreate::new(arg)) }
 }
 
 #[cfg(test)]
@@ -278,6 +231,20 @@ mod tests {
         assert_eq!(
             group_get_device_fd(file.as_fd(), name).unwrap_err(),
             Errno::NOTTY
+        );
+        assert_eq!(device_detach_iommufd_pt(file.as_fd()), Err(Errno::NOTTY));
+        assert_eq!(device_attach_iommufd_pt(file.as_fd(), 1), Err(Errno::NOTTY));
+    }
+
+    #[test]
+    fn ioctl_names_are_the_header_spellings() {
+        assert_eq!(
+            VfioIoctl::DeviceBindIommufd.to_string(),
+            "VFIO_DEVICE_BIND_IOMMUFD"
+        );
+        assert_eq!(
+            VfioIoctl::GroupSetContainer.name(),
+            "VFIO_GROUP_SET_CONTAINER"
         );
     }
 }

@@ -9,13 +9,17 @@
 //! device's [`RevokeState`] and [`RevokeEvent`]s follow what the kernel does to
 //! the buffers on memory-decode changes, resets, power-state changes and close.
 //!
+//! Beside the VFIO path: [`fdinfo`] reads what the kernel says about any
+//! dma-buf (no VFIO involved), and [`udmabuf`] is the system-memory exporter,
+//! the baseline a BAR dma-buf is compared with.
+//!
 //! `unsafe` lives in two places: the ioctl calls (private module `ioctl`) and
 //! the BAR mapping ([`MappedRegion`]).
 
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod bar;
-pub mod bdf;
 mod config_space;
 pub mod device;
 pub mod dmabuf;
@@ -26,7 +30,6 @@ pub mod fdinfo;
 pub mod info;
 pub mod info_caps;
 mod ioctl;
-mod lifecycle;
 pub mod mmap;
 pub mod msix;
 pub mod open;
@@ -36,14 +39,15 @@ pub mod ranges;
 pub mod region;
 pub mod revoke;
 pub mod sysfs;
+pub mod udmabuf;
 
+pub use addr::{Bdf, ParseBdfError, RegionIndex};
 pub use bar::{Bar, BarKind};
-pub use bdf::Bdf;
 pub use device::{Device, OpenedVia};
 pub use dmabuf::DmaBuf;
 pub use error::{Error, Result};
 pub use export::DmaBufSupport;
-pub use fdinfo::FdInfo;
+pub use fdinfo::{FdInfo, FdInfoError};
 pub use info::DeviceInfo;
 pub use info_caps::{DeviceCap, RegionCap, SparseMmapArea};
 pub use mmap::{MappedRegion, MmioValue};
@@ -51,8 +55,9 @@ pub use msix::{MsixLayout, MsixStructure};
 pub use open::{AccessPath, OpenOptions, PassedFds};
 pub use p2pdma::{HostCpu, P2pRoute, P2pVerdict, Upstream};
 pub use pci_caps::{FlrMethod, PciCap};
-pub use ranges::{BarTarget, DmaRange, ExportOptions};
+pub use ranges::{BarFacts, DmaRange, ExportOptions};
 pub use region::{RegionFlags, RegionInfo};
 pub use revoke::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
 pub use rustix::io::Errno;
 pub use sysfs::{PciDevice, Resource, Sysfs};
+pub use udmabuf::{Udmabuf, UdmabufError};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use rustix::mm::{MapFlags, ProtFlags};
 
+use crate::addr::RegionIndex;
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 
@@ -20,7 +21,7 @@ pub struct MappedRegion {
     ptr: NonNull<u8>,
     len: usize,
     map_len: usize,
-    region: u32,
+    region: RegionIndex,
     offset: u64,
     device: Arc<DeviceInner>,
 }
@@ -68,7 +69,7 @@ impl MappedRegion {
 
     /// Region index.
     pub fn region(&self) -> u32 {
-        self.region
+        self.region.get()
     }
 
     /// Offset of the mapping inside the region.
@@ -94,6 +95,11 @@ impl MappedRegion {
     }
 
     /// Volatile read of a naturally aligned integer at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MmioAccess`] when the access leaves the mapping or is not
+    /// naturally aligned.
     pub fn read<T: MmioValue>(&self, offset: usize) -> Result<T> {
         let p = self.check::<T>(offset)?;
         // SAFETY: `check` proved the access is inside the live mapping and
@@ -102,6 +108,11 @@ impl MappedRegion {
     }
 
     /// Volatile write of a naturally aligned integer at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MmioAccess`] when the access leaves the mapping or is not
+    /// naturally aligned.
     pub fn write<T: MmioValue>(&self, offset: usize, value: T) -> Result<()> {
         let p = self.check::<T>(offset)?;
         // SAFETY: as in `read`; the mapping was made writable or the kernel
@@ -112,6 +123,10 @@ impl MappedRegion {
     }
 
     /// Copies `buf.len()` bytes from `offset` with byte-wise volatile reads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MmioAccess`] when the span leaves the mapping.
     pub fn read_bytes(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         for (i, b) in buf.iter_mut().enumerate() {
             *b = self.read::<u8>(offset + i)?;
@@ -120,6 +135,10 @@ impl MappedRegion {
     }
 
     /// Copies `data` to `offset` with byte-wise volatile writes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MmioAccess`] when the span leaves the mapping.
     pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
         for (i, b) in data.iter().enumerate() {
             self.write::<u8>(offset + i, *b)?;
@@ -140,14 +159,32 @@ impl Drop for MappedRegion {
 impl Device {
     /// Maps the whole region `index` (a BAR with the mmap flag and no sparse
     /// areas).
-    pub fn map_region(&self, index: u32) -> Result<MappedRegion> {
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::map_region_range`] over the whole region.
+    pub fn map_region(&self, index: impl Into<RegionIndex>) -> Result<MappedRegion> {
+        let index = index.into();
         let info = self.region_info(index)?;
         self.map_region_range(index, 0, info.size)
     }
 
     /// Maps `len` bytes of region `index` at `offset` (page aligned), which must
     /// lie inside the region and, if it lists sparse areas, inside one.
-    pub fn map_region_range(&self, index: u32, offset: u64, len: u64) -> Result<MappedRegion> {
+    ///
+    /// # Errors
+    ///
+    /// What [`Device::region_info`] returns; [`Error::RegionNotMappable`] when
+    /// the region has no mmap flag, the length is 0, the offset is not page
+    /// aligned, or the span leaves the region or its sparse areas;
+    /// [`Error::Mmap`] with the errno when `mmap` fails.
+    pub fn map_region_range(
+        &self,
+        index: impl Into<RegionIndex>,
+        offset: u64,
+        len: u64,
+    ) -> Result<MappedRegion> {
+        let index = index.into();
         let bdf = self.bdf();
         let info = self.region_info(index)?;
         let not = |reason| Error::RegionNotMappable {

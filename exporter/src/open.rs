@@ -23,10 +23,10 @@ use peerdma_uapi::vfio::{
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::bdf::Bdf;
+use crate::addr::Bdf;
 use crate::error::{Error, Result};
 use crate::explain::{self, Node};
-use crate::ioctl;
+use crate::ioctl::{self, VfioIoctl};
 use crate::sysfs::{PciDevice, Sysfs};
 
 /// Which VFIO access path to open a device through.
@@ -224,7 +224,7 @@ fn open_node(bdf: Bdf, path: &Path, node: Node) -> Result<OwnedFd> {
 /// Binds a cdev device fd to an iommufd.
 fn bind(bdf: Bdf, device: &OwnedFd, iommufd: &OwnedFd) -> Result<u32> {
     ioctl::device_bind_iommufd(device.as_fd(), iommufd.as_fd())
-        .map_err(explain::ioctl_err(bdf, "VFIO_DEVICE_BIND_IOMMUFD"))
+        .map_err(explain::ioctl_err(bdf, VfioIoctl::DeviceBindIommufd))
 }
 
 /// Opens the cdev named by `plan` and binds it to `iommufd`.
@@ -252,7 +252,7 @@ fn group_device(
     container_is_fresh: bool,
 ) -> Result<(OwnedFd, Binding)> {
     let status = ioctl::group_get_status(group.as_fd())
-        .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_GET_STATUS"))?;
+        .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupGetStatus))?;
     if status & VFIO_GROUP_FLAGS_VIABLE == 0 {
         return Err(Error::GroupNotViable {
             bdf,
@@ -266,37 +266,34 @@ fn group_device(
             VFIO_TYPE1v2_IOMMU
         };
         let version = ioctl::get_api_version(container.as_fd())
-            .map_err(explain::ioctl_err(bdf, "VFIO_GET_API_VERSION"))?;
+            .map_err(explain::ioctl_err(bdf, VfioIoctl::GetApiVersion))?;
         if version != VFIO_API_VERSION as i32 {
             return Err(Error::Ioctl {
                 bdf,
-                ioctl: "VFIO_GET_API_VERSION",
+                ioctl: VfioIoctl::GetApiVersion.name(),
                 errno: Errno::PROTO,
                 fix: "the container speaks another VFIO API version than 0",
             });
         }
         let supported = ioctl::check_extension(container.as_fd(), iommu_type)
-            .map_err(explain::ioctl_err(bdf, "VFIO_CHECK_EXTENSION"))?;
+            .map_err(explain::ioctl_err(bdf, VfioIoctl::CheckExtension))?;
         if supported <= 0 {
             return Err(Error::IommuTypeUnsupported { bdf, iommu_type });
         }
         ioctl::group_set_container(group.as_fd(), container.as_fd())
-            .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_SET_CONTAINER"))?;
+            .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupSetContainer))?;
         match ioctl::set_iommu(container.as_fd(), iommu_type) {
             Ok(()) => {}
             // A container handed over may already have its IOMMU set by an
             // earlier group; the kernel says EINVAL then and attached our group
             // to it in SET_CONTAINER.
             Err(Errno::INVAL) if !container_is_fresh => {}
-            Err(errno) => return Err(explain::ioctl_err(bdf, "VFIO_SET_IOMMU")(errno)),
+            Err(errno) => return Err(explain::ioctl_err(bdf, VfioIoctl::SetIommu)(errno)),
         }
     }
-    let name = CString::new(bdf.to_string()).map_err(|_| Error::BdfParse {
-        input: bdf.to_string(),
-        reason: "contains a NUL byte",
-    })?;
+    let name = CString::new(bdf.to_string()).expect("a BDF's text has no NUL byte");
     let device = ioctl::group_get_device_fd(group.as_fd(), &name)
-        .map_err(explain::ioctl_err(bdf, "VFIO_GROUP_GET_DEVICE_FD"))?;
+        .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupGetDeviceFd))?;
     Ok((
         device,
         Binding::Group {

@@ -5,8 +5,7 @@
 //! Everything here works on a byte slice, so malformed lists are unit-tested
 //! without a device: loops and pointers outside the snapshot are errors.
 
-use crate::bdf::Bdf;
-use crate::error::{Error, Result};
+pub use crate::info_caps::ChainError;
 
 pub(crate) use peerdma_uapi::pci::{
     PCI_AF_CAP, PCI_AF_CAP_FLR, PCI_AF_CAP_TP, PCI_AF_CTRL, PCI_AF_CTRL_FLR, PCI_BASE_ADDRESS_0,
@@ -14,13 +13,9 @@ pub(crate) use peerdma_uapi::pci::{
     PCI_CAP_LIST_NEXT, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_EXP_DEVCAP,
     PCI_EXP_DEVCAP_FLR, PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, PCI_MSIX_FLAGS,
     PCI_MSIX_FLAGS_QSIZE, PCI_MSIX_PBA, PCI_MSIX_PBA_BIR, PCI_MSIX_PBA_OFFSET, PCI_MSIX_TABLE,
-    PCI_MSIX_TABLE_BIR, PCI_MSIX_TABLE_OFFSET, PCI_PM_CTRL, PCI_PM_CTRL_STATE_MASK, PCI_STATUS,
-    PCI_STATUS_CAP_LIST, PCI_STD_HEADER_SIZEOF,
+    PCI_MSIX_TABLE_BIR, PCI_MSIX_TABLE_OFFSET, PCI_PM_CTRL, PCI_PM_CTRL_PME_STATUS,
+    PCI_PM_CTRL_STATE_MASK, PCI_STATUS, PCI_STATUS_CAP_LIST, PCI_STD_HEADER_SIZEOF,
 };
-
-// TODO(uapi): peerdma_uapi::pci lacks this one (pci_regs.h names it).
-/// PMCSR PME status bit, write-one-to-clear (`PCI_PM_CTRL_PME_STATUS`).
-pub(crate) const PCI_PM_CTRL_PME_STATUS: u16 = 0x8000;
 
 /// The kernel's bound on standard capability list walks (PCI_FIND_CAP_TTL).
 const MAX_CAPS: usize = 48;
@@ -56,12 +51,15 @@ pub struct PciCap {
 /// Walks the standard capability list of a config-space snapshot.
 ///
 /// An empty list (status bit clear, or a zero first pointer) is not an error.
-/// A pointer into the standard header, a pointer whose header lies outside the
-/// snapshot, a loop, or more than 48 entries are errors.
-pub fn capabilities(bdf: Bdf, config: &[u8]) -> Result<Vec<PciCap>> {
-    let bad = |offset: u16, reason| Error::PciCapChain {
-        bdf,
-        offset,
+///
+/// # Errors
+///
+/// [`ChainError`] (offset: the config-space offset of the offending pointer)
+/// for a pointer into the standard header, a pointer whose header lies outside
+/// the snapshot, a loop, or more than 48 entries.
+pub fn capabilities(config: &[u8]) -> Result<Vec<PciCap>, ChainError> {
+    let bad = |offset: u16, reason| ChainError {
+        offset: u32::from(offset),
         reason,
     };
     let status = cfg_u16(config, PCI_STATUS)
@@ -159,10 +157,6 @@ pub fn pmcsr_offset(caps: &[PciCap]) -> Option<u16> {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn bdf() -> Bdf {
-        "0000:01:00.0".parse().unwrap()
-    }
-
     /// A 256-byte config space with the given (offset, id, next) capabilities.
     pub(crate) fn config_with(caps: &[(u8, u8, u8)]) -> Vec<u8> {
         let mut config = vec![0u8; 256];
@@ -181,7 +175,7 @@ pub(crate) mod tests {
     #[test]
     fn walks_list() {
         let config = config_with(&[(0x40, 0x01, 0x50), (0x50, 0x10, 0x98), (0x98, 0x11, 0)]);
-        let caps = capabilities(bdf(), &config).unwrap();
+        let caps = capabilities(&config).unwrap();
         assert_eq!(
             caps,
             vec![
@@ -207,17 +201,17 @@ pub(crate) mod tests {
     #[test]
     fn no_list_is_empty() {
         let config = config_with(&[]);
-        assert!(capabilities(bdf(), &config).unwrap().is_empty());
+        assert!(capabilities(&config).unwrap().is_empty());
         let mut config = config_with(&[(0x40, 1, 0)]);
         config[PCI_STATUS as usize] = 0;
-        assert!(capabilities(bdf(), &config).unwrap().is_empty());
+        assert!(capabilities(&config).unwrap().is_empty());
     }
 
     #[test]
     fn low_bits_of_pointers_are_ignored() {
         let mut config = config_with(&[(0x40, 0x01, 0x53), (0x50, 0x05, 0)]);
         config[PCI_CAPABILITY_LIST as usize] = 0x42;
-        let caps = capabilities(bdf(), &config).unwrap();
+        let caps = capabilities(&config).unwrap();
         assert_eq!(
             caps.iter().map(|c| c.offset).collect::<Vec<_>>(),
             vec![0x40, 0x50]
@@ -227,52 +221,43 @@ pub(crate) mod tests {
     #[test]
     fn all_ones_id_ends_the_walk() {
         let config = config_with(&[(0x40, 0x01, 0x50), (0x50, 0xff, 0x60), (0x60, 0x11, 0)]);
-        assert_eq!(capabilities(bdf(), &config).unwrap().len(), 1);
+        assert_eq!(capabilities(&config).unwrap().len(), 1);
     }
 
     #[test]
     fn loop_is_an_error() {
         let config = config_with(&[(0x40, 0x01, 0x50), (0x50, 0x10, 0x40)]);
-        let err = capabilities(bdf(), &config).unwrap_err();
+        let err = capabilities(&config).unwrap_err();
         assert!(
-            matches!(err, Error::PciCapChain { offset: 0x51, reason, .. } if reason.contains("loops")),
+            matches!(err, ChainError { offset: 0x51, reason } if reason.contains("loops")),
             "{err:?}"
         );
         let config = config_with(&[(0x40, 0x01, 0x40)]);
-        assert!(matches!(
-            capabilities(bdf(), &config),
-            Err(Error::PciCapChain { .. })
-        ));
+        assert!(matches!(capabilities(&config), Err(ChainError { .. })));
     }
 
     #[test]
     fn pointer_into_header_is_an_error() {
         let config = config_with(&[(0x40, 0x01, 0x3c)]);
-        let err = capabilities(bdf(), &config).unwrap_err();
-        assert!(
-            matches!(err, Error::PciCapChain { offset: 0x41, .. }),
-            "{err:?}"
-        );
+        let err = capabilities(&config).unwrap_err();
+        assert!(matches!(err, ChainError { offset: 0x41, .. }), "{err:?}");
     }
 
     #[test]
     fn pointer_past_snapshot_is_an_error() {
         let config = config_with(&[(0x40, 0x01, 0xfc)]);
         // Only 0x80 bytes were read.
-        let err = capabilities(bdf(), &config[..0x80]).unwrap_err();
-        assert!(
-            matches!(err, Error::PciCapChain { offset: 0x41, .. }),
-            "{err:?}"
-        );
+        let err = capabilities(&config[..0x80]).unwrap_err();
+        assert!(matches!(err, ChainError { offset: 0x41, .. }), "{err:?}");
         // A snapshot too short for the status register is an error, not a panic.
-        assert!(capabilities(bdf(), &config[..4]).is_err());
-        assert!(capabilities(bdf(), &config[..0x30]).is_err());
+        assert!(capabilities(&config[..4]).is_err());
+        assert!(capabilities(&config[..0x30]).is_err());
     }
 
     #[test]
     fn flr_from_pcie_devcap() {
         let mut config = config_with(&[(0x40, PCI_CAP_ID_EXP, 0)]);
-        let caps = capabilities(bdf(), &config).unwrap();
+        let caps = capabilities(&config).unwrap();
         assert_eq!(flr_method(&config, &caps), None);
         config[0x44..0x48].copy_from_slice(&PCI_EXP_DEVCAP_FLR.to_le_bytes());
         assert_eq!(
@@ -284,7 +269,7 @@ pub(crate) mod tests {
     #[test]
     fn flr_from_af_needs_tp_too() {
         let mut config = config_with(&[(0x60, PCI_CAP_ID_AF, 0)]);
-        let caps = capabilities(bdf(), &config).unwrap();
+        let caps = capabilities(&config).unwrap();
         config[0x63] = PCI_AF_CAP_FLR;
         assert_eq!(flr_method(&config, &caps), None);
         config[0x63] = PCI_AF_CAP_FLR | PCI_AF_CAP_TP;

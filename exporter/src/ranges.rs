@@ -25,10 +25,9 @@
 
 use rustix::fs::OFlags;
 
-use crate::bdf::Bdf;
+use crate::addr::{Bdf, RegionIndex};
 use crate::error::{Error, Result};
 use crate::msix::MsixLayout;
-use crate::region::is_bar;
 
 /// The kernel's `DMA_IOVA_USE_SWIOTLB`: a dma-buf size with this bit is refused.
 pub const DMA_IOVA_USE_SWIOTLB: u64 = 1 << 63;
@@ -63,11 +62,11 @@ impl Default for ExportOptions {
 
 /// What validation needs to know about the BAR being exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BarTarget {
+pub struct BarFacts {
     /// Device.
     pub bdf: Bdf,
     /// Region index asked for.
-    pub region: u32,
+    pub region: RegionIndex,
     /// BAR size from region info (`pci_resource_len`); 0 when absent.
     pub size: u64,
     /// Physical base address of the BAR (sysfs `resource`); 0 when unknown,
@@ -84,8 +83,8 @@ pub struct BarTarget {
 }
 
 /// Checks an export request; returns the dma-buf size (sum of the lengths).
-pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: bool) -> Result<u64> {
-    let BarTarget {
+pub fn validate(target: &BarFacts, ranges: &[DmaRange], allow_msix_overlap: bool) -> Result<u64> {
+    let BarFacts {
         bdf,
         region,
         size: bar_size,
@@ -100,7 +99,7 @@ pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: boo
     }
 
     // 2. A claimed BAR.
-    if !is_bar(region) {
+    if !region.is_bar() {
         return Err(Error::RegionNotBar { bdf, region });
     }
     if bar_size == 0 {
@@ -190,7 +189,7 @@ pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: boo
     // This library's rule: keep peers away from MSI-X structures.
     if let Some(msix) = target.msix {
         if !target.msix_mappable && !allow_msix_overlap {
-            for span in msix.spans_in(region, page_size) {
+            for span in msix.spans_in(region.get(), page_size) {
                 for (range, r) in ranges.iter().enumerate() {
                     let end = r.offset + r.length; // checked in step 6
                     if r.offset < span.end && span.start < end {
@@ -227,7 +226,7 @@ pub fn validate(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: boo
 /// `dst` is as long as `ranges` (the argument buffer is made for them).
 #[inline]
 pub(crate) fn fill_checked(
-    target: &BarTarget,
+    target: &BarFacts,
     ranges: &[DmaRange],
     dst: &mut [DmaRange],
     allow_msix_overlap: bool,
@@ -235,10 +234,10 @@ pub(crate) fn fill_checked(
     debug_assert_eq!(dst.len(), ranges.len(), "argument buffer and ranges differ");
     // Steps 1, 2 and 5 do not depend on the ranges. (`|`, not `||`: no branches.)
     let target_refused =
-        ranges.is_empty() | !is_bar(target.region) | (target.size == 0) | !target.is_memory;
+        ranges.is_empty() | !target.region.is_bar() | (target.size == 0) | !target.is_memory;
     let spans = match target.msix {
         Some(msix) if !target.msix_mappable && !allow_msix_overlap => {
-            msix.span_slots(target.region, target.page_size)
+            msix.span_slots(target.region.get(), target.page_size)
         }
         _ => [None, None],
     };
@@ -266,7 +265,7 @@ pub(crate) fn fill_checked(
 /// reports first.
 #[cold]
 #[inline(never)]
-fn first_error(target: &BarTarget, ranges: &[DmaRange], allow_msix_overlap: bool) -> Result<()> {
+fn first_error(target: &BarFacts, ranges: &[DmaRange], allow_msix_overlap: bool) -> Result<()> {
     validate(target, ranges, allow_msix_overlap).map(|_| ())
 }
 
@@ -342,10 +341,10 @@ mod tests {
     /// The last page-aligned offset below 2^64.
     const LAST_PAGE: u64 = !0xfff;
 
-    fn bar2() -> BarTarget {
-        BarTarget {
+    fn bar2() -> BarFacts {
+        BarFacts {
             bdf: "0000:00:03.0".parse().unwrap(),
-            region: 2,
+            region: RegionIndex(2),
             size: 0x100_0000,
             base: 0xfc00_0000,
             is_memory: true,
@@ -355,9 +354,9 @@ mod tests {
         }
     }
 
-    fn with_msix() -> BarTarget {
+    fn with_msix() -> BarFacts {
         // 32 vectors: table at 0x2000 (one page), PBA at 0x3800.
-        BarTarget {
+        BarFacts {
             msix: Some(MsixLayout {
                 vectors: 32,
                 table_bir: 2,
@@ -373,7 +372,7 @@ mod tests {
         DmaRange::new(offset, length)
     }
 
-    fn check(t: &BarTarget, ranges: &[DmaRange]) -> Result<u64> {
+    fn check(t: &BarFacts, ranges: &[DmaRange]) -> Result<u64> {
         validate(t, ranges, false)
     }
 
@@ -396,19 +395,31 @@ mod tests {
     #[test]
     fn no_ranges_first() {
         // nr_ranges is checked before the region.
-        let t = BarTarget {
-            region: 7,
+        let t = BarFacts {
+            region: RegionIndex(7),
             ..bar2()
         };
         let err = check(&t, &[]).unwrap_err();
-        assert!(matches!(err, Error::NoRanges { region: 7, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::NoRanges {
+                    region: RegionIndex(7),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(err.errno(), Some(Errno::INVAL));
     }
 
     #[test]
     fn non_bar_regions_are_enodev() {
         for region in [6, 7, 8, 9, 100] {
-            let t = BarTarget { region, ..bar2() };
+            let t = BarFacts {
+                region: RegionIndex(region),
+                ..bar2()
+            };
             let err = check(&t, &[r(0, PAGE)]).unwrap_err();
             assert!(
                 matches!(err, Error::RegionNotBar { .. }),
@@ -420,9 +431,18 @@ mod tests {
 
     #[test]
     fn absent_bar_is_enodev_before_range_checks() {
-        let t = BarTarget { size: 0, ..bar2() };
+        let t = BarFacts { size: 0, ..bar2() };
         let err = check(&t, &[r(1, 0)]).unwrap_err();
-        assert!(matches!(err, Error::BarAbsent { region: 2, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::BarAbsent {
+                    region: RegionIndex(2),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(err.errno(), Some(Errno::NODEV));
     }
 
@@ -467,7 +487,7 @@ mod tests {
 
     #[test]
     fn page_size_is_a_parameter() {
-        let t = BarTarget {
+        let t = BarFacts {
             page_size: 0x10000,
             ..bar2()
         };
@@ -519,13 +539,19 @@ mod tests {
 
     #[test]
     fn io_bar_has_no_provider() {
-        let t = BarTarget {
+        let t = BarFacts {
             is_memory: false,
             ..bar2()
         };
         let err = check(&t, &[r(0, PAGE)]).unwrap_err();
         assert!(
-            matches!(err, Error::BarNotMemory { region: 2, .. }),
+            matches!(
+                err,
+                Error::BarNotMemory {
+                    region: RegionIndex(2),
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert_eq!(err.errno(), Some(Errno::INVAL));
@@ -595,7 +621,7 @@ mod tests {
 
     #[test]
     fn unknown_base_still_catches_offset_plus_length_overflow() {
-        let t = BarTarget { base: 0, ..bar2() };
+        let t = BarFacts { base: 0, ..bar2() };
         assert!(matches!(
             check(&t, &[r(LAST_PAGE, PAGE)]),
             Err(Error::RangeOverflow { base: 0, .. })
@@ -608,7 +634,7 @@ mod tests {
 
     #[test]
     fn sub_page_bar_is_named() {
-        let t = BarTarget {
+        let t = BarFacts {
             size: 0x100,
             ..bar2()
         };
@@ -690,8 +716,8 @@ mod tests {
 
     #[test]
     fn msix_in_another_bar_does_not_matter() {
-        let t = BarTarget {
-            region: 0,
+        let t = BarFacts {
+            region: RegionIndex(0),
             ..with_msix()
         };
         assert_eq!(check(&t, &[r(0x2000, PAGE)]).unwrap(), PAGE);
@@ -699,7 +725,7 @@ mod tests {
 
     #[test]
     fn msix_mappable_or_override_allows_it() {
-        let t = BarTarget {
+        let t = BarFacts {
             msix_mappable: true,
             ..with_msix()
         };
@@ -727,8 +753,8 @@ mod tests {
             assert!(msg.contains(needle), "{needle:?} missing in {msg}");
         }
         let err = check(
-            &BarTarget {
-                region: 7,
+            &BarFacts {
+                region: RegionIndex(7),
                 ..bar2()
             },
             &[r(0, PAGE)],
@@ -740,7 +766,7 @@ mod tests {
 
     /// `fill_checked` against `validate`: the same size or the same error, and on
     /// success a copy of the ranges.
-    fn fill_agrees(t: &BarTarget, ranges: &[DmaRange], allow: bool) {
+    fn fill_agrees(t: &BarFacts, ranges: &[DmaRange], allow: bool) {
         let mut dst = vec![DmaRange::default(); ranges.len()];
         let filled = fill_checked(t, ranges, &mut dst, allow);
         let validated = validate(t, ranges, allow);
@@ -759,33 +785,33 @@ mod tests {
         let targets = [
             bar2(),
             with_msix(),
-            BarTarget {
+            BarFacts {
                 msix_mappable: true,
                 ..with_msix()
             },
-            BarTarget {
-                region: 0,
+            BarFacts {
+                region: RegionIndex(0),
                 ..with_msix()
             },
-            BarTarget {
+            BarFacts {
                 is_memory: false,
                 ..bar2()
             },
-            BarTarget { size: 0, ..bar2() },
-            BarTarget {
-                region: 7,
+            BarFacts { size: 0, ..bar2() },
+            BarFacts {
+                region: RegionIndex(7),
                 ..bar2()
             },
-            BarTarget { base: 0, ..bar2() },
-            BarTarget {
+            BarFacts { base: 0, ..bar2() },
+            BarFacts {
                 base: LAST_PAGE - 0x100_0000,
                 ..bar2()
             },
-            BarTarget {
+            BarFacts {
                 size: 0x100,
                 ..bar2()
             },
-            BarTarget {
+            BarFacts {
                 page_size: 0x10000,
                 ..bar2()
             },
@@ -832,7 +858,7 @@ mod tests {
     #[test]
     fn one_pass_fill_copies_many_ranges() {
         let ranges: Vec<DmaRange> = (0..1024).map(|i| r(2 * i * PAGE, PAGE)).collect();
-        let t = BarTarget {
+        let t = BarFacts {
             size: 0x100_0000 * 2,
             ..bar2()
         };

@@ -1,12 +1,10 @@
 //! VFIO regions: what `VFIO_DEVICE_GET_REGION_INFO` reports about each one.
 //!
-//! vfio-pci uses fixed indexes: BAR0..BAR5 are regions 0..5, then the ROM (6),
-//! config space (7) and VGA (8); device-specific regions follow from 9 and are
-//! identified by a type capability. The offset of each region inside the device
+//! vfio-pci uses fixed indexes ([`RegionIndex`](crate::RegionIndex)): BAR0..BAR5
+//! are regions 0..5, then the ROM (6), config space (7) and VGA (8);
+//! device-specific regions follow from 9 and are identified by a type capability. The offset of each region inside the device
 //! fd comes from region info (vfio-pci uses `index << 40`, but nothing here
 //! assumes it).
-
-use std::fmt;
 
 use crate::info_caps::{RegionCap, SparseMmapArea};
 
@@ -16,32 +14,6 @@ pub use peerdma_uapi::vfio::{
     VFIO_REGION_INFO_FLAG_CAPS, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
     VFIO_REGION_INFO_FLAG_WRITE,
 };
-
-/// Human name of a vfio-pci region index, for messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RegionName(pub u32);
-
-impl fmt::Display for RegionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            i @ VFIO_PCI_BAR0_REGION_INDEX..=VFIO_PCI_BAR5_REGION_INDEX => write!(f, "BAR{i}"),
-            VFIO_PCI_ROM_REGION_INDEX => f.write_str("ROM (region 6)"),
-            VFIO_PCI_CONFIG_REGION_INDEX => f.write_str("config space (region 7)"),
-            VFIO_PCI_VGA_REGION_INDEX => f.write_str("VGA (region 8)"),
-            i => write!(f, "device-specific region {i}"),
-        }
-    }
-}
-
-/// Names a region index for messages ("BAR2", "ROM (region 6)", ...).
-pub fn region_name(index: u32) -> RegionName {
-    RegionName(index)
-}
-
-/// Whether a region index is one of BAR0..BAR5.
-pub fn is_bar(index: u32) -> bool {
-    index <= VFIO_PCI_BAR5_REGION_INDEX
-}
 
 /// The flags of a region (`VFIO_REGION_INFO_FLAG_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -131,16 +103,6 @@ impl RegionInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(region_name(2).to_string(), "BAR2");
-        assert_eq!(region_name(6).to_string(), "ROM (region 6)");
-        assert_eq!(region_name(7).to_string(), "config space (region 7)");
-        assert_eq!(region_name(8).to_string(), "VGA (region 8)");
-        assert_eq!(region_name(9).to_string(), "device-specific region 9");
-        assert!(is_bar(5) && !is_bar(6));
-    }
 
     fn info(flags: u32, caps: Vec<RegionCap>) -> RegionInfo {
         RegionInfo {

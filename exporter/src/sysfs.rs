@@ -9,21 +9,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::bdf::Bdf;
+use crate::addr::Bdf;
 use crate::error::{Error, Result};
 
-/// `IORESOURCE_IO`.
-pub const IORESOURCE_IO: u64 = 0x0000_0100;
-/// `IORESOURCE_MEM`.
-pub const IORESOURCE_MEM: u64 = 0x0000_0200;
-/// `IORESOURCE_PREFETCH`.
-pub const IORESOURCE_PREFETCH: u64 = 0x0000_2000;
-/// `IORESOURCE_MEM_64`.
-pub const IORESOURCE_MEM_64: u64 = 0x0010_0000;
-/// `IORESOURCE_DISABLED`.
-pub const IORESOURCE_DISABLED: u64 = 0x1000_0000;
-/// `IORESOURCE_UNSET`.
-pub const IORESOURCE_UNSET: u64 = 0x2000_0000;
+pub use peerdma_uapi::pci::{
+    IORESOURCE_DISABLED, IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH,
+    IORESOURCE_UNSET,
+};
 
 /// Number of `resource` lines that describe BAR0..BAR5 and the ROM.
 pub const BAR_AND_ROM_RESOURCES: usize = 7;
@@ -106,8 +98,11 @@ impl Sysfs {
 
     /// Reads everything this library needs about one PCI function.
     ///
+    /// # Errors
+    ///
     /// A BDF with no directory under a mounted `bus/pci/devices/` is
-    /// [`Error::NoSuchDevice`]; other read failures are [`Error::Sysfs`].
+    /// [`Error::NoSuchDevice`]; other read failures are [`Error::Sysfs`];
+    /// an attribute in an unexpected format is [`Error::SysfsParse`].
     pub fn device(&self, bdf: Bdf) -> Result<PciDevice> {
         let path = self.device_path(bdf);
         self.check_exists(bdf, &path)?;
@@ -295,6 +290,11 @@ fn vfio_dev_name(dir: &Path) -> Result<Option<String>> {
 
 /// Parses the `resource` file: one `0x... 0x... 0x...` line per resource;
 /// keeps the first seven (BAR0..BAR5, ROM), padding absent ones with zeros.
+///
+/// # Errors
+///
+/// [`Error::SysfsParse`] (naming `path`) for a line that is not three hex
+/// numbers.
 pub fn parse_resources(path: &Path, text: &str) -> Result<Vec<Resource>> {
     let mut out = Vec::with_capacity(BAR_AND_ROM_RESOURCES);
     for line in text.lines().take(BAR_AND_ROM_RESOURCES) {

@@ -15,6 +15,8 @@ pub mod iommufd;
 #[cfg(feature = "rdma")]
 #[deny(missing_docs)]
 pub mod rdma;
-pub mod udmabuf;
+/// The system-memory exporter, now [`peerdma_exporter::udmabuf`]; re-exported
+/// here so that existing users keep compiling.
+pub use peerdma_exporter::udmabuf;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;

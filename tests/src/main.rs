@@ -177,8 +177,8 @@ fn real_main() -> Result<u8> {
         }
         Cmd::Kernel { kernel } => {
             let k = peerdma_testbed::kernel::resolve(&kernel)?;
-            println!(
-                "{}",
+            let line = format!(
+                "{}\n",
                 serde_json::json!({
                     "version": k.version,
                     "image": k.image,
@@ -190,6 +190,13 @@ fn real_main() -> Result<u8> {
                     "cache_bytes": peerdma_testbed::cache::du(&peerdma_testbed::cache::dir()?),
                 })
             );
+            // A closed stdout (`| head -c0`) is the reader's choice, not an error: this
+            // process may own QEMU, so it never dies of SIGPIPE and checks the write.
+            match std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+
             Ok(0)
         }
         Cmd::HostPackages { set } => {

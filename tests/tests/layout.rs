@@ -6,7 +6,9 @@
 //! `offsetof` and the size of every field, and the value of every constant and opcode;
 //! and the same facts computed in Rust with `size_of`, `align_of` and `offset_of!`. It
 //! compiles and runs the program with `cc` and fails on any difference, naming the item
-//! and both values. The Rust side also proves (with exhaustive patterns) that every field
+//! and both values. Each ioctl alias (`vfio::VfioGroupGetStatus`...) is checked too: its
+//! opcode, the size of the argument it binds, and, for opcodes that encode a size, that
+//! size. The Rust side also proves (with exhaustive patterns) that every field
 //! of every struct is listed, and a second test proves that every public item in
 //! `uapi/src` is listed, so neither side can drift from the crate.
 //!
@@ -21,6 +23,7 @@ use std::process::Command;
 
 #[allow(unused_imports)]
 use peerdma_uapi::{__IncompleteArrayField, dma_buf, drm, iommufd, pci, udmabuf, vfio};
+use peerdma_uapi::{flex::Feature, ioctl::IoctlType};
 
 /// One fact about the ABI: the C expression that computes it and the value Rust has.
 struct Fact {
@@ -63,6 +66,9 @@ macro_rules! abi {
         }
         consts { $( $cm:ident :: $c:ident ),* $(,)? }
         ioctls { $( $im:ident :: $i:ident ),* $(,)? }
+        aliases {
+            $( $am:ident :: $a:ident => $om:ident :: $o:ident ( $arg:ty, $c_arg:literal ) ),* $(,)?
+        }
     ) => {
         fn facts() -> Vec<Fact> {
             let mut facts = Vec::new();
@@ -111,6 +117,23 @@ macro_rules! abi {
                     rust: $im::$i as u64,
                 });
             )*
+            $(
+                // Fails to compile if the alias binds another argument type.
+                let _same_argument: for<'x> fn(&'x <$am::$a as IoctlType>::Arg) -> &'x $arg = |v| v;
+                let item = concat!(stringify!($am), "::", stringify!($a));
+                let op = stringify!($o);
+                let _ = stringify!($om);
+                let mut alias_fact = |c_expr: String, rust: usize| {
+                    facts.push(Fact { item: item.to_owned(), c_expr, rust: rust as u64 })
+                };
+                alias_fact(op.to_owned(), <$am::$a as IoctlType>::OPCODE as usize);
+                alias_fact($c_arg.to_owned(), <$am::$a as IoctlType>::ARG_SIZE);
+                // Opcodes that encode a size (_IOW...) encode the argument's.
+                alias_fact(
+                    format!("(_IOC_SIZE({op}) == 0 || _IOC_SIZE({op}) == {})", $c_arg),
+                    1,
+                );
+            )*
             facts
         }
 
@@ -119,6 +142,7 @@ macro_rules! abi {
                 $( concat!(stringify!($sm), "::", stringify!($s)), )*
                 $( concat!(stringify!($cm), "::", stringify!($c)), )*
                 $( concat!(stringify!($im), "::", stringify!($i)), )*
+                $( concat!(stringify!($am), "::", stringify!($a)), )*
             ]
             .into_iter()
             .map(String::from)
@@ -162,8 +186,6 @@ abi! {
         dma_buf::dma_buf_import_sync_file { flags, fd }
 
         udmabuf::udmabuf_create { memfd, flags, offset, size }
-        udmabuf::udmabuf_create_item { memfd, __pad, offset, size }
-        udmabuf::udmabuf_create_list { flags, count } [list]
 
         drm::drm_prime_handle { handle, flags, fd }
         drm::drm_gem_close { handle, pad }
@@ -222,12 +244,16 @@ abi! {
         pci::PCI_COMMAND, pci::PCI_COMMAND_IO, pci::PCI_COMMAND_MEMORY, pci::PCI_COMMAND_MASTER,
         pci::PCI_COMMAND_INTX_DISABLE, pci::PCI_STATUS, pci::PCI_STATUS_CAP_LIST,
         pci::PCI_HEADER_TYPE, pci::PCI_HEADER_TYPE_MASK, pci::PCI_BASE_ADDRESS_0,
+        pci::PCI_BASE_ADDRESS_SPACE, pci::PCI_BASE_ADDRESS_SPACE_IO,
+        pci::PCI_BASE_ADDRESS_SPACE_MEMORY, pci::PCI_BASE_ADDRESS_MEM_TYPE_MASK,
+        pci::PCI_BASE_ADDRESS_MEM_TYPE_32, pci::PCI_BASE_ADDRESS_MEM_TYPE_64,
+        pci::PCI_BASE_ADDRESS_MEM_PREFETCH,
         pci::PCI_ROM_ADDRESS, pci::PCI_CAPABILITY_LIST,
         pci::PCI_CAP_LIST_ID, pci::PCI_CAP_LIST_NEXT, pci::PCI_CAP_FLAGS,
         pci::PCI_CAP_ID_PM, pci::PCI_CAP_ID_MSI, pci::PCI_CAP_ID_VNDR, pci::PCI_CAP_ID_EXP,
         pci::PCI_CAP_ID_MSIX, pci::PCI_CAP_ID_AF,
         pci::PCI_PM_PMC, pci::PCI_PM_CTRL, pci::PCI_PM_CTRL_STATE_MASK,
-        pci::PCI_PM_CTRL_NO_SOFT_RESET,
+        pci::PCI_PM_CTRL_NO_SOFT_RESET, pci::PCI_PM_CTRL_PME_STATUS,
         pci::PCI_EXP_FLAGS, pci::PCI_EXP_DEVCAP, pci::PCI_EXP_DEVCAP_FLR,
         pci::PCI_EXP_DEVCTL, pci::PCI_EXP_DEVCTL_BCR_FLR,
         pci::PCI_AF_CAP, pci::PCI_AF_CAP_TP, pci::PCI_AF_CAP_FLR, pci::PCI_AF_CTRL,
@@ -253,11 +279,54 @@ abi! {
         dma_buf::DMA_BUF_IOCTL_SYNC, dma_buf::DMA_BUF_SET_NAME_A, dma_buf::DMA_BUF_SET_NAME_B,
         dma_buf::DMA_BUF_IOCTL_EXPORT_SYNC_FILE, dma_buf::DMA_BUF_IOCTL_IMPORT_SYNC_FILE,
 
-        udmabuf::UDMABUF_CREATE, udmabuf::UDMABUF_CREATE_LIST,
+        udmabuf::UDMABUF_CREATE,
 
         drm::DRM_IOCTL_GEM_CLOSE, drm::DRM_IOCTL_PRIME_HANDLE_TO_FD,
         drm::DRM_IOCTL_PRIME_FD_TO_HANDLE, drm::DRM_IOCTL_MODE_RMFB,
         drm::DRM_IOCTL_MODE_DIRTYFB, drm::DRM_IOCTL_MODE_ADDFB2,
+    }
+    // Each alias: the opcode it binds and the argument (Rust type, C size of the fixed
+    // part the pointer reaches; 0 for none, a value, or a string).
+    aliases {
+        vfio::VfioGetApiVersion => vfio::VFIO_GET_API_VERSION(usize, "0"),
+        vfio::VfioCheckExtension => vfio::VFIO_CHECK_EXTENSION(usize, "0"),
+        vfio::VfioSetIommu => vfio::VFIO_SET_IOMMU(usize, "0"),
+        vfio::VfioGroupGetStatus => vfio::VFIO_GROUP_GET_STATUS(
+            vfio::vfio_group_status, "sizeof(struct vfio_group_status)"),
+        vfio::VfioGroupSetContainer => vfio::VFIO_GROUP_SET_CONTAINER(i32, "sizeof(int)"),
+        vfio::VfioGroupGetDeviceFd => vfio::VFIO_GROUP_GET_DEVICE_FD(std::ffi::CStr, "0"),
+        vfio::VfioDeviceGetInfo => vfio::VFIO_DEVICE_GET_INFO(
+            vfio::vfio_device_info, "sizeof(struct vfio_device_info)"),
+        vfio::VfioDeviceGetRegionInfo => vfio::VFIO_DEVICE_GET_REGION_INFO(
+            vfio::vfio_region_info, "sizeof(struct vfio_region_info)"),
+        vfio::VfioDeviceReset => vfio::VFIO_DEVICE_RESET((), "0"),
+        vfio::VfioDeviceFeatureProbe => vfio::VFIO_DEVICE_FEATURE(
+            Feature<()>, "sizeof(struct vfio_device_feature)"),
+        vfio::VfioDeviceFeatureDmaBuf => vfio::VFIO_DEVICE_FEATURE(
+            Feature<vfio::vfio_device_feature_dma_buf>,
+            "(sizeof(struct vfio_device_feature) + sizeof(struct vfio_device_feature_dma_buf))"),
+        vfio::VfioDeviceBindIommufd => vfio::VFIO_DEVICE_BIND_IOMMUFD(
+            vfio::vfio_device_bind_iommufd, "sizeof(struct vfio_device_bind_iommufd)"),
+        vfio::VfioDeviceAttachIommufdPt => vfio::VFIO_DEVICE_ATTACH_IOMMUFD_PT(
+            vfio::vfio_device_attach_iommufd_pt, "sizeof(struct vfio_device_attach_iommufd_pt)"),
+        vfio::VfioDeviceDetachIommufdPt => vfio::VFIO_DEVICE_DETACH_IOMMUFD_PT(
+            vfio::vfio_device_detach_iommufd_pt, "sizeof(struct vfio_device_detach_iommufd_pt)"),
+
+        iommufd::IommuDestroy => iommufd::IOMMU_DESTROY(
+            iommufd::iommu_destroy, "sizeof(struct iommu_destroy)"),
+        iommufd::IommuIoasAlloc => iommufd::IOMMU_IOAS_ALLOC(
+            iommufd::iommu_ioas_alloc, "sizeof(struct iommu_ioas_alloc)"),
+        iommufd::IommuIoasIovaRanges => iommufd::IOMMU_IOAS_IOVA_RANGES(
+            iommufd::iommu_ioas_iova_ranges, "sizeof(struct iommu_ioas_iova_ranges)"),
+        iommufd::IommuIoasMap => iommufd::IOMMU_IOAS_MAP(
+            iommufd::iommu_ioas_map, "sizeof(struct iommu_ioas_map)"),
+        iommufd::IommuIoasMapFile => iommufd::IOMMU_IOAS_MAP_FILE(
+            iommufd::iommu_ioas_map_file, "sizeof(struct iommu_ioas_map_file)"),
+        iommufd::IommuIoasUnmap => iommufd::IOMMU_IOAS_UNMAP(
+            iommufd::iommu_ioas_unmap, "sizeof(struct iommu_ioas_unmap)"),
+
+        udmabuf::UdmabufCreate => udmabuf::UDMABUF_CREATE(
+            udmabuf::udmabuf_create, "sizeof(struct udmabuf_create)"),
     }
 }
 
@@ -268,11 +337,23 @@ const NOT_ABI: &[&str] = &[
     "flex::FlexHeader",
     "flex::Feature",
     "flex::FlexBuf",
-    "flex::Caps",
     "flex::DmaBufFeature",
+    // ioctl: the call patterns (their aliases are checked in `aliases` above).
+    "ioctl::ioctl",
+    "ioctl::IoctlType",
+    "ioctl::FdOut",
+    "ioctl::FlexUpdater",
+    "ioctl::IntOut",
     // Spec values that pci_regs.h does not name.
     "pci::PCI_PM_CTRL_STATE_D0",
     "pci::PCI_PM_CTRL_STATE_D3HOT",
+    // Resource flags from linux/ioport.h, a kernel-internal header (no uapi copy).
+    "pci::IORESOURCE_IO",
+    "pci::IORESOURCE_MEM",
+    "pci::IORESOURCE_PREFETCH",
+    "pci::IORESOURCE_MEM_64",
+    "pci::IORESOURCE_DISABLED",
+    "pci::IORESOURCE_UNSET",
 ];
 
 /// The headers the C side includes.

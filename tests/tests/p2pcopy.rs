@@ -44,8 +44,13 @@ fn cpu_engine_copies_1m_and_64m_and_the_host_finds_the_pattern() {
 fn bad_input_is_refused_with_a_clear_error_and_nonzero_exit() {
     let tb = testbed(KernelChoice::Reference);
     let p2p = workspace_bin("p2pcopy").display().to_string();
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 9] = [
         ("0e:00.0 00:11.0", "0000:0e:00.0"),
+        // edu as a copy endpoint: its BAR0 is command registers (QEMU died of the
+        // pattern written there before this was refused).
+        ("00:12.0 00:11.0 --size 4K", "registers of the QEMU edu"),
+        ("00:10.0 00:12.0 --size 4K", "registers of the QEMU edu"),
+        ("00:10.0 00:11.0 --iterations 0", "iteration count is 0"),
         ("00:10.0 00:1f.2", "not to vfio-pci"),
         ("00:10.0 00:11.0 --size 128M", "does not fit"),
         (
@@ -83,6 +88,37 @@ fn bad_input_is_refused_with_a_clear_error_and_nonzero_exit() {
             text
         );
     }
+    // Every case failed its checks before the first write: neither BAR's backing file
+    // holds a byte (a pattern fill or poison would have left some).
+    for role in ["ivshmem0", "ivshmem1"] {
+        let file = std::fs::read(out.backing_file(role).unwrap()).unwrap();
+        assert!(
+            file.iter().all(|&b| b == 0),
+            "a refused copy wrote into {role}'s BAR"
+        );
+    }
+}
+
+#[test]
+fn each_run_has_its_own_seed_and_poisons_the_destination_first() {
+    let tb = testbed(KernelChoice::Reference);
+    let p2p = workspace_bin("p2pcopy").display().to_string();
+    let out = run_sh(
+        &tb,
+        &format!(
+            "set -e; {p2p} 00:10.0 00:11.0 --engine cpu --size 64K --json; \
+             {p2p} 00:10.0 00:11.0 --engine cpu --size 64K --json"
+        ),
+    );
+    let r = json_lines(&out.output);
+    assert_eq!(r.len(), 2, "{}", out.output);
+    let seeds: Vec<u64> = r.iter().map(|j| j["seed"].as_u64().unwrap()).collect();
+    assert_ne!(
+        seeds[0], seeds[1],
+        "two runs used one seed: the second could pass on the first's bytes"
+    );
+    let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    assert_eq!(pattern::first_mismatch(seeds[1], 0, &b[..65536]), None);
 }
 
 #[test]

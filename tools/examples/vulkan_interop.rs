@@ -498,6 +498,7 @@ fn print_text(r: &serde_json::Map<String, Value>) {
 }
 
 fn main() -> ExitCode {
+    peerdma_tools::cli::default_sigpipe();
     let args = Args::parse();
     if args.list {
         return match list(args.json) {

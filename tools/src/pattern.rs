@@ -9,6 +9,14 @@ pub fn fill(seed: u64, start: u64, buf: &mut [u8]) {
     }
 }
 
+/// Fills `buf` with the bitwise complement of the pattern (see [`fill`]): a buffer
+/// that differs from the pattern in every byte, to poison a destination before a copy.
+pub fn fill_complement(seed: u64, start: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = !byte(seed, start + i as u64);
+    }
+}
+
 /// Byte `index` of the pattern for `seed` (a cheap 64-bit mix of seed and word index).
 pub fn byte(seed: u64, index: u64) -> u8 {
     let mut x = seed ^ (index / 8).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -35,6 +43,13 @@ pub fn first_mismatch(seed: u64, start: u64, buf: &[u8]) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_complement_differs_in_every_byte() {
+        let mut a = vec![0u8; 4096];
+        fill_complement(7, 123, &mut a);
+        assert_eq!(first_mismatch(7, 123, &a), Some((123, 4096)));
+    }
 
     #[test]
     fn pattern_is_deterministic_and_seeded() {

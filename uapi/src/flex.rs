@@ -3,7 +3,7 @@
 //!
 //! The kernel passes such arguments as one block of memory: `vfio_device_feature
 //! { argsz, flags, data[] }` whose `data` holds `vfio_device_feature_dma_buf { ...,
-//! nr_ranges, dma_ranges[] }`, `udmabuf_create_list { flags, count, list[] }`, or the
+//! nr_ranges, dma_ranges[] }`, or the
 //! `*_info` structs that the kernel extends with a capability chain when `argsz` leaves
 //! room. [`FlexBuf`] owns such a block (backed by a `Vec<u64>`, so every offset the
 //! kernel uses is correctly aligned), keeps the header's size and count fields in step
@@ -27,7 +27,8 @@
 //! assert_eq!(arg.header().payload.nr_ranges, 1);
 //! ```
 //!
-//! This module is the only place in the crate with `unsafe` code.
+//! This module and [`ioctl`](crate::ioctl) are the only places in the crate with
+//! `unsafe` code.
 
 #![allow(unsafe_code)]
 
@@ -36,11 +37,11 @@ use core::mem::{align_of, offset_of, size_of};
 use core::{ptr, slice};
 
 use crate::__IncompleteArrayField;
-use crate::udmabuf::{udmabuf_create_item, udmabuf_create_list};
+use crate::udmabuf::udmabuf_create;
 use crate::vfio::{
-    vfio_device_feature, vfio_device_feature_dma_buf, vfio_device_info, vfio_info_cap_header,
-    vfio_iommu_type1_info, vfio_iommu_type1_info_cap_iova_range, vfio_iova_range,
-    vfio_region_dma_range, vfio_region_info, vfio_region_info_cap_sparse_mmap,
+    vfio_device_bind_iommufd, vfio_device_feature, vfio_device_feature_dma_buf, vfio_device_info,
+    vfio_info_cap_header, vfio_iommu_type1_info, vfio_iommu_type1_info_cap_iova_range,
+    vfio_iova_range, vfio_region_dma_range, vfio_region_info, vfio_region_info_cap_sparse_mmap,
     vfio_region_info_cap_type, vfio_region_sparse_mmap_area,
 };
 
@@ -349,18 +350,6 @@ impl<H: FlexHeader> FlexBuf<H> {
             .collect()
     }
 
-    /// Walks a VFIO capability chain that starts at byte `first` (the header's
-    /// `cap_offset`; 0 = no chain). Yields each entry's offset and header; stops at
-    /// `next == 0`, at an entry that does not fit in the buffer, and at a `next` that
-    /// does not move forward (the kernel only appends, so that would be a loop).
-    pub fn caps(&self, first: u32) -> Caps<'_, H> {
-        Caps {
-            buf: self,
-            next: first as usize,
-            min: H::ELEMS_OFFSET,
-        }
-    }
-
     #[inline]
     fn bytes_for(len: usize) -> usize {
         let bytes = len
@@ -407,37 +396,6 @@ where
             .field("header", self.header())
             .field("elems", &self.elems())
             .finish()
-    }
-}
-
-/// Iterator over a VFIO capability chain in a [`FlexBuf`]; see [`FlexBuf::caps`].
-pub struct Caps<'a, H: FlexHeader> {
-    buf: &'a FlexBuf<H>,
-    next: usize,
-    min: usize,
-}
-
-impl<H: FlexHeader> Iterator for Caps<'_, H> {
-    /// Byte offset of the capability from the start of the header, and its header.
-    type Item = (usize, vfio_info_cap_header);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let offset = self.next;
-        if offset == 0 || offset < self.min {
-            return None;
-        }
-        let header = self.buf.read_at::<vfio_info_cap_header>(offset);
-        match header {
-            Some(header) => {
-                self.next = header.next as usize;
-                self.min = offset + size_of::<vfio_info_cap_header>();
-                Some((offset, header))
-            }
-            None => {
-                self.next = 0;
-                None
-            }
-        }
     }
 }
 
@@ -495,8 +453,8 @@ pod! {
     vfio_iommu_type1_info { argsz, flags, iova_pgsizes, cap_offset, pad }
     vfio_iova_range { start, end }
     vfio_iommu_type1_info_cap_iova_range { header, nr_iovas, reserved, iova_ranges }
-    udmabuf_create_item { memfd, __pad, offset, size }
-    udmabuf_create_list { flags, count, list }
+    vfio_device_bind_iommufd { argsz, flags, iommufd, out_devid, token_uuid_ptr }
+    udmabuf_create { memfd, flags, offset, size }
 }
 
 // SAFETY: no padding (pod! above); the ranges follow at the `dma_ranges` marker.
@@ -505,15 +463,6 @@ unsafe impl FlexHeader for vfio_device_feature_dma_buf {
     const ELEMS_OFFSET: usize = offset_of!(vfio_device_feature_dma_buf, dma_ranges);
     fn set_lengths(&mut self, _total_bytes: u32, elems: u32) {
         self.nr_ranges = elems;
-    }
-}
-
-// SAFETY: no padding (pod! above); the items follow at the `list` marker.
-unsafe impl FlexHeader for udmabuf_create_list {
-    type Elem = udmabuf_create_item;
-    const ELEMS_OFFSET: usize = offset_of!(udmabuf_create_list, list);
-    fn set_lengths(&mut self, _total_bytes: u32, elems: u32) {
-        self.count = elems;
     }
 }
 
@@ -649,24 +598,6 @@ mod tests {
         assert_eq!(probe.header.argsz, 8);
     }
 
-    #[test]
-    fn udmabuf_list_counts_its_items() {
-        let item = udmabuf_create_item {
-            memfd: 5,
-            __pad: 0,
-            offset: 0,
-            size: 0x2000,
-        };
-        let list = udmabuf_create_list {
-            flags: crate::udmabuf::UDMABUF_FLAGS_CLOEXEC,
-            ..Default::default()
-        };
-        let arg = FlexBuf::from_elems(list, &[item, item]);
-        assert_eq!(arg.header().count, 2);
-        assert_eq!(arg.byte_len(), 8 + 2 * 24);
-        assert_eq!(arg.read_at::<u64>(8 + 24 + 16), Some(0x2000));
-    }
-
     /// Writes `bytes` into the trailing area at `offset` from the header start.
     fn put(buf: &mut FlexBuf<vfio_region_info>, offset: usize, bytes: &[u8]) {
         let at = offset - size_of::<vfio_region_info>();
@@ -717,11 +648,10 @@ mod tests {
         );
         info.header_mut().cap_offset = 32;
 
-        let caps: Vec<(usize, u16)> = info
-            .caps(info.header().cap_offset)
-            .map(|(at, h)| (at, h.id))
-            .collect();
-        assert_eq!(caps, [(32, 1), (64, 3)]);
+        let first = info
+            .read_at::<vfio_info_cap_header>(info.header().cap_offset as usize)
+            .unwrap();
+        assert_eq!((first.id, first.next), (1, 64));
 
         let sparse = info
             .read_at::<vfio_region_info_cap_sparse_mmap>(32)
@@ -738,22 +668,6 @@ mod tests {
     }
 
     #[test]
-    fn caps_stops_on_loops_truncation_and_bad_offsets() {
-        let mut info = FlexBuf::new(vfio_region_info::default(), 32);
-        // 32 -> 48 -> 32: a loop.
-        put(&mut info, 32, &cap_header(1, 1, 48));
-        put(&mut info, 48, &cap_header(2, 1, 32));
-        let ids: Vec<u16> = info.caps(32).map(|(_, h)| h.id).collect();
-        assert_eq!(ids, [1, 2]);
-        // A next pointer past the end.
-        put(&mut info, 48, &cap_header(2, 1, 60));
-        assert_eq!(info.caps(32).count(), 2);
-        // No chain, and a chain pointing into the header itself.
-        assert_eq!(info.caps(0).count(), 0);
-        assert_eq!(info.caps(8).count(), 0);
-    }
-
-    #[test]
     fn read_at_rejects_overflowing_offsets() {
         let info = FlexBuf::new(vfio_region_info::default(), 0);
         assert_eq!(info.read_at::<u64>(usize::MAX - 2), None);
@@ -765,6 +679,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "exceeds u32::MAX")]
     fn oversized_argument_panics() {
-        let _ = FlexBuf::new(udmabuf_create_list::default(), usize::MAX / 8);
+        let _ = FlexBuf::new(vfio_region_info::default(), usize::MAX / 2);
     }
 }

@@ -6,7 +6,7 @@
 //! name) and the opcodes are defined here.
 
 use iommufd_bindings::iommufd as raw;
-use rustix::ioctl::{opcode, Opcode};
+use rustix::ioctl::{opcode, Opcode, Updater};
 
 /// `IOMMU_DESTROY` argument: frees the iommufd object `id` (IOAS, HWPT...).
 pub use iommufd_bindings::iommufd::iommu_destroy;
@@ -55,3 +55,19 @@ pub const IOMMU_IOAS_MAP: Opcode = iommufd_io(raw::IOMMUFD_CMD_IOAS_MAP);
 pub const IOMMU_IOAS_UNMAP: Opcode = iommufd_io(raw::IOMMUFD_CMD_IOAS_UNMAP);
 /// Maps a file / dma-buf range into an IOAS ([`iommu_ioas_map_file`]).
 pub const IOMMU_IOAS_MAP_FILE: Opcode = iommufd_io(raw::IOMMUFD_CMD_IOAS_MAP_FILE);
+
+// Opcodes bound to their argument (checked by the layout test). Every iommufd command
+// reads and writes one struct whose first field is its size, and returns 0.
+
+/// `IOMMU_DESTROY`.
+pub type IommuDestroy<'a> = Updater<'a, IOMMU_DESTROY, iommu_destroy>;
+/// `IOMMU_IOAS_ALLOC`.
+pub type IommuIoasAlloc<'a> = Updater<'a, IOMMU_IOAS_ALLOC, iommu_ioas_alloc>;
+/// `IOMMU_IOAS_IOVA_RANGES` (the kernel also writes the array `allowed_iovas` points to).
+pub type IommuIoasIovaRanges<'a> = Updater<'a, IOMMU_IOAS_IOVA_RANGES, iommu_ioas_iova_ranges>;
+/// `IOMMU_IOAS_MAP`.
+pub type IommuIoasMap<'a> = Updater<'a, IOMMU_IOAS_MAP, iommu_ioas_map>;
+/// `IOMMU_IOAS_MAP_FILE`.
+pub type IommuIoasMapFile<'a> = Updater<'a, IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file>;
+/// `IOMMU_IOAS_UNMAP`.
+pub type IommuIoasUnmap<'a> = Updater<'a, IOMMU_IOAS_UNMAP, iommu_ioas_unmap>;

@@ -8,7 +8,9 @@
 //! [`rustix::ioctl::Opcode`] constants (neither bindings crate gives usable ones).
 //!
 //! The crate holds no logic except [`flex`], the builder for variable-length ioctl
-//! arguments (a fixed header followed by an array); it is the only place with `unsafe`.
+//! arguments (a fixed header followed by an array), and [`ioctl`], the typed call
+//! patterns that bind each opcode to its argument; they are the only places with
+//! `unsafe`.
 //! The layout of every struct, every constant and every opcode here is checked against
 //! the real 7.2 headers by `tests/tests/layout.rs` in `peerdma-testbed`.
 
@@ -19,6 +21,7 @@
 pub mod dma_buf;
 pub mod drm;
 pub mod flex;
+pub mod ioctl;
 pub mod iommufd;
 pub mod pci;
 pub mod udmabuf;

@@ -1,5 +1,5 @@
 //! PCI configuration space (`linux/pci_regs.h`): the registers peerdma reads and writes
-//! through the VFIO config region. Offsets are bytes from the start of config space
+//! through the VFIO config region, and the `IORESOURCE_*` flags sysfs reports for them. Offsets are bytes from the start of config space
 //! (or of the capability, for capability registers); masks are typed by register width.
 
 /// Size of the standard (type 0 / type 1) header; capabilities live above it.
@@ -38,6 +38,20 @@ pub const PCI_HEADER_TYPE: u16 = 0x0e;
 pub const PCI_HEADER_TYPE_MASK: u8 = 0x7f;
 /// First 32-bit BAR register; BAR n is at `PCI_BASE_ADDRESS_0 + 4 * n`.
 pub const PCI_BASE_ADDRESS_0: u16 = 0x10;
+/// BAR bit 0: the address space the BAR decodes.
+pub const PCI_BASE_ADDRESS_SPACE: u32 = 0x01;
+/// BAR space value: I/O ports.
+pub const PCI_BASE_ADDRESS_SPACE_IO: u32 = 0x01;
+/// BAR space value: memory.
+pub const PCI_BASE_ADDRESS_SPACE_MEMORY: u32 = 0x00;
+/// Memory BAR bits 2:1: the address width.
+pub const PCI_BASE_ADDRESS_MEM_TYPE_MASK: u32 = 0x06;
+/// Memory BAR type: 32-bit address.
+pub const PCI_BASE_ADDRESS_MEM_TYPE_32: u32 = 0x00;
+/// Memory BAR type: 64-bit address (the next BAR holds the upper half).
+pub const PCI_BASE_ADDRESS_MEM_TYPE_64: u32 = 0x04;
+/// Memory BAR bit 3: prefetchable.
+pub const PCI_BASE_ADDRESS_MEM_PREFETCH: u32 = 0x08;
 /// 32-bit expansion ROM BAR of a type 0 header.
 pub const PCI_ROM_ADDRESS: u16 = 0x30;
 /// 8-bit pointer to the first capability.
@@ -72,6 +86,8 @@ pub const PCI_PM_CTRL: u16 = 4;
 pub const PCI_PM_CTRL_STATE_MASK: u16 = 0x0003;
 /// PMCSR: the device keeps its state across D3hot -> D0 (no internal reset).
 pub const PCI_PM_CTRL_NO_SOFT_RESET: u16 = 0x0008;
+/// PMCSR: PME status, write-one-to-clear (a PMCSR write must not set it back by accident).
+pub const PCI_PM_CTRL_PME_STATUS: u16 = 0x8000;
 /// PMCSR PowerState value D0 (fully on). A PCI PM spec value; `pci_regs.h` does not
 /// name it, so the layout test does not check it.
 pub const PCI_PM_CTRL_STATE_D0: u16 = 0;
@@ -127,3 +143,20 @@ pub const PCI_MSIX_PBA_BIR: u32 = 0x0000_0007;
 pub const PCI_MSIX_PBA_OFFSET: u32 = 0xffff_fff8;
 /// Bytes per MSI-X table entry.
 pub const PCI_MSIX_ENTRY_SIZE: u32 = 16;
+
+// ----------------------------------------------------------------------------------------
+// Resource flags (`linux/ioport.h`, a kernel-internal header): the third column of sysfs
+// `resource`. Not user-space ABI headers, so the layout test cannot check them.
+
+/// Resource flag: I/O port space.
+pub const IORESOURCE_IO: u64 = 0x0000_0100;
+/// Resource flag: memory space.
+pub const IORESOURCE_MEM: u64 = 0x0000_0200;
+/// Resource flag: prefetchable memory.
+pub const IORESOURCE_PREFETCH: u64 = 0x0000_2000;
+/// Resource flag: a 64-bit memory BAR.
+pub const IORESOURCE_MEM_64: u64 = 0x0010_0000;
+/// Resource flag: the resource is disabled.
+pub const IORESOURCE_DISABLED: u64 = 0x1000_0000;
+/// Resource flag: no address assigned yet.
+pub const IORESOURCE_UNSET: u64 = 0x2000_0000;

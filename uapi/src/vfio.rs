@@ -6,7 +6,12 @@
 //! [`vfio_region_dma_range`] (defined here with the same layout, to compare and hash);
 //! the opcodes are defined here.
 
-use rustix::ioctl::{opcode, Opcode};
+use core::ffi::CStr;
+
+use rustix::ioctl::{opcode, IntegerSetter, NoArg, Opcode, Setter, Updater};
+
+use crate::flex::{DmaBufFeature, Feature};
+use crate::ioctl::{FdOut, FlexUpdater, IntOut};
 
 // ----------------------------------------------------------------------------------------
 // Argument structs (re-exported: identical to the 7.2 header, proven by the layout test).
@@ -284,3 +289,40 @@ pub const VFIO_IOMMU_MAP_DMA: Opcode = vfio_io(13);
 /// Type1 container fd: unmaps DMA ([`vfio_iommu_type1_dma_unmap`]; the kernel writes
 /// back the unmapped size).
 pub const VFIO_IOMMU_UNMAP_DMA: Opcode = vfio_io(14);
+
+// ----------------------------------------------------------------------------------------
+// Opcodes bound to their argument and return value (checked by the layout test).
+
+/// `VFIO_GET_API_VERSION`: no argument, returns the version.
+pub type VfioGetApiVersion = IntOut<VFIO_GET_API_VERSION>;
+/// `VFIO_CHECK_EXTENSION`: the extension by value, returns > 0 if supported.
+pub type VfioCheckExtension = IntOut<VFIO_CHECK_EXTENSION>;
+/// `VFIO_SET_IOMMU`: the IOMMU type by value.
+pub type VfioSetIommu = IntegerSetter<VFIO_SET_IOMMU>;
+/// `VFIO_GROUP_GET_STATUS`: fills a [`vfio_group_status`].
+pub type VfioGroupGetStatus<'a> = Updater<'a, VFIO_GROUP_GET_STATUS, vfio_group_status>;
+/// `VFIO_GROUP_SET_CONTAINER`: reads the container fd through a pointer.
+pub type VfioGroupSetContainer = Setter<VFIO_GROUP_SET_CONTAINER, i32>;
+/// `VFIO_GROUP_GET_DEVICE_FD`: reads the device name, returns the new device fd.
+pub type VfioGroupGetDeviceFd<'a> = FdOut<'a, VFIO_GROUP_GET_DEVICE_FD, CStr>;
+/// `VFIO_DEVICE_GET_INFO`: fills a [`vfio_device_info`] and its capability chain.
+pub type VfioDeviceGetInfo<'a> = FlexUpdater<'a, VFIO_DEVICE_GET_INFO, vfio_device_info>;
+/// `VFIO_DEVICE_GET_REGION_INFO`: fills a [`vfio_region_info`] and its capability chain.
+pub type VfioDeviceGetRegionInfo<'a> =
+    FlexUpdater<'a, VFIO_DEVICE_GET_REGION_INFO, vfio_region_info>;
+/// `VFIO_DEVICE_RESET`: no argument.
+pub type VfioDeviceReset = NoArg<VFIO_DEVICE_RESET>;
+/// `VFIO_DEVICE_FEATURE` with `PROBE`: a bare [`vfio_device_feature`] header.
+pub type VfioDeviceFeatureProbe<'a> = Updater<'a, VFIO_DEVICE_FEATURE, Feature<()>>;
+/// `VFIO_DEVICE_FEATURE` with `GET | DMA_BUF`: the feature header, the dma-buf request
+/// and its ranges; returns the new dma-buf fd.
+pub type VfioDeviceFeatureDmaBuf<'a> = FdOut<'a, VFIO_DEVICE_FEATURE, DmaBufFeature>;
+/// `VFIO_DEVICE_BIND_IOMMUFD`: reads the iommufd, writes back `out_devid`.
+pub type VfioDeviceBindIommufd<'a> =
+    Updater<'a, VFIO_DEVICE_BIND_IOMMUFD, vfio_device_bind_iommufd>;
+/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: reads `pt_id`, writes back the page table attached.
+pub type VfioDeviceAttachIommufdPt<'a> =
+    Updater<'a, VFIO_DEVICE_ATTACH_IOMMUFD_PT, vfio_device_attach_iommufd_pt>;
+/// `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+pub type VfioDeviceDetachIommufdPt<'a> =
+    Updater<'a, VFIO_DEVICE_DETACH_IOMMUFD_PT, vfio_device_detach_iommufd_pt>;

@@ -23,6 +23,7 @@
 use std::time::{Duration, Instant};
 
 use peerdma_exporter::{Bdf, Device, MappedRegion};
+use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
 use super::{check_span, DmaEngine, EngineError, Result, TransferReport};
 
@@ -113,8 +114,8 @@ impl Edu {
             engine: engine.clone(),
             source,
         };
-        let vendor = device.config_read_u16(0x00).map_err(dev_err)?;
-        let device_id = device.config_read_u16(0x02).map_err(dev_err)?;
+        let vendor = device.config_read_u16(PCI_VENDOR_ID).map_err(dev_err)?;
+        let device_id = device.config_read_u16(PCI_DEVICE_ID).map_err(dev_err)?;
         let not_edu = |identity| EngineError::NotEdu {
             bdf,
             vendor,

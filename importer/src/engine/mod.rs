@@ -39,6 +39,8 @@ pub struct Driver {
     pub device: u16,
     /// What the device is, for messages ("QEMU edu").
     pub name: &'static str,
+    /// The BAR holding its registers: never a copy endpoint.
+    pub register_bar: u32,
 }
 
 /// Every device an engine driver here drives.
@@ -46,6 +48,7 @@ pub const DRIVERS: &[Driver] = &[Driver {
     vendor: edu::EDU_VENDOR,
     device: edu::EDU_DEVICE,
     name: "QEMU edu",
+    register_bar: 0,
 }];
 
 /// The driver for a device with these PCI ids, if there is one.

@@ -1,24 +1,24 @@
 //! A vfio cdev device attached to an IOAS, detached on drop.
 
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use peerdma_exporter::{Bdf, Device};
 
-use super::error::{attach_fix, Error, Result};
-use super::{ioctl, Ioas, IoasInner};
+use super::error::{Error, Result};
+use rustix::io::Errno;
+
+use super::{Ioas, IoasInner};
 
 /// A device attached to an IOAS (`VFIO_DEVICE_ATTACH_IOMMUFD_PT`): it can DMA
 /// to every IOVA mapped there. Dropping it detaches the device
 /// (`VFIO_DEVICE_DETACH_IOMMUFD_PT`), after which its DMA is blocked.
 ///
-/// It holds a duplicate of the device fd, so the device file stays open (and
-/// its dma-bufs unrevoked by close) while the attachment lives, and it keeps
-/// the IOAS alive.
+/// It holds a handle to the device (a clone of the [`Device`]), so the device
+/// file stays open (and its dma-bufs unrevoked by close) while the attachment
+/// lives, and it keeps the IOAS alive.
 #[derive(Debug)]
 pub struct Attachment {
-    device: OwnedFd,
-    bdf: Bdf,
+    device: Device,
     pt_id: u32,
     ioas: Arc<IoasInner>,
 }
@@ -26,7 +26,7 @@ pub struct Attachment {
 impl Attachment {
     /// The device.
     pub fn bdf(&self) -> Bdf {
-        self.bdf
+        self.device.bdf()
     }
 
     /// The page table the kernel attached the device to (the IOAS's own
@@ -45,7 +45,7 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         // Nothing to report to from drop; a failed detach leaves the device
         // attached until its fd closes, which detaches it anyway.
-        let _ = ioctl::device_detach(self.device.as_fd());
+        let _ = self.device.detach_iommufd_pt();
         // The usable ranges change with the attached devices' reserved regions.
         self.ioas.state().ranges = None;
     }
@@ -73,24 +73,24 @@ impl Ioas {
                 ioas: self.inner.id,
             });
         }
-        let dup =
-            rustix::io::fcntl_dupfd_cloexec(device.fd(), 0).map_err(|errno| Error::Attach {
+        let ioas = self.inner.id;
+        let pt_id = device.attach_iommufd_pt(ioas).map_err(|e| match e {
+            peerdma_exporter::Error::Ioctl { errno, fix, .. } => Error::Attach {
                 bdf,
-                ioas: self.inner.id,
+                ioas,
                 errno,
-                fix: "could not duplicate the device fd",
-            })?;
-        let pt_id =
-            ioctl::device_attach(dup.as_fd(), self.inner.id).map_err(|errno| Error::Attach {
+                fix,
+            },
+            other => Error::Attach {
                 bdf,
-                ioas: self.inner.id,
-                errno,
-                fix: attach_fix(errno),
-            })?;
+                ioas,
+                errno: other.errno().unwrap_or(Errno::INVAL),
+                fix: "unexpected; see drivers/vfio/device_cdev.c",
+            },
+        })?;
         self.inner.state().ranges = None;
         Ok(Attachment {
-            device: dup,
-            bdf,
+            device: device.clone(),
             pt_id,
             ioas: Arc::clone(&self.inner),
         })

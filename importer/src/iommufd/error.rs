@@ -355,17 +355,3 @@ pub(crate) fn map_fix(errno: Errno) -> &'static str {
         _ => "unexpected; see drivers/iommu/iommufd/ioas.c",
     }
 }
-
-/// What an errno from `VFIO_DEVICE_ATTACH_IOMMUFD_PT` usually means.
-pub(crate) fn attach_fix(errno: Errno) -> &'static str {
-    match errno {
-        Errno::INVAL => "the device fd is not bound to an iommufd, or the id is not an IOAS",
-        Errno::NOENT => "no such IOAS in the device's iommufd",
-        Errno::BUSY => "the device is already attached elsewhere",
-        Errno::NOSPC | Errno::EXIST => {
-            "an existing mapping of the IOAS overlaps a reserved region of this device \
-             (the MSI window): map such IOVAs only after attaching"
-        }
-        _ => "unexpected; see drivers/vfio/device_cdev.c",
-    }
-}

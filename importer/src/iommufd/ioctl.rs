@@ -1,38 +1,27 @@
-//! The iommufd and VFIO-cdev ioctls this module issues, as safe functions over
-//! the `peerdma-uapi` argument structs. The only `unsafe` of the module besides
-//! the host-buffer mmap.
+//! The iommufd ioctls this module issues, as safe functions over the
+//! `peerdma-uapi` argument structs. The only `unsafe` of the module besides
+//! the host-buffer mmap. (The VFIO device ioctls that attach a device to an
+//! IOAS are [`Device`](peerdma_exporter::Device) methods.)
 //!
 //! Every iommufd command reads and writes one fixed-size struct whose first
-//! field is its size, and returns 0: rustix's `Updater` pattern. Errors are
-//! plain [`Errno`]s; callers name the ioctl and the objects involved.
+//! field is its size, and returns 0: rustix's `Updater` pattern, bound to its
+//! opcode by the `peerdma_uapi::iommufd` aliases. Errors are plain [`Errno`]s;
+//! callers name the ioctl and the objects involved.
 
 use std::os::fd::BorrowedFd;
 
+use peerdma_uapi::ioctl::ioctl;
 use peerdma_uapi::iommufd::{
     iommu_destroy, iommu_ioas_alloc, iommu_ioas_iova_ranges, iommu_ioas_map, iommu_ioas_map_file,
-    iommu_ioas_unmap, iommu_iova_range, IOMMU_DESTROY, IOMMU_IOAS_ALLOC, IOMMU_IOAS_IOVA_RANGES,
-    IOMMU_IOAS_MAP, IOMMU_IOAS_MAP_FILE, IOMMU_IOAS_UNMAP,
-};
-use peerdma_uapi::vfio::{
-    vfio_device_attach_iommufd_pt, vfio_device_detach_iommufd_pt, VFIO_DEVICE_ATTACH_IOMMUFD_PT,
-    VFIO_DEVICE_DETACH_IOMMUFD_PT,
+    iommu_ioas_unmap, iommu_iova_range, IommuDestroy, IommuIoasAlloc, IommuIoasIovaRanges,
+    IommuIoasMap, IommuIoasMapFile, IommuIoasUnmap,
 };
 use rustix::io::{Errno, Result};
-use rustix::ioctl::{ioctl, Updater};
 
 /// `size_of::<T>()` as the `u32` the kernel's size/argsz fields hold.
 fn size32<T>() -> u32 {
     // Every argument struct is a few dozen bytes.
     size_of::<T>() as u32
-}
-
-/// Issues an ioctl whose argument the kernel reads and writes in place.
-fn update<const OPCODE: rustix::ioctl::Opcode, T>(fd: BorrowedFd<'_>, arg: &mut T) -> Result<()> {
-    // SAFETY: every caller pairs OPCODE with its own argument type `T` from
-    // peerdma-uapi (checked against the 7.2 headers), which the kernel reads and
-    // writes within size_of::<T>() bytes, as `Updater` requires; `arg` is a
-    // live exclusive reference for the duration of the call.
-    unsafe { ioctl(fd, Updater::<OPCODE, T>::new(arg)) }
 }
 
 /// `IOMMU_IOAS_ALLOC`: a new empty IOAS; returns its id.
@@ -42,7 +31,8 @@ pub(crate) fn ioas_alloc(iommufd: BorrowedFd<'_>) -> Result<u32> {
         flags: 0,
         out_ioas_id: 0,
     };
-    update::<IOMMU_IOAS_ALLOC, _>(iommufd, &mut arg)?;
+    // SAFETY: the alias binds the opcode to `arg`'s type, size field set.
+    unsafe { ioctl(iommufd, IommuIoasAlloc::new(&mut arg)) }?;
     Ok(arg.out_ioas_id)
 }
 
@@ -52,7 +42,8 @@ pub(crate) fn destroy(iommufd: BorrowedFd<'_>, id: u32) -> Result<()> {
         size: size32::<iommu_destroy>(),
         id,
     };
-    update::<IOMMU_DESTROY, _>(iommufd, &mut arg)
+    // SAFETY: the alias binds the opcode to `arg`'s type, size field set.
+    unsafe { ioctl(iommufd, IommuDestroy::new(&mut arg)) }
 }
 
 /// `IOMMU_IOAS_IOVA_RANGES`: the usable IOVA ranges of an IOAS and the
@@ -71,7 +62,11 @@ pub(crate) fn ioas_iova_ranges(
             allowed_iovas: ranges.as_mut_ptr() as u64,
             out_iova_alignment: 0,
         };
-        match update::<IOMMU_IOAS_IOVA_RANGES, _>(iommufd, &mut arg) {
+        // SAFETY: the alias binds the opcode to `arg`'s type, size field set;
+        // allowed_iovas points to `ranges`, which has room for num_iovas entries
+        // and outlives the call.
+        let done = unsafe { ioctl(iommufd, IommuIoasIovaRanges::new(&mut arg)) };
+        match done {
             // The kernel wrote num_iovas <= capacity entries.
             Ok(()) => {
                 ranges.truncate(arg.num_iovas as usize);
@@ -106,7 +101,10 @@ pub(crate) fn ioas_map(
         length,
         iova,
     };
-    update::<IOMMU_IOAS_MAP, _>(iommufd, &mut arg)?;
+    // SAFETY: the alias binds the opcode to `arg`'s type, size field set; the
+    // kernel pins the pages at user_va (the caller keeps them mapped while they
+    // are mapped here) and writes no memory through it.
+    unsafe { ioctl(iommufd, IommuIoasMap::new(&mut arg)) }?;
     Ok(arg.iova)
 }
 
@@ -131,7 +129,8 @@ pub(crate) fn ioas_map_file(
         length,
         iova,
     };
-    update::<IOMMU_IOAS_MAP_FILE, _>(iommufd, &mut arg)?;
+    // SAFETY: the alias binds the opcode to `arg`'s type, size field set.
+    unsafe { ioctl(iommufd, IommuIoasMapFile::new(&mut arg)) }?;
     Ok(arg.iova)
 }
 
@@ -148,29 +147,7 @@ pub(crate) fn ioas_unmap(
         iova,
         length,
     };
-    update::<IOMMU_IOAS_UNMAP, _>(iommufd, &mut arg)?;
+    // SAFETY: the alias binds the opcode to `arg`'s type, size field set.
+    unsafe { ioctl(iommufd, IommuIoasUnmap::new(&mut arg)) }?;
     Ok(arg.length)
-}
-
-/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaches a bound cdev device to the IOAS
-/// (or HWPT) `pt_id`; returns the page table id the kernel attached it to.
-pub(crate) fn device_attach(device: BorrowedFd<'_>, pt_id: u32) -> Result<u32> {
-    let mut arg = vfio_device_attach_iommufd_pt {
-        argsz: size32::<vfio_device_attach_iommufd_pt>(),
-        flags: 0,
-        pt_id,
-        pasid: 0,
-    };
-    update::<VFIO_DEVICE_ATTACH_IOMMUFD_PT, _>(device, &mut arg)?;
-    Ok(arg.pt_id)
-}
-
-/// `VFIO_DEVICE_DETACH_IOMMUFD_PT`: detaches a cdev device from its page table.
-pub(crate) fn device_detach(device: BorrowedFd<'_>) -> Result<()> {
-    let mut arg = vfio_device_detach_iommufd_pt {
-        argsz: size32::<vfio_device_detach_iommufd_pt>(),
-        flags: 0,
-        pasid: 0,
-    };
-    update::<VFIO_DEVICE_DETACH_IOMMUFD_PT, _>(device, &mut arg)
 }

@@ -31,6 +31,7 @@ fn request(src: Bdf, dst: Bdf) -> CopyRequest {
         path: PathChoice::CpuMmap,
         verify: true,
         seed: 1,
+        allow_register_bars: false,
         access: AccessPath::Auto,
         revoke_src: None,
     }

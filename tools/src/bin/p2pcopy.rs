@@ -86,9 +86,14 @@ struct Cli {
     /// Skip the pattern fill and check.
     #[arg(long)]
     no_verify: bool,
-    /// Pattern seed.
-    #[arg(long, default_value_t = 0x9eed)]
-    seed: u64,
+    /// Pattern seed (default: a new one each run, so a destination that already holds
+    /// an earlier run's bytes cannot pass; the report names the seed used).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Allow a BAR that looks like registers (not prefetchable, a DMA engine's register
+    /// BAR, MSI-X pages) as SRC or DST: only for a BAR you know is plain memory.
+    #[arg(long)]
+    allow_register_bar: bool,
     /// VFIO access path.
     #[arg(long, value_enum, default_value = "auto")]
     access: Access,
@@ -107,6 +112,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    peerdma_tools::cli::default_sigpipe();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -152,6 +158,10 @@ fn advice(e: &CopyError) -> Option<String> {
         }
         .to_string(),
         CopyError::ZeroSize => "--size is 0; give e.g. --size 1M".to_string(),
+        CopyError::RegisterBar { side: s, .. } => format!(
+            "pick another BAR with --{}-bar, or --allow-register-bar if it is plain memory",
+            side(s)
+        ),
         CopyError::ZeroIterations => "give --iterations 1 or more".to_string(),
         CopyError::PathUnavailable { why, .. } => match why {
             Unavailable::NoIommufd => "use --engine cpu".to_string(),
@@ -165,6 +175,15 @@ fn advice(e: &CopyError) -> Option<String> {
         },
         _ => return None,
     })
+}
+
+/// A seed no earlier run is likely to have used: the clock's nanoseconds mixed with
+/// the process id.
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -189,7 +208,8 @@ fn run(cli: &Cli) -> Result<()> {
             Engine::Auto => PathChoice::Auto,
         },
         verify: !cli.no_verify,
-        seed: cli.seed,
+        seed: cli.seed.unwrap_or_else(fresh_seed),
+        allow_register_bars: cli.allow_register_bar,
         access: match cli.access {
             Access::Auto => AccessPath::Auto,
             Access::Cdev => AccessPath::Cdev,
@@ -258,9 +278,10 @@ fn run(cli: &Cli) -> Result<()> {
             },
             report.seconds,
             rate(report.gbps),
-            match report.verified {
-                Some(true) => ", every byte verified",
-                _ => " (not verified)",
+            match (report.verified, report.seed) {
+                (Some(true), Some(seed)) =>
+                    format!(", every byte verified (destination poisoned first, seed {seed:#x})"),
+                _ => " (not verified)".to_string(),
             }
         );
         println!("engine: {}", report.engine_reason);

@@ -1,7 +1,9 @@
 //! One side of a copy: a device, one of its BARs, an offset into it, and the BAR's CPU
 //! mapping.
 
-use peerdma_exporter::{Bar, Bdf, Device, MappedRegion, OpenOptions};
+use peerdma_exporter::{Bar, BarKind, Bdf, Device, MappedRegion, OpenOptions};
+use peerdma_importer::engine::driver_for;
+use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
 use super::error::CopyError;
 use super::path::Side;
@@ -27,7 +29,10 @@ pub struct Endpoint {
     pub offset: u64,
 }
 
-/// The largest memory BAR of at least a page that VFIO can mmap.
+/// The largest memory BAR of at least a page that VFIO can mmap, preferring
+/// prefetchable BARs that are not a DMA engine's registers (the ones a copy may
+/// write); a register BAR chosen for want of another is refused later by
+/// [`Endpoint::check_not_registers`], with the reason.
 ///
 /// # Errors
 ///
@@ -35,12 +40,32 @@ pub struct Endpoint {
 /// when the regions cannot be read.
 pub fn default_bar(device: &Device) -> Result<Bar, CopyError> {
     let page = device.page_size();
+    let engine_bar = engine_register_bar(device);
     device
         .bars()?
         .into_iter()
         .filter(|b| b.is_memory() && b.is_mappable() && b.size() >= page)
-        .max_by_key(|b| b.size())
+        .max_by_key(|b| (is_plain_memory(b, engine_bar), b.size()))
         .ok_or(CopyError::NoUsableBar { bdf: device.bdf() })
+}
+
+/// The register BAR of a device that one of the importer's DMA engine drivers
+/// drives (edu's BAR0), if it is one.
+fn engine_register_bar(device: &Device) -> Option<(u32, &'static str)> {
+    let vendor = device.config_read_u16(PCI_VENDOR_ID).ok()?;
+    let id = device.config_read_u16(PCI_DEVICE_ID).ok()?;
+    driver_for(vendor, id).map(|d| (d.register_bar, d.name))
+}
+
+/// Prefetchable memory that is not an engine's register BAR.
+fn is_plain_memory(bar: &Bar, engine_bar: Option<(u32, &str)>) -> bool {
+    matches!(
+        bar.kind,
+        BarKind::Memory {
+            prefetchable: true,
+            ..
+        }
+    ) && engine_bar.is_none_or(|(i, _)| i != bar.index)
 }
 
 impl Endpoint {
@@ -107,6 +132,55 @@ impl Endpoint {
                 size,
             })
         }
+    }
+
+    /// Checks that the span `[offset, offset + size)` holds memory, not registers,
+    /// before anything is written into it: not a DMA engine's register BAR, not a
+    /// BAR that is not prefetchable (by the PCI convention, registers with side
+    /// effects), and no page of the MSI-X table or PBA, whatever VFIO's
+    /// `msix_mappable` says (PCI Local Bus 3.0 §6.2.5.1; PCIe base §7.7.2).
+    ///
+    /// # Errors
+    ///
+    /// [`CopyError::RegisterBar`] naming the device, BAR and what it holds.
+    pub fn check_not_registers(&self, side: Side, size: u64) -> Result<(), CopyError> {
+        let refuse = |why: String| CopyError::RegisterBar {
+            bdf: self.bdf(),
+            side,
+            bar: self.bar.index,
+            why,
+        };
+        if let Some((bar, name)) = engine_register_bar(&self.device) {
+            if bar == self.bar.index {
+                return Err(refuse(format!(
+                    "it holds the registers of the {name} DMA engine; writing a pattern there \
+                     issues commands to the device"
+                )));
+            }
+        }
+        if let BarKind::Memory {
+            prefetchable: false,
+            ..
+        } = self.bar.kind
+        {
+            return Err(refuse(
+                "it is not prefetchable memory: by the PCI convention it holds registers, whose \
+                 reads and writes have side effects"
+                    .to_string(),
+            ));
+        }
+        let end = self.offset.saturating_add(size);
+        if let Some(msix) = self.device.msix() {
+            for span in msix.spans_in(self.bar.index, self.device.page_size()) {
+                if self.offset < span.end && span.start < end {
+                    return Err(refuse(format!(
+                        "the span {:#x}..{end:#x} covers the MSI-X {:?} pages {:#x}..{:#x}",
+                        self.offset, span.structure, span.start, span.end
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Maps the span `[offset, offset + size)` of the BAR for the CPU.

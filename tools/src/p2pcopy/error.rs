@@ -194,6 +194,23 @@ pub enum CopyError {
         /// fit the BARs, and a size is not 0. Empty when neither is.
         suggestions: Vec<u64>,
     },
+    /// A copy endpoint holds registers, not memory (checked before anything is
+    /// written).
+    #[error(
+        "{bdf} BAR{bar} ({side}) cannot be a copy endpoint: {why}; fix: pick a BAR that is \
+         prefetchable memory, or override the register-BAR check if this BAR really is plain \
+         memory"
+    )]
+    RegisterBar {
+        /// Device.
+        bdf: Bdf,
+        /// Which side.
+        side: Side,
+        /// BAR index.
+        bar: u32,
+        /// What the BAR holds.
+        why: String,
+    },
     /// Zero iterations requested.
     #[error("the iteration count is 0: nothing would be copied; fix: give 1 or more")]
     ZeroIterations,

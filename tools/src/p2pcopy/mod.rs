@@ -51,6 +51,10 @@ pub struct CopyRequest {
     pub seed: u64,
     /// VFIO access path for the two devices.
     pub access: AccessPath,
+    /// Use BARs that look like registers (not prefetchable, an engine's register
+    /// BAR, MSI-X pages) as endpoints anyway: only for a BAR known to be plain
+    /// memory despite its flags.
+    pub allow_register_bars: bool,
     /// Test hook: another thread turns the source's memory decode off while the
     /// copy runs (see [`RevokeTrigger`]).
     pub revoke_src: Option<RevokeTrigger>,
@@ -108,6 +112,8 @@ pub struct CopyReport {
     pub gbps: f64,
     /// Whether every byte was checked and matched (`None`: not verified).
     pub verified: Option<bool>,
+    /// The pattern's seed (`None`: not verified).
+    pub seed: Option<u64>,
 }
 
 /// Progress of the copy: bytes done out of the total (all iterations).
@@ -187,6 +193,9 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     if req.src.bdf == req.dst.bdf {
         return Err(CopyError::SameDevice { bdf: req.src.bdf });
     }
+    if req.iterations == 0 {
+        return Err(CopyError::ZeroIterations);
+    }
     let opts = || OpenOptions {
         access: req.access,
         ..OpenOptions::default()
@@ -194,9 +203,6 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     let src = Endpoint::open(&req.src, opts())?;
     let dst = Endpoint::open(&req.dst, opts())?;
     let page = src.device.page_size();
-    if req.iterations == 0 {
-        return Err(CopyError::ZeroIterations);
-    }
     let below = |bar_size: u64| move |off: u64| off < bar_size;
     page_align_check(
         SpanField::SrcOffset,
@@ -236,18 +242,27 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     })?;
     src.check_span(Side::Src, size)?;
     dst.check_span(Side::Dst, size)?;
+    if !req.allow_register_bars {
+        src.check_not_registers(Side::Src, size)?;
+        dst.check_not_registers(Side::Dst, size)?;
+    }
     let chunk = req.chunk.clamp(page, size) / page * page;
     let src_map = GuardedMap::new(&src, size)?;
     let dst_map = GuardedMap::new(&dst, size)?;
-    if req.verify {
-        verify::fill(&src, &src_map, req.seed, chunk as usize)?;
-    }
     let iterations = req.iterations;
     let total = size.saturating_mul(u64::from(iterations));
+    // The DMA path (engine attached, both spans exported and mapped) is the last
+    // check: it is set up before the first byte is written anywhere.
     let mut path: Box<dyn CopyPath + '_> = match chosen.engine {
         Some(engine) => Box::new(Dma::open(engine, &src, &dst, size)?),
         None => Box::new(CpuMmap::new(&src_map, &dst_map)),
     };
+    if req.verify {
+        // The destination first gets the pattern's complement, so that no byte of it
+        // can pass the check unless this copy wrote it.
+        verify::poison(&dst, &dst_map, req.seed, chunk as usize)?;
+        verify::fill(&src, &src_map, req.seed, chunk as usize)?;
+    }
     let via = path.engine();
     let kind = path.kind();
     let start = Instant::now();
@@ -321,6 +336,7 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
             0.0
         },
         verified,
+        seed: req.verify.then_some(req.seed),
     })
 }
 

@@ -44,12 +44,37 @@ pub(super) fn fill(
     seed: u64,
     chunk: usize,
 ) -> Result<(), CopyError> {
+    write_span(ep, m, chunk, |off, buf| {
+        crate::pattern::fill(seed, off, buf)
+    })
+}
+
+/// Writes the complement of the pattern into the whole span: every byte then
+/// differs from what the copy must bring.
+pub(super) fn poison(
+    ep: &Endpoint,
+    m: &GuardedMap,
+    seed: u64,
+    chunk: usize,
+) -> Result<(), CopyError> {
+    write_span(ep, m, chunk, |off, buf| {
+        crate::pattern::fill_complement(seed, off, buf)
+    })
+}
+
+/// Writes what `make(offset, buf)` produces into the whole span, chunk by chunk.
+fn write_span(
+    ep: &Endpoint,
+    m: &GuardedMap,
+    chunk: usize,
+    make: impl Fn(u64, &mut [u8]),
+) -> Result<(), CopyError> {
     let len = m.map.len();
     let mut buf = vec![0u8; chunk.min(len)];
     let mut off = 0;
     while off < len {
         let n = chunk.min(len - off);
-        crate::pattern::fill(seed, off as u64, &mut buf[..n]);
+        make(off as u64, &mut buf[..n]);
         // SAFETY: the span [off, off + n) is inside the mapping; buf holds n bytes.
         unsafe { crate::mmio::copy(m.map.as_ptr().add(off), buf.as_ptr(), n) };
         if m.guard.faulted() {

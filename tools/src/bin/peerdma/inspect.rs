@@ -8,9 +8,6 @@ use peerdma_exporter::FdInfo;
 use peerdma_tools::size::human;
 use serde_json::json;
 
-/// Where the debugfs dma-buf table lives.
-const BUFINFO: &str = "/sys/kernel/debug/dma_buf/bufinfo";
-
 /// `(fdinfo path, fd number)` for a target spelled `/proc/PID/fd/N` or `PID:FD`.
 fn fdinfo_location(target: &str) -> Option<(PathBuf, i32)> {
     let (pid, fd) = if let Some(rest) = target.strip_prefix("/proc/") {
@@ -24,31 +21,6 @@ fn fdinfo_location(target: &str) -> Option<(PathBuf, i32)> {
         return None;
     }
     Some((PathBuf::from(format!("/proc/{pid}/fdinfo/{fd}")), fd))
-}
-
-/// The devices attached to the buffer with inode `ino`, from debugfs's bufinfo text.
-pub fn attachments(bufinfo: &str, ino: u64) -> Option<Vec<String>> {
-    let mut lines = bufinfo.lines();
-    while let Some(line) = lines.next() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        // size flags mode count exp_name ino name
-        if fields.len() >= 6 && fields[5].trim().parse::<u64>().ok() == Some(ino) {
-            let mut devs = Vec::new();
-            let mut in_list = false;
-            for l in lines.by_ref() {
-                if l.starts_with("Total") {
-                    break;
-                }
-                if l.trim() == "Attached Devices:" {
-                    in_list = true;
-                } else if in_list {
-                    devs.push(l.trim().to_string());
-                }
-            }
-            return Some(devs);
-        }
-    }
-    None
 }
 
 /// Describes the buffer.
@@ -69,11 +41,7 @@ pub fn run(target: &str, json: bool) -> Result<()> {
     let Some(exp_name) = info.exp_name.clone() else {
         bail!("{target} is not a dma-buf (its fdinfo has no exp_name line)");
     };
-    let attached = info.ino.and_then(|ino| {
-        std::fs::read_to_string(BUFINFO)
-            .ok()
-            .and_then(|t| attachments(&t, ino))
-    });
+    let attached = info.attachments();
     let out = json!({
         "target": target,
         "size": info.size,
@@ -123,20 +91,5 @@ mod tests {
         );
         assert_eq!(fdinfo_location("/dev/dma_heap/system"), None);
         assert_eq!(fdinfo_location("x:7"), None);
-    }
-
-    #[test]
-    fn bufinfo_attachments_are_found_by_inode() {
-        let text = "\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n\
-            00004096\t00000002\t00080005\t00000001\tvfio_pci_core\t00000031\t<none>\n\
-            \tAttached Devices:\n\t0000:00:12.0\nTotal 1 devices attached\n\n\
-            00008192\t00000002\t00080005\t00000001\tudmabuf\t00000032\t<none>\n\
-            \tAttached Devices:\nTotal 0 devices attached\n\n";
-        assert_eq!(
-            attachments(text, 31),
-            Some(vec!["0000:00:12.0".to_string()])
-        );
-        assert_eq!(attachments(text, 32), Some(vec![]));
-        assert_eq!(attachments(text, 99), None);
     }
 }

@@ -90,6 +90,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    peerdma_tools::cli::default_sigpipe();
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Cmd::List { json, vfio } => list::run(json, vfio),

@@ -1,7 +1,7 @@
 //! `peerdma regions BDF`: the VFIO view of one device.
 
 use anyhow::{Context, Result};
-use peerdma_exporter::region::region_name;
+use peerdma_exporter::RegionIndex;
 use peerdma_exporter::{AccessPath, Bdf, Device, OpenOptions, RegionCap};
 use peerdma_tools::size::human;
 use serde_json::{json, Value};
@@ -43,7 +43,7 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
         }
         regions.push(json!({
             "index": index,
-            "name": region_name(index).to_string(),
+            "name": RegionIndex(index).to_string(),
             "size": r.size,
             "offset": r.offset,
             "read": r.flags.read(),

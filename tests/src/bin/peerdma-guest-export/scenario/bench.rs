@@ -1,6 +1,5 @@
 //! `bench`: export latency of the library against the same ioctl from C.
 
-
 use anyhow::Result;
 use peerdma_exporter::{DmaRange, ExportOptions};
 use peerdma_testbed::manifest::ManifestDevice;

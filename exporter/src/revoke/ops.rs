@@ -1,18 +1,19 @@
-//! The device operations that revoke and restore its dma-bufs, and the state
-//! and events that report it. Types are in `revoke`.
+//! The device operations that revoke and restore its dma-bufs (memory decode,
+//! `VFIO_DEVICE_RESET`, FLR, power state), and the state and events that report
+//! it. The types are in `state`.
 
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Instant;
 
+use super::state::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::explain;
-use crate::ioctl;
+use crate::ioctl::{self, VfioIoctl};
 use crate::pci_caps::{
     FlrMethod, PCI_AF_CTRL_FLR, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_EXP_DEVCTL_BCR_FLR,
     PCI_PM_CTRL_PME_STATUS, PCI_PM_CTRL_STATE_MASK,
 };
-use crate::revoke::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
 
 impl DeviceInner {
     /// The revoke state, read from PCI_COMMAND and PMCSR.
@@ -53,6 +54,11 @@ impl DeviceInner {
 impl Device {
     /// Whether importers can map this device's dma-bufs now, from the device's
     /// registers (Memory Space Enable, PMCSR power state).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pread`, or
+    /// [`Error::ConfigShort`] when fewer bytes came back.
     pub fn revoke_state(&self) -> Result<RevokeState> {
         self.inner.revoke_state()
     }
@@ -79,6 +85,11 @@ impl Device {
 
     /// Whether Memory Space Enable is set (as the kernel sees it: the
     /// virtualized command register).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pread`, or
+    /// [`Error::ConfigShort`] when fewer bytes came back.
     pub fn memory_decode(&self) -> Result<bool> {
         Ok(self.config_read_u16(PCI_COMMAND)? & PCI_COMMAND_MEMORY != 0)
     }
@@ -86,30 +97,31 @@ impl Device {
     /// Sets or clears Memory Space Enable through the config region. Clearing
     /// it revokes every dma-buf of the device; setting it restores them
     /// (importers must map again).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] or [`Error::ConfigShort`] from the read or the
+    /// write of the register.
     pub fn set_memory_decode(&self, on: bool) -> Result<()> {
-        let command = self.config_read_u16(PCI_COMMAND)?;
-        let new = if on {
-            command | PCI_COMMAND_MEMORY
-        } else {
-            command & !PCI_COMMAND_MEMORY
-        };
-        self.config_write_u16(PCI_COMMAND, new)
+        self.update_command(PCI_COMMAND_MEMORY, on)
     }
 
     /// `VFIO_DEVICE_RESET`. The kernel moves the device to D0, revokes its
     /// dma-bufs, resets it, and restores them if memory decode is on after.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ResetUnsupported`] when device info lacks
+    /// `VFIO_DEVICE_FLAGS_RESET`; [`Error::Ioctl`] with the kernel's errno when
+    /// the reset fails; [`Error::ConfigAccess`]/[`Error::ConfigShort`] when the
+    /// revoke state cannot be read around it.
     pub fn reset(&self) -> Result<()> {
         let bdf = self.bdf();
         if !self.inner.info.supports_reset() {
             return Err(Error::ResetUnsupported { bdf });
         }
         self.reset_with(ResetMethod::VfioReset, || {
-            ioctl::device_reset(self.fd()).map_err(|errno| Error::Ioctl {
-                bdf,
-                ioctl: "VFIO_DEVICE_RESET",
-                errno,
-                fix: explain::ioctl("VFIO_DEVICE_RESET", errno),
-            })
+            ioctl::device_reset(self.fd()).map_err(explain::ioctl_err(bdf, VfioIoctl::DeviceReset))
         })
     }
 
@@ -117,6 +129,12 @@ impl Device {
     /// BCR_FLR when DEVCAP advertises FLR, else the Advanced Features FLR
     /// (with TP), as vfio-pci requires. Revokes and restores like
     /// [`Device::reset`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FlrUnsupported`] when neither capability offers FLR;
+    /// [`Error::ConfigAccess`]/[`Error::ConfigShort`] when the control register
+    /// or the revoke state cannot be read or written.
     pub fn flr(&self) -> Result<()> {
         match self.inner.layout.flr {
             Some(FlrMethod::Pcie { devctl }) => self.reset_with(ResetMethod::PcieFlr, || {
@@ -151,6 +169,11 @@ impl Device {
     }
 
     /// The PMCSR power state, if the device has a PM capability.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigAccess`] with the errno of `pread`, or
+    /// [`Error::ConfigShort`] when fewer bytes came back.
     pub fn power_state(&self) -> Result<Option<PowerState>> {
         match self.inner.layout.pmcsr {
             Some(at) => Ok(Some(PowerState::from_pmcsr(self.config_read_u16(at)?))),
@@ -160,6 +183,12 @@ impl Device {
 
     /// Writes the PMCSR power state. Entering D3hot revokes the device's
     /// dma-bufs; returning to D0 restores them if memory decode is on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PowerStateUnsupported`] without a PM capability;
+    /// [`Error::ConfigAccess`]/[`Error::ConfigShort`] when PMCSR cannot be read
+    /// or written.
     pub fn set_power_state(&self, state: PowerState) -> Result<()> {
         let at = self
             .inner

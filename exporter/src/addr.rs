@@ -1,9 +1,30 @@
-//! PCI addresses: domain, bus, device, function (`0000:01:00.0`).
+//! The leaf vocabulary of the crate, which depends on nothing else in it: PCI
+//! function addresses ([`Bdf`], parsed once for the whole workspace, with
+//! [`ParseBdfError`]) and VFIO region indexes ([`RegionIndex`], named "BAR2",
+//! "config space (region 7)"... in messages).
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::Error;
+use peerdma_uapi::pci::PCI_STD_NUM_BARS;
+use peerdma_uapi::vfio::{
+    VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR5_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX,
+};
+
+/// A PCI address that did not parse (like std's `ParseIntError`): the text and
+/// what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{input:?} is not a PCI address: {reason}; \
+     fix: write it as DDDD:BB:DD.F (0000:01:00.0) or BB:DD.F (01:00.0)"
+)]
+pub struct ParseBdfError {
+    /// The text that was given.
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
 
 /// A PCI function address as the kernel names it in sysfs (`DDDD:BB:DD.F`).
 ///
@@ -20,15 +41,19 @@ pub struct Bdf {
 
 impl Bdf {
     /// Builds an address; `device` must be below 32 and `function` below 8.
-    pub fn new(domain: u32, bus: u8, device: u8, function: u8) -> Result<Self, Error> {
+    ///
+    /// # Errors
+    ///
+    /// [`ParseBdfError`] when `device` or `function` is out of range.
+    pub fn new(domain: u32, bus: u8, device: u8, function: u8) -> Result<Self, ParseBdfError> {
         if device > 0x1f {
-            return Err(Error::BdfParse {
+            return Err(ParseBdfError {
                 input: format!("{domain:04x}:{bus:02x}:{device:02x}.{function}"),
                 reason: "device number must be 00..1f",
             });
         }
         if function > 7 {
-            return Err(Error::BdfParse {
+            return Err(ParseBdfError {
                 input: format!("{domain:04x}:{bus:02x}:{device:02x}.{function}"),
                 reason: "function number must be 0..7",
             });
@@ -72,24 +97,29 @@ impl fmt::Display for Bdf {
     }
 }
 
-fn hex_field(input: &str, text: &str, max_digits: usize, what: &'static str) -> Result<u32, Error> {
+fn hex_field(
+    input: &str,
+    text: &str,
+    max_digits: usize,
+    what: &'static str,
+) -> Result<u32, ParseBdfError> {
     if text.is_empty() || text.len() > max_digits || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::BdfParse {
+        return Err(ParseBdfError {
             input: input.to_owned(),
             reason: what,
         });
     }
-    u32::from_str_radix(text, 16).map_err(|_| Error::BdfParse {
+    u32::from_str_radix(text, 16).map_err(|_| ParseBdfError {
         input: input.to_owned(),
         reason: what,
     })
 }
 
 impl FromStr for Bdf {
-    type Err = Error;
+    type Err = ParseBdfError;
 
-    fn from_str(input: &str) -> Result<Self, Error> {
-        let bad = |reason| Error::BdfParse {
+    fn from_str(input: &str) -> Result<Self, ParseBdfError> {
+        let bad = |reason| ParseBdfError {
             input: input.to_owned(),
             reason,
         };
@@ -133,11 +163,94 @@ impl FromStr for Bdf {
     }
 }
 
+/// A VFIO region index. vfio-pci uses fixed indexes: BAR0..BAR5 are regions
+/// 0..5, then the ROM (6), config space (7) and VGA (8); device-specific
+/// regions follow from 9.
+///
+/// Displayed by name for messages: "BAR2", "ROM (region 6)", "config space
+/// (region 7)", "VGA (region 8)", "device-specific region 9".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionIndex(pub u32);
+
+impl RegionIndex {
+    /// Config space (`VFIO_PCI_CONFIG_REGION_INDEX`).
+    pub const CONFIG: RegionIndex = RegionIndex(VFIO_PCI_CONFIG_REGION_INDEX);
+    /// The expansion ROM (`VFIO_PCI_ROM_REGION_INDEX`).
+    pub const ROM: RegionIndex = RegionIndex(VFIO_PCI_ROM_REGION_INDEX);
+    /// Legacy VGA ranges (`VFIO_PCI_VGA_REGION_INDEX`).
+    pub const VGA: RegionIndex = RegionIndex(VFIO_PCI_VGA_REGION_INDEX);
+    /// The number of standard BARs, BAR0..BAR5 (`PCI_STD_NUM_BARS`).
+    pub const NUM_BARS: usize = PCI_STD_NUM_BARS as usize;
+
+    /// BAR `n` (region `n`); `None` unless `n` is 0..=5.
+    pub const fn bar(n: u32) -> Option<RegionIndex> {
+        if n < PCI_STD_NUM_BARS {
+            Some(RegionIndex(VFIO_PCI_BAR0_REGION_INDEX + n))
+        } else {
+            None
+        }
+    }
+
+    /// BAR0..BAR5, in order.
+    pub fn bars() -> impl Iterator<Item = RegionIndex> {
+        (0..PCI_STD_NUM_BARS).map(|n| RegionIndex(VFIO_PCI_BAR0_REGION_INDEX + n))
+    }
+
+    /// Whether this is one of BAR0..BAR5.
+    pub const fn is_bar(self) -> bool {
+        self.0 <= VFIO_PCI_BAR5_REGION_INDEX
+    }
+
+    /// The index as the kernel's `u32`.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl From<u32> for RegionIndex {
+    fn from(index: u32) -> Self {
+        RegionIndex(index)
+    }
+}
+
+impl From<RegionIndex> for u32 {
+    fn from(index: RegionIndex) -> u32 {
+        index.0
+    }
+}
+
+impl fmt::Display for RegionIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            i @ VFIO_PCI_BAR0_REGION_INDEX..=VFIO_PCI_BAR5_REGION_INDEX => write!(f, "BAR{i}"),
+            VFIO_PCI_ROM_REGION_INDEX => f.write_str("ROM (region 6)"),
+            VFIO_PCI_CONFIG_REGION_INDEX => f.write_str("config space (region 7)"),
+            VFIO_PCI_VGA_REGION_INDEX => f.write_str("VGA (region 8)"),
+            i => write!(f, "device-specific region {i}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Bdf, Error> {
+    #[test]
+    fn region_names() {
+        let name = |i: u32| RegionIndex(i).to_string();
+        assert_eq!(name(2), "BAR2");
+        assert_eq!(name(6), "ROM (region 6)");
+        assert_eq!(name(7), "config space (region 7)");
+        assert_eq!(name(8), "VGA (region 8)");
+        assert_eq!(name(9), "device-specific region 9");
+        assert!(RegionIndex(5).is_bar() && !RegionIndex(6).is_bar());
+        assert_eq!(RegionIndex::bars().count(), RegionIndex::NUM_BARS);
+        assert_eq!(RegionIndex::bar(5), Some(RegionIndex(5)));
+        assert_eq!(RegionIndex::bar(6), None);
+        assert_eq!(RegionIndex::CONFIG, RegionIndex::from(7));
+    }
+
+    fn parse(s: &str) -> Result<Bdf, ParseBdfError> {
         s.parse()
     }
 
@@ -197,10 +310,8 @@ mod tests {
             "0000:+1:00.0",
         ] {
             let err = parse(bad).unwrap_err();
-            assert!(
-                matches!(err, Error::BdfParse { .. }),
-                "{bad:?} gave {err:?}"
-            );
+            assert_eq!(err.input, bad, "{bad:?} gave {err:?}");
+            assert!(err.to_string().contains("fix:"), "{err}");
         }
     }
 

@@ -1,23 +1,13 @@
-//! The revoke lifecycle of a device's dma-bufs, as the kernel drives it.
-//!
-//! vfio-pci revokes every live dma-buf of a device (importers get
-//! invalidate_mappings, new maps fail with ENODEV) when memory decode goes off
-//! (PCI_COMMAND Memory Space Enable cleared through the config region), on
-//! `VFIO_DEVICE_RESET` and on an FLR written through config space, on a power
-//! state change to D3hot (PMCSR), and for good when the device is closed. It
-//! restores them when decode is on again (bit set, reset finished with decode
-//! on, back to D0); importers must then map again.
-//!
-//! [`RevokeState`] is computed from the device itself: the Memory Space Enable
-//! bit (the kernel tests its virtualized copy, which is what a read through the
-//! config region returns) and the PMCSR power state. [`RevokeEvent`]s report
-//! the changes this library causes, each revoke with a new generation number.
+//! The revoke state, its reasons and events, and the per-device bookkeeping
+//! ([`Lifecycle`]: generation, last reset, subscribers). Plain data: no device
+//! access.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use peerdma_uapi::pci::{PCI_COMMAND_MEMORY, PCI_PM_CTRL_STATE_MASK};
 use rustix::io::Errno;
 
 /// A PCI power state, as in the PMCSR PowerState field.
@@ -36,7 +26,7 @@ pub enum PowerState {
 impl PowerState {
     /// Decodes the 2-bit PMCSR PowerState field.
     pub fn from_pmcsr(pmcsr: u16) -> Self {
-        match pmcsr & 0x3 {
+        match pmcsr & PCI_PM_CTRL_STATE_MASK {
             0 => PowerState::D0,
             1 => PowerState::D1,
             2 => PowerState::D2,
@@ -144,7 +134,7 @@ impl RevokeState {
         if let Some(state) = pmcsr.map(PowerState::from_pmcsr).filter(|s| s.revokes()) {
             return RevokeState::Revoked(RevokeReason::PowerState(state));
         }
-        if !is_virtfn && command & 0x2 == 0 {
+        if !is_virtfn && command & PCI_COMMAND_MEMORY == 0 {
             return RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
         }
         RevokeState::Live

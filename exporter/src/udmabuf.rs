@@ -1,19 +1,21 @@
-//! System-memory dma-bufs from `/dev/udmabuf`: a sealed memfd whose pages the kernel
-//! wraps in a dma-buf (`UDMABUF_CREATE`).
+//! The system-memory exporter, the baseline: dma-bufs from `/dev/udmabuf`, a
+//! sealed memfd whose pages the kernel wraps in a dma-buf (`UDMABUF_CREATE`).
 //!
 //! A udmabuf is the counterpart that a BAR dma-buf is compared with: any importer that
 //! takes dma-bufs takes it, it supports `mmap`, and its bytes can be written and read
 //! through the memfd with plain `pwrite`/`pread`. Needs `CONFIG_UDMABUF` (the reference
 //! 7.2 kernel has it built in; many hosts do not).
+//!
+//! (Also reachable as `peerdma_importer::udmabuf`, its former home.)
 
-use std::ffi::c_void;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use peerdma_uapi::udmabuf::{udmabuf_create, UDMABUF_CREATE, UDMABUF_FLAGS_CLOEXEC};
+use peerdma_uapi::udmabuf::{udmabuf_create, UDMABUF_FLAGS_CLOEXEC};
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;
-use rustix::ioctl::{Ioctl, IoctlOutput, Opcode};
+
+use crate::ioctl;
 
 /// The device node that creates udmabufs.
 pub const UDMABUF_DEVICE: &str = "/dev/udmabuf";
@@ -83,36 +85,16 @@ pub struct Udmabuf {
     size: u64,
 }
 
-/// `UDMABUF_CREATE`, whose return value is the new dma-buf fd.
-struct Create(udmabuf_create);
-
-// SAFETY: the opcode is UDMABUF_CREATE, whose argument is a `struct udmabuf_create`
-// that the kernel only reads; `as_ptr` points at exactly that, and a successful call
-// returns a new fd.
-unsafe impl Ioctl for Create {
-    type Output = OwnedFd;
-    const IS_MUTATING: bool = false;
-
-    fn opcode(&self) -> Opcode {
-        UDMABUF_CREATE
-    }
-
-    fn as_ptr(&mut self) -> *mut c_void {
-        (&mut self.0 as *mut udmabuf_create).cast()
-    }
-
-    unsafe fn output_from_ptr(out: IoctlOutput, _arg: *mut c_void) -> rustix::io::Result<OwnedFd> {
-        if out < 0 {
-            return Err(Errno::BADF);
-        }
-        // SAFETY: a successful UDMABUF_CREATE returns a new descriptor nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(out) })
-    }
-}
-
 impl Udmabuf {
     /// Creates a zero-filled udmabuf of `size` bytes (a non-zero multiple of the page
     /// size) from a new memfd sealed against shrinking. Both fds are close-on-exec.
+    ///
+    /// # Errors
+    ///
+    /// [`UdmabufError::BadSize`] for a zero or unaligned size,
+    /// [`UdmabufError::Memfd`]/[`UdmabufError::Prepare`] when the memfd cannot be
+    /// made, [`UdmabufError::NoDevice`] without `/dev/udmabuf`, and
+    /// [`UdmabufError::Create`] when the kernel refuses (size limit, sealing).
     pub fn create(size: u64) -> Result<Self, UdmabufError> {
         let page_size = rustix::param::page_size() as u64;
         if size == 0 || !size.is_multiple_of(page_size) {
@@ -140,15 +122,13 @@ impl Udmabuf {
         )
         .map_err(|errno| UdmabufError::NoDevice { errno })?;
         let raw_memfd = memfd.as_raw_fd();
-        let arg = Create(udmabuf_create {
+        let mut arg = udmabuf_create {
             memfd: raw_memfd as u32,
             flags: UDMABUF_FLAGS_CLOEXEC,
             offset: 0,
             size,
-        });
-        // SAFETY: `dev` is /dev/udmabuf and `arg` is the argument UDMABUF_CREATE
-        // expects, alive for the call; the memfd it names is open.
-        let dmabuf = unsafe { rustix::ioctl::ioctl(&dev, arg) }
+        };
+        let dmabuf = ioctl::udmabuf_create(dev.as_fd(), &mut arg)
             .map_err(|errno| UdmabufError::Create { size, errno })?;
         Ok(Udmabuf {
             memfd,
@@ -178,6 +158,10 @@ impl Udmabuf {
     }
 
     /// Writes `data` at `offset` through the memfd.
+    ///
+    /// # Errors
+    ///
+    /// The errno of `pwrite`; `ENOSPC` when it stops short.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Errno> {
         let mut done = 0;
         while done < data.len() {
@@ -191,6 +175,10 @@ impl Udmabuf {
     }
 
     /// Reads `buf.len()` bytes at `offset` through the memfd.
+    ///
+    /// # Errors
+    ///
+    /// The errno of `pread`; `ENXIO` when it stops short (past the end).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mut done = 0;
         while done < buf.len() {
