@@ -145,7 +145,10 @@ pub const VULKAN: &[HostPackage] = &[
 pub const RDMA: &[HostPackage] = &[
     HostPackage::file("libibverbs-dev", "/usr/include/infiniband/verbs.h"),
     HostPackage::file("librdmacm-dev", "/usr/include/rdma/rdma_cma.h"),
-    HostPackage::file("ibverbs-providers", "/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so"),
+    HostPackage::file(
+        "ibverbs-providers",
+        "/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so",
+    ),
     HostPackage::file("rdma-core", "/etc/rdma/modules/rdma.conf"),
     HostPackage::command("perftest", "ib_write_bw"),
     HostPackage::command("iproute2", "rdma"),

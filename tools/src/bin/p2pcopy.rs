@@ -3,10 +3,16 @@
 //!
 //! `--engine` says what moves the bytes: `cpu` (the CPU through the two BARs' VFIO
 //! mmaps), `dma` (a DMA engine device, named by `--via`, through an iommufd IOAS;
-//! `iommufd` is the old spelling and still accepted), `rdma` (not yet) or `auto`.
+//! `iommufd` is the old spelling and still accepted), `rdma` or `auto`.
+//!
+//! RDMA (built with the `rdma` feature): `p2pcopy --serve [--listen ADDR:PORT] DST` on
+//! the receiving host (DST: a BDF or `host`), `p2pcopy SRC rdma://HOST:PORT` on the
+//! sending one (SRC: a BDF or `host`). The receiver checks every byte and both print
+//! throughput; a side that goes through host memory is reported as NOT peer-to-peer.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -27,10 +33,36 @@ enum Engine {
     /// A DMA engine device (--via) through an iommufd IOAS (old spelling: iommufd).
     #[value(alias = "iommufd")]
     Dma,
-    /// An RDMA NIC (not supported yet).
+    /// An RDMA NIC, towards a peer named rdma://HOST:PORT (the peer runs --serve).
     Rdma,
     /// The fastest available (today: cpu).
     Auto,
+}
+
+/// One end as the command line names it.
+#[derive(Clone, Debug)]
+enum Target {
+    /// A PCI device's BAR.
+    Bar(Bdf),
+    /// Host memory (RDMA copies only).
+    Host,
+    /// A receiver over RDMA: rdma://HOST:PORT.
+    Remote(String),
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "host" {
+            Ok(Target::Host)
+        } else if s.starts_with("rdma://") {
+            Ok(Target::Remote(s.to_string()))
+        } else {
+            s.parse::<Bdf>()
+                .map(Target::Bar)
+                .map_err(|e| format!("{e} (or `host`, or rdma://HOST:PORT for a destination)"))
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,10 +79,25 @@ enum Access {
     about = "Copy between two PCI devices' BARs (named by BDF), verified, with throughput"
 )]
 struct Cli {
-    /// Source device (0000:01:00.0 or 01:00.0).
-    src: Bdf,
-    /// Destination device.
-    dst: Bdf,
+    /// SRC DST: devices (0000:01:00.0 or 01:00.0); over RDMA, SRC may be `host` and DST
+    /// rdma://HOST:PORT. With --serve only DST (a device or `host`).
+    #[arg(value_name = "SRC DST", num_args = 1..=2, required = true)]
+    targets: Vec<Target>,
+    /// Receive over RDMA: expose DST, wait for one sender, check every byte.
+    #[arg(long)]
+    serve: bool,
+    /// Address and port the receiver listens on (an address of the RDMA device's netdev).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:18520")]
+    listen: std::net::SocketAddr,
+    /// RDMA: queue pairs to stream over.
+    #[arg(long, default_value_t = 1)]
+    qps: u8,
+    /// RDMA: WRITEs in flight per queue pair (each --chunk bytes).
+    #[arg(long, default_value_t = 16)]
+    depth: u32,
+    /// RDMA: seconds the peer may take to connect, answer or finish.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
     /// The engine device for --engine dma (default: the supported engine bound to
     /// vfio-pci nearest both devices).
     #[arg(long, value_name = "BDF")]
@@ -171,7 +218,15 @@ fn advice(e: &CopyError) -> Option<String> {
             Unavailable::NoEngine => {
                 "bind one to vfio-pci and name it with --via BDF, or use --engine cpu".to_string()
             }
-            Unavailable::RdmaNotYet => "use --engine cpu or --engine dma".to_string(),
+            Unavailable::RdmaNeedsPeer => {
+                "run `p2pcopy --serve DST` on the receiving side and give rdma://HOST:PORT as DST, \
+                 or use --engine cpu or --engine dma"
+                    .to_string()
+            }
+            Unavailable::RdmaNotBuilt => {
+                "rebuild with `cargo build --features peerdma-tools/rdma`".to_string()
+            }
+            Unavailable::RemoteNeedsRdma => "use --engine rdma (or auto)".to_string(),
         },
         _ => return None,
     })
@@ -186,15 +241,33 @@ fn fresh_seed() -> u64 {
     (nanos ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+fn with_advice(e: CopyError) -> anyhow::Error {
+    match advice(&e) {
+        Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
+        None => e.into(),
+    }
+}
+
 fn run(cli: &Cli) -> Result<()> {
+    let (src, dst) = match (cli.serve, cli.targets.as_slice()) {
+        (true, [dst]) => return rdma_cli::serve(cli, dst),
+        (true, _) => anyhow::bail!("--serve takes one target, the destination (a BDF or `host`)"),
+        (false, [_]) => anyhow::bail!("give SRC and DST (or --serve DST to receive over RDMA)"),
+        (false, [src, Target::Remote(peer)]) => return rdma_cli::send(cli, src, peer),
+        (false, [Target::Bar(src), Target::Bar(dst)]) => (*src, *dst),
+        (false, _) => anyhow::bail!(
+            "host memory and rdma:// are ends of RDMA copies: `p2pcopy SRC rdma://HOST:PORT` \
+             sends (SRC a BDF or `host`), `p2pcopy --serve DST` receives"
+        ),
+    };
     let req = CopyRequest {
         src: EndpointSpec {
-            bdf: cli.src,
+            bdf: src,
             bar: cli.src_bar,
             offset: cli.src_offset,
         },
         dst: EndpointSpec {
-            bdf: cli.dst,
+            bdf: dst,
             bar: cli.dst_bar,
             offset: cli.dst_offset,
         },
@@ -210,11 +283,7 @@ fn run(cli: &Cli) -> Result<()> {
         verify: !cli.no_verify,
         seed: cli.seed.unwrap_or_else(fresh_seed),
         allow_register_bars: cli.allow_register_bar,
-        access: match cli.access {
-            Access::Auto => AccessPath::Auto,
-            Access::Cdev => AccessPath::Cdev,
-            Access::Group => AccessPath::Group,
-        },
+        access: access(cli),
         revoke_src: match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
             (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
             (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
@@ -250,15 +319,7 @@ fn run(cli: &Cli) -> Result<()> {
     if let Some(b) = bar.take() {
         b.finish_and_clear();
     }
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(match advice(&e) {
-                Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
-                None => e.into(),
-            })
-        }
-    };
+    let report = result.map_err(with_advice)?;
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !cli.quiet {
@@ -287,6 +348,142 @@ fn run(cli: &Cli) -> Result<()> {
         println!("engine: {}", report.engine_reason);
     }
     Ok(())
+}
+
+/// The RDMA ends: `--serve DST` and `SRC rdma://HOST:PORT`.
+#[cfg(feature = "rdma")]
+mod rdma_cli {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    use anyhow::{bail, Result};
+    use peerdma_tools::p2pcopy::rdma::{self, LocalSpec, RdmaReport, SendRequest, ServeRequest};
+    use peerdma_tools::p2pcopy::EndpointSpec;
+    use peerdma_tools::size::human;
+
+    use super::{access, rate, with_advice, Cli, Engine, Target};
+
+    fn local(cli: &Cli, t: &Target, src: bool) -> Result<LocalSpec> {
+        Ok(match t {
+            Target::Host => LocalSpec::Host,
+            Target::Bar(bdf) => LocalSpec::Bar(EndpointSpec {
+                bdf: *bdf,
+                bar: if src { cli.src_bar } else { cli.dst_bar },
+                offset: if src { cli.src_offset } else { cli.dst_offset },
+            }),
+            Target::Remote(_) => {
+                bail!("the receiver's destination is its own memory: a BDF or `host`")
+            }
+        })
+    }
+
+    fn print(cli: &Cli, r: &RdmaReport) -> Result<()> {
+        if !r.peer_to_peer {
+            for why in &r.not_p2p {
+                eprintln!("p2pcopy: NOT peer-to-peer: {why}");
+            }
+        }
+        if cli.json {
+            println!("{}", serde_json::to_string(r)?);
+        } else if !cli.quiet {
+            let verb = if r.role == "sender" {
+                "sent"
+            } else {
+                "received"
+            };
+            println!(
+                "{verb} {} {} {} ({}) over RDMA with {} QP(s) on {} ({}) in {:.3} s: {}, every byte verified by the receiver",
+                human(r.bytes),
+                if r.role == "sender" { "from" } else { "into" },
+                r.local,
+                if r.role == "sender" { format!("to {} at {}", r.remote, r.peer) } else { format!("from {}", r.peer) },
+                r.qps,
+                r.device,
+                r.driver,
+                r.seconds,
+                rate(r.gbps),
+            );
+            if r.peer_to_peer {
+                println!("path: peer-to-peer (the NICs read and write the memory directly)");
+            } else {
+                println!("path: NOT peer-to-peer: {}", r.not_p2p.join("; "));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn serve(cli: &Cli, dst: &Target) -> Result<()> {
+        let req = ServeRequest {
+            dst: local(cli, dst, false)?,
+            listen: cli.listen,
+            access: access(cli),
+            wait: None,
+            timeout: Duration::from_secs(cli.timeout),
+            max_host_size: 4 << 30,
+        };
+        let report = rdma::serve(&req, &mut |addr| {
+            eprintln!("p2pcopy: listening on {addr} (RDMA CM)");
+            let _ = std::io::stderr().flush();
+        })
+        .map_err(with_advice)?;
+        print(cli, &report)
+    }
+
+    pub(super) fn send(cli: &Cli, src: &Target, peer: &str) -> Result<()> {
+        if matches!(cli.engine, Engine::Cpu | Engine::Dma) {
+            return Err(with_advice(
+                peerdma_tools::p2pcopy::CopyError::PathUnavailable {
+                    path: "cpu/dma",
+                    why: peerdma_tools::p2pcopy::Unavailable::RemoteNeedsRdma,
+                },
+            ));
+        }
+        let req = SendRequest {
+            src: local(cli, src, true)?,
+            peer: rdma::parse_peer(peer).map_err(with_advice)?,
+            size: cli.size,
+            seed: cli.seed.unwrap_or_else(super::fresh_seed),
+            qps: cli.qps,
+            msg_size: u32::try_from(cli.chunk).unwrap_or(u32::MAX),
+            depth: cli.depth,
+            access: access(cli),
+            timeout: Duration::from_secs(cli.timeout),
+        };
+        let report = rdma::send(&req, &mut |_, _| {}).map_err(with_advice)?;
+        print(cli, &report)
+    }
+}
+
+/// Without the rdma feature the RDMA ends are an explained error.
+#[cfg(not(feature = "rdma"))]
+mod rdma_cli {
+    use anyhow::Result;
+    use peerdma_tools::p2pcopy::{CopyError, Unavailable};
+
+    use super::{with_advice, Cli, Target};
+
+    fn not_built() -> anyhow::Error {
+        with_advice(CopyError::PathUnavailable {
+            path: "rdma",
+            why: Unavailable::RdmaNotBuilt,
+        })
+    }
+
+    pub(super) fn serve(_: &Cli, _: &Target) -> Result<()> {
+        Err(not_built())
+    }
+
+    pub(super) fn send(_: &Cli, _: &Target, _: &str) -> Result<()> {
+        Err(not_built())
+    }
+}
+
+fn access(cli: &Cli) -> AccessPath {
+    match cli.access {
+        Access::Auto => AccessPath::Auto,
+        Access::Cdev => AccessPath::Cdev,
+        Access::Group => AccessPath::Group,
+    }
 }
 
 #[cfg(test)]

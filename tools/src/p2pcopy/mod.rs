@@ -14,6 +14,8 @@ mod dma;
 mod endpoint;
 mod error;
 mod path;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 mod verify;
 
 use std::time::{Duration, Instant};
@@ -506,8 +508,23 @@ mod tests {
             },
             CopyError::PathUnavailable {
                 path: "rdma",
-                why: Unavailable::RdmaNotYet,
+                why: Unavailable::RdmaNeedsPeer,
             },
+            CopyError::PathUnavailable {
+                path: "rdma",
+                why: Unavailable::RdmaNotBuilt,
+            },
+            CopyError::PathUnavailable {
+                path: "rdma",
+                why: Unavailable::RemoteNeedsRdma,
+            },
+            CopyError::BadPeer { peer: "x".into() },
+            CopyError::PeerMismatch {
+                peer: "x".into(),
+                first: 0,
+                count: 1,
+            },
+            CopyError::PeerFailed { peer: "x".into() },
             CopyError::BarTooSmall {
                 bdf: "00:10.0".parse().unwrap(),
                 side: Side::Dst,
