@@ -441,11 +441,7 @@ impl Resolved {
                     sys::RDMA_CM_EVENT_REJECTED => RdmaError::Rejected {
                         addr,
                         status: e.status,
-                        reason: (!e.private.is_empty()).then(|| {
-                            String::from_utf8_lossy(&e.private)
-                                .trim_end_matches('\0')
-                                .to_string()
-                        }),
+                        reason: reject_reason(e.status, &e.private),
                     },
                     sys::RDMA_CM_EVENT_UNREACHABLE | sys::RDMA_CM_EVENT_CONNECT_ERROR => {
                         RdmaError::Unreachable {
@@ -465,6 +461,21 @@ impl Resolved {
                 })?;
         qp.set_connected();
         Ok((qp, ev.private))
+    }
+}
+
+/// The peer's reason from the reject's private data, or what the status
+/// means when it gave none.
+fn reject_reason(status: i32, private: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(private);
+    let text = text.trim_end_matches('\0').trim();
+    if !text.is_empty() && text.chars().all(|c| !c.is_control()) {
+        return Some(text.to_string());
+    }
+    match status {
+        8 => Some("nothing listens on that port (invalid service ID)".into()),
+        28 => Some("the peer's application refused (consumer reject)".into()),
+        _ => None,
     }
 }
 
@@ -521,6 +532,27 @@ impl Listener {
     /// The address and port it listens on.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.guard.local_addr()
+    }
+
+    /// Allocates a PD on the device that serves the bound address (to
+    /// register memory before any peer connects).
+    ///
+    /// # Errors
+    ///
+    /// [`RdmaError::Unreachable`] when the listener is bound to the wildcard
+    /// address (no device yet); [`RdmaError::Call`] when `ibv_alloc_pd` fails.
+    pub fn alloc_pd(&self) -> Result<Arc<ProtectionDomain>> {
+        match self.guard.context() {
+            Some(ctx) => ProtectionDomain::alloc(ctx),
+            None => Err(RdmaError::Unreachable {
+                addr: self
+                    .local_addr()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                why: "the listener is bound to no particular RDMA device (the wildcard \
+                      address)"
+                    .into(),
+            }),
+        }
     }
 
     /// Waits for the next connect request (`None`: until one comes).

@@ -42,8 +42,8 @@ pub enum RdmaError {
     Rejected {
         /// The peer.
         addr: SocketAddr,
-        /// The CM reject status (IB reject reason; 28 is a consumer reject,
-        /// 8 no listener on that port).
+        /// The CM reject status (IB reject reason; 28: a consumer reject,
+        /// 8: no listener on that port).
         status: i32,
         /// The peer's reason, from the reject's private data.
         reason: Option<String>,

@@ -378,10 +378,8 @@ mod rdma_cli {
     }
 
     fn print(cli: &Cli, r: &RdmaReport) -> Result<()> {
-        if !r.peer_to_peer {
-            for why in &r.not_p2p {
-                eprintln!("p2pcopy: NOT peer-to-peer: {why}");
-            }
+        for why in &r.not_p2p {
+            eprintln!("p2pcopy: NOT peer-to-peer: {why}");
         }
         if cli.json {
             println!("{}", serde_json::to_string(r)?);
@@ -403,10 +401,12 @@ mod rdma_cli {
                 r.seconds,
                 rate(r.gbps),
             );
-            if r.peer_to_peer {
-                println!("path: peer-to-peer (the NICs read and write the memory directly)");
-            } else {
+            if !r.not_p2p.is_empty() {
                 println!("path: NOT peer-to-peer: {}", r.not_p2p.join("; "));
+            } else if r.peer_to_peer {
+                println!("path: peer-to-peer (the NICs read and write the device memory directly)");
+            } else {
+                println!("path: host memory at both ends (no device memory involved)");
             }
         }
         Ok(())

@@ -61,10 +61,11 @@ pub struct RdmaReport {
     pub gbps: f64,
     /// The receiver checked every byte and all matched.
     pub verified: bool,
-    /// Whether both ends' memory was read and written by the NICs directly.
-    /// `false` when either side went through host memory; see `not_p2p`.
+    /// Whether device memory (a BAR) is at either end and the NICs read and
+    /// wrote every device-memory end directly (no end staged).
     pub peer_to_peer: bool,
-    /// Why the path is not peer-to-peer (empty when it is).
+    /// The device-memory ends that went through host memory, and why: each
+    /// makes the path NOT peer-to-peer (empty when none was staged).
     pub not_p2p: Vec<String>,
 }
 

@@ -153,9 +153,10 @@ pub fn send(
             src.what
         ));
     }
-    if !accept.peer_to_peer {
+    if accept.staged {
         not_p2p.push(format!("the destination is {}", accept.what));
     }
+    let device_memory = src.bar.is_some() || accept.peer_to_peer || accept.staged;
     Ok(RdmaReport {
         role: "sender",
         engine: "rdma",
@@ -169,7 +170,7 @@ pub fn send(
         seconds,
         gbps: rate(size, seconds),
         verified: true,
-        peer_to_peer: src.peer_to_peer() && accept.peer_to_peer,
+        peer_to_peer: device_memory && not_p2p.is_empty(),
         not_p2p,
     })
 }

@@ -75,6 +75,7 @@ pub fn serve(
     let accept = Accept {
         mr: dst.mr.remote(),
         peer_to_peer: dst.peer_to_peer(),
+        staged: dst.staged.is_some(),
         what: match &dst.staged {
             None => dst.what.clone(),
             Some(_) => format!(

@@ -63,8 +63,11 @@ impl Hello {
 pub struct Accept {
     /// The destination MR.
     pub mr: RemoteMr,
-    /// Whether the NIC writes straight into the destination (no host staging).
+    /// Whether the destination is device memory the NIC writes directly.
     pub peer_to_peer: bool,
+    /// Whether the destination is device memory staged through host memory
+    /// (NOT peer-to-peer).
+    pub staged: bool,
     /// The destination in words (at most 140 bytes).
     pub what: String,
 }
@@ -74,7 +77,12 @@ impl Accept {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(196);
         b.extend_from_slice(&MAGIC);
-        b.extend_from_slice(&[VERSION, u8::from(self.peer_to_peer), 0, 0]);
+        b.extend_from_slice(&[
+            VERSION,
+            u8::from(self.peer_to_peer),
+            u8::from(self.staged),
+            0,
+        ]);
         b.extend_from_slice(&self.mr.to_bytes());
         let what = self.what.as_bytes();
         b.extend_from_slice(&what[..what.len().min(140)]);
@@ -90,6 +98,7 @@ impl Accept {
         Some(Accept {
             mr: RemoteMr::from_bytes(&b[8..])?,
             peer_to_peer: b[5] != 0,
+            staged: b[6] != 0,
             what: String::from_utf8_lossy(rest)
                 .trim_end_matches('\0')
                 .to_string(),
@@ -202,6 +211,7 @@ mod tests {
                 len: 1 << 20,
             },
             peer_to_peer: false,
+            staged: true,
             what: "x".repeat(300),
         };
         assert!(
