@@ -184,11 +184,26 @@ fn wait_verdict(
 ) -> Result<Verdict, CopyError> {
     let deadline = Instant::now() + timeout;
     let mut comps = Vec::new();
-    loop {
+    let got_recv = |qp: &mut QueuePair, comps: &mut Vec<_>| -> Result<bool, RdmaError> {
         comps.clear();
-        qp.poll(&mut comps)
-            .map_err(|e| gone_while(e, "checking the bytes"))?;
-        if comps.iter().any(|c| c.op == Operation::Recv) {
+        qp.poll(comps)?;
+        Ok(comps
+            .iter()
+            .any(|c: &rdma::Completion| c.op == Operation::Recv))
+    };
+    loop {
+        let mut arrived =
+            got_recv(qp, &mut comps).map_err(|e| gone_while(e, "checking the bytes"))?;
+        if !arrived {
+            if let Err(gone) = qp.check_peer(Duration::from_millis(1)) {
+                // The verdict may have landed just before the receiver hung up.
+                arrived = got_recv(qp, &mut comps).unwrap_or(false);
+                if !arrived {
+                    return Err(gone_while(gone, "checking the bytes").into());
+                }
+            }
+        }
+        if arrived {
             let b = &msgs.host_bytes().expect("a host MR")[MSG_LEN..2 * MSG_LEN];
             return Verdict::from_bytes(b).ok_or_else(|| {
                 RdmaError::Protocol {
@@ -197,8 +212,6 @@ fn wait_verdict(
                 .into()
             });
         }
-        qp.check_peer(Duration::from_millis(1))
-            .map_err(|e| gone_while(e, "checking the bytes"))?;
         if Instant::now() > deadline {
             return Err(RdmaError::Timeout {
                 what: "the receiver's verdict".into(),
