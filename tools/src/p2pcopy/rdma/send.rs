@@ -115,7 +115,8 @@ pub fn send(
     // The verdict arrives on QP 0.
     qps[0].post_recv(&msgs, MSG_LEN as u64, MSG_LEN as u32, 1)?;
     let start = Instant::now();
-    stream::write(
+    let mut done_bytes = 0;
+    let streamed = stream::write(
         &mut qps,
         Span {
             local: &src.mr,
@@ -128,8 +129,14 @@ pub fn send(
             msg_size: req.msg_size.max(1),
             stall: req.timeout,
         },
-        &mut |done| progress(done, size),
-    )?;
+        &mut |done| {
+            done_bytes = done;
+            progress(done, size)
+        },
+    );
+    if let Err(e) = streamed {
+        return Err(revoked_or(e, &src, done_bytes, size));
+    }
     let seconds = start.elapsed().as_secs_f64();
     msgs.host_bytes_mut().expect("a host MR")[..MSG_LEN]
         .copy_from_slice(&Done { bytes: size }.to_bytes());
@@ -221,6 +228,26 @@ fn wait_verdict(
             .into());
         }
     }
+}
+
+/// A failed completion on a dma-buf MR of a BAR that the exporter revoked
+/// (decode off, reset) is the revoke, said as such; anything else as it came.
+fn revoked_or(e: RdmaError, src: &Local, done: u64, total: u64) -> CopyError {
+    if let (
+        RdmaError::Completion {
+            local_dmabuf: true, ..
+        },
+        Some(bar),
+    ) = (&e, &src.bar)
+    {
+        if matches!(
+            bar.ep.device.revoke_state(),
+            Ok(peerdma_exporter::RevokeState::Revoked(_))
+        ) {
+            return crate::p2pcopy::verify::revoked(&bar.ep, done, total);
+        }
+    }
+    e.into()
 }
 
 fn gone_while(e: RdmaError, what: &str) -> RdmaError {
