@@ -277,21 +277,23 @@ pub enum Error {
     },
 
     /// The character-device (iommufd) access path is not available for this device.
-    #[error(
-        "{bdf}: the vfio cdev path is unavailable: {reason}; \
-         fix: use a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV, or AccessPath::Group"
-    )]
+    #[error("{bdf}: the vfio cdev path is unavailable: {reason}; fix: {fix}")]
     NoCdev {
         /// Device.
         bdf: Bdf,
         /// What is missing.
         reason: &'static str,
+        /// What to do.
+        fix: &'static str,
     },
 
     /// The device has no IOMMU group, so the group path cannot open it.
     #[error(
-        "{bdf}: the device has no iommu_group link in sysfs; \
-         fix: enable an IOMMU (intel_iommu=on / amd_iommu=on) or vfio's noiommu mode"
+        "{bdf}: the device has no IOMMU group: no IOMMU translates its DMA (none present or \
+         enabled), so vfio-pci cannot take it; fix: enable the IOMMU (VT-d/AMD-Vi in the \
+         firmware, intel_iommu=on / amd_iommu=on on the kernel command line); without one, \
+         only vfio's unsafe no-IOMMU mode (modprobe vfio enable_unsafe_noiommu_mode=1, no DMA \
+         isolation, no iommufd) lets vfio-pci bind it"
     )]
     NoIommuGroup {
         /// Device.
@@ -315,6 +317,19 @@ pub enum Error {
     NoSuchDevice {
         /// The address that was given.
         bdf: Bdf,
+    },
+
+    /// A P2P path was asked for between a bridge and another function: paths
+    /// run between endpoints.
+    #[error(
+        "{bdf} is a {kind}, not an endpoint; \
+         fix: name the devices themselves (peerdma list shows them), not the ports above them"
+    )]
+    NotAnEndpoint {
+        /// The bridge.
+        bdf: Bdf,
+        /// What it is (`root port`, `switch downstream port` …).
+        kind: &'static str,
     },
 
     /// The device is not a vfio-pci device.
@@ -366,6 +381,13 @@ pub enum Error {
         bdf: Bdf,
         /// The device the fd belongs to.
         actual: Bdf,
+    },
+
+    /// A P2P path was asked for from a function to itself.
+    #[error("{bdf} was named twice; fix: a peer-to-peer path needs two different devices")]
+    PathToItself {
+        /// The function.
+        bdf: Bdf,
     },
 
     /// A standard PCI capability list in config space is malformed.
@@ -640,9 +662,11 @@ impl Error {
             | MsixOverlap { .. }
             | NoCdev { .. }
             | NoIommuGroup { .. }
+            | NotAnEndpoint { .. }
             | NotPci { .. }
             | NotVfioBound { .. }
             | PassedFdMismatch { .. }
+            | PathToItself { .. }
             | PciCapChain { .. }
             | PowerStateUnsupported { .. }
             | SysfsParse { .. }

@@ -69,7 +69,7 @@ pub(crate) fn ioctl(op: VfioIoctl, errno: Errno) -> &'static str {
     match (op, errno) {
         // vfio_device_block_group (device_cdev.c).
         (DeviceBindIommufd, Errno::BUSY) => {
-            "the device's group is open through /dev/vfio/GROUP; close it, or open with AccessPath::Group"
+            "the device's group is open through /dev/vfio/GROUP; close it, or open the device through the group/container access path"
         }
         (DeviceBindIommufd, Errno::INVAL) => {
             "the device is already open (a cdev device can be opened once) or the fd is already bound"
@@ -161,9 +161,9 @@ pub(crate) enum Node {
 /// Fix for an errno of opening a VFIO or iommufd node.
 pub(crate) fn open(node: Node, errno: Errno) -> &'static str {
     match (node, errno) {
-        (Node::Iommu, Errno::NOENT) => "load the iommufd module (CONFIG_IOMMUFD) or use AccessPath::Group",
+        (Node::Iommu, Errno::NOENT) => "load the iommufd module (CONFIG_IOMMUFD), or open the device through the VFIO group/container access path",
         (Node::Cdev, Errno::NOENT) => {
-            "bind the device to vfio-pci on a kernel with CONFIG_VFIO_DEVICE_CDEV, or use AccessPath::Group"
+            "bind the device to vfio-pci on a kernel with CONFIG_VFIO_DEVICE_CDEV, or open it through the VFIO group/container access path"
         }
         (Node::Container, Errno::NOENT) => "load the vfio module",
         (Node::Group, Errno::NOENT) => {

@@ -151,6 +151,11 @@ pub(crate) enum Plan {
 
 /// Decides which nodes to open, from sysfs and what exists under `dev_dir`.
 pub(crate) fn plan(sys: &PciDevice, access: AccessPath, dev_dir: &Path) -> Result<Plan> {
+    // No IOMMU group and no no-IOMMU mode: vfio-pci cannot take the device at all, so
+    // that comes first (binding it would fail).
+    if sys.iommu_group.is_none() && !sys.unsafe_noiommu_mode {
+        return Err(Error::NoIommuGroup { bdf: sys.bdf });
+    }
     if !sys.is_vfio_bound() {
         return Err(Error::NotVfioBound {
             bdf: sys.bdf,
@@ -172,23 +177,36 @@ pub(crate) fn plan(sys: &PciDevice, access: AccessPath, dev_dir: &Path) -> Resul
 /// The cdev path's nodes, or why it is unavailable.
 fn plan_cdev(sys: &PciDevice, dev_dir: &Path) -> Result<Plan> {
     let bdf = sys.bdf;
-    let name = sys.vfio_dev.as_ref().ok_or(Error::NoCdev {
-        bdf,
-        reason: "sysfs has no vfio-dev/ directory for the device",
-    })?;
+    let no_cdev = |reason, fix| Error::NoCdev { bdf, reason, fix };
+    const KERNEL_FIX: &str = "use a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV, or \
+                              open the device through the VFIO group/container access path";
+    // A no-IOMMU device never gets a cdev (drivers/vfio/vfio_main.c, vfio_device_add):
+    // say that, not "the kernel lacks the option".
+    let noiommu = sys
+        .iommu_group
+        .is_some_and(|g| dev_dir.join(format!("vfio/noiommu-{g}")).exists());
+    if noiommu {
+        return Err(no_cdev(
+            "the device is in vfio's unsafe no-IOMMU mode (no IOMMU translates its DMA), and \
+             no-IOMMU devices have no cdev",
+            "open it through the VFIO group/container access path (iommufd imports and DMA \
+             engines need an IOMMU: enable one with intel_iommu=on / amd_iommu=on)",
+        ));
+    }
+    let name = sys.vfio_dev.as_ref().ok_or(no_cdev(
+        "sysfs has no vfio-dev/ directory for the device",
+        KERNEL_FIX,
+    ))?;
     let cdev = dev_dir.join("vfio/devices").join(name);
     let iommu = dev_dir.join("iommu");
     if !iommu.exists() {
-        return Err(Error::NoCdev {
-            bdf,
-            reason: "/dev/iommu does not exist",
-        });
+        return Err(no_cdev("/dev/iommu does not exist", KERNEL_FIX));
     }
     if !cdev.exists() {
-        return Err(Error::NoCdev {
-            bdf,
-            reason: "the device's /dev/vfio/devices/ node does not exist",
-        });
+        return Err(no_cdev(
+            "the device's /dev/vfio/devices/ node does not exist",
+            KERNEL_FIX,
+        ));
     }
     Ok(Plan::Cdev { iommu, cdev })
 }
@@ -352,6 +370,7 @@ pub(crate) fn open(
             Plan::Group { .. } => Err(Error::NoCdev {
                 bdf,
                 reason: "an iommufd was passed but the cdev path is unavailable",
+                fix: "pass the device's cdev fd with the iommufd, or a container fd instead",
             }),
         },
         PassedFds::Container(container) => match plan(need_sys()?, AccessPath::Group, &dev_dir)? {
@@ -411,6 +430,7 @@ mod tests {
             resources: vec![],
             vfio_dev: vfio_dev.map(str::to_owned),
             is_virtfn: false,
+            unsafe_noiommu_mode: false,
         }
     }
 
@@ -487,6 +507,38 @@ mod tests {
         assert!(
             matches!(p, Plan::Group { noiommu: true, group_id: 0, ref group, .. } if group.ends_with("noiommu-0"))
         );
+    }
+
+    #[test]
+    fn a_noiommu_device_is_told_it_has_no_iommu_not_that_the_kernel_lacks_options() {
+        let t = dev_tree(true, false, Some("noiommu-0"));
+        let err = plan(
+            &sys(Some("vfio-pci"), Some(0), None),
+            AccessPath::Cdev,
+            &t.0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no-IOMMU mode"), "{err}");
+        assert!(!err.contains("CONFIG_IOMMUFD"), "{err}");
+        assert!(!err.contains("AccessPath"), "{err}");
+    }
+
+    #[test]
+    fn without_a_group_the_missing_iommu_comes_before_binding_advice() {
+        let t = dev_tree(false, false, None);
+        for driver in [None, Some("e1000e")] {
+            let err = plan(&sys(driver, None, None), AccessPath::Auto, &t.0).unwrap_err();
+            assert!(matches!(err, Error::NoIommuGroup { .. }), "{err:?}");
+            assert!(!err.to_string().contains("driver_override"), "{err}");
+        }
+        // In no-IOMMU mode vfio-pci can take a group-less device: binding advice is right.
+        let d = PciDevice {
+            unsafe_noiommu_mode: true,
+            ..sys(None, None, None)
+        };
+        let err = plan(&d, AccessPath::Auto, &t.0).unwrap_err();
+        assert!(matches!(err, Error::NotVfioBound { .. }), "{err:?}");
     }
 
     #[test]

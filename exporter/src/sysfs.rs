@@ -96,6 +96,20 @@ impl Sysfs {
         self.root.join("bus/pci/devices").join(bdf.to_string())
     }
 
+    /// The function's config space as sysfs shows it (`BDF/config`): all of
+    /// it to root, the first 64 bytes to others.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDevice`] for a BDF sysfs does not list, [`Error::Sysfs`]
+    /// when the file cannot be read.
+    pub fn config_space(&self, bdf: Bdf) -> Result<Vec<u8>> {
+        let path = self.device_path(bdf);
+        self.check_exists(bdf, &path)?;
+        let file = path.join("config");
+        fs::read(&file).map_err(|source| Error::Sysfs { path: file, source })
+    }
+
     /// Reads everything this library needs about one PCI function.
     ///
     /// # Errors
@@ -123,6 +137,7 @@ impl Sysfs {
         let resources = parse_resources(&resource_path, &text)?;
         let vfio_dev = vfio_dev_name(&path.join("vfio-dev"))?;
         let is_virtfn = fs::symlink_metadata(path.join("physfn")).is_ok();
+        let unsafe_noiommu_mode = self.unsafe_noiommu_mode();
         Ok(PciDevice {
             bdf,
             path,
@@ -134,7 +149,20 @@ impl Sysfs {
             resources,
             vfio_dev,
             is_virtfn,
+            unsafe_noiommu_mode,
         })
+    }
+
+    /// Whether vfio's unsafe no-IOMMU mode is on
+    /// (`ROOT/module/vfio/parameters/enable_unsafe_noiommu_mode` reads `Y`): then
+    /// vfio-pci takes devices no IOMMU translates, in `noiommu-N` groups
+    /// (drivers/vfio/group.c, `vfio_noiommu_group_alloc`).
+    pub fn unsafe_noiommu_mode(&self) -> bool {
+        fs::read_to_string(
+            self.root
+                .join("module/vfio/parameters/enable_unsafe_noiommu_mode"),
+        )
+        .is_ok_and(|v| v.trim() == "Y")
     }
 }
 
@@ -162,6 +190,9 @@ pub struct PciDevice {
     /// Whether this is an SR-IOV virtual function (its memory decode is
     /// controlled by the PF, so the command register's bit does not apply).
     pub is_virtfn: bool,
+    /// Whether vfio's unsafe no-IOMMU mode was on when this was read
+    /// ([`Sysfs::unsafe_noiommu_mode`]).
+    pub unsafe_noiommu_mode: bool,
 }
 
 impl PciDevice {

@@ -1,5 +1,7 @@
 //! Import dma-bufs into other devices.
 //!
+//! - [`atlas`]: which importers this machine has and whether each can take a
+//!   BAR dma-buf;
 //! - [`iommufd`]: map a vfio-pci BAR dma-buf into an iommufd I/O address space
 //!   so that a device attached there DMAs to the peer BAR (always built);
 //! - [`engine`]: the devices that move bytes through an IOAS (QEMU's edu
@@ -8,6 +10,8 @@
 //! - [`rdma`] (feature `rdma`): memory regions from host memory or any dma-buf,
 //!   RC queue pairs over RDMA CM, RDMA WRITE/READ streams.
 
+#[deny(missing_docs)]
+pub mod atlas;
 #[deny(missing_docs)]
 pub mod engine;
 #[deny(missing_docs)]

@@ -167,8 +167,12 @@ pub enum Topology {
     #[default]
     Root,
     /// All devices behind one emulated PCIe switch (x3130 upstream + xio3130 downstream
-    /// ports): P2P distance checks pass, but the devices share one IOMMU group.
+    /// ports, none with ACS): P2P distance checks pass; each device shares its IOMMU
+    /// group with its downstream port.
     Switch,
+    /// The first device behind the switch, the others on the root bus: they meet only
+    /// at the host bridge.
+    Mixed,
 }
 
 impl FromStr for Topology {
@@ -177,7 +181,8 @@ impl FromStr for Topology {
         match s {
             "root" => Ok(Topology::Root),
             "switch" => Ok(Topology::Switch),
-            _ => bail!("unknown topology {s:?}: use root or switch"),
+            "mixed" => Ok(Topology::Mixed),
+            _ => bail!("unknown topology {s:?}: use root, switch or mixed"),
         }
     }
 }
@@ -192,6 +197,19 @@ mod tests {
         let roles: Vec<_> = l.0.iter().map(|d| d.role.as_str()).collect();
         assert_eq!(roles, ["ivshmem0", "ivshmem1", "edu0"]);
         assert_eq!(l.0[0].size_mib, 64);
+    }
+
+    #[test]
+    fn topologies_parse() {
+        for (s, t) in [
+            ("root", Topology::Root),
+            ("switch", Topology::Switch),
+            ("mixed", Topology::Mixed),
+        ] {
+            assert_eq!(s.parse::<Topology>().unwrap(), t);
+        }
+        let err = "tree".parse::<Topology>().unwrap_err().to_string();
+        assert!(err.contains("root, switch or mixed"), "{err}");
     }
 
     #[test]

@@ -71,7 +71,8 @@ struct VmArgs {
     /// Devices: KIND[:SIZE][=ROLE],... with KIND ivshmem, edu, nvme or gpu.
     #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
     devices: DeviceList,
-    /// root (each device on the root bus, own IOMMU group) or switch (behind one PCIe switch).
+    /// root (each device on the root bus, own IOMMU group), switch (behind one PCIe
+    /// switch) or mixed (the first device behind the switch, the others on the root bus).
     #[arg(long, default_value = "root")]
     topology: Topology,
     /// on: intel-iommu vIOMMU; off: vfio noiommu mode.
@@ -89,6 +90,11 @@ struct VmArgs {
     /// Guest CPUs (QEMU 10.0.2's TCG was seen to abort with two during revoke tests).
     #[arg(long, default_value_t = 1)]
     cpus: u32,
+    /// QEMU -cpu model (default: max under TCG, host under KVM). EPYC (or
+    /// max,vendor=AuthenticAMD,family=23) is an AMD Zen, which Linux trusts to route
+    /// P2P through any host bridge; max reports family 6.
+    #[arg(long, value_name = "MODEL")]
+    cpu_model: Option<String>,
 }
 
 impl VmArgs {
@@ -102,6 +108,7 @@ impl VmArgs {
             timeout: Duration::from_secs(self.timeout),
             memory_mib: self.memory,
             cpus: self.cpus,
+            cpu_model: self.cpu_model,
             stream,
             ..VmOptions::default()
         }

@@ -42,6 +42,9 @@ pub struct VmOptions {
     pub memory_mib: u64,
     /// Guest CPUs.
     pub cpus: u32,
+    /// QEMU's `-cpu` model (`EPYC`, `max,vendor=AuthenticAMD,family=23` …); `None`:
+    /// `max` under TCG (an Intel-like family 6), `host` under KVM.
+    pub cpu_model: Option<String>,
     /// Copy the command's output to this process's stdout as it arrives.
     pub stream: bool,
     /// Extra environment for the command in the guest.
@@ -63,6 +66,7 @@ impl Default for VmOptions {
             // One vCPU: with two, QEMU 10.0.2's TCG was seen to abort in iotlb_to_section
             // while a BAR's decode was toggled (export suite); one is also no slower here.
             cpus: 1,
+            cpu_model: None,
             stream: false,
             env: Vec::new(),
             cwd: None,
@@ -239,7 +243,11 @@ impl Testbed {
             push(machine.into());
         }
         push("-cpu".into());
-        push(if accel == Accel::Kvm { "host" } else { "max" }.into());
+        push(match &o.cpu_model {
+            Some(model) => model.clone(),
+            None if accel == Accel::Kvm => "host".into(),
+            None => "max".into(),
+        });
         push("-smp".into());
         push(o.cpus.to_string());
         push("-m".into());
@@ -293,7 +301,7 @@ impl Testbed {
         push(format!(
             "virtio-9p-pci,fsdev=scratch,mount_tag={SCRATCH_TAG},addr=0x3"
         ));
-        if o.topology == Topology::Switch {
+        if matches!(o.topology, Topology::Switch | Topology::Mixed) {
             push("-device".into());
             push("pcie-root-port,id=rp0,bus=pcie.0,addr=0x1c,chassis=1,slot=0".into());
             push("-device".into());
@@ -302,7 +310,8 @@ impl Testbed {
         for (i, d) in o.devices.0.iter().enumerate() {
             let place = match o.topology {
                 Topology::Root => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
-                Topology::Switch => {
+                Topology::Mixed if i > 0 => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
+                Topology::Switch | Topology::Mixed => {
                     push("-device".into());
                     push(format!(
                         "xio3130-downstream,id=dn{i},bus=up0,chassis={},slot={i}",

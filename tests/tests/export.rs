@@ -838,7 +838,8 @@ fn stock_kernel_refuses_the_cdev_path_with_an_explained_nocdev() {
             msg.contains("the vfio cdev path is unavailable")
                 && (msg.contains("/dev/iommu") || msg.contains("vfio-dev"))
                 && msg.contains("CONFIG_IOMMUFD")
-                && msg.contains("AccessPath::Group"),
+                && msg.contains("group/container access path")
+                && !msg.contains("AccessPath"),
             "{msg}"
         );
         assert_eq!(u(l, "fds_before"), u(l, "fds_after"), "{l:#}");

@@ -115,7 +115,17 @@ fn switch_topology_puts_the_devices_behind_downstream_ports() {
 #[test]
 fn noiommu_mode_gives_noiommu_groups() {
     let tb = testbed_with(KernelChoice::Reference, "ivshmem", Topology::Root, false);
-    let out = run_ok(&tb, &["/bin/true"]);
+    let p = workspace_bin("peerdma").display().to_string();
+    let out = run_sh(
+        &tb,
+        &format!("{p} regions 00:10.0 --access cdev; echo \"## rc=$?\""),
+    );
+    // The kernel has iommufd and the cdev option; what is missing is an IOMMU, and the
+    // error says so (not "use a kernel with CONFIG_IOMMUFD", not a Rust path).
+    assert!(out.output.contains("## rc=1"), "{}", out.output);
+    assert!(out.output.contains("no-IOMMU mode"), "{}", out.output);
+    assert!(!out.output.contains("CONFIG_IOMMUFD"), "{}", out.output);
+    assert!(!out.output.contains("AccessPath"), "{}", out.output);
     let d = out.manifest.device("ivshmem0").unwrap();
     let g = d
         .vfio_group

@@ -1,9 +1,12 @@
 //! Shared pieces of the peerdma command-line tools (`peerdma`, `p2pcopy`).
 
 pub mod cli;
+pub mod doctor;
+pub mod install;
 pub mod mmio;
 pub mod p2pcopy;
 pub mod pattern;
+pub mod route;
 pub mod sigbus;
 pub mod size;
 

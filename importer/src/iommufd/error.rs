@@ -196,7 +196,7 @@ pub enum Error {
     #[error(
         "IOAS {ioas}: IOVA {iova:#x}+{len:#x} ends past the DMA-mask limit {limit:#x}: the \
          device would truncate the address and DMA somewhere else; fix: pick an IOVA below \
-         the limit or use Iova::Guarded"
+         the limit or use guarded placement"
     )]
     IovaOverLimit {
         /// IOAS id.
@@ -212,7 +212,7 @@ pub enum Error {
     /// A fixed IOVA overlapping a mapping made through this IOAS.
     #[error(
         "IOAS {ioas}: IOVA {iova:#x}+{len:#x} overlaps the mapping at \
-         {existing:#x}+{existing_len:#x} [kernel: EEXIST]; fix: unmap it first or use Iova::Guarded"
+         {existing:#x}+{existing_len:#x} [kernel: EEXIST]; fix: unmap it first or use guarded placement"
     )]
     IovaOverlap {
         /// IOAS id.
@@ -231,7 +231,7 @@ pub enum Error {
     /// MSI window, or past the IOMMU's address width).
     #[error(
         "IOAS {ioas}: IOVA {iova:#x}+{len:#x} is not inside one usable range [{}] \
-         [kernel: ENOSPC/EINVAL]; fix: pick an IOVA inside a range or use Iova::Guarded",
+         [kernel: ENOSPC/EINVAL]; fix: pick an IOVA inside a range or use guarded placement",
         ranges_text(.ranges)
     )]
     IovaOutsideRanges {
