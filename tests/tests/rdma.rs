@@ -295,3 +295,99 @@ fn a_cuda_dma_buf_goes_to_the_same_mr_api() {
     // fd. docs/rdma.md gives the commands; no body runs here without a GPU.
     panic!("run by hand on a GPU machine as docs/rdma.md describes");
 }
+
+/// One point of the benchmark: message size, QPs, GB/s of ours and of perftest.
+struct Point {
+    size: u64,
+    qps: u64,
+    ours: f64,
+    perftest: f64,
+}
+
+/// perftest's `BW average[Gb/sec]` from the results line after the `#bytes` header.
+fn perftest_gbps(text: &str) -> Option<f64> {
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("#bytes"));
+    lines.next()?;
+    let fields: Vec<&str> = lines.next()?.split_whitespace().collect();
+    fields.get(3)?.parse().ok()
+}
+
+#[test]
+#[ignore = "benchmark, several minutes under TCG: cargo build --release --workspace --bins --features peerdma-tools/rdma,peerdma-testbed/rdma && cargo test --release -p peerdma-testbed --features rdma --test rdma -- --ignored --nocapture --test-threads=1 rxe_write_throughput"]
+fn rxe_write_throughput_against_ib_write_bw() {
+    // 32 MiB per point (all QPs together): bounded by bytes; both tools keep 128 WRITEs
+    // in flight per QP (perftest's default TX depth) and signal every one.
+    const TOTAL: u64 = 32 << 20;
+    let tb = peerdma_testbed::vm::Testbed::new(peerdma_testbed::vm::VmOptions {
+        timeout: std::time::Duration::from_secs(1200),
+        ..options(KernelChoice::Reference)
+    })
+    .expect("testbed");
+    let g = guest_rdma();
+    let sizes = [4u64 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
+    let mut script = setup();
+    let mut port = 18700;
+    for &size in &sizes {
+        for qps in [1u64, 2] {
+            let iters = TOTAL / size / qps;
+            port += 2;
+            let ours = port + 1;
+            script += &format!(
+                "$B ib_write_bw -R -d rxb -F -s {size} -n {iters} -q {qps} -p {port} --report_gbits > $T/pt 2>&1 & sleep 1; \
+                 $A ib_write_bw -R -d rxa -F -s {size} -n {iters} -q {qps} -p {port} --report_gbits {B} > $T/pc 2>&1; wait; \
+                 echo '## perftest {size} {qps}'; cat $T/pc; echo '## end'; \
+                 $B {g} sink {B}:{ours} {TOTAL} {qps} > /dev/null & sleep 1; \
+                 echo '## ours {size} {qps}'; $A {g} write {B}:{ours} {TOTAL} {size} 128 1 {qps}; wait; "
+            );
+        }
+    }
+    let out = tb.run(&["/bin/sh", "-c", &script]).expect("the VM runs");
+    let o = &out.output;
+    let mut points = Vec::new();
+    for &size in &sizes {
+        for qps in [1u64, 2] {
+            let pt = o
+                .split(&format!("## perftest {size} {qps}\n"))
+                .nth(1)
+                .and_then(|t| t.split("## end").next())
+                .and_then(perftest_gbps)
+                .unwrap_or_else(|| panic!("no ib_write_bw result for {size} B, {qps} QP(s):\n{o}"));
+            let ours = o
+                .split(&format!("## ours {size} {qps}\n"))
+                .nth(1)
+                .and_then(|t| json_lines(t).into_iter().find(|l| l.get("gbps").is_some()))
+                .unwrap_or_else(|| panic!("no result of ours for {size} B, {qps} QP(s):\n{o}"));
+            assert_eq!(ours["bytes"], TOTAL, "{ours}");
+            points.push(Point {
+                size,
+                qps,
+                ours: ours["gbps"].as_f64().unwrap(),
+                perftest: pt / 8.0,
+            });
+        }
+    }
+    eprintln!("| message | QPs | peerdma GB/s | ib_write_bw -R GB/s | ratio |");
+    eprintln!("|---|---|---|---|---|");
+    let mut log_sum = 0.0;
+    for p in &points {
+        let ratio = p.ours / p.perftest;
+        log_sum += ratio.ln();
+        eprintln!(
+            "| {} KiB | {} | {:.4} | {:.4} | {:.2} |",
+            p.size >> 10,
+            p.qps,
+            p.ours,
+            p.perftest,
+            ratio
+        );
+    }
+    let geomean = (log_sum / points.len() as f64).exp();
+    eprintln!("geometric mean ratio {geomean:.3} (goal >= 0.95)");
+    assert!(points.iter().all(|p| p.ours > 0.0 && p.perftest > 0.0));
+    assert!(
+        geomean >= 0.95,
+        "peerdma's WRITE stream reaches {geomean:.3} of ib_write_bw's throughput (goal 0.95)"
+    );
+}
