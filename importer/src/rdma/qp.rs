@@ -43,6 +43,9 @@ pub struct Completion {
     pub op: Operation,
     /// Bytes received (receives only).
     pub byte_len: u32,
+    /// Send work requests this completion retires: itself and the unsignaled
+    /// ones posted on this QP since the previous signaled one (1 for receives).
+    pub covers: u32,
 }
 
 const OP_SHIFT: u32 = 61;
@@ -77,6 +80,10 @@ pub struct QueuePair {
     peer: String,
     depth: u32,
     outstanding: u32,
+    /// Per signaled send work request in flight, how many it retires.
+    batches: std::collections::VecDeque<u32>,
+    /// Unsignaled send work requests since the last signaled one.
+    unsignaled: u32,
     connected: bool,
     qp_created: bool,
 }
@@ -114,6 +121,8 @@ impl QueuePair {
             peer,
             depth: opts.depth.max(1),
             outstanding: 0,
+            batches: std::collections::VecDeque::new(),
+            unsignaled: 0,
             connected: false,
             qp_created: false,
         };
@@ -187,6 +196,17 @@ impl QueuePair {
         self.outstanding < self.depth
     }
 
+    /// How many more send work requests may be posted.
+    pub fn room(&self) -> u32 {
+        self.depth.saturating_sub(self.outstanding)
+    }
+
+    /// Unsignaled send work requests posted since the last signaled one.
+    pub fn unsignaled(&self) -> u32 {
+        self.unsignaled
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn post(
         &mut self,
         op: Operation,
@@ -195,6 +215,7 @@ impl QueuePair {
         len: u32,
         remote: Option<(&RemoteMr, u64)>,
         wr_id: u64,
+        signaled: bool,
     ) -> Result<()> {
         local.check("the local range", local_off, u64::from(len))?;
         if let Some((r, off)) = remote {
@@ -225,7 +246,7 @@ impl QueuePair {
         wr.wr_id = tag(op, local.is_dmabuf(), wr_id);
         wr.sg_list = &mut sge;
         wr.num_sge = 1;
-        wr.send_flags = sys::IBV_SEND_SIGNALED;
+        wr.send_flags = if signaled { sys::IBV_SEND_SIGNALED } else { 0 };
         wr.opcode = match op {
             Operation::Write => sys::IBV_WR_RDMA_WRITE,
             Operation::Read => sys::IBV_WR_RDMA_READ,
@@ -247,7 +268,48 @@ impl QueuePair {
             });
         }
         self.outstanding += 1;
+        if signaled {
+            self.batches.push_back(self.unsignaled + 1);
+            self.unsignaled = 0;
+        } else {
+            self.unsignaled += 1;
+        }
         Ok(())
+    }
+
+    /// Posts an RDMA WRITE or READ that completes silently unless `signaled`
+    /// (completion moderation: a signaled one retires the unsignaled ones
+    /// posted before it on this QP). The last one posted must be signaled,
+    /// and so must one before the QP's depth is reached, or the QP stalls.
+    ///
+    /// # Errors
+    ///
+    /// As [`post_write`](Self::post_write).
+    #[allow(clippy::too_many_arguments)]
+    pub fn post_moderated(
+        &mut self,
+        op: Operation,
+        local: &MemoryRegion,
+        local_off: u64,
+        remote: &RemoteMr,
+        remote_off: u64,
+        len: u32,
+        wr_id: u64,
+        signaled: bool,
+    ) -> Result<()> {
+        let op = match op {
+            Operation::Read => Operation::Read,
+            _ => Operation::Write,
+        };
+        self.post(
+            op,
+            local,
+            local_off,
+            len,
+            Some((remote, remote_off)),
+            wr_id,
+            signaled,
+        )
     }
 
     /// Posts an RDMA WRITE of `len` bytes from `local` at `local_off` into
@@ -274,6 +336,7 @@ impl QueuePair {
             len,
             Some((remote, remote_off)),
             wr_id,
+            true,
         )
     }
 
@@ -303,6 +366,7 @@ impl QueuePair {
             len,
             Some((&wide, remote_off)),
             wr_id,
+            true,
         )
     }
 
@@ -328,6 +392,7 @@ impl QueuePair {
             len,
             Some((remote, remote_off)),
             wr_id,
+            true,
         )
     }
 
@@ -343,7 +408,7 @@ impl QueuePair {
         len: u32,
         wr_id: u64,
     ) -> Result<()> {
-        self.post(Operation::Send, local, off, len, None, wr_id)
+        self.post(Operation::Send, local, off, len, None, wr_id, true)
     }
 
     /// Posts a receive of up to `len` bytes into `local` at `off`.
@@ -405,14 +470,20 @@ impl QueuePair {
         let mut first_err = None;
         for wc in &wcs[..n as usize] {
             let (op, local_dmabuf, wr_id) = untag(wc.wr_id);
+            let covers = if op == Operation::Recv {
+                1
+            } else {
+                self.batches.pop_front().unwrap_or(1)
+            };
             if op != Operation::Recv {
-                self.outstanding = self.outstanding.saturating_sub(1);
+                self.outstanding = self.outstanding.saturating_sub(covers);
             }
             if wc.status == sys::IBV_WC_SUCCESS {
                 out.push(Completion {
                     wr_id,
                     op,
                     byte_len: wc.byte_len,
+                    covers,
                 });
             } else if first_err.is_none() {
                 first_err = Some(RdmaError::Completion {

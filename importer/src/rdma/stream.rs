@@ -16,6 +16,10 @@ pub struct StreamOptions {
     pub msg_size: u32,
     /// How long without any completion before giving up.
     pub stall: Duration,
+    /// Request a completion for every this many work requests per QP (1:
+    /// every one), as perftest's CQ moderation does; the last ones and the
+    /// one that fills a QP are always signaled.
+    pub signal_every: u32,
 }
 
 impl Default for StreamOptions {
@@ -23,6 +27,7 @@ impl Default for StreamOptions {
         StreamOptions {
             msg_size: 1 << 20,
             stall: Duration::from_secs(30),
+            signal_every: 16,
         }
     }
 }
@@ -118,12 +123,22 @@ fn run(
             };
             let n = msg.min(span.len - posted);
             let (lo, ro) = (span.local_off + posted, span.remote_off + posted);
-            match op {
-                Operation::Read => {
-                    qps[i].post_read(span.local, lo, &span.remote, ro, n as u32, posted)?
-                }
-                _ => qps[i].post_write(span.local, lo, &span.remote, ro, n as u32, posted)?,
-            }
+            // Signal: every signal_every-th, the one that fills the QP, and the last
+            // round (one message per QP), so that every QP's last one is signaled.
+            let left_after = span.len - posted - n;
+            let signaled = qps[i].unsignaled() + 1 >= opts.signal_every.max(1)
+                || qps[i].room() <= 1
+                || left_after < msg.saturating_mul(qps.len() as u64);
+            qps[i].post_moderated(
+                op,
+                span.local,
+                lo,
+                &span.remote,
+                ro,
+                n as u32,
+                posted,
+                signaled,
+            )?;
             sizes[i].push_back(n);
             posted += n;
             next_qp = (i + 1) % qps.len();
@@ -132,9 +147,12 @@ fn run(
         for (i, qp) in qps.iter_mut().enumerate() {
             comps.clear();
             qp.poll(&mut comps).map_err(|e| during(e, done, span.len))?;
-            for _ in comps.iter().filter(|c| c.op == op) {
-                // Completions of one QP come in posting order.
-                done += sizes[i].pop_front().unwrap_or(0);
+            for c in comps.iter().filter(|c| c.op == op) {
+                // Completions of one QP come in posting order; a signaled one
+                // retires the unsignaled ones before it.
+                for _ in 0..c.covers {
+                    done += sizes[i].pop_front().unwrap_or(0);
+                }
                 any = true;
             }
         }

@@ -136,6 +136,7 @@ fn write(args: &[String]) -> Result<serde_json::Value> {
             StreamOptions {
                 msg_size: msg,
                 stall: Duration::from_secs(60),
+                ..StreamOptions::default()
             },
             &mut |_| {},
         )?;
@@ -176,6 +177,7 @@ fn read(args: &[String]) -> Result<serde_json::Value> {
         StreamOptions {
             msg_size: msg,
             stall: Duration::from_secs(60),
+            ..StreamOptions::default()
         },
         &mut |_| {},
     )?;

@@ -128,6 +128,7 @@ pub fn send(
         StreamOptions {
             msg_size: req.msg_size.max(1),
             stall: req.timeout,
+            ..StreamOptions::default()
         },
         &mut |done| {
             done_bytes = done;
