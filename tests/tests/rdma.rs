@@ -287,13 +287,122 @@ fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
     assert_eq!(pattern::first_mismatch(32, 0, &b[..4 << 20]), None);
 }
 
+/// The CUDA driver API calls the CUDA test makes, from `libcuda.so.1` (dlopen: nothing
+/// links against CUDA).
+struct Cuda {
+    lib: *mut std::ffi::c_void,
+}
+
+impl Cuda {
+    fn open() -> Option<Cuda> {
+        // SAFETY: dlopen with a constant name; a null return is handled.
+        let lib = unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW) };
+        (!lib.is_null()).then_some(Cuda { lib })
+    }
+
+    /// The function `name`, as the type `F` (a matching `extern "C" fn`).
+    fn sym<F: Copy>(&self, name: &std::ffi::CStr) -> F {
+        // SAFETY: lib is a live handle; the symbol is looked up by name.
+        let p = unsafe { libc::dlsym(self.lib, name.as_ptr()) };
+        assert!(!p.is_null(), "libcuda has no {name:?}");
+        assert_eq!(
+            std::mem::size_of::<F>(),
+            std::mem::size_of::<*mut std::ffi::c_void>()
+        );
+        // SAFETY: F is the function pointer type of that symbol (the CUDA driver API).
+        unsafe { std::mem::transmute_copy(&p) }
+    }
+}
+
 #[test]
-#[ignore = "needs an NVIDIA GPU with CUDA (no device lent to this task); see docs/rdma.md for the manual run"]
+#[ignore = "needs an NVIDIA GPU with CUDA (no device lent to this task)"]
 fn a_cuda_dma_buf_goes_to_the_same_mr_api() {
-    // On a machine with an NVIDIA GPU: cuMemAlloc, cuMemGetHandleForAddressRange(
-    // CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD) and ProtectionDomain::register_dmabuf with the
-    // fd. docs/rdma.md gives the commands; no body runs here without a GPU.
-    panic!("run by hand on a GPU machine as docs/rdma.md describes");
+    // Runs on the host (the GPU is there, not in the testbed VM). PEERDMA_RDMA_ADDR names
+    // an IP address of an RDMA device on this machine; without one the MR API must say
+    // that there is no RDMA device to register with.
+    use peerdma_importer::rdma::{Access, Listener, RdmaError};
+    use std::ffi::{c_int, c_uint, c_void};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    type Init = unsafe extern "C" fn(c_uint) -> c_int;
+    type DeviceGet = unsafe extern "C" fn(*mut c_int, c_int) -> c_int;
+    type Attr = unsafe extern "C" fn(*mut c_int, c_int, c_int) -> c_int;
+    type Retain = unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int;
+    type SetCurrent = unsafe extern "C" fn(*mut c_void) -> c_int;
+    type Alloc = unsafe extern "C" fn(*mut u64, usize) -> c_int;
+    type Free = unsafe extern "C" fn(u64) -> c_int;
+    type Handle = unsafe extern "C" fn(*mut c_void, u64, usize, c_int, u64) -> c_int;
+    const CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED: c_int = 124;
+    const CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD: c_int = 1;
+    const SIZE: usize = 2 << 20;
+
+    let cuda = Cuda::open().expect("libcuda.so.1 (the NVIDIA driver) is not installed");
+    let (mut dev, mut supported, mut ctx, mut ptr, mut fd) = (0, 0, std::ptr::null_mut(), 0u64, -1);
+    // SAFETY: each call gets valid out-pointers, in the order the driver API requires.
+    unsafe {
+        assert_eq!(cuda.sym::<Init>(c"cuInit")(0), 0, "cuInit");
+        assert_eq!(
+            cuda.sym::<DeviceGet>(c"cuDeviceGet")(&mut dev, 0),
+            0,
+            "cuDeviceGet"
+        );
+        let attr = cuda.sym::<Attr>(c"cuDeviceGetAttribute");
+        assert_eq!(
+            attr(&mut supported, CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED, dev),
+            0
+        );
+        assert_eq!(supported, 1, "this GPU/driver cannot export dma-bufs");
+        assert_eq!(
+            cuda.sym::<Retain>(c"cuDevicePrimaryCtxRetain")(&mut ctx, dev),
+            0
+        );
+        assert_eq!(cuda.sym::<SetCurrent>(c"cuCtxSetCurrent")(ctx), 0);
+        assert_eq!(
+            cuda.sym::<Alloc>(c"cuMemAlloc_v2")(&mut ptr, SIZE),
+            0,
+            "cuMemAlloc"
+        );
+        let rc = cuda.sym::<Handle>(c"cuMemGetHandleForAddressRange")(
+            (&mut fd as *mut c_int).cast(),
+            ptr,
+            SIZE,
+            CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD,
+            0,
+        );
+        assert_eq!(rc, 0, "cuMemGetHandleForAddressRange");
+    }
+    assert!(fd >= 0);
+    // SAFETY: the driver returned a new fd that nothing else owns.
+    let dmabuf = unsafe { OwnedFd::from_raw_fd(fd) };
+    let addr = std::env::var("PEERDMA_RDMA_ADDR").unwrap_or_else(|_| "0.0.0.0".into());
+    let result = Listener::bind(
+        format!("{addr}:0")
+            .parse()
+            .expect("PEERDMA_RDMA_ADDR is an IP"),
+    )
+    .and_then(|l| l.alloc_pd())
+    .and_then(|pd| {
+        pd.register_dmabuf(dmabuf, 0, SIZE as u64, 0, Access::ALL)
+            .map(|mr| (pd.device().to_string(), mr.rkey()))
+    });
+    match result {
+        Ok((device, rkey)) => eprintln!("CUDA dma-buf registered on {device}: rkey {rkey:#x}"),
+        // No RDMA device (or no RDMA CM) here, or one that refuses: explained.
+        Err(e) => {
+            let msg = e.to_string();
+            eprintln!("the explained refusal: {msg}");
+            assert!(
+                matches!(
+                    e,
+                    RdmaError::DmabufRefused { .. }
+                        | RdmaError::Unreachable { .. }
+                        | RdmaError::Call { .. }
+                ) && msg.contains("fix:"),
+                "{msg}"
+            );
+        }
+    }
+    // SAFETY: ptr came from cuMemAlloc; the MR (if any) is gone.
+    unsafe { cuda.sym::<Free>(c"cuMemFree_v2")(ptr) };
 }
 
 /// One point of the benchmark: message size, QPs, GB/s of ours and of perftest.
