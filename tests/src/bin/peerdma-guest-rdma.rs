@@ -14,7 +14,11 @@
 //! - `bad ADDR rkey|oob`: one WRITE with a wrong rkey / past the peer's MR: the error
 //!   completion's status;
 //! - `dmabuf ADDR udmabuf|ROLE`: `ibv_reg_dmabuf_mr` of a udmabuf or of the BAR2
-//!   dma-buf of the device with role ROLE: the explained refusal, fds before and after.
+//!   dma-buf of the device with role ROLE: the explained refusal, fds before and after;
+//! - `leak-serve ADDR N`: p2pcopy's receiver (host memory) N times in this process, the
+//!   open fds and mappings after each session;
+//! - `leak-send OK REFUSED UNREACHABLE`: p2pcopy's sender to OK twice, then to a port
+//!   nobody listens on and to an address nobody has, the fds and mappings after each.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -261,6 +265,69 @@ fn dmabuf(args: &[String]) -> Result<serde_json::Value> {
     }
 }
 
+/// Open fds and mappings of this process.
+fn usage() -> (usize, usize) {
+    let maps = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
+    (fds(), maps)
+}
+
+fn leak_serve(args: &[String]) -> Result<serde_json::Value> {
+    use peerdma_tools::p2pcopy::rdma::{serve, LocalSpec, ServeRequest};
+    let addr: SocketAddr = arg(args, 1, "ADDR")?;
+    let n: usize = arg(args, 2, "N")?;
+    let mut after = Vec::new();
+    for _ in 0..n {
+        let req = ServeRequest {
+            dst: LocalSpec::Host,
+            listen: addr,
+            access: peerdma_exporter::AccessPath::Auto,
+            wait: Some(Duration::from_secs(120)),
+            timeout: Duration::from_secs(60),
+            max_host_size: 1 << 30,
+        };
+        let r = serve(&req, &mut |_| {})?;
+        anyhow::ensure!(r.verified, "session not verified");
+        after.push(usage());
+    }
+    Ok(json!({ "served": n, "after": after }))
+}
+
+fn leak_send(args: &[String]) -> Result<serde_json::Value> {
+    use peerdma_tools::p2pcopy::rdma::{send, LocalSpec, SendRequest};
+    let peers: Vec<SocketAddr> = (1..=3)
+        .map(|i| arg(args, i, "ADDR"))
+        .collect::<Result<_>>()?;
+    let req = |peer| SendRequest {
+        src: LocalSpec::Host,
+        peer,
+        size: Some(1 << 20),
+        seed: 5,
+        qps: 2,
+        msg_size: 65536,
+        depth: 16,
+        access: peerdma_exporter::AccessPath::Auto,
+        timeout: Duration::from_secs(30),
+    };
+    let mut after = Vec::new();
+    let mut errors = Vec::new();
+    for (i, peer) in [peers[0], peers[0], peers[1], peers[2]]
+        .into_iter()
+        .enumerate()
+    {
+        let r = send(&req(peer), &mut |_, _| {});
+        match (i, r) {
+            (0 | 1, Ok(rep)) => anyhow::ensure!(rep.verified, "send {i} not verified"),
+            (0 | 1, Err(e)) => bail!("send {i} to {peer} failed: {e}"),
+            (_, Ok(_)) => bail!("send {i} to {peer} succeeded"),
+            (_, Err(e)) => errors.push(e.to_string()),
+        }
+        after.push(usage());
+        // The receiver listens again after a short gap.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Ok(json!({ "after": after, "errors": errors }))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
@@ -269,8 +336,10 @@ fn main() -> ExitCode {
         Some("read") => read(&args),
         Some("bad") => bad(&args),
         Some("dmabuf") => dmabuf(&args),
+        Some("leak-serve") => leak_serve(&args),
+        Some("leak-send") => leak_send(&args),
         _ => Err(anyhow::anyhow!(
-            "usage: peerdma-guest-rdma sink|write|read|bad|dmabuf ..."
+            "usage: peerdma-guest-rdma sink|write|read|bad|dmabuf|leak-serve|leak-send ..."
         )),
     };
     match r {

@@ -555,6 +555,26 @@ mod tests {
     }
 
     #[test]
+    fn rdma_ends_parse_and_old_bdf_pairs_still_do() {
+        let cli = Cli::try_parse_from(["p2pcopy", "--serve", "--listen", "10.0.0.2:7000", "host"])
+            .unwrap();
+        assert!(cli.serve && matches!(cli.targets.as_slice(), [Target::Host]));
+        let cli = Cli::try_parse_from(["p2pcopy", "01:00.0", "rdma://10.0.0.2:7000", "--qps", "2"])
+            .unwrap();
+        assert!(matches!(
+            cli.targets.as_slice(),
+            [Target::Bar(_), Target::Remote(r)] if r == "rdma://10.0.0.2:7000"
+        ));
+        let cli = Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0"]).unwrap();
+        assert!(matches!(
+            cli.targets.as_slice(),
+            [Target::Bar(_), Target::Bar(_)]
+        ));
+        assert!(Cli::try_parse_from(["p2pcopy", "zz:10.0", "00:11.0"]).is_err());
+        assert!(Cli::try_parse_from(["p2pcopy", "a", "b", "c"]).is_err());
+    }
+
+    #[test]
     fn iommufd_is_still_accepted_as_the_dma_engine() {
         let cli =
             Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0", "--engine", "iommufd"]).unwrap();
