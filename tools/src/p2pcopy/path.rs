@@ -6,8 +6,8 @@
 //! - [`Dma`](super::Dma): both spans exported as dma-bufs, mapped by the
 //!   iommufd importer into the IOAS of an engine (a device that moves bytes,
 //!   `peerdma_importer::engine`), which DMAs from one IOVA to the other;
-//! - RDMA: to another host's memory only, through [`rdma`](super::rdma)
-//!   (`send`/`serve`), not a [`CopyPath`] between two local BARs.
+//! - RDMA: to another host's memory only, through the `rdma` module (feature
+//!   `rdma`: `send`/`serve`), not a [`CopyPath`] between two local BARs.
 
 use std::fmt;
 
@@ -31,8 +31,8 @@ pub enum PathChoice {
         /// The engine device.
         engine: Option<Bdf>,
     },
-    /// An RDMA NIC: only towards a peer (see [`rdma`](super::rdma)); between
-    /// two local devices an explained error.
+    /// An RDMA NIC: only towards a peer (the `rdma` module, feature `rdma`);
+    /// between two local devices an explained error.
     Rdma,
 }
 
