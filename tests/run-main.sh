@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job on the testbed default: boot the reference kernel with two ivshmem devices
-# (00:10.0, 00:11.0) and an edu DMA engine (00:12.0), all bound to vfio-pci, and run
-# p2pcopy between the two ivshmem BARs with every engine the kernel offers (the CPU, and
-# edu's DMA through iommufd), verified.
+# The main job on the testbed: boot the reference kernel with two ivshmem devices
+# (00:10.0, 00:11.0), an edu DMA engine (00:12.0) and an NVMe controller (00:13.0, its
+# image seeded on the host with a pattern), all bound to vfio-pci, and run p2pcopy with
+# every engine the kernel offers: the CPU between the two ivshmem BARs, edu's DMA through
+# iommufd, and the user-space NVMe engine reading 64 MiB from the drive straight into
+# ivshmem's BAR (peer to peer, verified), with host memory as its baseline.
 # Run as root on a Debian machine; extra arguments go to peerdma-testbed run
 # (e.g. --kernel stock, --scratch DIR).
 set -euo pipefail
@@ -13,7 +15,8 @@ fi
 echo "== building (release)" >&2
 cargo build --release --workspace --bins --quiet
 bin="$PWD/target/release"
-exec "$bin/peerdma-testbed" run "$@" -- /bin/sh -c "
+exec "$bin/peerdma-testbed" run --devices ivshmem,ivshmem,edu,nvme \
+  --nvme-image nvme0=pattern:7 "$@" -- /bin/sh -c "
   set -e
   $bin/peerdma list --vfio
   echo
@@ -21,6 +24,10 @@ exec "$bin/peerdma-testbed" run "$@" -- /bin/sh -c "
   if [ -e /dev/iommu ]; then
     echo
     $bin/p2pcopy 00:10.0 00:11.0 --engine dma --via 00:12.0 --size 64K
+    echo
+    $bin/p2pcopy nvme:00:13.0 00:11.0 --size 64M
+    echo
+    $bin/p2pcopy nvme:00:13.0 host --size 64M
   else
-    echo 'dma engine skipped: this kernel has no /dev/iommu (CONFIG_IOMMUFD off)'
+    echo 'dma and NVMe engines skipped: this kernel has no /dev/iommu (CONFIG_IOMMUFD off)'
   fi"

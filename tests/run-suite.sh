@@ -9,12 +9,13 @@ if [ -z "${PEERDMA_REFERENCE_KERNEL:-}" ] && [ -f ../shared/testbed/bzImage-7.2.
   export PEERDMA_REFERENCE_KERNEL="$PWD/../shared/testbed/bzImage-7.2.13-peerdma"
 fi
 export CARGO_TERM_COLOR=never
-# The `vulkan` feature is on for the whole run, so the Vulkan unit tests
+# The `vulkan` and `drm` features are on for the whole run (drm: `peerdma show`, which
+# the drm suite runs in the guest), so the Vulkan unit tests
 # (importer/src/vulkan) compile and run, and vulkan_interop is built with the rest.
 # They run on the host's lavapipe: install it first (as root; else the commands are printed).
 # The `rdma` feature too (importer/src/rdma, p2pcopy's rdma engine and the rdma suite): it
 # links rdma-core, installed below with the rest of what its tests need.
-FEATURES=(--features peerdma-tools/vulkan,peerdma-tools/rdma,peerdma-testbed/rdma)
+FEATURES=(--features peerdma-tools/vulkan,peerdma-tools/drm,peerdma-tools/rdma,peerdma-testbed/rdma)
 echo "== host packages for the rdma feature (rdma-core, perftest)"
 cargo build -p peerdma-testbed --bin peerdma-testbed --quiet
 target/debug/peerdma-testbed host-packages rdma

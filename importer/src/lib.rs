@@ -7,11 +7,16 @@
 //! - [`engine`]: the devices that move bytes through an IOAS (QEMU's edu
 //!   today), driven from user space, and [`engine::AttachedEngine`], one
 //!   attached to its IOAS;
+//! - [`drm`] (feature `drm`): import a BAR dma-buf into a DRM driver that attaches
+//!   peer-to-peer (amdgpu, xe, virtio-gpu with blob resources) and scan it out;
 //! - [`rdma`] (feature `rdma`): memory regions from host memory or any dma-buf,
 //!   RC queue pairs over RDMA CM, RDMA WRITE/READ streams.
 
 #[deny(missing_docs)]
 pub mod atlas;
+#[cfg(feature = "drm")]
+#[deny(missing_docs)]
+pub mod drm;
 #[deny(missing_docs)]
 pub mod engine;
 #[deny(missing_docs)]

@@ -17,8 +17,15 @@ pub enum DeviceKind {
     Edu,
     /// An NVMe controller with a controller memory buffer (a memory BAR).
     Nvme,
-    /// `virtio-gpu-pci,blob=true`: a P2P-capable DRM importer (needs /dev/udmabuf on the host).
+    /// The same, left on the guest kernel's nvme driver (not vfio-pci): its namespace is
+    /// a block device and its CMB is published as p2pmem, for the kernel's own P2P path.
+    NvmeKernel,
+    /// `virtio-gpu-pci,blob=true`: a P2P-capable DRM importer (needs /dev/udmabuf on the
+    /// host, or the testbed's emulation of it: `VmOptions::emulate_udmabuf`).
     Gpu,
+    /// `virtio-gpu-pci` without blob resources: a DRM importer that attaches statically
+    /// (the vfio-pci exporter refuses it with EOPNOTSUPP).
+    GpuNoBlob,
 }
 
 impl DeviceKind {
@@ -28,7 +35,9 @@ impl DeviceKind {
             DeviceKind::Ivshmem => "ivshmem",
             DeviceKind::Edu => "edu",
             DeviceKind::Nvme => "nvme",
+            DeviceKind::NvmeKernel => "nvme-kernel",
             DeviceKind::Gpu => "gpu",
+            DeviceKind::GpuNoBlob => "gpu-noblob",
         }
     }
 
@@ -37,14 +46,22 @@ impl DeviceKind {
         match self {
             DeviceKind::Ivshmem => (0x1af4, 0x1110),
             DeviceKind::Edu => (0x1234, 0x11e8),
-            DeviceKind::Nvme => (0x1b36, 0x0010),
-            DeviceKind::Gpu => (0x1af4, 0x1050),
+            DeviceKind::Nvme | DeviceKind::NvmeKernel => (0x1b36, 0x0010),
+            DeviceKind::Gpu | DeviceKind::GpuNoBlob => (0x1af4, 0x1050),
         }
+    }
+
+    /// Whether this is an NVMe controller (on vfio-pci or the kernel's driver).
+    pub fn is_nvme(self) -> bool {
+        matches!(self, DeviceKind::Nvme | DeviceKind::NvmeKernel)
     }
 
     /// Whether the testbed binds this kind to vfio-pci (the GPU keeps its DRM driver).
     pub fn binds_vfio(self) -> bool {
-        !matches!(self, DeviceKind::Gpu)
+        !matches!(
+            self,
+            DeviceKind::Gpu | DeviceKind::GpuNoBlob | DeviceKind::NvmeKernel
+        )
     }
 }
 
@@ -105,9 +122,12 @@ impl FromStr for DeviceList {
                 "ivshmem" => DeviceKind::Ivshmem,
                 "edu" => DeviceKind::Edu,
                 "nvme" => DeviceKind::Nvme,
+                "nvme-kernel" => DeviceKind::NvmeKernel,
                 "gpu" | "virtio-gpu" => DeviceKind::Gpu,
+                "gpu-noblob" | "virtio-gpu-noblob" => DeviceKind::GpuNoBlob,
                 other => bail!(
-                    "unknown device kind {other:?} in --devices {s:?}: use ivshmem, edu, nvme or gpu"
+                    "unknown device kind {other:?} in --devices {s:?}: use ivshmem, edu, nvme, \
+                     nvme-kernel, gpu or gpu-noblob"
                 ),
             };
             let role = role.unwrap_or_else(|| {
@@ -125,7 +145,7 @@ impl FromStr for DeviceList {
             }
             let size_mib = size.unwrap_or(match kind {
                 DeviceKind::Ivshmem => DEFAULT_IVSHMEM_MIB,
-                DeviceKind::Nvme => 16,
+                DeviceKind::Nvme | DeviceKind::NvmeKernel => 16,
                 _ => 0,
             });
             if kind == DeviceKind::Ivshmem && !size_mib.is_power_of_two() {
@@ -220,6 +240,15 @@ mod tests {
         assert_eq!(l.0[1].role, "ivshmem1");
         assert_eq!(l.0[1].size_mib, 1024);
         assert_eq!(l.0[2].kind, DeviceKind::Nvme);
+        let k: DeviceList = "nvme-kernel:16M,nvme".parse().unwrap();
+        assert_eq!(k.0[0].kind, DeviceKind::NvmeKernel);
+        assert_eq!(k.0[0].role, "nvme-kernel0");
+        assert!(!k.0[0].kind.binds_vfio() && k.0[0].kind.is_nvme() && k.0[1].kind.binds_vfio());
+        let l: DeviceList = "ivshmem,gpu,gpu-noblob".parse().unwrap();
+        assert_eq!(l.0[1].kind, DeviceKind::Gpu);
+        assert_eq!(l.0[2].kind, DeviceKind::GpuNoBlob);
+        assert_eq!(l.0[2].role, "gpu-noblob0");
+        assert!(!DeviceKind::GpuNoBlob.binds_vfio());
     }
 
     #[test]

@@ -99,6 +99,19 @@ fn mount_basics() -> Result<()> {
     fs::create_dir_all("/run/tmp")?;
     fs::create_dir_all("/run/home")?;
     mount("devpts", "/dev/pts", "devpts", "")?;
+    // What shells and scripts expect from a udev-less /dev (bash's <(...), `cat
+    // /dev/stdin`): links to the process's own descriptors.
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        if fs::symlink_metadata(link).is_err() {
+            std::os::unix::fs::symlink(target, link)
+                .with_context(|| format!("linking {link} to {target}"))?;
+        }
+    }
     // debugfs shows dma-buf attachments (peerdma inspect); absent on some kernels.
     let _ = mount("debugfs", "/sys/kernel/debug", "debugfs", "");
     mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777")?;
@@ -262,6 +275,9 @@ fn describe(dev: &GuestDevice, bdf: &str, dir: &Path, iommu: bool) -> Result<Man
         driver,
         backing_file: dev.backing_file.clone(),
         size: dev.size,
+        serial: dev.serial.clone(),
+        nsid: dev.nsid,
+        cmb_size: dev.cmb_size,
     })
 }
 

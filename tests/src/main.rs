@@ -34,6 +34,12 @@ enum Cmd {
         /// Print the run's summary (BDFs, timings) as JSON on stderr at the end.
         #[arg(long)]
         json: bool,
+        /// Extra kernel command-line argument (repeatable).
+        #[arg(long = "append", value_name = "ARG")]
+        kernel_args: Vec<String>,
+        /// Environment variable for CMD, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
@@ -68,7 +74,7 @@ struct VmArgs {
     /// linux-image 7.2) or a path to a bzImage.
     #[arg(long, default_value = "reference")]
     kernel: KernelChoice,
-    /// Devices: KIND[:SIZE][=ROLE],... with KIND ivshmem, edu, nvme or gpu.
+    /// Devices: KIND[:SIZE][=ROLE],... with KIND ivshmem, edu, nvme, gpu or gpu-noblob.
     #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
     devices: DeviceList,
     /// root (each device on the root bus, own IOMMU group), switch (behind one PCIe
@@ -95,6 +101,22 @@ struct VmArgs {
     /// P2P through any host bridge; max reports family 6.
     #[arg(long, value_name = "MODEL")]
     cpu_model: Option<String>,
+    /// Where the host has no /dev/udmabuf, run a `gpu` device (virtio-gpu with blob
+    /// resources) on the testbed's udmabuf emulation, preloaded into QEMU (said on stderr
+    /// when used).
+    #[arg(long)]
+    emulate_udmabuf: bool,
+    /// Create an NVMe device's image in the scratch before boot: ROLE=pattern:SEED (the
+    /// p2pcopy pattern), ROLE=file:PATH or ROLE=zero (repeatable).
+    #[arg(long = "nvme-image", value_name = "ROLE=SOURCE")]
+    nvme_images: Vec<peerdma_testbed::image::ImageSeed>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 impl VmArgs {
@@ -109,7 +131,9 @@ impl VmArgs {
             memory_mib: self.memory,
             cpus: self.cpus,
             cpu_model: self.cpu_model,
+            emulate_udmabuf: self.emulate_udmabuf,
             stream,
+            nvme_images: self.nvme_images,
             ..VmOptions::default()
         }
     }
@@ -147,8 +171,17 @@ fn real_main() -> Result<u8> {
     let cli = Cli::parse();
     install_signal_handlers();
     match cli.command {
-        Cmd::Run { vm, json, cmd } => {
-            let testbed = Testbed::new(vm.options(true))?;
+        Cmd::Run {
+            vm,
+            json,
+            kernel_args,
+            env,
+            cmd,
+        } => {
+            let mut options = vm.options(true);
+            options.kernel_args = kernel_args;
+            options.env = env;
+            let testbed = Testbed::new(options)?;
             let k = testbed.kernel();
             eprintln!("testbed: kernel {} ({})", k.version, k.source);
             let out = testbed.run(&cmd)?;

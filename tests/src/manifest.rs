@@ -58,10 +58,19 @@ pub struct GuestDevice {
     pub role: String,
     /// What it is.
     pub kind: DeviceKind,
-    /// Host path of the ivshmem backing file.
+    /// Host path of the backing file: ivshmem memory or the NVMe image.
     pub backing_file: Option<PathBuf>,
     /// ivshmem memory or NVMe CMB size in bytes.
     pub size: u64,
+    /// The NVMe controller's serial number.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// The NVMe namespace backed by the image.
+    #[serde(default)]
+    pub nsid: Option<u32>,
+    /// The NVMe controller memory buffer size in bytes (`None`: not an NVMe device).
+    #[serde(default)]
+    pub cmb_size: Option<u64>,
 }
 
 /// The guest's report: each device with its place in the guest.
@@ -104,10 +113,19 @@ pub struct ManifestDevice {
     pub vfio_cdev: Option<PathBuf>,
     /// The driver bound after setup (`vfio-pci` for every kind but the GPU).
     pub driver: Option<String>,
-    /// Host path of the ivshmem backing file.
+    /// Host path of the backing file: ivshmem memory or the NVMe image.
     pub backing_file: Option<PathBuf>,
     /// ivshmem memory or NVMe CMB size in bytes.
     pub size: u64,
+    /// The NVMe controller's serial number.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// The NVMe namespace backed by the image.
+    #[serde(default)]
+    pub nsid: Option<u32>,
+    /// The NVMe controller memory buffer size in bytes (`None`: not an NVMe device).
+    #[serde(default)]
+    pub cmb_size: Option<u64>,
 }
 
 impl Manifest {

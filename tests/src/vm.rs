@@ -45,12 +45,22 @@ pub struct VmOptions {
     /// QEMU's `-cpu` model (`EPYC`, `max,vendor=AuthenticAMD,family=23` …); `None`:
     /// `max` under TCG (an Intel-like family 6), `host` under KVM.
     pub cpu_model: Option<String>,
+    /// Where the host has no /dev/udmabuf (no udmabuf module), let QEMU run virtio-gpu
+    /// with blob resources on the testbed's emulation of it: a small library
+    /// (`tests/c/udmabuf_preload.c`, built with `cc` at run time) preloaded into QEMU.
+    /// Ignored where /dev/udmabuf exists; the run says on stderr when it is in use.
+    pub emulate_udmabuf: bool,
     /// Copy the command's output to this process's stdout as it arrives.
     pub stream: bool,
     /// Extra environment for the command in the guest.
     pub env: Vec<(String, String)>,
     /// The guest's working directory (default: this process's).
     pub cwd: Option<PathBuf>,
+    /// NVMe images to create and seed in the scratch before boot (others are made
+    /// empty, or kept when a kept scratch has them).
+    pub nvme_images: Vec<crate::image::ImageSeed>,
+    /// Extra kernel command-line arguments.
+    pub kernel_args: Vec<String>,
 }
 
 impl Default for VmOptions {
@@ -67,9 +77,12 @@ impl Default for VmOptions {
             // while a BAR's decode was toggled (export suite); one is also no slower here.
             cpus: 1,
             cpu_model: None,
+            emulate_udmabuf: false,
             stream: false,
             env: Vec::new(),
             cwd: None,
+            nvme_images: Vec::new(),
+            kernel_args: Vec::new(),
         }
     }
 }
@@ -95,15 +108,18 @@ pub struct RunOutcome {
     pub wall_s: f64,
     /// The accelerator used.
     pub accel: Accel,
+    /// Whether QEMU ran with the testbed's udmabuf emulation (see
+    /// [`VmOptions::emulate_udmabuf`]).
+    pub udmabuf_emulated: bool,
 }
 
 impl RunOutcome {
-    /// The host path of a device's ivshmem backing file.
+    /// The host path of a device's backing file (ivshmem memory, NVMe image).
     pub fn backing_file(&self, role: &str) -> Result<PathBuf> {
         self.manifest
             .device(role)
             .and_then(|d| d.backing_file.clone())
-            .with_context(|| format!("no ivshmem device with role {role} in this run"))
+            .with_context(|| format!("no ivshmem or NVMe device with role {role} in this run"))
     }
 }
 
@@ -178,12 +194,23 @@ impl Testbed {
             .devices
             .0
             .iter()
-            .map(|d| GuestDevice {
+            .enumerate()
+            .map(|(i, d)| GuestDevice {
                 role: d.role.clone(),
                 kind: d.kind,
-                backing_file: (d.kind == DeviceKind::Ivshmem)
-                    .then(|| scratch.join(format!("{}.mem", d.role))),
+                backing_file: match d.kind {
+                    DeviceKind::Ivshmem if !self.ivshmem_memfd() => {
+                        Some(scratch.join(format!("{}.mem", d.role)))
+                    }
+                    DeviceKind::Nvme | DeviceKind::NvmeKernel => {
+                        Some(crate::image::image_path(scratch, &d.role))
+                    }
+                    _ => None,
+                },
                 size: d.size_mib << 20,
+                serial: d.kind.is_nvme().then(|| nvme_serial(i)),
+                nsid: d.kind.is_nvme().then_some(1),
+                cmb_size: d.kind.is_nvme().then_some(d.size_mib << 20),
             })
             .collect();
         let stock = matches!(self.kernel.kind, KernelKind::Stock);
@@ -284,6 +311,10 @@ impl Testbed {
         } else {
             cmdline.push_str(" vfio.enable_unsafe_noiommu_mode=1");
         }
+        for arg in &o.kernel_args {
+            cmdline.push(' ');
+            cmdline.push_str(arg);
+        }
         push("-append".into());
         push(cmdline);
         push("-fsdev".into());
@@ -322,6 +353,15 @@ impl Testbed {
             };
             let role = &d.role;
             match d.kind {
+                DeviceKind::Ivshmem if self.ivshmem_memfd() => {
+                    push("-object".into());
+                    push(format!(
+                        "memory-backend-memfd,id=mem-{role},share=on,size={}M",
+                        d.size_mib
+                    ));
+                    push("-device".into());
+                    push(format!("ivshmem-plain,memdev=mem-{role},{place}"));
+                }
                 DeviceKind::Ivshmem => {
                     push("-object".into());
                     push(format!(
@@ -336,10 +376,9 @@ impl Testbed {
                     push("-device".into());
                     push(format!("edu,{place}"));
                 }
-                DeviceKind::Nvme => {
-                    let img = scratch.join(format!("{role}.img"));
-                    let f = std::fs::File::create(&img)?;
-                    f.set_len(64 << 20)?;
+                DeviceKind::Nvme | DeviceKind::NvmeKernel => {
+                    // Seeded before boot (Testbed::boot), kept in a kept scratch.
+                    let img = crate::image::ensure(scratch, role)?;
                     push("-drive".into());
                     push(format!(
                         "file={},if=none,id=drv-{role},format=raw",
@@ -347,19 +386,30 @@ impl Testbed {
                     ));
                     push("-device".into());
                     push(format!(
-                        "nvme,serial=peerdma{i},drive=drv-{role},cmb_size_mb={},{place}",
+                        "nvme,serial={},drive=drv-{role},cmb_size_mb={},{place}",
+                        nvme_serial(i),
                         d.size_mib
                     ));
                 }
                 DeviceKind::Gpu => {
-                    if !Path::new("/dev/udmabuf").exists() {
+                    if !host_has_udmabuf() && !o.emulate_udmabuf {
                         bail!(
                             "device {role}: virtio-gpu-pci,blob=true needs /dev/udmabuf on the host \
-                             (modprobe udmabuf; this machine's kernel lacks it), QEMU refuses it otherwise"
+                             (modprobe udmabuf; this machine's kernel lacks it) and QEMU refuses it \
+                             otherwise; or let the testbed emulate it inside QEMU \
+                             (--emulate-udmabuf, VmOptions::emulate_udmabuf)"
                         );
                     }
                     push("-device".into());
-                    push(format!("virtio-gpu-pci,blob=true,{place}"));
+                    push(format!(
+                        "virtio-gpu-pci,blob=true,xres={GPU_XRES},yres={GPU_YRES},{place}"
+                    ));
+                }
+                DeviceKind::GpuNoBlob => {
+                    push("-device".into());
+                    push(format!(
+                        "virtio-gpu-pci,xres={GPU_XRES},yres={GPU_YRES},{place}"
+                    ));
                 }
             }
         }
@@ -368,6 +418,21 @@ impl Testbed {
 
     fn boot(&self, argv: Vec<String>, interactive: bool) -> Result<RunOutcome> {
         let scratch = Scratch::new(self.options.scratch.as_deref())?;
+        for seed in &self.options.nvme_images {
+            if !self
+                .options
+                .devices
+                .0
+                .iter()
+                .any(|d| d.kind.is_nvme() && d.role == seed.role)
+            {
+                bail!(
+                    "--nvme-image names {:?}, which is not an nvme device of this run",
+                    seed.role
+                );
+            }
+            crate::image::seed(scratch.path(), &seed.role, &seed.source)?;
+        }
         let config = self.guest_config(argv, interactive, scratch.path())?;
         std::fs::write(
             scratch.path().join(GUEST_CONFIG_FILE),
@@ -427,6 +492,9 @@ impl Testbed {
         let _ = std::fs::remove_file(console);
         let args = self.qemu_args(accel, scratch.path(), console)?;
         let mut cmd = Command::new(&self.qemu);
+        if let Some(lib) = self.udmabuf_emulation(scratch.path())? {
+            cmd.env("LD_PRELOAD", lib);
+        }
         cmd.args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -444,6 +512,9 @@ impl Testbed {
             QemuProcess(cmd.spawn().with_context(|| {
                 format!("starting {} (is QEMU installed?)", self.qemu.display())
             })?);
+        // For the host side of a test that reaches into QEMU while it runs
+        // (`live_ivshmem_backing`).
+        let _ = std::fs::write(scratch.path().join(QEMU_PID_FILE), qemu.0.id().to_string());
         let output = Arc::new(Mutex::new(Vec::<u8>::new()));
         let mut stdout = qemu.0.stdout.take().expect("piped stdout");
         let stream = self.options.stream || interactive;
@@ -535,6 +606,49 @@ impl Testbed {
         })
     }
 
+    /// Whether ivshmem BARs are memfds instead of host files: where a blob virtio-gpu
+    /// runs on the host's real /dev/udmabuf, which turns only sealed memfds into
+    /// dma-bufs, so that QEMU's display can reach a BAR's pages. The host then reaches
+    /// them through QEMU's fd ([`live_ivshmem_backing`]) while it runs, and no backing
+    /// file outlives the run.
+    pub fn ivshmem_memfd(&self) -> bool {
+        let gpu = self
+            .options
+            .devices
+            .0
+            .iter()
+            .any(|d| d.kind == DeviceKind::Gpu);
+        gpu && host_has_udmabuf()
+    }
+
+    /// Whether this run needs the udmabuf emulation: a blob virtio-gpu on a host
+    /// without /dev/udmabuf, with [`VmOptions::emulate_udmabuf`] on.
+    pub fn uses_udmabuf_emulation(&self) -> bool {
+        self.options.emulate_udmabuf
+            && !host_has_udmabuf()
+            && self
+                .options
+                .devices
+                .0
+                .iter()
+                .any(|d| d.kind == DeviceKind::Gpu)
+    }
+
+    /// Builds the emulation library into the scratch directory when this run uses it,
+    /// and says so.
+    fn udmabuf_emulation(&self, scratch: &Path) -> Result<Option<PathBuf>> {
+        if !self.uses_udmabuf_emulation() {
+            return Ok(None);
+        }
+        let lib = crate::udmabuf_emulation::build(scratch)?;
+        eprintln!(
+            "testbed: /dev/udmabuf is missing on this host: QEMU runs virtio-gpu blob resources \
+             on the testbed's udmabuf emulation (LD_PRELOAD={})",
+            lib.display()
+        );
+        Ok(Some(lib))
+    }
+
     fn finish(
         &self,
         mut scratch: Scratch,
@@ -595,8 +709,14 @@ impl Testbed {
             boot_to_test_s,
             wall_s: wall.as_secs_f64(),
             accel,
+            udmabuf_emulated: self.uses_udmabuf_emulation(),
         })
     }
+}
+
+/// The serial number of the NVMe controller at position `i` of the device list.
+pub fn nvme_serial(i: usize) -> String {
+    format!("peerdma{i}")
 }
 
 /// The `peerdma-testbed` binary that becomes the guest's PID 1: this process when it is
@@ -638,6 +758,80 @@ enum BootResult {
     KvmHung,
     /// The guest never reached our init (a TCG boot stall); worth a retry.
     Stalled(String),
+}
+
+/// The virtio-gpu's display size (QEMU `xres`/`yres`): its connector's preferred mode.
+pub const GPU_XRES: u32 = 1024;
+/// See [`GPU_XRES`].
+pub const GPU_YRES: u32 = 768;
+
+/// The file in the scratch directory holding QEMU's pid while it runs.
+pub const QEMU_PID_FILE: &str = "qemu.pid";
+
+/// The host path of an ivshmem device's memory while QEMU runs: its backing file, or
+/// where it is a memfd ([`Testbed::ivshmem_memfd`]) QEMU's fd of it under
+/// `/proc/PID/fd`. QEMU names every memfd backend `memory-backend-memfd` and creates
+/// them in command-line order: guest RAM first, then the ivshmem devices in the order
+/// of `guest.json`; the size must match too.
+///
+/// # Errors
+///
+/// When neither exists (QEMU not started yet, or not running), or no memfd fits.
+pub fn live_ivshmem_backing(scratch: &Path, role: &str) -> Result<PathBuf> {
+    let file = scratch.join(format!("{role}.mem"));
+    if file.exists() {
+        return Ok(file);
+    }
+    let config: GuestConfig = serde_json::from_str(
+        &std::fs::read_to_string(scratch.join(GUEST_CONFIG_FILE))
+            .with_context(|| format!("no {GUEST_CONFIG_FILE} in {}", scratch.display()))?,
+    )?;
+    let ivshmem: Vec<&GuestDevice> = config
+        .devices
+        .iter()
+        .filter(|d| d.kind == DeviceKind::Ivshmem)
+        .collect();
+    let index = ivshmem
+        .iter()
+        .position(|d| d.role == role)
+        .with_context(|| format!("no ivshmem device {role} in this run"))?;
+    let pid = std::fs::read_to_string(scratch.join(QEMU_PID_FILE))
+        .with_context(|| format!("no {role}.mem and no QEMU pid in {}", scratch.display()))?;
+    let fds = PathBuf::from(format!("/proc/{}/fd", pid.trim()));
+    let mut memfds: Vec<(u32, PathBuf)> = std::fs::read_dir(&fds)
+        .with_context(|| format!("reading {}", fds.display()))?
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| {
+                l.to_string_lossy()
+                    .starts_with("/memfd:memory-backend-memfd")
+            })
+        })
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .collect();
+    memfds.sort();
+    // Guest RAM is the first memfd backend.
+    let (_, path) = memfds.get(index + 1).with_context(|| {
+        format!(
+            "QEMU ({}) holds {} memfd backends, not one for {role}",
+            fds.display(),
+            memfds.len()
+        )
+    })?;
+    let size = std::fs::metadata(path)?.len();
+    if size != ivshmem[index].size {
+        bail!(
+            "{} is {size} bytes, not {role}'s {} bytes",
+            path.display(),
+            ivshmem[index].size
+        );
+    }
+    Ok(path.clone())
+}
+
+/// Whether the host kernel offers /dev/udmabuf.
+pub fn host_has_udmabuf() -> bool {
+    Path::new("/dev/udmabuf").exists()
 }
 
 /// How long a boot may take to reach the guest init before it counts as stalled.

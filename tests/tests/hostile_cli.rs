@@ -35,6 +35,7 @@ fn a_closed_stdout_ends_each_binary_quietly() {
         ("peerdma", &["--help"]),
         ("p2pcopy", &["--help"]),
         ("p2pcopy-bench", &["--help"]),
+        ("nvme-bench", &["--help"]),
         ("peerdma-testbed", &["--help"]),
     ] {
         let (status, stderr) = run_into_closed_pipe(bin, args);
@@ -55,6 +56,25 @@ fn a_closed_stdout_ends_each_binary_quietly() {
 fn hostile_arguments_are_errors_not_panics() {
     let huge = "0xffffffffffffffff";
     let cases: &[(&str, &[&str])] = &[
+        (
+            "peerdma",
+            &[
+                "show",
+                "00:10.0",
+                "--bar",
+                "2",
+                "--width",
+                "4294967295",
+                "--height",
+                "4294967295",
+            ],
+        ),
+        (
+            "peerdma",
+            &[
+                "show", "00:10.0", "--bar", "2", "--width", "0", "--height", "1",
+            ],
+        ),
         ("p2pcopy", &["00:10.0", "00:11.0", "--size", huge]),
         (
             "p2pcopy",
@@ -66,6 +86,28 @@ fn hostile_arguments_are_errors_not_panics() {
         ("p2pcopy", &["ffff:ff:1f.7", "0:0.0"]),
         ("p2pcopy", &["", ""]),
         ("p2pcopy", &["00:10.0", "00:10.0"]),
+        ("p2pcopy", &["nvme:", "00:11.0"]),
+        ("p2pcopy", &["nvme:00:13.0/0", "host"]),
+        ("p2pcopy", &["nvme:00:13.0@99999999999999999999999", "host"]),
+        (
+            "p2pcopy",
+            &["nvme:00:13.0@0xffffffffffffffff", "host", "--size", huge],
+        ),
+        ("p2pcopy", &["host", "host"]),
+        (
+            "p2pcopy",
+            &["nvme:00:13.0", "00:11.0", "--queue-depth", "0"],
+        ),
+        (
+            "p2pcopy",
+            &["nvme:00:13.0", "00:11.0", "--transfer-size", "0"],
+        ),
+        ("nvme-bench", &["00:13.0", "00:11.0", "--reps", "0"]),
+        ("nvme-bench", &["00:13.0", "00:11.0", "--queue-depths", "0"]),
+        (
+            "nvme-bench",
+            &["00:13.0", "00:11.0", "--transfer-kib", "1,0"],
+        ),
         ("peerdma", &["regions", "10000:00:00.0"]),
         ("peerdma", &["regions", "00:20.0"]),
         ("peerdma", &["regions", "00:1f.8"]),

@@ -493,7 +493,9 @@ fn public_items() -> BTreeSet<String> {
     for entry in std::fs::read_dir(&src).unwrap() {
         let path = entry.unwrap().path();
         let module = path.file_stem().unwrap().to_string_lossy().into_owned();
-        if module == "lib" {
+        // nvme.rs mirrors the NVMe specification, which no kernel header carries; its
+        // own unit test checks it against the spec's tables.
+        if module == "lib" || module == "nvme" {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();

@@ -1,5 +1,6 @@
 //! Raw Linux 7.2 kernel ABI for peerdma: `repr(C)` argument structs, flag values and
-//! ioctl opcodes for VFIO, iommufd, dma-buf, udmabuf, DRM and PCI configuration space.
+//! ioctl opcodes for VFIO, iommufd, dma-buf, udmabuf, DRM and PCI configuration space,
+//! and the NVMe controller registers and queue entries ([`nvme`], from the NVMe spec).
 //!
 //! Each module is named after the kernel area whose user-space header it mirrors. Items
 //! keep their kernel spelling so that a reader can grep the kernel for them. Structs that
@@ -23,6 +24,7 @@ pub mod drm;
 pub mod flex;
 pub mod ioctl;
 pub mod iommufd;
+pub mod nvme;
 pub mod pci;
 pub mod udmabuf;
 pub mod vfio;

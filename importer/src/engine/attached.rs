@@ -3,7 +3,7 @@
 
 use peerdma_exporter::{AccessPath, Bdf, Device, OpenOptions, PassedFds};
 
-use super::{DmaEngine, EngineError, Result};
+use super::{DmaEngine, EngineError, EngineOptions, Result};
 use crate::iommufd::{Attachment, Ioas, Iommufd, Placement};
 
 /// A DMA engine attached to its own IOAS: map buffers in [`ioas`](Self::ioas)
@@ -41,6 +41,17 @@ impl AttachedEngine {
     /// allocated or the device attached; [`EngineError::Device`] when the
     /// device cannot be opened; [`super::open`]'s errors for the driver.
     pub fn open(bdf: Bdf, iommufd: &Iommufd) -> Result<Self> {
+        Self::open_with(bdf, iommufd, &EngineOptions::default())
+    }
+
+    /// [`open`](Self::open) with driver options; after the attach the engine starts
+    /// in the IOAS ([`DmaEngine::start_in`]: an NVMe controller maps its queues there
+    /// and comes up).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), and the driver's start-up errors.
+    pub fn open_with(bdf: Bdf, iommufd: &Iommufd, opts: &EngineOptions) -> Result<Self> {
         let iommufd_err = |source| EngineError::Iommufd {
             engine: bdf.to_string(),
             source,
@@ -57,13 +68,14 @@ impl AttachedEngine {
             engine: bdf.to_string(),
             source,
         })?;
-        let engine = super::open(&device)?;
+        let mut engine = super::open_with(&device, opts)?;
         let ioas = Ioas::alloc_with(
             iommufd,
             Placement::for_engine(engine.dma_mask(), engine.max_transfer()),
         )
         .map_err(iommufd_err)?;
         let attachment = ioas.attach(&device).map_err(iommufd_err)?;
+        engine.start_in(&ioas)?;
         Ok(AttachedEngine {
             engine,
             attachment,
@@ -90,6 +102,11 @@ impl AttachedEngine {
     /// The engine, to start transfers.
     pub fn engine_mut(&mut self) -> &mut (dyn DmaEngine + Send) {
         self.engine.as_mut()
+    }
+
+    /// The NVMe driver, when the engine is an NVMe controller.
+    pub fn nvme_mut(&mut self) -> Option<&mut super::Nvme> {
+        self.engine.as_nvme_mut()
     }
 
     /// The engine's name ("edu 0000:00:12.0").

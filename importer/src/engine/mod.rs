@@ -21,6 +21,7 @@
 
 mod attached;
 pub mod edu;
+pub mod nvme;
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
 pub use attached::AttachedEngine;
 pub use edu::Edu;
+pub use nvme::{Nvme, NvmeOptions};
 
 /// A device a driver in this module takes over, by PCI ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,13 +45,35 @@ pub struct Driver {
     pub register_bar: u32,
 }
 
-/// Every device an engine driver here drives.
-pub const DRIVERS: &[Driver] = &[Driver {
-    vendor: edu::EDU_VENDOR,
-    device: edu::EDU_DEVICE,
-    name: "QEMU edu",
-    register_bar: 0,
-}];
+/// Every device an engine driver here drives. NVMe controllers of other vendors are
+/// taken by class code (see [`is_nvme_class`]); QEMU's is listed so that engine
+/// discovery by id finds it.
+pub const DRIVERS: &[Driver] = &[
+    Driver {
+        vendor: edu::EDU_VENDOR,
+        device: edu::EDU_DEVICE,
+        name: "QEMU edu",
+        register_bar: 0,
+    },
+    Driver {
+        vendor: nvme::QEMU_NVME_VENDOR,
+        device: nvme::QEMU_NVME_DEVICE,
+        name: "NVMe (QEMU nvme)",
+        register_bar: 0,
+    },
+];
+
+/// Whether a PCI class code (24 bits) is an NVMe controller's.
+pub fn is_nvme_class(class: u32) -> bool {
+    class == nvme::NVME_CLASS
+}
+
+/// Options for the drivers that take any ([`open_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// For NVMe controllers.
+    pub nvme: NvmeOptions,
+}
 
 /// The driver for a device with these PCI ids, if there is one.
 pub fn driver_for(vendor: u16, device: u16) -> Option<&'static Driver> {
@@ -66,6 +90,15 @@ pub fn driver_for(vendor: u16, device: u16) -> Option<&'static Driver> {
 /// [`EngineError::NoDriver`] for a device no driver here takes, and the
 /// driver's own errors (for edu: [`Edu::open`]'s).
 pub fn open(device: &Device) -> Result<Box<dyn DmaEngine + Send>> {
+    open_with(device, &EngineOptions::default())
+}
+
+/// [`open`] with driver options.
+///
+/// # Errors
+///
+/// As [`open`]; for NVMe controllers [`Nvme::open`]'s errors as [`EngineError::Nvme`].
+pub fn open_with(device: &Device, opts: &EngineOptions) -> Result<Box<dyn DmaEngine + Send>> {
     let bdf = device.bdf();
     let dev_err = |source| EngineError::Device {
         engine: bdf.to_string(),
@@ -73,6 +106,10 @@ pub fn open(device: &Device) -> Result<Box<dyn DmaEngine + Send>> {
     };
     let vendor = device.config_read_u16(PCI_VENDOR_ID).map_err(dev_err)?;
     let device_id = device.config_read_u16(PCI_DEVICE_ID).map_err(dev_err)?;
+    let class = device.config_read_u32(0x08).map_err(dev_err)? >> 8;
+    if is_nvme_class(class) {
+        return Ok(Box::new(Nvme::open(device, opts.nvme)?));
+    }
     match driver_for(vendor, device_id) {
         Some(d) if (d.vendor, d.device) == (edu::EDU_VENDOR, edu::EDU_DEVICE) => {
             Ok(Box::new(Edu::open(device)?))
@@ -123,6 +160,29 @@ pub trait DmaEngine {
     /// Size of the engine's own buffer (0: it has none).
     fn buffer_size(&self) -> u64 {
         0
+    }
+
+    /// Called once the engine's device is attached to `ioas`, before any transfer:
+    /// engines whose queues live in host memory (NVMe) map them there and start.
+    ///
+    /// # Errors
+    ///
+    /// The driver's start-up errors (the provided method has none).
+    fn start_in(&mut self, ioas: &crate::iommufd::Ioas) -> Result<()> {
+        let _ = ioas;
+        Ok(())
+    }
+
+    /// Device passes one IOVA → IOVA [`copy`](Self::copy) takes: 1 for a direct copy,
+    /// 2 for one through an intermediate (edu's buffer counts as internal: 1; an NVMe
+    /// namespace: 2, a Write then a Read).
+    fn steps_per_copy(&self) -> u32 {
+        1
+    }
+
+    /// The NVMe driver behind this engine, for storage transfers.
+    fn as_nvme_mut(&mut self) -> Option<&mut Nvme> {
+        None
     }
 
     /// Load: DMA `len` bytes from IOVA `src` into the engine's buffer at `offset`.
@@ -299,6 +359,10 @@ pub enum EngineError {
         /// BAR0 offset 0, when the ids matched.
         identity: Option<u32>,
     },
+
+    /// The NVMe driver failed.
+    #[error(transparent)]
+    Nvme(Box<nvme::NvmeError>),
 
     /// The engine did not report completion in time.
     #[error(

@@ -1,15 +1,22 @@
 //! `p2pcopy SRC DST`: stream data from one PCI device's BAR to another's, verify every
 //! byte, report throughput.
 //!
+//! SRC and DST name a device's BAR (`0000:00:11.0`), an NVMe namespace
+//! (`nvme:0000:00:13.0[/NSID][@LBA]`, read or written by the user-space NVMe engine
+//! straight from or into the other side) or `host` (host memory, the baseline for an
+//! NVMe copy). A copy with an NVMe side reports IOPS, queue depth, transfer size and
+//! latency percentiles too.
+//!
 //! `--engine` says what moves the bytes: `cpu` (the CPU through the two BARs' VFIO
 //! mmaps), `dma` (a DMA engine device, named by `--via`, through an iommufd IOAS;
 //! `iommufd` is the old spelling and still accepted), `rdma` or `auto`.
 //!
 //! RDMA (built with the `rdma` feature): `p2pcopy --serve [--listen ADDR:PORT] DST` on
-//! the receiving host (DST: a BDF or `host`), `p2pcopy SRC rdma://HOST:PORT` on the
-//! sending one (SRC: a BDF or `host`). The receiver checks every byte and both print
+//! the receiving host (DST a BDF or `host`), `p2pcopy SRC rdma://HOST:PORT` on the
+//! sending one (SRC a BDF or `host`). The receiver checks every byte and both print
 //! throughput; a side that goes through host memory is reported as NOT peer-to-peer.
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -19,9 +26,11 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_importer::engine::nvme::DataPointer;
+use peerdma_importer::engine::NvmeOptions;
 use peerdma_tools::p2pcopy::{
     self, CopyError, CopyRequest, EndpointSpec, PathChoice, Progress, RevokeTrigger, Side,
-    SpanField, Unavailable,
+    SpanField, StorageReport, StorageRequest, Target, Unavailable,
 };
 use peerdma_tools::size::{human, parse_size};
 
@@ -39,28 +48,40 @@ enum Engine {
     Auto,
 }
 
-/// One end as the command line names it.
+#[derive(Clone, Copy, ValueEnum)]
+enum DataPointerArg {
+    Auto,
+    Prp,
+    Sgl,
+}
+
+/// One end as the command line names it: a local target, or a receiver over RDMA.
 #[derive(Clone, Debug)]
-enum Target {
-    /// A PCI device's BAR.
-    Bar(Bdf),
-    /// Host memory (RDMA copies only).
-    Host,
+enum End {
+    /// A device's BAR, an NVMe namespace or host memory.
+    Local(Target),
     /// A receiver over RDMA: rdma://HOST:PORT.
     Remote(String),
 }
 
-impl FromStr for Target {
+impl FromStr for End {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "host" {
-            Ok(Target::Host)
-        } else if s.starts_with("rdma://") {
-            Ok(Target::Remote(s.to_string()))
+        if s.starts_with("rdma://") {
+            Ok(End::Remote(s.to_string()))
         } else {
-            s.parse::<Bdf>()
-                .map(Target::Bar)
-                .map_err(|e| format!("{e} (or `host`, or rdma://HOST:PORT for a destination)"))
+            s.parse::<Target>()
+                .map(End::Local)
+                .map_err(|e| format!("{e}; or, as DST, a receiver over RDMA: rdma://HOST:PORT"))
+        }
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Local(t) => t.fmt(f),
+            End::Remote(r) => f.write_str(r),
         }
     }
 }
@@ -79,11 +100,14 @@ enum Access {
     about = "Copy between two PCI devices' BARs (named by BDF), verified, with throughput"
 )]
 struct Cli {
-    /// SRC DST: devices (0000:01:00.0 or 01:00.0); over RDMA, SRC may be `host` and DST
-    /// rdma://HOST:PORT. With --serve only DST (a device or `host`).
-    #[arg(value_name = "SRC DST", num_args = 1..=2, required = true)]
-    targets: Vec<Target>,
-    /// Receive over RDMA: expose DST, wait for one sender, check every byte.
+    /// Source: a device's BAR (0000:01:00.0 or 01:00.0), an NVMe namespace
+    /// (nvme:BDF[/NSID][@LBA]) or host. With --serve: the destination (a BAR or host).
+    src: End,
+    /// Destination: as SRC, or a receiver over RDMA (rdma://HOST:PORT).
+    #[arg(required_unless_present = "serve")]
+    dst: Option<End>,
+    /// Receive over RDMA: expose the one target named, wait for one sender, check every
+    /// byte.
     #[arg(long)]
     serve: bool,
     /// Address and port the receiver listens on (an address of the RDMA device's netdev).
@@ -99,9 +123,20 @@ struct Cli {
     #[arg(long, default_value_t = 60)]
     timeout: u64,
     /// The engine device for --engine dma (default: the supported engine bound to
-    /// vfio-pci nearest both devices).
-    #[arg(long, value_name = "BDF")]
+    /// vfio-pci nearest both devices; an NVMe controller, also spelled nvme:BDF, copies
+    /// BAR → BAR in two steps through its namespace).
+    #[arg(long, value_name = "BDF", value_parser = parse_via)]
     via: Option<Bdf>,
+    /// NVMe commands kept in flight.
+    #[arg(long, default_value_t = 32)]
+    queue_depth: u32,
+    /// Bytes per NVMe command (capped by the controller's MDTS).
+    #[arg(long, value_parser = parse_size, default_value = "128K")]
+    transfer_size: u64,
+    /// How NVMe commands point at the data: auto (SGLs where the controller offers
+    /// them), prp or sgl.
+    #[arg(long, value_enum, default_value = "auto")]
+    data_pointer: DataPointerArg,
     /// Source BAR (default: the largest exportable memory BAR).
     #[arg(long)]
     src_bar: Option<u32>,
@@ -156,6 +191,14 @@ struct Cli {
     /// Test hook: turn the source's memory decode off once this many bytes are copied.
     #[arg(long, hide = true, value_parser = parse_size)]
     test_revoke_after_bytes: Option<u64>,
+}
+
+/// `--via`: a BDF, or `nvme:BDF`.
+fn parse_via(s: &str) -> Result<Bdf, String> {
+    s.strip_prefix("nvme:")
+        .unwrap_or(s)
+        .parse::<Bdf>()
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -238,9 +281,22 @@ fn advice(e: &CopyError) -> Option<String> {
                 "rebuild with `cargo build --features peerdma-tools/rdma`".to_string()
             }
             Unavailable::RemoteNeedsRdma => "use --engine rdma (or auto)".to_string(),
+            Unavailable::NvmeNeedsIommufd => return None,
         },
         _ => return None,
     })
+}
+
+/// A side with the BAR flags applied.
+fn with_bar(t: &Target, bar: Option<u32>, offset: u64) -> Target {
+    match t {
+        Target::Bar(spec) => Target::Bar(EndpointSpec {
+            bdf: spec.bdf,
+            bar,
+            offset,
+        }),
+        other => other.clone(),
+    }
 }
 
 /// A seed no earlier run is likely to have used: the clock's nanoseconds mixed with
@@ -260,28 +316,70 @@ fn with_advice(e: CopyError) -> anyhow::Error {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let (src, dst) = match (cli.serve, cli.targets.as_slice()) {
-        (true, [dst]) => return rdma_cli::serve(cli, dst),
-        (true, _) => anyhow::bail!("--serve takes one target, the destination (a BDF or `host`)"),
-        (false, [_]) => anyhow::bail!("give SRC and DST (or --serve DST to receive over RDMA)"),
-        (false, [src, Target::Remote(peer)]) => return rdma_cli::send(cli, src, peer),
-        (false, [Target::Bar(src), Target::Bar(dst)]) => (*src, *dst),
-        (false, _) => anyhow::bail!(
-            "host memory and rdma:// are ends of RDMA copies: `p2pcopy SRC rdma://HOST:PORT` \
-             sends (SRC a BDF or `host`), `p2pcopy --serve DST` receives"
+    let (src, dst) = match (cli.serve, &cli.src, &cli.dst) {
+        (true, End::Local(dst), None) => return rdma_cli::serve(cli, dst),
+        (true, _, _) => {
+            anyhow::bail!("--serve takes one target, the destination (a BDF or `host`)")
+        }
+        (false, End::Local(src), Some(End::Remote(peer))) => return rdma_cli::send(cli, src, peer),
+        (false, End::Local(src), Some(End::Local(dst))) => (src, dst),
+        (false, End::Remote(r), _) => anyhow::bail!(
+            "{r} names a receiver over RDMA: it can only be DST (the receiving host runs \
+             `p2pcopy --serve DST`)"
+        ),
+        (false, _, None) => anyhow::bail!("give SRC and DST (or --serve DST to receive over RDMA)"),
+    };
+    let seed = cli.seed.unwrap_or_else(fresh_seed);
+    let src = with_bar(src, cli.src_bar, cli.src_offset);
+    let dst = with_bar(dst, cli.dst_bar, cli.dst_offset);
+    let revoke = match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
+        (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
+        (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
+        (None, None) => None,
+    };
+    let (src_spec, dst_spec) = match (src.bar(), dst.bar()) {
+        (Some(s), Some(d)) => (s.clone(), d.clone()),
+        _ if p2pcopy::is_storage(&src, &dst) => {
+            if matches!(cli.engine, Engine::Cpu | Engine::Rdma) {
+                anyhow::bail!(
+                    "an NVMe side is read and written by the NVMe controller's own DMA, not \
+                     the CPU or a NIC (p2pcopy: use --engine auto or --engine dma)"
+                );
+            }
+            let req = StorageRequest {
+                src,
+                dst,
+                size: cli.size,
+                chunk: cli.chunk,
+                iterations: cli.iterations,
+                nvme: NvmeOptions {
+                    queue_depth: cli.queue_depth,
+                    transfer_size: cli.transfer_size,
+                    data_pointer: match cli.data_pointer {
+                        DataPointerArg::Auto => DataPointer::Auto,
+                        DataPointerArg::Prp => DataPointer::Prp,
+                        DataPointerArg::Sgl => DataPointer::Sgl,
+                    },
+                    ..NvmeOptions::default()
+                },
+                verify: !cli.no_verify,
+                seed,
+                allow_register_bars: cli.allow_register_bar,
+                access: access_path(cli.access),
+                revoke_bar: revoke,
+            };
+            return run_storage(cli, &req);
+        }
+        _ => anyhow::bail!(
+            "cannot copy {} → {}: host memory pairs with an nvme: side only (p2pcopy: name \
+             two devices, or an nvme: namespace and a device or host)",
+            src,
+            dst
         ),
     };
     let req = CopyRequest {
-        src: EndpointSpec {
-            bdf: src,
-            bar: cli.src_bar,
-            offset: cli.src_offset,
-        },
-        dst: EndpointSpec {
-            bdf: dst,
-            bar: cli.dst_bar,
-            offset: cli.dst_offset,
-        },
+        src: src_spec,
+        dst: dst_spec,
         size: cli.size,
         chunk: cli.chunk,
         iterations: cli.iterations,
@@ -292,45 +390,23 @@ fn run(cli: &Cli) -> Result<()> {
             Engine::Auto => PathChoice::Auto,
         },
         verify: !cli.no_verify,
-        seed: cli.seed.unwrap_or_else(fresh_seed),
+        seed,
         allow_register_bars: cli.allow_register_bar,
-        access: access(cli),
-        revoke_src: match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
-            (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
-            (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
-            (None, None) => None,
-        },
+        access: access_path(cli.access),
+        revoke_src: revoke,
     };
-    let interactive = std::io::stderr().is_terminal()
-        && std::env::var("TERM").map_or(true, |t| t != "dumb")
-        && !cli.quiet
-        && !cli.json;
-    let start = Instant::now();
-    let mut bar: Option<ProgressBar> = None;
-    let mut on_progress = |p: Progress| {
-        if !interactive {
-            return;
-        }
-        // Only copies longer than a second get a bar.
-        if bar.is_none() && start.elapsed() > Duration::from_secs(1) {
-            let b = ProgressBar::new(p.total);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar = Some(b);
-        }
-        if let Some(b) = &bar {
-            b.set_position(p.done);
+    let mut bar = Bar::new(cli);
+    let result = p2pcopy::run(&req, &mut |p| bar.update(p));
+    bar.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match advice(&e) {
+                Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
+                None => e.into(),
+            })
         }
     };
-    let result = p2pcopy::run(&req, &mut on_progress);
-    if let Some(b) = bar.take() {
-        b.finish_and_clear();
-    }
-    let report = result.map_err(with_advice)?;
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !cli.quiet {
@@ -379,6 +455,110 @@ fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+fn access_path(a: Access) -> AccessPath {
+    match a {
+        Access::Auto => AccessPath::Auto,
+        Access::Cdev => AccessPath::Cdev,
+        Access::Group => AccessPath::Group,
+    }
+}
+
+/// The progress bar: shown on a terminal for copies longer than a second.
+struct Bar {
+    interactive: bool,
+    start: Instant,
+    bar: Option<ProgressBar>,
+}
+
+impl Bar {
+    fn new(cli: &Cli) -> Bar {
+        Bar {
+            interactive: std::io::stderr().is_terminal()
+                && std::env::var("TERM").map_or(true, |t| t != "dumb")
+                && !cli.quiet
+                && !cli.json,
+            start: Instant::now(),
+            bar: None,
+        }
+    }
+
+    fn update(&mut self, p: Progress) {
+        if !self.interactive {
+            return;
+        }
+        if self.bar.is_none() && self.start.elapsed() > Duration::from_secs(1) {
+            let b = ProgressBar::new(p.total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            self.bar = Some(b);
+        }
+        if let Some(b) = &self.bar {
+            b.set_position(p.done);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
+    let mut bar = Bar::new(cli);
+    let result = p2pcopy::run_storage(req, &mut |p| bar.update(p));
+    bar.finish();
+    let r: StorageReport = match result {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match advice(&e) {
+                Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
+                None => e.into(),
+            })
+        }
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else if !cli.quiet {
+        println!(
+            "copied {} × {} from {} to {} by NVMe {} in {:.3} s: {}, {:.0} IOPS, QD {}, {} per \
+             command, latency p50 {:.1} µs p99 {:.1} µs{}",
+            human(r.bytes),
+            r.iterations,
+            req.src,
+            req.dst,
+            r.via,
+            r.seconds,
+            rate(r.gbps),
+            r.iops,
+            r.queue_depth,
+            human(r.transfer_size),
+            r.latency.p50_us,
+            r.latency.p99_us,
+            match r.verified {
+                Some(true) => format!(
+                    ", every byte verified (destination poisoned first, seed {:#x})",
+                    r.seed
+                ),
+                _ => " (not verified)".to_string(),
+            }
+        );
+        println!("engine: {}", r.engine_reason);
+        match &r.route {
+            Some(route) => println!("route: {}", route.summary),
+            None => println!(
+                "route: not peer to peer: the controller moved the bytes to or from host memory \
+                 (the baseline)"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// The RDMA ends: `--serve DST` and `SRC rdma://HOST:PORT`.
 #[cfg(feature = "rdma")]
 mod rdma_cli {
@@ -390,18 +570,19 @@ mod rdma_cli {
     use peerdma_tools::p2pcopy::EndpointSpec;
     use peerdma_tools::size::human;
 
-    use super::{access, rate, with_advice, Cli, Engine, Target};
+    use super::{access_path, rate, with_advice, Cli, Engine};
+    use peerdma_tools::p2pcopy::Target;
 
     fn local(cli: &Cli, t: &Target, src: bool) -> Result<LocalSpec> {
         Ok(match t {
             Target::Host => LocalSpec::Host,
-            Target::Bar(bdf) => LocalSpec::Bar(EndpointSpec {
-                bdf: *bdf,
+            Target::Bar(spec) => LocalSpec::Bar(EndpointSpec {
+                bdf: spec.bdf,
                 bar: if src { cli.src_bar } else { cli.dst_bar },
                 offset: if src { cli.src_offset } else { cli.dst_offset },
             }),
-            Target::Remote(_) => {
-                bail!("the receiver's destination is its own memory: a BDF or `host`")
+            Target::Nvme(n) => {
+                bail!("{n}: an NVMe namespace is not an end of an RDMA copy (a BAR or host is)")
             }
         })
     }
@@ -445,7 +626,7 @@ mod rdma_cli {
         let req = ServeRequest {
             dst: local(cli, dst, false)?,
             listen: cli.listen,
-            access: access(cli),
+            access: access_path(cli.access),
             wait: None,
             timeout: Duration::from_secs(cli.timeout),
             max_host_size: 4 << 30,
@@ -475,7 +656,7 @@ mod rdma_cli {
             qps: cli.qps,
             msg_size: u32::try_from(cli.chunk).unwrap_or(u32::MAX),
             depth: cli.depth,
-            access: access(cli),
+            access: access_path(cli.access),
             timeout: Duration::from_secs(cli.timeout),
         };
         let report = rdma::send(&req, &mut |_, _| {}).map_err(with_advice)?;
@@ -489,7 +670,8 @@ mod rdma_cli {
     use anyhow::Result;
     use peerdma_tools::p2pcopy::{CopyError, Unavailable};
 
-    use super::{with_advice, Cli, Target};
+    use super::{with_advice, Cli};
+    use peerdma_tools::p2pcopy::Target;
 
     fn not_built() -> anyhow::Error {
         with_advice(CopyError::PathUnavailable {
@@ -504,14 +686,6 @@ mod rdma_cli {
 
     pub(super) fn send(_: &Cli, _: &Target, _: &str) -> Result<()> {
         Err(not_built())
-    }
-}
-
-fn access(cli: &Cli) -> AccessPath {
-    match cli.access {
-        Access::Auto => AccessPath::Auto,
-        Access::Cdev => AccessPath::Cdev,
-        Access::Group => AccessPath::Group,
     }
 }
 
@@ -558,19 +732,23 @@ mod tests {
     fn rdma_ends_parse_and_old_bdf_pairs_still_do() {
         let cli = Cli::try_parse_from(["p2pcopy", "--serve", "--listen", "10.0.0.2:7000", "host"])
             .unwrap();
-        assert!(cli.serve && matches!(cli.targets.as_slice(), [Target::Host]));
+        assert!(cli.serve && matches!((&cli.src, &cli.dst), (End::Local(Target::Host), None)));
         let cli = Cli::try_parse_from(["p2pcopy", "01:00.0", "rdma://10.0.0.2:7000", "--qps", "2"])
             .unwrap();
         assert!(matches!(
-            cli.targets.as_slice(),
-            [Target::Bar(_), Target::Remote(r)] if r == "rdma://10.0.0.2:7000"
+            (&cli.src, &cli.dst),
+            (End::Local(Target::Bar(_)), Some(End::Remote(r))) if r == "rdma://10.0.0.2:7000"
         ));
         let cli = Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0"]).unwrap();
         assert!(matches!(
-            cli.targets.as_slice(),
-            [Target::Bar(_), Target::Bar(_)]
+            (&cli.src, &cli.dst),
+            (End::Local(Target::Bar(_)), Some(End::Local(Target::Bar(_))))
         ));
         assert!(Cli::try_parse_from(["p2pcopy", "zz:10.0", "00:11.0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["p2pcopy", "00:10.0"]).is_err(),
+            "DST is required"
+        );
         assert!(Cli::try_parse_from(["p2pcopy", "a", "b", "c"]).is_err());
     }
 

@@ -9,7 +9,7 @@ use super::error::CopyError;
 use super::path::Side;
 
 /// What the user asked for on one side.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointSpec {
     /// The device.
     pub bdf: Bdf,

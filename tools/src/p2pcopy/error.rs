@@ -42,6 +42,8 @@ pub enum Unavailable {
     },
     /// No supported engine device is bound to vfio-pci.
     NoEngine,
+    /// `/dev/iommu` is missing, and the NVMe engine needs it.
+    NvmeNeedsIommufd,
     /// The RDMA path writes into a peer's memory: two local devices are not
     /// its job.
     RdmaNeedsPeer,
@@ -74,6 +76,13 @@ impl fmt::Display for Unavailable {
                     .map(|d| format!("{} {:04x}:{:04x}", d.name, d.vendor, d.device))
                     .collect::<Vec<_>>()
                     .join(", ")
+            ),
+            Unavailable::NvmeNeedsIommufd => f.write_str(
+                "/dev/iommu does not exist: this kernel has no CONFIG_IOMMUFD (Debian's stock \
+                 kernels leave it off); the NVMe engine maps its queues and the other side's \
+                 memory (a BAR's dma-buf, host pages) into an iommufd IOAS, so it cannot run \
+                 here; fix: boot a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV \
+                 (the project's reference kernel)",
             ),
             Unavailable::RdmaNeedsPeer => f.write_str(
                 "the RDMA path writes into another host's (or namespace's) memory, not between \
@@ -178,6 +187,34 @@ pub enum CopyError {
         total: u64,
         /// What the device's state says.
         why: String,
+    },
+    /// The `nvme:` device is not an NVMe controller.
+    #[error(
+        "{bdf} is not an NVMe controller (class {class:#08x}, ids {vendor:04x}:{device:04x}); \
+         fix: name an NVMe controller (class 0x010802) bound to vfio-pci as the nvme: side"
+    )]
+    NotNvme {
+        /// Device.
+        bdf: Bdf,
+        /// PCI class code.
+        class: u32,
+        /// Vendor id.
+        vendor: u16,
+        /// Device id.
+        device: u16,
+    },
+    /// A storage copy needs exactly one NVMe side.
+    #[error(
+        "cannot copy {src} → {dst}: a storage copy moves data between one NVMe namespace and \
+         one BAR or host memory; fix: name an nvme: side and a device or host as the other \
+         (a BAR → BAR copy through a drive goes through the DMA path with the controller as \
+         its engine)"
+    )]
+    StorageSides {
+        /// Source as named.
+        src: String,
+        /// Destination as named.
+        dst: String,
     },
     /// SRC and DST are the same device.
     #[error(

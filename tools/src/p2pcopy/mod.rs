@@ -17,6 +17,8 @@ mod path;
 mod proof;
 #[cfg(feature = "rdma")]
 pub mod rdma;
+mod storage;
+mod target;
 mod verify;
 
 use std::time::{Duration, Instant};
@@ -30,6 +32,11 @@ pub use endpoint::{default_bar, Endpoint, EndpointSpec};
 pub use error::{CopyError, SpanField, Unavailable};
 pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
 pub use proof::{Hop, IoasMapping, RouteProof};
+pub use storage::{
+    is_storage, run_storage, Latency, StorageReport, StorageRequest, TargetReport,
+    DEFAULT_STORAGE_SIZE,
+};
+pub use target::{NvmeTarget, Target, TargetParseError};
 
 use verify::GuardedMap;
 
@@ -560,6 +567,20 @@ mod tests {
                 count: 1,
             },
             CopyError::PeerFailed { peer: "x".into() },
+            CopyError::PathUnavailable {
+                path: "nvme",
+                why: Unavailable::NvmeNeedsIommufd,
+            },
+            CopyError::NotNvme {
+                bdf: "00:10.0".parse().unwrap(),
+                class: 0x050000,
+                vendor: 0x1af4,
+                device: 0x1110,
+            },
+            CopyError::StorageSides {
+                src: "host".into(),
+                dst: "00:11.0".into(),
+            },
             CopyError::BarTooSmall {
                 bdf: "00:10.0".parse().unwrap(),
                 side: Side::Dst,

@@ -157,7 +157,14 @@ pub(super) fn choose(
             Ok(Chosen {
                 kind: PathKind::Dma,
                 engine: Some(bdf),
-                reason: format!("requested: DMA through iommufd; engine device {bdf} ({why})"),
+                reason: format!(
+                    "requested: DMA through iommufd; engine device {bdf} ({why}){}",
+                    if dma::is_nvme(&Sysfs::system(), bdf) {
+                        "; an NVMe controller copies BAR → BAR in two steps through its namespace"
+                    } else {
+                        ""
+                    }
+                ),
             })
         }
         PathChoice::Rdma => Err(CopyError::PathUnavailable {
@@ -174,6 +181,13 @@ pub(super) fn choose(
             let dma =
                 dma::available().and_then(|()| dma::find_engine(&Sysfs::system(), None, &ends));
             let reason = match dma {
+                Ok((bdf, _)) if dma::is_nvme(&Sysfs::system(), bdf) => format!(
+                    "auto: the CPU, because the best DMA engine found is the NVMe controller \
+                     {bdf} (preferred over edu: MB/s against KB/s), and a BAR → BAR copy \
+                     through it takes two steps through its namespace (Write, then Read back); \
+                     the DMA path uses it when asked for, and an nvme: side reads or writes it \
+                     straight into a BAR"
+                ),
                 Ok((bdf, _)) => format!(
                     "auto: the CPU, because the only DMA engine found ({bdf}, QEMU edu) moves \
                      4 KiB per ~100 ms; the DMA path uses it when asked for"

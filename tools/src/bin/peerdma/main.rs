@@ -8,6 +8,7 @@ mod inspect;
 mod list;
 mod path;
 mod regions;
+mod show;
 
 use std::process::ExitCode;
 
@@ -112,6 +113,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Export a BAR range and scan it out through a DRM driver (PRIME import + KMS).
+    Show(show::ShowArgs),
 }
 
 /// The command line, with the `--version` that names the kernel features.
@@ -146,6 +149,7 @@ fn main() -> ExitCode {
         Cmd::Export(args) => export::run(args),
         Cmd::Inspect { target, json } => inspect::run(&target, json),
         Cmd::Path { a, b, json } => path::run(a, b, json),
+        Cmd::Show(args) => show::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

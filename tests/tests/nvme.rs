@@ -1,0 +1,264 @@
+//! The NVMe engine in the testbed (reference kernel): the host seeds the NVMe image, the
+//! guest moves 64 MiB NVMe → ivshmem BAR and BAR → NVMe with p2pcopy (the controller
+//! DMAs straight into and out of the BAR), and the host compares the backing files after
+//! the VM is gone; the same behind a PCIe switch; a revoke mid-stream and bad input are
+//! clear errors that leave nothing behind.
+//!
+//! Every wait is bounded: each NVMe command by the driver's command timeout (10 s), the
+//! controller's enable/disable by CAP.TO, the whole run by the testbed's timeout.
+
+mod common;
+
+use common::*;
+use peerdma_testbed::devices::Topology;
+use peerdma_testbed::image::{ImageSeed, ImageSource};
+use peerdma_testbed::kernel::KernelChoice;
+use peerdma_testbed::pattern;
+use peerdma_testbed::vm::{RunOutcome, Testbed, VmOptions};
+
+const MIB: usize = 1 << 20;
+/// The seed the host fills the NVMe image with.
+const IMAGE_SEED: u64 = 5;
+
+fn nvme_testbed(topology: Topology) -> Testbed {
+    Testbed::new(VmOptions {
+        devices: "ivshmem,ivshmem,nvme".parse().unwrap(),
+        topology,
+        nvme_images: vec![ImageSeed {
+            role: "nvme0".into(),
+            source: ImageSource::Pattern(IMAGE_SEED),
+        }],
+        ..options(KernelChoice::Reference)
+    })
+    .expect("the testbed resolves its kernel and QEMU")
+}
+
+/// A shell prelude that finds each role's BDF in the guest's testbed.json (the switch
+/// topology puts the devices on other buses), as `$N` (nvme0), `$A`, `$B` (ivshmem0/1).
+fn prelude() -> String {
+    let p2p = workspace_bin("p2pcopy").display().to_string();
+    format!(
+        "P={p2p}; bdf() {{ grep -A2 \"\\\"role\\\": \\\"$1\\\"\" /run/peerdma/testbed.json | \
+         sed -n 's/.*\"bdf\": \"\\(.*\\)\".*/\\1/p'; }}; N=$(bdf nvme0); A=$(bdf ivshmem0); \
+         B=$(bdf ivshmem1); echo \"## bdfs $N $A $B\"; "
+    )
+}
+
+/// Reads 64 MiB NVMe → B's BAR (SGL data pointers) and writes A's BAR → NVMe at 64 MiB
+/// (PRP lists), then checks on the host: B's backing file holds the image's first 64 MiB, the image's second 64 MiB holds
+/// what A's BAR held (p2pcopy's pattern for seed 77).
+fn read_and_write_64m(topology: Topology) {
+    let tb = nvme_testbed(topology);
+    let out = run_sh(
+        &tb,
+        &format!(
+            "{}$P nvme:$N $B --size 64M --json; echo \"## read rc=$?\"; \
+             $P $A nvme:$N@131072 --size 64M --seed 77 --data-pointer prp --json; \
+             echo \"## write rc=$?\"",
+            prelude()
+        ),
+    );
+    assert_eq!(marked_rc(&out.output, "read"), 0, "{}", out.output);
+    assert_eq!(marked_rc(&out.output, "write"), 0, "{}", out.output);
+    let r = json_lines(&out.output);
+    assert_eq!(r.len(), 2, "{}", out.output);
+    // QEMU's controller offers SGLs: the read uses them (auto), the write asks for PRPs.
+    for ((rep, path), dptr) in r
+        .iter()
+        .zip(["nvme-read", "nvme-write"])
+        .zip(["sgl", "prp"])
+    {
+        assert_eq!(rep["path"], path, "{rep}");
+        assert_eq!(rep["data_pointer"], dptr, "{rep}");
+        assert_eq!(rep["verified"], true, "{rep}");
+        assert_eq!(rep["bytes"], 64 * MIB, "{rep}");
+        assert!(rep["iops"].as_f64().unwrap() > 0.0, "{rep}");
+        assert!(rep["latency"]["p99_us"].as_f64().unwrap() > 0.0, "{rep}");
+        eprintln!(
+            "{topology:?} {path} 64 MiB: {:.3} GB/s, {:.0} IOPS, QD {}, {} B/command, p50 {:.0} µs",
+            rep["gbps"].as_f64().unwrap(),
+            rep["iops"].as_f64().unwrap(),
+            rep["queue_depth"],
+            rep["transfer_size"],
+            rep["latency"]["p50_us"].as_f64().unwrap()
+        );
+    }
+    assert_eq!(r[0]["dst"]["kind"], "bar");
+    assert_eq!(r[1]["src"]["kind"], "bar");
+    for rep in &r {
+        assert_eq!(rep["route"]["peer_to_peer"], true, "{rep}");
+        assert_eq!(
+            rep["route"]["ioas_mappings"][0]["length"],
+            64 * MIB,
+            "{rep}"
+        );
+    }
+    check_host_files(&out);
+}
+
+fn check_host_files(out: &RunOutcome) {
+    let image = std::fs::read(out.backing_file("nvme0").unwrap()).unwrap();
+    let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    let a = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    assert_eq!(image.len(), 128 * MIB);
+    assert!(
+        b[..64 * MIB] == image[..64 * MIB],
+        "ivshmem1's BAR does not hold the image's first 64 MiB"
+    );
+    assert_eq!(
+        pattern::first_mismatch(IMAGE_SEED, 0, &b[..64 * MIB]),
+        None,
+        "ivshmem1 holds the host's seeded pattern"
+    );
+    assert!(
+        image[64 * MIB..] == a[..64 * MIB],
+        "the image's second 64 MiB is not what ivshmem0's BAR held"
+    );
+    assert_eq!(pattern::first_mismatch(77, 0, &image[64 * MIB..]), None);
+}
+
+#[test]
+fn nvme_reads_64m_into_a_bar_and_writes_64m_from_one_and_the_host_finds_the_bytes() {
+    read_and_write_64m(Topology::Root);
+}
+
+#[test]
+fn the_same_behind_a_pcie_switch() {
+    read_and_write_64m(Topology::Switch);
+}
+
+#[test]
+fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind() {
+    let tb = nvme_testbed(Topology::Root);
+    let guest = workspace_bin("peerdma-guest-nvme").display().to_string();
+    let out = run_sh(
+        &tb,
+        &format!(
+            "{}$P nvme:$N $B --size 64M --queue-depth 4 --test-revoke-after-bytes 8M --json; \
+             echo \"## revoke rc=$?\"; \
+             $P nvme:$A $B --size 1M; echo \"## notnvme rc=$?\"; \
+             $P nvme:$N@262000 $B --size 1M; echo \"## range rc=$?\"; \
+             $P nvme:$N $B --size 1000; echo \"## block rc=$?\"; \
+             {guest} nvme0 ivshmem1 {IMAGE_SEED}",
+            prelude()
+        ),
+    );
+    // The revoke: exit 1 with the error, the controller reset and answering again.
+    assert_eq!(marked_rc(&out.output, "revoke"), 1, "{}", out.output);
+    let lines = json_lines(&out.output);
+    let err = lines[0]["error"].as_str().expect("the JSON error line");
+    assert!(err.contains("revoked during the copy"), "{err}");
+    assert!(
+        err.contains("the controller was reset and a read after the reset succeeded"),
+        "{err}"
+    );
+    // "after 0x... of 0x4000000 bytes": nothing past the acknowledged bytes and the
+    // commands that could be in flight (queue depth 4 × 128 KiB) may hold the image's
+    // bytes: those blocks still hold this run's poison.
+    let done = err
+        .split("after 0x")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|h| usize::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("no byte count in {err}"));
+    let window = 4 * 128 * 1024;
+    let from = (done + window).div_ceil(4096) * 4096;
+    assert!(
+        from < 64 * MIB,
+        "the revoke came too late to check anything (done {done:#x})"
+    );
+    let image = std::fs::read(out.backing_file("nvme0").unwrap()).unwrap();
+    let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    let landed: Vec<usize> = (from..64 * MIB)
+        .step_by(4096)
+        .filter(|&o| b[o..o + 4096] == image[o..o + 4096])
+        .collect();
+    assert!(
+        landed.is_empty(),
+        "{} block(s) landed in the BAR after the revoke, the first at {:#x}",
+        landed.len(),
+        landed[0]
+    );
+    // Bad input from the command line: non-zero exit, the reason, no signal.
+    for (name, expect) in [
+        ("notnvme", "is not an NVMe controller"),
+        ("range", "reaches past its 262144 blocks"),
+        ("block", "is not a multiple of the 512-byte block size"),
+    ] {
+        let rc = marked_rc(&out.output, name);
+        assert!(rc == 1, "{name}: rc {rc}\n{}", out.output);
+        assert!(
+            out.output.contains(expect),
+            "{name}: {expect:?} not in\n{}",
+            out.output
+        );
+    }
+    // In one process: each case fails with its reason, twice, and the fd and mapping
+    // counts after the second round equal the first's; the controller still works.
+    let leak = lines.last().unwrap();
+    assert_eq!(leak["fds_before"], leak["fds_after"], "fds leaked: {leak}");
+    assert_eq!(
+        leak["maps_before"], leak["maps_after"],
+        "mappings leaked: {leak}"
+    );
+    let cases = leak["cases"].as_array().unwrap();
+    let expect = [
+        "reaches past its 262144 blocks",
+        "is not a multiple of the 512-byte block size",
+        "is not an NVMe controller",
+        "namespace 2 is not active",
+        "a read after the reset succeeded",
+    ];
+    assert_eq!(cases.len(), expect.len());
+    for (c, e) in cases.iter().zip(expect) {
+        let msg = c["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("case did not fail: {c}"));
+        assert!(msg.contains(e), "case {}: {e:?} not in {msg}", c["case"]);
+        assert!(!msg.contains("--"), "a library error names a flag: {msg}");
+    }
+    assert_eq!(leak["after"]["verified"], true, "{leak}");
+    assert!(
+        leak["after"]["route"].is_null(),
+        "host memory is no P2P route: {leak}"
+    );
+    // A command that never reaches the controller: the timeout names it, the queue and
+    // the bound, comes within it, and the same engine then reads the image.
+    let t = &leak["timeout"];
+    let msg = t["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no timeout: {t}"));
+    assert!(
+        msg.contains(
+            "Read (cid 0, LBA 0x0 + 256 blocks) on I/O queue 1 did not complete within 1s"
+        ),
+        "{msg}"
+    );
+    let waited = t["waited_s"].as_f64().unwrap();
+    assert!((1.0..10.0).contains(&waited), "waited {waited} s");
+    assert_eq!(t["after_matches_image"], true, "{t}");
+}
+
+#[test]
+fn the_stock_kernel_has_no_iommufd_and_the_nvme_engine_says_so() {
+    let tb = Testbed::new(VmOptions {
+        devices: "ivshmem,ivshmem,nvme".parse().unwrap(),
+        ..options(KernelChoice::Stock)
+    })
+    .expect("the testbed resolves its kernel and QEMU");
+    let out = run_sh(
+        &tb,
+        &format!(
+            "{}$P nvme:$N $B --size 1M; echo \"## stock rc=$?\"",
+            prelude()
+        ),
+    );
+    assert_eq!(marked_rc(&out.output, "stock"), 1, "{}", out.output);
+    assert!(
+        out.output
+            .contains("the nvme path is unavailable: /dev/iommu does not exist")
+            && out.output.contains("CONFIG_IOMMUFD"),
+        "{}",
+        out.output
+    );
+}

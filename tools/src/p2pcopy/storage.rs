@@ -1,0 +1,683 @@
+//! Storage copies: an NVMe namespace to or from a BAR (peer-to-peer: the controller's
+//! data IOVAs are the BAR's dma-buf, mapped in the controller's IOAS) or host memory
+//! (the baseline), driven by the user-space NVMe engine
+//! (`peerdma_importer::engine::nvme`).
+//!
+//! NVMe → memory is a stream of Reads, memory → NVMe a stream of Writes, up to the
+//! queue depth in flight, each command at most the transfer size (and the controller's
+//! MDTS). Verification cannot pass on stale bytes: the destination is poisoned with a
+//! pattern of this run first, then
+//! - after a Read, the same LBA range is read again into a freshly poisoned host buffer
+//!   and the destination must equal it byte for byte;
+//! - after a Write (of the seeded pattern), the drive range was poisoned before the timed
+//!   writes, and is read back into a poisoned host buffer that must hold the pattern.
+
+use std::time::{Duration, Instant};
+
+use peerdma_exporter::{AccessPath, Bdf, DmaBuf, DmaRange, OpenOptions, Sysfs};
+use peerdma_importer::engine::nvme::command::Io;
+use peerdma_importer::engine::nvme::{IoStats, NamespaceInfo, NvmeError, NVME_CLASS};
+use peerdma_importer::engine::{AttachedEngine, EngineError, EngineOptions, Nvme, NvmeOptions};
+use peerdma_importer::iommufd::{
+    Access, DmaBufMapping, Iommufd, Iova, MappingState, UserBuffer, UserMapping,
+};
+use serde::{Serialize, Serializer};
+
+use super::target::{NvmeTarget, Target};
+use super::verify::GuardedMap;
+use super::{dma, page_align_check, verify, CopyError, Endpoint, Progress, RevokeTrigger};
+use super::{Hop, IoasMapping, RouteProof, Side, SpanField, Unavailable};
+use peerdma_exporter::HostCpu;
+
+/// Serializes a BDF as its string.
+pub(super) fn ser_bdf<S: Serializer>(bdf: &Bdf, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&bdf.to_string())
+}
+
+/// Default span when the request names none: 64 MiB (or what fits).
+pub const DEFAULT_STORAGE_SIZE: u64 = 64 << 20;
+
+/// A storage copy request.
+#[derive(Clone, Debug)]
+pub struct StorageRequest {
+    /// Source.
+    pub src: Target,
+    /// Destination.
+    pub dst: Target,
+    /// Bytes; `None`: [`DEFAULT_STORAGE_SIZE`] or what fits the namespace and the BAR.
+    pub size: Option<u64>,
+    /// Bytes per progress step (at least the queue depth × the command size).
+    pub chunk: u64,
+    /// How many times to move the span.
+    pub iterations: u32,
+    /// Queue depth, transfer size and command timeout (namespace and LBA come from the
+    /// NVMe side).
+    pub nvme: NvmeOptions,
+    /// Poison the destination, then check every byte after.
+    pub verify: bool,
+    /// Pattern seed.
+    pub seed: u64,
+    /// Use a BAR side that looks like registers (see [`Endpoint::check_not_registers`]).
+    pub allow_register_bars: bool,
+    /// VFIO access path for a BAR side.
+    pub access: AccessPath,
+    /// Test hook: another thread turns the BAR side's memory decode off.
+    pub revoke_bar: Option<RevokeTrigger>,
+}
+
+/// One side in the report.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetReport {
+    /// A BAR.
+    Bar {
+        /// Device.
+        bdf: String,
+        /// BAR index.
+        bar: u32,
+        /// BAR size.
+        bar_size: u64,
+        /// Offset into it.
+        offset: u64,
+    },
+    /// An NVMe namespace.
+    Nvme {
+        /// Controller.
+        bdf: String,
+        /// Namespace.
+        nsid: u32,
+        /// First LBA.
+        lba: u64,
+        /// Block size.
+        block_size: u32,
+        /// Namespace size in blocks.
+        blocks: u64,
+    },
+    /// Host memory.
+    Host,
+}
+
+/// Command latency percentiles, microseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Slowest.
+    pub max_us: f64,
+}
+
+impl Latency {
+    /// From a transfer's statistics.
+    pub fn of(stats: &IoStats) -> Latency {
+        let us = |q| stats.percentile(q).map_or(0.0, |d| d.as_secs_f64() * 1e6);
+        Latency {
+            p50_us: us(0.5),
+            p90_us: us(0.9),
+            p99_us: us(0.99),
+            max_us: us(1.0),
+        }
+    }
+}
+
+/// What a finished storage copy reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct StorageReport {
+    /// Source.
+    pub src: TargetReport,
+    /// Destination.
+    pub dst: TargetReport,
+    /// `nvme-read` (namespace → memory) or `nvme-write` (memory → namespace).
+    pub path: &'static str,
+    /// The importer that mapped the memory for the controller.
+    pub importer: &'static str,
+    /// The controller and its model.
+    pub via: String,
+    /// Why this path.
+    pub engine_reason: String,
+    /// Bytes per iteration.
+    pub bytes: u64,
+    /// Iterations.
+    pub iterations: u32,
+    /// Seconds spent moving data (poison, fill and verify excluded).
+    pub seconds: f64,
+    /// Throughput, 10^9 bytes per second.
+    pub gbps: f64,
+    /// Commands per second.
+    pub iops: f64,
+    /// Commands kept in flight.
+    pub queue_depth: u32,
+    /// Bytes per command.
+    pub transfer_size: u64,
+    /// How commands pointed at the data: `sgl` (one Data Block descriptor) or `prp`.
+    pub data_pointer: &'static str,
+    /// Commands issued (timed part).
+    pub commands: u64,
+    /// Command latencies (timed part).
+    pub latency: Latency,
+    /// The pattern seed of this run.
+    pub seed: u64,
+    /// For a BAR side: the route the bytes took (the controller reading or writing the
+    /// BAR at IOVAs of its IOAS), as `peerdma path` would judge it. `None` for host
+    /// memory, which is not peer to peer.
+    pub route: Option<RouteProof>,
+    /// Whether every byte was checked and matched (`None`: not verified).
+    pub verified: Option<bool>,
+}
+
+/// The memory side of a storage copy: a BAR span exported and mapped in the
+/// controller's IOAS (with a CPU mapping to poison and check it), or host memory.
+enum Memory {
+    Bar {
+        // Field order is drop order: the IOAS mapping, then the CPU mapping.
+        dma: DmaBufMapping<DmaBuf>,
+        cpu: GuardedMap,
+    },
+    Host(UserMapping),
+}
+
+impl Memory {
+    fn iova(&self) -> u64 {
+        match self {
+            Memory::Bar { dma, .. } => dma.iova(),
+            Memory::Host(m) => m.iova(),
+        }
+    }
+
+    fn revoked(&mut self) -> bool {
+        match self {
+            Memory::Bar { dma, .. } => !matches!(dma.state(), MappingState::Live),
+            Memory::Host(_) => false,
+        }
+    }
+
+    /// Writes the pattern of `seed` over the span with the CPU.
+    fn fill(&self, ep: Option<&Endpoint>, seed: u64, len: u64) -> Result<(), CopyError> {
+        match (self, ep) {
+            (Memory::Bar { cpu, .. }, Some(ep)) => verify::fill(ep, cpu, seed, 1 << 20),
+            (Memory::Host(m), _) => fill_host(m, seed, len),
+            (Memory::Bar { .. }, None) => unreachable!("a BAR side has its endpoint"),
+        }
+    }
+
+    /// Reads `out.len()` bytes at `off` with the CPU.
+    fn read(&self, ep: Option<&Endpoint>, off: u64, out: &mut [u8]) -> Result<(), CopyError> {
+        match (self, ep) {
+            (Memory::Bar { cpu, .. }, Some(ep)) => {
+                // SAFETY: [off, off + len) lies inside the mapping (callers stay within
+                // the span it was made for); a revoke is caught by the SIGBUS guard.
+                unsafe {
+                    crate::mmio::copy(
+                        out.as_mut_ptr(),
+                        cpu.map.as_ptr().add(off as usize),
+                        out.len(),
+                    )
+                };
+                if cpu.guard.faulted() {
+                    return Err(verify::revoked(ep, off, cpu.map.len() as u64));
+                }
+                Ok(())
+            }
+            (Memory::Host(m), _) => Ok(m.buffer().read(off as usize, out)?),
+            (Memory::Bar { .. }, None) => unreachable!("a BAR side has its endpoint"),
+        }
+    }
+}
+
+/// Writes the pattern of `seed` over a host buffer.
+fn fill_host(m: &UserMapping, seed: u64, len: u64) -> Result<(), CopyError> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(1 << 20) as usize;
+        crate::pattern::fill(seed, off, &mut buf[..n]);
+        m.buffer().write(off as usize, &buf[..n])?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// A seed for poison that differs from the data's.
+fn poison(seed: u64, which: u64) -> u64 {
+    seed ^ 0x5eed_dead_0000_0000 ^ which.wrapping_mul(0x9e37_79b9)
+}
+
+fn host_buffer(
+    engine: &AttachedEngine,
+    len: u64,
+    access: Access,
+) -> Result<UserMapping, CopyError> {
+    Ok(engine
+        .ioas()
+        .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, access)?)
+}
+
+fn nvme(engine: &mut AttachedEngine) -> &mut Nvme {
+    engine
+        .nvme_mut()
+        .expect("the engine was checked to be an NVMe controller")
+}
+
+fn nvme_err(e: NvmeError) -> CopyError {
+    CopyError::Engine(EngineError::from(e))
+}
+
+/// Checks by sysfs that `bdf` is an NVMe controller, before anything is opened.
+fn check_nvme(bdf: Bdf) -> Result<(), CopyError> {
+    let dev = Sysfs::system().device(bdf)?;
+    if dev.class != NVME_CLASS {
+        return Err(CopyError::NotNvme {
+            bdf,
+            class: dev.class,
+            vendor: dev.vendor,
+            device: dev.device,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a request is a storage copy (one side an NVMe namespace).
+pub fn is_storage(src: &Target, dst: &Target) -> bool {
+    matches!(src, Target::Nvme(_)) || matches!(dst, Target::Nvme(_))
+}
+
+/// Runs a storage copy. `progress` is called between steps.
+///
+/// # Errors
+///
+/// [`CopyError::StorageSides`] for two NVMe sides or no NVMe side;
+/// [`CopyError::NotNvme`] when the `nvme:` device is not an NVMe controller;
+/// [`CopyError::PathUnavailable`] without iommufd; [`CopyError::Engine`] with the NVMe
+/// driver's errors (namespace too small, size not a block multiple, a command's status
+/// by name, timeouts); [`CopyError::Unaligned`], [`CopyError::BarTooSmall`] and the
+/// exporter's and importer's errors for the memory side; [`CopyError::Revoked`] when the
+/// BAR is revoked mid-stream; [`CopyError::Mismatch`] when verification fails.
+pub fn run_storage(
+    req: &StorageRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<StorageReport, CopyError> {
+    let (nv, mem, dir) = match (&req.src, &req.dst) {
+        (Target::Nvme(_), Target::Nvme(_))
+        | (Target::Bar(_) | Target::Host, Target::Bar(_) | Target::Host) => {
+            return Err(CopyError::StorageSides {
+                src: req.src.to_string(),
+                dst: req.dst.to_string(),
+            })
+        }
+        (Target::Nvme(n), m) => (*n, m, Io::Read),
+        (m, Target::Nvme(n)) => (*n, m, Io::Write),
+    };
+    if req.iterations == 0 {
+        return Err(CopyError::ZeroIterations);
+    }
+    check_nvme(nv.bdf)?;
+    if dma::available().is_err() {
+        return Err(CopyError::PathUnavailable {
+            path: "nvme",
+            why: Unavailable::NvmeNeedsIommufd,
+        });
+    }
+    let iommufd = Iommufd::open()?;
+    let opts = EngineOptions {
+        nvme: NvmeOptions {
+            nsid: nv.nsid,
+            ..req.nvme
+        },
+    };
+    let mut engine = AttachedEngine::open_with(nv.bdf, &iommufd, &opts)?;
+    let ns = nvme(&mut engine)
+        .namespace()
+        .expect("a started controller has its namespace");
+    let cmd_bytes = nvme(&mut engine).command_bytes();
+    let sgl = nvme(&mut engine).uses_sgl();
+    let model = nvme(&mut engine)
+        .controller()
+        .map(|c| c.model.clone())
+        .unwrap_or_default();
+    // The memory side's BAR, if any, opened before the size is settled (it bounds it).
+    let ep = match mem {
+        Target::Bar(spec) => Some(Endpoint::open(
+            spec,
+            OpenOptions {
+                access: req.access,
+                ..OpenOptions::default()
+            },
+        )?),
+        _ => None,
+    };
+    let room = ns
+        .blocks
+        .saturating_sub(nv.lba)
+        .saturating_mul(u64::from(ns.block_size));
+    let size = match req.size {
+        Some(s) => s,
+        None => {
+            let mut s = DEFAULT_STORAGE_SIZE.min(room);
+            if let Some(ep) = &ep {
+                s = s.min(ep.bar.size().saturating_sub(ep.offset));
+            }
+            s
+        }
+    };
+    if size == 0 {
+        return Err(CopyError::ZeroSize);
+    }
+    check_range(&ns, nv, size)?;
+    let memory = match &ep {
+        Some(ep) => {
+            let page = ep.device.page_size();
+            let bar_size = ep.bar.size();
+            page_align_check(SpanField::Size, size, page, |n| {
+                n > 0 && ep.offset.checked_add(n).is_some_and(|e| e <= bar_size)
+            })?;
+            let field = if dir == Io::Read {
+                SpanField::DstOffset
+            } else {
+                SpanField::SrcOffset
+            };
+            page_align_check(field, ep.offset, page, |o| o < bar_size)?;
+            let side = if dir == Io::Read {
+                Side::Dst
+            } else {
+                Side::Src
+            };
+            ep.check_span(side, size)?;
+            if !req.allow_register_bars {
+                ep.check_not_registers(side, size)?;
+            }
+            let cpu = GuardedMap::new(ep, size)?;
+            let buf = ep
+                .device
+                .export_dma_buf(ep.bar.index, &[DmaRange::new(ep.offset, size)])?;
+            let access = if dir == Io::Read {
+                Access::Write
+            } else {
+                Access::Read
+            };
+            let dma =
+                engine
+                    .ioas()
+                    .map_vfio_dmabuf(&ep.device, buf, 0, size, Iova::Guarded, access)?;
+            Memory::Bar { dma, cpu }
+        }
+        None => Memory::Host(host_buffer(&engine, size, Access::ReadWrite)?),
+    };
+    let report_of = |t: &Target, m: &Memory| match (t, m, &ep) {
+        (Target::Nvme(n), _, _) => TargetReport::Nvme {
+            bdf: n.bdf.to_string(),
+            nsid: n.nsid,
+            lba: n.lba,
+            block_size: ns.block_size,
+            blocks: ns.blocks,
+        },
+        (_, _, Some(ep)) => TargetReport::Bar {
+            bdf: ep.bdf().to_string(),
+            bar: ep.bar.index,
+            bar_size: ep.bar.size(),
+            offset: ep.offset,
+        },
+        (_, _, None) => TargetReport::Host,
+    };
+    let (src_report, dst_report) = (report_of(&req.src, &memory), report_of(&req.dst, &memory));
+    let mut memory = memory;
+    // A host buffer for poisoning the drive and reading it back for the check.
+    let check_buf = if req.verify {
+        Some(host_buffer(&engine, size, Access::ReadWrite)?)
+    } else {
+        None
+    };
+    // One page to show the controller answers again after a failed stream.
+    let probe = host_buffer(&engine, u64::from(ns.block_size), Access::Write)?;
+    if let Some(check) = &check_buf {
+        match dir {
+            Io::Read => memory.fill(ep.as_ref(), poison(req.seed, 1), size)?,
+            Io::Write => {
+                memory.fill(ep.as_ref(), req.seed, size)?;
+                fill_host(check, poison(req.seed, 2), size)?;
+                let mut scratch = IoStats::default();
+                nvme(&mut engine)
+                    .transfer(Io::Write, nv.lba, check.iova(), size, &mut scratch)
+                    .map_err(nvme_err)?;
+            }
+        }
+    }
+    let step = req
+        .chunk
+        .max(cmd_bytes * u64::from(req.nvme.queue_depth) * 4)
+        .min(size)
+        / u64::from(ns.block_size)
+        * u64::from(ns.block_size);
+    let total = size.saturating_mul(u64::from(req.iterations));
+    let mut stats = IoStats::default();
+    let bar_device = ep.as_ref().map(|ep| &ep.device);
+    let iova = memory.iova();
+    let start = Instant::now();
+    let outcome = std::thread::scope(|s| -> Result<Duration, CopyError> {
+        let (fire, fired) = std::sync::mpsc::channel::<()>();
+        if let (Some(trigger), Some(device)) = (req.revoke_bar, bar_device) {
+            s.spawn(move || {
+                match trigger {
+                    RevokeTrigger::After(after) => std::thread::sleep(after),
+                    RevokeTrigger::AfterBytes(_) => drop(fired.recv()),
+                }
+                let _ = device.set_memory_decode(false);
+            });
+        }
+        let fire_at = match req.revoke_bar {
+            Some(RevokeTrigger::AfterBytes(n)) => n,
+            _ => u64::MAX,
+        };
+        let bs = u64::from(ns.block_size);
+        let mut done = 0u64;
+        for _ in 0..req.iterations {
+            let mut off = 0;
+            while off < size {
+                let n = step.min(size - off);
+                let before = stats.bytes;
+                let r =
+                    nvme(&mut engine).transfer(dir, nv.lba + off / bs, iova + off, n, &mut stats);
+                let acked = done + (stats.bytes - before);
+                if memory.revoked()
+                    || matches!(&r, Err(NvmeError::Command { status, .. }) if status.sct == 0 && status.sc == 0x04 && bar_device.is_some())
+                {
+                    let ep = ep.as_ref().expect("only a BAR side is revoked");
+                    let mut err = verify::revoked(ep, acked, total);
+                    if let CopyError::Revoked { why, .. } = &mut err {
+                        why.push_str(&recovery_note(nvme(&mut engine), nv, &probe, r.err()));
+                    }
+                    return Err(err);
+                }
+                r.map_err(nvme_err)?;
+                off += n;
+                done += n;
+                if done >= fire_at {
+                    let _ = fire.send(());
+                }
+                progress(Progress { done, total });
+            }
+        }
+        drop(fire);
+        Ok(start.elapsed())
+    });
+    let elapsed = outcome?;
+    let verified = match &check_buf {
+        None => None,
+        Some(check) => {
+            fill_host(check, poison(req.seed, 3), size)?;
+            let mut scratch = IoStats::default();
+            nvme(&mut engine)
+                .transfer(Io::Read, nv.lba, check.iova(), size, &mut scratch)
+                .map_err(nvme_err)?;
+            compare(&memory, ep.as_ref(), check, size, dir, req.seed)?;
+            Some(true)
+        }
+    };
+    let route = ep.as_ref().map(|ep| {
+        let sys = Sysfs::system();
+        let hop = Hop::find(&sys, ep.bdf(), nv.bdf, HostCpu::system());
+        let side = if dir == Io::Read {
+            Side::Dst
+        } else {
+            Side::Src
+        };
+        RouteProof {
+            peer_to_peer: true,
+            summary: format!(
+                "peer to peer: NVMe controller {} {} {}'s BAR at IOVAs of its iommufd IOAS, \
+                 translated by the IOMMU (controller ↔ BAR: {}); no CPU mapping touched the \
+                 bytes",
+                nv.bdf,
+                if dir == Io::Read { "wrote" } else { "read" },
+                ep.bdf(),
+                hop.verdict
+            ),
+            devices: hop.clone(),
+            engine_hops: vec![hop],
+            ioas_mappings: vec![IoasMapping {
+                side,
+                bdf: ep.bdf().to_string(),
+                bar: ep.bar.index,
+                offset: ep.offset,
+                iova,
+                length: size,
+            }],
+        }
+    });
+    let seconds = elapsed.as_secs_f64();
+    let per_s = |x: f64| if seconds > 0.0 { x / seconds } else { 0.0 };
+    Ok(StorageReport {
+        src: src_report,
+        dst: dst_report,
+        path: match dir {
+            Io::Read => "nvme-read",
+            Io::Write => "nvme-write",
+        },
+        importer: "iommufd",
+        via: format!("{} ({})", nv.bdf, model),
+        engine_reason: format!(
+            "the NVMe controller {} moves the data itself ({}), queue depth {}, {} bytes per \
+             command{}, data pointers: {}",
+            nv.bdf,
+            match (dir, &memory) {
+                (Io::Read, Memory::Bar { .. }) => "Reads straight into the BAR, peer to peer",
+                (Io::Write, Memory::Bar { .. }) => "Writes straight from the BAR, peer to peer",
+                (Io::Read, Memory::Host(_)) => "Reads into host memory, the baseline",
+                (Io::Write, Memory::Host(_)) => "Writes from host memory, the baseline",
+            },
+            req.nvme.queue_depth,
+            cmd_bytes,
+            if cmd_bytes < req.nvme.transfer_size {
+                " (capped by the controller's MDTS or one PRP list)"
+            } else {
+                ""
+            },
+            if sgl {
+                "one SGL Data Block descriptor per command (the controller offers SGLs)"
+            } else {
+                "PRP entries and lists"
+            }
+        ),
+        bytes: size,
+        iterations: req.iterations,
+        seconds,
+        gbps: per_s(total as f64) / 1e9,
+        iops: per_s(stats.commands as f64),
+        queue_depth: req.nvme.queue_depth,
+        transfer_size: cmd_bytes,
+        data_pointer: if sgl { "sgl" } else { "prp" },
+        commands: stats.commands,
+        latency: Latency::of(&stats),
+        seed: req.seed,
+        route,
+        verified,
+    })
+}
+
+/// Checks that `size` bytes from the target's LBA are whole blocks inside the namespace.
+fn check_range(ns: &NamespaceInfo, nv: NvmeTarget, size: u64) -> Result<(), CopyError> {
+    let bs = u64::from(ns.block_size);
+    if !size.is_multiple_of(bs) {
+        return Err(nvme_err(NvmeError::NotBlockMultiple {
+            bdf: nv.bdf,
+            nsid: ns.nsid,
+            len: size,
+            block_size: ns.block_size,
+        }));
+    }
+    let blocks = size / bs;
+    if nv.lba.checked_add(blocks).is_none_or(|e| e > ns.blocks) {
+        return Err(nvme_err(NvmeError::OutOfRange {
+            bdf: nv.bdf,
+            nsid: ns.nsid,
+            lba: nv.lba,
+            blocks,
+            capacity: ns.blocks,
+            block_size: ns.block_size,
+        }));
+    }
+    Ok(())
+}
+
+/// After a failed stream: the driver reset the controller; one block read into host
+/// memory shows whether it is usable again.
+fn recovery_note(
+    nvme: &mut Nvme,
+    nv: NvmeTarget,
+    probe: &UserMapping,
+    cause: Option<NvmeError>,
+) -> String {
+    let cause = cause.map_or(String::new(), |e| format!("; the controller said: {e}"));
+    let bs = nvme.namespace().map_or(512, |n| u64::from(n.block_size));
+    let mut stats = IoStats::default();
+    let state = match nvme.transfer(Io::Read, nv.lba, probe.iova(), bs, &mut stats) {
+        Ok(()) => "the controller was reset and a read after the reset succeeded".to_string(),
+        Err(e) => format!("the controller is not usable after the reset: {e}"),
+    };
+    format!("{cause}; NVMe {}: {state}", nv.bdf)
+}
+
+/// Compares the destination with what the check buffer holds (a Read: the drive read
+/// again) or the seeded pattern (a Write: the check buffer holds the drive read back).
+fn compare(
+    memory: &Memory,
+    ep: Option<&Endpoint>,
+    check: &UserMapping,
+    size: u64,
+    dir: Io,
+    seed: u64,
+) -> Result<(), CopyError> {
+    let chunk = 1usize << 20;
+    let (mut a, mut b) = (vec![0u8; chunk], vec![0u8; chunk]);
+    let mut first = None;
+    let mut count = 0u64;
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(chunk as u64) as usize;
+        check.buffer().read(off as usize, &mut b[..n])?;
+        match dir {
+            Io::Read => {
+                memory.read(ep, off, &mut a[..n])?;
+                for i in 0..n {
+                    if a[i] != b[i] {
+                        first.get_or_insert(off + i as u64);
+                        count += 1;
+                    }
+                }
+            }
+            Io::Write => {
+                if let Some((f, c)) = crate::pattern::first_mismatch(seed, off, &b[..n]) {
+                    first.get_or_insert(f);
+                    count += c;
+                }
+            }
+        }
+        off += n as u64;
+    }
+    match first {
+        None => Ok(()),
+        Some(first) => Err(CopyError::Mismatch { first, count }),
+    }
+}
