@@ -13,7 +13,12 @@ export CARGO_TERM_COLOR=never
 # the drm suite runs in the guest), so the Vulkan unit tests
 # (importer/src/vulkan) compile and run, and vulkan_interop is built with the rest.
 # They run on the host's lavapipe: install it first (as root; else the commands are printed).
-FEATURES=(--features peerdma-tools/vulkan,peerdma-tools/drm)
+# The `rdma` feature too (importer/src/rdma, p2pcopy's rdma engine and the rdma suite): it
+# links rdma-core, installed below with the rest of what its tests need.
+FEATURES=(--features peerdma-tools/vulkan,peerdma-tools/drm,peerdma-tools/rdma,peerdma-testbed/rdma)
+echo "== host packages for the rdma feature (rdma-core, perftest)"
+cargo build -p peerdma-testbed --bin peerdma-testbed --quiet
+target/debug/peerdma-testbed host-packages rdma
 echo "== build (the end-to-end suites run these binaries inside the VM)"
 cargo build --workspace --bins --examples "${FEATURES[@]}" --quiet
 echo "== host packages for the Vulkan unit tests"

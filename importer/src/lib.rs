@@ -8,7 +8,9 @@
 //!   today), driven from user space, and [`engine::AttachedEngine`], one
 //!   attached to its IOAS;
 //! - [`drm`] (feature `drm`): import a BAR dma-buf into a DRM driver that attaches
-//!   peer-to-peer (amdgpu, xe, virtio-gpu with blob resources) and scan it out.
+//!   peer-to-peer (amdgpu, xe, virtio-gpu with blob resources) and scan it out;
+//! - [`rdma`] (feature `rdma`): memory regions from host memory or any dma-buf,
+//!   RC queue pairs over RDMA CM, RDMA WRITE/READ streams.
 
 #[deny(missing_docs)]
 pub mod atlas;
@@ -19,6 +21,9 @@ pub mod drm;
 pub mod engine;
 #[deny(missing_docs)]
 pub mod iommufd;
+#[cfg(feature = "rdma")]
+#[deny(missing_docs)]
+pub mod rdma;
 /// The system-memory exporter, now [`peerdma_exporter::udmabuf`]; re-exported
 /// here so that existing users keep compiling.
 pub use peerdma_exporter::udmabuf;

@@ -138,6 +138,23 @@ pub const VULKAN: &[HostPackage] = &[
     },
 ];
 
+/// rdma-core for the `rdma` feature of peerdma-importer (it links libibverbs and librdmacm;
+/// its layout test compiles against their headers) and for the `rdma` suite, whose guest
+/// (the host's root file system) loads the rxe provider and runs perftest and iproute2's
+/// `rdma`.
+pub const RDMA: &[HostPackage] = &[
+    HostPackage::file("libibverbs-dev", "/usr/include/infiniband/verbs.h"),
+    HostPackage::file("librdmacm-dev", "/usr/include/rdma/rdma_cma.h"),
+    HostPackage::file(
+        "ibverbs-providers",
+        "/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so",
+    ),
+    HostPackage::file("rdma-core", "/etc/rdma/modules/rdma.conf"),
+    HostPackage::command("perftest", "ib_write_bw"),
+    HostPackage::command("iproute2", "rdma"),
+    HostPackage::command("build-essential", "cc"),
+];
+
 /// What building the reference kernel from source needs.
 pub const KERNEL_BUILD_DEPS: &[HostPackage] = &[
     HostPackage::command("build-essential", "cc"),

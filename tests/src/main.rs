@@ -56,10 +56,11 @@ enum Cmd {
         kernel: KernelChoice,
     },
     /// Install the host packages a suite needs when missing (as root; else print the
-    /// commands): `vulkan` (libvulkan1, Mesa's lavapipe from backports).
+    /// commands): `vulkan` (libvulkan1, Mesa's lavapipe from backports), `rdma` (rdma-core's
+    /// libraries, headers and providers, iproute2's `rdma`, perftest).
     HostPackages {
         /// Which set.
-        #[arg(value_parser = ["vulkan"])]
+        #[arg(value_parser = ["vulkan", "rdma"])]
         set: String,
     },
     /// Internal: the guest's init (run automatically as PID 1 in the VM).
@@ -239,8 +240,11 @@ fn real_main() -> Result<u8> {
             Ok(0)
         }
         Cmd::HostPackages { set } => {
-            debug_assert_eq!(set, "vulkan");
-            peerdma_testbed::host::ensure_packages(peerdma_testbed::host::VULKAN)?;
+            let pkgs = match set.as_str() {
+                "rdma" => peerdma_testbed::host::RDMA,
+                _ => peerdma_testbed::host::VULKAN,
+            };
+            peerdma_testbed::host::ensure_packages(pkgs)?;
             Ok(0)
         }
         Cmd::GuestInit => peerdma_testbed::guest::run_as_init(),

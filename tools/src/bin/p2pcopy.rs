@@ -9,10 +9,17 @@
 //!
 //! `--engine` says what moves the bytes: `cpu` (the CPU through the two BARs' VFIO
 //! mmaps), `dma` (a DMA engine device, named by `--via`, through an iommufd IOAS;
-//! `iommufd` is the old spelling and still accepted), `rdma` (not yet) or `auto`.
+//! `iommufd` is the old spelling and still accepted), `rdma` or `auto`.
+//!
+//! RDMA (built with the `rdma` feature): `p2pcopy --serve [--listen ADDR:PORT] DST` on
+//! the receiving host (DST a BDF or `host`), `p2pcopy SRC rdma://HOST:PORT` on the
+//! sending one (SRC a BDF or `host`). The receiver checks every byte and both print
+//! throughput; a side that goes through host memory is reported as NOT peer-to-peer.
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -35,7 +42,7 @@ enum Engine {
     /// A DMA engine device (--via) through an iommufd IOAS (old spelling: iommufd).
     #[value(alias = "iommufd")]
     Dma,
-    /// An RDMA NIC (not supported yet).
+    /// An RDMA NIC, towards a peer named rdma://HOST:PORT (the peer runs --serve).
     Rdma,
     /// The fastest available (today: cpu).
     Auto,
@@ -46,6 +53,37 @@ enum DataPointerArg {
     Auto,
     Prp,
     Sgl,
+}
+
+/// One end as the command line names it: a local target, or a receiver over RDMA.
+#[derive(Clone, Debug)]
+enum End {
+    /// A device's BAR, an NVMe namespace or host memory.
+    Local(Target),
+    /// A receiver over RDMA: rdma://HOST:PORT.
+    Remote(String),
+}
+
+impl FromStr for End {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("rdma://") {
+            Ok(End::Remote(s.to_string()))
+        } else {
+            s.parse::<Target>()
+                .map(End::Local)
+                .map_err(|e| format!("{e}; or, as DST, a receiver over RDMA: rdma://HOST:PORT"))
+        }
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Local(t) => t.fmt(f),
+            End::Remote(r) => f.write_str(r),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,10 +101,27 @@ enum Access {
 )]
 struct Cli {
     /// Source: a device's BAR (0000:01:00.0 or 01:00.0), an NVMe namespace
-    /// (nvme:BDF[/NSID][@LBA]) or host.
-    src: Target,
-    /// Destination: as SRC.
-    dst: Target,
+    /// (nvme:BDF[/NSID][@LBA]) or host. With --serve: the destination (a BAR or host).
+    src: End,
+    /// Destination: as SRC, or a receiver over RDMA (rdma://HOST:PORT).
+    #[arg(required_unless_present = "serve")]
+    dst: Option<End>,
+    /// Receive over RDMA: expose the one target named, wait for one sender, check every
+    /// byte.
+    #[arg(long)]
+    serve: bool,
+    /// Address and port the receiver listens on (an address of the RDMA device's netdev).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:18520")]
+    listen: std::net::SocketAddr,
+    /// RDMA: queue pairs to stream over.
+    #[arg(long, default_value_t = 1)]
+    qps: u8,
+    /// RDMA: WRITEs in flight per queue pair (each --chunk bytes).
+    #[arg(long, default_value_t = 16)]
+    depth: u32,
+    /// RDMA: seconds the peer may take to connect, answer or finish.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
     /// The engine device for --engine dma (default: the supported engine bound to
     /// vfio-pci nearest both devices; an NVMe controller, also spelled nvme:BDF, copies
     /// BAR → BAR in two steps through its namespace).
@@ -217,7 +272,15 @@ fn advice(e: &CopyError) -> Option<String> {
             Unavailable::NoEngine => {
                 "bind one to vfio-pci and name it with --via BDF, or use --engine cpu".to_string()
             }
-            Unavailable::RdmaNotYet => "use --engine cpu or --engine dma".to_string(),
+            Unavailable::RdmaNeedsPeer => {
+                "run `p2pcopy --serve DST` on the receiving side and give rdma://HOST:PORT as DST, \
+                 or use --engine cpu or --engine dma"
+                    .to_string()
+            }
+            Unavailable::RdmaNotBuilt => {
+                "rebuild with `cargo build --features peerdma-tools/rdma`".to_string()
+            }
+            Unavailable::RemoteNeedsRdma => "use --engine rdma (or auto)".to_string(),
             Unavailable::NvmeNeedsIommufd => return None,
         },
         _ => return None,
@@ -245,10 +308,30 @@ fn fresh_seed() -> u64 {
     (nanos ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+fn with_advice(e: CopyError) -> anyhow::Error {
+    match advice(&e) {
+        Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
+        None => e.into(),
+    }
+}
+
 fn run(cli: &Cli) -> Result<()> {
+    let (src, dst) = match (cli.serve, &cli.src, &cli.dst) {
+        (true, End::Local(dst), None) => return rdma_cli::serve(cli, dst),
+        (true, _, _) => {
+            anyhow::bail!("--serve takes one target, the destination (a BDF or `host`)")
+        }
+        (false, End::Local(src), Some(End::Remote(peer))) => return rdma_cli::send(cli, src, peer),
+        (false, End::Local(src), Some(End::Local(dst))) => (src, dst),
+        (false, End::Remote(r), _) => anyhow::bail!(
+            "{r} names a receiver over RDMA: it can only be DST (the receiving host runs \
+             `p2pcopy --serve DST`)"
+        ),
+        (false, _, None) => anyhow::bail!("give SRC and DST (or --serve DST to receive over RDMA)"),
+    };
     let seed = cli.seed.unwrap_or_else(fresh_seed);
-    let src = with_bar(&cli.src, cli.src_bar, cli.src_offset);
-    let dst = with_bar(&cli.dst, cli.dst_bar, cli.dst_offset);
+    let src = with_bar(src, cli.src_bar, cli.src_offset);
+    let dst = with_bar(dst, cli.dst_bar, cli.dst_offset);
     let revoke = match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
         (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
         (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
@@ -290,8 +373,8 @@ fn run(cli: &Cli) -> Result<()> {
         _ => anyhow::bail!(
             "cannot copy {} → {}: host memory pairs with an nvme: side only (p2pcopy: name \
              two devices, or an nvme: namespace and a device or host)",
-            cli.src,
-            cli.dst
+            src,
+            dst
         ),
     };
     let req = CopyRequest {
@@ -446,8 +529,8 @@ fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
              command, latency p50 {:.1} µs p99 {:.1} µs{}",
             human(r.bytes),
             r.iterations,
-            cli.src,
-            cli.dst,
+            req.src,
+            req.dst,
             r.via,
             r.seconds,
             rate(r.gbps),
@@ -474,6 +557,136 @@ fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The RDMA ends: `--serve DST` and `SRC rdma://HOST:PORT`.
+#[cfg(feature = "rdma")]
+mod rdma_cli {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    use anyhow::{bail, Result};
+    use peerdma_tools::p2pcopy::rdma::{self, LocalSpec, RdmaReport, SendRequest, ServeRequest};
+    use peerdma_tools::p2pcopy::EndpointSpec;
+    use peerdma_tools::size::human;
+
+    use super::{access_path, rate, with_advice, Cli, Engine};
+    use peerdma_tools::p2pcopy::Target;
+
+    fn local(cli: &Cli, t: &Target, src: bool) -> Result<LocalSpec> {
+        Ok(match t {
+            Target::Host => LocalSpec::Host,
+            Target::Bar(spec) => LocalSpec::Bar(EndpointSpec {
+                bdf: spec.bdf,
+                bar: if src { cli.src_bar } else { cli.dst_bar },
+                offset: if src { cli.src_offset } else { cli.dst_offset },
+            }),
+            Target::Nvme(n) => {
+                bail!("{n}: an NVMe namespace is not an end of an RDMA copy (a BAR or host is)")
+            }
+        })
+    }
+
+    fn print(cli: &Cli, r: &RdmaReport) -> Result<()> {
+        for why in &r.not_p2p {
+            eprintln!("p2pcopy: NOT peer-to-peer: {why}");
+        }
+        if cli.json {
+            println!("{}", serde_json::to_string(r)?);
+        } else if !cli.quiet {
+            let verb = if r.role == "sender" {
+                "sent"
+            } else {
+                "received"
+            };
+            println!(
+                "{verb} {} {} {} ({}) over RDMA with {} QP(s) on {} ({}) in {:.3} s: {}, every byte verified by the receiver",
+                human(r.bytes),
+                if r.role == "sender" { "from" } else { "into" },
+                r.local,
+                if r.role == "sender" { format!("to {} at {}", r.remote, r.peer) } else { format!("from {}", r.peer) },
+                r.qps,
+                r.device,
+                r.driver,
+                r.seconds,
+                rate(r.gbps),
+            );
+            if !r.not_p2p.is_empty() {
+                println!("path: NOT peer-to-peer: {}", r.not_p2p.join("; "));
+            } else if r.peer_to_peer {
+                println!("path: peer-to-peer (the NICs read and write the device memory directly)");
+            } else {
+                println!("path: host memory at both ends (no device memory involved)");
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn serve(cli: &Cli, dst: &Target) -> Result<()> {
+        let req = ServeRequest {
+            dst: local(cli, dst, false)?,
+            listen: cli.listen,
+            access: access_path(cli.access),
+            wait: None,
+            timeout: Duration::from_secs(cli.timeout),
+            max_host_size: 4 << 30,
+        };
+        let report = rdma::serve(&req, &mut |addr| {
+            eprintln!("p2pcopy: listening on {addr} (RDMA CM)");
+            let _ = std::io::stderr().flush();
+        })
+        .map_err(with_advice)?;
+        print(cli, &report)
+    }
+
+    pub(super) fn send(cli: &Cli, src: &Target, peer: &str) -> Result<()> {
+        if matches!(cli.engine, Engine::Cpu | Engine::Dma) {
+            return Err(with_advice(
+                peerdma_tools::p2pcopy::CopyError::PathUnavailable {
+                    path: "cpu/dma",
+                    why: peerdma_tools::p2pcopy::Unavailable::RemoteNeedsRdma,
+                },
+            ));
+        }
+        let req = SendRequest {
+            src: local(cli, src, true)?,
+            peer: rdma::parse_peer(peer).map_err(with_advice)?,
+            size: cli.size,
+            seed: cli.seed.unwrap_or_else(super::fresh_seed),
+            qps: cli.qps,
+            msg_size: u32::try_from(cli.chunk).unwrap_or(u32::MAX),
+            depth: cli.depth,
+            access: access_path(cli.access),
+            timeout: Duration::from_secs(cli.timeout),
+        };
+        let report = rdma::send(&req, &mut |_, _| {}).map_err(with_advice)?;
+        print(cli, &report)
+    }
+}
+
+/// Without the rdma feature the RDMA ends are an explained error.
+#[cfg(not(feature = "rdma"))]
+mod rdma_cli {
+    use anyhow::Result;
+    use peerdma_tools::p2pcopy::{CopyError, Unavailable};
+
+    use super::{with_advice, Cli};
+    use peerdma_tools::p2pcopy::Target;
+
+    fn not_built() -> anyhow::Error {
+        with_advice(CopyError::PathUnavailable {
+            path: "rdma",
+            why: Unavailable::RdmaNotBuilt,
+        })
+    }
+
+    pub(super) fn serve(_: &Cli, _: &Target) -> Result<()> {
+        Err(not_built())
+    }
+
+    pub(super) fn send(_: &Cli, _: &Target, _: &str) -> Result<()> {
+        Err(not_built())
+    }
 }
 
 #[cfg(test)]
@@ -513,6 +726,30 @@ mod tests {
         };
         assert!(advice(&small).unwrap().contains("--src-bar"));
         assert!(advice(&CopyError::Mismatch { first: 0, count: 1 }).is_none());
+    }
+
+    #[test]
+    fn rdma_ends_parse_and_old_bdf_pairs_still_do() {
+        let cli = Cli::try_parse_from(["p2pcopy", "--serve", "--listen", "10.0.0.2:7000", "host"])
+            .unwrap();
+        assert!(cli.serve && matches!((&cli.src, &cli.dst), (End::Local(Target::Host), None)));
+        let cli = Cli::try_parse_from(["p2pcopy", "01:00.0", "rdma://10.0.0.2:7000", "--qps", "2"])
+            .unwrap();
+        assert!(matches!(
+            (&cli.src, &cli.dst),
+            (End::Local(Target::Bar(_)), Some(End::Remote(r))) if r == "rdma://10.0.0.2:7000"
+        ));
+        let cli = Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0"]).unwrap();
+        assert!(matches!(
+            (&cli.src, &cli.dst),
+            (End::Local(Target::Bar(_)), Some(End::Local(Target::Bar(_))))
+        ));
+        assert!(Cli::try_parse_from(["p2pcopy", "zz:10.0", "00:11.0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["p2pcopy", "00:10.0"]).is_err(),
+            "DST is required"
+        );
+        assert!(Cli::try_parse_from(["p2pcopy", "a", "b", "c"]).is_err());
     }
 
     #[test]

@@ -44,8 +44,13 @@ pub enum Unavailable {
     NoEngine,
     /// `/dev/iommu` is missing, and the NVMe engine needs it.
     NvmeNeedsIommufd,
-    /// RDMA copies are not supported yet.
-    RdmaNotYet,
+    /// The RDMA path writes into a peer's memory: two local devices are not
+    /// its job.
+    RdmaNeedsPeer,
+    /// This build has no RDMA support (the `rdma` feature is off).
+    RdmaNotBuilt,
+    /// A remote destination can only be reached over RDMA.
+    RemoteNeedsRdma,
 }
 
 impl fmt::Display for Unavailable {
@@ -79,10 +84,19 @@ impl fmt::Display for Unavailable {
                  here; fix: boot a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV \
                  (the project's reference kernel)",
             ),
-            Unavailable::RdmaNotYet => f.write_str(
-                "no RDMA path yet: it needs a NIC whose driver registers dma-buf MRs (mlx5, efa, \
-                 bnxt_re, irdma, mana, ionic); soft-RoCE (rxe, siw) has none; fix: copy with the \
-                 CPU or a DMA engine",
+            Unavailable::RdmaNeedsPeer => f.write_str(
+                "the RDMA path writes into another host's (or namespace's) memory, not between \
+                 two local devices; fix: run p2pcopy's receiver (serve mode) there and name it \
+                 as the destination, rdma://HOST:PORT, or copy locally with the CPU or a DMA \
+                 engine",
+            ),
+            Unavailable::RdmaNotBuilt => f.write_str(
+                "this p2pcopy was built without RDMA support; fix: rebuild with the peerdma-tools crate's rdma \
+                 feature (it needs libibverbs-dev and librdmacm-dev)",
+            ),
+            Unavailable::RemoteNeedsRdma => f.write_str(
+                "an rdma:// destination is reached over RDMA only; fix: use the rdma path (or \
+                 auto) for it",
             ),
         }
     }
@@ -248,6 +262,35 @@ pub enum CopyError {
         /// What the BAR holds.
         why: String,
     },
+    /// The RDMA peer could not be resolved.
+    #[error("cannot resolve the RDMA peer {peer:?}; fix: give rdma://IP:PORT (or a host name that resolves)")]
+    BadPeer {
+        /// What was given.
+        peer: String,
+    },
+    /// The RDMA receiver found other bytes than the pattern.
+    #[error(
+        "the receiver at {peer} found {count} byte(s) that differ from the pattern, the first at \
+         destination offset {first:#x}; fix: see the receiver's output"
+    )]
+    PeerMismatch {
+        /// The receiver.
+        peer: String,
+        /// First differing offset.
+        first: u64,
+        /// How many differ.
+        count: u64,
+    },
+    /// The RDMA receiver failed before it could check.
+    #[error("the receiver at {peer} failed before it could check the bytes; fix: see its output")]
+    PeerFailed {
+        /// The receiver.
+        peer: String,
+    },
+    /// An RDMA step failed.
+    #[cfg(feature = "rdma")]
+    #[error(transparent)]
+    Rdma(#[from] peerdma_importer::rdma::RdmaError),
     /// Zero iterations requested.
     #[error("the iteration count is 0: nothing would be copied; fix: give 1 or more")]
     ZeroIterations,

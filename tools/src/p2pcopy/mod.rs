@@ -15,6 +15,8 @@ mod endpoint;
 mod error;
 mod path;
 mod proof;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 mod storage;
 mod target;
 mod verify;
@@ -548,8 +550,23 @@ mod tests {
             },
             CopyError::PathUnavailable {
                 path: "rdma",
-                why: Unavailable::RdmaNotYet,
+                why: Unavailable::RdmaNeedsPeer,
             },
+            CopyError::PathUnavailable {
+                path: "rdma",
+                why: Unavailable::RdmaNotBuilt,
+            },
+            CopyError::PathUnavailable {
+                path: "rdma",
+                why: Unavailable::RemoteNeedsRdma,
+            },
+            CopyError::BadPeer { peer: "x".into() },
+            CopyError::PeerMismatch {
+                peer: "x".into(),
+                first: 0,
+                count: 1,
+            },
+            CopyError::PeerFailed { peer: "x".into() },
             CopyError::PathUnavailable {
                 path: "nvme",
                 why: Unavailable::NvmeNeedsIommufd,

@@ -6,7 +6,8 @@
 //! - [`Dma`](super::Dma): both spans exported as dma-bufs, mapped by the
 //!   iommufd importer into the IOAS of an engine (a device that moves bytes,
 //!   `peerdma_importer::engine`), which DMAs from one IOVA to the other;
-//! - RDMA: not yet (an explained error).
+//! - RDMA: to another host's memory only, through the `rdma` module (feature
+//!   `rdma`: `send`/`serve`), not a [`CopyPath`] between two local BARs.
 
 use std::fmt;
 
@@ -30,7 +31,8 @@ pub enum PathChoice {
         /// The engine device.
         engine: Option<Bdf>,
     },
-    /// An RDMA NIC (needs dma-buf MRs; not supported yet).
+    /// An RDMA NIC: only towards a peer (the `rdma` module, feature `rdma`);
+    /// between two local devices an explained error.
     Rdma,
 }
 
@@ -167,7 +169,11 @@ pub(super) fn choose(
         }
         PathChoice::Rdma => Err(CopyError::PathUnavailable {
             path: "rdma",
-            why: Unavailable::RdmaNotYet,
+            why: if cfg!(feature = "rdma") {
+                Unavailable::RdmaNeedsPeer
+            } else {
+                Unavailable::RdmaNotBuilt
+            },
         }),
         PathChoice::Auto => {
             // The only DMA engine supported so far (QEMU's edu) moves ~40 KB/s: the CPU
