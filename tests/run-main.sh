@@ -18,6 +18,9 @@ bin="$PWD/target/release"
 exec "$bin/peerdma-testbed" run --devices ivshmem,ivshmem,edu,nvme \
   --nvme-image nvme0=pattern:7 "$@" -- /bin/sh -c "
   set -e
+  echo 'note: emulated devices (QEMU TCG, vIOMMU): the copies and their verification are real,'
+  echo '      the GB/s figures are the emulator'\''s and say nothing about hardware (docs/benchmarks.md)'
+  echo
   $bin/peerdma list --vfio
   echo
   $bin/p2pcopy 00:10.0 00:11.0 --engine cpu --size 16M

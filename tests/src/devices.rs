@@ -114,7 +114,7 @@ impl FromStr for DeviceList {
             let (kind, size) = match head.split_once(':') {
                 Some((k, sz)) => (
                     k,
-                    Some(parse_mib(sz).with_context(|| format!("device {item:?}"))?),
+                    Some(parse_mib(sz).map_err(|e| anyhow::anyhow!("device {item:?}: {e:#}"))?),
                 ),
                 None => (head, None),
             };

@@ -397,7 +397,7 @@ impl Testbed {
                             "device {role}: virtio-gpu-pci,blob=true needs /dev/udmabuf on the host \
                              (modprobe udmabuf; this machine's kernel lacks it) and QEMU refuses it \
                              otherwise; or let the testbed emulate it inside QEMU \
-                             (--emulate-udmabuf, VmOptions::emulate_udmabuf)"
+                             (peerdma-testbed --emulate-udmabuf)"
                         );
                     }
                     push("-device".into());

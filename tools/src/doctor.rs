@@ -368,7 +368,9 @@ fn iommu_checks(r: &mut Report, host: &HostPaths, iommu: &IommuFacts) {
             S,
             "vfio-pci",
             "no /sys/bus/pci/drivers/vfio-pci".to_string(),
-            "modprobe vfio-pci".to_string(),
+            "modprobe vfio-pci (a kernel built without CONFIG_VFIO_PCI has no such module: see \
+             the kernel checks above)"
+                .to_string(),
         );
     }
 }
@@ -557,7 +559,9 @@ fn importers(r: &mut Report, host: &HostPaths) {
             S,
             "iommufd",
             "no /dev/iommu".to_string(),
-            "modprobe iommufd, or build the kernel with CONFIG_IOMMUFD=y".to_string(),
+            "modprobe iommufd where the kernel has it as a module; a kernel without \
+             CONFIG_IOMMUFD must be rebuilt with CONFIG_IOMMUFD=y"
+                .to_string(),
         );
     }
     if atlas.rdma.is_empty() {
@@ -756,7 +760,7 @@ mod tests {
         assert!(j["failed"].as_u64().unwrap() >= 4);
         let text = r.to_text();
         assert!(text.contains("[FAIL] CONFIG_IOMMUFD"), "{text}");
-        assert!(text.contains("fix: modprobe iommufd"), "{text}");
+        assert!(text.contains("fix: modprobe iommufd where"), "{text}");
     }
 
     #[test]

@@ -59,7 +59,11 @@ pub fn to_json(r: &P2pRoute) -> Value {
         "importers": importers,
         "cpu": { "amd": r.cpu.amd, "family": r.cpu.family, "hypervisor": r.cpu.hypervisor },
         // The summary fields of the first `peerdma path`.
-        "iommufd_import": "possible: iommufd maps the BAR's physical range without the distance check",
+        "iommufd_import": if r.a.iommu_group.is_some() && r.b.iommu_group.is_some() {
+            "possible: iommufd maps the BAR's physical range without the distance check"
+        } else {
+            "impossible: no IOMMU translates these devices (no IOMMU group)"
+        },
         "drm_rdma_import": if r.verdict.allowed() { "possible" } else { "refused" },
     })
 }

@@ -159,7 +159,8 @@ impl P2pRoute {
             MapType::ThruHostBridge => (
                 true,
                 None,
-                "maps the BAR through the IOMMU: the traffic climbs to the root complex and back",
+                "maps the BAR's physical address (translated by the IOMMU where there is one): \
+                 the traffic climbs to the root complex and back",
             ),
             MapType::NotSupported => (
                 false,
@@ -175,14 +176,29 @@ impl P2pRoute {
             errno,
             outcome: checked_outcome,
         };
+        // Without an IOMMU group there is no IOMMU to translate for iommufd (and
+        // vfio-pci takes such a device only in the unsafe no-IOMMU mode).
+        let no_iommu = self.a.iommu_group.is_none() || self.b.iommu_group.is_none();
         vec![
-            ImporterCheck {
-                importer: "iommufd (IOMMU_IOAS_MAP_FILE)",
-                checks_distance: false,
-                works: true,
-                errno: None,
-                outcome: "maps the BAR's physical range without the distance check; the \
-                          importing device's DMA is translated by the IOMMU",
+            if no_iommu {
+                ImporterCheck {
+                    importer: "iommufd (IOMMU_IOAS_MAP_FILE)",
+                    checks_distance: false,
+                    works: false,
+                    errno: None,
+                    outcome: "no IOMMU translates these devices (no IOMMU group): iommufd has \
+                              nothing to map through; enable the IOMMU (intel_iommu=on / \
+                              amd_iommu=on)",
+                }
+            } else {
+                ImporterCheck {
+                    importer: "iommufd (IOMMU_IOAS_MAP_FILE)",
+                    checks_distance: false,
+                    works: true,
+                    errno: None,
+                    outcome: "maps the BAR's physical range without the distance check; the \
+                              importing device's DMA is translated by the IOMMU",
+                }
             },
             checked("RDMA (ibv_reg_dmabuf_mr: mlx5, irdma)"),
             checked("DRM PRIME (amdgpu, xe, virtio-gpu)"),

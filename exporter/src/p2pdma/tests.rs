@@ -555,3 +555,25 @@ fn chains_start_at_the_pci_root() {
         Meeting::Root("pci0000:00".into())
     );
 }
+
+#[test]
+fn without_an_iommu_group_no_importer_is_said_to_map_through_an_iommu() {
+    let t = Tree::new("p2p-noiommu");
+    t.add("pci0000:00/0000:00:00.0", Fn::Host(0x8086, QEMU_Q35))
+        .add("pci0000:00/0000:00:10.0", Fn::Ep(None))
+        .add("pci0000:00/0000:00:11.0", Fn::Ep(None));
+    let r = t
+        .sys
+        .p2p_route_on(bdf("00:10.0"), bdf("00:11.0"), ZEN)
+        .unwrap();
+    let importers = r.importers();
+    let iommufd = importers
+        .iter()
+        .find(|i| i.importer.starts_with("iommufd"))
+        .unwrap();
+    assert!(!iommufd.works, "{iommufd:?}");
+    assert!(iommufd.outcome.contains("no IOMMU"), "{iommufd:?}");
+    for i in &importers {
+        assert!(!i.outcome.contains("maps the BAR through the IOMMU"), "{i:?}");
+    }
+}

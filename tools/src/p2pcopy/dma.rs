@@ -153,7 +153,8 @@ impl CopyPath for Dma {
 
     fn engine(&self) -> Option<String> {
         let steps = if self.engine.engine().steps_per_copy() > 1 {
-            ", two steps: Write to the namespace's staging LBAs, then Read back"
+            ", two steps: Write over the namespace from LBA 0 (what the drive held there is \
+             lost), then Read back"
         } else {
             ""
         };
