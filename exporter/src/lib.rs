@@ -27,6 +27,8 @@ pub mod error;
 mod explain;
 pub mod export;
 pub mod fdinfo;
+#[cfg(test)]
+mod fuzz;
 pub mod info;
 pub mod info_caps;
 mod ioctl;

@@ -6,6 +6,8 @@ pub mod p2pcopy;
 pub mod pattern;
 pub mod sigbus;
 pub mod size;
+#[cfg(test)]
+mod size_fuzz;
 
 /// The engines moved to the importer crate; this path stays for old users.
 pub use peerdma_importer::engine as engines;
