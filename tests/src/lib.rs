@@ -15,5 +15,6 @@ pub mod kernel;
 pub mod manifest;
 pub mod pattern;
 pub mod process;
+pub mod rng;
 pub mod scratch;
 pub mod vm;
