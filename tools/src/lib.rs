@@ -1,5 +1,6 @@
 //! Shared pieces of the peerdma command-line tools (`peerdma`, `p2pcopy`).
 
+pub mod buffer_state;
 pub mod cli;
 pub mod mmio;
 pub mod p2pcopy;
