@@ -9,10 +9,11 @@ if [ -z "${PEERDMA_REFERENCE_KERNEL:-}" ] && [ -f ../shared/testbed/bzImage-7.2.
   export PEERDMA_REFERENCE_KERNEL="$PWD/../shared/testbed/bzImage-7.2.13-peerdma"
 fi
 export CARGO_TERM_COLOR=never
-# The `vulkan` feature is on for the whole run, so the Vulkan unit tests
+# The `vulkan` and `drm` features are on for the whole run (drm: `peerdma show`, which
+# the drm suite runs in the guest), so the Vulkan unit tests
 # (importer/src/vulkan) compile and run, and vulkan_interop is built with the rest.
 # They run on the host's lavapipe: install it first (as root; else the commands are printed).
-FEATURES=(--features peerdma-tools/vulkan)
+FEATURES=(--features peerdma-tools/vulkan,peerdma-tools/drm)
 echo "== build (the end-to-end suites run these binaries inside the VM)"
 cargo build --workspace --bins --examples "${FEATURES[@]}" --quiet
 echo "== host packages for the Vulkan unit tests"

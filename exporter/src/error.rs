@@ -339,6 +339,19 @@ pub enum Error {
         bdf: Bdf,
     },
 
+    /// A P2P path was asked for between a bridge and another function: paths
+    /// run between endpoints.
+    #[error(
+        "{bdf} is a {kind}, not an endpoint; \
+         fix: name the devices themselves (peerdma list shows them), not the ports above them"
+    )]
+    NotAnEndpoint {
+        /// The bridge.
+        bdf: Bdf,
+        /// What it is (`root port`, `switch downstream port` …).
+        kind: &'static str,
+    },
+
     /// The device is not a vfio-pci device.
     #[error(
         "{bdf}: VFIO device info flags {flags:#x} lack VFIO_DEVICE_FLAGS_PCI; \
@@ -388,6 +401,13 @@ pub enum Error {
         bdf: Bdf,
         /// The device the fd belongs to.
         actual: Bdf,
+    },
+
+    /// A P2P path was asked for from a function to itself.
+    #[error("{bdf} was named twice; fix: a peer-to-peer path needs two different devices")]
+    PathToItself {
+        /// The function.
+        bdf: Bdf,
     },
 
     /// A standard PCI capability list in config space is malformed.
@@ -663,9 +683,11 @@ impl Error {
             | MsixOverlap { .. }
             | NoCdev { .. }
             | NoIommuGroup { .. }
+            | NotAnEndpoint { .. }
             | NotPci { .. }
             | NotVfioBound { .. }
             | PassedFdMismatch { .. }
+            | PathToItself { .. }
             | PciCapChain { .. }
             | PowerStateUnsupported { .. }
             | SysfsParse { .. }

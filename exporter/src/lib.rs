@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod acs;
 pub mod addr;
 pub mod bar;
 mod config_space;
@@ -32,6 +33,7 @@ mod fuzz;
 pub mod info;
 pub mod info_caps;
 mod ioctl;
+pub mod kernel;
 pub mod mmap;
 pub mod msix;
 pub mod open;
@@ -43,6 +45,7 @@ pub mod revoke;
 pub mod sysfs;
 pub mod udmabuf;
 
+pub use acs::{Acs, AcsFlags, AcsState, PortKind};
 pub use addr::{Bdf, ParseBdfError, RegionIndex};
 pub use bar::{Bar, BarKind};
 pub use device::{Device, OpenedVia};
@@ -55,7 +58,10 @@ pub use info_caps::{DeviceCap, RegionCap, SparseMmapArea};
 pub use mmap::{MappedRegion, MmioValue};
 pub use msix::{MsixLayout, MsixStructure};
 pub use open::{AccessPath, OpenOptions, PassedFds};
-pub use p2pdma::{HostCpu, P2pRoute, P2pVerdict, Upstream};
+pub use p2pdma::{
+    Blocker, HostCpu, ImporterCheck, MapType, P2pRoute, P2pVerdict, PathEnd, PathNode, Route,
+    Upstream,
+};
 pub use pci_caps::{FlrMethod, PciCap};
 pub use ranges::{BarFacts, DmaRange, ExportOptions};
 pub use region::{RegionFlags, RegionInfo};

@@ -1,31 +1,42 @@
 //! The PCI path between two functions and whether the kernel's P2P distance
 //! check lets one DMA to the other: [`Sysfs::p2p_route`].
 //!
-//! This follows `calc_map_type_and_dist()` in `drivers/pci/p2pdma.c`, which
-//! DRM, RDMA and the block layer call (through `pci_p2pdma_distance` and
-//! `pci_p2pdma_map_type`) before they map a peer's BAR:
+//! This follows `calc_map_type_and_dist()` in `drivers/pci/p2pdma.c` (Linux
+//! 7.2), which `pci_p2pdma_map_type()` runs when a DRM, RDMA or block importer
+//! maps a peer's BAR (for a vfio-pci dma-buf: `dma_buf_phys_vec_to_sgt()`):
 //!
-//! - two functions under a **common upstream bridge** (a switch port or a root
-//!   port) talk through it: allowed (`PCI_P2PDMA_MAP_BUS_ADDR`);
-//! - otherwise the traffic goes **through the host bridge**
-//!   (`PCI_P2PDMA_MAP_THRU_HOST_BRIDGE`), allowed only when the host bridge
-//!   (function 00.0 of the root bus) is on the kernel's allow-list
-//!   (`pci_p2pdma_whitelist[]`, Intel Xeon families) or the CPU is an AMD Zen
-//!   or later (`cpu_supports_p2pdma()`: vendor AMD, family >= 0x17);
-//! - functions under **different PCI roots** are allowed only by the CPU rule
-//!   here (the allow-list's cross-root entries are not modelled, so the answer
-//!   errs on "refused").
+//! - It walks up from the provider; at each function it reads ACS
+//!   (`pci_bridge_has_acs_redir()`: P2P Request Redirect, Completion Redirect
+//!   or Egress Control on), and stops at the first one that is also upstream
+//!   of the client (the **common upstream bridge**), then reads ACS on the
+//!   client's side up to it. No redirect on the way: the two talk by PCI bus
+//!   address through that bridge (`PCI_P2PDMA_MAP_BUS_ADDR`): **direct**.
+//! - A redirect on the way, or no common bridge at all (root-port siblings,
+//!   functions on the root bus, different PCI roots): the traffic goes
+//!   **through the host bridge** (`PCI_P2PDMA_MAP_THRU_HOST_BRIDGE`), which the
+//!   kernel allows only when the CPU is an AMD Zen or later
+//!   (`cpu_supports_p2pdma()`: vendor AMD, family >= 0x17) or the host bridge
+//!   (function 00.0 of the root bus) is on `pci_p2pdma_whitelist[]` (some
+//!   Intel Xeons; for two different host bridges both must be listed without
+//!   the same-host-bridge flag). Otherwise: `PCI_P2PDMA_MAP_NOT_SUPPORTED`,
+//!   and the importer's map fails with EINVAL: **blocked**.
 //!
-//! Not modelled: ACS redirection on the common bridge, which turns the first
-//! case into the second. iommufd imports map the BAR's physical range without
-//! this check at all.
+//! iommufd imports map the BAR's physical range without this check.
 //!
 //! The tree is read through [`Sysfs`] (its root is a parameter), so fixture
-//! trees work: `bus/pci/devices/BDF` must be a link into `devices/pciDDDD:BB/…`.
+//! trees work: `bus/pci/devices/BDF` must be a link into `devices/pciDDDD:BB/…`;
+//! each function's `config` file gives its port type and ACS ([`crate::acs`]).
+
+mod advice;
+#[cfg(test)]
+mod tests;
 
 use std::fs;
 use std::path::Path;
 
+pub use advice::{Blocker, ImporterCheck};
+
+use crate::acs::{bus_range, AcsState, PortKind};
 use crate::error::{Error, Result};
 use crate::sysfs::Sysfs;
 use crate::Bdf;
@@ -39,13 +50,20 @@ pub const ALLOWED_INTEL_HOST_BRIDGES: &[u16] = &[
     0x3c00, 0x3c01, 0x2f00, 0x2f01, 0x2030, 0x2031, 0x2032, 0x2033, 0x2020, 0x09a2,
 ];
 
-/// The CPU facts `cpu_supports_p2pdma()` looks at.
+/// Entries of [`ALLOWED_INTEL_HOST_BRIDGES`] flagged `REQ_SAME_HOST_BRIDGE`:
+/// allowed only between two functions under that one host bridge.
+pub const SAME_HOST_BRIDGE_ONLY: &[u16] = &[0x3c00, 0x3c01, 0x2f00, 0x2f01];
+
+/// The CPU facts `cpu_supports_p2pdma()` looks at, and whether this is a
+/// virtual machine (which changes the advice, not the verdict).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostCpu {
     /// `vendor_id` is `AuthenticAMD`.
     pub amd: bool,
     /// `cpu family`.
     pub family: u32,
+    /// `flags` has `hypervisor`: a guest.
+    pub hypervisor: bool,
 }
 
 impl HostCpu {
@@ -68,6 +86,8 @@ impl HostCpu {
             family: field("cpu family")
                 .and_then(|f| f.parse().ok())
                 .unwrap_or(0),
+            hypervisor: field("flags")
+                .is_some_and(|f| f.split_whitespace().any(|x| x == "hypervisor")),
         }
     }
 
@@ -92,6 +112,12 @@ impl HostBridge {
     /// Whether `pci_p2pdma_whitelist[]` lists it.
     pub fn is_allow_listed(&self) -> bool {
         self.vendor == PCI_VENDOR_ID_INTEL && ALLOWED_INTEL_HOST_BRIDGES.contains(&self.device)
+    }
+
+    /// Whether the allow-list lets traffic cross from it to another listed
+    /// host bridge (its entry lacks `REQ_SAME_HOST_BRIDGE`).
+    pub fn is_allow_listed_across(&self) -> bool {
+        self.is_allow_listed() && !SAME_HOST_BRIDGE_ONLY.contains(&self.device)
     }
 }
 
@@ -120,7 +146,7 @@ pub enum Upstream {
 /// What the distance check decides, and on which rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum P2pVerdict {
-    /// Allowed: a common upstream bridge.
+    /// Allowed: a common upstream bridge and no ACS redirect on the way.
     CommonBridge,
     /// Allowed: through a host bridge on the allow-list.
     AllowListedHostBridge,
@@ -129,7 +155,8 @@ pub enum P2pVerdict {
     /// Refused: through a host bridge on no allow-list, on a CPU the rule
     /// does not cover.
     HostBridgeNotAllowed,
-    /// Refused: across PCI roots.
+    /// Refused: across PCI roots whose host bridges the allow-list does not
+    /// pair, on a CPU the rule does not cover.
     AcrossRoots,
 }
 
@@ -144,30 +171,115 @@ impl P2pVerdict {
         )
     }
 
-    /// Why, in a sentence (with the fix when refused).
+    /// Why, in a sentence.
     pub fn why(self) -> &'static str {
         match self {
             P2pVerdict::CommonBridge => {
-                "devices under one bridge pass the P2P distance check (unless ACS redirects \
-                 between them)"
+                "the devices share an upstream bridge and no ACS bit on the way redirects \
+                 peer traffic upstream"
             }
             P2pVerdict::AllowListedHostBridge => {
-                "the host bridge is on the kernel's P2P allow-list"
+                "the traffic crosses the host bridge, which is on the kernel's P2P allow-list"
             }
             P2pVerdict::CpuSupportsP2p => {
-                "the CPU is an AMD Zen or later, which the kernel trusts to route P2P through \
-                 its host bridge"
+                "the traffic crosses the host bridge, and the CPU is an AMD Zen or later, \
+                 which the kernel trusts to route P2P through its root complex"
             }
             P2pVerdict::HostBridgeNotAllowed => {
-                "the host bridge is on no P2P allow-list: DRM and RDMA imports fail with EINVAL \
-                 (\"do not share an upstream bridge or whitelisted host bridge\"); put both \
-                 devices under one PCIe switch"
+                "the traffic would cross the host bridge, which is on no P2P allow-list, on a \
+                 CPU the kernel does not trust to route P2P: DRM and RDMA imports fail with \
+                 EINVAL (\"do not share an upstream bridge or whitelisted host bridge\")"
             }
             P2pVerdict::AcrossRoots => {
-                "devices on different PCI roots cannot do P2P through the distance check"
+                "the devices are on different PCI roots whose host bridges the allow-list \
+                 does not pair, on a CPU the kernel does not trust to route P2P"
             }
         }
     }
+}
+
+/// `enum pci_p2pdma_map_type`: how a checking importer maps the peer's BAR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapType {
+    /// `PCI_P2PDMA_MAP_BUS_ADDR`: by PCI bus address, through the common bridge.
+    BusAddr,
+    /// `PCI_P2PDMA_MAP_THRU_HOST_BRIDGE`: by a DMA (IOMMU) address, through the
+    /// root complex.
+    ThruHostBridge,
+    /// `PCI_P2PDMA_MAP_NOT_SUPPORTED`: the map fails (EINVAL).
+    NotSupported,
+}
+
+impl MapType {
+    /// The kernel's name.
+    pub fn kernel_name(self) -> &'static str {
+        match self {
+            MapType::BusAddr => "PCI_P2PDMA_MAP_BUS_ADDR",
+            MapType::ThruHostBridge => "PCI_P2PDMA_MAP_THRU_HOST_BRIDGE",
+            MapType::NotSupported => "PCI_P2PDMA_MAP_NOT_SUPPORTED",
+        }
+    }
+}
+
+/// The verdict in the user's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Peer to peer through a common PCIe bridge, never reaching the root
+    /// complex.
+    Direct,
+    /// Allowed, but the traffic climbs to the root complex and back down.
+    ThroughRootComplex,
+    /// A checking importer (DRM, RDMA) refuses it.
+    Blocked,
+}
+
+impl Route {
+    /// `direct`, `through the root complex`, `blocked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::ThroughRootComplex => "through the root complex",
+            Route::Blocked => "blocked",
+        }
+    }
+}
+
+/// One PCI function on the path, with what the distance check reads of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathNode {
+    /// Address.
+    pub bdf: Bdf,
+    /// Its role (root port, switch port, endpoint …).
+    pub kind: PortKind,
+    /// PCI vendor id.
+    pub vendor: u16,
+    /// PCI device id.
+    pub device: u16,
+    /// Secondary and subordinate bus of a bridge.
+    pub buses: Option<(u8, u8)>,
+    /// Its ACS capability and control bits.
+    pub acs: AcsState,
+    /// Whether the distance check reads its ACS: it lies between the two
+    /// functions, the common bridge and the two functions included (only
+    /// when they have a common bridge; otherwise the verdict ignores ACS).
+    pub checked: bool,
+}
+
+/// One of the two functions: what VFIO and the user need to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathEnd {
+    /// Address.
+    pub bdf: Bdf,
+    /// PCI vendor id.
+    pub vendor: u16,
+    /// PCI device id.
+    pub device: u16,
+    /// Bound driver.
+    pub driver: Option<String>,
+    /// IOMMU group.
+    pub iommu_group: Option<u32>,
+    /// Bound to vfio-pci or a vfio variant driver.
+    pub vfio_bound: bool,
 }
 
 /// The path between two PCI functions, as [`Sysfs::p2p_route`] finds it.
@@ -185,6 +297,39 @@ pub struct P2pRoute {
     /// Both are in one IOMMU group (VFIO then needs every member bound to
     /// vfio-pci).
     pub same_iommu_group: bool,
+    /// The provider (exporter).
+    pub a: PathEnd,
+    /// The client (importer).
+    pub b: PathEnd,
+    /// Every function of both chains below the roots: from `a` up, then down
+    /// to `b`, each once.
+    pub nodes: Vec<PathNode>,
+    /// Checked functions whose ACS redirects peer traffic upstream, in the
+    /// kernel's order (what it prints for `pci=disable_acs_redir=`).
+    pub acs_redirects: Vec<Bdf>,
+    /// Checked functions whose ACS could not be read (not root): the verdict
+    /// assumes they do not redirect.
+    pub acs_unreadable: Vec<Bdf>,
+    /// How a checking importer maps the BAR.
+    pub map_type: MapType,
+    /// The CPU the verdict was made for.
+    pub cpu: HostCpu,
+}
+
+impl P2pRoute {
+    /// The verdict in the user's terms.
+    pub fn route(&self) -> Route {
+        match self.map_type {
+            MapType::BusAddr => Route::Direct,
+            MapType::ThruHostBridge => Route::ThroughRootComplex,
+            MapType::NotSupported => Route::Blocked,
+        }
+    }
+
+    /// The node at `bdf`.
+    pub fn node(&self, bdf: Bdf) -> Option<&PathNode> {
+        self.nodes.iter().find(|n| n.bdf == bdf)
+    }
 }
 
 impl Sysfs {
@@ -212,7 +357,8 @@ impl Sysfs {
         Ok(chain_from_path(rel))
     }
 
-    /// The route between `a` and `b` and what the kernel's P2P distance check
+    /// The route between `a` (the provider, whose BAR is exported) and `b`
+    /// (the client, which imports) and what the kernel's P2P distance check
     /// decides for it on this machine's CPU ([`HostCpu::system`]).
     ///
     /// # Errors
@@ -226,45 +372,159 @@ impl Sysfs {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchDevice`] for a BDF sysfs does not list; [`Error::Sysfs`]
-    /// and [`Error::SysfsParse`] when a link or attribute of `a`, `b` or the
-    /// host bridge cannot be read.
+    /// [`Error::PathToItself`] when `a` and `b` are one function;
+    /// [`Error::NoSuchDevice`] for a BDF sysfs does not list;
+    /// [`Error::NotAnEndpoint`] when `a` or `b` is a bridge; [`Error::Sysfs`]
+    /// and [`Error::SysfsParse`] when a link or attribute of a function on the
+    /// path or of the host bridge cannot be read.
     pub fn p2p_route_on(&self, a: Bdf, b: Bdf, cpu: HostCpu) -> Result<P2pRoute> {
+        if a == b {
+            return Err(Error::PathToItself { bdf: a });
+        }
         let a_chain = self.pci_chain(a)?;
         let b_chain = self.pci_chain(b)?;
-        let upstream = match meeting(&a_chain, &b_chain) {
-            Meeting::Bridge(name) => Upstream::Bridge(parse_component(self, &name)?),
-            Meeting::Root(root) => {
-                let host_bridge = self.host_bridge(&root)?;
-                Upstream::HostBridge { root, host_bridge }
+        let a_end = self.path_end(a)?;
+        let b_end = self.path_end(b)?;
+        let meeting = meeting(&a_chain, &b_chain);
+
+        // The nodes, and which of them the distance check reads.
+        let checked: Vec<String> = match &meeting {
+            Meeting::Bridge(common) => {
+                let up_to = |chain: &[String], inclusive: bool| -> Vec<String> {
+                    let pos = chain.iter().position(|c| c == common).unwrap_or(0);
+                    let from = if inclusive { pos } else { pos + 1 };
+                    chain[from..].iter().rev().cloned().collect()
+                };
+                let mut v = up_to(&a_chain, true);
+                v.extend(up_to(&b_chain, false));
+                v
             }
+            _ => Vec::new(),
+        };
+        let mut names: Vec<&String> = a_chain.iter().rev().filter(|c| !is_root(c)).collect();
+        for c in b_chain.iter().filter(|c| !is_root(c)) {
+            if !names.contains(&c) {
+                names.push(c);
+            }
+        }
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            let bdf = parse_component(self, name)?;
+            nodes.push(self.path_node(bdf, checked.contains(name))?);
+        }
+        for end in [a, b] {
+            let node = nodes.iter().find(|n| n.bdf == end);
+            if let Some(kind) = node.map(|n| n.kind) {
+                if kind.is_bridge() || kind == PortKind::HostBridge {
+                    return Err(Error::NotAnEndpoint {
+                        bdf: end,
+                        kind: kind.describe(),
+                    });
+                }
+            }
+        }
+        // The kernel's order: a's side from a up to the common bridge, then
+        // b's side from b up.
+        let mut acs_redirects = Vec::new();
+        let mut acs_unreadable = Vec::new();
+        for name in &checked {
+            let bdf = parse_component(self, name)?;
+            if let Some(n) = nodes.iter().find(|n| n.bdf == bdf) {
+                match n.acs.redirects() {
+                    Some(true) => acs_redirects.push(bdf),
+                    Some(false) => {}
+                    None => acs_unreadable.push(bdf),
+                }
+            }
+        }
+
+        let upstream = match &meeting {
+            Meeting::Bridge(name) => Upstream::Bridge(parse_component(self, name)?),
+            Meeting::Root(root) => Upstream::HostBridge {
+                root: root.clone(),
+                host_bridge: self.host_bridge(root)?,
+            },
             Meeting::Roots => Upstream::Roots {
                 a: a_chain.first().cloned().unwrap_or_default(),
                 b: b_chain.first().cloned().unwrap_or_default(),
             },
         };
         let verdict = match &upstream {
-            Upstream::Bridge(_) => P2pVerdict::CommonBridge,
+            Upstream::Bridge(_) if acs_redirects.is_empty() => P2pVerdict::CommonBridge,
+            Upstream::Bridge(_) => {
+                let root = a_chain.first().cloned().unwrap_or_default();
+                self.through_one_host_bridge(&root, cpu)?
+            }
             Upstream::HostBridge { host_bridge, .. } => {
-                if host_bridge.is_some_and(|h| h.is_allow_listed()) {
-                    P2pVerdict::AllowListedHostBridge
-                } else if cpu.supports_p2pdma() {
+                through_host_bridge(host_bridge.is_some_and(|h| h.is_allow_listed()), cpu)
+            }
+            Upstream::Roots { a: ra, b: rb } => {
+                let listed = |r: &str| -> Result<bool> {
+                    Ok(self
+                        .host_bridge(r)?
+                        .is_some_and(|h| h.is_allow_listed_across()))
+                };
+                if cpu.supports_p2pdma() {
                     P2pVerdict::CpuSupportsP2p
+                } else if listed(ra)? && listed(rb)? {
+                    P2pVerdict::AllowListedHostBridge
                 } else {
-                    P2pVerdict::HostBridgeNotAllowed
+                    P2pVerdict::AcrossRoots
                 }
             }
-            Upstream::Roots { .. } if cpu.supports_p2pdma() => P2pVerdict::CpuSupportsP2p,
-            Upstream::Roots { .. } => P2pVerdict::AcrossRoots,
         };
-        let group_a = self.device(a)?.iommu_group;
-        let group_b = self.device(b)?.iommu_group;
+        let map_type = match verdict {
+            P2pVerdict::CommonBridge => MapType::BusAddr,
+            v if v.allowed() => MapType::ThruHostBridge,
+            _ => MapType::NotSupported,
+        };
         Ok(P2pRoute {
             a_chain,
             b_chain,
             upstream,
             verdict,
-            same_iommu_group: group_a.is_some() && group_a == group_b,
+            same_iommu_group: a_end.iommu_group.is_some() && a_end.iommu_group == b_end.iommu_group,
+            a: a_end,
+            b: b_end,
+            nodes,
+            acs_redirects,
+            acs_unreadable,
+            map_type,
+            cpu,
+        })
+    }
+
+    /// The host-bridge rule for a path under one root.
+    fn through_one_host_bridge(&self, root: &str, cpu: HostCpu) -> Result<P2pVerdict> {
+        let listed = self.host_bridge(root)?.is_some_and(|h| h.is_allow_listed());
+        Ok(through_host_bridge(listed, cpu))
+    }
+
+    /// One of the two functions.
+    fn path_end(&self, bdf: Bdf) -> Result<PathEnd> {
+        let d = self.device(bdf)?;
+        Ok(PathEnd {
+            bdf,
+            vendor: d.vendor,
+            device: d.device,
+            vfio_bound: d.is_vfio_bound(),
+            driver: d.driver,
+            iommu_group: d.iommu_group,
+        })
+    }
+
+    /// One function on the path; an unreadable `config` reads as no bytes.
+    fn path_node(&self, bdf: Bdf, checked: bool) -> Result<PathNode> {
+        let d = self.device(bdf)?;
+        let config = self.config_space(bdf).unwrap_or_default();
+        Ok(PathNode {
+            bdf,
+            kind: PortKind::from_config(&config, d.class),
+            vendor: d.vendor,
+            device: d.device,
+            buses: bus_range(&config),
+            acs: AcsState::from_config(&config),
+            checked,
         })
     }
 
@@ -285,6 +545,17 @@ impl Sysfs {
     }
 }
 
+/// `!cpu_supports_p2pdma() && !host_bridge_whitelist()` refuses.
+fn through_host_bridge(allow_listed: bool, cpu: HostCpu) -> P2pVerdict {
+    if allow_listed {
+        P2pVerdict::AllowListedHostBridge
+    } else if cpu.supports_p2pdma() {
+        P2pVerdict::CpuSupportsP2p
+    } else {
+        P2pVerdict::HostBridgeNotAllowed
+    }
+}
+
 /// A bridge's chain component as a BDF.
 fn parse_component(sys: &Sysfs, name: &str) -> Result<Bdf> {
     name.parse().map_err(|_| Error::SysfsParse {
@@ -294,26 +565,30 @@ fn parse_component(sys: &Sysfs, name: &str) -> Result<Bdf> {
     })
 }
 
-/// Whether a sysfs path component is a PCI root, `pciDDDD:BB`.
+/// Whether a sysfs path component is a PCI root, `pciDDDD:BB` (VMD domains
+/// have five digits: `pci10000:00`).
 fn is_root(component: &str) -> bool {
-    component.strip_prefix("pci").is_some_and(|r| {
-        r.len() == 7
-            && r.bytes().enumerate().all(|(i, b)| {
-                if i == 4 {
-                    b == b':'
-                } else {
-                    b.is_ascii_hexdigit()
-                }
-            })
-    })
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    component
+        .strip_prefix("pci")
+        .and_then(|r| r.split_once(':'))
+        .is_some_and(|(domain, bus)| {
+            (4..=8).contains(&domain.len()) && hex(domain) && bus.len() == 2 && hex(bus)
+        })
 }
 
-/// The PCI components of a sysfs device path: from the PCI root on.
+/// The PCI components of a sysfs device path: from the last PCI root on (a
+/// VMD domain sits below a function of another root, and is a host bridge of
+/// its own).
 fn chain_from_path(path: &Path) -> Vec<String> {
-    path.components()
+    let all: Vec<String> = path
+        .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .skip_while(|c| !is_root(c))
-        .collect()
+        .collect();
+    match all.iter().rposition(|c| is_root(c)) {
+        Some(root) => all[root..].to_vec(),
+        None => Vec::new(),
+    }
 }
 
 /// Where two chains meet, before the host bridge is looked at.
@@ -337,290 +612,5 @@ fn meeting(a: &[String], b: &[String]) -> Meeting {
         Some(c) if !is_root(c) => Meeting::Bridge(c.clone()),
         Some(root) => Meeting::Root(root.clone()),
         None => Meeting::Roots,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::symlink;
-    use std::path::PathBuf;
-
-    use super::*;
-    use crate::sysfs::tests::TempTree;
-
-    /// A sysfs tree with PCI functions at given paths under `devices/`.
-    struct Tree {
-        _dir: TempTree,
-        sys: Sysfs,
-    }
-
-    impl Tree {
-        fn new(tag: &str) -> Tree {
-            let dir = TempTree::new(tag);
-            fs::create_dir_all(dir.0.join("bus/pci/devices")).unwrap();
-            let sys = Sysfs::new(&dir.0);
-            Tree { _dir: dir, sys }
-        }
-
-        /// Adds a function at `devices/<path>` (its last component is the
-        /// BDF) with the given ids, and links `bus/pci/devices/BDF` to it.
-        fn add(&self, path: &str, vendor: u16, device: u16, group: Option<u32>) -> &Tree {
-            let dir: PathBuf = self.sys.root().join("devices").join(path);
-            fs::create_dir_all(&dir).unwrap();
-            fs::write(dir.join("vendor"), format!("{vendor:#06x}\n")).unwrap();
-            fs::write(dir.join("device"), format!("{device:#06x}\n")).unwrap();
-            fs::write(dir.join("class"), "0x060400\n").unwrap();
-            fs::write(dir.join("resource"), "").unwrap();
-            if let Some(g) = group {
-                symlink(
-                    format!("../../../../kernel/iommu_groups/{g}"),
-                    dir.join("iommu_group"),
-                )
-                .unwrap();
-            }
-            let bdf = path.rsplit('/').next().unwrap();
-            symlink(
-                format!("../../../devices/{path}"),
-                self.sys.root().join("bus/pci/devices").join(bdf),
-            )
-            .unwrap();
-            self
-        }
-    }
-
-    fn bdf(s: &str) -> Bdf {
-        s.parse().unwrap()
-    }
-
-    const INTEL_ICX: u16 = 0x09a2;
-    const QEMU_Q35: u16 = 0x29c0;
-    const NO_RULE: HostCpu = HostCpu {
-        amd: false,
-        family: 6,
-    };
-    const ZEN: HostCpu = HostCpu {
-        amd: true,
-        family: 0x19,
-    };
-    const OLD_AMD: HostCpu = HostCpu {
-        amd: true,
-        family: 0x15,
-    };
-
-    #[test]
-    fn two_functions_under_one_switch_meet_at_its_upstream_port() {
-        let t = Tree::new("p2p-switch");
-        t.add("pci0000:00/0000:00:00.0", 0x8086, QEMU_Q35, None)
-            .add("pci0000:00/0000:00:1c.0", 0x8086, 0x1234, Some(1))
-            .add(
-                "pci0000:00/0000:00:1c.0/0000:01:00.0",
-                0x10b5,
-                0x8747,
-                Some(1),
-            )
-            .add(
-                "pci0000:00/0000:00:1c.0/0000:01:00.0/0000:02:00.0",
-                0x10b5,
-                0x8747,
-                Some(1),
-            )
-            .add(
-                "pci0000:00/0000:00:1c.0/0000:01:00.0/0000:02:01.0",
-                0x10b5,
-                0x8747,
-                Some(1),
-            )
-            .add(
-                "pci0000:00/0000:00:1c.0/0000:01:00.0/0000:02:00.0/0000:03:00.0",
-                0x1af4,
-                0x1110,
-                Some(2),
-            )
-            .add(
-                "pci0000:00/0000:00:1c.0/0000:01:00.0/0000:02:01.0/0000:04:00.0",
-                0x1af4,
-                0x1110,
-                Some(3),
-            );
-        let r = t
-            .sys
-            .p2p_route_on(bdf("03:00.0"), bdf("04:00.0"), NO_RULE)
-            .unwrap();
-        assert_eq!(r.upstream, Upstream::Bridge(bdf("01:00.0")));
-        assert_eq!(r.verdict, P2pVerdict::CommonBridge);
-        assert!(r.verdict.allowed());
-        assert!(!r.same_iommu_group);
-        assert_eq!(
-            r.a_chain,
-            [
-                "pci0000:00",
-                "0000:00:1c.0",
-                "0000:01:00.0",
-                "0000:02:00.0",
-                "0000:03:00.0"
-            ]
-        );
-    }
-
-    #[test]
-    fn root_port_siblings_meet_at_the_host_bridge_which_decides() {
-        let t = Tree::new("p2p-rootports");
-        t.add("pci0000:00/0000:00:00.0", 0x8086, QEMU_Q35, None)
-            .add("pci0000:00/0000:00:1c.0", 0x8086, 0x1234, Some(1))
-            .add("pci0000:00/0000:00:1c.1", 0x8086, 0x1234, Some(2))
-            .add(
-                "pci0000:00/0000:00:1c.0/0000:01:00.0",
-                0x1af4,
-                0x1110,
-                Some(1),
-            )
-            .add(
-                "pci0000:00/0000:00:1c.1/0000:02:00.0",
-                0x1af4,
-                0x1110,
-                Some(1),
-            );
-        let r = t
-            .sys
-            .p2p_route_on(bdf("01:00.0"), bdf("02:00.0"), NO_RULE)
-            .unwrap();
-        assert_eq!(
-            r.upstream,
-            Upstream::HostBridge {
-                root: "pci0000:00".into(),
-                host_bridge: Some(HostBridge {
-                    bdf: bdf("00:00.0"),
-                    vendor: 0x8086,
-                    device: QEMU_Q35
-                })
-            }
-        );
-        assert_eq!(r.verdict, P2pVerdict::HostBridgeNotAllowed);
-        assert!(!r.verdict.allowed());
-        assert!(r.verdict.why().contains("one PCIe switch"));
-        assert!(r.same_iommu_group);
-        // Functions on the root bus itself meet there too.
-        let r = t
-            .sys
-            .p2p_route_on(bdf("00:1c.0"), bdf("00:1c.1"), NO_RULE)
-            .unwrap();
-        assert_eq!(r.verdict, P2pVerdict::HostBridgeNotAllowed);
-    }
-
-    #[test]
-    fn an_allow_listed_host_bridge_passes_and_an_unlisted_one_does_not() {
-        let t = Tree::new("p2p-allow");
-        t.add("pci0000:00/0000:00:00.0", 0x8086, INTEL_ICX, None)
-            .add("pci0000:00/0000:00:10.0", 0x1af4, 0x1110, None)
-            .add("pci0000:00/0000:00:11.0", 0x1af4, 0x1110, None)
-            .add("pci0000:80/0000:80:00.0", 0x8086, 0x1234, None)
-            .add("pci0000:80/0000:80:10.0", 0x1af4, 0x1110, None)
-            .add("pci0000:80/0000:80:11.0", 0x1af4, 0x1110, None);
-        let r = t
-            .sys
-            .p2p_route_on(bdf("00:10.0"), bdf("00:11.0"), NO_RULE)
-            .unwrap();
-        assert_eq!(r.verdict, P2pVerdict::AllowListedHostBridge);
-        let r = t
-            .sys
-            .p2p_route_on(bdf("80:10.0"), bdf("80:11.0"), NO_RULE)
-            .unwrap();
-        assert_eq!(r.verdict, P2pVerdict::HostBridgeNotAllowed);
-        let r = t
-            .sys
-            .p2p_route_on(bdf("00:10.0"), bdf("80:10.0"), NO_RULE)
-            .unwrap();
-        assert_eq!(
-            r.upstream,
-            Upstream::Roots {
-                a: "pci0000:00".into(),
-                b: "pci0000:80".into()
-            }
-        );
-        assert_eq!(r.verdict, P2pVerdict::AcrossRoots);
-    }
-
-    #[test]
-    fn amd_family_0x17_and_later_pass_through_any_host_bridge() {
-        let t = Tree::new("p2p-amd");
-        t.add("pci0000:00/0000:00:00.0", 0x1022, 0x1480, None)
-            .add("pci0000:00/0000:00:10.0", 0x1af4, 0x1110, None)
-            .add("pci0000:00/0000:00:11.0", 0x1af4, 0x1110, None)
-            .add("pci0000:40/0000:40:10.0", 0x1af4, 0x1110, None);
-        let (a, b, far) = (bdf("00:10.0"), bdf("00:11.0"), bdf("40:10.0"));
-        assert_eq!(
-            t.sys.p2p_route_on(a, b, ZEN).unwrap().verdict,
-            P2pVerdict::CpuSupportsP2p
-        );
-        assert_eq!(
-            t.sys.p2p_route_on(a, far, ZEN).unwrap().verdict,
-            P2pVerdict::CpuSupportsP2p
-        );
-        assert_eq!(
-            t.sys.p2p_route_on(a, b, OLD_AMD).unwrap().verdict,
-            P2pVerdict::HostBridgeNotAllowed
-        );
-        assert_eq!(
-            t.sys.p2p_route_on(a, far, OLD_AMD).unwrap().verdict,
-            P2pVerdict::AcrossRoots
-        );
-        // No 40:00.0 in sysfs: no host bridge to look at.
-        assert!(matches!(
-            t.sys.p2p_route_on(far, far, NO_RULE).unwrap().upstream,
-            Upstream::HostBridge {
-                host_bridge: None,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn cpuinfo_is_parsed_for_the_amd_rule() {
-        let zen = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n";
-        assert_eq!(
-            HostCpu::from_cpuinfo(zen),
-            HostCpu {
-                amd: true,
-                family: 25
-            }
-        );
-        assert!(HostCpu::from_cpuinfo(zen).supports_p2pdma());
-        let k10 = "vendor_id\t: AuthenticAMD\ncpu family\t: 16\n";
-        assert!(!HostCpu::from_cpuinfo(k10).supports_p2pdma());
-        let intel = "vendor_id\t: GenuineIntel\ncpu family\t: 6\n";
-        assert!(!HostCpu::from_cpuinfo(intel).supports_p2pdma());
-        assert_eq!(HostCpu::from_cpuinfo(""), HostCpu::default());
-    }
-
-    #[test]
-    fn an_unknown_function_is_named() {
-        let t = Tree::new("p2p-missing");
-        t.add("pci0000:00/0000:00:10.0", 0x1af4, 0x1110, None);
-        let err = t
-            .sys
-            .p2p_route_on(bdf("00:10.0"), bdf("0e:00.0"), NO_RULE)
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::NoSuchDevice { bdf: b } if b == bdf("0e:00.0")),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn chains_start_at_the_pci_root() {
-        assert_eq!(
-            chain_from_path(Path::new(
-                "/sys/devices/platform/soc/pcie/pci0001:00/0001:00:00.0/0001:01:00.0"
-            )),
-            ["pci0001:00", "0001:00:00.0", "0001:01:00.0"]
-        );
-        let c = |s: &str| chain_from_path(Path::new(s));
-        assert_eq!(
-            meeting(
-                &c("/sys/devices/pci0000:00/0000:00:10.0"),
-                &c("/sys/devices/pci0000:00/0000:00:11.0")
-            ),
-            Meeting::Root("pci0000:00".into())
-        );
     }
 }

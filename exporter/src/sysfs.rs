@@ -96,6 +96,20 @@ impl Sysfs {
         self.root.join("bus/pci/devices").join(bdf.to_string())
     }
 
+    /// The function's config space as sysfs shows it (`BDF/config`): all of
+    /// it to root, the first 64 bytes to others.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDevice`] for a BDF sysfs does not list, [`Error::Sysfs`]
+    /// when the file cannot be read.
+    pub fn config_space(&self, bdf: Bdf) -> Result<Vec<u8>> {
+        let path = self.device_path(bdf);
+        self.check_exists(bdf, &path)?;
+        let file = path.join("config");
+        fs::read(&file).map_err(|source| Error::Sysfs { path: file, source })
+    }
+
     /// Reads everything this library needs about one PCI function.
     ///
     /// # Errors

@@ -1,11 +1,20 @@
 //! Import dma-bufs into other devices.
 //!
+//! - [`atlas`]: which importers this machine has and whether each can take a
+//!   BAR dma-buf;
 //! - [`iommufd`]: map a vfio-pci BAR dma-buf into an iommufd I/O address space
 //!   so that a device attached there DMAs to the peer BAR (always built);
 //! - [`engine`]: the devices that move bytes through an IOAS (QEMU's edu
 //!   today), driven from user space, and [`engine::AttachedEngine`], one
-//!   attached to its IOAS.
+//!   attached to its IOAS;
+//! - [`drm`] (feature `drm`): import a BAR dma-buf into a DRM driver that attaches
+//!   peer-to-peer (amdgpu, xe, virtio-gpu with blob resources) and scan it out.
 
+#[deny(missing_docs)]
+pub mod atlas;
+#[cfg(feature = "drm")]
+#[deny(missing_docs)]
+pub mod drm;
 #[deny(missing_docs)]
 pub mod engine;
 #[deny(missing_docs)]

@@ -17,8 +17,12 @@ pub enum DeviceKind {
     Edu,
     /// An NVMe controller with a controller memory buffer (a memory BAR).
     Nvme,
-    /// `virtio-gpu-pci,blob=true`: a P2P-capable DRM importer (needs /dev/udmabuf on the host).
+    /// `virtio-gpu-pci,blob=true`: a P2P-capable DRM importer (needs /dev/udmabuf on the
+    /// host, or the testbed's emulation of it: `VmOptions::emulate_udmabuf`).
     Gpu,
+    /// `virtio-gpu-pci` without blob resources: a DRM importer that attaches statically
+    /// (the vfio-pci exporter refuses it with EOPNOTSUPP).
+    GpuNoBlob,
 }
 
 impl DeviceKind {
@@ -29,6 +33,7 @@ impl DeviceKind {
             DeviceKind::Edu => "edu",
             DeviceKind::Nvme => "nvme",
             DeviceKind::Gpu => "gpu",
+            DeviceKind::GpuNoBlob => "gpu-noblob",
         }
     }
 
@@ -38,13 +43,13 @@ impl DeviceKind {
             DeviceKind::Ivshmem => (0x1af4, 0x1110),
             DeviceKind::Edu => (0x1234, 0x11e8),
             DeviceKind::Nvme => (0x1b36, 0x0010),
-            DeviceKind::Gpu => (0x1af4, 0x1050),
+            DeviceKind::Gpu | DeviceKind::GpuNoBlob => (0x1af4, 0x1050),
         }
     }
 
     /// Whether the testbed binds this kind to vfio-pci (the GPU keeps its DRM driver).
     pub fn binds_vfio(self) -> bool {
-        !matches!(self, DeviceKind::Gpu)
+        !matches!(self, DeviceKind::Gpu | DeviceKind::GpuNoBlob)
     }
 }
 
@@ -106,8 +111,10 @@ impl FromStr for DeviceList {
                 "edu" => DeviceKind::Edu,
                 "nvme" => DeviceKind::Nvme,
                 "gpu" | "virtio-gpu" => DeviceKind::Gpu,
+                "gpu-noblob" | "virtio-gpu-noblob" => DeviceKind::GpuNoBlob,
                 other => bail!(
-                    "unknown device kind {other:?} in --devices {s:?}: use ivshmem, edu, nvme or gpu"
+                    "unknown device kind {other:?} in --devices {s:?}: use ivshmem, edu, nvme, \
+                     gpu or gpu-noblob"
                 ),
             };
             let role = role.unwrap_or_else(|| {
@@ -167,8 +174,12 @@ pub enum Topology {
     #[default]
     Root,
     /// All devices behind one emulated PCIe switch (x3130 upstream + xio3130 downstream
-    /// ports): P2P distance checks pass, but the devices share one IOMMU group.
+    /// ports, none with ACS): P2P distance checks pass; each device shares its IOMMU
+    /// group with its downstream port.
     Switch,
+    /// The first device behind the switch, the others on the root bus: they meet only
+    /// at the host bridge.
+    Mixed,
 }
 
 impl FromStr for Topology {
@@ -177,7 +188,8 @@ impl FromStr for Topology {
         match s {
             "root" => Ok(Topology::Root),
             "switch" => Ok(Topology::Switch),
-            _ => bail!("unknown topology {s:?}: use root or switch"),
+            "mixed" => Ok(Topology::Mixed),
+            _ => bail!("unknown topology {s:?}: use root, switch or mixed"),
         }
     }
 }
@@ -195,6 +207,19 @@ mod tests {
     }
 
     #[test]
+    fn topologies_parse() {
+        for (s, t) in [
+            ("root", Topology::Root),
+            ("switch", Topology::Switch),
+            ("mixed", Topology::Mixed),
+        ] {
+            assert_eq!(s.parse::<Topology>().unwrap(), t);
+        }
+        let err = "tree".parse::<Topology>().unwrap_err().to_string();
+        assert!(err.contains("root, switch or mixed"), "{err}");
+    }
+
+    #[test]
     fn sizes_and_roles_parse() {
         let l: DeviceList = "ivshmem:128M=src,ivshmem:1G,nvme:16M".parse().unwrap();
         assert_eq!(l.0[0].role, "src");
@@ -202,6 +227,11 @@ mod tests {
         assert_eq!(l.0[1].role, "ivshmem1");
         assert_eq!(l.0[1].size_mib, 1024);
         assert_eq!(l.0[2].kind, DeviceKind::Nvme);
+        let l: DeviceList = "ivshmem,gpu,gpu-noblob".parse().unwrap();
+        assert_eq!(l.0[1].kind, DeviceKind::Gpu);
+        assert_eq!(l.0[2].kind, DeviceKind::GpuNoBlob);
+        assert_eq!(l.0[2].role, "gpu-noblob0");
+        assert!(!DeviceKind::GpuNoBlob.binds_vfio());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::devices::Topology;
 use crate::manifest::{
     GuestConfig, GuestDevice, Manifest, ManifestDevice, EXIT_STATUS_FILE, GUEST_CONFIG_FILE,
     GUEST_SCRATCH, MANIFEST_FILE, SCRATCH_TAG,
@@ -56,7 +57,7 @@ fn setup_and_run() -> Result<i32> {
     )
     .context("parsing guest.json")?;
     load_modules(&config)?;
-    let devices = find_and_bind(&config.devices, config.iommu)?;
+    let devices = find_and_bind(&config.devices, config.iommu, config.topology)?;
     let manifest = Manifest {
         kernel_release: rustix::system::uname()
             .release()
@@ -140,13 +141,21 @@ fn link_name(path: &Path) -> Option<String> {
         .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
-fn find_and_bind(wanted: &[GuestDevice], iommu: bool) -> Result<Vec<ManifestDevice>> {
+fn find_and_bind(
+    wanted: &[GuestDevice],
+    iommu: bool,
+    topology: Topology,
+) -> Result<Vec<ManifestDevice>> {
     let sys = Path::new("/sys/bus/pci/devices");
     let mut all: Vec<String> = fs::read_dir(sys)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     all.sort();
+    if topology == Topology::Mixed {
+        // The first device sits behind the switch: match devices off the root bus first.
+        all.sort_by_key(|b| b.get(5..7) == Some("00"));
+    }
     let mut taken: Vec<String> = Vec::new();
     let mut out = Vec::new();
     for dev in wanted {

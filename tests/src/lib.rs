@@ -17,4 +17,5 @@ pub mod pattern;
 pub mod process;
 pub mod rng;
 pub mod scratch;
+pub mod udmabuf_emulation;
 pub mod vm;

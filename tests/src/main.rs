@@ -67,10 +67,11 @@ struct VmArgs {
     /// linux-image 7.2) or a path to a bzImage.
     #[arg(long, default_value = "reference")]
     kernel: KernelChoice,
-    /// Devices: KIND[:SIZE][=ROLE],... with KIND ivshmem, edu, nvme or gpu.
+    /// Devices: KIND[:SIZE][=ROLE],... with KIND ivshmem, edu, nvme, gpu or gpu-noblob.
     #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
     devices: DeviceList,
-    /// root (each device on the root bus, own IOMMU group) or switch (behind one PCIe switch).
+    /// root (each device on the root bus, own IOMMU group), switch (behind one PCIe
+    /// switch) or mixed (the first device behind the switch, the others on the root bus).
     #[arg(long, default_value = "root")]
     topology: Topology,
     /// on: intel-iommu vIOMMU; off: vfio noiommu mode.
@@ -88,6 +89,16 @@ struct VmArgs {
     /// Guest CPUs (QEMU 10.0.2's TCG was seen to abort with two during revoke tests).
     #[arg(long, default_value_t = 1)]
     cpus: u32,
+    /// QEMU -cpu model (default: max under TCG, host under KVM). EPYC (or
+    /// max,vendor=AuthenticAMD,family=23) is an AMD Zen, which Linux trusts to route
+    /// P2P through any host bridge; max reports family 6.
+    #[arg(long, value_name = "MODEL")]
+    cpu_model: Option<String>,
+    /// Where the host has no /dev/udmabuf, run a `gpu` device (virtio-gpu with blob
+    /// resources) on the testbed's udmabuf emulation, preloaded into QEMU (said on stderr
+    /// when used).
+    #[arg(long)]
+    emulate_udmabuf: bool,
 }
 
 impl VmArgs {
@@ -101,6 +112,8 @@ impl VmArgs {
             timeout: Duration::from_secs(self.timeout),
             memory_mib: self.memory,
             cpus: self.cpus,
+            cpu_model: self.cpu_model,
+            emulate_udmabuf: self.emulate_udmabuf,
             stream,
             ..VmOptions::default()
         }

@@ -42,6 +42,14 @@ pub struct VmOptions {
     pub memory_mib: u64,
     /// Guest CPUs.
     pub cpus: u32,
+    /// QEMU's `-cpu` model (`EPYC`, `max,vendor=AuthenticAMD,family=23` …); `None`:
+    /// `max` under TCG (an Intel-like family 6), `host` under KVM.
+    pub cpu_model: Option<String>,
+    /// Where the host has no /dev/udmabuf (no udmabuf module), let QEMU run virtio-gpu
+    /// with blob resources on the testbed's emulation of it: a small library
+    /// (`tests/c/udmabuf_preload.c`, built with `cc` at run time) preloaded into QEMU.
+    /// Ignored where /dev/udmabuf exists; the run says on stderr when it is in use.
+    pub emulate_udmabuf: bool,
     /// Copy the command's output to this process's stdout as it arrives.
     pub stream: bool,
     /// Extra environment for the command in the guest.
@@ -63,6 +71,8 @@ impl Default for VmOptions {
             // One vCPU: with two, QEMU 10.0.2's TCG was seen to abort in iotlb_to_section
             // while a BAR's decode was toggled (export suite); one is also no slower here.
             cpus: 1,
+            cpu_model: None,
+            emulate_udmabuf: false,
             stream: false,
             env: Vec::new(),
             cwd: None,
@@ -91,6 +101,9 @@ pub struct RunOutcome {
     pub wall_s: f64,
     /// The accelerator used.
     pub accel: Accel,
+    /// Whether QEMU ran with the testbed's udmabuf emulation (see
+    /// [`VmOptions::emulate_udmabuf`]).
+    pub udmabuf_emulated: bool,
 }
 
 impl RunOutcome {
@@ -177,7 +190,7 @@ impl Testbed {
             .map(|d| GuestDevice {
                 role: d.role.clone(),
                 kind: d.kind,
-                backing_file: (d.kind == DeviceKind::Ivshmem)
+                backing_file: (d.kind == DeviceKind::Ivshmem && !self.ivshmem_memfd())
                     .then(|| scratch.join(format!("{}.mem", d.role))),
                 size: d.size_mib << 20,
             })
@@ -239,7 +252,11 @@ impl Testbed {
             push(machine.into());
         }
         push("-cpu".into());
-        push(if accel == Accel::Kvm { "host" } else { "max" }.into());
+        push(match &o.cpu_model {
+            Some(model) => model.clone(),
+            None if accel == Accel::Kvm => "host".into(),
+            None => "max".into(),
+        });
         push("-smp".into());
         push(o.cpus.to_string());
         push("-m".into());
@@ -293,7 +310,7 @@ impl Testbed {
         push(format!(
             "virtio-9p-pci,fsdev=scratch,mount_tag={SCRATCH_TAG},addr=0x3"
         ));
-        if o.topology == Topology::Switch {
+        if matches!(o.topology, Topology::Switch | Topology::Mixed) {
             push("-device".into());
             push("pcie-root-port,id=rp0,bus=pcie.0,addr=0x1c,chassis=1,slot=0".into());
             push("-device".into());
@@ -302,7 +319,8 @@ impl Testbed {
         for (i, d) in o.devices.0.iter().enumerate() {
             let place = match o.topology {
                 Topology::Root => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
-                Topology::Switch => {
+                Topology::Mixed if i > 0 => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
+                Topology::Switch | Topology::Mixed => {
                     push("-device".into());
                     push(format!(
                         "xio3130-downstream,id=dn{i},bus=up0,chassis={},slot={i}",
@@ -313,6 +331,15 @@ impl Testbed {
             };
             let role = &d.role;
             match d.kind {
+                DeviceKind::Ivshmem if self.ivshmem_memfd() => {
+                    push("-object".into());
+                    push(format!(
+                        "memory-backend-memfd,id=mem-{role},share=on,size={}M",
+                        d.size_mib
+                    ));
+                    push("-device".into());
+                    push(format!("ivshmem-plain,memdev=mem-{role},{place}"));
+                }
                 DeviceKind::Ivshmem => {
                     push("-object".into());
                     push(format!(
@@ -343,14 +370,24 @@ impl Testbed {
                     ));
                 }
                 DeviceKind::Gpu => {
-                    if !Path::new("/dev/udmabuf").exists() {
+                    if !host_has_udmabuf() && !o.emulate_udmabuf {
                         bail!(
                             "device {role}: virtio-gpu-pci,blob=true needs /dev/udmabuf on the host \
-                             (modprobe udmabuf; this machine's kernel lacks it), QEMU refuses it otherwise"
+                             (modprobe udmabuf; this machine's kernel lacks it) and QEMU refuses it \
+                             otherwise; or let the testbed emulate it inside QEMU \
+                             (--emulate-udmabuf, VmOptions::emulate_udmabuf)"
                         );
                     }
                     push("-device".into());
-                    push(format!("virtio-gpu-pci,blob=true,{place}"));
+                    push(format!(
+                        "virtio-gpu-pci,blob=true,xres={GPU_XRES},yres={GPU_YRES},{place}"
+                    ));
+                }
+                DeviceKind::GpuNoBlob => {
+                    push("-device".into());
+                    push(format!(
+                        "virtio-gpu-pci,xres={GPU_XRES},yres={GPU_YRES},{place}"
+                    ));
                 }
             }
         }
@@ -418,6 +455,9 @@ impl Testbed {
         let _ = std::fs::remove_file(console);
         let args = self.qemu_args(accel, scratch.path(), console)?;
         let mut cmd = Command::new(&self.qemu);
+        if let Some(lib) = self.udmabuf_emulation(scratch.path())? {
+            cmd.env("LD_PRELOAD", lib);
+        }
         cmd.args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -435,6 +475,9 @@ impl Testbed {
             QemuProcess(cmd.spawn().with_context(|| {
                 format!("starting {} (is QEMU installed?)", self.qemu.display())
             })?);
+        // For the host side of a test that reaches into QEMU while it runs
+        // (`live_ivshmem_backing`).
+        let _ = std::fs::write(scratch.path().join(QEMU_PID_FILE), qemu.0.id().to_string());
         let output = Arc::new(Mutex::new(Vec::<u8>::new()));
         let mut stdout = qemu.0.stdout.take().expect("piped stdout");
         let stream = self.options.stream || interactive;
@@ -526,6 +569,49 @@ impl Testbed {
         })
     }
 
+    /// Whether ivshmem BARs are memfds instead of host files: where a blob virtio-gpu
+    /// runs on the host's real /dev/udmabuf, which turns only sealed memfds into
+    /// dma-bufs, so that QEMU's display can reach a BAR's pages. The host then reaches
+    /// them through QEMU's fd ([`live_ivshmem_backing`]) while it runs, and no backing
+    /// file outlives the run.
+    pub fn ivshmem_memfd(&self) -> bool {
+        let gpu = self
+            .options
+            .devices
+            .0
+            .iter()
+            .any(|d| d.kind == DeviceKind::Gpu);
+        gpu && host_has_udmabuf()
+    }
+
+    /// Whether this run needs the udmabuf emulation: a blob virtio-gpu on a host
+    /// without /dev/udmabuf, with [`VmOptions::emulate_udmabuf`] on.
+    pub fn uses_udmabuf_emulation(&self) -> bool {
+        self.options.emulate_udmabuf
+            && !host_has_udmabuf()
+            && self
+                .options
+                .devices
+                .0
+                .iter()
+                .any(|d| d.kind == DeviceKind::Gpu)
+    }
+
+    /// Builds the emulation library into the scratch directory when this run uses it,
+    /// and says so.
+    fn udmabuf_emulation(&self, scratch: &Path) -> Result<Option<PathBuf>> {
+        if !self.uses_udmabuf_emulation() {
+            return Ok(None);
+        }
+        let lib = crate::udmabuf_emulation::build(scratch)?;
+        eprintln!(
+            "testbed: /dev/udmabuf is missing on this host: QEMU runs virtio-gpu blob resources \
+             on the testbed's udmabuf emulation (LD_PRELOAD={})",
+            lib.display()
+        );
+        Ok(Some(lib))
+    }
+
     fn finish(
         &self,
         mut scratch: Scratch,
@@ -586,6 +672,7 @@ impl Testbed {
             boot_to_test_s,
             wall_s: wall.as_secs_f64(),
             accel,
+            udmabuf_emulated: self.uses_udmabuf_emulation(),
         })
     }
 }
@@ -629,6 +716,80 @@ enum BootResult {
     KvmHung,
     /// The guest never reached our init (a TCG boot stall); worth a retry.
     Stalled(String),
+}
+
+/// The virtio-gpu's display size (QEMU `xres`/`yres`): its connector's preferred mode.
+pub const GPU_XRES: u32 = 1024;
+/// See [`GPU_XRES`].
+pub const GPU_YRES: u32 = 768;
+
+/// The file in the scratch directory holding QEMU's pid while it runs.
+pub const QEMU_PID_FILE: &str = "qemu.pid";
+
+/// The host path of an ivshmem device's memory while QEMU runs: its backing file, or
+/// where it is a memfd ([`Testbed::ivshmem_memfd`]) QEMU's fd of it under
+/// `/proc/PID/fd`. QEMU names every memfd backend `memory-backend-memfd` and creates
+/// them in command-line order: guest RAM first, then the ivshmem devices in the order
+/// of `guest.json`; the size must match too.
+///
+/// # Errors
+///
+/// When neither exists (QEMU not started yet, or not running), or no memfd fits.
+pub fn live_ivshmem_backing(scratch: &Path, role: &str) -> Result<PathBuf> {
+    let file = scratch.join(format!("{role}.mem"));
+    if file.exists() {
+        return Ok(file);
+    }
+    let config: GuestConfig = serde_json::from_str(
+        &std::fs::read_to_string(scratch.join(GUEST_CONFIG_FILE))
+            .with_context(|| format!("no {GUEST_CONFIG_FILE} in {}", scratch.display()))?,
+    )?;
+    let ivshmem: Vec<&GuestDevice> = config
+        .devices
+        .iter()
+        .filter(|d| d.kind == DeviceKind::Ivshmem)
+        .collect();
+    let index = ivshmem
+        .iter()
+        .position(|d| d.role == role)
+        .with_context(|| format!("no ivshmem device {role} in this run"))?;
+    let pid = std::fs::read_to_string(scratch.join(QEMU_PID_FILE))
+        .with_context(|| format!("no {role}.mem and no QEMU pid in {}", scratch.display()))?;
+    let fds = PathBuf::from(format!("/proc/{}/fd", pid.trim()));
+    let mut memfds: Vec<(u32, PathBuf)> = std::fs::read_dir(&fds)
+        .with_context(|| format!("reading {}", fds.display()))?
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| {
+                l.to_string_lossy()
+                    .starts_with("/memfd:memory-backend-memfd")
+            })
+        })
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .collect();
+    memfds.sort();
+    // Guest RAM is the first memfd backend.
+    let (_, path) = memfds.get(index + 1).with_context(|| {
+        format!(
+            "QEMU ({}) holds {} memfd backends, not one for {role}",
+            fds.display(),
+            memfds.len()
+        )
+    })?;
+    let size = std::fs::metadata(path)?.len();
+    if size != ivshmem[index].size {
+        bail!(
+            "{} is {size} bytes, not {role}'s {} bytes",
+            path.display(),
+            ivshmem[index].size
+        );
+    }
+    Ok(path.clone())
+}
+
+/// Whether the host kernel offers /dev/udmabuf.
+pub fn host_has_udmabuf() -> bool {
+    Path::new("/dev/udmabuf").exists()
 }
 
 /// How long a boot may take to reach the guest init before it counts as stalled.

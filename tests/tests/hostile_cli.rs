@@ -55,6 +55,25 @@ fn a_closed_stdout_ends_each_binary_quietly() {
 fn hostile_arguments_are_errors_not_panics() {
     let huge = "0xffffffffffffffff";
     let cases: &[(&str, &[&str])] = &[
+        (
+            "peerdma",
+            &[
+                "show",
+                "00:10.0",
+                "--bar",
+                "2",
+                "--width",
+                "4294967295",
+                "--height",
+                "4294967295",
+            ],
+        ),
+        (
+            "peerdma",
+            &[
+                "show", "00:10.0", "--bar", "2", "--width", "0", "--height", "1",
+            ],
+        ),
         ("p2pcopy", &["00:10.0", "00:11.0", "--size", huge]),
         (
             "p2pcopy",

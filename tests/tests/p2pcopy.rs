@@ -26,6 +26,9 @@ fn cpu_engine_copies_1m_and_64m_and_the_host_finds_the_pattern() {
             "the default BAR is ivshmem's 64 MiB BAR2: {rep}"
         );
         assert!(rep["gbps"].as_f64().unwrap() > 0.0);
+        // The proof says plainly that the CPU moved the bytes.
+        assert_eq!(rep["route"]["peer_to_peer"], false, "{rep}");
+        assert_eq!(rep["route"]["devices"]["verdict"], "blocked", "{rep}");
         eprintln!("cpu engine {} bytes: {:.4} GB/s", size, rep["gbps"]);
     }
     // The last copy overwrote the whole of ivshmem1's BAR2 with seed 22's pattern; the
@@ -184,6 +187,18 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
         r["via"].as_str().unwrap().starts_with("0000:00:12.0"),
         "{r}"
     );
+    // The proof: peer to peer, each engine hop's verdict, and the two IOAS mappings.
+    assert_eq!(r["route"]["peer_to_peer"], true, "{r}");
+    assert_eq!(
+        r["route"]["engine_hops"].as_array().unwrap().len(),
+        2,
+        "{r}"
+    );
+    let maps = r["route"]["ioas_mappings"].as_array().unwrap();
+    assert_eq!(maps.len(), 2, "{r}");
+    assert_eq!(maps[1]["side"], "dst");
+    assert_eq!(maps[1]["offset"], 2u64 << 20);
+    assert_eq!(maps[1]["length"], 65536);
     eprintln!("iommufd engine (edu): 64 KiB in {:.2} s", r["seconds"]);
     // The host finds the 64 KiB at 2 MiB in ivshmem1's file, and nothing around it: the
     // bytes moved device to device, written by edu's DMA through the vIOMMU.

@@ -2,9 +2,12 @@
 
 pub mod buffer_state;
 pub mod cli;
+pub mod doctor;
+pub mod install;
 pub mod mmio;
 pub mod p2pcopy;
 pub mod pattern;
+pub mod route;
 pub mod sigbus;
 pub mod size;
 #[cfg(test)]

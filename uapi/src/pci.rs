@@ -144,6 +144,53 @@ pub const PCI_MSIX_PBA_OFFSET: u32 = 0xffff_fff8;
 /// Bytes per MSI-X table entry.
 pub const PCI_MSIX_ENTRY_SIZE: u32 = 16;
 
+/// Header type: a PCI-to-PCI bridge (type 1 header).
+pub const PCI_HEADER_TYPE_BRIDGE: u8 = 1;
+/// Type 1 header: 8-bit secondary bus number.
+pub const PCI_SECONDARY_BUS: u16 = 0x19;
+/// Type 1 header: 8-bit subordinate (highest) bus number behind the bridge.
+pub const PCI_SUBORDINATE_BUS: u16 = 0x1a;
+
+/// PCI Express Capabilities register: the Device/Port type field.
+pub const PCI_EXP_FLAGS_TYPE: u16 = 0x00f0;
+/// Device/Port type: PCI Express endpoint.
+pub const PCI_EXP_TYPE_ENDPOINT: u16 = 0x0;
+/// Device/Port type: legacy PCI Express endpoint.
+pub const PCI_EXP_TYPE_LEG_END: u16 = 0x1;
+/// Device/Port type: root port.
+pub const PCI_EXP_TYPE_ROOT_PORT: u16 = 0x4;
+/// Device/Port type: switch upstream port.
+pub const PCI_EXP_TYPE_UPSTREAM: u16 = 0x5;
+/// Device/Port type: switch downstream port.
+pub const PCI_EXP_TYPE_DOWNSTREAM: u16 = 0x6;
+/// Device/Port type: PCI Express to PCI/PCI-X bridge.
+pub const PCI_EXP_TYPE_PCI_BRIDGE: u16 = 0x7;
+/// Device/Port type: PCI/PCI-X to PCI Express bridge.
+pub const PCI_EXP_TYPE_PCIE_BRIDGE: u16 = 0x8;
+/// Device/Port type: root complex integrated endpoint.
+pub const PCI_EXP_TYPE_RC_END: u16 = 0x9;
+
+/// Extended capability ID: Access Control Services (ACS).
+pub const PCI_EXT_CAP_ID_ACS: u16 = 0x0d;
+/// ACS capability: 16-bit ACS Capability register (which controls exist).
+pub const PCI_ACS_CAP: u16 = 0x04;
+/// ACS capability: 16-bit ACS Control register (which controls are on).
+pub const PCI_ACS_CTRL: u16 = 0x06;
+/// ACS bit: Source Validation.
+pub const PCI_ACS_SV: u16 = 0x0001;
+/// ACS bit: Translation Blocking.
+pub const PCI_ACS_TB: u16 = 0x0002;
+/// ACS bit: P2P Request Redirect.
+pub const PCI_ACS_RR: u16 = 0x0004;
+/// ACS bit: P2P Completion Redirect.
+pub const PCI_ACS_CR: u16 = 0x0008;
+/// ACS bit: Upstream Forwarding.
+pub const PCI_ACS_UF: u16 = 0x0010;
+/// ACS bit: P2P Egress Control.
+pub const PCI_ACS_EC: u16 = 0x0020;
+/// ACS bit: Direct Translated P2P.
+pub const PCI_ACS_DT: u16 = 0x0040;
+
 // ----------------------------------------------------------------------------------------
 // Resource flags (`linux/ioport.h`, a kernel-internal header): the third column of sysfs
 // `resource`. Not user-space ABI headers, so the layout test cannot check them.

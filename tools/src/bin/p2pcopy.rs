@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use peerdma_exporter::{AccessPath, Bdf};
 use peerdma_tools::p2pcopy::{
@@ -113,7 +113,18 @@ struct Cli {
 
 fn main() -> ExitCode {
     peerdma_tools::cli::default_sigpipe();
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(status) = peerdma_tools::install::handle_generate_flags::<Cli>(&args) {
+        return ExitCode::from(status as u8);
+    }
+    let cli = match Cli::from_arg_matches(
+        &Cli::command()
+            .long_version(peerdma_tools::install::long_version())
+            .get_matches_from(args),
+    ) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -285,6 +296,24 @@ fn run(cli: &Cli) -> Result<()> {
             }
         );
         println!("engine: {}", report.engine_reason);
+        println!("route: {}", report.route.summary);
+        let d = &report.route.devices;
+        println!(
+            "  {} → {}: {} ({})",
+            d.provider, d.client, d.verdict, d.route
+        );
+        for h in &report.route.engine_hops {
+            println!(
+                "  engine {} ↔ {}: {} ({})",
+                h.client, h.provider, h.verdict, h.route
+            );
+        }
+        for m in &report.route.ioas_mappings {
+            println!(
+                "  IOAS: {} {} BAR{}+{:#x} at IOVA {:#x}, {} bytes",
+                m.side, m.bdf, m.bar, m.offset, m.iova, m.length
+            );
+        }
     }
     Ok(())
 }

@@ -148,6 +148,13 @@ impl CopyPath for Dma {
         ))
     }
 
+    fn ioas_mappings(&self) -> Vec<(Side, u64, u64)> {
+        vec![
+            (Side::Src, self.src_map.iova(), self.src_map.len()),
+            (Side::Dst, self.dst_map.iova(), self.dst_map.len()),
+        ]
+    }
+
     fn max_step(&self) -> u64 {
         // The engine's own transfer size, so a revoke is seen within one transfer.
         self.engine.engine().max_transfer()

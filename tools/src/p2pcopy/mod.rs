@@ -14,12 +14,13 @@ mod dma;
 mod endpoint;
 mod error;
 mod path;
+mod proof;
 mod verify;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{AccessPath, Device, OpenOptions};
+use peerdma_exporter::{AccessPath, Device, HostCpu, OpenOptions, Sysfs};
 use serde::Serialize;
 
 pub use cpu_mmap::CpuMmap;
@@ -27,6 +28,7 @@ pub use dma::Dma;
 pub use endpoint::{default_bar, Endpoint, EndpointSpec};
 pub use error::{CopyError, SpanField, Unavailable};
 pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
+pub use proof::{Hop, IoasMapping, RouteProof};
 
 use verify::GuardedMap;
 
@@ -131,6 +133,8 @@ pub struct CopyReport {
     pub verified: Option<bool>,
     /// The pattern's seed (`None`: not verified).
     pub seed: Option<u64>,
+    /// The route the bytes took, and whether it was peer to peer.
+    pub route: RouteProof,
 }
 
 /// Progress of the copy: bytes done out of the total (all iterations).
@@ -370,7 +374,37 @@ fn run_inner(
         result?;
         Ok(start.elapsed())
     })?;
+    let mapped = path.ioas_mappings();
     drop(path);
+    let route = {
+        let span = |side| match side {
+            Side::Src => (&src, Side::Src),
+            Side::Dst => (&dst, Side::Dst),
+        };
+        let mappings = mapped
+            .into_iter()
+            .map(|(side, iova, length)| {
+                let (ep, side) = span(side);
+                IoasMapping {
+                    side,
+                    bdf: ep.bdf().to_string(),
+                    bar: ep.bar.index,
+                    offset: ep.offset,
+                    iova,
+                    length,
+                }
+            })
+            .collect();
+        RouteProof::new(
+            &Sysfs::system(),
+            HostCpu::system(),
+            kind,
+            src.bdf(),
+            dst.bdf(),
+            chosen.engine,
+            mappings,
+        )
+    };
     let verified = if req.verify {
         match verify::check(&dst, &dst_map, req.seed, chunk as usize) {
             Err(CopyError::Mismatch { first, count }) => {
@@ -424,6 +458,7 @@ fn run_inner(
         },
         verified,
         seed: req.verify.then_some(req.seed),
+        route,
     })
 }
 

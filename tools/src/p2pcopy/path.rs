@@ -112,6 +112,12 @@ pub trait CopyPath {
     /// The longest step, in bytes.
     fn max_step(&self) -> u64;
 
+    /// The IOAS mappings the engine addresses, per side: `(side, IOVA,
+    /// length)` (none for a path without an IOAS).
+    fn ioas_mappings(&self) -> Vec<(Side, u64, u64)> {
+        Vec::new()
+    }
+
     /// Moves bytes `offset..offset + len` of the span (offsets relative to
     /// each side's start).
     ///

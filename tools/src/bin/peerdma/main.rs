@@ -1,23 +1,27 @@
-//! `peerdma`: list PCI devices, their VFIO regions and P2P paths; export BAR ranges as
+//! `peerdma`: check a machine (doctor), list PCI devices, their VFIO regions and P2P
+//! paths (with ACS and the kernel's verdict); export BAR ranges as
 //! dma-bufs and inspect any dma-buf.
 
+mod doctor;
 mod export;
 mod inspect;
 mod list;
 mod path;
 mod regions;
+mod show;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
 use peerdma_exporter::{AccessPath, Bdf};
 
 #[derive(Parser)]
 #[command(
     name = "peerdma",
     version,
-    about = "Peer-to-peer DMA between PCI devices over dma-buf: list, export, inspect"
+    about = "Peer-to-peer DMA between PCI devices over dma-buf: doctor, list, path, export, inspect"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -77,7 +81,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The PCI path between two devices and which importers can use it.
+    /// Read-only checks of kernel, IOMMU, devices and importers, each with the fix.
+    Doctor {
+        /// Devices to check (and the paths between the first and the others).
+        bdfs: Vec<Bdf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Writes man pages for peerdma and its subcommands into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        #[arg(default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+    /// The PCI path between two devices, its ACS bits, the kernel's P2P verdict and
+    /// which importers it matters for.
     Path {
         /// The exporting device.
         a: Bdf,
@@ -87,17 +113,43 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Export a BAR range and scan it out through a DRM driver (PRIME import + KMS).
+    Show(show::ShowArgs),
+}
+
+/// The command line, with the `--version` that names the kernel features.
+fn command() -> clap::Command {
+    Cli::command().long_version(peerdma_tools::install::long_version())
 }
 
 fn main() -> ExitCode {
     peerdma_tools::cli::default_sigpipe();
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result: Result<()> = match cli.command {
+        Cmd::Completions { shell } => {
+            peerdma_tools::install::write_completions(command(), shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man { dir } => peerdma_tools::install::write_man_pages(command(), &dir)
+            .map(|pages| {
+                for p in pages {
+                    println!("{}", p.display());
+                }
+            })
+            .map_err(Into::into),
+        Cmd::Doctor { bdfs, json } => match doctor::run(&bdfs, json) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Cmd::List { json, vfio } => list::run(json, vfio),
         Cmd::Regions { bdf, access, json } => regions::run(bdf, access.into(), json),
         Cmd::Export(args) => export::run(args),
         Cmd::Inspect { target, json } => inspect::run(&target, json),
         Cmd::Path { a, b, json } => path::run(a, b, json),
+        Cmd::Show(args) => show::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

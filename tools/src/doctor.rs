@@ -1,0 +1,747 @@
+//! `peerdma doctor`: read-only checks of everything peer-to-peer DMA over
+//! dma-buf needs on this machine — kernel release and build options, the
+//! IOMMU, vfio-pci, each named device (driver, IOMMU group, BARs, MSI-X), the
+//! paths between them, and the importers that could take their buffers.
+//!
+//! The facts come from the libraries (`peerdma_exporter::kernel`,
+//! `peerdma_importer::atlas`, `Sysfs::p2p_route`); this module turns them into
+//! checks, each with a pass/fail status and the fix. Nothing here writes.
+
+use peerdma_exporter::kernel::{
+    config_search_paths, driver_exports_dma_buf, group_blockers, HostPaths, IommuFacts,
+    KernelFacts, OptionState, KERNEL_OPTIONS, MIN_RELEASE,
+};
+use peerdma_exporter::msix::MsixLayout;
+use peerdma_exporter::pci_caps::capabilities;
+use peerdma_exporter::{Bdf, Error, HostCpu, PciDevice};
+use peerdma_importer::atlas::Atlas;
+use serde_json::{json, Value};
+
+/// How a check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// As needed.
+    Pass,
+    /// Missing or wrong: the fix says what to do.
+    Fail,
+    /// A fact worth knowing; neither.
+    Info,
+}
+
+impl Status {
+    /// `pass`, `FAIL`, `info`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::Info => "info",
+        }
+    }
+}
+
+/// One check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// The group it belongs to: `kernel`, `iommu`, `device BDF`, `importers` …
+    pub section: String,
+    /// What was checked.
+    pub name: String,
+    /// The outcome.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do about a failure.
+    pub fix: Option<String>,
+}
+
+/// All checks, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The checks.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn push(&mut self, section: &str, name: &str, status: Status, detail: String) {
+        self.checks.push(Check {
+            section: section.to_string(),
+            name: name.to_string(),
+            status,
+            detail,
+            fix: None,
+        });
+    }
+
+    fn fail(&mut self, section: &str, name: &str, detail: String, fix: String) {
+        self.checks.push(Check {
+            section: section.to_string(),
+            name: name.to_string(),
+            status: Status::Fail,
+            detail,
+            fix: Some(fix),
+        });
+    }
+
+    /// The first check named `name` in `section`.
+    pub fn find(&self, section: &str, name: &str) -> Option<&Check> {
+        self.checks
+            .iter()
+            .find(|c| c.section == section && c.name == name)
+    }
+
+    /// Whether any check failed.
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.status == Status::Fail)
+    }
+
+    /// As JSON: `{"checks": [...], "failed": N}`.
+    pub fn to_json(&self) -> Value {
+        let checks: Vec<Value> = self
+            .checks
+            .iter()
+            .map(|c| {
+                json!({
+                    "section": c.section,
+                    "name": c.name,
+                    "status": c.status.as_str().to_lowercase(),
+                    "detail": c.detail,
+                    "fix": c.fix,
+                })
+            })
+            .collect();
+        let failed = self
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .count();
+        json!({ "checks": checks, "failed": failed })
+    }
+
+    /// As text: one line per check under its section, the fix below a failure.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let mut section = "";
+        for c in &self.checks {
+            if c.section != section {
+                section = &c.section;
+                s.push_str(&format!("{section}\n"));
+            }
+            s.push_str(&format!(
+                "  [{:<4}] {}: {}\n",
+                c.status.as_str(),
+                c.name,
+                c.detail
+            ));
+            if let Some(fix) = &c.fix {
+                s.push_str(&format!("         fix: {fix}\n"));
+            }
+        }
+        let failed = self
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .count();
+        s.push_str(&format!("{} checks, {failed} failed\n", self.checks.len()));
+        s
+    }
+}
+
+/// Runs every check on `host` for the devices `bdfs` (the paths between the
+/// first and each other one too), judging P2P for `cpu`.
+pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
+    let mut r = Report::default();
+    kernel(&mut r, host);
+    let iommu = IommuFacts::read(host);
+    iommu_checks(&mut r, host, &iommu);
+    for bdf in bdfs {
+        device(&mut r, host, *bdf, &iommu);
+    }
+    if let Some((first, rest)) = bdfs.split_first() {
+        let sys = host.sysfs();
+        for other in rest {
+            let name = format!("{first} → {other}");
+            match sys.p2p_route_on(*first, *other, cpu) {
+                Ok(route) => {
+                    let detail = crate::route::summary(&route);
+                    let blockers = route.blockers();
+                    if route.verdict.allowed() {
+                        r.push("paths", &name, Status::Pass, detail);
+                    } else {
+                        let fix = blockers
+                            .iter()
+                            .map(|b| b.fix(route.cpu.hypervisor))
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        r.fail(
+                            "paths",
+                            &name,
+                            format!(
+                                "{detail}: DRM and RDMA importers refuse it (iommufd does not check)"
+                            ),
+                            fix,
+                        );
+                    }
+                }
+                Err(e) => r.fail("paths", &name, e.to_string(), fix_of(&e)),
+            }
+        }
+    }
+    importers(&mut r, host);
+    r
+}
+
+/// The fix part of a library error's message.
+fn fix_of(e: &Error) -> String {
+    let msg = e.to_string();
+    msg.split_once("; fix: ")
+        .map_or("see the message".to_string(), |(_, f)| f.to_string())
+}
+
+fn kernel(r: &mut Report, host: &HostPaths) {
+    const S: &str = "kernel";
+    let facts = match KernelFacts::read(host) {
+        Ok(f) => f,
+        Err(e) => {
+            r.fail(S, "config", e.to_string(), fix_of(&e));
+            return;
+        }
+    };
+    match &facts.release {
+        Some(rel) if rel.at_least(MIN_RELEASE) => r.push(
+            S,
+            "release",
+            Status::Pass,
+            format!(
+                "{} (>= {}.{}: vfio-pci exports dma-bufs)",
+                rel.release, MIN_RELEASE.0, MIN_RELEASE.1
+            ),
+        ),
+        Some(rel) => r.fail(
+            S,
+            "release",
+            format!(
+                "{} is older than {}.{}: vfio-pci cannot export dma-bufs",
+                rel.release, MIN_RELEASE.0, MIN_RELEASE.1
+            ),
+            "boot Linux 6.19 or later (this tool is built against 7.2)".to_string(),
+        ),
+        None => r.fail(
+            S,
+            "release",
+            "/proc/sys/kernel/osrelease is unreadable".to_string(),
+            "mount /proc".to_string(),
+        ),
+    }
+    let release = facts
+        .release
+        .as_ref()
+        .map_or("RELEASE".to_string(), |r| r.release.clone());
+    match &facts.config {
+        Some(c) => r.push(
+            S,
+            "config",
+            Status::Info,
+            format!("read {}", c.source.display()),
+        ),
+        None => r.push(
+            S,
+            "config",
+            Status::Info,
+            format!(
+                "none of {} is there: options are judged by what the running kernel shows",
+                config_search_paths(&release)
+            ),
+        ),
+    }
+    for opt in KERNEL_OPTIONS {
+        let state = facts.option(host, opt);
+        if state.present() {
+            r.push(
+                S,
+                opt.name,
+                Status::Pass,
+                format!("{} ({})", opt.gives, state.source()),
+            );
+        } else {
+            let fix = match state {
+                OptionState::NotSeen { .. } => format!(
+                    "load its module if it is one (modprobe), else build the kernel with {}=y",
+                    opt.name
+                ),
+                _ => format!("build the kernel with {}=y", opt.name),
+            };
+            r.fail(
+                S,
+                opt.name,
+                format!("{} missing ({})", opt.gives, state.source()),
+                fix,
+            );
+        }
+    }
+}
+
+fn iommu_checks(r: &mut Report, host: &HostPaths, iommu: &IommuFacts) {
+    const S: &str = "iommu";
+    let cmdline = if iommu.cmdline.is_empty() {
+        "no IOMMU words on the command line".to_string()
+    } else {
+        format!("command line: {}", iommu.cmdline.join(" "))
+    };
+    if iommu.present() {
+        r.push(
+            S,
+            "present",
+            Status::Pass,
+            format!(
+                "{} ({} groups; {cmdline})",
+                iommu.units.join(", "),
+                iommu.groups
+            ),
+        );
+    } else {
+        let mode = if iommu.noiommu {
+            "vfio runs in unsafe no-IOMMU mode: device DMA is untranslated and iommufd cannot \
+             attach devices"
+        } else {
+            "no IOMMU unit in /sys/class/iommu"
+        };
+        r.fail(
+            S,
+            "present",
+            format!("{mode} ({cmdline})"),
+            "enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on \
+             (in QEMU: -device intel-iommu,intremap=on with -machine q35,kernel-irqchip=split)"
+                .to_string(),
+        );
+    }
+    if let Some(d) = &iommu.default_domain {
+        let meaning = match d.as_str() {
+            "identity" => {
+                "passthrough (iommu=pt): host drivers bypass translation; VFIO devices \
+                           still get their own translated domain"
+            }
+            "DMA" | "DMA-FQ" => "translated",
+            _ => "as the kernel reports it",
+        };
+        r.push(
+            S,
+            "mode",
+            Status::Info,
+            format!("default domain {d}: {meaning}"),
+        );
+    }
+    if host.exists("sys/bus/pci/drivers/vfio-pci") {
+        r.push(
+            S,
+            "vfio-pci",
+            Status::Pass,
+            "the vfio-pci driver is registered".to_string(),
+        );
+    } else {
+        r.fail(
+            S,
+            "vfio-pci",
+            "no /sys/bus/pci/drivers/vfio-pci".to_string(),
+            "modprobe vfio-pci".to_string(),
+        );
+    }
+}
+
+fn device(r: &mut Report, host: &HostPaths, bdf: Bdf, iommu: &IommuFacts) {
+    let section = format!("device {bdf}");
+    let s = section.as_str();
+    let sys = host.sysfs();
+    let d: PciDevice = match sys.device(bdf) {
+        Ok(d) => d,
+        Err(e) => {
+            r.fail(s, "exists", e.to_string(), fix_of(&e));
+            return;
+        }
+    };
+    r.push(
+        s,
+        "identity",
+        Status::Info,
+        format!("{:04x}:{:04x} class {:06x}", d.vendor, d.device, d.class),
+    );
+    // Driver.
+    match d.driver.as_deref() {
+        Some(drv) if driver_exports_dma_buf(drv) => r.push(
+            s,
+            "driver",
+            Status::Pass,
+            format!("{drv}: exports dma-bufs"),
+        ),
+        Some(drv) if drv.contains("vfio") => r.fail(
+            s,
+            "driver",
+            format!("{drv} is a vfio variant driver that cannot export a dma-buf in 7.2 (only vfio-pci and nvgrace-gpu can)"),
+            format!(
+                "bind it to plain vfio-pci: echo vfio-pci > /sys/bus/pci/devices/{bdf}/driver_override, \
+                 unbind it, then echo {bdf} > /sys/bus/pci/drivers_probe"
+            ),
+        ),
+        other => r.fail(
+            s,
+            "driver",
+            format!("bound to {}, not to vfio-pci", other.unwrap_or("no driver")),
+            format!(
+                "echo vfio-pci > /sys/bus/pci/devices/{bdf}/driver_override, unbind it, \
+                 then echo {bdf} > /sys/bus/pci/drivers_probe"
+            ),
+        ),
+    }
+    // IOMMU group.
+    match d.iommu_group {
+        None => r.fail(
+            s,
+            "IOMMU group",
+            "none: VFIO cannot open it".to_string(),
+            "enable the IOMMU (see iommu above), or for tests only vfio's no-IOMMU mode"
+                .to_string(),
+        ),
+        Some(g) => match group_blockers(&sys, bdf) {
+            Ok(blockers) if blockers.is_empty() => {
+                let mode = if iommu.noiommu && !iommu.present() {
+                    " (a no-IOMMU group)"
+                } else {
+                    ""
+                };
+                r.push(
+                    s,
+                    "IOMMU group",
+                    Status::Pass,
+                    format!("group {g}{mode}: no member blocks opening it"),
+                );
+            }
+            Ok(blockers) => {
+                let list: Vec<String> = blockers
+                    .iter()
+                    .map(|(b, drv)| format!("{b} ({drv})"))
+                    .collect();
+                r.fail(
+                    s,
+                    "IOMMU group",
+                    format!(
+                        "group {g} also holds {}, bound to kernel drivers",
+                        list.join(", ")
+                    ),
+                    "bind every member to vfio-pci or unbind it (echo BDF > \
+                     /sys/bus/pci/devices/BDF/driver/unbind); or give the device its own group \
+                     (a slot below an ACS-capable port)"
+                        .to_string(),
+                );
+            }
+            Err(e) => r.fail(s, "IOMMU group", e.to_string(), fix_of(&e)),
+        },
+    }
+    // BARs.
+    let page = rustix::param::page_size() as u64;
+    let mut exportable = Vec::new();
+    let mut other = Vec::new();
+    for (i, res) in d.resources.iter().take(6).enumerate() {
+        if res.size() == 0 {
+            continue;
+        }
+        let size = crate::size::human(res.size());
+        if res.is_mem() && res.size() >= page {
+            exportable.push(format!("BAR{i} {size}"));
+        } else if res.is_mem() {
+            other.push(format!("BAR{i} {size} (smaller than a page)"));
+        } else {
+            other.push(format!("BAR{i} {size} (I/O ports)"));
+        }
+    }
+    let not = if other.is_empty() {
+        String::new()
+    } else {
+        format!("; not exportable: {}", other.join(", "))
+    };
+    if exportable.is_empty() {
+        r.fail(
+            s,
+            "BARs",
+            format!("no memory BAR of a page or more{not}"),
+            "export from a device with a memory BAR".to_string(),
+        );
+    } else {
+        r.push(
+            s,
+            "BARs",
+            Status::Pass,
+            format!("exportable: {}{not}", exportable.join(", ")),
+        );
+    }
+    // MSI-X.
+    let config = sys.config_space(bdf).unwrap_or_default();
+    if config.len() < 256 {
+        r.push(
+            s,
+            "MSI-X",
+            Status::Info,
+            format!(
+                "unknown: only {} bytes of config space are readable (run as root)",
+                config.len()
+            ),
+        );
+    } else {
+        match capabilities(&config)
+            .ok()
+            .and_then(|caps| MsixLayout::find(&config, &caps))
+        {
+            None => r.push(s, "MSI-X", Status::Info, "no MSI-X capability".to_string()),
+            Some(m) => {
+                let spans: Vec<String> = (0..6)
+                    .flat_map(|bar| m.spans_in(bar, page).into_iter().map(move |sp| (bar, sp)))
+                    .map(|(bar, sp)| {
+                        format!(
+                            "{} in BAR{bar} [{:#x}, {:#x})",
+                            sp.structure, sp.start, sp.end
+                        )
+                    })
+                    .collect();
+                r.push(
+                    s,
+                    "MSI-X",
+                    Status::Info,
+                    format!(
+                        "{} vectors; {}: ranges touching those pages are refused",
+                        m.vectors,
+                        spans.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn importers(r: &mut Report, host: &HostPaths) {
+    const S: &str = "importers";
+    let atlas = Atlas::read(host);
+    if atlas.iommufd {
+        r.push(
+            S,
+            "iommufd",
+            Status::Pass,
+            "/dev/iommu: a DMA engine attached to an IOAS can map BAR dma-bufs (no distance check)"
+                .to_string(),
+        );
+    } else {
+        r.fail(
+            S,
+            "iommufd",
+            "no /dev/iommu".to_string(),
+            "modprobe iommufd, or build the kernel with CONFIG_IOMMUFD=y".to_string(),
+        );
+    }
+    if atlas.rdma.is_empty() {
+        r.push(S, "RDMA", Status::Info, "no RDMA devices".to_string());
+    }
+    for d in &atlas.rdma {
+        let driver = d.driver.as_deref().unwrap_or("unknown driver");
+        let status = match d.accepts_bar {
+            Some(true) => Status::Pass,
+            Some(false) => Status::Info,
+            None => Status::Info,
+        };
+        let verdict = match d.accepts_bar {
+            Some(true) => "takes BAR dma-bufs",
+            Some(false) => "cannot take BAR dma-bufs",
+            None => "unknown",
+        };
+        r.push(
+            S,
+            &format!("RDMA {}", d.name),
+            status,
+            format!("{driver}: {verdict} ({})", d.note),
+        );
+    }
+    if atlas.render_nodes.is_empty() {
+        r.push(S, "DRM", Status::Info, "no DRM render nodes".to_string());
+    }
+    for n in &atlas.render_nodes {
+        let driver = n.driver.as_deref().unwrap_or("unknown driver");
+        let (status, verdict) = match n.imports_bar {
+            Some(true) => (Status::Pass, "can import BAR dma-bufs"),
+            Some(false) => (Status::Info, "cannot import BAR dma-bufs"),
+            None => (Status::Info, "unknown"),
+        };
+        r.push(
+            S,
+            &format!("DRM {}", n.name),
+            status,
+            format!("{driver}: {verdict} ({})", n.note),
+        );
+    }
+    r.push(
+        S,
+        "Vulkan",
+        Status::Info,
+        "not probed: Vulkan imports go through the render nodes' DRM drivers above".to_string(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    /// A machine: 7.2 without a config file, no iommufd, vfio-pci registered,
+    /// noiommu; one ivshmem device bound to vfio-pci, one bound to a variant
+    /// driver, one to a kernel driver.
+    fn machine(tag: &str) -> Tmp {
+        let t =
+            Tmp(std::env::temp_dir().join(format!("peerdma-doctor-{tag}-{}", std::process::id())));
+        let _ = fs::remove_dir_all(&t.0);
+        let r = &t.0;
+        write(r, "proc/sys/kernel/osrelease", "7.2.13+deb14-amd64\n");
+        write(r, "proc/kallsyms", "ffffffff81000000 T dma_buf_export\n");
+        write(
+            r,
+            "proc/cmdline",
+            "console=ttyS0 vfio.enable_unsafe_noiommu_mode=1\n",
+        );
+        write(
+            r,
+            "sys/module/vfio/parameters/enable_unsafe_noiommu_mode",
+            "Y\n",
+        );
+        fs::create_dir_all(r.join("sys/bus/pci/drivers/vfio-pci")).unwrap();
+        for (bdf, driver) in [
+            ("0000:00:10.0", "vfio-pci"),
+            ("0000:00:11.0", "mlx5_vfio_pci"),
+            ("0000:00:12.0", "virtio-pci"),
+        ] {
+            let dir = r.join("sys/devices/pci0000:00").join(bdf);
+            write(&dir, "vendor", "0x1af4");
+            write(&dir, "device", "0x1110");
+            write(&dir, "class", "0x050000");
+            write(
+                &dir,
+                "resource",
+                "0x00000000fe000000 0x00000000fe0000ff 0x0000000000040200\n\
+                 0x0 0x0 0x0\n\
+                 0x0000000800000000 0x0000000803ffffff 0x000000000014220c\n",
+            );
+            symlink(
+                format!("../../../bus/pci/drivers/{driver}"),
+                dir.join("driver"),
+            )
+            .unwrap();
+            symlink("../../../kernel/iommu_groups/0", dir.join("iommu_group")).unwrap();
+            let link = r.join("sys/bus/pci/devices").join(bdf);
+            fs::create_dir_all(link.parent().unwrap()).unwrap();
+            symlink(format!("../../../devices/pci0000:00/{bdf}"), link).unwrap();
+        }
+        let host = r.join("sys/devices/pci0000:00/0000:00:00.0");
+        write(&host, "vendor", "0x8086");
+        write(&host, "device", "0x29c0");
+        write(&host, "class", "0x060000");
+        write(&host, "resource", "");
+        symlink(
+            "../../../devices/pci0000:00/0000:00:00.0",
+            r.join("sys/bus/pci/devices/0000:00:00.0"),
+        )
+        .unwrap();
+        t
+    }
+
+    const INTEL_VM: HostCpu = HostCpu {
+        amd: false,
+        family: 6,
+        hypervisor: true,
+    };
+
+    #[test]
+    fn a_machine_without_iommufd_fails_that_and_says_how() {
+        let t = machine("noiommufd");
+        let host = HostPaths::under(&t.0);
+        let bdfs: Vec<Bdf> = ["00:10.0", "00:11.0", "00:12.0", "00:1f.0"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let r = run(&host, &bdfs, INTEL_VM);
+        assert!(r.failed());
+        assert_eq!(r.find("kernel", "release").unwrap().status, Status::Pass);
+        let iommufd = r.find("kernel", "CONFIG_IOMMUFD").unwrap();
+        assert_eq!(iommufd.status, Status::Fail);
+        assert!(iommufd.fix.as_deref().unwrap().contains("modprobe"));
+        assert_eq!(
+            r.find("kernel", "CONFIG_DMA_SHARED_BUFFER").unwrap().status,
+            Status::Pass
+        );
+        assert_eq!(r.find("importers", "iommufd").unwrap().status, Status::Fail);
+        let iommu = r.find("iommu", "present").unwrap();
+        assert!(iommu.detail.contains("no-IOMMU mode"), "{}", iommu.detail);
+        assert_eq!(r.find("iommu", "vfio-pci").unwrap().status, Status::Pass);
+        let dev = r.find("device 0000:00:10.0", "driver").unwrap();
+        assert_eq!(dev.status, Status::Pass);
+        let bars = r.find("device 0000:00:10.0", "BARs").unwrap();
+        assert!(bars.detail.contains("BAR2 64 MiB"), "{}", bars.detail);
+        assert!(
+            bars.detail.contains("BAR0 256 B (smaller than a page)"),
+            "{}",
+            bars.detail
+        );
+        let variant = r.find("device 0000:00:11.0", "driver").unwrap();
+        assert_eq!(variant.status, Status::Fail);
+        assert!(
+            variant.detail.contains("variant driver"),
+            "{}",
+            variant.detail
+        );
+        let group = r.find("device 0000:00:10.0", "IOMMU group").unwrap();
+        assert_eq!(group.status, Status::Pass, "no devices/ list: no blockers");
+        assert_eq!(
+            r.find("device 0000:00:12.0", "driver").unwrap().status,
+            Status::Fail
+        );
+        let missing = r.find("device 0000:00:1f.0", "exists").unwrap();
+        assert!(
+            missing.detail.contains("no PCI device"),
+            "{}",
+            missing.detail
+        );
+        let path = r.find("paths", "0000:00:10.0 → 0000:00:11.0").unwrap();
+        assert_eq!(path.status, Status::Fail);
+        assert!(path
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("emulated PCIe switch"));
+        assert_eq!(r.find("importers", "RDMA").unwrap().status, Status::Info);
+        let j = r.to_json();
+        assert!(j["failed"].as_u64().unwrap() >= 4);
+        let text = r.to_text();
+        assert!(text.contains("[FAIL] CONFIG_IOMMUFD"), "{text}");
+        assert!(text.contains("fix: modprobe iommufd"), "{text}");
+    }
+
+    #[test]
+    fn iommufd_present_passes() {
+        let t = machine("iommufd");
+        write(&t.0, "dev/iommu", "");
+        let r = run(&HostPaths::under(&t.0), &[], INTEL_VM);
+        assert_eq!(
+            r.find("kernel", "CONFIG_IOMMUFD").unwrap().status,
+            Status::Pass
+        );
+        assert_eq!(r.find("importers", "iommufd").unwrap().status, Status::Pass);
+    }
+}
