@@ -40,6 +40,26 @@ pub enum Error {
         region: addr::RegionIndex,
     },
 
+    /// The BAR ends at the top of the 64-bit address space: the kernel computes
+    /// its end as `base + size`, which wraps to 0, so every range ends "past" it.
+    #[error(
+        "{bdf} {region}: the BAR at {base:#x} ({bar_size:#x} bytes) ends at the top of the \
+         64-bit address space; the kernel computes its end as base + size, which wraps to 0, \
+         and refuses every range [rule: vfio_pci_core_fill_phys_vec; kernel: EINVAL]; \
+         fix: have the BAR assigned below the top of the address space (firmware or \
+         pci=realloc), or export from another BAR"
+    )]
+    BarEndsAtAddressTop {
+        /// Device.
+        bdf: Bdf,
+        /// Region (BAR) index.
+        region: addr::RegionIndex,
+        /// Physical base address of the BAR.
+        base: u64,
+        /// Size of the BAR in bytes.
+        bar_size: u64,
+    },
+
     /// The BAR decodes I/O ports, not memory: there is no P2P provider for it.
     #[error(
         "{bdf} {region}: an I/O-port BAR has no P2P DMA provider \
@@ -632,7 +652,8 @@ impl Error {
         use Error::*;
         match self {
             BarAbsent { .. } | RegionNotBar { .. } => Some(Errno::NODEV),
-            BarNotMemory { .. }
+            BarEndsAtAddressTop { .. }
+            | BarNotMemory { .. }
             | BarSmallerThanPage { .. }
             | NoRanges { .. }
             | RangeEmpty { .. }
@@ -681,6 +702,7 @@ impl Error {
         matches!(
             self,
             BarAbsent { .. }
+                | BarEndsAtAddressTop { .. }
                 | BarNotMemory { .. }
                 | BarSmallerThanPage { .. }
                 | MsixOverlap { .. }

@@ -28,9 +28,12 @@ pub mod error;
 mod explain;
 pub mod export;
 pub mod fdinfo;
+#[cfg(test)]
+mod fuzz;
 pub mod info;
 pub mod info_caps;
 mod ioctl;
+pub mod iommu_width;
 pub mod kernel;
 pub mod mmap;
 pub mod msix;
@@ -53,6 +56,7 @@ pub use export::DmaBufSupport;
 pub use fdinfo::{FdInfo, FdInfoError};
 pub use info::DeviceInfo;
 pub use info_caps::{DeviceCap, RegionCap, SparseMmapArea};
+pub use iommu_width::IommuWidth;
 pub use mmap::{MappedRegion, MmioValue};
 pub use msix::{MsixLayout, MsixStructure};
 pub use open::{AccessPath, OpenOptions, PassedFds};
@@ -63,7 +67,9 @@ pub use p2pdma::{
 pub use pci_caps::{FlrMethod, PciCap};
 pub use ranges::{BarFacts, DmaRange, ExportOptions};
 pub use region::{RegionFlags, RegionInfo};
-pub use revoke::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
+pub use revoke::{
+    PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState, SubscriptionToken,
+};
 pub use rustix::io::Errno;
 pub use sysfs::{PciDevice, Resource, Sysfs};
 pub use udmabuf::{Udmabuf, UdmabufError};

@@ -8,7 +8,8 @@
 //! 4. the total must not have bit 63 set (DMA_IOVA_USE_SWIOTLB, EINVAL);
 //! 5. the BAR must have a P2P provider: I/O BARs have none (EINVAL);
 //! 6. for every range: BAR base + offset + length must not overflow (EOVERFLOW)
-//!    and must end inside the BAR (EINVAL).
+//!    and must end inside the BAR (EINVAL); the BAR's end is `base + size`,
+//!    which wraps to 0 for a BAR ending at 2^64 - 1 (every range refused).
 //!
 //! The kernel checks all ranges for step 3 before any range for step 6, so the
 //! first error reported here is the one the kernel returns. A BAR smaller than a
@@ -150,8 +151,9 @@ pub fn validate(target: &BarFacts, ranges: &[DmaRange], allow_msix_overlap: bool
         return Err(Error::BarNotMemory { bdf, region });
     }
 
-    // 6. Each range inside the BAR, in physical addresses.
-    let max_addr = base.saturating_add(bar_size);
+    // 6. Each range inside the BAR, in physical addresses. The kernel's
+    // `max_addr = start + len` wraps (to 0) for a BAR that ends at 2^64 - 1.
+    let max_addr = base.wrapping_add(bar_size);
     for (range, r) in ranges.iter().enumerate() {
         let end = base
             .checked_add(r.offset)
@@ -167,6 +169,14 @@ pub fn validate(target: &BarFacts, ranges: &[DmaRange], allow_msix_overlap: bool
             });
         };
         if end > max_addr {
+            if max_addr < base {
+                return Err(Error::BarEndsAtAddressTop {
+                    bdf,
+                    region,
+                    base,
+                    bar_size,
+                });
+            }
             if bar_size < page_size {
                 return Err(Error::BarSmallerThanPage {
                     bdf,
@@ -250,7 +260,7 @@ pub(crate) fn fill_checked(
     };
     // Step 6 for every range at once: each end is base + offset + length and the
     // sum grows with offset + length, so all fit if the largest does.
-    let max_addr = target.base.saturating_add(target.size);
+    let max_addr = target.base.wrapping_add(target.size); // wraps as the kernel's does
     let past_end = target
         .base
         .checked_add(pass.max_end)
@@ -390,6 +400,23 @@ mod tests {
         );
         // Overlapping and repeated ranges are the kernel's business: allowed.
         assert_eq!(check(&bar2(), &[r(0, PAGE), r(0, PAGE)]).unwrap(), 2 * PAGE);
+    }
+
+    #[test]
+    fn a_bar_ending_at_the_top_of_the_address_space_refuses_every_range() {
+        // Found by fuzzing against the kernel's rules: the kernel's
+        // `max_addr = start + len` wraps to 0 for a BAR whose resource ends at
+        // 2^64 - 1, so it refuses even a range well inside the BAR.
+        let t = BarFacts {
+            base: 0u64.wrapping_sub(0x100_0000),
+            ..bar2()
+        };
+        let err = check(&t, &[r(0, PAGE)]).unwrap_err();
+        assert!(matches!(err, Error::BarEndsAtAddressTop { .. }), "{err:?}");
+        assert_eq!(err.errno(), Some(Errno::INVAL));
+        let mut dst = [DmaRange::default()];
+        let err = fill_checked(&t, &[r(0, PAGE)], &mut dst, false).unwrap_err();
+        assert!(matches!(err, Error::BarEndsAtAddressTop { .. }), "{err:?}");
     }
 
     #[test]

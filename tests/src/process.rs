@@ -15,6 +15,15 @@ pub fn map_count() -> usize {
         .unwrap_or(0)
 }
 
+/// The resident set size of this process in KiB (from /proc/self/statm).
+pub fn rss_kib() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    pages * rustix::param::page_size() as u64 / 1024
+}
+
 /// A guest program's exit: its JSON report on stdout and success, or the error (named
 /// after `program`) on stderr and failure.
 pub fn report(program: &str, result: anyhow::Result<serde_json::Value>) -> std::process::ExitCode {

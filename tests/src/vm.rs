@@ -34,6 +34,9 @@ pub struct VmOptions {
     pub topology: Topology,
     /// A vIOMMU (on) or vfio noiommu mode (off).
     pub iommu: bool,
+    /// The vIOMMU's address width (`aw-bits`: 39 or 48); 48 lets it reach the high
+    /// 64-bit BARs, 39 reproduces an IOMMU that cannot.
+    pub iommu_address_bits: u32,
     /// A scratch directory to use and keep; a temporary one otherwise.
     pub scratch: Option<PathBuf>,
     /// Limit for the whole run, boot included.
@@ -70,6 +73,7 @@ impl Default for VmOptions {
             devices: DeviceList::default(),
             topology: Topology::Root,
             iommu: true,
+            iommu_address_bits: 48,
             scratch: None,
             timeout: Duration::from_secs(300),
             memory_mib: 2048,
@@ -292,7 +296,10 @@ impl Testbed {
         ));
         if o.iommu {
             push("-device".into());
-            push("intel-iommu,intremap=on,caching-mode=on,aw-bits=48".into());
+            push(format!(
+                "intel-iommu,intremap=on,caching-mode=on,aw-bits={}",
+                o.iommu_address_bits
+            ));
         }
         push("-kernel".into());
         push(self.kernel.image.display().to_string());

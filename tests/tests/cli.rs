@@ -21,15 +21,24 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
          holder=$!
          for i in $(seq 100); do grep -q path /run/tmp/hold.json 2>/dev/null && break; sleep 0.1; done
          cat /run/tmp/hold.json
-         {p} inspect \"$(sed 's/.*\"path\":\"\\([^\"]*\\)\".*/\\1/' /run/tmp/hold.json)\" --json
+         held=\"$(sed 's/.*\"path\":\"\\([^\"]*\\)\".*/\\1/' /run/tmp/hold.json)\"
+         {p} inspect \"$held\" --json
+         cfg=/sys/bus/pci/devices/0000:00:11.0/config
+         dd if=$cfg of=/run/tmp/cmd bs=1 skip=4 count=2 2>/dev/null
+         printf '\\000\\000' | dd of=$cfg bs=1 seek=4 count=2 conv=notrunc 2>/dev/null
+         sleep 1
+         {p} inspect \"$held\" --json
+         dd if=/run/tmp/cmd of=$cfg bs=1 seek=4 count=2 conv=notrunc 2>/dev/null
+         sleep 1
          kill -TERM $holder; wait $holder; echo \"## holder rc=$?\"
+         tail -n +2 /run/tmp/hold.json
          cat /run/tmp/hold.err
          if {p} export 00:10.0 --bar 2 --range 0:5K; then exit 9; fi
          if {p} regions 00:1f.2; then exit 9; fi"
     );
     let out = run_sh(&tb, &script);
     let j = json_lines(&out.output);
-    assert_eq!(j.len(), 7, "{}", out.output);
+    assert!(j.len() >= 10, "{}", out.output);
 
     let devices = j[0]["devices"].as_array().unwrap();
     let ivshmem = devices.iter().find(|d| d["bdf"] == "0000:00:10.0").unwrap();
@@ -80,6 +89,34 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
     assert_eq!(j[6]["exporter"], "vfio_pci_core");
     assert_eq!(j[6]["size"], 1u64 << 20);
     assert_eq!(j[6]["inode"], j[5]["inode"]);
+    // The kernel's own view of the buffers: live (the multi-range one too: iommufd's
+    // refusal of more than one range comes after the kernel's revoke check).
+    assert_eq!(j[3]["kernel_state"], "live", "{}", j[3]);
+    assert_eq!(j[5]["kernel_state"], "live", "{}", j[5]);
+    assert_eq!(j[6]["kernel_state"], "live", "{}", j[6]);
+    // Another process turned decode off through sysfs: the device stops decoding, but
+    // the kernel does not revoke the buffer (only VFIO's own paths do). inspect still
+    // says live, and the holder names the difference.
+    assert_eq!(j[7]["kernel_state"], "live", "{}", j[7]);
+    let events = &j[8..];
+    let off = events
+        .iter()
+        .position(|e| {
+            e["state"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("revoked"))
+                && e["kernel_state"] == "live"
+                && e["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("outside VFIO"))
+        })
+        .unwrap_or_else(|| panic!("the holder did not report decode off: {events:?}"));
+    assert!(
+        events[off..]
+            .iter()
+            .any(|e| e["state"] == "live" && e["kernel_state"] == "live"),
+        "the holder did not report decode back on: {events:?}"
+    );
     assert!(out.output.contains("## holder rc=0"), "{}", out.output);
     assert!(
         out.output.contains("releasing the buffer"),

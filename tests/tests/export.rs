@@ -142,9 +142,27 @@ fn reference() -> &'static Run {
             &[
                 ("cdev", "--access cdev all"),
                 ("group", "--access group all"),
+                ("cdev oracle", &oracle_args("cdev")),
+                ("group oracle", &oracle_args("group")),
             ],
         )
     })
+}
+
+/// Cases per device and path of the errno oracle: `PEERDMA_ORACLE_CASES` (the full run
+/// is 10000, docs/errno.md), else a few hundred; `PEERDMA_ORACLE_SEED` repeats a run.
+fn oracle_cases() -> u64 {
+    std::env::var("PEERDMA_ORACLE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+fn oracle_args(access: &str) -> String {
+    let seed = std::env::var("PEERDMA_ORACLE_SEED")
+        .map(|s| format!(" --seed {s}"))
+        .unwrap_or_default();
+    format!("--access {access} --cases {}{seed} oracle", oracle_cases())
 }
 
 fn stock() -> &'static Run {
@@ -782,6 +800,54 @@ fn reference_kernel_returns_the_predicted_errno_for_every_rule_on_both_paths() {
     let run = reference();
     check_errors(run, "cdev");
     check_errors(run, "group");
+}
+
+/// The errno oracle: every random export request got the answer the library predicted.
+fn check_oracle(run: &Run, access: &str) {
+    let label = format!("{access} oracle");
+    assert_eq!(run.status(&label), 0, "{label} failed:\n{}", run.output);
+    let mut answers = std::collections::BTreeMap::<String, u64>::new();
+    let mut with_flags = 0;
+    for role in ROLES {
+        let l = one(run, access, "oracle", "errno", role);
+        assert_eq!(u(l, "cases"), oracle_cases(), "{l:#}");
+        assert_eq!(
+            u(l, "disagreed"),
+            0,
+            "{access} {role}: the kernel's errno differs from the prediction (seed {}); \
+             first case and its smallest form: {:#}",
+            u(l, "seed"),
+            l["first_disagreement"]
+        );
+        assert_eq!(u(l, "agreed"), oracle_cases(), "{l:#}");
+        assert_eq!(u(l, "fds_after"), u(l, "fds_before"), "leaked: {l:#}");
+        for (k, v) in l["kernel_answers"].as_object().expect("kernel_answers") {
+            *answers.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+        }
+        with_flags += u(l, "with_flags");
+        eprintln!(
+            "{access} {role}: {} cases in {:.1} s, seed {}, kernel answers {}",
+            u(l, "cases"),
+            l["seconds"].as_f64().unwrap_or(0.0),
+            u(l, "seed"),
+            l["kernel_answers"]
+        );
+    }
+    // The cases reach every answer the kernel gives.
+    for answer in ["fd", "EINVAL", "ENODEV", "EOVERFLOW"] {
+        assert!(
+            answers.get(answer).copied().unwrap_or(0) > 0,
+            "{access}: no case answered {answer}: {answers:?}"
+        );
+    }
+    assert!(with_flags > 0, "{access}: no case with flags != 0");
+}
+
+#[test]
+fn reference_kernel_errno_oracle_agrees_on_random_exports_on_both_paths() {
+    let run = reference();
+    check_oracle(run, "cdev");
+    check_oracle(run, "group");
 }
 
 #[test]

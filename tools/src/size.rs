@@ -23,7 +23,8 @@ impl fmt::Display for SizeError {
 impl std::error::Error for SizeError {}
 
 /// Parses a byte count: decimal, `0x` hex, or decimal with a K/M/G/T suffix (powers of
-/// 1024; `KiB`/`K`/`k` all accepted).
+/// 1024; `KiB`/`KB`/`K`/`k` all accepted) or a `B`; `_` may separate digits. Nothing
+/// else: no sign, no `iB` without a unit.
 pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     let err = |reason| SizeError {
         input: input.to_string(),
@@ -33,26 +34,39 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     if s.is_empty() {
         return Err(err("empty"));
     }
+    // Digits and `_` only, at least one digit ([u64::from_str_radix] alone would
+    // also take a sign).
+    let digits_only = |digits: &str, radix: u32| {
+        digits
+            .bytes()
+            .all(|b| b == b'_' || char::from(b).is_digit(radix))
+            && digits.bytes().any(|b| b != b'_')
+    };
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if !digits_only(hex, 16) {
+            return Err(err("not a hexadecimal number"));
+        }
         return u64::from_str_radix(&hex.replace('_', ""), 16)
-            .map_err(|_| err("not a hexadecimal number"));
+            .map_err(|_| err("too large for 64 bits"));
     }
     let lower = s.to_ascii_lowercase();
-    let trimmed = lower
-        .strip_suffix("ib")
-        .or_else(|| lower.strip_suffix('b'))
-        .unwrap_or(&lower);
-    let (digits, shift) = match trimmed.chars().last() {
-        Some('k') => (&trimmed[..trimmed.len() - 1], 10),
-        Some('m') => (&trimmed[..trimmed.len() - 1], 20),
-        Some('g') => (&trimmed[..trimmed.len() - 1], 30),
-        Some('t') => (&trimmed[..trimmed.len() - 1], 40),
-        _ => (trimmed, 0),
-    };
+    let (digits, shift) = [("k", 10), ("m", 20), ("g", 30), ("t", 40)]
+        .iter()
+        .find_map(|&(unit, shift)| {
+            ["ib", "b", ""].iter().find_map(|tail| {
+                lower
+                    .strip_suffix(&format!("{unit}{tail}"))
+                    .map(|digits| (digits, shift))
+            })
+        })
+        .unwrap_or_else(|| (lower.strip_suffix('b').unwrap_or(&lower), 0));
+    if !digits_only(digits, 10) {
+        return Err(err("not a number"));
+    }
     let n: u64 = digits
         .replace('_', "")
         .parse()
-        .map_err(|_| err("not a number"))?;
+        .map_err(|_| err("too large for 64 bits"))?;
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| err("too large for 64 bits"))
 }

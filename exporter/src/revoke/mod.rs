@@ -22,4 +22,6 @@ mod ops;
 mod state;
 
 pub(crate) use state::{Generation, Lifecycle};
-pub use state::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
+pub use state::{
+    PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState, SubscriptionToken,
+};

@@ -5,7 +5,9 @@
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Instant;
 
-use super::state::{PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState};
+use super::state::{
+    PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState, SubscriptionToken,
+};
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::explain;
@@ -71,6 +73,15 @@ impl Device {
         let (tx, rx) = channel();
         self.inner.lifecycle().subscribe(tx);
         rx
+    }
+
+    /// As [`Device::subscribe`], for a subscriber that ends before the device: the
+    /// device forgets it as soon as the token is dropped (at the next subscription),
+    /// not only at the next revoke event. What an importer's mapping uses.
+    pub fn subscribe_tracked(&self) -> (Receiver<RevokeEvent>, SubscriptionToken) {
+        let (tx, rx) = channel();
+        let token = self.inner.lifecycle().subscribe_tracked(tx);
+        (rx, token)
     }
 
     /// Number of revokes this library has caused on this device so far.

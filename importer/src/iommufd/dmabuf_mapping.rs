@@ -7,7 +7,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use peerdma_exporter::{Device, DmaBuf, FdInfo, RevokeEvent, RevokeReason, RevokeState};
+use peerdma_exporter::{
+    Device, DmaBuf, FdInfo, RevokeEvent, RevokeReason, RevokeState, SubscriptionToken, Sysfs,
+};
 use peerdma_uapi::iommufd::IOMMU_IOAS_MAP_FIXED_IOVA;
 use rustix::io::Errno;
 
@@ -113,10 +115,20 @@ pub struct DmaBufMapping<F: AsFd> {
     mapped: bool,
     seen: Seen,
     events: Option<Receiver<RevokeEvent>>,
+    /// Keeps the exporter's record of `events` for as long as the mapping lives.
+    subscription: Option<SubscriptionToken>,
     ranges: Option<usize>,
 }
 
 impl<F: AsFd> DmaBufMapping<F> {
+    fn with_events(mut self, events: Option<(Receiver<RevokeEvent>, SubscriptionToken)>) -> Self {
+        if let Some((rx, token)) = events {
+            self.events = Some(rx);
+            self.subscription = Some(token);
+        }
+        self
+    }
+
     /// The buffer handle the mapping holds.
     pub fn buffer(&self) -> &F {
         &self.file
@@ -157,7 +169,9 @@ impl<F: AsFd> DmaBufMapping<F> {
     /// current state. Only changes made through this process's `Device` are
     /// seen; see [`Device::subscribe`].
     pub fn follow(&mut self, exporter: &Device) {
-        self.events = Some(exporter.subscribe());
+        let (rx, token) = exporter.subscribe_tracked();
+        self.events = Some(rx);
+        self.subscription = Some(token);
         if let Ok(RevokeState::Revoked(reason)) = exporter.revoke_state() {
             self.seen = Seen::Revoked(Some(reason));
         }
@@ -288,7 +302,9 @@ impl Ioas {
     /// Maps `len` bytes at `offset` of `buf`, a dma-buf that `exporter`
     /// exported, and follows `exporter`'s revoke events (subscribed before
     /// mapping, so none is missed). A multi-range buffer is refused before the
-    /// kernel is asked, with the error the kernel would give.
+    /// kernel is asked, with the error the kernel would give; so is a buffer whose
+    /// physical range lies beyond the IOMMU's address width
+    /// ([`Error::BarBeyondIommu`]: the kernel would map it, and DMA would fault).
     pub fn map_vfio_dmabuf<B: Borrow<DmaBuf> + AsFd>(
         &self,
         exporter: &Device,
@@ -312,7 +328,8 @@ impl Ioas {
                 errno: Errno::OPNOTSUPP,
             });
         }
-        let events = exporter.subscribe();
+        check_iommu_reach(exporter, dmabuf, offset, len)?;
+        let events = exporter.subscribe_tracked();
         let reason = match exporter.revoke_state() {
             Ok(RevokeState::Revoked(reason)) => Some(reason),
             _ => None,
@@ -334,7 +351,7 @@ impl Ioas {
         &self,
         file: F,
         req: MapRequest,
-        events: Option<Receiver<RevokeEvent>>,
+        events: Option<(Receiver<RevokeEvent>, SubscriptionToken)>,
     ) -> Result<DmaBufMapping<F>> {
         let ioas = &self.inner;
         let at = reserve(ioas, req.iova, req.len)?;
@@ -354,8 +371,47 @@ impl Ioas {
                 Some(r) => Seen::Revoked(Some(r)),
                 None => Seen::Live,
             },
-            events,
+            events: None,
+            subscription: None,
             ranges: req.ranges,
-        })
+        }
+        .with_events(events))
     }
+}
+
+/// Refuses a buffer whose physical range the IOMMU cannot put in its page tables
+/// ([`Error::BarBeyondIommu`]). Skipped where the BAR's address or the IOMMU's width
+/// cannot be read.
+fn check_iommu_reach(exporter: &Device, buf: &DmaBuf, offset: u64, len: u64) -> Result<()> {
+    let Some(range) = buf.ranges().first() else {
+        return Ok(());
+    };
+    let base = match exporter.bar_facts(buf.region()) {
+        Ok(facts) if facts.base != 0 => facts.base,
+        _ => return Ok(()),
+    };
+    let start = base
+        .saturating_add(range.offset)
+        .saturating_add(offset.min(range.length));
+    let end = start.saturating_add(len.max(1) - 1);
+    let Some(width) = Sysfs::system().iommu_address_width(exporter.bdf()) else {
+        return Ok(());
+    };
+    if width.reaches(end) {
+        return Ok(());
+    }
+    Err(Error::BarBeyondIommu {
+        bdf: exporter.bdf(),
+        region: buf.region(),
+        start,
+        end,
+        limit: if width.bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << width.bits) - 1
+        },
+        iommu: width.iommu,
+        bits: width.bits,
+        width_from: width.source,
+    })
 }

@@ -52,6 +52,34 @@ pub enum Error {
         fix: &'static str,
     },
 
+    /// The buffer's physical range lies beyond the IOMMU's address width: the kernel
+    /// would map it, and every DMA to it would fault.
+    #[error(
+        "{bdf} BAR{region}: the buffer is at physical {start:#x}..={end:#x}, beyond the \
+         {bits}-bit address width of IOMMU {iommu} ({width_from}: it reaches up to {limit:#x}); \
+         the kernel would map it and every DMA to it would fault; fix: have the BAR \
+         assigned below {limit:#x} (firmware settings, pci=realloc), or use an IOMMU that \
+         addresses more bits (QEMU: intel-iommu aw-bits=48)"
+    )]
+    BarBeyondIommu {
+        /// Exporting device.
+        bdf: Bdf,
+        /// BAR index.
+        region: u32,
+        /// First physical address of the mapped range.
+        start: u64,
+        /// Last physical address of the mapped range.
+        end: u64,
+        /// The IOMMU unit.
+        iommu: String,
+        /// Its address width in bits.
+        bits: u32,
+        /// Where the width was read.
+        width_from: &'static str,
+        /// The highest reachable physical address.
+        limit: u64,
+    },
+
     /// The dma-buf was not exported by vfio-pci. In 7.2 iommufd maps a
     /// dma-buf only through vfio-pci's private physical-address interface
     /// (peer2peer + revocable attach, single range); any other exporter
@@ -328,7 +356,8 @@ impl Error {
             Error::IovaExhausted { .. } => Some(Errno::NOSPC),
             Error::IovaOutsideRanges { .. } | Error::IovaOverLimit { .. } => Some(Errno::NOSPC),
             Error::IovaUnaligned { .. } | Error::ZeroLength => Some(Errno::INVAL),
-            Error::DeviceNotCdev { .. }
+            Error::BarBeyondIommu { .. }
+            | Error::DeviceNotCdev { .. }
             | Error::DifferentIommufd { .. }
             | Error::ExporterMismatch { .. } => None,
             Error::UserBufferBounds { .. } => None,

@@ -21,9 +21,10 @@ mod storage;
 mod target;
 mod verify;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{AccessPath, HostCpu, OpenOptions, Sysfs};
+use peerdma_exporter::{AccessPath, Device, HostCpu, OpenOptions, Sysfs};
 use serde::Serialize;
 
 pub use cpu_mmap::CpuMmap;
@@ -79,6 +80,22 @@ pub enum RevokeTrigger {
     /// As soon as this many bytes have been copied: the copy goes on while the other
     /// thread turns decode off, so a copy longer than this always meets the revoke.
     AfterBytes(u64),
+}
+
+/// What a hook that runs alongside a copy ([`run_alongside`]) is given: the two
+/// devices as the copy opened them (a VFIO cdev device opens once, so revokes that
+/// the copy must notice go through these), the copy's step, and whether the copy
+/// still runs.
+pub struct Alongside<'a> {
+    /// The source device.
+    pub src: &'a Device,
+    /// The destination device.
+    pub dst: &'a Device,
+    /// Bytes per step: between two progress reports at most this much moves.
+    pub step: u64,
+    /// True while the copy runs; the hook must return soon after it turns false
+    /// (the copy waits for it before it verifies).
+    pub copying: &'a AtomicBool,
 }
 
 /// One side in the report.
@@ -203,6 +220,35 @@ fn drive(
 /// [`CopyError::Mismatch`] when verification finds other bytes; and the
 /// exporter's, importer's, engine's and SIGBUS guard's errors.
 pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport, CopyError> {
+    run_inner(req, progress, None)
+}
+
+/// Runs a copy as [`run`] does, with `hook` running on another thread for as long
+/// as the bytes move (from the first step until the last, before verification):
+/// a test drives revokes, resets and power changes through [`Alongside`] while the
+/// copy runs.
+///
+/// A revoke that the copy did not meet (the devices were revoked and restored
+/// between two steps) is still reported: when verification then fails and either
+/// device's revoke generation moved during the copy, the error is
+/// [`CopyError::Revoked`] naming it, not a mismatch.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_alongside(
+    req: &CopyRequest,
+    progress: &mut dyn FnMut(Progress),
+    hook: &(dyn Fn(Alongside<'_>) + Sync),
+) -> Result<CopyReport, CopyError> {
+    run_inner(req, progress, Some(hook))
+}
+
+fn run_inner(
+    req: &CopyRequest,
+    progress: &mut dyn FnMut(Progress),
+    hook: Option<&(dyn Fn(Alongside<'_>) + Sync)>,
+) -> Result<CopyReport, CopyError> {
     if req.src.bdf == req.dst.bdf {
         return Err(CopyError::SameDevice { bdf: req.src.bdf });
     }
@@ -278,8 +324,26 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
     }
     let via = path.engine();
     let kind = path.kind();
+    let step = chunk.min(path.max_step()).max(1);
+    let generations = || {
+        [
+            src.device.revoke_generation(),
+            dst.device.revoke_generation(),
+        ]
+    };
+    let generations_before = generations();
+    let copying = AtomicBool::new(true);
     let start = Instant::now();
     let elapsed = std::thread::scope(|s| -> Result<Duration, CopyError> {
+        if let Some(hook) = hook {
+            let sides = Alongside {
+                src: &src.device,
+                dst: &dst.device,
+                step,
+                copying: &copying,
+            };
+            s.spawn(move || hook(sides));
+        }
         let (fire, fired) = std::sync::mpsc::channel::<()>();
         if let Some(trigger) = req.revoke_src {
             let device = &src.device;
@@ -315,6 +379,7 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
             &revoked,
         );
         drop(fire);
+        copying.store(false, Ordering::Release);
         result?;
         Ok(start.elapsed())
     })?;
@@ -350,7 +415,29 @@ pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<Copy
         )
     };
     let verified = if req.verify {
-        verify::check(&dst, &dst_map, req.seed, chunk as usize)?;
+        match verify::check(&dst, &dst_map, req.seed, chunk as usize) {
+            Err(CopyError::Mismatch { first, count }) => {
+                // A revoke (and restore) between two steps is not met by the copy;
+                // if one happened, it is the cause, not "bytes differ".
+                let after = generations();
+                let moved = |i: usize, e: &Endpoint| {
+                    (after[i] != generations_before[i]).then(|| CopyError::Revoked {
+                        bdf: e.bdf(),
+                        done: total,
+                        total,
+                        why: format!(
+                            "revoked and restored between two steps (revoke generation \
+                             {} -> {}); {count} byte(s) differ from offset {first:#x}",
+                            generations_before[i], after[i]
+                        ),
+                    })
+                };
+                return Err(moved(1, &dst)
+                    .or_else(|| moved(0, &src))
+                    .unwrap_or(CopyError::Mismatch { first, count }));
+            }
+            r => r?,
+        }
         Some(true)
     } else {
         None

@@ -8,11 +8,13 @@
 //!
 //! ```text
 //! peerdma-guest-export [--access auto|cdev|group] [--devices ROLE,..] [--c-lib PATH]
-//!                      [--cycles N] [--batches N] SCENARIO..
+//!                      [--cycles N] [--batches N] [--cases N] [--seed N] SCENARIO..
 //! ```
 //!
 //! Scenarios: `open`, `handover`, `mmap`, `exports`, `errors`, `revoke`, `iommufd`,
-//! `leaks`, `all` (all of these), and `bench` (not part of `all`). Every line carries
+//! `leaks`, `all` (all of these), and `bench` and `oracle` (not part of `all`; `oracle`
+//! runs `--cases` random export requests per device, 300 by default, from `--seed`,
+//! random by default and printed). Every line carries
 //! `scenario`, `check` and `access`; per-device lines also `role` and `bdf`.
 //!
 //! Where `/dev/iommu` exists, whether the kernel really revoked a buffer is asked of the
@@ -49,6 +51,7 @@ use crate::scenario::iommufd::scenario_iommufd;
 use crate::scenario::leaks::scenario_leaks;
 use crate::scenario::mmap::scenario_mmap;
 use crate::scenario::open::scenario_open;
+use crate::scenario::oracle::scenario_oracle;
 use crate::scenario::revoke::scenario_revoke;
 
 /// What the command line asks for.
@@ -59,6 +62,8 @@ struct Args {
     c_lib: Option<PathBuf>,
     cycles: u32,
     batches: u32,
+    cases: u32,
+    seed: u64,
     scenarios: Vec<String>,
 }
 
@@ -70,6 +75,8 @@ fn parse_args() -> Result<Args> {
         c_lib: None,
         cycles: 10_000,
         batches: 40,
+        cases: 300,
+        seed: peerdma_testbed::rng::Rng::fresh_seed(),
         scenarios: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -90,6 +97,8 @@ fn parse_args() -> Result<Args> {
             "--c-lib" => args.c_lib = Some(PathBuf::from(value()?)),
             "--cycles" => args.cycles = value()?.parse().context("--cycles")?,
             "--batches" => args.batches = value()?.parse().context("--batches")?,
+            "--cases" => args.cases = value()?.parse().context("--cases")?,
+            "--seed" => args.seed = value()?.parse().context("--seed")?,
             s if s.starts_with("--") => bail!("unknown option {s}"),
             s => args.scenarios.push(s.to_owned()),
         }
@@ -103,7 +112,9 @@ fn parse_args() -> Result<Args> {
         }
     }
     if args.scenarios.is_empty() {
-        bail!("name at least one scenario: open exports errors revoke iommufd leaks all bench");
+        bail!(
+            "name at least one scenario: open exports errors revoke iommufd leaks all bench oracle"
+        );
     }
     Ok(args)
 }
@@ -164,6 +175,9 @@ fn run() -> Result<()> {
         }
         if has("errors") {
             scenario_errors(&a, d, &open(d, a.access)?, c.as_ref())?;
+        }
+        if has("oracle") {
+            scenario_oracle(&a, d, &open(d, a.access)?, c.as_ref(), a.cases, a.seed)?;
         }
         if let (true, Some(kp)) = (has("iommufd"), &kp) {
             scenario_iommufd(&a, d, &open(d, a.access)?, kp)?;

@@ -21,7 +21,10 @@
 //!   error and leaves no fd behind.
 //! - `bench`: map/unmap of a dma-buf, Rust library against the same ioctls from C
 //!   (`--c-lib`: importer/benches/iommufd_map_unmap.c built with `-shared -fPIC`).
-//! - `all`: every reference-kernel scenario but `bench`.
+//! - `revoke-latency`: from the config write that turns decode off to the moment the
+//!   importer sees its mappings revoked, with 1 and 64 buffers mapped (`--iters`
+//!   trials each), and how long that write blocks.
+//! - `all`: every reference-kernel scenario but `bench` and `revoke-latency`.
 
 mod faults;
 mod rig;
@@ -42,6 +45,7 @@ use crate::scenario::errors::errors;
 use crate::scenario::guard::guard;
 use crate::scenario::host_to_bar::host_to_bar;
 use crate::scenario::revoke::revoke;
+use crate::scenario::revoke_latency::revoke_latency;
 use crate::scenario::stock::stock;
 
 fn ms(d: Duration) -> f64 {
@@ -74,7 +78,7 @@ fn parse_args() -> Result<Opts> {
         }
     }
     if o.scenarios.is_empty() {
-        bail!("usage: peerdma-guest-iommufd SCENARIO... (host-to-bar bar-to-host guard revoke errors stock bench all)");
+        bail!("usage: peerdma-guest-iommufd SCENARIO... (host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
     }
     Ok(o)
 }
@@ -124,6 +128,7 @@ fn run() -> Result<bool> {
             "revoke" => revoke(&mut rig, &mut faults),
             "errors" => errors(&mut rig),
             "bench" => bench(&mut rig, &opts),
+            "revoke-latency" => revoke_latency(&mut rig, &opts),
             other => Err(anyhow!("unknown scenario {other}")),
         };
         let r = r.map(|mut v| {

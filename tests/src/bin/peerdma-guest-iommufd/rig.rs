@@ -29,6 +29,7 @@ pub(crate) mod at {
     pub const REVOKE: u64 = 8 * MIB;
     pub const MULTI: u64 = 12 * MIB;
     pub const BENCH: u64 = 16 * MIB;
+    pub const LATENCY: u64 = 20 * MIB;
     pub const SMALL: u64 = 64 * KIB;
 }
 

@@ -1,12 +1,18 @@
 //! `peerdma export BDF --bar N --range OFFSET:LENGTH ...`: one dma-buf from BAR ranges.
 
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use peerdma_exporter::{Bdf, Device, DmaRange, ExportOptions, OpenOptions, RevokeState};
+use peerdma_exporter::{Bdf, Device, DmaBuf, DmaRange, ExportOptions, OpenOptions, RevokeState};
+use peerdma_tools::buffer_state::{kernel_view, KernelView};
 use peerdma_tools::size::{human, parse_range};
 use serde_json::json;
+
+/// How often a held buffer's state is read.
+const HOLD_POLL: Duration = Duration::from_millis(200);
 
 /// Arguments of `peerdma export`.
 #[derive(Args)]
@@ -60,6 +66,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let buf = device.export_dma_buf_with(args.bar, &ranges, &opts)?;
     let info = buf.fdinfo()?;
     let state = buf.state()?;
+    let page = device.page_size();
+    let kernel = kernel_view(buf.as_fd(), page);
     let fd = buf.as_fd().as_raw_fd();
     let path = format!("/proc/{}/fd/{fd}", std::process::id());
     let out = json!({
@@ -72,7 +80,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
         "inode": info.ino,
         "name": info.name,
         "cloexec": info.cloexec(),
-        "state": match state { RevokeState::Live => "live".to_string(), RevokeState::Revoked(w) => format!("revoked: {w}") },
+        "state": state_text(&state),
+        "kernel_state": kernel.to_string(),
         "fd": fd,
         "path": path,
     });
@@ -80,14 +89,16 @@ pub fn run(args: ExportArgs) -> Result<()> {
         crate::print_json(&out);
     } else {
         println!(
-            "exported {} of {} BAR{} in {} range(s) as a dma-buf: exporter {}, inode {}, {}",
+            "exported {} of {} BAR{} in {} range(s) as a dma-buf: exporter {}, inode {}, {} \
+             (kernel: {})",
             human(buf.size()),
             args.bdf,
             args.bar,
             ranges.len(),
             info.exp_name.as_deref().unwrap_or("?"),
             info.ino.map(|i| i.to_string()).unwrap_or("?".into()),
-            out["state"].as_str().unwrap_or("")
+            out["state"].as_str().unwrap_or(""),
+            kernel
         );
         for (i, r) in ranges.iter().enumerate() {
             println!(
@@ -100,14 +111,76 @@ pub fn run(args: ExportArgs) -> Result<()> {
     }
     if args.hold {
         eprintln!(
-            "holding the buffer at {path} (pid {}); Ctrl-C or SIGTERM releases it",
+            "holding the buffer at {path} (pid {}); Ctrl-C or SIGTERM releases it; \
+             changes of its state are reported here",
             std::process::id()
         );
-        let sig = signals.wait().context("waiting for a signal")?;
+        let holding = AtomicBool::new(true);
+        let sig = std::thread::scope(|s| {
+            // The signals stay blocked in this thread too (the mask is inherited).
+            s.spawn(|| watch(&buf, page, (state, kernel), &holding, args.json));
+            let sig = signals.wait();
+            holding.store(false, Ordering::Release);
+            sig
+        })
+        .context("waiting for a signal")?;
         eprintln!("{sig}: releasing the buffer");
     }
     drop(buf);
     Ok(())
+}
+
+fn state_text(state: &RevokeState) -> String {
+    match state {
+        RevokeState::Live => "live".to_string(),
+        RevokeState::Revoked(w) => format!("revoked: {w}"),
+    }
+}
+
+/// Reports every change of the held buffer's state, as the device's registers show it
+/// and as the kernel answers an importer, until `holding` turns false. Revokes that
+/// other processes cause are seen here: a VFIO user's decode-off, reset or D3 revokes
+/// the buffer (both views change); decode turned off through sysfs, or a reset started
+/// through sysfs, changes the registers only, which this names.
+fn watch(
+    buf: &DmaBuf,
+    page: u64,
+    mut last: (RevokeState, KernelView),
+    holding: &AtomicBool,
+    json: bool,
+) {
+    while holding.load(Ordering::Acquire) {
+        std::thread::sleep(HOLD_POLL);
+        let Ok(state) = buf.state() else { continue };
+        let kernel = kernel_view(buf.as_fd(), page);
+        if (state, &kernel) == (last.0, &last.1) {
+            continue;
+        }
+        let note = match (&state, &kernel) {
+            (RevokeState::Revoked(_), KernelView::Live) => {
+                "the device stopped decoding but the kernel did not revoke the buffer: \
+                 the change was made outside VFIO (sysfs config write or reset); \
+                 importers' DMA now reaches a BAR that does not answer"
+            }
+            (RevokeState::Live, KernelView::Revoked) => {
+                "the kernel still holds the buffer revoked; importers must map again"
+            }
+            _ => "",
+        };
+        if json {
+            crate::print_json(&json!({
+                "event": "state", "state": state_text(&state),
+                "kernel_state": kernel.to_string(), "note": note,
+            }));
+        } else {
+            eprintln!(
+                "buffer state: device {}, kernel {kernel}{}{note}",
+                state_text(&state),
+                if note.is_empty() { "" } else { "; " }
+            );
+        }
+        last = (state, kernel);
+    }
 }
 
 fn hold_signals() -> nix::sys::signal::SigSet {

@@ -8,4 +8,5 @@ pub(crate) mod iommufd;
 pub(crate) mod leaks;
 pub(crate) mod mmap;
 pub(crate) mod open;
+pub(crate) mod oracle;
 pub(crate) mod revoke;

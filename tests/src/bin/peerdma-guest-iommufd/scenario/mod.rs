@@ -6,4 +6,5 @@ pub(crate) mod errors;
 pub(crate) mod guard;
 pub(crate) mod host_to_bar;
 pub(crate) mod revoke;
+pub(crate) mod revoke_latency;
 pub(crate) mod stock;
