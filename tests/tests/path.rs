@@ -87,7 +87,13 @@ fn root_bus_is_blocked_by_the_host_bridge_and_bad_input_is_named() {
         out.output
     );
 
-    assert_eq!(marked_rc(&out.output, "doctor"), 2, "the path check fails");
+    // Blocked for DRM/RDMA importers is a warning, not a failure: iommufd imports (the
+    // DMA engines here) skip the distance check and work on this path.
+    assert_eq!(
+        marked_rc(&out.output, "doctor"),
+        0,
+        "a warning is not a failure"
+    );
     assert_eq!(check(doctor, "importers", "iommufd")["status"], "pass");
     assert_eq!(check(doctor, "kernel", "CONFIG_IOMMUFD")["status"], "pass");
     assert_eq!(
@@ -101,7 +107,7 @@ fn root_bus_is_blocked_by_the_host_bridge_and_bad_input_is_named() {
     );
     assert_eq!(
         check(doctor, "paths", "0000:00:10.0 → 0000:00:11.0")["status"],
-        "fail"
+        "warn"
     );
 
     assert_eq!(marked_rc(&out.output, "same"), 1);

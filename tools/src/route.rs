@@ -411,6 +411,15 @@ mod tests {
                 self.0.join("bus/pci/devices").join(bdf),
             )
             .unwrap();
+            if class == MEM {
+                // Each endpoint in its own IOMMU group, as behind a vIOMMU.
+                let group = u32::from_str_radix(&bdf[8..10], 16).unwrap();
+                symlink(
+                    format!("../../../../kernel/iommu_groups/{group}"),
+                    dir.join("iommu_group"),
+                )
+                .unwrap();
+            }
             self
         }
     }

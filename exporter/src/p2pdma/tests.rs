@@ -574,6 +574,9 @@ fn without_an_iommu_group_no_importer_is_said_to_map_through_an_iommu() {
     assert!(!iommufd.works, "{iommufd:?}");
     assert!(iommufd.outcome.contains("no IOMMU"), "{iommufd:?}");
     for i in &importers {
-        assert!(!i.outcome.contains("maps the BAR through the IOMMU"), "{i:?}");
+        assert!(
+            !i.outcome.contains("maps the BAR through the IOMMU"),
+            "{i:?}"
+        );
     }
 }
