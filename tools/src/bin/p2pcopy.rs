@@ -398,15 +398,7 @@ fn run(cli: &Cli) -> Result<()> {
     let mut bar = Bar::new(cli);
     let result = p2pcopy::run(&req, &mut |p| bar.update(p));
     bar.finish();
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(match advice(&e) {
-                Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
-                None => e.into(),
-            })
-        }
-    };
+    let report = result.map_err(with_advice)?;
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !cli.quiet {
@@ -512,15 +504,7 @@ fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
     let mut bar = Bar::new(cli);
     let result = p2pcopy::run_storage(req, &mut |p| bar.update(p));
     bar.finish();
-    let r: StorageReport = match result {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(match advice(&e) {
-                Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
-                None => e.into(),
-            })
-        }
-    };
+    let r: StorageReport = result.map_err(with_advice)?;
     if cli.json {
         println!("{}", serde_json::to_string(&r)?);
     } else if !cli.quiet {
