@@ -51,6 +51,8 @@ struct Chaos {
     budget: AtomicU64,
     log: Mutex<Vec<Revoke>>,
     errors: Mutex<Vec<String>>,
+    /// Operations a device refused as unsupported (ivshmem has no reset, FLR or PM).
+    unsupported: Mutex<Vec<(Bdf, &'static str)>>,
 }
 
 const OPS: [&str; 4] = ["decode", "D3hot", "reset", "flr"];
@@ -60,9 +62,40 @@ impl Chaos {
         self.rng.lock().expect("rng").below(n)
     }
 
+    /// The operation for the next revoke of `dev`: the least used so far among those
+    /// the device supports (ties at random), so that every kind is met even in a
+    /// short run, whatever the seed.
+    fn pick(&self, dev: &Device) -> &'static str {
+        let unsupported = self.unsupported.lock().expect("unsupported");
+        let log = self.log.lock().expect("log");
+        let used = |op: &str| log.iter().filter(|r| r.op == op).count();
+        let candidates: Vec<&'static str> = OPS
+            .into_iter()
+            .filter(|op| !unsupported.contains(&(dev.bdf(), *op)))
+            .collect();
+        let least = candidates.iter().map(|op| used(op)).min().unwrap_or(0);
+        let ties: Vec<&'static str> = candidates
+            .into_iter()
+            .filter(|op| used(op) == least)
+            .collect();
+        drop((unsupported, log));
+        match ties.len() {
+            0 => "decode",
+            n => ties[self.random(n as u64) as usize],
+        }
+    }
+
+    /// Whether `dev` may support a kind of revoke the run has not met yet.
+    fn has_unmet(&self, dev: &Device) -> bool {
+        let unsupported = self.unsupported.lock().expect("unsupported");
+        let log = self.log.lock().expect("log");
+        OPS.into_iter()
+            .any(|op| !unsupported.contains(&(dev.bdf(), op)) && !log.iter().any(|r| r.op == op))
+    }
+
     /// One revoke of `dev`, held for a random short while where the revoke lasts.
     fn revoke(&self, side: &'static str, dev: &Device) {
-        let op = OPS[self.random(OPS.len() as u64) as usize];
+        let op = self.pick(dev);
         let start = Instant::now();
         let result: Result<bool, Error> = match op {
             "decode" => dev.set_memory_decode(false).map(|()| true),
@@ -73,12 +106,18 @@ impl Chaos {
         let op_us = start.elapsed().as_micros() as u64;
         let held = match result {
             Ok(held) => held,
-            // Devices without reset, FLR or PM: another op next time.
+            // Devices without reset, FLR or PM: never that op on it again.
             Err(
                 Error::ResetUnsupported { .. }
                 | Error::FlrUnsupported { .. }
                 | Error::PowerStateUnsupported { .. },
-            ) => return,
+            ) => {
+                self.unsupported
+                    .lock()
+                    .expect("unsupported")
+                    .push((dev.bdf(), op));
+                return;
+            }
             Err(e) => {
                 self.errors
                     .lock()
@@ -121,7 +160,15 @@ impl Chaos {
             if !a.copying.load(Ordering::Acquire) || self.budget.load(Ordering::Acquire) == 0 {
                 continue;
             }
-            if self.random(2) == 0 {
+            // A side whose device still has a kind of revoke not yet met goes first, so
+            // a short run meets every kind its devices support; otherwise either side.
+            let (src_new, dst_new) = (self.has_unmet(a.src), self.has_unmet(a.dst));
+            let src_side = match (src_new, dst_new) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => self.random(2) == 0,
+            };
+            if src_side {
                 self.revoke("src", a.src);
             } else {
                 self.revoke("dst", a.dst);
@@ -262,6 +309,7 @@ fn run() -> Result<Value> {
         budget: AtomicU64::new(revokes),
         log: Mutex::new(Vec::new()),
         errors: Mutex::new(Vec::new()),
+        unsupported: Mutex::new(Vec::new()),
     };
     // Warm-up copies of each kind with a hook that revokes nothing: what the process
     // keeps on purpose (cached thread stacks, the hook thread's malloc arena, the SIGBUS
