@@ -59,7 +59,8 @@ fn an_rc_stream_between_two_namespaces_is_verified_at_the_receiver() {
     for (qps, port) in [(1, 18601), (2, 18602)] {
         script += &format!(
             "$B {p} --serve --listen {B}:{port} host --json > $T/serve{qps} 2>&1 & \
-             sleep 1; $A {p} host rdma://{B}:{port} --size 8M --qps {qps} --seed {qps} --json; \
+             for i in $(seq 300); do grep -q listening $T/serve{qps} 2>/dev/null && break; \
+             sleep 0.1; done; $A {p} host rdma://{B}:{port} --size 8M --qps {qps} --seed {qps} --json; \
              echo \"## send{qps} rc=$?\"; wait $!; echo \"## serve{qps} rc=$?\"; cat $T/serve{qps}; "
         );
     }
@@ -207,12 +208,12 @@ fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
     let script = setup()
         + &format!(
             // BAR → remote host memory.
-            "$B {p} --serve --listen {B}:18631 host --json > $T/serve1 2>&1 & sleep 1; \
+            "$B {p} --serve --listen {B}:18631 host --json > $T/serve1 2>&1 & for i in $(seq 300); do grep -q listening $T/serve1 2>/dev/null && break; sleep 0.1; done; \
              $A {p} 00:10.0 rdma://{B}:18631 --size 4M --seed 31 --json 2> $T/send1.err; \
              echo \"## bar-send rc=$?\"; wait $!; echo \"## host-serve rc=$?\"; \
              cat $T/serve1; echo '## send1 stderr'; cat $T/send1.err; echo '## end'; \
              \
-             $B {p} --serve --listen {B}:18632 00:11.0 --json > $T/serve2 2>&1 & sleep 1; \
+             $B {p} --serve --listen {B}:18632 00:11.0 --json > $T/serve2 2>&1 & for i in $(seq 300); do grep -q listening $T/serve2 2>/dev/null && break; sleep 0.1; done; \
              $A {p} host rdma://{B}:18632 --size 4M --seed 32 --json; \
              echo \"## host-send rc=$?\"; wait $!; echo \"## bar-serve rc=$?\"; cat $T/serve2; \
              \
