@@ -39,14 +39,6 @@ pub(super) struct Local {
 
 const CHUNK: usize = 1 << 20;
 
-/// Byte `i` of the poison for `seed`: never the pattern's byte.
-fn poison(seed: u64, start: u64, buf: &mut [u8]) {
-    pattern::fill(seed, start, buf);
-    for b in buf.iter_mut() {
-        *b = !*b;
-    }
-}
-
 impl Local {
     /// The span of a BAR, opened, checked and mapped.
     fn open_bar(
@@ -172,7 +164,7 @@ impl Local {
         match spec {
             LocalSpec::Host => {
                 let mut mr = pd.register_host(size as usize, Access::ALL)?;
-                poison(seed, 0, mr.host_bytes_mut().expect("a host MR"));
+                pattern::fill_complement(seed, 0, mr.host_bytes_mut().expect("a host MR"));
                 Ok(Local {
                     mr,
                     bar: None,
@@ -182,19 +174,10 @@ impl Local {
             }
             LocalSpec::Bar(spec) => {
                 let bar = Self::open_bar(spec, Side::Dst, size, access)?;
-                let mut buf = vec![0u8; CHUNK.min(size as usize)];
-                for off in (0..size as usize).step_by(CHUNK) {
-                    let n = CHUNK.min(size as usize - off);
-                    poison(seed, off as u64, &mut buf[..n]);
-                    // SAFETY: the span is inside the mapping; buf holds n bytes.
-                    unsafe { crate::mmio::copy(bar.map.map.as_ptr().add(off), buf.as_ptr(), n) };
-                    if bar.map.guard.faulted() {
-                        return Err(verify::revoked(&bar.ep, off as u64, size));
-                    }
-                }
+                verify::poison(&bar.ep, &bar.map, seed, CHUNK)?;
                 let (mut mr, staged) = Self::register_bar(pd, &bar, size, Access::ALL)?;
                 if staged.is_some() {
-                    poison(seed, 0, mr.host_bytes_mut().expect("a host MR"));
+                    pattern::fill_complement(seed, 0, mr.host_bytes_mut().expect("a host MR"));
                 }
                 let what = Self::describe(&bar);
                 Ok(Local {
@@ -248,7 +231,7 @@ mod tests {
     #[test]
     fn poison_differs_from_the_pattern_in_every_byte() {
         let mut p = vec![0u8; 4096];
-        poison(7, 100, &mut p);
+        pattern::fill_complement(7, 100, &mut p);
         let mut q = vec![0u8; 4096];
         pattern::fill(7, 100, &mut q);
         assert!(p.iter().zip(&q).all(|(a, b)| a != b));
