@@ -20,6 +20,8 @@ pub mod drm;
 #[deny(missing_docs)]
 pub mod engine;
 #[deny(missing_docs)]
+pub mod fault_log;
+#[deny(missing_docs)]
 pub mod iommufd;
 #[cfg(feature = "rdma")]
 #[deny(missing_docs)]

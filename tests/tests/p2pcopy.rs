@@ -22,6 +22,11 @@ fn cpu_engine_copies_1m_and_64m_and_the_host_finds_the_pattern() {
         assert_eq!(rep["verified"], true, "{rep}");
         assert_eq!(rep["bytes"], size, "{rep}");
         assert_eq!(
+            rep["iommu_faults"],
+            serde_json::Value::Null,
+            "no engine: {rep}"
+        );
+        assert_eq!(
             rep["src"]["bar"], 2,
             "the default BAR is ivshmem's 64 MiB BAR2: {rep}"
         );
@@ -152,7 +157,7 @@ fn a_revoke_mid_copy_stops_cleanly_and_nothing_leaks() {
         "mappings leaked: {leak}"
     );
     let cases = leak["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 6);
+    assert_eq!(cases.len(), 7);
     for c in cases {
         assert!(
             c["error"].is_string(),
@@ -165,6 +170,18 @@ fn a_revoke_mid_copy_stops_cleanly_and_nothing_leaks() {
         "{}",
         cases[5]
     );
+    // Every write of edu (00:12.0) went past the destination's mapping: the cause named
+    // is the IOMMU's refusal as the guest kernel logged it, with the mismatch it caused.
+    let fault = cases[6]["error"].as_str().unwrap();
+    for want in [
+        "the IOMMU refused",
+        "by the engine 0000:00:12.0",
+        "DMAR write by 0000:00:12.0 at IOVA 0x",
+        "so verification failed: 8192 byte(s) differ",
+        "[DMA Write NO_PASID] Request device [0000:00:12.0]",
+    ] {
+        assert!(fault.contains(want), "{want:?} missing from: {fault}");
+    }
 }
 
 #[test]
@@ -182,6 +199,7 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
     assert_eq!(r["path"], "dma", "{r}");
     assert_eq!(r["importer"], "iommufd", "{r}");
     assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(r["iommu_faults"], 0, "a healthy copy faults nowhere: {r}");
     assert_eq!(r["bytes"], 65536);
     assert!(
         r["via"].as_str().unwrap().starts_with("0000:00:12.0"),

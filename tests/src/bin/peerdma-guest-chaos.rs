@@ -210,6 +210,7 @@ fn request(k: &Kind, seed: u64) -> CopyRequest {
         allow_register_bars: false,
         access: AccessPath::Auto,
         revoke_src: None,
+        fault_dst: false,
     }
 }
 

@@ -1,5 +1,5 @@
 //! Guest side of the p2pcopy suite's leak check: runs the p2pcopy library with bad
-//! requests and a revoked copy, and reports the process's fd and mapping counts before
+//! requests, a revoked copy and a DMA copy whose writes the IOMMU refuses, and reports the process's fd and mapping counts before
 //! and after, as one JSON line.
 //!
 //! Usage (in the testbed): `peerdma-guest-p2pcopy SRC-ROLE DST-ROLE`
@@ -34,6 +34,7 @@ fn request(src: Bdf, dst: Bdf) -> CopyRequest {
         allow_register_bars: false,
         access: AccessPath::Auto,
         revoke_src: None,
+        fault_dst: false,
     }
 }
 
@@ -84,6 +85,18 @@ fn run() -> Result<serde_json::Value> {
                     size: Some(32 << 20),
                     chunk: 256 << 10,
                     revoke_src: Some(RevokeTrigger::AfterBytes(8 << 20)),
+                    ..request(src, dst)
+                },
+            ),
+            (
+                // edu writes past the destination's mapping: the vIOMMU refuses every
+                // write and the kernel logs it; the error must name that as the cause.
+                "IOMMU fault",
+                CopyRequest {
+                    size: Some(8 << 10),
+                    chunk: 4 << 10,
+                    path: PathChoice::Dma { engine: None },
+                    fault_dst: true,
                     ..request(src, dst)
                 },
             ),

@@ -84,6 +84,7 @@ fn request(src: Bdf, dst: Bdf, path: PathChoice, size: u64, seed: u64) -> CopyRe
         allow_register_bars: false,
         access: AccessPath::Auto,
         revoke_src: None,
+        fault_dst: false,
     }
 }
 

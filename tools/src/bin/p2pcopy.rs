@@ -299,6 +299,20 @@ fn with_bar(t: &Target, bar: Option<u32>, offset: u64) -> Target {
     }
 }
 
+/// What the kernel log said about the engine's DMA during the copy.
+fn iommu_line(faults: Option<u64>) -> String {
+    match faults {
+        Some(0) => "IOMMU: no fault logged for the engine during the copy".to_string(),
+        Some(n) => format!(
+            "IOMMU: warning: the kernel logged {n} fault(s) for the engine during the copy \
+             (see dmesg), though every check passed"
+        ),
+        None => "IOMMU: faults not checked: the kernel log (/dev/kmsg) is unreadable here \
+                 (CAP_SYSLOG needed under kernel.dmesg_restrict=1)"
+            .to_string(),
+    }
+}
+
 /// A seed no earlier run is likely to have used: the clock's nanoseconds mixed with
 /// the process id.
 fn fresh_seed() -> u64 {
@@ -394,6 +408,7 @@ fn run(cli: &Cli) -> Result<()> {
         allow_register_bars: cli.allow_register_bar,
         access: access_path(cli.access),
         revoke_src: revoke,
+        fault_dst: false,
     };
     let mut bar = Bar::new(cli);
     let result = p2pcopy::run(&req, &mut |p| bar.update(p));
@@ -425,6 +440,9 @@ fn run(cli: &Cli) -> Result<()> {
             }
         );
         println!("engine: {}", report.engine_reason);
+        if report.via.is_some() {
+            println!("{}", iommu_line(report.iommu_faults));
+        }
         println!("route: {}", report.route.summary);
         let d = &report.route.devices;
         println!(
@@ -532,6 +550,7 @@ fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
             }
         );
         println!("engine: {}", r.engine_reason);
+        println!("{}", iommu_line(r.iommu_faults));
         match &r.route {
             Some(route) => println!("route: {}", route.summary),
             None => println!(

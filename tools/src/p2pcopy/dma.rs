@@ -110,13 +110,17 @@ pub struct Dma {
     src_map: DmaBufMapping<DmaBuf>,
     dst_map: DmaBufMapping<DmaBuf>,
     engine: AttachedEngine,
+    /// Added to every destination IOVA: 0, or the mapping's length for the
+    /// fault test hook ([`CopyRequest::fault_dst`](super::CopyRequest::fault_dst)).
+    dst_shift: u64,
 }
 
 impl Dma {
     /// Opens the engine `engine` on a fresh iommufd, exports `size` bytes of
     /// each side's BAR at its offset as a single-range dma-buf, and maps them
     /// (source readable, destination writable) at guarded IOVAs under the
-    /// engine's DMA mask.
+    /// engine's DMA mask. `fault_dst` is the test hook that aims the engine's
+    /// writes just past the destination mapping, into its unmapped guard gap.
     ///
     /// # Errors
     ///
@@ -124,7 +128,13 @@ impl Dma {
     /// when the engine cannot be opened or attached; [`CopyError::Exporter`]
     /// when a span cannot be exported; [`CopyError::Importer`] when the
     /// iommufd cannot be opened or a span mapped.
-    pub fn open(engine: Bdf, src: &Endpoint, dst: &Endpoint, size: u64) -> Result<Dma, CopyError> {
+    pub fn open(
+        engine: Bdf,
+        src: &Endpoint,
+        dst: &Endpoint,
+        size: u64,
+        fault_dst: bool,
+    ) -> Result<Dma, CopyError> {
         available()?;
         let iommufd = Iommufd::open()?;
         let engine = AttachedEngine::open(engine, &iommufd)?;
@@ -138,10 +148,12 @@ impl Dma {
         };
         let src_map = map(src, Access::Read)?;
         let dst_map = map(dst, Access::Write)?;
+        let dst_shift = if fault_dst { dst_map.len() } else { 0 };
         Ok(Dma {
             src_map,
             dst_map,
             engine,
+            dst_shift,
         })
     }
 }
@@ -178,7 +190,7 @@ impl CopyPath for Dma {
     }
 
     fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError> {
-        let (s, d) = (self.src_map.iova(), self.dst_map.iova());
+        let (s, d) = (self.src_map.iova(), self.dst_map.iova() + self.dst_shift);
         self.engine
             .engine_mut()
             .copy(s + offset, d + offset, len)

@@ -167,6 +167,25 @@ pub enum CopyError {
     /// The DMA engine failed.
     #[error(transparent)]
     Engine(#[from] peerdma_importer::engine::EngineError),
+    /// The IOMMU refused the engine's DMA while the copy ran (the kernel logged it):
+    /// the cause of `outcome`.
+    #[error(
+        "the IOMMU refused {count} DMA access(es) by the engine {engine} during the copy, \
+         so {outcome}; the first refused: {first} (kernel log: \"{msg}\"); fix: give the \
+         engine only IOVAs that its IOAS maps with that access (the report's route lists \
+         the mappings)",
+        msg = first.message
+    )]
+    DmaFaulted {
+        /// The engine whose DMA faulted.
+        engine: Bdf,
+        /// Faults logged for it (the IOMMU drivers rate-limit: a lower bound).
+        count: usize,
+        /// The first one.
+        first: Box<peerdma_importer::fault_log::IommuFault>,
+        /// What the copy saw: the mismatch or the engine's error.
+        outcome: Box<CopyError>,
+    },
     /// The exporter library refused or failed.
     #[error(transparent)]
     Exporter(#[from] peerdma_exporter::Error),

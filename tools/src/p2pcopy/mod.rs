@@ -13,6 +13,7 @@ mod cpu_mmap;
 mod dma;
 mod endpoint;
 mod error;
+mod faults;
 mod path;
 mod proof;
 #[cfg(feature = "rdma")]
@@ -70,6 +71,12 @@ pub struct CopyRequest {
     /// Test hook: another thread turns the source's memory decode off while the
     /// copy runs (see [`RevokeTrigger`]).
     pub revoke_src: Option<RevokeTrigger>,
+    /// Test hook: on a DMA path, the engine is given destination IOVAs just past the
+    /// destination's mapping, in the unmapped guard gap above it (so a copy of at most
+    /// the guard, 64 KiB, lands nowhere): every write faults in the IOMMU, nothing
+    /// arrives, and the copy fails with the faults as the cause
+    /// ([`CopyError::DmaFaulted`]). Ignored on the CPU path.
+    pub fault_dst: bool,
 }
 
 /// When the test hook of [`CopyRequest::revoke_src`] revokes the source.
@@ -142,6 +149,10 @@ pub struct CopyReport {
     pub verified: Option<bool>,
     /// The pattern's seed (`None`: not verified).
     pub seed: Option<u64>,
+    /// IOMMU faults the kernel logged for the engine while the copy ran (0 on a
+    /// healthy DMA copy); `None` on the CPU path or where the kernel log cannot be
+    /// read (`/dev/kmsg` needs `CAP_SYSLOG` under `kernel.dmesg_restrict`).
+    pub iommu_faults: Option<u64>,
     /// The route the bytes took, and whether it was peer to peer.
     pub route: RouteProof,
 }
@@ -313,7 +324,7 @@ fn run_inner(
     // The DMA path (engine attached, both spans exported and mapped) is the last
     // check: it is set up before the first byte is written anywhere.
     let mut path: Box<dyn CopyPath + '_> = match chosen.engine {
-        Some(engine) => Box::new(Dma::open(engine, &src, &dst, size)?),
+        Some(engine) => Box::new(Dma::open(engine, &src, &dst, size, req.fault_dst)?),
         None => Box::new(CpuMmap::new(&src_map, &dst_map)),
     };
     if req.verify {
@@ -332,6 +343,11 @@ fn run_inner(
         ]
     };
     let generations_before = generations();
+    let mut faults = chosen.engine.map(faults::FaultWatch::start);
+    let mut explain = |e: CopyError| match &mut faults {
+        Some(w) => w.explain(e),
+        None => e,
+    };
     let copying = AtomicBool::new(true);
     let start = Instant::now();
     let elapsed = std::thread::scope(|s| -> Result<Duration, CopyError> {
@@ -382,7 +398,8 @@ fn run_inner(
         copying.store(false, Ordering::Release);
         result?;
         Ok(start.elapsed())
-    })?;
+    })
+    .map_err(&mut explain)?;
     let mapped = path.ioas_mappings();
     drop(path);
     let route = {
@@ -434,7 +451,7 @@ fn run_inner(
                 };
                 return Err(moved(1, &dst)
                     .or_else(|| moved(0, &src))
-                    .unwrap_or(CopyError::Mismatch { first, count }));
+                    .unwrap_or_else(|| explain(CopyError::Mismatch { first, count })));
             }
             r => r?,
         }
@@ -467,6 +484,7 @@ fn run_inner(
         },
         verified,
         seed: req.verify.then_some(req.seed),
+        iommu_faults: faults.as_mut().and_then(faults::FaultWatch::count),
         route,
     })
 }

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{AccessPath, Bdf, DmaBuf, DmaRange, OpenOptions, Sysfs};
+use peerdma_exporter::{AccessPath, Bdf, DmaBuf, DmaRange, OpenOptions, RevokeState, Sysfs};
 use peerdma_importer::engine::nvme::command::Io;
 use peerdma_importer::engine::nvme::{IoStats, NamespaceInfo, NvmeError, NVME_CLASS};
 use peerdma_importer::engine::{AttachedEngine, EngineError, EngineOptions, Nvme, NvmeOptions};
@@ -23,6 +23,7 @@ use peerdma_importer::iommufd::{
 };
 use serde::{Serialize, Serializer};
 
+use super::faults::FaultWatch;
 use super::target::{NvmeTarget, Target};
 use super::verify::GuardedMap;
 use super::{dma, page_align_check, verify, CopyError, Endpoint, Progress, RevokeTrigger};
@@ -166,6 +167,9 @@ pub struct StorageReport {
     pub route: Option<RouteProof>,
     /// Whether every byte was checked and matched (`None`: not verified).
     pub verified: Option<bool>,
+    /// IOMMU faults the kernel logged for the controller while the copy ran;
+    /// `None` where the kernel log cannot be read.
+    pub iommu_faults: Option<u64>,
 }
 
 /// The memory side of a storage copy: a BAR span exported and mapped in the
@@ -454,6 +458,8 @@ pub fn run_storage(
     let mut stats = IoStats::default();
     let bar_device = ep.as_ref().map(|ep| &ep.device);
     let iova = memory.iova();
+    let mut faults = FaultWatch::start(nv.bdf);
+    let generation_before = bar_device.map(|d| d.revoke_generation());
     let start = Instant::now();
     let outcome = std::thread::scope(|s| -> Result<Duration, CopyError> {
         let (fire, fired) = std::sync::mpsc::channel::<()>();
@@ -480,9 +486,15 @@ pub fn run_storage(
                 let r =
                     nvme(&mut engine).transfer(dir, nv.lba + off / bs, iova + off, n, &mut stats);
                 let acked = done + (stats.bytes - before);
-                if memory.revoked()
-                    || matches!(&r, Err(NvmeError::Command { status, .. }) if status.sct == 0 && status.sc == 0x04 && bar_device.is_some())
-                {
+                // A Data Transfer Error on the BAR side is the revoke when the library
+                // revoked the device meanwhile (the mapping may already be back); else it
+                // is the controller's error, explained by IOMMU faults where logged.
+                let transfer_error = matches!(&r, Err(NvmeError::Command { status, .. }) if status.sct == 0 && status.sc == 0x04);
+                let revoked_meanwhile = bar_device.is_some_and(|d| {
+                    Some(d.revoke_generation()) != generation_before
+                        || !matches!(d.revoke_state(), Ok(RevokeState::Live))
+                });
+                if memory.revoked() || (transfer_error && revoked_meanwhile) {
                     let ep = ep.as_ref().expect("only a BAR side is revoked");
                     let mut err = verify::revoked(ep, acked, total);
                     if let CopyError::Revoked { why, .. } = &mut err {
@@ -502,7 +514,7 @@ pub fn run_storage(
         drop(fire);
         Ok(start.elapsed())
     });
-    let elapsed = outcome?;
+    let elapsed = outcome.map_err(|e| faults.explain(e))?;
     let verified = match &check_buf {
         None => None,
         Some(check) => {
@@ -510,8 +522,9 @@ pub fn run_storage(
             let mut scratch = IoStats::default();
             nvme(&mut engine)
                 .transfer(Io::Read, nv.lba, check.iova(), size, &mut scratch)
-                .map_err(nvme_err)?;
-            compare(&memory, ep.as_ref(), check, size, dir, req.seed)?;
+                .map_err(|e| faults.explain(nvme_err(e)))?;
+            compare(&memory, ep.as_ref(), check, size, dir, req.seed)
+                .map_err(|e| faults.explain(e))?;
             Some(true)
         }
     };
@@ -594,6 +607,7 @@ pub fn run_storage(
         seed: req.seed,
         route,
         verified,
+        iommu_faults: faults.count(),
     })
 }
 
