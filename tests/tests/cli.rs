@@ -4,11 +4,18 @@
 mod common;
 
 use common::*;
+use peerdma_testbed::devices::Topology;
 use peerdma_testbed::kernel::KernelChoice;
 
 #[test]
 fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
-    let tb = testbed(KernelChoice::Reference);
+    // nvme0 (00:13.0) for the sysfs reset: the others have no reset method on the root bus.
+    let tb = testbed_with(
+        KernelChoice::Reference,
+        "ivshmem,ivshmem,edu,nvme",
+        Topology::Root,
+        true,
+    );
     let p = workspace_bin("peerdma").display().to_string();
     let script = format!(
         "set -e
@@ -34,7 +41,16 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
          tail -n +2 /run/tmp/hold.json
          cat /run/tmp/hold.err
          if {p} export 00:10.0 --bar 2 --range 0:5K; then exit 9; fi
-         if {p} regions 00:1f.2; then exit 9; fi"
+         if {p} regions 00:1f.2; then exit 9; fi
+         {p} export 00:13.0 --bar 0 --range 0:4K --hold --json > /run/tmp/hold2.json 2>/run/tmp/hold2.err &
+         holder=$!
+         for i in $(seq 100); do grep -q path /run/tmp/hold2.json 2>/dev/null && break; sleep 0.1; done
+         echo \"## reset method $(cat /sys/bus/pci/devices/0000:00:13.0/reset_method)\"
+         echo 1 > /sys/bus/pci/devices/0000:00:13.0/reset
+         sleep 0.5
+         kill -TERM $holder; wait $holder; echo \"## reset holder rc=$?\"
+         tail -n +2 /run/tmp/hold2.json
+         cat /run/tmp/hold2.err"
     );
     let out = run_sh(&tb, &script);
     let j = json_lines(&out.output);
@@ -130,4 +146,35 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
         out.output
     );
     assert!(out.output.contains("not to vfio-pci"), "{}", out.output);
+
+    // A reset through sysfs (nvme0 resets by FLR) under a held buffer: the kernel neither
+    // revokes it nor lets config reads through until the reset is over, so the registers
+    // look the same before and after; the holder names the read that the reset held up.
+    assert!(out.output.contains("## reset method flr"), "{}", out.output);
+    assert!(
+        out.output.contains("## reset holder rc=0"),
+        "{}",
+        out.output
+    );
+    let blocked = j
+        .iter()
+        .find(|e| e["event"] == "config_blocked")
+        .unwrap_or_else(|| panic!("the holder did not see the sysfs reset:\n{}", out.output));
+    let ms = blocked["milliseconds"].as_f64().unwrap();
+    // pcie_flr sleeps 100 ms with config access locked.
+    assert!(
+        ms >= 100.0,
+        "an FLR blocks config reads for 100 ms at least: {blocked}"
+    );
+    assert!(
+        blocked["note"].as_str().unwrap().contains("not revoked"),
+        "{blocked}"
+    );
+    assert_eq!(
+        j.iter().filter(|e| e["event"] == "config_blocked").count(),
+        1,
+        "only the reset held a read up (not the sysfs decode-off): {}",
+        out.output
+    );
+    eprintln!("sysfs FLR under a held buffer: a register read waited {ms} ms");
 }

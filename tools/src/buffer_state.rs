@@ -6,10 +6,15 @@
 //!
 //! The two can differ: a revoke happens only through VFIO (its config region, its reset
 //! ioctls, low-power entry, close); decode turned off through sysfs or a reset started
-//! through sysfs changes the device but not the buffer (docs/importers.md).
+//! through sysfs changes the device but not the buffer (docs/importers.md). Such a reset
+//! does show in one place: config-space reads block while it runs ([`read_registers`]).
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{getrusage, UsageWho};
+use peerdma_exporter::{DmaBuf, RevokeState};
 
 use peerdma_importer::iommufd::{Access, Error as ImportError, Ioas, Iommufd, Iova};
 
@@ -55,5 +60,47 @@ pub fn kernel_view(buf: BorrowedFd<'_>, page: u64) -> KernelView {
         Err(ImportError::DmaBufRevoked { .. }) => KernelView::Revoked,
         Err(ImportError::DmaBufMultiRange { .. }) => KernelView::Live,
         Err(e) => KernelView::Unknown(e.to_string()),
+    }
+}
+
+/// How long a config-space read must sleep in the kernel before it counts as blocked:
+/// a read normally takes microseconds; the PCI core's shortest reset keeps config
+/// access locked for two 10 ms D3hot delays (`pci_pm_reset`), an FLR for at least
+/// 100 ms (`pcie_flr`).
+pub const CONFIG_BLOCKED: Duration = Duration::from_millis(15);
+
+/// The device's registers, read once, and whether that read was held up.
+#[derive(Debug)]
+pub struct RegisterRead {
+    /// The revoke state the registers show.
+    pub state: peerdma_exporter::Result<RevokeState>,
+    /// How long the read slept in the kernel, when it slept at least
+    /// [`CONFIG_BLOCKED`]: the PCI core had locked the device's config space
+    /// (`pci_cfg_access_lock`, taken by `pci_dev_lock` for a reset: user config
+    /// reads wait in `pci_wait_cfg`, drivers/pci/access.c), so a reset ran.
+    pub blocked: Option<Duration>,
+}
+
+/// Reads `buf`'s device registers ([`DmaBuf::state`]) and times the read. A read that
+/// took [`CONFIG_BLOCKED`] or longer *and* slept (this thread's voluntary context
+/// switches went up: it waited, it was not merely preempted) was blocked by a config
+/// lock. This is how a reset started outside VFIO (`/sys/bus/pci/devices/BDF/reset`, a
+/// bus reset by another driver) shows: the PCI core turns decode off for the reset and
+/// restores it before it lets config reads through, so the registers alone never show
+/// it, and vfio-pci does not revoke for it (no reset handlers in 7.2).
+pub fn read_registers(buf: &DmaBuf) -> RegisterRead {
+    let switches = || {
+        getrusage(UsageWho::RUSAGE_THREAD)
+            .map(|u| u.voluntary_context_switches())
+            .ok()
+    };
+    let before = switches();
+    let start = Instant::now();
+    let state = buf.state();
+    let took = start.elapsed();
+    let slept = matches!((before, switches()), (Some(b), Some(a)) if a > b);
+    RegisterRead {
+        state,
+        blocked: (took >= CONFIG_BLOCKED && slept).then_some(took),
     }
 }

@@ -2,17 +2,20 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use peerdma_exporter::{Bdf, Device, DmaBuf, DmaRange, ExportOptions, OpenOptions, RevokeState};
-use peerdma_tools::buffer_state::{kernel_view, KernelView};
+use peerdma_tools::buffer_state::{kernel_view, read_registers, KernelView};
 use peerdma_tools::size::{human, parse_range};
 use serde_json::json;
 
-/// How often a held buffer's state is read.
-const HOLD_POLL: Duration = Duration::from_millis(200);
+/// How often a held buffer's device registers are read: often enough that a reset
+/// started outside VFIO (config access locked for ≥ 20 ms) meets a read.
+const REGISTER_POLL: Duration = Duration::from_millis(5);
+/// How often the kernel is asked (a private IOAS map) when the registers did not move.
+const KERNEL_POLL: Duration = Duration::from_millis(200);
 
 /// Arguments of `peerdma export`.
 #[derive(Args)]
@@ -140,8 +143,9 @@ fn state_text(state: &RevokeState) -> String {
 /// Reports every change of the held buffer's state, as the device's registers show it
 /// and as the kernel answers an importer, until `holding` turns false. Revokes that
 /// other processes cause are seen here: a VFIO user's decode-off, reset or D3 revokes
-/// the buffer (both views change); decode turned off through sysfs, or a reset started
-/// through sysfs, changes the registers only, which this names.
+/// the buffer (both views change); decode turned off through sysfs changes the
+/// registers only, which this names; a reset started through sysfs leaves both as they
+/// were and shows as a register read that the kernel held up for the reset's length.
 fn watch(
     buf: &DmaBuf,
     page: u64,
@@ -149,10 +153,19 @@ fn watch(
     holding: &AtomicBool,
     json: bool,
 ) {
+    let mut asked = Instant::now();
     while holding.load(Ordering::Acquire) {
-        std::thread::sleep(HOLD_POLL);
-        let Ok(state) = buf.state() else { continue };
+        std::thread::sleep(REGISTER_POLL);
+        let read = read_registers(buf);
+        if let Some(took) = read.blocked {
+            report_blocked(took, json);
+        }
+        let Ok(state) = read.state else { continue };
+        if state == last.0 && read.blocked.is_none() && asked.elapsed() < KERNEL_POLL {
+            continue;
+        }
         let kernel = kernel_view(buf.as_fd(), page);
+        asked = Instant::now();
         if (state, &kernel) == (last.0, &last.1) {
             continue;
         }
@@ -180,6 +193,24 @@ fn watch(
             );
         }
         last = (state, kernel);
+    }
+}
+
+/// Says that a register read waited `took` for the device's config-space lock.
+fn report_blocked(took: Duration, json: bool) {
+    let note = "the kernel locked the device's config space meanwhile, as it does for a \
+                reset: the device was reset outside VFIO (/sys/bus/pci/devices/BDF/reset or \
+                a bus reset); the buffer was not revoked and importers' mappings stayed in \
+                place, so DMA in that window reached a device in reset and what the BAR \
+                held may be gone";
+    let ms = took.as_secs_f64() * 1e3;
+    if json {
+        crate::print_json(&json!({
+            "event": "config_blocked", "milliseconds": (ms * 10.0).round() / 10.0,
+            "note": note,
+        }));
+    } else {
+        eprintln!("buffer state: a read of the device's registers waited {ms:.1} ms: {note}");
     }
 }
 
