@@ -31,7 +31,8 @@ fn setup() -> String {
          ip -n b addr add {B}/24 dev vb; ip -n b link set vb up; ip -n b link set lo up; \
          ip netns exec a rdma link add rxa type rxe netdev va; \
          ip netns exec b rdma link add rxb type rxe netdev vb; \
-         A='ip netns exec a'; B='ip netns exec b'; set +e; "
+         A='ip netns exec a'; B='ip netns exec b'; set +e; \
+         awaitline() {{ for i in $(seq 600); do grep -q \"$2\" \"$1\" 2>/dev/null && return 0; sleep 0.1; done; return 1; }}; "
     )
 }
 
@@ -66,7 +67,7 @@ fn an_rc_stream_between_two_namespaces_is_verified_at_the_receiver() {
     }
     // RDMA READ, 16 in flight: the sink fills its MR with seed 77's pattern.
     script += &format!(
-        "$B {g} sink {B}:18603 2097152 1 77 > $T/sink & sleep 2; \
+        "$B {g} sink {B}:18603 2097152 1 77 > $T/sink & awaitline $T/sink listening; \
          $A {g} read {B}:18603 2097152 65536 16 77; echo \"## read rc=$?\"; wait; "
     );
     let out = run_sh(&tb, &script);
@@ -155,7 +156,7 @@ fn a_wrong_rkey_and_an_out_of_bounds_write_give_named_error_completions() {
     let mut script = setup();
     for (kind, port) in [("rkey", 18611), ("oob", 18612)] {
         script += &format!(
-            "$B {g} sink {B}:{port} 1048576 1 > $T/sink-{kind} & sleep 1; \
+            "$B {g} sink {B}:{port} 1048576 1 > $T/sink-{kind} & awaitline $T/sink-{kind} listening; \
              $A {g} bad {B}:{port} {kind}; echo \"## {kind} rc=$?\"; wait; "
         );
     }
@@ -186,7 +187,7 @@ fn the_server_killed_mid_stream_gives_the_client_a_clear_error() {
     let script = setup()
         + &format!(
             "$B {g} sink {B}:18621 4194304 1 > $T/sink & SINK=$!; \
-             sleep 1; $A {g} write {B}:18621 4194304 1048576 16 2000 1 > $T/client & CLIENT=$!; \
+             awaitline $T/sink listening; $A {g} write {B}:18621 4194304 1048576 16 2000 1 > $T/client & CLIENT=$!; \
              for i in $(seq 300); do grep -q accepted $T/sink && break; sleep 0.2; done; \
              sleep 1; kill -9 $SINK; wait $CLIENT; echo \"## client rc=$?\"; cat $T/client; "
         );
@@ -297,7 +298,7 @@ fn p2pcopy_over_rdma_leaks_nothing_on_either_side() {
     // session left them.
     let script = setup()
         + &format!(
-            "$B {g} leak-serve {B}:18641 2 > $T/serve & sleep 1; \
+            "$B {g} leak-serve {B}:18641 2 > $T/serve & awaitline $T/serve listening; \
              $A {g} leak-send {B}:18641 {B}:18649 10.77.0.9:18649; echo \"## send rc=$?\"; \
              wait $!; echo \"## serve rc=$?\"; cat $T/serve; "
         );
@@ -513,7 +514,7 @@ fn rxe_write_throughput_against_ib_write_bw() {
                      E=$(date +%s%N); wait; \
                      echo '## perftest {size} {qps} {rep}'; cat $T/pc; echo '## end'; \
                      echo \"## wall-perftest {size} {qps} {rep} $((E-S))\"; \
-                     $B {g} sink {B}:{ours} {total} {qps} > /dev/null & sleep 1; \
+                     $B {g} sink {B}:{ours} {total} {qps} > $T/sinkb & awaitline $T/sinkb listening; \
                      echo '## ours {size} {qps} {rep}'; S=$(date +%s%N); \
                      $A {g} write {B}:{ours} {total} {size} 128 1 {qps}; E=$(date +%s%N); wait; \
                      echo \"## wall-ours {size} {qps} {rep} $((E-S))\"; "

@@ -56,6 +56,9 @@ fn sink(args: &[String]) -> Result<serde_json::Value> {
     let qps_n: usize = arg(args, 3, "QPS")?;
     let seed: Option<u64> = args.get(4).map(|s| s.parse()).transpose()?;
     let listener = Listener::bind(addr)?;
+    // The test scripts start the peer once this line is out, instead of sleeping.
+    println!("{}", json!({ "listening": addr.to_string() }));
+    std::io::Write::flush(&mut std::io::stdout())?;
     let req = listener.next_request(Some(Duration::from_secs(120)))?;
     let pd = req.alloc_pd()?;
     let mut mr = pd.register_host(size as usize, Access::ALL)?;
@@ -285,7 +288,10 @@ fn leak_serve(args: &[String]) -> Result<serde_json::Value> {
             timeout: Duration::from_secs(60),
             max_host_size: 1 << 30,
         };
-        let r = serve(&req, &mut |_| {})?;
+        let r = serve(&req, &mut |a| {
+            println!("{}", json!({ "listening": a.to_string() }));
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        })?;
         anyhow::ensure!(r.verified, "session not verified");
         after.push(usage());
     }
