@@ -49,13 +49,13 @@ impl Bdf {
         if device > 0x1f {
             return Err(ParseBdfError {
                 input: format!("{domain:04x}:{bus:02x}:{device:02x}.{function}"),
-                reason: "device number must be 00..1f",
+                reason: "device number must be 00 to 1f",
             });
         }
         if function > 7 {
             return Err(ParseBdfError {
                 input: format!("{domain:04x}:{bus:02x}:{device:02x}.{function}"),
-                reason: "function number must be 0..7",
+                reason: "function number must be 0 to 7",
             });
         }
         Ok(Self {
@@ -143,16 +143,21 @@ impl FromStr for Bdf {
             return Err(bad("device must be exactly 2 hex digits"));
         }
         if function.len() != 1 {
-            return Err(bad("function must be exactly 1 digit 0..7"));
+            return Err(bad("function must be exactly 1 digit 0 to 7"));
         }
         let bus = hex_field(input, bus, 2, "bus must be exactly 2 hex digits")?;
         let device = hex_field(input, device, 2, "device must be exactly 2 hex digits")?;
-        let function = hex_field(input, function, 1, "function must be exactly 1 digit 0..7")?;
+        let function = hex_field(
+            input,
+            function,
+            1,
+            "function must be exactly 1 digit 0 to 7",
+        )?;
         if device > 0x1f {
-            return Err(bad("device number must be 00..1f"));
+            return Err(bad("device number must be 00 to 1f"));
         }
         if function > 7 {
-            return Err(bad("function number must be 0..7"));
+            return Err(bad("function number must be 0 to 7"));
         }
         Ok(Self {
             domain,
@@ -312,7 +317,17 @@ mod tests {
             let err = parse(bad).unwrap_err();
             assert_eq!(err.input, bad, "{bad:?} gave {err:?}");
             assert!(err.to_string().contains("fix:"), "{err}");
+            // Ranges in words, not Rust's `a..b` (which would read as "up to b - 1").
+            assert!(!err.to_string().contains(".."), "{err}");
         }
+        assert!(parse("0000:01:20.0")
+            .unwrap_err()
+            .to_string()
+            .contains("device number must be 00 to 1f"));
+        assert!(Bdf::new(0, 1, 0, 8)
+            .unwrap_err()
+            .to_string()
+            .contains("function number must be 0 to 7"));
     }
 
     #[test]

@@ -562,8 +562,8 @@ pub enum Error {
     /// The region is not one of BAR0..BAR5.
     #[error(
         "{bdf} {region} is not a BAR \
-         [rule: only BAR0..BAR5 can be exported (not ROM, config, VGA or device regions); kernel: ENODEV]; \
-         fix: use a region index 0..5"
+         [rule: only BAR0 to BAR5 can be exported (not ROM, config, VGA or device regions); kernel: ENODEV]; \
+         fix: use a region index 0 to 5"
     )]
     RegionNotBar {
         /// Device.

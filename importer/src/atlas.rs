@@ -1,6 +1,7 @@
 //! Which importers on this machine could take a vfio-pci BAR dma-buf: iommufd,
 //! the RDMA devices and the DRM render nodes, each judged by its driver
-//! against what Linux 7.2 accepts.
+//! against what Linux 7.2 accepts (the RDMA table is [`crate::rdma_driver`], the one
+//! the RDMA importer uses; the DRM table is [`DRM_DRIVERS`]).
 //!
 //! A BAR dma-buf is MMIO (no struct pages) and revocable: an importer must
 //! attach it dynamically with peer-to-peer allowed and handle `move_notify`.
@@ -9,41 +10,7 @@
 
 use peerdma_exporter::kernel::HostPaths;
 
-/// What Linux 7.2 does with a BAR dma-buf, per RDMA driver.
-pub const RDMA_DRIVERS: &[(&str, bool, &str)] = &[
-    (
-        "mlx5",
-        true,
-        "ibv_reg_dmabuf_mr with a default (non-ODP) MR attaches dynamically and handles revoke",
-    ),
-    (
-        "irdma",
-        true,
-        "ibv_reg_dmabuf_mr attaches dynamically and handles revoke",
-    ),
-    (
-        "efa",
-        false,
-        "dma-buf MRs are pinned only: a revocable BAR buffer is refused",
-    ),
-    (
-        "bnxt_re",
-        false,
-        "dma-buf MRs are pinned only: a revocable BAR buffer is refused",
-    ),
-    (
-        "mana",
-        false,
-        "dma-buf MRs are pinned only: a revocable BAR buffer is refused",
-    ),
-    (
-        "ionic",
-        false,
-        "dma-buf MRs are pinned only: a revocable BAR buffer is refused",
-    ),
-    ("rxe", false, "soft-RoCE has no dma-buf MR (EOPNOTSUPP)"),
-    ("siw", false, "soft-iWARP has no dma-buf MR (EOPNOTSUPP)"),
-];
+use crate::rdma_driver::Driver;
 
 /// What Linux 7.2 does with a BAR dma-buf, per DRM driver.
 pub const DRM_DRIVERS: &[(&str, bool, &str)] = &[
@@ -124,13 +91,15 @@ impl Atlas {
             .list("sys/class/infiniband")
             .into_iter()
             .map(|name| {
-                let driver = rdma_driver(host, &name);
-                let (accepts_bar, note) = lookup(RDMA_DRIVERS, driver.as_deref());
+                let (driver, verdict) = match rdma_driver(host, &name) {
+                    Some(d) => (Some(d.family().to_string()), d.bar_dmabuf()),
+                    None => (None, crate::rdma_driver::BarDmabuf::Unknown),
+                };
                 RdmaDevice {
                     name,
                     driver,
-                    accepts_bar,
-                    note,
+                    accepts_bar: verdict.accepts(),
+                    note: verdict.note(),
                 }
             })
             .collect();
@@ -167,21 +136,24 @@ fn lookup(
     }
 }
 
-/// The RDMA driver family: the PCI driver behind the device (`mlx5_core` →
-/// `mlx5`, `bnxt_en` → `bnxt_re`), else the name's prefix for software
-/// devices (`rxe0`, `siw0`).
-fn rdma_driver(host: &HostPaths, name: &str) -> Option<String> {
-    let pci = host.link_name(&format!("sys/class/infiniband/{name}/device/driver"));
-    let family = match pci.as_deref() {
-        Some("mlx5_core") => "mlx5",
-        Some("bnxt_en") => "bnxt_re",
-        Some(d) => return Some(d.to_string()),
-        None => RDMA_DRIVERS
-            .iter()
-            .map(|(n, ..)| *n)
-            .find(|n| name.starts_with(n))?,
-    };
-    Some(family.to_string())
+/// The RDMA device's driver, judged by [`Driver::from_names`] from what sysfs says
+/// (the parent PCI function's driver: `mlx5_core` → mlx5, `ice`/`i40e` → irdma,
+/// `bnxt_en` → bnxt_re; else a software device's attributes). `None` for a device
+/// sysfs says nothing of (no parent, no software-device attributes).
+fn rdma_driver(host: &HostPaths, name: &str) -> Option<Driver> {
+    let dir = format!("sys/class/infiniband/{name}");
+    let pci = host.link_name(&format!("{dir}/device/driver"));
+    let node_type = host.read(&format!("{dir}/node_type"));
+    let driver = Driver::from_names(
+        pci.as_deref(),
+        name,
+        host.exists(&format!("{dir}/parent")),
+        node_type.as_deref(),
+    );
+    match driver {
+        Driver::Other(_) if pci.is_none() => None,
+        d => Some(d),
+    }
 }
 
 /// The DRM driver of a render node: its device's driver (`amdgpu`, `xe`,
@@ -230,6 +202,17 @@ mod tests {
             "sys/class/infiniband/bnxt_re0/device/driver",
             "../../bus/pci/drivers/bnxt_en",
         );
+        // irdma's parent is the Ethernet function: ice on an E810, i40e on an X722.
+        link(
+            r,
+            "sys/class/infiniband/irdma0/device/driver",
+            "../../bus/pci/drivers/ice",
+        );
+        link(
+            r,
+            "sys/class/infiniband/irdma1/device/driver",
+            "../../bus/pci/drivers/i40e",
+        );
         fs::create_dir_all(r.join("sys/class/infiniband/rxe0")).unwrap();
         fs::create_dir_all(r.join("sys/class/infiniband/odd0")).unwrap();
         link(
@@ -258,6 +241,8 @@ mod tests {
             rdma,
             [
                 ("bnxt_re0", Some("bnxt_re"), Some(false)),
+                ("irdma0", Some("irdma"), Some(true)),
+                ("irdma1", Some("irdma"), Some(true)),
                 ("mlx5_0", Some("mlx5"), Some(true)),
                 ("odd0", None, None),
                 ("rxe0", Some("rxe"), Some(false)),

@@ -2,6 +2,8 @@
 //!
 //! - [`atlas`]: which importers this machine has and whether each can take a
 //!   BAR dma-buf;
+//! - [`rdma_driver`]: the RDMA drivers and what Linux 7.2 does with a BAR dma-buf
+//!   on each (always built: the atlas and `rdma` share it);
 //! - [`iommufd`]: map a vfio-pci BAR dma-buf into an iommufd I/O address space
 //!   so that a device attached there DMAs to the peer BAR (always built);
 //! - [`engine`]: the devices that move bytes through an IOAS (QEMU's edu
@@ -26,6 +28,8 @@ pub mod iommufd;
 #[cfg(feature = "rdma")]
 #[deny(missing_docs)]
 pub mod rdma;
+#[deny(missing_docs)]
+pub mod rdma_driver;
 /// The system-memory exporter, now [`peerdma_exporter::udmabuf`]; re-exported
 /// here so that existing users keep compiling.
 pub use peerdma_exporter::udmabuf;

@@ -1,11 +1,155 @@
 //! The `peerdma` command in the testbed: list, regions, export (--hold) + inspect from a
-//! second process, path, and its errors.
+//! second process, path, and its errors; and on the host (no VM): help, man pages, the
+//! list table, and p2pcopy's refusals of flags that do not apply.
 
 mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 use common::*;
 use peerdma_testbed::devices::Topology;
 use peerdma_testbed::kernel::KernelChoice;
+
+/// Runs a workspace binary on the host in `cwd`.
+fn host_run(bin: &str, args: &[&str], cwd: &std::path::Path) -> Output {
+    Command::new(workspace_bin(bin))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn")
+}
+
+/// An empty scratch directory, removed on drop.
+struct Scratch(PathBuf);
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("peerdma-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    fn is_empty(&self) -> bool {
+        std::fs::read_dir(&self.0).unwrap().next().is_none()
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn help_shows_completions_and_man_and_man_alone_prints_the_page() {
+    let dir = Scratch::new("man");
+    let help = host_run("peerdma", &["--help"], &dir.0);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for cmd in ["completions", "man"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+            "peerdma --help does not list {cmd}:\n{help}"
+        );
+    }
+    let p2p_help = host_run("p2pcopy", &["--help"], &dir.0);
+    let p2p_help = String::from_utf8_lossy(&p2p_help.stdout);
+    assert!(
+        p2p_help.contains("--completions SHELL") && p2p_help.contains("--man"),
+        "{p2p_help}"
+    );
+    // Without a directory the page goes to stdout and nothing is written to the cwd.
+    for (bin, args, name) in [
+        ("peerdma", &["man"][..], "peerdma"),
+        ("p2pcopy", &["--man"][..], "p2pcopy"),
+    ] {
+        let out = host_run(bin, args, &dir.0);
+        assert!(out.status.success(), "{bin} {args:?}: {out:?}");
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            page.contains(&format!(".TH {name} 1")),
+            "{bin} {args:?}:\n{page}"
+        );
+        assert!(
+            dir.is_empty(),
+            "{bin} {args:?} wrote into the current directory"
+        );
+    }
+    // With one, the pages go there and their paths to stdout.
+    let out = host_run("peerdma", &["man", "pages"], &dir.0);
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.0.join("pages/peerdma.1").exists() && dir.0.join("pages/peerdma-list.1").exists());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("peerdma-list.1"));
+}
+
+#[test]
+fn p2pcopy_refuses_a_zero_chunk_and_flags_that_would_be_ignored_before_opening_anything() {
+    let dir = Scratch::new("flags");
+    // On the host these devices do not exist: an error that names the flag shows the
+    // check came first.
+    let out = host_run("p2pcopy", &["00:10.0", "00:11.0", "--chunk", "0"], &dir.0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'0'") && err.contains("--chunk") && err.contains("1M"),
+        "{err}"
+    );
+    for flag in [
+        ["--queue-depth", "8"],
+        ["--transfer-size", "64K"],
+        ["--data-pointer", "sgl"],
+    ] {
+        let out = host_run("p2pcopy", &["00:10.0", "00:11.0", flag[0], flag[1]], &dir.0);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag:?}");
+        assert!(
+            err.contains(&format!("{} only applies to NVMe endpoints", flag[0])),
+            "{flag:?}: {err}"
+        );
+    }
+    let out = host_run("p2pcopy", &["00:10.0", "00:11.0", "--qps", "2"], &dir.0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--qps only applies to") && err.contains("RDMA"),
+        "{err}"
+    );
+    assert!(dir.is_empty());
+}
+
+#[test]
+fn the_list_table_fits_its_contents_and_no_bridge_is_bindable() {
+    let dir = Scratch::new("list");
+    let out = host_run("peerdma", &["list", "--json"], &dir.0);
+    assert!(out.status.success(), "{out:?}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = j["devices"].as_array().unwrap();
+    for d in devices {
+        if d["class"].as_str().unwrap().starts_with("06") && d["vfio"] != "bound" {
+            assert_eq!(d["vfio"], "bridge", "{d}");
+        }
+    }
+    let out = host_run("peerdma", &["list"], &dir.0);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let vfio_at = header.find("VFIO").unwrap();
+    let bars_at = header.find("BARs").unwrap();
+    for (line, d) in lines.take_while(|l| !l.is_empty()).zip(devices) {
+        // Each row's VFIO cell starts under the header's, whatever its length
+        // (no-iommu-group is the longest), and is followed by a space before the BARs.
+        let vfio = d["vfio"].as_str().unwrap();
+        assert_eq!(
+            line.get(vfio_at..vfio_at + vfio.len()),
+            Some(vfio),
+            "{text}"
+        );
+        assert!(
+            line.len() <= bars_at || line.as_bytes()[bars_at - 1] == b' ',
+            "{text}"
+        );
+    }
+}
 
 #[test]
 fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
@@ -20,6 +164,8 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
     let script = format!(
         "set -e
          {p} list --json
+         {p} list
+         {p} regions 00:10.0
          {p} regions 00:10.0 --json
          {p} regions 00:12.0 --access group --json
          {p} export 00:10.0 --bar 2 --range 0:2M --range 0x400000:64K --range 8M:4K --json
@@ -72,6 +218,26 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
     assert_eq!(bar2["64bit"], true);
     let ahci = devices.iter().find(|d| d["bdf"] == "0000:00:1f.2").unwrap();
     assert_eq!(ahci["vfio"], "bindable");
+    // q35's host bridge (class 0600) and ISA bridge (0601) are bridges, never bindable.
+    for bridge in ["0000:00:00.0", "0000:00:1f.0"] {
+        let d = devices.iter().find(|d| d["bdf"] == bridge).unwrap();
+        assert_eq!(d["vfio"], "bridge", "{d}");
+    }
+    // The human outputs: the list's VFIO column, regions in words (the JSON keeps its
+    // values, below).
+    assert!(
+        out.output
+            .lines()
+            .any(|l| l.starts_with("0000:00:00.0 ") && l.contains(" bridge")),
+        "{}",
+        out.output
+    );
+    assert!(
+        out.output.contains("(opened via cdev + iommufd)")
+            && out.output.contains("dma-buf export: supported,"),
+        "{}",
+        out.output
+    );
 
     assert_eq!(j[1]["opened_via"], "Cdev");
     assert_eq!(j[1]["dma_buf_export"], "Supported");

@@ -406,7 +406,7 @@ const RULES: &[Rule] = &[
         variant: "RegionNotBar",
         errno: "ENODEV",
         region: Some("ROM (region 6)"),
-        needles: &["not a BAR", "0..5"],
+        needles: &["not a BAR", "0 to 5"],
     },
     Rule {
         name: "config",

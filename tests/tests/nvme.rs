@@ -85,6 +85,9 @@ fn read_and_write_64m(topology: Topology) {
     }
     assert_eq!(r[0]["dst"]["kind"], "bar");
     assert_eq!(r[1]["src"]["kind"], "bar");
+    // The BAR side names the offset into its BAR (the human summary prints it too).
+    assert_eq!(r[0]["dst"]["offset"], 0, "{}", r[0]);
+    assert_eq!(r[1]["src"]["offset"], 0, "{}", r[1]);
     for rep in &r {
         assert_eq!(rep["route"]["peer_to_peer"], true, "{rep}");
         assert_eq!(

@@ -208,7 +208,10 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
                         );
                     }
                 }
-                Err(e) => r.fail("paths", &name, e.to_string(), fix_of(&e)),
+                Err(e) => {
+                    let (detail, fix) = detail_and_fix(&e);
+                    r.fail("paths", &name, detail, fix)
+                }
             }
         }
     }
@@ -216,11 +219,15 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
     r
 }
 
-/// The fix part of a library error's message.
-fn fix_of(e: &Error) -> String {
+/// A library error's message as a check's detail and fix, so that the fix is printed
+/// once (on the check's `fix:` line), not also at the end of the detail.
+fn detail_and_fix(e: &Error) -> (String, String) {
     let msg = e.to_string();
-    msg.split_once("; fix: ")
-        .map_or("see the message".to_string(), |(_, f)| f.to_string())
+    let (detail, fix) = crate::fix::split_fix(&msg);
+    (
+        detail.to_string(),
+        fix.unwrap_or("see the message").to_string(),
+    )
 }
 
 fn kernel(r: &mut Report, host: &HostPaths) {
@@ -228,7 +235,8 @@ fn kernel(r: &mut Report, host: &HostPaths) {
     let facts = match KernelFacts::read(host) {
         Ok(f) => f,
         Err(e) => {
-            r.fail(S, "config", e.to_string(), fix_of(&e));
+            let (detail, fix) = detail_and_fix(&e);
+            r.fail(S, "config", detail, fix);
             return;
         }
     };
@@ -382,7 +390,8 @@ fn device(r: &mut Report, host: &HostPaths, bdf: Bdf, iommu: &IommuFacts) {
     let d: PciDevice = match sys.device(bdf) {
         Ok(d) => d,
         Err(e) => {
-            r.fail(s, "exists", e.to_string(), fix_of(&e));
+            let (detail, fix) = detail_and_fix(&e);
+            r.fail(s, "exists", detail, fix);
             return;
         }
     };
@@ -460,7 +469,10 @@ fn device(r: &mut Report, host: &HostPaths, bdf: Bdf, iommu: &IommuFacts) {
                         .to_string(),
                 );
             }
-            Err(e) => r.fail(s, "IOMMU group", e.to_string(), fix_of(&e)),
+            Err(e) => {
+                let (detail, fix) = detail_and_fix(&e);
+                r.fail(s, "IOMMU group", detail, fix)
+            }
         },
     }
     // BARs.
@@ -748,6 +760,18 @@ mod tests {
             "{}",
             missing.detail
         );
+        // A library error's fix goes on the check's fix line, not also into its detail.
+        assert!(
+            missing
+                .fix
+                .as_deref()
+                .is_some_and(|f| !f.is_empty() && f != "see the message"),
+            "{:?}",
+            missing.fix
+        );
+        for c in &r.checks {
+            assert!(!c.detail.contains("fix:"), "{}: {}", c.name, c.detail);
+        }
         let path = r.find("paths", "0000:00:10.0 → 0000:00:11.0").unwrap();
         assert_eq!(path.status, Status::Warn);
         assert!(path

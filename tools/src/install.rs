@@ -1,7 +1,8 @@
 //! What makes the tools install like tools: a `--version` that names the kernel
 //! features they were built for, and shell completions and man pages generated
-//! from the clap definitions (`peerdma completions SHELL`, `peerdma man DIR`,
-//! `p2pcopy --completions SHELL`, `p2pcopy --man DIR`).
+//! from the clap definitions (`peerdma completions SHELL`, `peerdma man [DIR]`,
+//! `p2pcopy --completions SHELL`, `p2pcopy --man [DIR]`). Without DIR the command's
+//! own page goes to stdout; with DIR it and a page per subcommand are written there.
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -51,6 +52,15 @@ pub fn write_completions(mut cmd: Command, shell: Shell, out: &mut dyn Write) {
     clap_complete::generate(shell, &mut cmd, name, out);
 }
 
+/// Writes `cmd`'s own man page (roff) to `out`.
+///
+/// # Errors
+///
+/// The I/O error of writing to `out`.
+pub fn write_man_page(cmd: Command, out: &mut dyn Write) -> io::Result<()> {
+    clap_mangen::Man::new(cmd).render(out)
+}
+
 /// Writes one man page per command and visible subcommand into `dir`
 /// (`peerdma.1`, `peerdma-path.1` …) and returns their paths.
 ///
@@ -81,31 +91,45 @@ pub fn write_man_pages(cmd: Command, dir: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// For a binary whose arguments cannot take a subcommand (`p2pcopy SRC DST`):
 /// handles `--completions SHELL` and `--man [DIR]` when they are the first
-/// argument, before clap parses. `Some(status)` when it did.
+/// argument, before clap parses. `Some(status)` when it did. `--man` without DIR
+/// prints the page on stdout, as `peerdma man` does.
 pub fn handle_generate_flags<C: CommandFactory>(args: &[OsString]) -> Option<i32> {
+    generate::<C>(args, &mut io::stdout())
+}
+
+fn generate<C: CommandFactory>(args: &[OsString], out: &mut dyn Write) -> Option<i32> {
     let first = args.get(1)?.to_str()?;
     let second = args.get(2).and_then(|a| a.to_str());
     match first {
         "--completions" => {
             let Some(shell) = second.and_then(|s| s.parse::<Shell>().ok()) else {
-                eprintln!("--completions needs a shell: bash, zsh, fish, elvish or powershell");
+                eprintln!(
+                    "error: --completions needs a shell: bash, zsh, fish, elvish or powershell"
+                );
                 return Some(2);
             };
-            write_completions(C::command(), shell, &mut io::stdout());
+            write_completions(C::command(), shell, out);
             Some(0)
         }
-        "--man" => match write_man_pages(C::command(), Path::new(second.unwrap_or("."))) {
-            Ok(pages) => {
-                for p in pages {
-                    println!("{}", p.display());
+        "--man" => {
+            let written = match second {
+                None => write_man_page(C::command(), out).map(|()| Vec::new()),
+                Some(dir) => write_man_pages(C::command(), Path::new(dir)),
+            };
+            match written {
+                Ok(pages) => {
+                    for p in pages {
+                        // A closed stdout is the reader's business, not an error here.
+                        let _ = writeln!(out, "{}", p.display());
+                    }
+                    Some(0)
                 }
-                Some(0)
+                Err(e) => {
+                    eprintln!("error: writing the man page: {e}");
+                    Some(1)
+                }
             }
-            Err(e) => {
-                eprintln!("writing man pages: {e}");
-                Some(1)
-            }
-        },
+        }
         _ => None,
     }
 }
@@ -158,6 +182,38 @@ mod tests {
         assert_eq!(handle_generate_flags::<Demo>(&args), Some(2));
         let args: Vec<OsString> = ["demo", "path"].iter().map(OsString::from).collect();
         assert_eq!(handle_generate_flags::<Demo>(&args), None);
+    }
+
+    #[test]
+    fn man_without_a_directory_prints_the_page_and_writes_no_file() {
+        let args: Vec<OsString> = ["demo", "--man"].iter().map(OsString::from).collect();
+        let mut out = Vec::new();
+        assert_eq!(generate::<Demo>(&args, &mut out), Some(0));
+        let page = String::from_utf8(out).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH demo"),
+            "{page}"
+        );
+        assert!(
+            page.contains(".TH demo") && page.contains("A demo"),
+            "{page}"
+        );
+        // With a directory: the pages go there and their paths to stdout.
+        let dir = std::env::temp_dir().join(format!("peerdma-man-dir-{}", std::process::id()));
+        let args: Vec<OsString> = ["demo", "--man"]
+            .iter()
+            .map(OsString::from)
+            .chain([dir.clone().into_os_string()])
+            .collect();
+        let mut out = Vec::new();
+        assert_eq!(generate::<Demo>(&args, &mut out), Some(0));
+        let listed = String::from_utf8(out).unwrap();
+        assert!(
+            listed.contains("demo.1") && !listed.contains(".TH"),
+            "{listed}"
+        );
+        assert!(dir.join("demo.1").exists() && dir.join("demo-path.1").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

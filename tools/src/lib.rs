@@ -3,6 +3,7 @@
 pub mod buffer_state;
 pub mod cli;
 pub mod doctor;
+pub mod fix;
 pub mod install;
 pub mod mmio;
 pub mod p2pcopy;

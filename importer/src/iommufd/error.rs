@@ -55,7 +55,7 @@ pub enum Error {
     /// The buffer's physical range lies beyond the IOMMU's address width: the kernel
     /// would map it, and every DMA to it would fault.
     #[error(
-        "{bdf} BAR{region}: the buffer is at physical {start:#x}..={end:#x}, beyond the \
+        "{bdf} BAR{region}: the buffer is at physical {start:#x} to {end:#x}, beyond the \
          {bits}-bit address width of IOMMU {iommu} ({width_from}: it reaches up to {limit:#x}); \
          the kernel would map it and every DMA to it would fault; fix: have the BAR \
          assigned below {limit:#x} (firmware settings, pci=realloc), or use an IOMMU that \

@@ -39,7 +39,7 @@ impl IovaRange {
 
 impl fmt::Display for IovaRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}..={:#x}", self.start, self.last)
+        write!(f, "{:#x} to {:#x}", self.start, self.last)
     }
 }
 
@@ -334,6 +334,15 @@ mod tests {
 
     fn p(guard: u64, limit: u64) -> Placement {
         Placement { guard, limit }
+    }
+
+    #[test]
+    fn a_range_prints_in_words() {
+        let r = IovaRange {
+            start: 0x1000,
+            last: 0xfee0_0000 - 1,
+        };
+        assert_eq!(r.to_string(), "0x1000 to 0xfedfffff");
     }
 
     #[test]

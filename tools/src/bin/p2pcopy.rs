@@ -23,7 +23,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use peerdma_exporter::{AccessPath, Bdf};
 use peerdma_importer::engine::nvme::DataPointer;
@@ -97,7 +98,10 @@ enum Access {
 #[command(
     name = "p2pcopy",
     version,
-    about = "Copy between two PCI devices' BARs (named by BDF), verified, with throughput"
+    about = "Copy between two PCI devices' BARs (named by BDF), verified, with throughput",
+    after_help = "Also, as the only arguments: --completions SHELL prints a completion script \
+                  (bash, zsh, fish, elvish, powershell); --man prints the man page, --man DIR \
+                  writes it into DIR."
 )]
 struct Cli {
     /// Source: a device's BAR (0000:01:00.0 or 01:00.0), an NVMe namespace
@@ -152,8 +156,8 @@ struct Cli {
     /// Bytes to copy (default: all that fits both BARs past the offsets).
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
-    /// Bytes per step.
-    #[arg(long, value_parser = parse_size, default_value = "1M")]
+    /// Bytes per step (1 or more; over RDMA, bytes per WRITE).
+    #[arg(long, value_parser = parse_chunk, default_value = "1M")]
     chunk: u64,
     /// Copy the span this many times.
     #[arg(long, default_value_t = 1)]
@@ -191,6 +195,107 @@ struct Cli {
     /// Test hook: turn the source's memory decode off once this many bytes are copied.
     #[arg(long, hide = true, value_parser = parse_size)]
     test_revoke_after_bytes: Option<u64>,
+    /// The flags of [`SCOPED_FLAGS`] given on the command line (not defaulted).
+    #[arg(skip)]
+    given: Vec<&'static str>,
+}
+
+/// What kind of copy the command line asks for: the flags that apply differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CopyKind {
+    /// Both ends here, one of them an NVMe namespace.
+    Nvme,
+    /// Both ends here, neither an NVMe namespace.
+    Local,
+    /// The receiving end of an RDMA copy (--serve).
+    Serve,
+    /// The sending end of an RDMA copy (DST rdma://HOST:PORT).
+    Send,
+}
+
+/// Flags that only some kinds of copy use: (clap id, spelling, the kinds it applies to,
+/// those kinds in words).
+const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
+    ("queue_depth", "--queue-depth", &[CopyKind::Nvme], NVME_ONLY),
+    (
+        "transfer_size",
+        "--transfer-size",
+        &[CopyKind::Nvme],
+        NVME_ONLY,
+    ),
+    (
+        "data_pointer",
+        "--data-pointer",
+        &[CopyKind::Nvme],
+        NVME_ONLY,
+    ),
+    (
+        "qps",
+        "--qps",
+        &[CopyKind::Send],
+        "the sending end of an RDMA copy (DST rdma://HOST:PORT)",
+    ),
+    (
+        "depth",
+        "--depth",
+        &[CopyKind::Send],
+        "the sending end of an RDMA copy (DST rdma://HOST:PORT)",
+    ),
+    (
+        "listen",
+        "--listen",
+        &[CopyKind::Serve],
+        "the receiving end of an RDMA copy (--serve)",
+    ),
+    (
+        "timeout",
+        "--timeout",
+        &[CopyKind::Serve, CopyKind::Send],
+        "an RDMA copy (--serve, or DST rdma://HOST:PORT)",
+    ),
+];
+
+const NVME_ONLY: &str = "NVMe endpoints: a copy with an nvme:BDF[/NSID][@LBA] side (a BAR → BAR \
+                         copy through an NVMe engine named by --via runs the engine with its \
+                         defaults)";
+
+/// The scoped flags the user gave (not defaulted), by clap id.
+fn given_flags(m: &ArgMatches) -> Vec<&'static str> {
+    SCOPED_FLAGS
+        .iter()
+        .filter(|(id, ..)| m.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|(id, ..)| *id)
+        .collect()
+}
+
+/// Refuses a flag given on a copy it does not apply to (it would be ignored silently).
+fn check_flags(given: &[&str], kind: CopyKind) -> Result<()> {
+    for (id, flag, kinds, words) in SCOPED_FLAGS {
+        if given.contains(id) && !kinds.contains(&kind) {
+            anyhow::bail!(
+                "{flag} only applies to {words}; this copy is {}: leave {flag} out",
+                match kind {
+                    CopyKind::Nvme => "a copy with an NVMe side",
+                    CopyKind::Local => "between BARs on this host, with no NVMe side",
+                    CopyKind::Serve => "the receiving end of an RDMA copy",
+                    CopyKind::Send => "the sending end of an RDMA copy",
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--chunk`: a size of 1 byte or more.
+fn parse_chunk(s: &str) -> Result<u64, String> {
+    match parse_size(s).map_err(|e| e.to_string())? {
+        0 => Err(
+            "a chunk of 0 bytes would never move a byte; give 1 or more, e.g. 1M (the \
+                  default)"
+                .to_string(),
+        ),
+        n => Ok(n),
+    }
 }
 
 /// `--via`: a BDF, or `nvme:BDF`.
@@ -207,14 +312,14 @@ fn main() -> ExitCode {
     if let Some(status) = peerdma_tools::install::handle_generate_flags::<Cli>(&args) {
         return ExitCode::from(status as u8);
     }
-    let cli = match Cli::from_arg_matches(
-        &Cli::command()
-            .long_version(peerdma_tools::install::long_version())
-            .get_matches_from(args),
-    ) {
+    let matches = Cli::command()
+        .long_version(peerdma_tools::install::long_version())
+        .get_matches_from(args);
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    cli.given = given_flags(&matches);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -330,6 +435,14 @@ fn with_advice(e: CopyError) -> anyhow::Error {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    let nvme = |e: Option<&End>| matches!(e, Some(End::Local(Target::Nvme(_))));
+    let kind = match (cli.serve, &cli.dst) {
+        (true, _) => CopyKind::Serve,
+        (false, Some(End::Remote(_))) => CopyKind::Send,
+        (false, dst) if nvme(Some(&cli.src)) || nvme(dst.as_ref()) => CopyKind::Nvme,
+        (false, _) => CopyKind::Local,
+    };
+    check_flags(&cli.given, kind)?;
     let (src, dst) = match (cli.serve, &cli.src, &cli.dst) {
         (true, End::Local(dst), None) => return rdma_cli::serve(cli, dst),
         (true, _, _) => {
@@ -531,8 +644,8 @@ fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
              command, latency p50 {:.1} µs p99 {:.1} µs{}",
             human(r.bytes),
             r.iterations,
-            req.src,
-            req.dst,
+            r.src,
+            r.dst,
             r.via,
             r.seconds,
             rate(r.gbps),
@@ -753,6 +866,74 @@ mod tests {
             "DST is required"
         );
         assert!(Cli::try_parse_from(["p2pcopy", "a", "b", "c"]).is_err());
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        let m = Cli::command()
+            .try_get_matches_from(["p2pcopy"].iter().chain(args))
+            .unwrap();
+        let mut cli = Cli::from_arg_matches(&m).unwrap();
+        cli.given = given_flags(&m);
+        cli
+    }
+
+    #[test]
+    fn a_zero_chunk_is_refused_with_the_value_and_a_valid_one() {
+        let e = Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0", "--chunk", "0"])
+            .err()
+            .expect("--chunk 0 is refused")
+            .to_string();
+        assert!(
+            e.contains("'0'") && e.contains("--chunk") && e.contains("1M"),
+            "{e}"
+        );
+        assert_eq!(parse(&["00:10.0", "00:11.0", "--chunk", "4K"]).chunk, 4096);
+    }
+
+    #[test]
+    fn nvme_and_rdma_flags_are_refused_where_they_would_be_ignored() {
+        // Defaults are never "given".
+        let cli = parse(&["00:10.0", "00:11.0"]);
+        assert!(cli.given.is_empty());
+        assert!(check_flags(&cli.given, CopyKind::Local).is_ok());
+        for flag in [
+            ["--queue-depth", "8"],
+            ["--transfer-size", "4K"],
+            ["--data-pointer", "prp"],
+        ] {
+            let cli = parse(&["00:10.0", "00:11.0", flag[0], flag[1]]);
+            let e = run(&cli)
+                .expect_err("refused before any device is opened")
+                .to_string();
+            assert!(
+                e.contains(flag[0]) && e.contains("only applies to NVMe endpoints"),
+                "{e}"
+            );
+            let cli = parse(&["nvme:00:13.0", "00:11.0", flag[0], flag[1]]);
+            assert!(check_flags(&cli.given, CopyKind::Nvme).is_ok());
+            let cli = parse(&["00:10.0", "rdma://10.0.0.2:7000", flag[0], flag[1]]);
+            let e = run(&cli).expect_err("refused on an RDMA copy").to_string();
+            assert!(e.contains(flag[0]) && e.contains("NVMe"), "{e}");
+        }
+        let cli = parse(&["00:10.0", "00:11.0", "--qps", "2"]);
+        let e = run(&cli).unwrap_err().to_string();
+        assert!(e.contains("--qps") && e.contains("rdma://"), "{e}");
+        let cli = parse(&["--serve", "host", "--depth", "4"]);
+        assert!(run(&cli)
+            .unwrap_err()
+            .to_string()
+            .contains("--depth only applies"));
+        let cli = parse(&["00:10.0", "rdma://10.0.0.2:7000", "--listen", "0.0.0.0:1"]);
+        assert!(run(&cli).unwrap_err().to_string().contains("--serve"));
+        let cli = parse(&[
+            "00:10.0",
+            "rdma://10.0.0.2:7000",
+            "--qps",
+            "2",
+            "--timeout",
+            "5",
+        ]);
+        assert!(check_flags(&cli.given, CopyKind::Send).is_ok());
     }
 
     #[test]

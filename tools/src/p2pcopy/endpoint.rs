@@ -174,8 +174,12 @@ impl Endpoint {
             for span in msix.spans_in(self.bar.index, self.device.page_size()) {
                 if self.offset < span.end && span.start < end {
                     return Err(refuse(format!(
-                        "the span {:#x}..{end:#x} covers the MSI-X {:?} pages {:#x}..{:#x}",
-                        self.offset, span.structure, span.start, span.end
+                        "the span {:#x} to {:#x} covers the MSI-X {} pages {:#x} to {:#x}",
+                        self.offset,
+                        end - 1,
+                        span.structure,
+                        span.start,
+                        span.end - 1
                     )));
                 }
             }

@@ -185,7 +185,14 @@ pub(super) fn choose(
                     "auto: the CPU, because the only DMA engine found ({bdf}, QEMU edu) moves \
                      4 KiB per ~100 ms; the DMA path uses it when asked for"
                 ),
-                Err(e) => format!("auto: the CPU; the DMA path is unavailable ({e})"),
+                Err(CopyError::PathUnavailable { why, .. }) => format!(
+                    "auto: the CPU; the DMA path is unavailable ({})",
+                    crate::fix::cause(&why)
+                ),
+                Err(e) => format!(
+                    "auto: the CPU; the DMA path is unavailable ({})",
+                    crate::fix::cause(&e)
+                ),
             };
             Ok(Chosen {
                 kind: PathKind::CpuMmap,

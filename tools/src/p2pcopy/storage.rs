@@ -98,6 +98,20 @@ pub enum TargetReport {
     Host,
 }
 
+/// As the copy summary names a side: `0000:00:11.0 BAR2+0x200000` (the BAR and the offset
+/// into it), `nvme:0000:00:13.0/1@2048`, `host`.
+impl std::fmt::Display for TargetReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetReport::Bar {
+                bdf, bar, offset, ..
+            } => write!(f, "{bdf} BAR{bar}+{offset:#x}"),
+            TargetReport::Nvme { bdf, nsid, lba, .. } => write!(f, "nvme:{bdf}/{nsid}@{lba}"),
+            TargetReport::Host => f.write_str("host"),
+        }
+    }
+}
+
 /// Command latency percentiles, microseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Latency {
@@ -644,12 +658,18 @@ fn recovery_note(
     probe: &UserMapping,
     cause: Option<NvmeError>,
 ) -> String {
-    let cause = cause.map_or(String::new(), |e| format!("; the controller said: {e}"));
+    // Causes without their own fix: the revoke error that carries this note has one.
+    let cause = cause.map_or(String::new(), |e| {
+        format!("; the controller said: {}", crate::fix::cause(&e))
+    });
     let bs = nvme.namespace().map_or(512, |n| u64::from(n.block_size));
     let mut stats = IoStats::default();
     let state = match nvme.transfer(Io::Read, nv.lba, probe.iova(), bs, &mut stats) {
         Ok(()) => "the controller was reset and a read after the reset succeeded".to_string(),
-        Err(e) => format!("the controller is not usable after the reset: {e}"),
+        Err(e) => format!(
+            "the controller is not usable after the reset: {}",
+            crate::fix::cause(&e)
+        ),
     };
     format!("{cause}; NVMe {}: {state}", nv.bdf)
 }
@@ -694,5 +714,35 @@ fn compare(
     match first {
         None => Ok(()),
         Some(first) => Err(CopyError::Mismatch { first, count }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bar_side_is_reported_with_its_bar_and_offset() {
+        let bar = TargetReport::Bar {
+            bdf: "0000:00:11.0".into(),
+            bar: 2,
+            bar_size: 64 << 20,
+            offset: 0x20_0000,
+        };
+        assert_eq!(bar.to_string(), "0000:00:11.0 BAR2+0x200000");
+        let j = serde_json::to_value(&bar).unwrap();
+        assert_eq!(
+            (&j["kind"], &j["bar"], &j["offset"]),
+            (&"bar".into(), &2.into(), &0x20_0000.into())
+        );
+        let nvme = TargetReport::Nvme {
+            bdf: "0000:00:13.0".into(),
+            nsid: 1,
+            lba: 2048,
+            block_size: 512,
+            blocks: 1 << 20,
+        };
+        assert_eq!(nvme.to_string(), "nvme:0000:00:13.0/1@2048");
+        assert_eq!(TargetReport::Host.to_string(), "host");
     }
 }

@@ -117,12 +117,12 @@ impl FromStr for Target {
             };
             let bdf = bdf
                 .parse::<Bdf>()
-                .map_err(|e| err(format!("bad PCI address: {e}")))?;
+                .map_err(|e| err(format!("bad PCI address {:?}: {}", e.input, e.reason)))?;
             return Ok(Target::Nvme(NvmeTarget { bdf, nsid, lba }));
         }
         let bdf = s
             .parse::<Bdf>()
-            .map_err(|e| err(format!("bad PCI address: {e}")))?;
+            .map_err(|e| err(format!("bad PCI address {:?}: {}", e.input, e.reason)))?;
         Ok(Target::Bar(EndpointSpec {
             bdf,
             bar: None,
@@ -177,9 +177,16 @@ mod tests {
             "nvme:00:13.0@x",
             "disk",
             "nvme:zz/1",
+            "zz:10.0",
+            "00:20.0",
         ] {
             let e = bad.parse::<Target>().unwrap_err().to_string();
             assert!(e.contains("fix:") && !e.contains("--"), "{bad}: {e}");
+            assert_eq!(
+                e.matches("fix:").count(),
+                1,
+                "one fix, not the BDF's too: {e}"
+            );
         }
     }
 }

@@ -169,7 +169,7 @@ impl Nvme {
         if cap.page_min > PAGE || cap.page_max < PAGE {
             return Err(unsupported(
                 format!(
-                    "memory page sizes {}..={} exclude 4 KiB",
+                    "memory page sizes {} to {} bytes exclude 4 KiB",
                     cap.page_min, cap.page_max
                 ),
                 "this driver uses 4 KiB pages only",
@@ -178,7 +178,7 @@ impl Nvme {
         if opts.queue_depth == 0 || opts.queue_depth + 1 > cap.max_queue_entries.min(1024) {
             return Err(unsupported(
                 format!(
-                    "queue depth {} is outside 1..={} (CAP.MQES {})",
+                    "queue depth {} is outside 1 to {} (CAP.MQES {})",
                     opts.queue_depth,
                     cap.max_queue_entries.min(1024) - 1,
                     cap.max_queue_entries

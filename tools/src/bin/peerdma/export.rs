@@ -22,7 +22,7 @@ const KERNEL_POLL: Duration = Duration::from_millis(200);
 pub struct ExportArgs {
     /// The device (0000:01:00.0 or 01:00.0).
     bdf: Bdf,
-    /// The BAR (region index 0..5).
+    /// The BAR (region index 0 to 5).
     #[arg(long)]
     bar: u32,
     /// OFFSET:LENGTH inside the BAR (sizes take 4K/2M/1G suffixes or hex); repeat for more ranges.

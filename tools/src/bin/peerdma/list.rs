@@ -10,9 +10,14 @@ fn page_size() -> u64 {
     rustix::param::page_size() as u64
 }
 
+/// Whether vfio-pci could take the device. A bridge (base class 0x06: host, PCI-to-PCI,
+/// ISA, CardBus … bridges) never: vfio-pci refuses any header type but a normal
+/// function's (`vfio_pci_probe`), and a host bridge carries no device to pass through.
 fn vfio_status(d: &PciDevice) -> &'static str {
     if d.is_vfio_bound() {
         "bound"
+    } else if d.class >> 16 == 0x06 {
+        "bridge"
     } else if d.iommu_group.is_some() {
         "bindable"
     } else {
@@ -66,11 +71,23 @@ pub fn run(json: bool, only_vfio: bool) -> Result<()> {
         crate::print_json(&json!({ "devices": rows }));
         return Ok(());
     }
-    println!(
-        "{:<13} {:<9} {:<6} {:<12} {:<5} {:<9} BARs",
-        "BDF", "ID", "CLASS", "DRIVER", "GROUP", "VFIO"
-    );
-    for r in &rows {
+    print!("{}", render(&rows));
+    if rows.iter().any(|r| r["vfio"] == "bindable") {
+        println!(
+            "\nbind a device to vfio-pci (as root): echo vfio-pci > /sys/bus/pci/devices/BDF/driver_override; \
+             echo BDF > /sys/bus/pci/devices/BDF/driver/unbind; echo BDF > /sys/bus/pci/drivers_probe \
+             (every device of its IOMMU group must be bound to vfio-pci or to no driver)"
+        );
+    }
+    Ok(())
+}
+
+/// The human table of `rows` (as `--json` gives them), each column as wide as its widest
+/// entry.
+fn render(rows: &[serde_json::Value]) -> String {
+    let mut lines =
+        vec![["BDF", "ID", "CLASS", "DRIVER", "GROUP", "VFIO", "BARs"].map(String::from)];
+    for r in rows {
         let bars: Vec<String> = r["bars"]
             .as_array()
             .into_iter()
@@ -101,30 +118,126 @@ pub fn run(json: bool, only_vfio: bool) -> Result<()> {
                 s
             })
             .collect();
-        println!(
-            "{:<13} {:<9} {:<6} {:<12} {:<5} {:<9} {}",
-            r["bdf"].as_str().unwrap_or(""),
-            format!(
-                "{}:{}",
-                r["vendor"].as_str().unwrap_or(""),
-                r["device"].as_str().unwrap_or("")
-            ),
-            r["class"].as_str().unwrap_or(""),
-            r["driver"].as_str().unwrap_or("-"),
+        let text = |k: &str, none: &str| r[k].as_str().unwrap_or(none).to_string();
+        lines.push([
+            text("bdf", ""),
+            format!("{}:{}", text("vendor", ""), text("device", "")),
+            text("class", ""),
+            text("driver", "-"),
             r["iommu_group"]
                 .as_u64()
-                .map(|g| g.to_string())
-                .unwrap_or("-".into()),
-            r["vfio"].as_str().unwrap_or(""),
-            bars.join(" ")
+                .map_or("-".to_string(), |g| g.to_string()),
+            text("vfio", ""),
+            bars.join(" "),
+        ]);
+    }
+    crate::table(&lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn device(class: u32, driver: Option<&str>, group: Option<u32>) -> PciDevice {
+        PciDevice {
+            bdf: "00:01.0".parse().unwrap(),
+            path: PathBuf::new(),
+            vendor: 0x8086,
+            device: 0x1234,
+            class,
+            driver: driver.map(String::from),
+            iommu_group: group,
+            resources: Vec::new(),
+            vfio_dev: None,
+            is_virtfn: false,
+            unsafe_noiommu_mode: false,
+        }
+    }
+
+    #[test]
+    fn bridges_are_never_bindable() {
+        for class in [0x060400, 0x060000, 0x060100, 0x060401, 0x060700, 0x068000] {
+            assert_eq!(
+                vfio_status(&device(class, Some("pcieport"), Some(3))),
+                "bridge"
+            );
+            assert_eq!(vfio_status(&device(class, None, None)), "bridge");
+        }
+        assert_eq!(vfio_status(&device(0x050000, None, Some(3))), "bindable");
+        assert_eq!(
+            vfio_status(&device(0x050000, Some("ahci"), None)),
+            "no-iommu-group"
+        );
+        assert_eq!(
+            vfio_status(&device(0x050000, Some("vfio-pci"), Some(3))),
+            "bound"
         );
     }
-    if rows.iter().any(|r| r["vfio"] == "bindable") {
-        println!(
-            "\nbind a device to vfio-pci (as root): echo vfio-pci > /sys/bus/pci/devices/BDF/driver_override; \
-             echo BDF > /sys/bus/pci/devices/BDF/driver/unbind; echo BDF > /sys/bus/pci/drivers_probe \
-             (every device of its IOMMU group must be bound to vfio-pci or to no driver)"
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_entry() {
+        let row = |bdf: &str, driver: &str, group: Option<u32>, vfio: &str| {
+            json!({
+                "bdf": bdf, "vendor": "1af4", "device": "1110", "class": "050000",
+                "driver": driver, "iommu_group": group, "vfio": vfio,
+                "bars": [{"index": 2, "size": 1u64 << 20, "kind": "mem",
+                          "prefetchable": true, "64bit": true, "subpage": false}],
+            })
+        };
+        let text = render(&[
+            row("0000:00:00.0", "a-long-driver-name", None, "no-iommu-group"),
+            row("0000:00:10.0", "vfio-pci", Some(12), "bound"),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        // Every column starts at the same place on every line, and each cell is
+        // followed by a space, however long the longest entry.
+        let starts = |l: &str, cells: &[&str]| -> Vec<usize> {
+            let mut at = 0;
+            cells
+                .iter()
+                .map(|c| {
+                    let i = at + l[at..].find(c).unwrap_or_else(|| panic!("{c} in {l:?}"));
+                    at = i + c.len();
+                    i
+                })
+                .collect()
+        };
+        let header = starts(
+            lines[0],
+            &["BDF", "ID", "CLASS", "DRIVER", "GROUP", "VFIO", "BARs"],
+        );
+        let first = starts(
+            lines[1],
+            &[
+                "0000:00:00.0",
+                "1af4:1110",
+                "050000",
+                "a-long-driver-name",
+                "-",
+                "no-iommu-group",
+                "2:",
+            ],
+        );
+        let second = starts(
+            lines[2],
+            &[
+                "0000:00:10.0",
+                "1af4:1110",
+                "050000",
+                "vfio-pci",
+                "12",
+                "bound",
+                "2:",
+            ],
+        );
+        assert_eq!(header, first, "{text}");
+        assert_eq!(header, second, "{text}");
+        assert!(
+            lines[1].contains("no-iommu-group 2:1MiB(pref,64)"),
+            "{text}"
         );
     }
-    Ok(())
 }

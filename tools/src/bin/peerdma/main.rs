@@ -90,17 +90,14 @@ enum Cmd {
         json: bool,
     },
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
-    #[command(hide = true)]
     Completions {
         /// The shell.
         shell: Shell,
     },
-    /// Writes man pages for peerdma and its subcommands into DIR.
-    #[command(hide = true)]
+    /// Prints peerdma's man page; with DIR, writes it and one page per subcommand there.
     Man {
-        /// Where to write them.
-        #[arg(default_value = ".")]
-        dir: std::path::PathBuf,
+        /// Where to write the pages (created if missing); without it the page goes to stdout.
+        dir: Option<std::path::PathBuf>,
     },
     /// The PCI path between two devices, its ACS bits, the kernel's P2P verdict and
     /// which importers it matters for.
@@ -133,7 +130,11 @@ fn main() -> ExitCode {
             peerdma_tools::install::write_completions(command(), shell, &mut std::io::stdout());
             Ok(())
         }
-        Cmd::Man { dir } => peerdma_tools::install::write_man_pages(command(), &dir)
+        Cmd::Man { dir: None } => {
+            peerdma_tools::install::write_man_page(command(), &mut std::io::stdout())
+                .map_err(Into::into)
+        }
+        Cmd::Man { dir: Some(dir) } => peerdma_tools::install::write_man_pages(command(), &dir)
             .map(|pages| {
                 for p in pages {
                     println!("{}", p.display());
@@ -163,4 +164,29 @@ fn main() -> ExitCode {
 /// Prints a serde value as one line of JSON.
 pub fn print_json(v: &serde_json::Value) {
     println!("{v}");
+}
+
+/// Lines of cells as a table: every column but the last padded to its widest cell,
+/// columns one space apart, each line ending in a newline.
+pub fn table<const N: usize>(lines: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for line in lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for line in lines {
+        let mut text = String::new();
+        for (i, cell) in line.iter().enumerate() {
+            if i + 1 == N {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$} ", w = widths[i]));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
 }

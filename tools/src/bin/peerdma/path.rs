@@ -20,7 +20,7 @@ fn beyond_iommu(sys: &Sysfs, bdf: Bdf) -> Option<String> {
         .enumerate()
         .take(6)
         .filter(|(_, r)| r.is_mem() && r.size() > 0 && !width.reaches(r.end))
-        .map(|(i, r)| format!("{bdf} BAR{i} at {:#x}..={:#x}", r.start, r.end))
+        .map(|(i, r)| format!("{bdf} BAR{i} at {:#x} to {:#x}", r.start, r.end))
         .collect();
     (!far.is_empty()).then(|| {
         format!(

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use peerdma_exporter::RegionIndex;
-use peerdma_exporter::{AccessPath, Bdf, Device, OpenOptions, RegionCap};
+use peerdma_exporter::{AccessPath, Bdf, Device, DmaBufSupport, OpenOptions, OpenedVia, RegionCap};
 use peerdma_tools::size::human;
 use serde_json::{json, Value};
 
@@ -20,6 +20,50 @@ fn cap_json(c: &RegionCap) -> Value {
     }
 }
 
+/// The access path in `--json` (stable: `Cdev`, `Group`) and in words.
+fn opened_via(v: OpenedVia) -> (&'static str, &'static str) {
+    match v {
+        OpenedVia::Cdev => ("Cdev", "cdev + iommufd"),
+        OpenedVia::Group => ("Group", "group + container"),
+    }
+}
+
+/// dma-buf export support in `--json` (stable: `Supported`, `DriverLacksExport`,
+/// `KernelLacksFeature`) and in words.
+fn dma_buf_export(s: DmaBufSupport) -> (&'static str, &'static str) {
+    match s {
+        DmaBufSupport::Supported => ("Supported", "supported"),
+        DmaBufSupport::DriverLacksExport => (
+            "DriverLacksExport",
+            "no (the device's vfio driver does not offer it)",
+        ),
+        DmaBufSupport::KernelLacksFeature => (
+            "KernelLacksFeature",
+            "no (the kernel has no VFIO_DEVICE_FEATURE_DMA_BUF)",
+        ),
+    }
+}
+
+/// A region capability in words.
+fn cap_text(c: &RegionCap) -> String {
+    match c {
+        RegionCap::SparseMmap(areas) => format!(
+            "sparse mmap {}",
+            areas
+                .iter()
+                .map(|a| format!("{:#x}+{:#x}", a.offset, a.size))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        RegionCap::Type {
+            region_type,
+            subtype,
+        } => format!("type {region_type:#x}/{subtype:#x}"),
+        RegionCap::MsixMappable => "MSI-X mappable".to_string(),
+        RegionCap::Unknown { id, version } => format!("capability {id} v{version}"),
+    }
+}
+
 /// Describes the device's regions.
 pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
     let device = Device::open_with(
@@ -32,6 +76,7 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
     .with_context(|| format!("opening {bdf}"))?;
     let info = device.info();
     let mut regions = Vec::new();
+    let mut cap_words = Vec::new();
     for index in 0..info.num_regions {
         let r = match device.region_info(index) {
             Ok(r) => r,
@@ -51,6 +96,7 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
             "mmap": r.flags.mmap(),
             "caps": r.caps.iter().map(cap_json).collect::<Vec<_>>(),
         }));
+        cap_words.push(r.caps.iter().map(cap_text).collect::<Vec<_>>().join("; "));
     }
     let msix = device.msix().map(|m| {
         json!({
@@ -67,11 +113,11 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
     let state = device.revoke_state()?;
     let out = json!({
         "bdf": bdf.to_string(),
-        "opened_via": format!("{:?}", device.opened_via()),
+        "opened_via": opened_via(device.opened_via()).0,
         "num_regions": info.num_regions,
         "num_irqs": info.num_irqs,
         "reset": info.supports_reset(),
-        "dma_buf_export": format!("{support:?}"),
+        "dma_buf_export": dma_buf_export(support).0,
         "state": match state {
             peerdma_exporter::RevokeState::Live => "live".to_string(),
             peerdma_exporter::RevokeState::Revoked(why) => format!("revoked: {why}"),
@@ -84,34 +130,36 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{bdf} (opened via {}): {} regions, {} IRQ types, reset: {}, dma-buf export: {support:?}, buffers {}",
-        out["opened_via"].as_str().unwrap_or(""),
+        "{bdf} (opened via {}): {} regions, {} IRQ types, reset: {}, dma-buf export: {}, buffers {}",
+        opened_via(device.opened_via()).1,
         info.num_regions,
         info.num_irqs,
         if info.supports_reset() { "yes" } else { "no" },
+        dma_buf_export(support).1,
         out["state"].as_str().unwrap_or("")
     );
-    println!(
-        "{:<5} {:<24} {:>10} {:<5} {:<16} CAPS",
-        "INDEX", "NAME", "SIZE", "FLAGS", "FD OFFSET"
-    );
-    for r in &regions {
+    let mut lines = vec![["INDEX", "NAME", "SIZE", "FLAGS", "FD OFFSET", "CAPS"].map(String::from)];
+    for (r, caps) in regions.iter().zip(&cap_words) {
         let flags = format!(
             "{}{}{}",
             if r["read"] == true { "r" } else { "-" },
             if r["write"] == true { "w" } else { "-" },
             if r["mmap"] == true { "m" } else { "-" }
         );
-        println!(
-            "{:<5} {:<24} {:>10} {:<5} {:<#16x} {}",
-            r["index"].as_u64().unwrap_or(0),
-            r["name"].as_str().unwrap_or(""),
+        lines.push([
+            r["index"].as_u64().unwrap_or(0).to_string(),
+            r["name"].as_str().unwrap_or("").to_string(),
             human(r["size"].as_u64().unwrap_or(0)),
             flags,
-            r["offset"].as_u64().unwrap_or(0),
-            r["caps"]
-        );
+            format!("{:#x}", r["offset"].as_u64().unwrap_or(0)),
+            if caps.is_empty() {
+                "-".to_string()
+            } else {
+                caps.clone()
+            },
+        ]);
     }
+    print!("{}", crate::table(&lines));
     match &out["msix"] {
         Value::Null => println!("MSI-X: none"),
         m => println!(
@@ -125,4 +173,36 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use peerdma_exporter::SparseMmapArea;
+
+    use super::*;
+
+    #[test]
+    fn human_output_uses_words_and_json_keeps_its_values() {
+        assert_eq!(opened_via(OpenedVia::Cdev), ("Cdev", "cdev + iommufd"));
+        assert_eq!(opened_via(OpenedVia::Group), ("Group", "group + container"));
+        assert_eq!(
+            dma_buf_export(DmaBufSupport::Supported),
+            ("Supported", "supported")
+        );
+        for s in [
+            DmaBufSupport::Supported,
+            DmaBufSupport::DriverLacksExport,
+            DmaBufSupport::KernelLacksFeature,
+        ] {
+            // The JSON value is the variant's name, as before; the words are not.
+            assert_eq!(dma_buf_export(s).0, format!("{s:?}"));
+            assert!(dma_buf_export(s).1.chars().next().unwrap().is_lowercase());
+        }
+        assert_eq!(cap_text(&RegionCap::MsixMappable), "MSI-X mappable");
+        let sparse = RegionCap::SparseMmap(vec![SparseMmapArea {
+            offset: 0,
+            size: 0x1000,
+        }]);
+        assert_eq!(cap_text(&sparse), "sparse mmap 0x0+0x1000");
+    }
 }

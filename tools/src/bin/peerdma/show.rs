@@ -12,7 +12,7 @@ use peerdma_tools::size::parse_size;
 pub struct ShowArgs {
     /// The exporting device (0000:01:00.0 or 01:00.0).
     bdf: Bdf,
-    /// The BAR (region index 0..5).
+    /// The BAR (region index 0 to 5).
     #[arg(long)]
     bar: u32,
     /// Where the image starts inside the BAR (page-aligned; 4K/2M suffixes or hex).
