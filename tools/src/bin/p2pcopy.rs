@@ -393,15 +393,35 @@ fn advice(e: &CopyError) -> Option<String> {
 }
 
 /// A side with the BAR flags applied.
-fn with_bar(t: &Target, bar: Option<u32>, offset: u64) -> Target {
-    match t {
+fn with_bar(t: &Target, bar: Option<u32>, offset: u64, side: &str) -> Result<Target> {
+    check_bar_flags(t, bar, offset, side)?;
+    Ok(match t {
         Target::Bar(spec) => Target::Bar(EndpointSpec {
             bdf: spec.bdf,
             bar,
             offset,
         }),
         other => other.clone(),
-    }
+    })
+}
+
+/// Refuses `--{side}-bar` / `--{side}-offset` for a side that is no BAR (they would be
+/// ignored silently).
+fn check_bar_flags(t: &Target, bar: Option<u32>, offset: u64, side: &str) -> Result<()> {
+    let flag = match (bar, offset) {
+        (Some(_), _) => format!("--{side}-bar"),
+        (None, 0) => return Ok(()),
+        (None, _) => format!("--{side}-offset"),
+    };
+    let how = match t {
+        Target::Bar(_) => return Ok(()),
+        Target::Nvme(_) => "an NVMe namespace: its start is the LBA, nvme:BDF[/NSID]@LBA",
+        Target::Host => "host memory, allocated for the copy",
+    };
+    anyhow::bail!(
+        "{flag} applies to a BAR side, but {} {t} is {how}; leave {flag} out",
+        side.to_uppercase()
+    )
 }
 
 /// What the kernel log said about the engine's DMA during the copy.
@@ -457,8 +477,8 @@ fn run(cli: &Cli) -> Result<()> {
         (false, _, None) => anyhow::bail!("give SRC and DST (or --serve DST to receive over RDMA)"),
     };
     let seed = cli.seed.unwrap_or_else(fresh_seed);
-    let src = with_bar(src, cli.src_bar, cli.src_offset);
-    let dst = with_bar(dst, cli.dst_bar, cli.dst_offset);
+    let src = with_bar(src, cli.src_bar, cli.src_offset, "src")?;
+    let dst = with_bar(dst, cli.dst_bar, cli.dst_offset, "dst")?;
     let revoke = match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
         (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
         (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
@@ -510,11 +530,22 @@ fn run(cli: &Cli) -> Result<()> {
         size: cli.size,
         chunk: cli.chunk,
         iterations: cli.iterations,
-        path: match cli.engine {
-            Engine::Cpu => PathChoice::CpuMmap,
-            Engine::Dma => PathChoice::Dma { engine: cli.via },
-            Engine::Rdma => PathChoice::Rdma,
-            Engine::Auto => PathChoice::Auto,
+        path: match (cli.engine, cli.via) {
+            (Engine::Cpu | Engine::Rdma, Some(via)) => anyhow::bail!(
+                "--via {via} names a DMA engine, but --engine {} does not use one: leave \
+                 --via out, or use --engine dma (or auto) with it",
+                if matches!(cli.engine, Engine::Cpu) {
+                    "cpu"
+                } else {
+                    "rdma"
+                }
+            ),
+            (Engine::Cpu, None) => PathChoice::CpuMmap,
+            // Naming an engine asks for the DMA path, also under --engine auto.
+            (Engine::Dma | Engine::Auto, Some(via)) => PathChoice::Dma { engine: Some(via) },
+            (Engine::Dma, None) => PathChoice::Dma { engine: None },
+            (Engine::Rdma, None) => PathChoice::Rdma,
+            (Engine::Auto, None) => PathChoice::Auto,
         },
         verify: !cli.no_verify,
         seed,
@@ -690,6 +721,11 @@ mod rdma_cli {
     use peerdma_tools::p2pcopy::Target;
 
     fn local(cli: &Cli, t: &Target, src: bool) -> Result<LocalSpec> {
+        if src {
+            super::check_bar_flags(t, cli.src_bar, cli.src_offset, "src")?;
+        } else {
+            super::check_bar_flags(t, cli.dst_bar, cli.dst_offset, "dst")?;
+        }
         Ok(match t {
             Target::Host => LocalSpec::Host,
             Target::Bar(spec) => LocalSpec::Bar(EndpointSpec {
@@ -934,6 +970,51 @@ mod tests {
             "5",
         ]);
         assert!(check_flags(&cli.given, CopyKind::Send).is_ok());
+    }
+
+    #[test]
+    fn via_with_an_engine_that_uses_none_is_refused_before_any_device_is_opened() {
+        for engine in ["cpu", "rdma"] {
+            let cli = parse(&["00:10.0", "00:11.0", "--engine", engine, "--via", "00:12.0"]);
+            let e = run(&cli).unwrap_err().to_string();
+            assert!(
+                e.contains("--via 0000:00:12.0 names a DMA engine")
+                    && e.contains(&format!("--engine {engine} does not use one")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn bar_flags_on_a_side_that_is_no_bar_are_refused() {
+        let cases: [(&[&str], &str); 3] = [
+            (
+                &["nvme:00:13.0", "00:11.0", "--src-offset", "4K"],
+                "--src-offset applies to a BAR side, but SRC nvme:",
+            ),
+            (
+                &["host", "00:11.0", "--src-bar", "2"],
+                "--src-bar applies to a BAR side, but SRC host is host memory",
+            ),
+            (
+                &["00:11.0", "nvme:00:13.0", "--dst-bar", "0"],
+                "--dst-bar applies to a BAR side, but DST nvme:",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = run(&parse(args)).unwrap_err().to_string();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        #[cfg(feature = "rdma")]
+        {
+            let e = run(&parse(&["--serve", "host", "--dst-offset", "1M"]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--dst-offset applies to a BAR side, but DST host"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
