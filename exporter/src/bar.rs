@@ -109,7 +109,9 @@ mod tests {
     use super::*;
     use crate::info_caps::RegionCap;
     use crate::region::RegionFlags;
-    use crate::sysfs::{IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH};
+    use peerdma_uapi::pci::{
+        IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH,
+    };
 
     fn region(index: u32, size: u64, flags: u32) -> RegionInfo {
         RegionInfo {

@@ -18,7 +18,7 @@ use peerdma_uapi::vfio::{
 pub const CAP_HEADER_LEN: usize = size_of::<vfio_info_cap_header>();
 
 /// A malformed capability chain (a VFIO info chain here, or the PCI
-/// capability list in [`pci_caps`](crate::pci_caps)): where, and what is wrong.
+/// capability list read by [`capabilities`](crate::capabilities)): where, and what is wrong.
 /// Callers that know the device turn it into [`Error::CapChain`] or
 /// [`Error::PciCapChain`](crate::Error::PciCapChain).
 ///

@@ -3,7 +3,7 @@
 //!
 //! The data path reads top to bottom: a [`Bdf`] names the function, [`sysfs`]
 //! describes it, a [`Device`] opens it through one of the two VFIO access paths
-//! ([`open`]) and describes its regions and [`Bar`]s, [`ranges`] checks an
+//! ([`AccessPath`], [`OpenOptions`]) and describes its regions and [`Bar`]s, [`ranges`] checks an
 //! export request with the kernel's own rules in the kernel's order, and
 //! [`Device::export_dma_buf`] yields a [`DmaBuf`] that any importer can borrow. The
 //! device's [`RevokeState`] and [`RevokeEvent`]s follow what the kernel does to
@@ -13,40 +13,44 @@
 //! dma-buf (no VFIO involved), and [`udmabuf`] is the system-memory exporter,
 //! the baseline a BAR dma-buf is compared with.
 //!
+//! Modules that are a concept of their own stay public (`ranges`, `sysfs`,
+//! `fdinfo`, `kernel`, `p2pdma`, `udmabuf`); the rest is re-exported here, one
+//! path per item.
+//!
 //! `unsafe` lives in two places: the ioctl calls (private module `ioctl`) and
 //! the BAR mapping ([`MappedRegion`]).
 
 #![deny(missing_docs)]
 
-pub mod acs;
-pub mod addr;
-pub mod bar;
+mod acs;
+mod addr;
+mod bar;
 mod config_space;
-pub mod device;
-pub mod dmabuf;
-pub mod error;
+mod device;
+mod dmabuf;
+mod error;
 mod explain;
-pub mod export;
+mod export;
 pub mod fdinfo;
 #[cfg(test)]
 mod fuzz;
-pub mod info;
-pub mod info_caps;
+mod info;
+mod info_caps;
 mod ioctl;
-pub mod iommu_width;
+mod iommu_width;
 pub mod kernel;
-pub mod mmap;
-pub mod msix;
-pub mod open;
+mod mmap;
+mod msix;
+mod open;
 pub mod p2pdma;
-pub mod pci_caps;
+mod pci_caps;
 pub mod ranges;
-pub mod region;
-pub mod revoke;
+mod region;
+mod revoke;
 pub mod sysfs;
 pub mod udmabuf;
 
-pub use acs::{Acs, AcsFlags, AcsState, PortKind};
+pub use acs::{Acs, AcsFlags, AcsState, PortKind, UNPRIVILEGED_CONFIG_BYTES};
 pub use addr::{Bdf, ParseBdfError, RegionIndex};
 pub use bar::{Bar, BarKind};
 pub use device::{Device, OpenedVia};
@@ -55,8 +59,8 @@ pub use error::{Error, Result};
 pub use export::DmaBufSupport;
 pub use fdinfo::{FdInfo, FdInfoError};
 pub use info::DeviceInfo;
-pub use info_caps::{DeviceCap, RegionCap, SparseMmapArea};
-pub use iommu_width::IommuWidth;
+pub use info_caps::{ChainError, DeviceCap, RegionCap, SparseMmapArea};
+pub use iommu_width::{mgaw_from_cap, IommuWidth};
 pub use mmap::{MappedRegion, MmioValue};
 pub use msix::{MsixLayout, MsixStructure};
 pub use open::{AccessPath, OpenOptions, PassedFds};
@@ -64,7 +68,7 @@ pub use p2pdma::{
     Blocker, HostCpu, ImporterCheck, MapType, P2pRoute, P2pVerdict, PathEnd, PathNode, Route,
     Upstream,
 };
-pub use pci_caps::{FlrMethod, PciCap};
+pub use pci_caps::{capabilities, FlrMethod, PciCap};
 pub use ranges::{BarFacts, DmaRange, ExportOptions};
 pub use region::{RegionFlags, RegionInfo};
 pub use revoke::{

@@ -25,7 +25,7 @@
 //!
 //! The tree is read through [`Sysfs`] (its root is a parameter), so fixture
 //! trees work: `bus/pci/devices/BDF` must be a link into `devices/pciDDDD:BB/…`;
-//! each function's `config` file gives its port type and ACS ([`crate::acs`]).
+//! each function's `config` file gives its port type and ACS ([`AcsState`]).
 
 mod advice;
 #[cfg(test)]

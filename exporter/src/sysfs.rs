@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::addr::Bdf;
 use crate::error::{Error, Result};
 
-pub use peerdma_uapi::pci::{
-    IORESOURCE_DISABLED, IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH,
-    IORESOURCE_UNSET,
-};
+use peerdma_uapi::pci::{IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH};
 
 /// Number of `resource` lines that describe BAR0..BAR5 and the ROM.
 pub const BAR_AND_ROM_RESOURCES: usize = 7;

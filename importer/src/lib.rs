@@ -9,9 +9,11 @@
 //! - [`engine`]: the devices that move bytes through an IOAS (QEMU's edu
 //!   today), driven from user space, and [`engine::AttachedEngine`], one
 //!   attached to its IOAS;
-//! - [`drm`] (feature `drm`): import a BAR dma-buf into a DRM driver that attaches
+//! - [`fault_log`]: the DMA faults the IOMMU refused, read back from the
+//!   kernel log, to name as the cause when bytes did not arrive;
+//! - `drm` (feature `drm`): import a BAR dma-buf into a DRM driver that attaches
 //!   peer-to-peer (amdgpu, xe, virtio-gpu with blob resources) and scan it out;
-//! - [`rdma`] (feature `rdma`): memory regions from host memory or any dma-buf,
+//! - `rdma` (feature `rdma`): memory regions from host memory or any dma-buf,
 //!   RC queue pairs over RDMA CM, RDMA WRITE/READ streams.
 
 #[deny(missing_docs)]

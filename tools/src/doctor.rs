@@ -7,12 +7,12 @@
 //! `peerdma_importer::atlas`, `Sysfs::p2p_route`); this module turns them into
 //! checks, each with a pass/fail status and the fix. Nothing here writes.
 
+use peerdma_exporter::capabilities;
 use peerdma_exporter::kernel::{
     config_search_paths, driver_exports_dma_buf, group_blockers, HostPaths, IommuFacts,
     KernelFacts, OptionState, KERNEL_OPTIONS, MIN_RELEASE,
 };
-use peerdma_exporter::msix::MsixLayout;
-use peerdma_exporter::pci_caps::capabilities;
+use peerdma_exporter::MsixLayout;
 use peerdma_exporter::{Bdf, Error, HostCpu, PciDevice};
 use peerdma_importer::atlas::Atlas;
 use serde_json::{json, Value};
