@@ -269,6 +269,28 @@ pub enum Error {
         len: usize,
     },
 
+    /// A bulk copy through a [`MappedRegion`](crate::MappedRegion) names a span
+    /// outside the mapping, or copies a mapping onto itself.
+    #[error(
+        "{bdf} {region}: a copy of {span:#x} bytes at {offset:#x} {why} of the {len:#x}-byte \
+         mapping; fix: keep offset + length within the mapping (and copy between two \
+         different mappings)"
+    )]
+    MmioSpan {
+        /// Device.
+        bdf: Bdf,
+        /// Region index.
+        region: addr::RegionIndex,
+        /// Offset inside the mapping.
+        offset: u64,
+        /// Bytes to copy.
+        span: usize,
+        /// Length of the mapping.
+        len: usize,
+        /// "leaves the end", "overlaps itself".
+        why: &'static str,
+    },
+
     /// A range touches the pages of the MSI-X table or PBA.
     #[error(
         "{bdf} {region} range {range} [{offset:#x}, +{length:#x}) touches the page(s) \
@@ -680,6 +702,7 @@ impl Error {
             | GroupNotViable { .. }
             | IommuTypeUnsupported { .. }
             | MmioAccess { .. }
+            | MmioSpan { .. }
             | MsixOverlap { .. }
             | NoCdev { .. }
             | NoIommuGroup { .. }

@@ -40,6 +40,7 @@ mod ioctl;
 mod iommu_width;
 pub mod kernel;
 mod mmap;
+mod mmio_copy;
 mod msix;
 mod open;
 pub mod p2pdma;

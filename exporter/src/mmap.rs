@@ -122,27 +122,89 @@ impl MappedRegion {
         Ok(())
     }
 
-    /// Copies `buf.len()` bytes from `offset` with byte-wise volatile reads.
+    fn span_error(&self, offset: usize, span: usize, why: &'static str) -> Error {
+        Error::MmioSpan {
+            bdf: self.device.bdf,
+            region: self.region,
+            offset: offset as u64,
+            span,
+            len: self.len,
+            why,
+        }
+    }
+
+    /// The span `offset..offset + len` as a pointer into the mapping.
+    fn span(&self, offset: usize, len: usize) -> Result<*mut u8> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(self.span_error(offset, len, "leaves the end"));
+        }
+        // SAFETY: offset + len <= len of the mapping, so the pointer stays inside it.
+        Ok(unsafe { self.ptr.as_ptr().add(offset) })
+    }
+
+    /// Copies `buf.len()` bytes from `offset` into `buf`, the way MMIO wants bulk
+    /// data moved: aligned 16-byte loads where both sides are 16-byte aligned, else
+    /// 8-byte or byte volatile accesses (never merged or split by the compiler). For
+    /// registers with a required access width use [`MappedRegion::read`].
+    ///
+    /// A revoked BAR raises SIGBUS on access; callers that must survive a revoke
+    /// install a guard for the mapping first (p2pcopy's `SigbusGuard`).
     ///
     /// # Errors
     ///
-    /// [`Error::MmioAccess`] when the span leaves the mapping.
+    /// [`Error::MmioSpan`] when the span leaves the mapping.
     pub fn read_bytes(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = self.read::<u8>(offset + i)?;
-        }
+        let src = self.span(offset, buf.len())?;
+        // SAFETY: `span` proved [offset, offset + len) lies in the live mapping; `buf`
+        // is a distinct, writable slice of the same length.
+        unsafe { crate::mmio_copy::copy(buf.as_mut_ptr(), src, buf.len()) };
         Ok(())
     }
 
-    /// Copies `data` to `offset` with byte-wise volatile writes.
+    /// Copies `data` to `offset`, with non-temporal 16-byte stores where both sides
+    /// are 16-byte aligned (whole lines reach the device, no read-modify-write) and a
+    /// store fence at the end, else 8-byte or byte volatile stores. For registers use
+    /// [`MappedRegion::write`].
     ///
     /// # Errors
     ///
-    /// [`Error::MmioAccess`] when the span leaves the mapping.
+    /// [`Error::MmioSpan`] when the span leaves the mapping.
     pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
-        for (i, b) in data.iter().enumerate() {
-            self.write::<u8>(offset + i, *b)?;
+        let dst = self.span(offset, data.len())?;
+        // SAFETY: `span` proved the span lies in the live mapping; `data` is a distinct
+        // slice of the same length. The mapping was made writable or the kernel faults
+        // the access (the region's contract, not UB in this process's memory).
+        unsafe { crate::mmio_copy::copy(dst, data.as_ptr(), data.len()) };
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `offset` in this mapping to `dst_offset` in `dst`,
+    /// CPU to device to device with no bounce buffer, accesses as in
+    /// [`MappedRegion::write_bytes`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MmioSpan`] when either span leaves its mapping, or when both are
+    /// the same mapping (the spans could overlap).
+    pub fn copy_to(
+        &self,
+        offset: usize,
+        dst: &MappedRegion,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        let src = self.span(offset, len)?;
+        let to = dst.span(dst_offset, len)?;
+        if std::ptr::eq(self, dst) {
+            return Err(self.span_error(
+                dst_offset,
+                len,
+                "overlaps itself: the same mapping is both ends",
+            ));
         }
+        // SAFETY: both spans lie in their live mappings; two distinct MappedRegions are
+        // two distinct mmaps, which do not overlap in this address space.
+        unsafe { crate::mmio_copy::copy(to, src, len) };
         Ok(())
     }
 }

@@ -1,14 +1,17 @@
 //! Shared pieces of the peerdma command-line tools (`peerdma`, `p2pcopy`).
 
+#![deny(unsafe_code)]
+
 pub mod buffer_state;
+#[allow(unsafe_code)] // SIGPIPE's default disposition (one call)
 pub mod cli;
 pub mod doctor;
 pub mod fix;
 pub mod install;
-pub mod mmio;
 pub mod p2pcopy;
 pub mod pattern;
 pub mod route;
+#[allow(unsafe_code)] // the SIGBUS handler that turns a revoked BAR access into an error
 pub mod sigbus;
 pub mod size;
 #[cfg(test)]

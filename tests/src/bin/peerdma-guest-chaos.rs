@@ -226,9 +226,8 @@ fn read_back(bdf: Bdf, size: u64) -> Result<Vec<u8>> {
     let bar = default_bar(&dev)?;
     let map = dev.map_region_range(bar.index, 0, size)?;
     let mut out = vec![0u8; size as usize];
-    // SAFETY: the mapping holds `size` bytes and `out` as many; the device is live
-    // (decode on, D0) and nothing else revokes it now.
-    unsafe { peerdma_tools::mmio::copy(out.as_mut_ptr(), map.as_ptr(), out.len()) };
+    // The device is live (decode on, D0) and nothing else revokes it now.
+    map.read_bytes(0, &mut out)?;
     Ok(out)
 }
 

@@ -71,9 +71,9 @@ fn run(cli: &Cli) -> Result<()> {
     let mut len = 4096u64;
     while len <= max {
         let n = len as usize;
-        // SAFETY: both mappings hold at least `max` ≥ n bytes and are distinct.
-        let engine = rate(n, min, || unsafe {
-            peerdma_tools::mmio::copy(dm.as_ptr(), sm.as_ptr(), n)
+        let engine = rate(n, min, || {
+            sm.copy_to(0, &dm, 0, n)
+                .expect("both mappings hold at least `max` bytes")
         });
         // SAFETY: as above.
         let memcpy = rate(n, min, || unsafe {

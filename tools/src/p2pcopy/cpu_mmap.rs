@@ -38,15 +38,11 @@ impl CopyPath for CpuMmap<'_> {
                 .is_some_and(|end| end <= self.src.map.len() && end <= self.dst.map.len()),
             "step {off:#x}+{n:#x} outside the mappings"
         );
-        // SAFETY: [off, off + n) lies inside both mappings (checked above), which are
-        // distinct BAR mappings; a revoke mid-access is caught by the SIGBUS guards.
-        unsafe {
-            crate::mmio::copy(
-                self.dst.map.as_ptr().add(off),
-                self.src.map.as_ptr().add(off),
-                n,
-            )
-        };
+        // A revoke mid-access is caught by the SIGBUS guards.
+        self.src
+            .map
+            .copy_to(off, &self.dst.map, off, n)
+            .map_err(|e| StepError::Failed(e.into()))?;
         if self.src.guard.faulted() {
             return Err(StepError::Revoked(Side::Src));
         }

@@ -225,15 +225,8 @@ impl Memory {
     fn read(&self, ep: Option<&Endpoint>, off: u64, out: &mut [u8]) -> Result<(), CopyError> {
         match (self, ep) {
             (Memory::Bar { cpu, .. }, Some(ep)) => {
-                // SAFETY: [off, off + len) lies inside the mapping (callers stay within
-                // the span it was made for); a revoke is caught by the SIGBUS guard.
-                unsafe {
-                    crate::mmio::copy(
-                        out.as_mut_ptr(),
-                        cpu.map.as_ptr().add(off as usize),
-                        out.len(),
-                    )
-                };
+                // A revoke is caught by the SIGBUS guard.
+                cpu.map.read_bytes(off as usize, out)?;
                 if cpu.guard.faulted() {
                     return Err(verify::revoked(ep, off, cpu.map.len() as u64));
                 }

@@ -75,8 +75,7 @@ fn write_span(
     while off < len {
         let n = chunk.min(len - off);
         make(off as u64, &mut buf[..n]);
-        // SAFETY: the span [off, off + n) is inside the mapping; buf holds n bytes.
-        unsafe { crate::mmio::copy(m.map.as_ptr().add(off), buf.as_ptr(), n) };
+        m.map.write_bytes(off, &buf[..n])?;
         if m.guard.faulted() {
             return Err(revoked(ep, off as u64, len as u64));
         }
@@ -99,8 +98,7 @@ pub(super) fn check(
     let mut count = 0;
     while off < len {
         let n = chunk.min(len - off);
-        // SAFETY: the span [off, off + n) is inside the mapping; buf holds n bytes.
-        unsafe { crate::mmio::copy(buf.as_mut_ptr(), m.map.as_ptr().add(off), n) };
+        m.map.read_bytes(off, &mut buf[..n])?;
         if m.guard.faulted() {
             return Err(revoked(ep, off as u64, len as u64));
         }

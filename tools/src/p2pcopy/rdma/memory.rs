@@ -128,14 +128,7 @@ impl Local {
                     let host = mr.host_bytes_mut().expect("a host MR");
                     for off in (0..host.len()).step_by(CHUNK) {
                         let n = CHUNK.min(host.len() - off);
-                        // SAFETY: both spans are inside their mappings (size bytes each).
-                        unsafe {
-                            crate::mmio::copy(
-                                host[off..].as_mut_ptr(),
-                                bar.map.map.as_ptr().add(off),
-                                n,
-                            )
-                        };
+                        bar.map.map.read_bytes(off, &mut host[off..off + n])?;
                         if bar.map.guard.faulted() {
                             return Err(verify::revoked(&bar.ep, off as u64, size));
                         }
@@ -204,10 +197,7 @@ impl Local {
                 let host = self.mr.host_bytes().expect("a host MR");
                 for off in (0..host.len()).step_by(CHUNK) {
                     let n = CHUNK.min(host.len() - off);
-                    // SAFETY: both spans are inside their mappings.
-                    unsafe {
-                        crate::mmio::copy(bar.map.map.as_ptr().add(off), host[off..].as_ptr(), n)
-                    };
+                    bar.map.map.write_bytes(off, &host[off..off + n])?;
                     if bar.map.guard.faulted() {
                         return Err(verify::revoked(&bar.ep, off as u64, size));
                     }

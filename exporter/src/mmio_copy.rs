@@ -7,7 +7,7 @@
 /// # Safety
 /// `src` must be valid for `len` bytes of reads and `dst` for `len` bytes of writes, and
 /// the two must not overlap. Both should be 16-byte aligned for the fast path.
-pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
+pub(crate) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if (dst as usize | src as usize).is_multiple_of(16) {
