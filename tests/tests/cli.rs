@@ -107,6 +107,17 @@ fn p2pcopy_refuses_a_zero_chunk_and_flags_that_would_be_ignored_before_opening_a
             "{flag:?}: {err}"
         );
     }
+    // --via on a copy with an nvme: side: that controller is the engine, --via was ignored.
+    let out = host_run(
+        "p2pcopy",
+        &["nvme:00:13.0", "00:11.0", "--via", "00:12.0"],
+        &dir.0,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--via only applies to a copy between two BARs"),
+        "{err}"
+    );
     let out = host_run("p2pcopy", &["00:10.0", "00:11.0", "--qps", "2"], &dir.0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -142,6 +142,8 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
              $P nvme:$A $B --size 1M; echo \"## notnvme rc=$?\"; \
              $P nvme:$N@262000 $B --size 1M; echo \"## range rc=$?\"; \
              $P nvme:$N $B --size 1000; echo \"## block rc=$?\"; \
+             $P nvme:$N@262144 $B; echo \"## atend rc=$?\"; \
+             $P nvme:$N $B --dst-offset 64M; echo \"## baratend rc=$?\"; \
              {guest} nvme0 ivshmem1 {IMAGE_SEED}",
             prelude()
         ),
@@ -187,6 +189,15 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         ("notnvme", "is not an NVMe controller"),
         ("range", "reaches past its 262144 blocks"),
         ("block", "is not a multiple of the 512-byte block size"),
+        // No --size and nothing past the start: the start is named, not "--size is 0".
+        (
+            "atend",
+            "nothing to copy: LBA 0x40000 is at or past the end of",
+        ),
+        (
+            "baratend",
+            "nothing to copy: the destination offset 0x4000000 is at or past the end of",
+        ),
     ] {
         let rc = marked_rc(&out.output, name);
         assert!(rc == 1, "{name}: rc {rc}\n{}", out.output);

@@ -52,7 +52,7 @@ fn cpu_engine_copies_1m_and_64m_and_the_host_finds_the_pattern() {
 fn bad_input_is_refused_with_a_clear_error_and_nonzero_exit() {
     let tb = testbed(KernelChoice::Reference);
     let p2p = workspace_bin("p2pcopy").display().to_string();
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 10] = [
         ("0e:00.0 00:11.0", "0000:0e:00.0"),
         // edu as a copy endpoint: its BAR0 is command registers (QEMU died of the
         // pattern written there before this was refused).
@@ -66,6 +66,11 @@ fn bad_input_is_refused_with_a_clear_error_and_nonzero_exit() {
             "not a multiple of the page size",
         ),
         ("00:10.0 00:10.0", "SRC and DST are both"),
+        // No --size and nothing past the offset: the offset is named, not "--size is 0".
+        (
+            "00:10.0 00:11.0 --src-offset 64M",
+            "nothing to copy: the source offset 0x4000000 is at or past the end of 0000:00:10.0 BAR2",
+        ),
         ("00:10.0 00:11.0 --size 1X", "4K"),
     ];
     let script: String = cases

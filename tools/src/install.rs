@@ -66,9 +66,14 @@ pub fn write_man_page(cmd: Command, out: &mut dyn Write) -> io::Result<()> {
 ///
 /// # Errors
 ///
-/// The I/O error of creating `dir` or writing a page.
+/// The I/O error of creating `dir` or writing a page, its message prefixed with what
+/// was being done and the path ("creating the directory /x: File exists (os error 17)").
 pub fn write_man_pages(cmd: Command, dir: &Path) -> io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
+    let at = |what: &str, path: &Path| {
+        let what = format!("{what} {}", path.display());
+        move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
+    std::fs::create_dir_all(dir).map_err(at("creating the directory", dir))?;
     let mut written = Vec::new();
     let mut todo = vec![(cmd.get_name().to_string(), cmd)];
     while let Some((name, cmd)) = todo.pop() {
@@ -82,7 +87,7 @@ pub fn write_man_pages(cmd: Command, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let path = dir.join(format!("{name}.1"));
         let mut buf = Vec::new();
         clap_mangen::Man::new(cmd).render(&mut buf)?;
-        std::fs::write(&path, buf)?;
+        std::fs::write(&path, buf).map_err(at("writing", &path))?;
         written.push(path);
     }
     written.sort();
@@ -100,6 +105,18 @@ pub fn handle_generate_flags<C: CommandFactory>(args: &[OsString]) -> Option<i32
 fn generate<C: CommandFactory>(args: &[OsString], out: &mut dyn Write) -> Option<i32> {
     let first = args.get(1)?.to_str()?;
     let second = args.get(2).and_then(|a| a.to_str());
+    if matches!(first, "--completions" | "--man") && args.len() > 3 {
+        eprintln!(
+            "error: {first} takes {} and nothing after it; leave out {:?}",
+            if first == "--man" {
+                "at most one directory"
+            } else {
+                "one shell"
+            },
+            args[3]
+        );
+        return Some(2);
+    }
     match first {
         "--completions" => {
             let Some(shell) = second.and_then(|s| s.parse::<Shell>().ok()) else {
@@ -214,6 +231,32 @@ mod tests {
         );
         assert!(dir.join("demo.1").exists() && dir.join("demo-path.1").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_man_directory_that_cannot_be_made_is_named_and_extra_arguments_are_refused() {
+        let file = std::env::temp_dir().join(format!("peerdma-man-file-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let e = write_man_pages(Demo::command(), &file).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(
+            e.to_string()
+                .starts_with(&format!("creating the directory {}: ", file.display())),
+            "{e}"
+        );
+        std::fs::remove_file(&file).unwrap();
+        let dir = std::env::temp_dir().join(format!("peerdma-man-extra-{}", std::process::id()));
+        let dir_arg = dir.to_str().unwrap();
+        for extra in [
+            &["--man", dir_arg, "y"][..],
+            &["--completions", "bash", "x"],
+        ] {
+            let args: Vec<OsString> = ["demo"].iter().chain(extra).map(OsString::from).collect();
+            let mut out = Vec::new();
+            assert_eq!(generate::<Demo>(&args, &mut out), Some(2), "{extra:?}");
+            assert!(out.is_empty(), "{extra:?} wrote output");
+        }
+        assert!(!dir.exists(), "a refused --man wrote its pages");
     }
 
     #[test]

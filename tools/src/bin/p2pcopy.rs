@@ -216,6 +216,13 @@ enum CopyKind {
 /// Flags that only some kinds of copy use: (clap id, spelling, the kinds it applies to,
 /// those kinds in words).
 const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
+    (
+        "via",
+        "--via",
+        &[CopyKind::Local],
+        "a copy between two BARs on this host (on a copy with an nvme: side that \
+         namespace's controller is the engine; over RDMA the NICs move the bytes)",
+    ),
     ("queue_depth", "--queue-depth", &[CopyKind::Nvme], NVME_ONLY),
     (
         "transfer_size",
@@ -970,6 +977,38 @@ mod tests {
             "5",
         ]);
         assert!(check_flags(&cli.given, CopyKind::Send).is_ok());
+    }
+
+    #[test]
+    fn via_on_an_nvme_or_rdma_copy_is_refused_where_it_would_be_ignored() {
+        let cli = parse(&["nvme:00:13.0", "00:11.0", "--via", "00:12.0"]);
+        let e = run(&cli)
+            .expect_err("refused before any device is opened")
+            .to_string();
+        assert!(
+            e.contains("--via only applies to a copy between two BARs")
+                && e.contains("this copy is a copy with an NVMe side"),
+            "{e}"
+        );
+        let cli = parse(&[
+            "00:11.0",
+            "nvme:00:13.0",
+            "--engine",
+            "dma",
+            "--via",
+            "00:12.0",
+        ]);
+        assert!(run(&cli)
+            .unwrap_err()
+            .to_string()
+            .contains("--via only applies"));
+        let cli = parse(&["00:10.0", "rdma://10.0.0.2:7000", "--via", "00:12.0"]);
+        assert!(run(&cli)
+            .unwrap_err()
+            .to_string()
+            .contains("--via only applies"));
+        let cli = parse(&["00:10.0", "00:11.0", "--via", "nvme:00:13.0"]);
+        assert!(check_flags(&cli.given, CopyKind::Local).is_ok());
     }
 
     #[test]

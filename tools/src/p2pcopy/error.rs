@@ -316,6 +316,13 @@ pub enum CopyError {
     /// Zero bytes requested.
     #[error("the copy size is 0: nothing to copy; fix: give a size such as 1 MiB")]
     ZeroSize,
+    /// No size was given and nothing fits past the start: a BAR offset at the BAR's
+    /// end, or an LBA at the namespace's end.
+    #[error("nothing to copy: {at}; fix: start lower")]
+    NoRoom {
+        /// Which start leaves no room, and the size it is measured against.
+        at: String,
+    },
 }
 
 /// "use 0x1000 or 0x2000", or what to do when no nearby value is valid.

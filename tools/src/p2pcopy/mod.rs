@@ -166,6 +166,18 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// "the source offset 0x4000000 is at or past the end of 0000:00:10.0 BAR2 (0x4000000
+/// bytes)", for [`CopyError::NoRoom`].
+pub(crate) fn no_room_in_bar(side: Side, e: &Endpoint) -> String {
+    format!(
+        "the {side} offset {:#x} is at or past the end of {} BAR{} ({:#x} bytes)",
+        e.offset,
+        e.bdf(),
+        e.bar.index,
+        e.bar.size()
+    )
+}
+
 fn page_align_check(
     field: SpanField,
     value: u64,
@@ -290,6 +302,13 @@ fn run_inner(
     let size = match req.size {
         Some(s) => s,
         None => {
+            for (side, e) in [(Side::Src, &src), (Side::Dst, &dst)] {
+                if e.offset >= e.bar.size() {
+                    return Err(CopyError::NoRoom {
+                        at: no_room_in_bar(side, e),
+                    });
+                }
+            }
             let fit = (src.bar.size().saturating_sub(src.offset))
                 .min(dst.bar.size().saturating_sub(dst.offset));
             match chosen.kind {
@@ -638,6 +657,11 @@ mod tests {
                 suggestions: vec![0, 4096],
             },
             CopyError::ZeroSize,
+            CopyError::NoRoom {
+                at: "the source offset 0x4000000 is at or past the end of 0000:00:10.0 BAR2 \
+                     (0x4000000 bytes)"
+                    .into(),
+            },
             CopyError::ZeroIterations,
             CopyError::PathUnavailable {
                 path: "dma",

@@ -366,6 +366,24 @@ pub fn run_storage(
     let size = match req.size {
         Some(s) => s,
         None => {
+            if room == 0 {
+                return Err(CopyError::NoRoom {
+                    at: format!(
+                        "LBA {:#x} is at or past the end of {} namespace {} ({} blocks)",
+                        nv.lba, nv.bdf, nv.nsid, ns.blocks
+                    ),
+                });
+            }
+            if let Some(ep) = ep.as_ref().filter(|ep| ep.offset >= ep.bar.size()) {
+                let side = if dir == Io::Read {
+                    Side::Dst
+                } else {
+                    Side::Src
+                };
+                return Err(CopyError::NoRoom {
+                    at: super::no_room_in_bar(side, ep),
+                });
+            }
             let mut s = DEFAULT_STORAGE_SIZE.min(room);
             if let Some(ep) = &ep {
                 s = s.min(ep.bar.size().saturating_sub(ep.offset));
