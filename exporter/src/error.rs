@@ -206,6 +206,27 @@ pub enum Error {
         group: u32,
     },
 
+    /// The device or its group is open in another process (a VFIO cdev opens once, a
+    /// group once: `vfio_df_open`, `vfio_group_fops_open` in 7.2).
+    #[error(
+        "{bdf} is in use: {holders} ({op} of {node} failed: {errno}; a VFIO device or group \
+         opens once); fix: end that process, or use what it holds (a dma-buf it exported is \
+         reachable at /proc/PID/fd/N), then run again",
+        node = node.display()
+    )]
+    HeldElsewhere {
+        /// Device.
+        bdf: Bdf,
+        /// The node this open or bind was for (the cdev or the group).
+        node: std::path::PathBuf,
+        /// Who holds it, from `/proc/*/fd`.
+        holders: crate::Holders,
+        /// What failed: "open" or the ioctl's name.
+        op: &'static str,
+        /// The kernel's errno.
+        errno: Errno,
+    },
+
     /// An ioctl other than the dma-buf export failed.
     #[error("{bdf}: {ioctl} failed: {errno}; fix: {fix}")]
     Ioctl {
@@ -690,6 +711,7 @@ impl Error {
             NoSuchDevice { .. } => Some(Errno::NOENT),
             ConfigAccess { errno, .. }
             | Export { errno, .. }
+            | HeldElsewhere { errno, .. }
             | Ioctl { errno, .. }
             | Mmap { errno, .. }
             | Open { errno, .. } => Some(*errno),

@@ -34,6 +34,7 @@ mod export;
 pub mod fdinfo;
 #[cfg(test)]
 mod fuzz;
+mod holders;
 mod info;
 mod info_caps;
 mod ioctl;
@@ -59,6 +60,7 @@ pub use dmabuf::DmaBuf;
 pub use error::{Error, Result};
 pub use export::DmaBufSupport;
 pub use fdinfo::{FdInfo, FdInfoError};
+pub use holders::{holders, Holder, Holders};
 pub use info::DeviceInfo;
 pub use info_caps::{ChainError, DeviceCap, RegionCap, SparseMmapArea};
 pub use iommu_width::{mgaw_from_cap, IommuWidth};

@@ -13,7 +13,7 @@
 //! library then completes only the missing steps.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use peerdma_uapi::vfio::{
@@ -239,16 +239,72 @@ fn open_node(bdf: Bdf, path: &Path, node: Node) -> Result<OwnedFd> {
     })
 }
 
-/// Binds a cdev device fd to an iommufd.
-fn bind(bdf: Bdf, device: &OwnedFd, iommufd: &OwnedFd) -> Result<u32> {
-    ioctl::device_bind_iommufd(device.as_fd(), iommufd.as_fd())
-        .map_err(explain::ioctl_err(bdf, VfioIoctl::DeviceBindIommufd))
+/// Opens group node `path` of IOMMU group `group_id`. A group opens once, and not
+/// while a device of it is open through its cdev (`vfio_group_fops_open`: EBUSY): then
+/// the error names who holds the group or the cdev.
+fn open_group(bdf: Bdf, path: &Path, group_id: u32) -> Result<OwnedFd> {
+    open_node(bdf, path, Node::Group).map_err(|e| match e {
+        Error::Open { errno, .. } if errno == Errno::BUSY => {
+            let nodes = crate::holders::group_nodes_in(Path::new("/sys"), path, group_id);
+            held_elsewhere(bdf, &nodes, None, "open", errno).unwrap_or(e)
+        }
+        e => e,
+    })
+}
+
+/// [`Error::HeldElsewhere`] when some process holds one of `nodes` open, not counting `ours`
+/// (an fd of this process on it, just opened); `None` when none is visible (the
+/// plain error, with its general fix, is then the better message).
+fn held_elsewhere(
+    bdf: Bdf,
+    nodes: &[PathBuf],
+    ours: Option<BorrowedFd<'_>>,
+    op: &'static str,
+    errno: Errno,
+) -> Option<Error> {
+    let me = std::process::id();
+    let mut holders = crate::holders(nodes);
+    if let Some(fd) = ours {
+        let fd = fd.as_raw_fd();
+        holders
+            .0
+            .retain(|h| !(h.pid == me && i64::from(h.fd) == i64::from(fd)));
+    }
+    (!holders.0.is_empty()).then(|| Error::HeldElsewhere {
+        bdf,
+        node: nodes[0].clone(),
+        holders,
+        op,
+        errno,
+    })
+}
+
+/// Binds a cdev device fd to an iommufd; `cdev` is the node it was opened from, when
+/// known, to name who else holds it on EINVAL.
+fn bind(bdf: Bdf, cdev: Option<&Path>, device: &OwnedFd, iommufd: &OwnedFd) -> Result<u32> {
+    ioctl::device_bind_iommufd(device.as_fd(), iommufd.as_fd()).map_err(|errno| {
+        // A cdev device opens once: a second bind fails with EINVAL (vfio_df_open).
+        let op = VfioIoctl::DeviceBindIommufd;
+        let held = (errno == Errno::INVAL)
+            .then_some(cdev)
+            .flatten()
+            .and_then(|node| {
+                held_elsewhere(
+                    bdf,
+                    &[node.to_owned()],
+                    Some(device.as_fd()),
+                    op.name(),
+                    errno,
+                )
+            });
+        held.unwrap_or_else(|| explain::ioctl_err(bdf, op)(errno))
+    })
 }
 
 /// Opens the cdev named by `plan` and binds it to `iommufd`.
 fn open_cdev(bdf: Bdf, cdev: &Path, iommufd: OwnedFd) -> Result<(OwnedFd, Binding)> {
     let device = open_node(bdf, cdev, Node::Cdev)?;
-    let devid = bind(bdf, &device, &iommufd)?;
+    let devid = bind(bdf, Some(cdev), &device, &iommufd)?;
     Ok((
         device,
         Binding::Cdev {
@@ -356,7 +412,7 @@ pub(crate) fn open(
             container,
         } => Ok((device, Binding::Group { group, container })),
         PassedFds::CdevUnbound { device, iommufd } => {
-            let devid = bind(bdf, &device, &iommufd)?;
+            let devid = bind(bdf, None, &device, &iommufd)?;
             Ok((
                 device,
                 Binding::Cdev {
@@ -380,7 +436,7 @@ pub(crate) fn open(
                 noiommu,
                 ..
             } => {
-                let group = open_node(bdf, &group, Node::Group)?;
+                let group = open_group(bdf, &group, group_id)?;
                 group_device(bdf, group_id, group, container, noiommu, false)
             }
             Plan::Cdev { .. } => Err(Error::NoIommuGroup { bdf }),
@@ -405,7 +461,7 @@ pub(crate) fn open(
                 noiommu,
             } => {
                 let container = open_node(bdf, &container, Node::Container)?;
-                let group = open_node(bdf, &group, Node::Group)?;
+                let group = open_group(bdf, &group, group_id)?;
                 group_device(bdf, group_id, group, container, noiommu, true)
             }
         },

@@ -187,6 +187,9 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
          cat /run/tmp/hold.json
          held=\"$(sed 's/.*\"path\":\"\\([^\"]*\\)\".*/\\1/' /run/tmp/hold.json)\"
          {p} inspect \"$held\" --json
+         if {p} export 00:11.0 --bar 2 --range 0:4K 2>/run/tmp/busy.err; then exit 9; fi
+         if {p} export 00:11.0 --bar 2 --range 0:4K --access group 2>>/run/tmp/busy.err; then exit 9; fi
+         echo \"## busy\"; cat /run/tmp/busy.err; echo \"## end busy\"
          cfg=/sys/bus/pci/devices/0000:00:11.0/config
          dd if=$cfg of=/run/tmp/cmd bs=1 skip=4 count=2 2>/dev/null
          printf '\\000\\000' | dd of=$cfg bs=1 seek=4 count=2 conv=notrunc 2>/dev/null
@@ -310,6 +313,28 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
             .any(|e| e["state"] == "live" && e["kernel_state"] == "live"),
         "the holder did not report decode back on: {events:?}"
     );
+    // A second user of the held device (cdev, then group) is told who holds it.
+    let busy = out
+        .output
+        .split("## busy")
+        .nth(1)
+        .and_then(|b| b.split("## end busy").next())
+        .unwrap_or_else(|| panic!("no busy section:\n{}", out.output));
+    let lines: Vec<&str> = busy.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 2, "{busy}");
+    for l in &lines {
+        assert!(
+            l.contains("0000:00:11.0 is in use: pid ")
+                && l.contains("(peerdma) holds /dev/vfio/devices/vfio"),
+            "{l}"
+        );
+    }
+    assert!(
+        lines[0].contains("VFIO_DEVICE_BIND_IOMMUFD of /dev/vfio/devices/vfio"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("open of /dev/vfio/"), "{}", lines[1]);
     assert!(out.output.contains("## holder rc=0"), "{}", out.output);
     assert!(
         out.output.contains("releasing the buffer"),

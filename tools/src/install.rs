@@ -120,8 +120,12 @@ fn generate<C: CommandFactory>(args: &[OsString], out: &mut dyn Write) -> Option
     match first {
         "--completions" => {
             let Some(shell) = second.and_then(|s| s.parse::<Shell>().ok()) else {
+                let given = match second {
+                    Some(s) => format!("{s:?} is not a shell this knows"),
+                    None => "it needs a shell".to_string(),
+                };
                 eprintln!(
-                    "error: --completions needs a shell: bash, zsh, fish, elvish or powershell"
+                    "error: --completions: {given}; give one of bash, zsh, fish, elvish, powershell"
                 );
                 return Some(2);
             };

@@ -31,7 +31,9 @@ pub struct ExportArgs {
     /// Access path.
     #[arg(long, value_enum, default_value = "auto")]
     access: crate::Access,
-    /// Let ranges touch the MSI-X table or PBA pages (a peer could then write MSI-X vectors).
+    /// Let ranges touch the MSI-X table or PBA pages (a peer could then write MSI-X
+    /// vectors). Not needed where VFIO marks the region MSI-X mappable (`peerdma regions`
+    /// says so): such pages are exported like the rest, as VFIO lets them be mmapped.
     #[arg(long)]
     allow_msix_overlap: bool,
     /// Keep the buffer alive and say how to reach it, until interrupted.
