@@ -14,6 +14,7 @@ use rustix::mm::{MapFlags, ProtFlags};
 use crate::addr::RegionIndex;
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
+use crate::sigbus::SigbusGuard;
 
 /// A mapped span of a VFIO region (usually a BAR); unmapped on drop.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct MappedRegion {
     region: RegionIndex,
     offset: u64,
     device: Arc<DeviceInner>,
+    /// Set by [`MappedRegion::guard_against_revoke`].
+    guard: Option<SigbusGuard>,
 }
 
 // SAFETY: the mapping is device memory shared with the kernel, not tied to the
@@ -133,6 +136,39 @@ impl MappedRegion {
         }
     }
 
+    /// Makes accesses survive a revoke. vfio-pci zaps a BAR's user mappings when it
+    /// revokes (decode off, reset, D3: `vfio_pci_zap_and_down_write_memory_lock`), and
+    /// the next access raises SIGBUS, which would end the process. Once guarded, such
+    /// an access lands instead on anonymous memory that a process-wide SIGBUS handler
+    /// maps over the whole mapping, and [`MappedRegion::revoked_under_access`] turns
+    /// true: the mapping no longer reaches the BAR (map the region again once the device
+    /// is live). A SIGBUS anywhere else keeps its default action. At most 8 mappings
+    /// are guarded at once per process. Guarding twice is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SigbusGuard`] when 8 mappings are already guarded or the handler
+    /// cannot be installed.
+    pub fn guard_against_revoke(&mut self) -> Result<()> {
+        if self.guard.is_none() {
+            let guard = SigbusGuard::new(self.ptr.as_ptr(), self.map_len).map_err(|why| {
+                Error::SigbusGuard {
+                    bdf: self.device.bdf,
+                    region: self.region,
+                    why,
+                }
+            })?;
+            self.guard = Some(guard);
+        }
+        Ok(())
+    }
+
+    /// Whether an access of a guarded mapping faulted because the BAR was revoked
+    /// (the mapping is now anonymous memory, not the BAR); false when unguarded.
+    pub fn revoked_under_access(&self) -> bool {
+        self.guard.as_ref().is_some_and(SigbusGuard::faulted)
+    }
+
     /// The span `offset..offset + len` as a pointer into the mapping.
     fn span(&self, offset: usize, len: usize) -> Result<*mut u8> {
         if offset.checked_add(len).is_none_or(|end| end > self.len) {
@@ -148,7 +184,8 @@ impl MappedRegion {
     /// registers with a required access width use [`MappedRegion::read`].
     ///
     /// A revoked BAR raises SIGBUS on access; callers that must survive a revoke
-    /// install a guard for the mapping first (p2pcopy's `SigbusGuard`).
+    /// call [`MappedRegion::guard_against_revoke`] first and check
+    /// [`MappedRegion::revoked_under_access`] after each access.
     ///
     /// # Errors
     ///
@@ -211,6 +248,8 @@ impl MappedRegion {
 
 impl Drop for MappedRegion {
     fn drop(&mut self) {
+        // The guard goes first: no SIGBUS may be pointed at an unmapped range.
+        drop(self.guard.take());
         // SAFETY: ptr/map_len are exactly what mmap returned and nothing else
         // unmaps them; no reference into the mapping outlives `self`. An error
         // cannot be reported from drop and would leave only address space.
@@ -316,6 +355,7 @@ impl Device {
             region: index,
             offset,
             device: Arc::clone(&self.inner),
+            guard: None,
         })
     }
 }

@@ -11,8 +11,6 @@ pub mod install;
 pub mod p2pcopy;
 pub mod pattern;
 pub mod route;
-#[allow(unsafe_code)] // the SIGBUS handler that turns a revoked BAR access into an error
-pub mod sigbus;
 pub mod size;
 #[cfg(test)]
 mod size_fuzz;

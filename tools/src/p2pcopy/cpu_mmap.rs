@@ -43,10 +43,10 @@ impl CopyPath for CpuMmap<'_> {
             .map
             .copy_to(off, &self.dst.map, off, n)
             .map_err(|e| StepError::Failed(e.into()))?;
-        if self.src.guard.faulted() {
+        if self.src.map.revoked_under_access() {
             return Err(StepError::Revoked(Side::Src));
         }
-        if self.dst.guard.faulted() {
+        if self.dst.map.revoked_under_access() {
             return Err(StepError::Revoked(Side::Dst));
         }
         Ok(())

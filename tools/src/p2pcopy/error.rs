@@ -244,9 +244,6 @@ pub enum CopyError {
         /// Device.
         bdf: Bdf,
     },
-    /// The SIGBUS guard could not be set up.
-    #[error(transparent)]
-    Guard(#[from] crate::sigbus::GuardError),
     /// An offset or size is not page-aligned.
     #[error(
         "the {field} {value:#x} is not a multiple of the page size {page:#x}: dma-buf ranges and \

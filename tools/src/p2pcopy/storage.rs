@@ -227,7 +227,7 @@ impl Memory {
             (Memory::Bar { cpu, .. }, Some(ep)) => {
                 // A revoke is caught by the SIGBUS guard.
                 cpu.map.read_bytes(off as usize, out)?;
-                if cpu.guard.faulted() {
+                if cpu.map.revoked_under_access() {
                     return Err(verify::revoked(ep, off, cpu.map.len() as u64));
                 }
                 Ok(())

@@ -5,19 +5,17 @@
 use peerdma_exporter::{MappedRegion, RevokeState};
 
 use super::{CopyError, Endpoint};
-use crate::sigbus::SigbusGuard;
 
 /// A BAR span mapped for the CPU with a SIGBUS guard over it.
 pub(crate) struct GuardedMap {
     pub(crate) map: MappedRegion,
-    pub(crate) guard: SigbusGuard,
 }
 
 impl GuardedMap {
     pub(super) fn new(ep: &Endpoint, size: u64) -> Result<GuardedMap, CopyError> {
-        let map = ep.map(size)?;
-        let guard = SigbusGuard::new(map.as_ptr(), map.len())?;
-        Ok(GuardedMap { map, guard })
+        let mut map = ep.map(size)?;
+        map.guard_against_revoke()?;
+        Ok(GuardedMap { map })
     }
 }
 
@@ -76,7 +74,7 @@ fn write_span(
         let n = chunk.min(len - off);
         make(off as u64, &mut buf[..n]);
         m.map.write_bytes(off, &buf[..n])?;
-        if m.guard.faulted() {
+        if m.map.revoked_under_access() {
             return Err(revoked(ep, off as u64, len as u64));
         }
         off += n;
@@ -99,7 +97,7 @@ pub(super) fn check(
     while off < len {
         let n = chunk.min(len - off);
         m.map.read_bytes(off, &mut buf[..n])?;
-        if m.guard.faulted() {
+        if m.map.revoked_under_access() {
             return Err(revoked(ep, off as u64, len as u64));
         }
         if let Some((f, c)) = crate::pattern::first_mismatch(seed, off as u64, &buf[..n]) {

@@ -129,7 +129,7 @@ impl Local {
                     for off in (0..host.len()).step_by(CHUNK) {
                         let n = CHUNK.min(host.len() - off);
                         bar.map.map.read_bytes(off, &mut host[off..off + n])?;
-                        if bar.map.guard.faulted() {
+                        if bar.map.map.revoked_under_access() {
                             return Err(verify::revoked(&bar.ep, off as u64, size));
                         }
                     }
@@ -198,7 +198,7 @@ impl Local {
                 for off in (0..host.len()).step_by(CHUNK) {
                     let n = CHUNK.min(host.len() - off);
                     bar.map.map.write_bytes(off, &host[off..off + n])?;
-                    if bar.map.guard.faulted() {
+                    if bar.map.map.revoked_under_access() {
                         return Err(verify::revoked(&bar.ep, off as u64, size));
                     }
                 }

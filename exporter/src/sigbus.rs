@@ -1,15 +1,21 @@
 //! Surviving a revoke while the CPU touches a BAR mapping.
 //!
 //! When memory decode goes off (or the device resets) vfio-pci zaps the BAR's user
-//! mappings, and the next access faults with SIGBUS. A [`SigbusGuard`] registers a
-//! mapping; the process-wide SIGBUS handler, on a fault inside a guarded range, maps
-//! anonymous memory over the whole range (so the interrupted access completes on
-//! harmless memory) and marks the guard. The copy loop checks [`SigbusGuard::faulted`]
-//! after each chunk and stops with an error instead of dying. A SIGBUS anywhere else
-//! keeps its default action.
+//! mappings (`vfio_pci_zap_and_down_write_memory_lock`), and the next access faults
+//! with SIGBUS. A [`SigbusGuard`] registers a mapping; the process-wide SIGBUS handler,
+//! on a fault inside a guarded range, maps anonymous memory over the whole range (so
+//! the interrupted access completes on harmless memory) and marks the guard. Callers
+//! check [`SigbusGuard::faulted`] after each access and stop with an error instead of
+//! dying. A SIGBUS anywhere else keeps its default action.
+//!
+//! Only [`MappedRegion`](crate::MappedRegion) creates guards, for its own mapping
+//! ([`MappedRegion::guard_against_revoke`](crate::MappedRegion::guard_against_revoke)),
+//! and drops its guard before it unmaps.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
+
+use nix::libc;
 
 /// How many mappings can be guarded at once.
 const SLOTS: usize = 8;
@@ -67,24 +73,25 @@ fn install() -> Result<(), nix::errno::Errno> {
 
 /// A guarded mapping; unregistered on drop.
 #[derive(Debug)]
-pub struct SigbusGuard {
+pub(crate) struct SigbusGuard {
     slot: usize,
 }
 
 /// No guard slot was free, or the handler could not be installed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
     /// All slots are in use.
-    #[error("more than {SLOTS} BAR mappings guarded at once")]
+    #[error("more than {SLOTS} BAR mappings guarded at once in this process")]
     NoSlot,
     /// sigaction failed.
-    #[error("installing the SIGBUS handler: {0}")]
+    #[error("installing the SIGBUS handler failed: {0}")]
     Install(nix::errno::Errno),
 }
 
 impl SigbusGuard {
-    /// Guards `[start, start + len)`, a mapping the caller owns for the guard's lifetime.
-    pub fn new(start: *mut u8, len: usize) -> Result<SigbusGuard, GuardError> {
+    /// Guards `[start, start + len)`, a mapping the caller owns for the guard's
+    /// lifetime and whose contents may be replaced by anonymous memory on a fault.
+    pub(crate) fn new(start: *mut u8, len: usize) -> Result<SigbusGuard, GuardError> {
         install().map_err(GuardError::Install)?;
         for slot in 0..SLOTS {
             if LEN[slot]
@@ -101,7 +108,7 @@ impl SigbusGuard {
     }
 
     /// Whether an access faulted (the mapping is now anonymous memory, not the BAR).
-    pub fn faulted(&self) -> bool {
+    pub(crate) fn faulted(&self) -> bool {
         FAULTED[self.slot].load(Ordering::Acquire)
     }
 }
