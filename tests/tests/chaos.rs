@@ -1,7 +1,8 @@
 //! Revoke chaos (issue 14): copies run through p2pcopy's library API (the CPU path
-//! between ivshmem BARs and into nvme's CMB, the DMA path through edu) while another
-//! thread revokes a side at random intervals: memory decode off/on, D3hot/D0, VFIO reset
-//! and FLR (nvme has them). The guest program is `peerdma-guest-chaos`.
+//! between ivshmem BARs and into nvme's CMB, the DMA path through edu, the NVMe engine
+//! reading into ivshmem's BAR) while another thread revokes a side at random intervals
+//! (on the NVMe kind the controller itself is one side): memory decode off/on,
+//! D3hot/D0, VFIO reset and FLR (nvme has them). The guest program is `peerdma-guest-chaos`.
 //!
 //! Asserted: no crash and no hang (the guest finishes within the VM's limit, the longest
 //! copy and the longest revoking operation are bounded); every copy ends verified or
@@ -94,7 +95,12 @@ fn copies_survive_random_revokes_resets_and_power_changes() {
     }
     assert_eq!(u("failed"), 0, "{summary}");
     assert!(u("revoked") > 0, "no copy met a revoke: {summary}");
-    for kind in ["cpu ivshmem0", "cpu ivshmem0 -> nvme0", "dma via edu0"] {
+    for kind in [
+        "cpu ivshmem0",
+        "cpu ivshmem0 -> nvme0",
+        "dma via edu0",
+        "nvme engine",
+    ] {
         assert!(
             copies
                 .iter()

@@ -1,8 +1,10 @@
 //! Guest side of the revoke chaos check (`tests/tests/chaos.rs`): copies run through
-//! p2pcopy's library API (the CPU path between two ivshmem BARs and into nvme's CMB, and
-//! the DMA path through edu) while a second thread revokes one side at random
-//! intervals through the exporter's `Device` operations: memory decode off and on, D3hot
-//! and back to D0, `VFIO_DEVICE_RESET` and FLR where the device has them.
+//! p2pcopy's library API (the CPU path between two ivshmem BARs and into nvme's CMB, the
+//! DMA path through edu, and the NVMe engine reading its namespace into ivshmem's BAR)
+//! while a second thread revokes one side at random intervals through the exporter's
+//! `Device` operations: memory decode off and on, D3hot and back to D0,
+//! `VFIO_DEVICE_RESET` and FLR where the device has them. On the NVMe kind one side is
+//! the controller itself: the engine's registers are revoked or reset under it.
 //!
 //! It reports one JSON line per copy and a summary, with what the host asserts:
 //! every copy ends verified or with the revoke error (never a mismatch, never another
@@ -20,11 +22,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use peerdma_exporter::{AccessPath, Bdf, Device, Error, OpenOptions, PowerState};
+use peerdma_importer::engine::NvmeOptions;
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 use peerdma_testbed::rng::Rng;
 use peerdma_tools::p2pcopy::{
-    self, default_bar, Alongside, CopyError, CopyRequest, EndpointSpec, PathChoice,
+    self, default_bar, Alongside, CopyError, CopyRequest, EndpointSpec, NvmeTarget, PathChoice,
+    StorageRequest, Target,
 };
 use serde_json::{json, Value};
 
@@ -177,19 +181,28 @@ impl Chaos {
     }
 }
 
+/// How a kind of copy moves its bytes.
+#[derive(Clone, Copy)]
+enum Via {
+    /// `p2pcopy::run` between two BARs along this path.
+    Path(PathChoice),
+    /// `p2pcopy::run_storage`: the NVMe controller `src` reads namespace 1 into `dst`.
+    NvmeEngine,
+}
+
 /// One kind of copy of the run.
 struct Kind {
     name: &'static str,
     src: Bdf,
     dst: Bdf,
-    path: PathChoice,
+    via: Via,
     size: u64,
     chunk: u64,
     /// Longest pause between two revokes.
     max_interval_us: u64,
 }
 
-fn request(k: &Kind, seed: u64) -> CopyRequest {
+fn request(k: &Kind, path: PathChoice, seed: u64) -> CopyRequest {
     CopyRequest {
         src: EndpointSpec {
             bdf: k.src,
@@ -204,13 +217,60 @@ fn request(k: &Kind, seed: u64) -> CopyRequest {
         size: Some(k.size),
         chunk: k.chunk,
         iterations: 1,
-        path: k.path,
+        path,
         verify: true,
         seed,
         allow_register_bars: false,
         access: AccessPath::Auto,
         revoke_src: None,
         fault_dst: false,
+    }
+}
+
+fn storage_request(k: &Kind, seed: u64) -> StorageRequest {
+    StorageRequest {
+        src: Target::Nvme(NvmeTarget {
+            bdf: k.src,
+            nsid: 1,
+            lba: 0,
+        }),
+        dst: Target::Bar(EndpointSpec {
+            bdf: k.dst,
+            bar: None,
+            offset: 0,
+        }),
+        size: Some(k.size),
+        chunk: k.chunk,
+        iterations: 1,
+        // Small commands and a shallow queue: a step (4 × depth × command) of 512 KiB.
+        nvme: NvmeOptions {
+            queue_depth: 2,
+            transfer_size: 64 << 10,
+            ..NvmeOptions::default()
+        },
+        verify: true,
+        seed,
+        allow_register_bars: false,
+        access: AccessPath::Auto,
+        revoke_bar: None,
+    }
+}
+
+/// Runs one copy of kind `k` with `hook` alongside: whether it ended verified, or
+/// the error.
+fn copy(
+    k: &Kind,
+    seed: u64,
+    progress: &mut dyn FnMut(p2pcopy::Progress),
+    hook: &(dyn Fn(Alongside<'_>) + Sync),
+) -> Result<bool, CopyError> {
+    match k.via {
+        Via::Path(path) => p2pcopy::run_alongside(&request(k, path, seed), progress, hook)
+            .map(|r| r.verified == Some(true)),
+        Via::NvmeEngine => {
+            p2pcopy::run_storage_alongside(&storage_request(k, seed), progress, hook)
+                .map(|r| r.verified == Some(true))
+        }
     }
 }
 
@@ -278,7 +338,7 @@ fn run() -> Result<Value> {
             name: "cpu ivshmem0 -> ivshmem1",
             src: iv0,
             dst: iv1,
-            path: PathChoice::CpuMmap,
+            via: Via::Path(PathChoice::CpuMmap),
             size: 1 << 20,
             chunk: 16 << 10,
             max_interval_us: 8_000,
@@ -287,7 +347,7 @@ fn run() -> Result<Value> {
             name: "cpu ivshmem0 -> nvme0 CMB",
             src: iv0,
             dst: nvme,
-            path: PathChoice::CpuMmap,
+            via: Via::Path(PathChoice::CpuMmap),
             size: 512 << 10,
             chunk: 16 << 10,
             max_interval_us: 8_000,
@@ -296,10 +356,19 @@ fn run() -> Result<Value> {
             name: "dma via edu0 ivshmem0 -> ivshmem1",
             src: iv0,
             dst: iv1,
-            path: PathChoice::Dma { engine: Some(edu) },
+            via: Via::Path(PathChoice::Dma { engine: Some(edu) }),
             size: 8 << 10,
             chunk: 4 << 10,
             max_interval_us: 40_000,
+        },
+        Kind {
+            name: "nvme engine nvme0 -> ivshmem1",
+            src: nvme,
+            dst: iv1,
+            via: Via::NvmeEngine,
+            size: 4 << 20,
+            chunk: 512 << 10,
+            max_interval_us: 20_000,
         },
     ];
     let chaos = Chaos {
@@ -316,7 +385,7 @@ fn run() -> Result<Value> {
     // handler) is there before the counts are taken.
     for _ in 0..2 {
         for k in &kinds {
-            p2pcopy::run_alongside(&request(k, 1), &mut |_| {}, &|a| {
+            copy(k, 1, &mut |_| {}, &|a| {
                 let mut words = vec![format!("{}", a.step)];
                 while a.copying.load(Ordering::Acquire) {
                     words.push(String::from("warm"));
@@ -340,8 +409,9 @@ fn run() -> Result<Value> {
         chaos.done.store(0, Ordering::Release);
         let first_revoke = chaos.log.lock().expect("log").len();
         let t = Instant::now();
-        let result = p2pcopy::run_alongside(
-            &request(k, copy_seed),
+        let result = copy(
+            k,
+            copy_seed,
             &mut |p| chaos.done.store(p.done, Ordering::Release),
             &|a| chaos.run(a, k.max_interval_us),
         );
@@ -356,7 +426,7 @@ fn run() -> Result<Value> {
             .map(|r| format!("{r:?}"))
             .collect();
         let (outcome, late_words) = match &result {
-            Ok(rep) if rep.verified == Some(true) => {
+            Ok(true) => {
                 verified += 1;
                 ("verified".to_string(), Vec::new())
             }

@@ -35,8 +35,8 @@ pub use error::{CopyError, SpanField, Unavailable};
 pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
 pub use proof::{Hop, IoasMapping, RouteProof};
 pub use storage::{
-    is_storage, run_storage, Latency, StorageReport, StorageRequest, TargetReport,
-    DEFAULT_STORAGE_SIZE,
+    is_storage, run_storage, run_storage_alongside, Latency, StorageReport, StorageRequest,
+    TargetReport, DEFAULT_STORAGE_SIZE,
 };
 pub use target::{NvmeTarget, Target, TargetParseError};
 

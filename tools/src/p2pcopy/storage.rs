@@ -12,6 +12,7 @@
 //! - after a Write (of the seeded pattern), the drive range was poisoned before the timed
 //!   writes, and is read back into a poisoned host buffer that must hold the pattern.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use peerdma_exporter::{AccessPath, Bdf, DmaBuf, DmaRange, OpenOptions, RevokeState, Sysfs};
@@ -26,7 +27,9 @@ use serde::{Serialize, Serializer};
 use super::faults::FaultWatch;
 use super::target::{NvmeTarget, Target};
 use super::verify::GuardedMap;
-use super::{dma, page_align_check, verify, CopyError, Endpoint, Progress, RevokeTrigger};
+use super::{
+    dma, page_align_check, verify, Alongside, CopyError, Endpoint, Progress, RevokeTrigger,
+};
 use super::{Hop, IoasMapping, RouteProof, Side, SpanField, Unavailable};
 use peerdma_exporter::HostCpu;
 
@@ -310,6 +313,31 @@ pub fn run_storage(
     req: &StorageRequest,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<StorageReport, CopyError> {
+    run_storage_inner(req, progress, None)
+}
+
+/// Runs a storage copy as [`run_storage`] does, with `hook` running on another thread
+/// while the bytes move (a test revokes, resets and powers the devices through it). The
+/// hook's `src` and `dst` are the two sides' devices: the NVMe controller (the engine's
+/// own `Device`) and the BAR's. With host memory as the other side the hook does not run.
+/// A revoke of the controller ends the copy with [`CopyError::Revoked`] naming it.
+///
+/// # Errors
+///
+/// As [`run_storage`].
+pub fn run_storage_alongside(
+    req: &StorageRequest,
+    progress: &mut dyn FnMut(Progress),
+    hook: &(dyn Fn(Alongside<'_>) + Sync),
+) -> Result<StorageReport, CopyError> {
+    run_storage_inner(req, progress, Some(hook))
+}
+
+fn run_storage_inner(
+    req: &StorageRequest,
+    progress: &mut dyn FnMut(Progress),
+    hook: Option<&(dyn Fn(Alongside<'_>) + Sync)>,
+) -> Result<StorageReport, CopyError> {
     let (nv, mem, dir) = match (&req.src, &req.dst) {
         (Target::Nvme(_), Target::Nvme(_))
         | (Target::Bar(_) | Target::Host, Target::Bar(_) | Target::Host) => {
@@ -486,6 +514,26 @@ pub fn run_storage(
     let mut faults = FaultWatch::start(nv.bdf);
     let generation_before = bar_device.map(|d| d.revoke_generation());
     let start = Instant::now();
+    let controller = engine.device().clone();
+    let controller_generation = controller.revoke_generation();
+    // The controller's error is the revoke when the library revoked or reset the
+    // controller during the copy (its registers faulted, or it stopped, or it came back
+    // without the queues and a command timed out).
+    let engine_err = |e: NvmeError, done: u64| {
+        if matches!(e, NvmeError::Revoked { .. })
+            || controller.revoke_generation() != controller_generation
+        {
+            verify::revoked_device(
+                &controller,
+                &format!("the controller was revoked or reset under the copy ({e})"),
+                done,
+                total,
+            )
+        } else {
+            nvme_err(e)
+        }
+    };
+    let copying = AtomicBool::new(true);
     let outcome = std::thread::scope(|s| -> Result<Duration, CopyError> {
         let (fire, fired) = std::sync::mpsc::channel::<()>();
         if let (Some(trigger), Some(device)) = (req.revoke_bar, bar_device) {
@@ -497,47 +545,72 @@ pub fn run_storage(
                 let _ = device.set_memory_decode(false);
             });
         }
+        if let (Some(hook), Some(bar)) = (hook, bar_device) {
+            let (src, dst) = match dir {
+                Io::Read => (&controller, bar),
+                Io::Write => (bar, &controller),
+            };
+            let sides = Alongside {
+                src,
+                dst,
+                step,
+                copying: &copying,
+            };
+            s.spawn(move || hook(sides));
+        }
         let fire_at = match req.revoke_bar {
             Some(RevokeTrigger::AfterBytes(n)) => n,
             _ => u64::MAX,
         };
         let bs = u64::from(ns.block_size);
-        let mut done = 0u64;
-        for _ in 0..req.iterations {
-            let mut off = 0;
-            while off < size {
-                let n = step.min(size - off);
-                let before = stats.bytes;
-                let r =
-                    nvme(&mut engine).transfer(dir, nv.lba + off / bs, iova + off, n, &mut stats);
-                let acked = done + (stats.bytes - before);
-                // A Data Transfer Error on the BAR side is the revoke when the library
-                // revoked the device meanwhile (the mapping may already be back); else it
-                // is the controller's error, explained by IOMMU faults where logged.
-                let transfer_error = matches!(&r, Err(NvmeError::Command { status, .. }) if status.sct == 0 && status.sc == 0x04);
-                let revoked_meanwhile = bar_device.is_some_and(|d| {
-                    Some(d.revoke_generation()) != generation_before
-                        || !matches!(d.revoke_state(), Ok(RevokeState::Live))
-                });
-                if memory.revoked() || (transfer_error && revoked_meanwhile) {
-                    let ep = ep.as_ref().expect("only a BAR side is revoked");
-                    let mut err = verify::revoked(ep, acked, total);
-                    if let CopyError::Revoked { why, .. } = &mut err {
-                        why.push_str(&recovery_note(nvme(&mut engine), nv, &probe, r.err()));
+        let mut stream = || -> Result<Duration, CopyError> {
+            let mut done = 0u64;
+            for _ in 0..req.iterations {
+                let mut off = 0;
+                while off < size {
+                    let n = step.min(size - off);
+                    let before = stats.bytes;
+                    let r = nvme(&mut engine).transfer(
+                        dir,
+                        nv.lba + off / bs,
+                        iova + off,
+                        n,
+                        &mut stats,
+                    );
+                    let acked = done + (stats.bytes - before);
+                    // A Data Transfer Error on the BAR side is the revoke when the
+                    // library revoked the device meanwhile (the mapping may already be
+                    // back); else it is the controller's error, explained by IOMMU
+                    // faults where logged.
+                    let transfer_error = matches!(&r, Err(NvmeError::Command { status, .. }) if status.sct == 0 && status.sc == 0x04);
+                    let revoked_meanwhile = bar_device.is_some_and(|d| {
+                        Some(d.revoke_generation()) != generation_before
+                            || !matches!(d.revoke_state(), Ok(RevokeState::Live))
+                    });
+                    if memory.revoked() || (transfer_error && revoked_meanwhile) {
+                        let ep = ep.as_ref().expect("only a BAR side is revoked");
+                        let mut err = verify::revoked(ep, acked, total);
+                        if let CopyError::Revoked { why, .. } = &mut err {
+                            why.push_str(&recovery_note(nvme(&mut engine), nv, &probe, r.err()));
+                        }
+                        return Err(err);
                     }
-                    return Err(err);
+                    r.map_err(|e| engine_err(e, acked))?;
+                    off += n;
+                    done += n;
+                    if done >= fire_at {
+                        let _ = fire.send(());
+                    }
+                    progress(Progress { done, total });
                 }
-                r.map_err(nvme_err)?;
-                off += n;
-                done += n;
-                if done >= fire_at {
-                    let _ = fire.send(());
-                }
-                progress(Progress { done, total });
             }
-        }
+            Ok(start.elapsed())
+        };
+        let result = stream();
+        // The hook ends once the copy does; the scope waits for it.
+        copying.store(false, Ordering::Release);
         drop(fire);
-        Ok(start.elapsed())
+        result
     });
     let elapsed = outcome.map_err(|e| faults.explain(e))?;
     let verified = match &check_buf {
@@ -547,9 +620,18 @@ pub fn run_storage(
             let mut scratch = IoStats::default();
             nvme(&mut engine)
                 .transfer(Io::Read, nv.lba, check.iova(), size, &mut scratch)
-                .map_err(|e| faults.explain(nvme_err(e)))?;
-            compare(&memory, ep.as_ref(), check, size, dir, req.seed)
-                .map_err(|e| faults.explain(e))?;
+                .map_err(|e| faults.explain(engine_err(e, total)))?;
+            compare(&memory, ep.as_ref(), check, size, dir, req.seed).map_err(|e| {
+                // A BAR revoked and restored after the last step is the cause, as in `run`.
+                let moved =
+                    bar_device.is_some_and(|d| Some(d.revoke_generation()) != generation_before);
+                match (&e, ep.as_ref()) {
+                    (CopyError::Mismatch { .. }, Some(ep)) if moved => {
+                        verify::revoked(ep, total, total)
+                    }
+                    _ => faults.explain(e),
+                }
+            })?;
             Some(true)
         }
     };

@@ -22,13 +22,24 @@ impl GuardedMap {
 /// The error for a side revoked after `done` of `total` bytes, with what the
 /// device's state says.
 pub(super) fn revoked(ep: &Endpoint, done: u64, total: u64) -> CopyError {
-    let why = match ep.device.revoke_state() {
+    revoked_device(&ep.device, "the BAR mapping faulted", done, total)
+}
+
+/// [`CopyError::Revoked`] for `device`, with the reason its registers give, or
+/// `otherwise` when they say live again.
+pub(super) fn revoked_device(
+    device: &peerdma_exporter::Device,
+    otherwise: &str,
+    done: u64,
+    total: u64,
+) -> CopyError {
+    let why = match device.revoke_state() {
         Ok(RevokeState::Revoked(r)) => r.to_string(),
-        Ok(RevokeState::Live) => "the BAR mapping faulted".to_string(),
+        Ok(RevokeState::Live) => otherwise.to_string(),
         Err(e) => format!("state unreadable: {e}"),
     };
     CopyError::Revoked {
-        bdf: ep.bdf(),
+        bdf: device.bdf(),
         done,
         total,
         why,

@@ -306,6 +306,38 @@ pub enum NvmeError {
         csts: u32,
     },
 
+    /// The controller's registers were revoked under the driver: memory decode went
+    /// off, or it was reset or put in D3 through VFIO, which zaps the BAR mapping
+    /// (`vfio_pci_zap_and_down_write_memory_lock`); the driver's register accesses now
+    /// reach anonymous memory, not the controller.
+    #[error(
+        "NVMe {bdf}: the controller's registers were revoked during {during} (memory \
+         decode off, a reset or D3 through VFIO); fix: open the engine again once the \
+         controller is live"
+    )]
+    Revoked {
+        /// Controller.
+        bdf: Bdf,
+        /// What the driver was doing (the register access).
+        during: &'static str,
+    },
+
+    /// The controller stopped under the driver: CSTS.RDY went clear while commands
+    /// were waited for (an FLR, a reset through VFIO or sysfs, or D3 reset it).
+    #[error(
+        "NVMe {bdf}: the controller stopped (CSTS.RDY = 0, CSTS {csts:#x}) while {during}: \
+         it was reset under the driver and its queues are gone; fix: open the engine \
+         again (it re-enables the controller)"
+    )]
+    Stopped {
+        /// Controller.
+        bdf: Bdf,
+        /// What the driver was doing.
+        during: &'static str,
+        /// The CSTS value.
+        csts: u32,
+    },
+
     /// The controller lacks something this driver needs.
     #[error("NVMe {bdf}: {what}; fix: {fix}")]
     Unsupported {

@@ -212,7 +212,7 @@ impl Nvme {
             }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(256) {
-                regs.check_fatal(dir.name())?;
+                regs.check_running(dir.name())?;
                 let oldest = slots
                     .iter()
                     .enumerate()

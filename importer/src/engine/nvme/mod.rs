@@ -421,7 +421,7 @@ impl Nvme {
             }
             spins += 1;
             if spins.is_multiple_of(64) {
-                self.regs.check_fatal(name)?;
+                self.regs.check_running(name)?;
                 if start.elapsed() >= timeout {
                     break Err(NvmeError::CommandTimeout {
                         bdf,

@@ -52,8 +52,11 @@ pub struct Registers {
 }
 
 impl Registers {
-    /// Wraps the BAR0 mapping and reads CAP.
-    pub fn new(map: MappedRegion, bdf: Bdf) -> Result<Registers, NvmeError> {
+    /// Wraps the BAR0 mapping, guards it against a revoke (an access after one is
+    /// [`NvmeError::Revoked`], not a SIGBUS that ends the process; best effort: with
+    /// every guard slot of the process taken the mapping stays unguarded) and reads CAP.
+    pub fn new(mut map: MappedRegion, bdf: Bdf) -> Result<Registers, NvmeError> {
+        let _ = map.guard_against_revoke();
         let mut r = Registers {
             map,
             bdf,
@@ -77,16 +80,30 @@ impl Registers {
         }
     }
 
+    /// [`NvmeError::Revoked`] once an access met a revoked BAR.
+    fn check_revoked(&self, during: &'static str) -> Result<(), NvmeError> {
+        if self.map.revoked_under_access() {
+            return Err(NvmeError::Revoked {
+                bdf: self.bdf,
+                during,
+            });
+        }
+        Ok(())
+    }
+
     /// A 32-bit register read.
     pub fn read32(&self, offset: usize) -> Result<u32, NvmeError> {
-        self.map.read::<u32>(offset).map_err(|e| self.err(e))
+        let v = self.map.read::<u32>(offset).map_err(|e| self.err(e))?;
+        self.check_revoked("a register read")?;
+        Ok(v)
     }
 
     /// A 32-bit register write.
     pub fn write32(&self, offset: usize, value: u32) -> Result<(), NvmeError> {
         self.map
             .write::<u32>(offset, value)
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        self.check_revoked("a register write (a doorbell or CC)")
     }
 
     /// A 64-bit register written as two dwords, low first (every controller takes this).
@@ -114,11 +131,24 @@ impl Registers {
         self.read32(NVME_REG_CSTS)
     }
 
-    /// Fails with [`NvmeError::Fatal`] when CSTS.CFS is set.
-    pub fn check_fatal(&self, during: &'static str) -> Result<(), NvmeError> {
+    /// For an enabled controller that commands wait on: fails with
+    /// [`NvmeError::Fatal`] when CSTS.CFS is set, and with [`NvmeError::Stopped`] when
+    /// CSTS.RDY went clear (the controller was reset under the driver and its queues
+    /// are gone: no command in flight will complete).
+    pub fn check_running(&self, during: &'static str) -> Result<(), NvmeError> {
         let csts = self.csts()?;
-        if csts != u32::MAX && csts & NVME_CSTS_CFS != 0 {
+        if csts == u32::MAX {
+            return Ok(()); // all ones: the read did not reach the controller; the caller's timeout decides
+        }
+        if csts & NVME_CSTS_CFS != 0 {
             return Err(NvmeError::Fatal {
+                bdf: self.bdf,
+                during,
+                csts,
+            });
+        }
+        if csts & NVME_CSTS_RDY == 0 {
+            return Err(NvmeError::Stopped {
                 bdf: self.bdf,
                 during,
                 csts,
