@@ -202,18 +202,19 @@ struct Kind {
     max_interval_us: u64,
 }
 
+/// The device's default BAR from its start.
+fn bar_of(bdf: Bdf) -> EndpointSpec {
+    EndpointSpec {
+        bdf,
+        bar: None,
+        offset: 0,
+    }
+}
+
 fn request(k: &Kind, path: PathChoice, seed: u64) -> CopyRequest {
     CopyRequest {
-        src: EndpointSpec {
-            bdf: k.src,
-            bar: None,
-            offset: 0,
-        },
-        dst: EndpointSpec {
-            bdf: k.dst,
-            bar: None,
-            offset: 0,
-        },
+        src: bar_of(k.src),
+        dst: bar_of(k.dst),
         size: Some(k.size),
         chunk: k.chunk,
         iterations: 1,
@@ -234,11 +235,7 @@ fn storage_request(k: &Kind, seed: u64) -> StorageRequest {
             nsid: 1,
             lba: 0,
         }),
-        dst: Target::Bar(EndpointSpec {
-            bdf: k.dst,
-            bar: None,
-            offset: 0,
-        }),
+        dst: Target::Bar(bar_of(k.dst)),
         size: Some(k.size),
         chunk: k.chunk,
         iterations: 1,
