@@ -290,20 +290,6 @@ pub enum Error {
         len: usize,
     },
 
-    /// A mapping could not be guarded against a revoke.
-    #[error(
-        "{bdf} {region}: the mapping cannot be guarded against a revoke: {why}; fix: drop \
-         other guarded mappings first"
-    )]
-    SigbusGuard {
-        /// Device.
-        bdf: Bdf,
-        /// Region index.
-        region: addr::RegionIndex,
-        /// Why.
-        why: crate::GuardError,
-    },
-
     /// A bulk copy through a [`MappedRegion`](crate::MappedRegion) names a span
     /// outside the mapping, or copies a mapping onto itself.
     #[error(
@@ -653,6 +639,20 @@ pub enum Error {
     ResetUnsupported {
         /// Device.
         bdf: Bdf,
+    },
+
+    /// A mapping could not be guarded against a revoke.
+    #[error(
+        "{bdf} {region}: the mapping cannot be guarded against a revoke: {why}; fix: drop \
+         other guarded mappings first"
+    )]
+    SigbusGuard {
+        /// Device.
+        bdf: Bdf,
+        /// Region index.
+        region: addr::RegionIndex,
+        /// Why.
+        why: crate::GuardError,
     },
 
     /// Reading a sysfs attribute failed.
