@@ -229,11 +229,7 @@ impl Memory {
         match (self, ep) {
             (Memory::Bar { cpu, .. }, Some(ep)) => {
                 // A revoke is caught by the SIGBUS guard.
-                cpu.map.read_bytes(off as usize, out)?;
-                if cpu.map.revoked_under_access() {
-                    return Err(verify::revoked(ep, off, cpu.map.len() as u64));
-                }
-                Ok(())
+                cpu.read_at(ep, off as usize, out)
             }
             (Memory::Host(m), _) => Ok(m.buffer().read(off as usize, out)?),
             (Memory::Bar { .. }, None) => unreachable!("a BAR side has its endpoint"),

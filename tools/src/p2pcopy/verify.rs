@@ -17,6 +17,31 @@ impl GuardedMap {
         map.guard_against_revoke()?;
         Ok(GuardedMap { map })
     }
+
+    /// Reads `buf.len()` bytes at `off`; a revoke met on the way is
+    /// [`CopyError::Revoked`] for `ep`, after `off` bytes.
+    pub(super) fn read_at(
+        &self,
+        ep: &Endpoint,
+        off: usize,
+        buf: &mut [u8],
+    ) -> Result<(), CopyError> {
+        self.map.read_bytes(off, buf)?;
+        self.check_live(ep, off)
+    }
+
+    /// Writes `data` at `off`; a revoke met on the way is [`CopyError::Revoked`].
+    pub(super) fn write_at(&self, ep: &Endpoint, off: usize, data: &[u8]) -> Result<(), CopyError> {
+        self.map.write_bytes(off, data)?;
+        self.check_live(ep, off)
+    }
+
+    fn check_live(&self, ep: &Endpoint, off: usize) -> Result<(), CopyError> {
+        if self.map.revoked_under_access() {
+            return Err(revoked(ep, off as u64, self.map.len() as u64));
+        }
+        Ok(())
+    }
 }
 
 /// The error for a side revoked after `done` of `total` bytes, with what the
@@ -84,10 +109,7 @@ fn write_span(
     while off < len {
         let n = chunk.min(len - off);
         make(off as u64, &mut buf[..n]);
-        m.map.write_bytes(off, &buf[..n])?;
-        if m.map.revoked_under_access() {
-            return Err(revoked(ep, off as u64, len as u64));
-        }
+        m.write_at(ep, off, &buf[..n])?;
         off += n;
     }
     Ok(())
@@ -107,10 +129,7 @@ pub(super) fn check(
     let mut count = 0;
     while off < len {
         let n = chunk.min(len - off);
-        m.map.read_bytes(off, &mut buf[..n])?;
-        if m.map.revoked_under_access() {
-            return Err(revoked(ep, off as u64, len as u64));
-        }
+        m.read_at(ep, off, &mut buf[..n])?;
         if let Some((f, c)) = crate::pattern::first_mismatch(seed, off as u64, &buf[..n]) {
             first.get_or_insert(f);
             count += c;

@@ -128,10 +128,7 @@ impl Local {
                     let host = mr.host_bytes_mut().expect("a host MR");
                     for off in (0..host.len()).step_by(CHUNK) {
                         let n = CHUNK.min(host.len() - off);
-                        bar.map.map.read_bytes(off, &mut host[off..off + n])?;
-                        if bar.map.map.revoked_under_access() {
-                            return Err(verify::revoked(&bar.ep, off as u64, size));
-                        }
+                        bar.map.read_at(&bar.ep, off, &mut host[off..off + n])?;
                     }
                 }
                 let what = Self::describe(&bar);
@@ -191,16 +188,12 @@ impl Local {
     /// After the sender's last write: copies a staged BAR destination from
     /// host memory into the BAR, then checks every byte.
     pub(super) fn check_destination(&self, seed: u64) -> Result<Option<(u64, u64)>, CopyError> {
-        let size = self.mr.len();
         if let Some(bar) = &self.bar {
             if self.staged.is_some() {
                 let host = self.mr.host_bytes().expect("a host MR");
                 for off in (0..host.len()).step_by(CHUNK) {
                     let n = CHUNK.min(host.len() - off);
-                    bar.map.map.write_bytes(off, &host[off..off + n])?;
-                    if bar.map.map.revoked_under_access() {
-                        return Err(verify::revoked(&bar.ep, off as u64, size));
-                    }
+                    bar.map.write_at(&bar.ep, off, &host[off..off + n])?;
                 }
             }
             return match verify::check(&bar.ep, &bar.map, seed, CHUNK) {
