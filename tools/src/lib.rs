@@ -14,6 +14,8 @@ pub mod route;
 pub mod size;
 #[cfg(test)]
 mod size_fuzz;
+#[cfg(test)]
+mod sysfs_tree;
 
 /// The engines moved to the importer crate; this path stays for old users.
 pub use peerdma_importer::engine as engines;

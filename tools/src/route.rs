@@ -372,45 +372,23 @@ fn print_it(line: &mut [char], out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
     use std::os::unix::fs::symlink;
-    use std::path::PathBuf;
 
     use peerdma_exporter::{Bdf, HostCpu, Sysfs};
 
     use super::*;
 
-    /// A sysfs tree in a scratch directory, removed on drop.
-    struct Tree(PathBuf);
+    use crate::sysfs_tree::SysfsTree as Tree;
 
-    impl Drop for Tree {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+    /// Adds a 1af4:1110 function of class `class`; an endpoint gets its own IOMMU group.
+    trait AddClass {
+        fn add(&self, path: &str, class: u32) -> &Self;
     }
 
-    impl Tree {
-        fn new(tag: &str) -> Tree {
-            let dir =
-                std::env::temp_dir().join(format!("peerdma-route-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(dir.join("bus/pci/devices")).unwrap();
-            Tree(dir)
-        }
-
+    impl AddClass for Tree {
         fn add(&self, path: &str, class: u32) -> &Tree {
-            let dir = self.0.join("devices").join(path);
-            fs::create_dir_all(&dir).unwrap();
-            fs::write(dir.join("vendor"), "0x1af4\n").unwrap();
-            fs::write(dir.join("device"), "0x1110\n").unwrap();
-            fs::write(dir.join("class"), format!("{class:#08x}\n")).unwrap();
-            fs::write(dir.join("resource"), "").unwrap();
+            let dir = self.function(path, (0x1af4, 0x1110), class);
             let bdf = path.rsplit('/').next().unwrap();
-            symlink(
-                format!("../../../devices/{path}"),
-                self.0.join("bus/pci/devices").join(bdf),
-            )
-            .unwrap();
             if class == MEM {
                 // Each endpoint in its own IOMMU group, as behind a vIOMMU.
                 let group = u32::from_str_radix(&bdf[8..10], 16).unwrap();

@@ -211,46 +211,23 @@ impl CopyPath for Dma {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
     use std::os::unix::fs::symlink;
-    use std::path::PathBuf;
 
     use super::*;
 
-    /// A sysfs tree in a scratch directory, removed on drop.
-    struct Tree(PathBuf);
+    use crate::sysfs_tree::SysfsTree as Tree;
 
-    impl Drop for Tree {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+    /// Adds a function bound to `driver`.
+    trait AddBound {
+        fn add(&self, path: &str, ids: (u16, u16), driver: &str) -> &Self;
     }
 
-    impl Tree {
-        fn new(tag: &str) -> Tree {
-            let dir =
-                std::env::temp_dir().join(format!("peerdma-tools-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(dir.join("bus/pci/devices")).unwrap();
-            Tree(dir)
-        }
-
+    impl AddBound for Tree {
         fn add(&self, path: &str, ids: (u16, u16), driver: &str) -> &Tree {
-            let dir = self.0.join("devices").join(path);
-            fs::create_dir_all(&dir).unwrap();
-            fs::write(dir.join("vendor"), format!("{:#06x}\n", ids.0)).unwrap();
-            fs::write(dir.join("device"), format!("{:#06x}\n", ids.1)).unwrap();
-            fs::write(dir.join("class"), "0x00ff00\n").unwrap();
-            fs::write(dir.join("resource"), "").unwrap();
+            let dir = self.function(path, ids, 0x00ff00);
             symlink(
                 format!("../../../../bus/pci/drivers/{driver}"),
                 dir.join("driver"),
-            )
-            .unwrap();
-            let bdf = path.rsplit('/').next().unwrap();
-            symlink(
-                format!("../../../devices/{path}"),
-                self.0.join("bus/pci/devices").join(bdf),
             )
             .unwrap();
             self
