@@ -260,6 +260,19 @@ mod tests {
     use super::*;
     use std::sync::mpsc::channel;
 
+    /// A lifecycle with one subscriber, its generation counter, and what the
+    /// subscriber receives.
+    fn subscribed() -> (
+        Lifecycle,
+        Generation,
+        std::sync::mpsc::Receiver<RevokeEvent>,
+    ) {
+        let mut l = Lifecycle::default();
+        let (tx, rx) = channel();
+        l.subscribe(tx);
+        (l, Generation::default(), rx)
+    }
+
     #[test]
     fn state_from_registers() {
         use RevokeState::*;
@@ -300,10 +313,7 @@ mod tests {
 
     #[test]
     fn decode_off_then_on() {
-        let mut l = Lifecycle::default();
-        let g = Generation::default();
-        let (tx, rx) = channel();
-        l.subscribe(tx);
+        let (mut l, g, rx) = subscribed();
         let off = RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
         l.record(
             &g,
@@ -328,10 +338,7 @@ mod tests {
 
     #[test]
     fn reset_revokes_and_restores_in_one_action() {
-        let mut l = Lifecycle::default();
-        let g = Generation::default();
-        let (tx, rx) = channel();
-        l.subscribe(tx);
+        let (mut l, g, rx) = subscribed();
         let reason = RevokeReason::Reset(ResetMethod::VfioReset);
         l.record(&g, RevokeState::Live, RevokeState::Live, Some(reason));
         l.record(&g, RevokeState::Live, RevokeState::Live, Some(reason));
@@ -356,11 +363,8 @@ mod tests {
 
     #[test]
     fn reset_with_decode_off_changes_nothing() {
-        let mut l = Lifecycle::default();
-        let g = Generation::default();
+        let (mut l, g, rx) = subscribed();
         let off = RevokeState::Revoked(RevokeReason::MemoryDecodeOff);
-        let (tx, rx) = channel();
-        l.subscribe(tx);
         l.record(
             &g,
             off,
@@ -373,10 +377,7 @@ mod tests {
 
     #[test]
     fn vf_decode_write_is_a_transient_revoke() {
-        let mut l = Lifecycle::default();
-        let g = Generation::default();
-        let (tx, rx) = channel();
-        l.subscribe(tx);
+        let (mut l, g, rx) = subscribed();
         l.record(
             &g,
             RevokeState::Live,
@@ -388,10 +389,7 @@ mod tests {
 
     #[test]
     fn dropped_subscribers_are_forgotten() {
-        let mut l = Lifecycle::default();
-        let g = Generation::default();
-        let (tx, rx) = channel();
-        l.subscribe(tx);
+        let (mut l, g, rx) = subscribed();
         drop(rx);
         let d3 = RevokeState::Revoked(RevokeReason::PowerState(PowerState::D3hot));
         l.record(&g, RevokeState::Live, d3, None);
