@@ -91,13 +91,37 @@ impl Local {
         }
     }
 
-    fn describe(bar: &BarSide) -> String {
-        format!(
+    /// Host memory registered with `access`, its bytes written by `fill` first.
+    fn host(
+        pd: &Arc<ProtectionDomain>,
+        size: u64,
+        access: Access,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<Local, CopyError> {
+        let mut mr = pd.register_host(size as usize, access)?;
+        fill(mr.host_bytes_mut().expect("a host MR"));
+        Ok(Local {
+            mr,
+            bar: None,
+            staged: None,
+            what: "host memory".into(),
+        })
+    }
+
+    /// A BAR side with its MR (staged: a host MR, and why).
+    fn on_bar(mr: MemoryRegion, bar: BarSide, staged: Option<String>) -> Local {
+        let what = format!(
             "{} BAR{}+{:#x}",
             bar.ep.bdf(),
             bar.ep.bar.index,
             bar.ep.offset
-        )
+        );
+        Local {
+            mr,
+            bar: Some(bar),
+            staged,
+            what,
+        }
     }
 
     /// The source: filled with the pattern for `seed`.
@@ -110,14 +134,7 @@ impl Local {
     ) -> Result<Local, CopyError> {
         match spec {
             LocalSpec::Host => {
-                let mut mr = pd.register_host(size as usize, Access::LOCAL_READ)?;
-                pattern::fill(seed, 0, mr.host_bytes_mut().expect("a host MR"));
-                Ok(Local {
-                    mr,
-                    bar: None,
-                    staged: None,
-                    what: "host memory".into(),
-                })
+                Self::host(pd, size, Access::LOCAL_READ, |b| pattern::fill(seed, 0, b))
             }
             LocalSpec::Bar(spec) => {
                 let bar = Self::open_bar(spec, Side::Src, size, access)?;
@@ -131,13 +148,7 @@ impl Local {
                         bar.map.read_at(&bar.ep, off, &mut host[off..off + n])?;
                     }
                 }
-                let what = Self::describe(&bar);
-                Ok(Local {
-                    mr,
-                    bar: Some(bar),
-                    staged,
-                    what,
-                })
+                Ok(Self::on_bar(mr, bar, staged))
             }
         }
     }
@@ -152,16 +163,9 @@ impl Local {
         access: AccessPath,
     ) -> Result<Local, CopyError> {
         match spec {
-            LocalSpec::Host => {
-                let mut mr = pd.register_host(size as usize, Access::ALL)?;
-                pattern::fill_complement(seed, 0, mr.host_bytes_mut().expect("a host MR"));
-                Ok(Local {
-                    mr,
-                    bar: None,
-                    staged: None,
-                    what: "host memory".into(),
-                })
-            }
+            LocalSpec::Host => Self::host(pd, size, Access::ALL, |b| {
+                pattern::fill_complement(seed, 0, b)
+            }),
             LocalSpec::Bar(spec) => {
                 let bar = Self::open_bar(spec, Side::Dst, size, access)?;
                 verify::poison(&bar.ep, &bar.map, seed, CHUNK)?;
@@ -169,13 +173,7 @@ impl Local {
                 if staged.is_some() {
                     pattern::fill_complement(seed, 0, mr.host_bytes_mut().expect("a host MR"));
                 }
-                let what = Self::describe(&bar);
-                Ok(Local {
-                    mr,
-                    bar: Some(bar),
-                    staged,
-                    what,
-                })
+                Ok(Self::on_bar(mr, bar, staged))
             }
         }
     }
