@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use peerdma_exporter::{AccessPath, Bdf, Device, Error, OpenOptions, PowerState};
+use peerdma_exporter::{Bdf, Device, Error, OpenOptions, PowerState};
 use peerdma_importer::engine::NvmeOptions;
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
@@ -202,54 +202,30 @@ struct Kind {
     max_interval_us: u64,
 }
 
-/// The device's default BAR from its start.
-fn bar_of(bdf: Bdf) -> EndpointSpec {
-    EndpointSpec {
-        bdf,
-        bar: None,
-        offset: 0,
-    }
-}
-
 fn request(k: &Kind, path: PathChoice, seed: u64) -> CopyRequest {
     CopyRequest {
-        src: bar_of(k.src),
-        dst: bar_of(k.dst),
         size: Some(k.size),
         chunk: k.chunk,
-        iterations: 1,
         path,
-        verify: true,
-        seed,
-        allow_register_bars: false,
-        access: AccessPath::Auto,
-        revoke_src: None,
-        fault_dst: false,
+        ..CopyRequest::new(EndpointSpec::whole(k.src), EndpointSpec::whole(k.dst), seed)
     }
 }
 
 fn storage_request(k: &Kind, seed: u64) -> StorageRequest {
     StorageRequest {
-        src: Target::Nvme(NvmeTarget {
-            bdf: k.src,
-            nsid: 1,
-            lba: 0,
-        }),
-        dst: Target::Bar(bar_of(k.dst)),
         size: Some(k.size),
         chunk: k.chunk,
-        iterations: 1,
         // Small commands and a shallow queue: a step (4 × depth × command) of 512 KiB.
         nvme: NvmeOptions {
             queue_depth: 2,
             transfer_size: 64 << 10,
             ..NvmeOptions::default()
         },
-        verify: true,
-        seed,
-        allow_register_bars: false,
-        access: AccessPath::Auto,
-        revoke_bar: None,
+        ..StorageRequest::new(
+            Target::Nvme(NvmeTarget::first_namespace(k.src)),
+            Target::Bar(EndpointSpec::whole(k.dst)),
+            seed,
+        )
     }
 }
 

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_exporter::Bdf;
 use peerdma_importer::engine::nvme::command::Io;
 use peerdma_importer::engine::nvme::IoStats;
 use peerdma_importer::engine::{AttachedEngine, EngineOptions, NvmeOptions};
@@ -27,29 +27,17 @@ use peerdma_tools::p2pcopy::{
 
 fn request(nvme: Bdf, bar: Bdf) -> StorageRequest {
     StorageRequest {
-        src: Target::Nvme(NvmeTarget {
-            bdf: nvme,
-            nsid: 1,
-            lba: 0,
-        }),
-        dst: Target::Bar(EndpointSpec {
-            bdf: bar,
-            bar: None,
-            offset: 0,
-        }),
         size: Some(1 << 20),
-        chunk: 1 << 20,
-        iterations: 1,
         nvme: NvmeOptions {
             queue_depth: 4,
             command_timeout: Duration::from_secs(10),
             ..NvmeOptions::default()
         },
-        verify: true,
-        seed: 1,
-        allow_register_bars: false,
-        access: AccessPath::Auto,
-        revoke_bar: None,
+        ..StorageRequest::new(
+            Target::Nvme(NvmeTarget::first_namespace(nvme)),
+            Target::Bar(EndpointSpec::whole(bar)),
+            1,
+        )
     }
 }
 

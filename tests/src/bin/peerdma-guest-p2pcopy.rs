@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_exporter::Bdf;
 use peerdma_testbed::manifest::Manifest;
 use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, PathChoice, RevokeTrigger};
 
@@ -15,26 +15,9 @@ use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 
 fn request(src: Bdf, dst: Bdf) -> CopyRequest {
     CopyRequest {
-        src: EndpointSpec {
-            bdf: src,
-            bar: None,
-            offset: 0,
-        },
-        dst: EndpointSpec {
-            bdf: dst,
-            bar: None,
-            offset: 0,
-        },
         size: Some(1 << 20),
-        chunk: 1 << 20,
-        iterations: 1,
         path: PathChoice::CpuMmap,
-        verify: true,
-        seed: 1,
-        allow_register_bars: false,
-        access: AccessPath::Auto,
-        revoke_src: None,
-        fault_dst: false,
+        ..CopyRequest::new(EndpointSpec::whole(src), EndpointSpec::whole(dst), 1)
     }
 }
 

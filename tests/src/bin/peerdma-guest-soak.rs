@@ -67,24 +67,11 @@ fn importer_cycles(iv0: Bdf, iv1: Bdf, edu: Bdf, cycles: u64) -> Result<Value> {
 }
 
 fn request(src: Bdf, dst: Bdf, path: PathChoice, size: u64, seed: u64) -> CopyRequest {
-    let side = |bdf| EndpointSpec {
-        bdf,
-        bar: None,
-        offset: 0,
-    };
     CopyRequest {
-        src: side(src),
-        dst: side(dst),
         size: Some(size),
         chunk: size,
-        iterations: 1,
         path,
-        verify: true,
-        seed,
-        allow_register_bars: false,
-        access: AccessPath::Auto,
-        revoke_src: None,
-        fault_dst: false,
+        ..CopyRequest::new(EndpointSpec::whole(src), EndpointSpec::whole(dst), seed)
     }
 }
 

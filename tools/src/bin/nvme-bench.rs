@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_exporter::Bdf;
 use peerdma_importer::engine::nvme::DataPointer;
 use peerdma_importer::engine::NvmeOptions;
 use peerdma_tools::p2pcopy::{
@@ -63,24 +63,14 @@ fn request(
     size: u64,
     verify: bool,
 ) -> StorageRequest {
+    let dst = if host {
+        Target::Host
+    } else {
+        Target::Bar(EndpointSpec::whole(cli.bar))
+    };
     StorageRequest {
-        src: Target::Nvme(NvmeTarget {
-            bdf: cli.nvme,
-            nsid: 1,
-            lba: 0,
-        }),
-        dst: if host {
-            Target::Host
-        } else {
-            Target::Bar(EndpointSpec {
-                bdf: cli.bar,
-                bar: None,
-                offset: 0,
-            })
-        },
         size: Some(size),
         chunk: size,
-        iterations: 1,
         nvme: NvmeOptions {
             queue_depth: qd,
             transfer_size: transfer,
@@ -93,10 +83,11 @@ fn request(
             ..NvmeOptions::default()
         },
         verify,
-        seed: 0x6e76_6d65,
-        allow_register_bars: false,
-        access: AccessPath::Auto,
-        revoke_bar: None,
+        ..StorageRequest::new(
+            Target::Nvme(NvmeTarget::first_namespace(cli.nvme)),
+            dst,
+            0x6e76_6d65,
+        )
     }
 }
 

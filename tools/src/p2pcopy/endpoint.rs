@@ -19,6 +19,17 @@ pub struct EndpointSpec {
     pub offset: u64,
 }
 
+impl EndpointSpec {
+    /// The device's default BAR (the largest exportable memory BAR), from its start.
+    pub fn whole(bdf: Bdf) -> EndpointSpec {
+        EndpointSpec {
+            bdf,
+            bar: None,
+            offset: 0,
+        }
+    }
+}
+
 /// An opened side of the copy.
 pub struct Endpoint {
     /// The VFIO device (kept open for as long as the mapping lives).

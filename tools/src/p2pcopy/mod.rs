@@ -79,6 +79,29 @@ pub struct CopyRequest {
     pub fault_dst: bool,
 }
 
+impl CopyRequest {
+    /// A verified copy from `src` to `dst` with the pattern of `seed`, and what the
+    /// `p2pcopy` command defaults to otherwise: as many bytes as both spans hold, 1 MiB
+    /// steps, once, the path picked automatically, the access path picked
+    /// automatically, register BARs refused, no test hook.
+    pub fn new(src: EndpointSpec, dst: EndpointSpec, seed: u64) -> CopyRequest {
+        CopyRequest {
+            src,
+            dst,
+            size: None,
+            chunk: 1 << 20,
+            iterations: 1,
+            path: PathChoice::Auto,
+            verify: true,
+            seed,
+            access: AccessPath::Auto,
+            allow_register_bars: false,
+            revoke_src: None,
+            fault_dst: false,
+        }
+    }
+}
+
 /// When the test hook of [`CopyRequest::revoke_src`] revokes the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevokeTrigger {

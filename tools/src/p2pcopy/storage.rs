@@ -69,6 +69,29 @@ pub struct StorageRequest {
     pub revoke_bar: Option<RevokeTrigger>,
 }
 
+impl StorageRequest {
+    /// A verified storage copy from `src` to `dst` (one of them an NVMe namespace) with
+    /// the pattern of `seed`, and what the `p2pcopy` command defaults to otherwise: the
+    /// default size, 1 MiB progress steps, once, the driver's default queue depth,
+    /// command size and timeout, the access path picked automatically, register BARs
+    /// refused, no test hook.
+    pub fn new(src: Target, dst: Target, seed: u64) -> StorageRequest {
+        StorageRequest {
+            src,
+            dst,
+            size: None,
+            chunk: 1 << 20,
+            iterations: 1,
+            nvme: NvmeOptions::default(),
+            verify: true,
+            seed,
+            allow_register_bars: false,
+            access: AccessPath::Auto,
+            revoke_bar: None,
+        }
+    }
+}
+
 /// One side in the report.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

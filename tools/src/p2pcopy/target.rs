@@ -29,6 +29,17 @@ pub struct NvmeTarget {
     pub lba: u64,
 }
 
+impl NvmeTarget {
+    /// Namespace 1 of controller `bdf`, from LBA 0.
+    pub fn first_namespace(bdf: Bdf) -> NvmeTarget {
+        NvmeTarget {
+            bdf,
+            nsid: 1,
+            lba: 0,
+        }
+    }
+}
+
 impl fmt::Display for NvmeTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "nvme:{}/{}@{}", self.bdf, self.nsid, self.lba)
