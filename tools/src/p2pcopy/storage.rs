@@ -602,11 +602,14 @@ fn run_storage_inner(
                     // back); else it is the controller's error, explained by IOMMU
                     // faults where logged.
                     let transfer_error = matches!(&r, Err(NvmeError::Command { status, .. }) if status.sct == 0 && status.sc == 0x04);
-                    let revoked_meanwhile = bar_device.is_some_and(|d| {
-                        Some(d.revoke_generation()) != generation_before
-                            || !matches!(d.revoke_state(), Ok(RevokeState::Live))
-                    });
-                    if memory.revoked() || (transfer_error && revoked_meanwhile) {
+                    // Asked only after such an error: it reads config space.
+                    let revoked_meanwhile = || {
+                        bar_device.is_some_and(|d| {
+                            Some(d.revoke_generation()) != generation_before
+                                || !matches!(d.revoke_state(), Ok(RevokeState::Live))
+                        })
+                    };
+                    if memory.revoked() || (transfer_error && revoked_meanwhile()) {
                         let ep = ep.as_ref().expect("only a BAR side is revoked");
                         let mut err = verify::revoked(ep, acked, total);
                         if let CopyError::Revoked { why, .. } = &mut err {
