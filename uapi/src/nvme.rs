@@ -229,11 +229,22 @@ pub const NVME_ID_NS_NSZE: usize = 0;
 pub const NVME_ID_NS_NCAP: usize = 8;
 /// Number of LBA Formats, 0's based (1 byte).
 pub const NVME_ID_NS_NLBAF: usize = 25;
-/// Formatted LBA Size (1 byte): bits 3:0 the format index.
+/// Formatted LBA Size (1 byte): bits 3:0 the format index (its low bits), bit 4 set when
+/// metadata is transferred at the end of each logical block (an extended LBA) rather
+/// than in a separate buffer, bits 6:5 the format index's high bits (NLBAF > 16).
 pub const NVME_ID_NS_FLBAS: usize = 26;
-/// LBA Format 0 Support (4 bytes each, 16 of them): metadata size (15:0), LBA data
-/// size as log2 (23:16), relative performance (25:24).
+/// FLBAS bit 4: metadata inline at the end of each block (extended LBA).
+pub const NVME_ID_NS_FLBAS_EXTENDED: u8 = 1 << 4;
+/// Metadata Capabilities (1 byte): bit 0 extended LBA supported, bit 1 separate buffer.
+pub const NVME_ID_NS_MC: usize = 27;
+/// End-to-end Data Protection Settings (1 byte): bits 2:0 the protection information
+/// type (0: none, 1 to 3: Type 1 to 3), bit 3 PI in the first bytes of the metadata.
+pub const NVME_ID_NS_DPS: usize = 29;
+/// LBA Format 0 Support (4 bytes each, up to 64 of them): metadata size in bytes (15:0),
+/// LBA data size as log2 (23:16), relative performance (25:24).
 pub const NVME_ID_NS_LBAF: usize = 128;
+/// How many LBA Format entries the Identify Namespace page has room for (NLBAF + 1 ≤ 64).
+pub const NVME_ID_NS_LBAF_MAX: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -268,5 +279,7 @@ mod tests {
         assert_eq!(NVME_ID_CTRL_FR - NVME_ID_CTRL_MN, 40);
         assert_eq!(NVME_ID_CTRL_SQES + 1, NVME_ID_CTRL_CQES);
         assert_eq!(NVME_ID_NS_LBAF + 16 * 4, 192);
+        assert_eq!(NVME_ID_NS_LBAF + NVME_ID_NS_LBAF_MAX * 4, 384);
+        assert_eq!((NVME_ID_NS_MC, NVME_ID_NS_DPS), (27, 29));
     }
 }

@@ -261,6 +261,7 @@ impl Edu {
             bytes: len,
             transfers: 1,
             elapsed: start.elapsed(),
+            iommu_faults: None,
         })
     }
 }

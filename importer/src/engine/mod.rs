@@ -15,9 +15,12 @@
 //! whole setup (bind to an iommufd, take over, IOAS placed for the engine's
 //! DMA mask, attach).
 //!
-//! The IOVAs must be mapped in the IOAS the engine's device is attached to;
-//! an engine cannot tell whether a DMA landed (edu's faults are silent), so
-//! callers check the bytes.
+//! The IOVAs must be mapped in the IOAS the engine's device is attached to.
+//! The [`DmaEngine`] methods are the raw driver operations: an engine cannot tell
+//! whether a DMA landed (edu's faults are silent), so they return `Ok` even when
+//! the IOMMU refused every access. [`AttachedEngine::copy`] is the checked copy:
+//! it checks both mappings before and after, and fails when the kernel logged an
+//! IOMMU fault for the engine meanwhile.
 
 mod attached;
 pub mod edu;
@@ -28,7 +31,7 @@ use std::time::Duration;
 use peerdma_exporter::{Bdf, Device};
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
-pub use attached::AttachedEngine;
+pub use attached::{AttachedEngine, Span};
 pub use edu::Edu;
 pub use nvme::{Nvme, NvmeOptions};
 
@@ -128,16 +131,22 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 /// What a transfer did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransferReport {
-    /// Bytes moved.
+    /// Bytes moved from the source to the destination (a copy through the engine's
+    /// buffer moves each byte once, though the device transfers it twice).
     pub bytes: u64,
     /// Device transfers issued (a copy through a buffer takes two per chunk).
     pub transfers: u32,
     /// Wall time from the first start to the last completion.
     pub elapsed: Duration,
+    /// IOMMU faults the kernel logged for the engine during the transfer: `Some(0)`
+    /// from a checked copy ([`AttachedEngine::copy`]) that found none (it fails on
+    /// any); `None` where nobody looked (the raw [`DmaEngine`] methods) or the kernel
+    /// log could not be read.
+    pub iommu_faults: Option<u64>,
 }
 
 impl TransferReport {
-    /// Adds another report's work.
+    /// Adds another report's work (bytes included: for transfers in sequence).
     pub fn add(&mut self, other: TransferReport) {
         self.bytes += other.bytes;
         self.transfers += other.transfers;
@@ -240,6 +249,8 @@ pub trait DmaEngine {
             report.add(self.store(0, dst + done, n)?);
             done += n;
         }
+        // A load and a store move each byte once from source to destination.
+        report.bytes = done;
         Ok(report)
     }
 }
@@ -324,6 +335,21 @@ pub enum EngineError {
         source: crate::iommufd::Error,
     },
 
+    /// A side of a checked copy that DMA does not reach: it is mapped in another
+    /// IOAS, the span runs past the mapping, the mapping lacks the access the copy
+    /// needs, or it is not live (revoked, waiting for a remap, unmapped).
+    #[error("{engine}: the {side} {why}; nothing was copied; fix: {fix}")]
+    MappingUnusable {
+        /// Engine.
+        engine: String,
+        /// "source" or "destination".
+        side: &'static str,
+        /// What is wrong, in words.
+        why: String,
+        /// What to do.
+        fix: &'static str,
+    },
+
     /// No driver here takes this device.
     #[error(
         "{bdf} ({vendor:04x}:{device:04x}) is not a DMA engine this library drives; fix: name \
@@ -358,6 +384,31 @@ pub enum EngineError {
         device: u16,
         /// BAR0 offset 0, when the ids matched.
         identity: Option<u32>,
+    },
+
+    /// The IOMMU refused the engine's DMA during a checked copy (the kernel logged
+    /// it), or a side's mapping was revoked under the copy: whatever the engine
+    /// reported, the bytes did not all land.
+    #[error(
+        "{engine}: the copy of {len:#x} bytes did not land: {cause}; fix: {fix}",
+        fix = if .faults.is_empty() {
+            "bring the device back (memory decode on, the reset over), remap the \
+             mapping and copy again"
+        } else {
+            "give the engine only IOVAs its IOAS maps with the access it needs, and \
+             check the device was not revoked"
+        }
+    )]
+    NotLanded {
+        /// Engine.
+        engine: String,
+        /// Bytes asked for.
+        len: u64,
+        /// The fault(s) or revoke, in words.
+        cause: String,
+        /// The faults the kernel logged for the engine (the IOMMU drivers rate-limit:
+        /// a lower bound); empty when a revoke is the cause.
+        faults: Vec<crate::fault_log::IommuFault>,
     },
 
     /// The NVMe driver failed.

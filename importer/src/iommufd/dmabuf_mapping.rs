@@ -13,7 +13,7 @@ use peerdma_exporter::{
 use peerdma_uapi::iommufd::IOMMU_IOAS_MAP_FIXED_IOVA;
 use rustix::io::Errno;
 
-use super::error::{map_fix, Error, Result};
+use super::error::{map_fix, Error, Result, SpanRule};
 use super::iova::{release, reserve};
 use super::map_request::MapRequest;
 use super::{ioctl, Access, Ioas, IoasInner, Iova};
@@ -304,7 +304,16 @@ impl Ioas {
     /// mapping, so none is missed). A multi-range buffer is refused before the
     /// kernel is asked, with the error the kernel would give; so is a buffer whose
     /// physical range lies beyond the IOMMU's address width
-    /// ([`Error::BarBeyondIommu`]: the kernel would map it, and DMA would fault).
+    /// ([`Error::BarBeyondIommu`]: the kernel would map it, and DMA would fault), and
+    /// so is a range the kernel would refuse with a bare EINVAL: empty, not
+    /// page-aligned, or past the end of the buffer ([`Error::DmaBufSpan`], naming
+    /// the rule).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExporterMismatch`], [`Error::DmaBufMultiRange`],
+    /// [`Error::DmaBufSpan`], [`Error::BarBeyondIommu`] before the kernel is asked;
+    /// then MAP_FILE's: [`Error::DmaBufRevoked`] (ENODEV), [`Error::Map`].
     pub fn map_vfio_dmabuf<B: Borrow<DmaBuf> + AsFd>(
         &self,
         exporter: &Device,
@@ -326,6 +335,16 @@ impl Ioas {
             return Err(Error::DmaBufMultiRange {
                 ranges: Some(ranges),
                 errno: Errno::OPNOTSUPP,
+            });
+        }
+        let page = rustix::param::page_size() as u64;
+        if let Some(rule) = SpanRule::check(offset, len, dmabuf.size(), page) {
+            return Err(Error::DmaBufSpan {
+                rule,
+                offset,
+                len,
+                size: dmabuf.size(),
+                page,
             });
         }
         check_iommu_reach(exporter, dmabuf, offset, len)?;

@@ -98,6 +98,29 @@ pub enum Error {
         errno: Errno,
     },
 
+    /// A dma-buf range that breaks one of MAP_FILE's rules, found before the kernel is
+    /// asked (it would say only EINVAL): the range is empty, its offset or length is
+    /// not a multiple of the page size, or it runs past the end of the buffer
+    /// (drivers/iommu/iommufd/ioas.c, io_pagetable.c).
+    #[error(
+        "IOMMU_IOAS_MAP_FILE of {len:#x} bytes at offset {offset:#x} of a {size:#x}-byte \
+         dma-buf: {rule} [kernel: EINVAL]; fix: {fix}",
+        rule = .rule.what(*.page),
+        fix = .rule.fix(*.page)
+    )]
+    DmaBufSpan {
+        /// The rule broken.
+        rule: SpanRule,
+        /// Offset asked for.
+        offset: u64,
+        /// Length asked for.
+        len: u64,
+        /// The buffer's size.
+        size: u64,
+        /// The page size the rules use.
+        page: u64,
+    },
+
     /// The dma-buf has more than one range; 7.2 iommufd maps single-range
     /// buffers only.
     #[error(
@@ -355,12 +378,68 @@ impl Error {
             Error::IovaOverlap { .. } => Some(Errno::EXIST),
             Error::IovaExhausted { .. } => Some(Errno::NOSPC),
             Error::IovaOutsideRanges { .. } | Error::IovaOverLimit { .. } => Some(Errno::NOSPC),
-            Error::IovaUnaligned { .. } | Error::ZeroLength => Some(Errno::INVAL),
+            Error::IovaUnaligned { .. } | Error::ZeroLength | Error::DmaBufSpan { .. } => {
+                Some(Errno::INVAL)
+            }
             Error::BarBeyondIommu { .. }
             | Error::DeviceNotCdev { .. }
             | Error::DifferentIommufd { .. }
             | Error::ExporterMismatch { .. } => None,
             Error::UserBufferBounds { .. } => None,
+        }
+    }
+}
+
+/// The rule of `IOMMU_IOAS_MAP_FILE` a dma-buf range breaks ([`Error::DmaBufSpan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanRule {
+    /// The length is 0.
+    Empty,
+    /// The offset is not a multiple of the page size.
+    OffsetUnaligned,
+    /// The length is not a multiple of the page size.
+    LengthUnaligned,
+    /// Offset + length runs past the end of the buffer.
+    PastEnd,
+}
+
+impl SpanRule {
+    fn what(self, page: u64) -> String {
+        match self {
+            SpanRule::Empty => "the length is 0".into(),
+            SpanRule::OffsetUnaligned => {
+                format!("the offset is not a multiple of the {page:#x}-byte page")
+            }
+            SpanRule::LengthUnaligned => {
+                format!("the length is not a multiple of the {page:#x}-byte page")
+            }
+            SpanRule::PastEnd => "the range runs past the end of the buffer".into(),
+        }
+    }
+
+    fn fix(self, page: u64) -> String {
+        match self {
+            SpanRule::Empty => "map at least one page".into(),
+            SpanRule::OffsetUnaligned | SpanRule::LengthUnaligned => {
+                format!("round the range to whole {page:#x}-byte pages")
+            }
+            SpanRule::PastEnd => "map a range inside the buffer, or export a larger one".into(),
+        }
+    }
+
+    /// The first rule `offset`/`len` break for a buffer of `size` bytes, in the order
+    /// the kernel checks them; `None` when they break none.
+    pub fn check(offset: u64, len: u64, size: u64, page: u64) -> Option<SpanRule> {
+        if len == 0 {
+            Some(SpanRule::Empty)
+        } else if !offset.is_multiple_of(page) {
+            Some(SpanRule::OffsetUnaligned)
+        } else if !len.is_multiple_of(page) {
+            Some(SpanRule::LengthUnaligned)
+        } else if offset.checked_add(len).is_none_or(|end| end > size) {
+            Some(SpanRule::PastEnd)
+        } else {
+            None
         }
     }
 }
@@ -382,5 +461,49 @@ pub(crate) fn map_fix(errno: Errno) -> &'static str {
         Errno::BADF => "the fd is not open",
         Errno::NOENT => "the IOAS id does not exist in this iommufd",
         _ => "unexpected; see drivers/iommu/iommufd/ioas.c",
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::*;
+
+    #[test]
+    fn each_broken_map_file_rule_is_named_with_its_fix() {
+        let page = 4096;
+        let case = |offset, len| SpanRule::check(offset, len, 0x10000, page);
+        assert_eq!(case(0, 0), Some(SpanRule::Empty));
+        assert_eq!(case(0x800, 0x1000), Some(SpanRule::OffsetUnaligned));
+        assert_eq!(case(0x1000, 0x1800), Some(SpanRule::LengthUnaligned));
+        assert_eq!(case(0xf000, 0x2000), Some(SpanRule::PastEnd));
+        assert_eq!(case(u64::MAX - 0xfff, 0x2000), Some(SpanRule::PastEnd));
+        assert_eq!(case(0, 0x10000), None);
+        let e = Error::DmaBufSpan {
+            rule: SpanRule::OffsetUnaligned,
+            offset: 0x800,
+            len: 0x1000,
+            size: 0x10000,
+            page,
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "the offset is not a multiple of the 0x1000-byte page [kernel: EINVAL]; \
+                 fix: round the range to whole 0x1000-byte pages"
+            ),
+            "{text}"
+        );
+        assert_eq!(e.errno(), Some(Errno::INVAL));
+        let past = Error::DmaBufSpan {
+            rule: SpanRule::PastEnd,
+            offset: 0xf000,
+            len: 0x2000,
+            size: 0x10000,
+            page,
+        };
+        assert!(
+            past.to_string().contains("runs past the end of the buffer"),
+            "{past}"
+        );
     }
 }

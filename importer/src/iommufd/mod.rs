@@ -32,6 +32,7 @@ pub mod error;
 mod ioctl;
 pub mod iova;
 mod map_request;
+mod mapped;
 mod user_memory;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -44,9 +45,10 @@ use rustix::io::Errno;
 
 pub use attach::Attachment;
 pub use dmabuf_mapping::{DmaBufMapping, MappingState};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SpanRule};
 pub use iova::{Iova, IovaRange, Placement, DEFAULT_GUARD};
 pub use map_request::Access;
+pub use mapped::Mapped;
 pub use user_memory::{UserBuffer, UserMapping};
 
 use iova::Allocator;

@@ -198,6 +198,11 @@ impl UserMapping {
         self.access
     }
 
+    /// The IOAS id.
+    pub fn ioas_id(&self) -> u32 {
+        self.ioas.id
+    }
+
     /// The buffer, for CPU access.
     pub fn buffer(&self) -> &UserBuffer {
         self.buf

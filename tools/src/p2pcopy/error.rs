@@ -186,6 +186,24 @@ pub enum CopyError {
         /// What the copy saw: the mismatch or the engine's error.
         outcome: Box<CopyError>,
     },
+    /// The copy ran to its end (and, where verified, the compared bytes matched), but
+    /// the IOMMU refused some of the engine's DMA meanwhile: the outcome of a
+    /// [`CopyError::DmaFaulted`]. Such a copy never counts as verified: a refused
+    /// access means part of this run's transfer did not land where it was meant to,
+    /// and a match can come from bytes that were already there.
+    #[error(
+        "{}",
+        if *.compared {
+            "the copy is not verified although the compared bytes match: a refused access \
+             means part of this run's transfer did not land where it was meant to"
+        } else {
+            "the copy failed (verification was off; it would not have counted either)"
+        }
+    )]
+    FaultedAfterAll {
+        /// Whether the bytes were compared (and matched).
+        compared: bool,
+    },
     /// The exporter library refused or failed.
     #[error(transparent)]
     Exporter(#[from] peerdma_exporter::Error),

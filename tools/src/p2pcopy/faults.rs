@@ -65,6 +65,24 @@ impl FaultWatch {
         }
     }
 
+    /// Ends a copy that ran to its end: `Ok` when the kernel logged no fault by the
+    /// engine since the watch started (or the log is unreadable: then the report's
+    /// `iommu_faults` is `None` and says so), else [`CopyError::DmaFaulted`] with
+    /// [`CopyError::FaultedAfterAll`] as the outcome, whatever the compare said.
+    /// `compared`: whether the bytes were checked (and matched).
+    pub(super) fn finish(&mut self, compared: bool) -> Result<(), CopyError> {
+        self.collect();
+        match self.seen.first() {
+            None => Ok(()),
+            Some(first) => Err(CopyError::DmaFaulted {
+                engine: self.engine,
+                count: self.seen.len(),
+                first: Box::new(first.clone()),
+                outcome: Box::new(CopyError::FaultedAfterAll { compared }),
+            }),
+        }
+    }
+
     /// How many faults by the engine the kernel logged during the copy; `None`
     /// where the kernel log cannot be read.
     pub(super) fn count(&mut self) -> Option<u64> {
@@ -126,6 +144,46 @@ mod tests {
             "{err}"
         );
         assert_eq!(w.count(), Some(1));
+    }
+
+    #[test]
+    fn a_copy_whose_bytes_match_is_not_verified_when_the_engine_faulted() {
+        let (mut w, path) = watch("finish");
+        assert!(w.finish(true).is_ok(), "no fault since the start: clean");
+        log(&path, OTHER);
+        assert!(
+            w.finish(true).is_ok(),
+            "another device's fault is not the engine's"
+        );
+        log(&path, ENGINE);
+        let err = w.finish(true).unwrap_err();
+        let err_off = w.finish(false).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        let CopyError::DmaFaulted { outcome, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(matches!(
+            **outcome,
+            CopyError::FaultedAfterAll { compared: true }
+        ));
+        let text = err.to_string();
+        assert!(
+            text.contains("so the copy is not verified although the compared bytes match"),
+            "{text}"
+        );
+        assert!(
+            err_off.to_string().contains("verification was off"),
+            "{err_off}"
+        );
+        let unreadable = FaultWatch::on(
+            "0000:00:12.0".parse().unwrap(),
+            Err(io::Error::from_raw_os_error(1)),
+        )
+        .finish(true);
+        assert!(
+            unreadable.is_ok(),
+            "an unreadable log is reported as null, not a fault"
+        );
     }
 
     #[test]

@@ -501,6 +501,10 @@ fn run_inner(
     } else {
         None
     };
+    // A fault by the engine fails the copy, whatever the compare said.
+    if let Some(w) = faults.as_mut() {
+        w.finish(verified.is_some())?;
+    }
     let seconds = elapsed.as_secs_f64();
     let side = |e: &Endpoint| SideReport {
         bdf: e.bdf().to_string(),

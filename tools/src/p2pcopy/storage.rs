@@ -657,6 +657,8 @@ fn run_storage_inner(
             Some(true)
         }
     };
+    // A fault by the controller fails the copy, whatever the compare said.
+    faults.finish(verified.is_some())?;
     let route = ep.as_ref().map(|ep| {
         let sys = Sysfs::system();
         let hop = Hop::find(&sys, ep.bdf(), nv.bdf, HostCpu::system());

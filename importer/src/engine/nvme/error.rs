@@ -220,6 +220,52 @@ pub enum NvmeError {
         why: &'static str,
     },
 
+    /// The namespace is formatted with metadata (LBAF.MS non-zero). This driver moves
+    /// block data only: on an extended-LBA format a Read would deliver data and metadata
+    /// interleaved (and overrun the buffer), on a separate-buffer format the controller
+    /// would DMA the metadata to the address in MPTR. Refused before any I/O command.
+    #[error(
+        "NVMe {bdf} namespace {nsid} is formatted with metadata: LBA format {format} has \
+         {block_size}-byte blocks plus {metadata_size} bytes of metadata each, {placement}{pi}; \
+         this driver moves block data only, so every Read and Write would be wrong; fix: \
+         {fix}",
+        placement = if *.metadata_extended {
+            "inline at the end of each block (extended LBA: a Read would interleave it with the data)"
+        } else {
+            "in a separate buffer (the controller would DMA it to the metadata pointer)"
+        },
+        pi = if *.protection == 0 { String::new() } else {
+            format!(", with Type {} protection information", .protection)
+        },
+        fix = match .without_metadata {
+            Some((index, size)) => format!(
+                "format the namespace with LBA format {index} ({size}-byte blocks, no \
+                 metadata; nvme-cli on the kernel driver: nvme format /dev/nvmeXnY --lbaf={index}), \
+                 which erases it, or use another namespace"
+            ),
+            None => "use a namespace formatted without metadata: this one offers no such \
+                     LBA format".to_string(),
+        }
+    )]
+    Metadata {
+        /// Controller.
+        bdf: Bdf,
+        /// Namespace.
+        nsid: u32,
+        /// The LBA format in use.
+        format: u8,
+        /// Its data bytes per block.
+        block_size: u32,
+        /// Its metadata bytes per block.
+        metadata_size: u16,
+        /// Whether the metadata is inline (extended LBA) or in a separate buffer.
+        metadata_extended: bool,
+        /// The protection information type (0: none).
+        protection: u8,
+        /// A format without metadata: (index, block size).
+        without_metadata: Option<(u8, u32)>,
+    },
+
     /// A length that is not a whole number of blocks.
     #[error(
         "NVMe {bdf} namespace {nsid}: {len:#x} bytes is not a multiple of the {block_size}-byte \

@@ -23,21 +23,42 @@ pub struct ControllerInfo {
     pub sgl: bool,
 }
 
-/// What Identify Namespace says.
+/// What Identify Namespace says: the size, and the format every Read and Write moves
+/// (NVM command set spec, "Identify Namespace Data Structure": NSZE, FLBAS, DPS, LBAF).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct NamespaceInfo {
     /// Namespace id.
     pub nsid: u32,
     /// Size in logical blocks (NSZE).
     pub blocks: u64,
-    /// Logical block size in bytes.
+    /// Logical block size in bytes (the data part, without metadata).
     pub block_size: u32,
+    /// The LBA format in use (FLBAS's index into the LBAF list).
+    pub format: u8,
+    /// Metadata bytes per logical block in that format (LBAF.MS); 0: none.
+    pub metadata_size: u16,
+    /// Whether that metadata travels inline at the end of each block (FLBAS bit 4, an
+    /// extended LBA: a Read's data buffer receives block + metadata, block + metadata …)
+    /// rather than through a separate metadata pointer (MPTR).
+    pub metadata_extended: bool,
+    /// The end-to-end protection information type (DPS bits 2:0; 0: none, 1 to 3).
+    pub protection: u8,
+    /// An LBA format of this namespace without metadata, as (index, block size in bytes):
+    /// the one with the current block size if there is one, else the first.
+    pub without_metadata: Option<(u8, u32)>,
 }
 
 impl NamespaceInfo {
-    /// Capacity in bytes.
+    /// Capacity in bytes (data only).
     pub fn bytes(&self) -> u64 {
         self.blocks * u64::from(self.block_size)
+    }
+
+    /// Whether blocks carry metadata: then the bytes a Read delivers are not the
+    /// block data alone (extended LBA), or the controller also DMAs metadata to the
+    /// address in MPTR (separate buffer).
+    pub fn has_metadata(&self) -> bool {
+        self.metadata_size != 0
     }
 }
 
@@ -73,19 +94,47 @@ pub fn controller(d: &[u8; NVME_IDENTIFY_DATA_SIZE], page_min: u64) -> Controlle
     }
 }
 
+/// One LBA Format entry: (metadata bytes, block size in bytes; 0 for an LBADS the
+/// spec does not allow, under 9).
+fn lba_format(d: &[u8], index: usize) -> (u16, u32) {
+    let lbaf = le32(d, NVME_ID_NS_LBAF + 4 * index);
+    let lbads = (lbaf >> 16) & 0xff;
+    let block_size = if (9..32).contains(&lbads) {
+        1u32 << lbads
+    } else {
+        0
+    };
+    ((lbaf & 0xffff) as u16, block_size)
+}
+
 /// Decodes an Identify Namespace page; `None` for an inactive namespace (all zero).
 pub fn namespace(nsid: u32, d: &[u8; NVME_IDENTIFY_DATA_SIZE]) -> Option<NamespaceInfo> {
     let blocks = le64(d, NVME_ID_NS_NSZE);
     if blocks == 0 {
         return None;
     }
-    let format = usize::from(d[NVME_ID_NS_FLBAS] & 0xf);
-    let lbaf = le32(d, NVME_ID_NS_LBAF + 4 * format);
-    let lbads = (lbaf >> 16) & 0xff;
+    let flbas = d[NVME_ID_NS_FLBAS];
+    // Bits 3:0 are the index's low bits, bits 6:5 its high bits (used when NLBAF > 16).
+    let format = usize::from(flbas & 0xf) | usize::from((flbas >> 5) & 0x3) << 4;
+    let formats = (usize::from(d[NVME_ID_NS_NLBAF]) + 1).min(NVME_ID_NS_LBAF_MAX);
+    let (metadata_size, block_size) = lba_format(d, format);
+    let plain = (0..formats)
+        .map(|i| (i, lba_format(d, i)))
+        .filter(|(_, (ms, bs))| *ms == 0 && *bs != 0);
+    let without_metadata = plain
+        .clone()
+        .find(|(_, (_, bs))| *bs == block_size)
+        .or_else(|| plain.clone().next())
+        .map(|(i, (_, bs))| (i as u8, bs));
     Some(NamespaceInfo {
         nsid,
         blocks,
-        block_size: 1u32.checked_shl(lbads).unwrap_or(0),
+        block_size,
+        format: format as u8,
+        metadata_size,
+        metadata_extended: flbas & NVME_ID_NS_FLBAS_EXTENDED != 0,
+        protection: d[NVME_ID_NS_DPS] & 0x7,
+        without_metadata,
     })
 }
 
@@ -119,5 +168,56 @@ mod tests {
         let ns = namespace(1, &n).unwrap();
         assert_eq!((ns.blocks, ns.block_size), (131072, 4096));
         assert_eq!(ns.bytes(), 512 << 20);
+        assert!(!ns.has_metadata());
+    }
+
+    /// QEMU's `nvme-ns ms=8,mset=1` (and its LBA format list): 512-byte blocks with 8
+    /// bytes of metadata inline, a 512-byte format without metadata at index 0.
+    #[test]
+    fn a_namespace_formatted_with_metadata_says_so_and_names_a_format_without() {
+        let mut n = [0u8; NVME_IDENTIFY_DATA_SIZE];
+        n[0..8].copy_from_slice(&262144u64.to_le_bytes());
+        n[NVME_ID_NS_NLBAF] = 7;
+        let lbaf = |ms: u32, lbads: u32| (lbads << 16 | ms).to_le_bytes();
+        let formats = [
+            (0, 9),
+            (8, 9),
+            (16, 9),
+            (64, 9),
+            (0, 12),
+            (8, 12),
+            (16, 12),
+            (64, 12),
+        ];
+        for (i, (ms, lbads)) in formats.into_iter().enumerate() {
+            let at = NVME_ID_NS_LBAF + 4 * i;
+            n[at..at + 4].copy_from_slice(&lbaf(ms, lbads));
+        }
+        n[NVME_ID_NS_FLBAS] = 1 | NVME_ID_NS_FLBAS_EXTENDED;
+        let ns = namespace(1, &n).unwrap();
+        assert_eq!((ns.format, ns.block_size, ns.metadata_size), (1, 512, 8));
+        assert!(ns.has_metadata() && ns.metadata_extended);
+        assert_eq!(ns.protection, 0);
+        assert_eq!(ns.without_metadata, Some((0, 512)));
+        // Separate metadata with Type 1 PI on 4 KiB blocks: the 4 KiB plain format.
+        n[NVME_ID_NS_FLBAS] = 5;
+        n[NVME_ID_NS_DPS] = 1;
+        let ns = namespace(1, &n).unwrap();
+        assert_eq!((ns.format, ns.block_size, ns.metadata_size), (5, 4096, 8));
+        assert!(!ns.metadata_extended);
+        assert_eq!((ns.protection, ns.without_metadata), (1, Some((4, 4096))));
+        // Format index 17 (FLBAS bits 6:5 = 1, bits 3:0 = 1) on a 20-format namespace.
+        n[NVME_ID_NS_NLBAF] = 19;
+        let at = NVME_ID_NS_LBAF + 4 * 17;
+        n[at..at + 4].copy_from_slice(&lbaf(0, 13));
+        n[NVME_ID_NS_FLBAS] = 1 << 5 | 1;
+        n[NVME_ID_NS_DPS] = 0;
+        let ns = namespace(1, &n).unwrap();
+        assert_eq!((ns.format, ns.block_size, ns.metadata_size), (17, 8192, 0));
+        // No format without metadata at all.
+        n[NVME_ID_NS_NLBAF] = 0;
+        n[NVME_ID_NS_FLBAS] = 0;
+        n[NVME_ID_NS_LBAF..NVME_ID_NS_LBAF + 4].copy_from_slice(&lbaf(8, 9));
+        assert_eq!(namespace(1, &n).unwrap().without_metadata, None);
     }
 }

@@ -298,7 +298,8 @@ impl Nvme {
     ///
     /// [`NvmeError::ReadyTimeout`], [`NvmeError::Fatal`], [`NvmeError::CommandTimeout`]
     /// and [`NvmeError::Command`] from the admin commands, [`NvmeError::NoNamespace`],
-    /// [`NvmeError::Unsupported`] before [`start`](Self::start).
+    /// [`NvmeError::Metadata`] (a namespace formatted with metadata, refused before any
+    /// I/O command), [`NvmeError::Unsupported`] before [`start`](Self::start).
     pub fn recover(&mut self) -> Result<(), NvmeError> {
         let bdf = self.bdf;
         let s = self.started.as_mut().ok_or(NvmeError::Unsupported {
@@ -343,6 +344,19 @@ impl Nvme {
                 nn: ctrl.namespaces,
             });
         };
+        if ns.has_metadata() {
+            let _ = self.regs.disable();
+            return Err(NvmeError::Metadata {
+                bdf,
+                nsid,
+                format: ns.format,
+                block_size: ns.block_size,
+                metadata_size: ns.metadata_size,
+                metadata_extended: ns.metadata_extended,
+                protection: ns.protection,
+                without_metadata: ns.without_metadata,
+            });
+        }
         let s = self.started.as_mut().expect("started");
         s.ctrl = Some(ctrl);
         s.ns = Some(ns);
@@ -484,6 +498,7 @@ impl DmaEngine for Nvme {
             bytes: len,
             transfers: (stats.commands + back.commands) as u32,
             elapsed: start.elapsed(),
+            iommu_faults: None,
         })
     }
 
