@@ -17,7 +17,11 @@ pub enum DeviceKind {
     Edu,
     /// An NVMe controller with a controller memory buffer (a memory BAR).
     Nvme,
-    /// The same, left on the guest kernel's nvme driver (not vfio-pci): its namespace is
+    /// An NVMe controller (on vfio-pci) whose namespace 1 is formatted with metadata:
+    /// 512-byte blocks plus 8 bytes of metadata each, inline (QEMU `nvme-ns
+    /// ms=8,mset=1`, an extended LBA). The user-space NVMe engine must refuse it.
+    NvmeMetadata,
+    /// The same as `Nvme`, left on the guest kernel's nvme driver (not vfio-pci): its namespace is
     /// a block device and its CMB is published as p2pmem, for the kernel's own P2P path.
     NvmeKernel,
     /// `virtio-gpu-pci,blob=true`: a P2P-capable DRM importer (needs /dev/udmabuf on the
@@ -35,6 +39,7 @@ impl DeviceKind {
             DeviceKind::Ivshmem => "ivshmem",
             DeviceKind::Edu => "edu",
             DeviceKind::Nvme => "nvme",
+            DeviceKind::NvmeMetadata => "nvme-md",
             DeviceKind::NvmeKernel => "nvme-kernel",
             DeviceKind::Gpu => "gpu",
             DeviceKind::GpuNoBlob => "gpu-noblob",
@@ -46,14 +51,19 @@ impl DeviceKind {
         match self {
             DeviceKind::Ivshmem => (0x1af4, 0x1110),
             DeviceKind::Edu => (0x1234, 0x11e8),
-            DeviceKind::Nvme | DeviceKind::NvmeKernel => (0x1b36, 0x0010),
+            DeviceKind::Nvme | DeviceKind::NvmeMetadata | DeviceKind::NvmeKernel => {
+                (0x1b36, 0x0010)
+            }
             DeviceKind::Gpu | DeviceKind::GpuNoBlob => (0x1af4, 0x1050),
         }
     }
 
     /// Whether this is an NVMe controller (on vfio-pci or the kernel's driver).
     pub fn is_nvme(self) -> bool {
-        matches!(self, DeviceKind::Nvme | DeviceKind::NvmeKernel)
+        matches!(
+            self,
+            DeviceKind::Nvme | DeviceKind::NvmeMetadata | DeviceKind::NvmeKernel
+        )
     }
 
     /// Whether the testbed binds this kind to vfio-pci (the GPU keeps its DRM driver).
@@ -122,12 +132,13 @@ impl FromStr for DeviceList {
                 "ivshmem" => DeviceKind::Ivshmem,
                 "edu" => DeviceKind::Edu,
                 "nvme" => DeviceKind::Nvme,
+                "nvme-md" => DeviceKind::NvmeMetadata,
                 "nvme-kernel" => DeviceKind::NvmeKernel,
                 "gpu" | "virtio-gpu" => DeviceKind::Gpu,
                 "gpu-noblob" | "virtio-gpu-noblob" => DeviceKind::GpuNoBlob,
                 other => bail!(
                     "unknown device kind {other:?} in --devices {s:?}: use ivshmem, edu, nvme, \
-                     nvme-kernel, gpu or gpu-noblob"
+                     nvme-md, nvme-kernel, gpu or gpu-noblob"
                 ),
             };
             let role = role.unwrap_or_else(|| {
@@ -145,7 +156,7 @@ impl FromStr for DeviceList {
             }
             let size_mib = size.unwrap_or(match kind {
                 DeviceKind::Ivshmem => DEFAULT_IVSHMEM_MIB,
-                DeviceKind::Nvme | DeviceKind::NvmeKernel => 16,
+                DeviceKind::Nvme | DeviceKind::NvmeMetadata | DeviceKind::NvmeKernel => 16,
                 _ => 0,
             });
             if kind == DeviceKind::Ivshmem && !size_mib.is_power_of_two() {

@@ -206,7 +206,7 @@ impl Testbed {
                     DeviceKind::Ivshmem if !self.ivshmem_memfd() => {
                         Some(scratch.join(format!("{}.mem", d.role)))
                     }
-                    DeviceKind::Nvme | DeviceKind::NvmeKernel => {
+                    DeviceKind::Nvme | DeviceKind::NvmeMetadata | DeviceKind::NvmeKernel => {
                         Some(crate::image::image_path(scratch, &d.role))
                     }
                     _ => None,
@@ -383,7 +383,7 @@ impl Testbed {
                     push("-device".into());
                     push(format!("edu,{place}"));
                 }
-                DeviceKind::Nvme | DeviceKind::NvmeKernel => {
+                DeviceKind::Nvme | DeviceKind::NvmeMetadata | DeviceKind::NvmeKernel => {
                     // Seeded before boot (Testbed::boot), kept in a kept scratch.
                     let img = crate::image::ensure(scratch, role)?;
                     push("-drive".into());
@@ -392,11 +392,25 @@ impl Testbed {
                         img.display()
                     ));
                     push("-device".into());
-                    push(format!(
-                        "nvme,serial={},drive=drv-{role},cmb_size_mb={},{place}",
-                        nvme_serial(i),
-                        d.size_mib
-                    ));
+                    if d.kind == DeviceKind::NvmeMetadata {
+                        // Namespace 1 as its own nvme-ns device: 512-byte blocks with 8
+                        // bytes of metadata each, inline (extended LBA).
+                        push(format!(
+                            "nvme,id=ctrl-{role},serial={},cmb_size_mb={},{place}",
+                            nvme_serial(i),
+                            d.size_mib
+                        ));
+                        push("-device".into());
+                        push(format!(
+                            "nvme-ns,drive=drv-{role},bus=ctrl-{role},nsid=1,ms=8,mset=1"
+                        ));
+                    } else {
+                        push(format!(
+                            "nvme,serial={},drive=drv-{role},cmb_size_mb={},{place}",
+                            nvme_serial(i),
+                            d.size_mib
+                        ));
+                    }
                 }
                 DeviceKind::Gpu => {
                     if !host_has_udmabuf() && !o.emulate_udmabuf {

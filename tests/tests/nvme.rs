@@ -21,8 +21,12 @@ const MIB: usize = 1 << 20;
 const IMAGE_SEED: u64 = 5;
 
 fn nvme_testbed(topology: Topology) -> Testbed {
+    nvme_testbed_with(topology, "ivshmem,ivshmem,nvme")
+}
+
+fn nvme_testbed_with(topology: Topology, devices: &str) -> Testbed {
     Testbed::new(VmOptions {
-        devices: "ivshmem,ivshmem,nvme".parse().unwrap(),
+        devices: devices.parse().unwrap(),
         topology,
         nvme_images: vec![ImageSeed {
             role: "nvme0".into(),
@@ -132,12 +136,16 @@ fn the_same_behind_a_pcie_switch() {
 
 #[test]
 fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind() {
-    let tb = nvme_testbed(Topology::Root);
+    // A second controller whose namespace is formatted with metadata (nvme-md0).
+    let tb = nvme_testbed_with(Topology::Root, "ivshmem,ivshmem,nvme,nvme-md");
     let guest = workspace_bin("peerdma-guest-nvme").display().to_string();
     let out = run_sh(
         &tb,
         &format!(
-            "{}$P nvme:$N $B --size 64M --queue-depth 4 --test-revoke-after-bytes 8M --json; \
+            "{}M=$(bdf nvme-md0); \
+             $P nvme:$M $A --size 64K --data-pointer prp --json; echo \"## metadata rc=$?\"; \
+             $P $A nvme:$M --size 64K; echo \"## metadata-write rc=$?\"; \
+             $P nvme:$N $B --size 64M --queue-depth 4 --test-revoke-after-bytes 8M --json; \
              echo \"## revoke rc=$?\"; \
              $P nvme:$A $B --size 1M; echo \"## notnvme rc=$?\"; \
              $P nvme:$N@262000 $B --size 1M; echo \"## range rc=$?\"; \
@@ -148,10 +156,35 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
             prelude()
         ),
     );
+    // A namespace formatted with metadata (512 + 8 bytes inline): refused in both
+    // directions before any I/O command, naming the format and the fix; the BAR was
+    // never written (A's backing file is still all zero: nothing else writes A) and
+    // the drive's image neither.
+    for name in ["metadata", "metadata-write"] {
+        assert_ne!(marked_rc(&out.output, name), 0, "{name}: {}", out.output);
+    }
+    let lines = json_lines(&out.output);
+    let md = lines[0]["error"].to_string();
+    for expect in [
+        "namespace 1 is formatted with metadata: LBA format 1 has 512-byte blocks plus 8 \
+         bytes of metadata each, inline at the end of each block",
+        "format the namespace with LBA format 0 (512-byte blocks, no metadata",
+    ] {
+        assert!(md.contains(expect), "{expect:?} not in {md}");
+    }
+    let a = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    assert!(
+        a.iter().all(|&b| b == 0),
+        "the refused copy wrote into the BAR"
+    );
+    let md_image = std::fs::read(out.backing_file("nvme-md0").unwrap()).unwrap();
+    assert!(
+        md_image.iter().all(|&b| b == 0),
+        "the refused copy wrote to the namespace"
+    );
     // The revoke: exit 1 with the error, the controller reset and answering again.
     assert_eq!(marked_rc(&out.output, "revoke"), 1, "{}", out.output);
-    let lines = json_lines(&out.output);
-    let err = lines[0]["error"].as_str().expect("the JSON error line");
+    let err = lines[1]["error"].as_str().expect("the JSON error line");
     assert!(err.contains("revoked during the copy"), "{err}");
     assert!(
         err.contains("the controller was reset and a read after the reset succeeded"),
