@@ -145,6 +145,52 @@ fn host_memory_reaches_the_ivshmem_bar_through_edu_and_the_iommufd_mapping() {
     eprintln!("edu transfer times (ms): {edu_ms:?}");
 }
 
+/// The library's checked copy (issue: a copy the IOMMU refused returned `Ok`): host →
+/// BAR lands and counts its bytes once; a read-only or revoked destination is refused
+/// before any DMA; a destination revoked behind a non-following mapping's back makes
+/// the IOMMU refuse edu's writes, and the copy fails naming the fault. The host finds
+/// the pattern where the copy landed and zeros where it was refused.
+#[test]
+fn the_checked_copy_fails_when_the_iommu_refused_the_engine_and_counts_bytes_once() {
+    let run = reference_run();
+    let s = run.scenario("checked");
+    assert_eq!(s["ok"], true, "{s:#}");
+    assert_eq!((u(s, "bytes"), u(s, "len")), (8192, 8192), "{s:#}");
+    assert_eq!(u(s, "transfers"), 4, "two loads and two stores: {s:#}");
+    assert_eq!(u(s, "iommu_faults"), 0, "{s:#}");
+    assert_pattern(
+        run.file(u(s, "bar_offset"), u(s, "len")),
+        u(s, "seed"),
+        0,
+        "the checked copy's destination",
+    );
+    assert!(
+        run.file(u(s, "blind_offset"), u(s, "len"))
+            .iter()
+            .all(|&b| b == 0),
+        "bytes landed behind a revoked mapping"
+    );
+    let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+    assert!(
+        text("readonly_error").contains("is read-only, and the engine writes it"),
+        "{s:#}"
+    );
+    assert!(
+        text("revoked_error").contains("is revoked (memory decode is off)"),
+        "{s:#}"
+    );
+    // The record may be the one the kernel's rate limit swallows (this is the boot's
+    // fourth DMAR fault within 5 s): then the status line stands for it.
+    assert!(
+        text("faulted_error").contains("did not land: the IOMMU refused"),
+        "{s:#}"
+    );
+    assert!(
+        text("unaligned_error").contains("the offset is not a multiple of the 0x1000-byte page"),
+        "{s:#}"
+    );
+}
+
 #[test]
 fn bar_contents_reach_host_memory_through_edu() {
     let run = reference_run();
