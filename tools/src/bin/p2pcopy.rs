@@ -884,7 +884,12 @@ mod tests {
             size: 2 << 20,
         };
         assert!(advice(&small).unwrap().contains("--src-bar"));
-        assert!(advice(&CopyError::Mismatch { first: 0, count: 1 }).is_none());
+        assert!(advice(&CopyError::Mismatch {
+            first: 0,
+            count: 1,
+            detail: None,
+        })
+        .is_none());
     }
 
     #[test]

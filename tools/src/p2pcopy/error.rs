@@ -102,6 +102,43 @@ impl fmt::Display for Unavailable {
     }
 }
 
+/// What a failed verification saw at its first difference: enough to reproduce it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MismatchDetail {
+    /// The pattern's seed, where the expected bytes are the pattern (`None` where they
+    /// are the namespace read again).
+    pub seed: Option<u64>,
+    /// Up to 16 expected bytes from the first difference on.
+    pub expected: Vec<u8>,
+    /// The bytes found there.
+    pub actual: Vec<u8>,
+}
+
+impl MismatchDetail {
+    /// How many bytes from the first difference a detail shows.
+    pub const BYTES: usize = 16;
+}
+
+impl std::fmt::Display for MismatchDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex = |b: &[u8]| {
+            b.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if let Some(seed) = self.seed {
+            write!(f, "pattern seed {seed}: ")?;
+        }
+        write!(
+            f,
+            "expected {}, found {}",
+            hex(&self.expected),
+            hex(&self.actual)
+        )
+    }
+}
+
 /// A p2pcopy failure: each names the device, BAR or offset at fault and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -139,13 +176,18 @@ pub enum CopyError {
     },
     /// The data was not what was written.
     #[error(
-        "verification failed: {count} byte(s) differ, the first at destination offset {first:#x}"
+        "verification failed: {count} byte(s) differ, the first at destination offset \
+         {first:#x}{}",
+        .detail.as_ref().map_or_else(String::new, |d| format!("; {d}"))
     )]
     Mismatch {
         /// First differing offset (relative to the destination offset).
         first: u64,
         /// How many bytes differ.
         count: u64,
+        /// The bytes at the first difference, expected and found, where the checker
+        /// had them (a remote receiver reports offsets only).
+        detail: Option<Box<MismatchDetail>>,
     },
     /// No BAR of the device can take part in a copy.
     #[error(

@@ -124,6 +124,7 @@ mod tests {
         let err = w.explain(CopyError::Mismatch {
             first: 0,
             count: 8192,
+            detail: None,
         });
         std::fs::remove_file(&path).unwrap();
         let CopyError::DmaFaulted {
@@ -189,9 +190,20 @@ mod tests {
     #[test]
     fn without_faults_or_for_a_revoke_the_error_stays_as_it_was() {
         let (mut w, path) = watch("plain");
-        let err = w.explain(CopyError::Mismatch { first: 4, count: 1 });
+        let err = w.explain(CopyError::Mismatch {
+            first: 4,
+            count: 1,
+            detail: None,
+        });
         assert!(
-            matches!(err, CopyError::Mismatch { first: 4, count: 1 }),
+            matches!(
+                err,
+                CopyError::Mismatch {
+                    first: 4,
+                    count: 1,
+                    ..
+                }
+            ),
             "{err:?}"
         );
         log(&path, ENGINE);

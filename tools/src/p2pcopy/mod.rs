@@ -21,6 +21,7 @@ pub mod rdma;
 mod storage;
 mod target;
 mod verify;
+pub use verify::Verification;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ use serde::Serialize;
 pub use cpu_mmap::CpuMmap;
 pub use dma::Dma;
 pub use endpoint::{default_bar, Endpoint, EndpointSpec};
-pub use error::{CopyError, SpanField, Unavailable};
+pub use error::{CopyError, MismatchDetail, SpanField, Unavailable};
 pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
 pub use proof::{Hop, IoasMapping, RouteProof};
 pub use storage::{
@@ -172,6 +173,8 @@ pub struct CopyReport {
     pub verified: Option<bool>,
     /// The pattern's seed (`None`: not verified).
     pub seed: Option<u64>,
+    /// How the bytes were checked (`None`: not verified).
+    pub verification: Option<verify::Verification>,
     /// IOMMU faults the kernel logged for the engine while the copy ran (0 on a
     /// healthy DMA copy); `None` on the CPU path or where the kernel log cannot be
     /// read (`/dev/kmsg` needs `CAP_SYSLOG` under `kernel.dmesg_restrict`).
@@ -475,7 +478,11 @@ fn run_inner(
     };
     let verified = if req.verify {
         match verify::check(&dst, &dst_map, req.seed, chunk as usize) {
-            Err(CopyError::Mismatch { first, count }) => {
+            Err(CopyError::Mismatch {
+                first,
+                count,
+                detail,
+            }) => {
                 // A revoke (and restore) between two steps is not met by the copy;
                 // if one happened, it is the cause, not "bytes differ".
                 let after = generations();
@@ -493,7 +500,13 @@ fn run_inner(
                 };
                 return Err(moved(1, &dst)
                     .or_else(|| moved(0, &src))
-                    .unwrap_or_else(|| explain(CopyError::Mismatch { first, count })));
+                    .unwrap_or_else(|| {
+                        explain(CopyError::Mismatch {
+                            first,
+                            count,
+                            detail,
+                        })
+                    }));
             }
             r => r?,
         }
@@ -530,6 +543,25 @@ fn run_inner(
         },
         verified,
         seed: req.verify.then_some(req.seed),
+        verification: req.verify.then(|| verify::Verification {
+            expected: "pattern",
+            read_by: format!(
+                "the CPU through a VFIO mmap of {} BAR{} (not through the copy's {})",
+                dst.bdf(),
+                dst.bar.index,
+                if kind == PathKind::Dma {
+                    "engine and IOAS"
+                } else {
+                    "loop, though the same kind of mapping"
+                }
+            ),
+            same_engine: kind == PathKind::CpuMmap,
+            layout: format!(
+                "source and destination spans at BAR offsets {:#x} and {:#x}, {size:#x} bytes, \
+                 inside each BAR (region info)",
+                src.offset, dst.offset
+            ),
+        }),
         iommu_faults: faults.as_mut().and_then(faults::FaultWatch::count),
         route,
     })
@@ -658,7 +690,11 @@ mod tests {
         p.revoke_at = Some((2, Side::Dst));
         let err = drive(&mut p, 16384, 4096, 1, &mut |_| {}, &|side, done, total| {
             assert_eq!((side, done, total), (Side::Dst, 8192, 16384));
-            CopyError::Mismatch { first: 0, count: 0 }
+            CopyError::Mismatch {
+                first: 0,
+                count: 0,
+                detail: None,
+            }
         })
         .unwrap_err();
         assert!(matches!(err, CopyError::Mismatch { .. }), "{err:?}");

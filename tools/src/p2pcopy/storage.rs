@@ -26,7 +26,8 @@ use serde::{Serialize, Serializer};
 
 use super::faults::FaultWatch;
 use super::target::{NvmeTarget, Target};
-use super::verify::GuardedMap;
+use super::verify::{GuardedMap, Verification};
+use super::MismatchDetail;
 use super::{
     dma, page_align_check, verify, Alongside, CopyError, Endpoint, Progress, RevokeTrigger,
 };
@@ -207,6 +208,9 @@ pub struct StorageReport {
     pub route: Option<RouteProof>,
     /// Whether every byte was checked and matched (`None`: not verified).
     pub verified: Option<bool>,
+    /// How the bytes were checked (`None`: not verified): for a read, the expected
+    /// bytes are the namespace read again by the same controller.
+    pub verification: Option<Verification>,
     /// IOMMU faults the kernel logged for the controller while the copy ran;
     /// `None` where the kernel log cannot be read.
     pub iommu_faults: Option<u64>,
@@ -738,6 +742,39 @@ fn run_storage_inner(
         seed: req.seed,
         route,
         verified,
+        verification: verified.map(|_| {
+            let memory = match &ep {
+                Some(ep) => format!("{} BAR{} through a VFIO mmap", ep.bdf(), ep.bar.index),
+                None => "host memory".to_string(),
+            };
+            let layout = format!(
+                "{}-byte blocks without metadata (Identify Namespace, LBA format {}), LBAs \
+                 {:#x} to {:#x} inside the namespace's {} blocks",
+                ns.block_size,
+                ns.format,
+                nv.lba,
+                nv.lba + size / u64::from(ns.block_size) - 1,
+                ns.blocks
+            );
+            match dir {
+                Io::Read => Verification {
+                    expected: "namespace-read-back",
+                    read_by: format!(
+                        "the CPU from {memory}, against the namespace read again by the same \
+                         controller into host memory"
+                    ),
+                    same_engine: true,
+                    layout,
+                },
+                Io::Write => Verification {
+                    expected: "pattern",
+                    read_by: "the namespace read back by the same controller into host memory"
+                        .to_string(),
+                    same_engine: true,
+                    layout,
+                },
+            }
+        }),
         iommu_faults: faults.count(),
     })
 }
@@ -804,6 +841,7 @@ fn compare(
     let chunk = 1usize << 20;
     let (mut a, mut b) = (vec![0u8; chunk], vec![0u8; chunk]);
     let mut first = None;
+    let mut detail = None;
     let mut count = 0u64;
     let mut off = 0u64;
     while off < size {
@@ -814,14 +852,25 @@ fn compare(
                 memory.read(ep, off, &mut a[..n])?;
                 for i in 0..n {
                     if a[i] != b[i] {
-                        first.get_or_insert(off + i as u64);
+                        if first.is_none() {
+                            first = Some(off + i as u64);
+                            let end = (i + MismatchDetail::BYTES).min(n);
+                            detail = Some(Box::new(MismatchDetail {
+                                seed: None,
+                                expected: b[i..end].to_vec(),
+                                actual: a[i..end].to_vec(),
+                            }));
+                        }
                         count += 1;
                     }
                 }
             }
             Io::Write => {
                 if let Some((f, c)) = crate::pattern::first_mismatch(seed, off, &b[..n]) {
-                    first.get_or_insert(f);
+                    if first.is_none() {
+                        first = Some(f);
+                        detail = Some(verify::pattern_detail(seed, f, &b[(f - off) as usize..n]));
+                    }
                     count += c;
                 }
             }
@@ -830,7 +879,11 @@ fn compare(
     }
     match first {
         None => Ok(()),
-        Some(first) => Err(CopyError::Mismatch { first, count }),
+        Some(first) => Err(CopyError::Mismatch {
+            first,
+            count,
+            detail,
+        }),
     }
 }
 

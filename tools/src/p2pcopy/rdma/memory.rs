@@ -196,7 +196,7 @@ impl Local {
             }
             return match verify::check(&bar.ep, &bar.map, seed, CHUNK) {
                 Ok(()) => Ok(None),
-                Err(CopyError::Mismatch { first, count }) => Ok(Some((first, count))),
+                Err(CopyError::Mismatch { first, count, .. }) => Ok(Some((first, count))),
                 Err(e) => Err(e),
             };
         }

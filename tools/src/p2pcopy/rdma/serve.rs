@@ -131,7 +131,11 @@ pub fn serve(
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && qps[0].check_peer(Duration::from_millis(50)).is_ok() {}
     if let Verdict::Mismatch { first, count } = verdict {
-        return Err(CopyError::Mismatch { first, count });
+        return Err(CopyError::Mismatch {
+            first,
+            count,
+            detail: None,
+        });
     }
     let mut not_p2p = Vec::new();
     if let Some(why) = &dst.staged {
