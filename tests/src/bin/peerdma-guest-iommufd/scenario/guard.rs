@@ -34,10 +34,10 @@ pub(crate) fn guard(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
     // 4 KiB starting 2 KiB before the end of A: half in A, half past it.
     let guarded_dst = a.iova() + a.len() - half;
     rig.edu.store(0, guarded_dst, EDU_BUF)?;
-    let guarded_faults = faults.settle();
+    let guarded_faults = faults.expect_fault();
     let control_dst = c.iova() + c.len() - half;
     rig.edu.store(0, control_dst, EDU_BUF)?;
-    let control_faults = faults.settle();
+    let control_faults = faults.expect_none();
     // What the guest sees (the host re-checks the backing file).
     let in_a = rig.bar_read(at::GUARD + at::SMALL - half, half)?;
     let in_b = rig.bar_read(at::GUARD + at::SMALL, EDU_BUF)?;

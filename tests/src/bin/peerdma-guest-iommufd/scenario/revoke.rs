@@ -32,7 +32,7 @@ pub(crate) fn revoke(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
     rig.ivshmem.set_memory_decode(false)?;
     let revoked_state = e.state();
     rig.edu.store(0, e.iova() + 0x1000, EDU_BUF)?;
-    let revoked_faults = faults.settle();
+    let revoked_faults = faults.expect_fault();
     steps.push(
         json!({"step": "decode_off", "state": format!("{revoked_state:?}"),
         "dst_offset": 0x1000, "seed": seeds[1], "faults": revoked_faults}),
@@ -54,7 +54,7 @@ pub(crate) fn revoke(rig: &mut Rig, faults: &mut Faults) -> Result<Value> {
     rig.ivshmem.set_memory_decode(true)?;
     let restored_state = e.state();
     rig.edu.store(0, e.iova() + 0x2000, EDU_BUF)?;
-    let dead_faults = faults.settle();
+    let dead_faults = faults.expect_fault();
     steps.push(
         json!({"step": "decode_on", "state": format!("{restored_state:?}"),
         "dst_offset": 0x2000, "seed": seeds[2], "faults": dead_faults}),
