@@ -55,6 +55,17 @@ pub(crate) fn bdf_of(m: &Manifest, role: &str) -> Result<Bdf> {
         .with_context(|| format!("{role}: bad BDF {}", d.bdf))
 }
 
+/// Opens the device of `role` through its VFIO cdev (an iommufd of its own).
+pub(crate) fn open_cdev(m: &Manifest, role: &str) -> Result<Device> {
+    Ok(Device::open_with(
+        bdf_of(m, role)?,
+        OpenOptions {
+            access: AccessPath::Cdev,
+            ..OpenOptions::default()
+        },
+    )?)
+}
+
 /// The request an importer makes: an iommufd, the edu engine bound to it and
 /// attached to an IOAS limited to edu's DMA mask, and ivshmem0 for exports.
 pub(crate) fn setup(m: &Manifest) -> Result<Rig> {
@@ -73,13 +84,7 @@ pub(crate) fn setup(m: &Manifest) -> Result<Rig> {
         Placement::for_engine(edu.dma_mask(), edu.max_transfer()),
     )?;
     let attached = ioas.attach(&edu_dev)?;
-    let ivshmem = Device::open_with(
-        bdf_of(m, "ivshmem0")?,
-        OpenOptions {
-            access: AccessPath::Cdev,
-            ..OpenOptions::default()
-        },
-    )?;
+    let ivshmem = open_cdev(m, "ivshmem0")?;
     let bar2 = ivshmem.map_region(2)?;
     Ok(Rig {
         edu,

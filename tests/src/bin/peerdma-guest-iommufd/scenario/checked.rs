@@ -6,14 +6,14 @@
 //! instead of returning `Ok` with nothing landed.
 
 use anyhow::{bail, Result};
-use peerdma_exporter::{AccessPath, Device, DmaRange, OpenOptions};
+use peerdma_exporter::DmaRange;
 use peerdma_importer::engine::{AttachedEngine, EngineError, Span};
 use peerdma_importer::iommufd::{Access, Iommufd, Iova, UserBuffer};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::pattern;
 use serde_json::{json, Value};
 
-use crate::rig::{at, bdf_of, EDU_BUF};
+use crate::rig::{at, bdf_of, open_cdev, EDU_BUF};
 
 /// Where in ivshmem0's BAR2 this scenario works.
 pub(crate) const CHECKED: u64 = 28 << 20;
@@ -28,13 +28,7 @@ fn refused(r: Result<impl std::fmt::Debug, EngineError>) -> Result<EngineError> 
 pub(crate) fn checked(m: &Manifest) -> Result<Value> {
     let iommufd = Iommufd::open()?;
     let mut edu = AttachedEngine::open(bdf_of(m, "edu0")?, &iommufd)?;
-    let ivshmem = Device::open_with(
-        bdf_of(m, "ivshmem0")?,
-        OpenOptions {
-            access: AccessPath::Cdev,
-            ..OpenOptions::default()
-        },
-    )?;
+    let ivshmem = open_cdev(m, "ivshmem0")?;
     let bar2 = ivshmem.map_region(2)?;
     let len = 2 * EDU_BUF;
     let seed = 0x5005;
