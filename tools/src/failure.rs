@@ -16,25 +16,39 @@ use crate::exit::Exit;
 use crate::fix::split_fix;
 use crate::p2pcopy::CopyError;
 
-/// A refusal of the command line that the tool makes itself, after clap has parsed it
-/// (flags that contradict each other or would be ignored): [`Exit::Usage`].
+/// A refusal the tool makes itself: of the command line after clap has parsed it
+/// (flags that contradict each other or would be ignored: [`Exit::Usage`]), or of a
+/// command this build lacks ([`Exit::CouldNotRun`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct UsageError {
+pub struct Refusal {
     /// Stable machine name (`conflicting_flags`, `flag_not_applicable`, …).
     pub kind: &'static str,
     /// What is wrong, naming the flags.
     pub message: String,
     /// What to do.
     pub fix: Option<String>,
+    /// The status it ends with.
+    pub exit: Exit,
 }
 
-/// A [`UsageError`] as an `anyhow::Error`, for `?` in the binaries.
+/// A usage [`Refusal`] as an `anyhow::Error`, for `?` in the binaries.
 pub fn usage(kind: &'static str, message: impl Into<String>, fix: Option<&str>) -> anyhow::Error {
-    UsageError {
+    refusal(kind, message, fix, Exit::Usage)
+}
+
+/// A [`Refusal`] ending with `exit`, as an `anyhow::Error`.
+pub fn refusal(
+    kind: &'static str,
+    message: impl Into<String>,
+    fix: Option<&str>,
+    exit: Exit,
+) -> anyhow::Error {
+    Refusal {
         kind,
         message: message.into(),
         fix: fix.map(str::to_string),
+        exit,
     }
     .into()
 }
@@ -71,13 +85,13 @@ impl Failure {
     }
 
     /// The failure an error chain stands for: its kind from the first typed error in
-    /// the chain (a [`UsageError`], a [`CopyError`], an exporter or iommufd error, an
+    /// the chain (a [`Refusal`], a [`CopyError`], an exporter or iommufd error, an
     /// I/O error), its exit status (usage 2, data differs 1, else could not run 3).
     pub fn from_error(e: &anyhow::Error) -> Failure {
-        let text = format!("{e:#}");
+        let text = chain_text(e);
         for cause in e.chain() {
-            if let Some(u) = cause.downcast_ref::<UsageError>() {
-                return Failure::new(u.kind, &text, u.fix.clone(), Exit::Usage);
+            if let Some(r) = cause.downcast_ref::<Refusal>() {
+                return Failure::new(r.kind, &text, r.fix.clone(), r.exit);
             }
             if let Some(c) = cause.downcast_ref::<CopyError>() {
                 let exit = if c.data_differs() {
@@ -147,6 +161,64 @@ impl Failure {
         }
         eprintln!("{}", self.text(tool));
         self.exit
+    }
+}
+
+/// Ends the process for a command line clap refused: `--help` and `--version` print
+/// and exit 0 as clap does; a usage error is printed by clap on stderr and, under
+/// `json`, as the error object on stdout, with [`Exit::Usage`].
+pub fn clap_exit(e: clap::Error, json: bool) -> std::process::ExitCode {
+    use clap::error::ErrorKind as K;
+    let kind = match e.kind() {
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        K::InvalidValue | K::ValueValidation | K::InvalidUtf8 => "invalid_value",
+        K::UnknownArgument | K::InvalidSubcommand => "unknown_argument",
+        K::ArgumentConflict => "conflicting_flags",
+        K::MissingRequiredArgument | K::MissingSubcommand => "missing_argument",
+        K::NoEquals | K::TooManyValues | K::TooFewValues | K::WrongNumberOfValues => {
+            "wrong_number_of_values"
+        }
+        _ => "usage",
+    };
+    if json {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        println!(
+            "{}",
+            Failure::new(kind, message, Some("see --help".into()), Exit::Usage).to_json()
+        );
+    }
+    let _ = e.print();
+    Exit::Usage.into()
+}
+
+/// An error and its causes, `outer: inner: …`, each said once: a cause whose text the
+/// message already holds (an error that prints its source, as `{path}: {source}` does)
+/// is not repeated, and the fix (`; fix: `) of a cause inside another message is
+/// dropped in favour of the outermost one.
+pub fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut fix: Option<String> = None;
+    for cause in e.chain() {
+        let full = cause.to_string();
+        let (what, its_fix) = split_fix(&full);
+        if fix.is_none() {
+            fix = its_fix.map(str::to_string);
+        }
+        if text.contains(what) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(what);
+    }
+    match fix {
+        Some(fix) => format!("{text}; fix: {fix}"),
+        None => text,
     }
 }
 
@@ -249,5 +321,19 @@ mod tests {
             f.message
         );
         assert!(Failure::from_error(&anyhow::anyhow!("x")).fix.is_none());
+
+        // A cause the message already printed is not repeated, in the message or the fix.
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading /p: {source}; fix: mount /proc")]
+        struct Reading {
+            #[source]
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::from(Reading {
+            source: std::io::Error::from_raw_os_error(2),
+        });
+        let f = Failure::from_error(&e);
+        assert_eq!(f.message, "reading /p: No such file or directory (ENOENT)");
+        assert_eq!(f.fix.as_deref(), Some("mount /proc"));
     }
 }

@@ -2,6 +2,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod args;
 pub mod buffer_state;
 #[allow(unsafe_code)] // SIGPIPE's default disposition (one call)
 pub mod cli;

@@ -22,8 +22,8 @@ const KERNEL_POLL: Duration = Duration::from_millis(200);
 pub struct ExportArgs {
     /// The device (0000:01:00.0 or 01:00.0).
     bdf: Bdf,
-    /// The BAR (region index 0 to 5).
-    #[arg(long)]
+    /// The BAR: 0 to 5 (or BAR0 to BAR5).
+    #[arg(long, value_parser = peerdma_tools::args::parse_bar)]
     bar: u32,
     /// OFFSET:LENGTH inside the BAR (sizes take 4K/2M/1G suffixes or hex); repeat for more ranges.
     #[arg(long = "range", value_parser = parse_range, required = true)]
