@@ -149,9 +149,12 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         ),
     );
     // The revoke: exit 1 with the error, the controller reset and answering again.
-    assert_eq!(marked_rc(&out.output, "revoke"), 1, "{}", out.output);
+    assert_eq!(marked_rc(&out.output, "revoke"), 3, "{}", out.output);
     let lines = json_lines(&out.output);
-    let err = lines[0]["error"].as_str().expect("the JSON error line");
+    assert_eq!(lines[0]["error"]["kind"], "revoked", "{}", lines[0]);
+    let err = lines[0]["error"]["message"]
+        .as_str()
+        .expect("the JSON error line");
     assert!(err.contains("revoked during the copy"), "{err}");
     assert!(
         err.contains("the controller was reset and a read after the reset succeeded"),
@@ -200,7 +203,7 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         ),
     ] {
         let rc = marked_rc(&out.output, name);
-        assert!(rc == 1, "{name}: rc {rc}\n{}", out.output);
+        assert!(rc == 3, "{name}: rc {rc}\n{}", out.output);
         assert!(
             out.output.contains(expect),
             "{name}: {expect:?} not in\n{}",
@@ -267,7 +270,7 @@ fn the_stock_kernel_has_no_iommufd_and_the_nvme_engine_says_so() {
             prelude()
         ),
     );
-    assert_eq!(marked_rc(&out.output, "stock"), 1, "{}", out.output);
+    assert_eq!(marked_rc(&out.output, "stock"), 3, "{}", out.output);
     assert!(
         out.output
             .contains("the nvme path is unavailable: /dev/iommu does not exist")

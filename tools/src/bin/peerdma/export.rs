@@ -78,7 +78,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let out = json!({
         "bdf": args.bdf.to_string(),
         "bar": args.bar,
-        "opened_via": format!("{:?}", device.opened_via()),
+        "opened_via": crate::regions::opened_via(device.opened_via()).0,
         "size": buf.size(),
         "ranges": ranges.iter().map(|r| json!({"offset": r.offset, "length": r.length})).collect::<Vec<_>>(),
         "exporter": info.exp_name,
