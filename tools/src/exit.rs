@@ -45,7 +45,7 @@ pub const MAN_TEXT: &[(u8, &str)] = &[
     (
         1,
         "A copy ran and the destination differs from the source (the report, or the \
-         error under --json, gives the seed, the first differing offset and the bytes).",
+         error under --json, gives the seed and the first differing offset).",
     ),
     (
         2,
