@@ -1263,6 +1263,77 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_verification_says_the_seed_and_the_first_differing_offset() {
+        let cli = parse(&["00:10.0", "00:11.0", "--json"]);
+        cli.used_seed.set(0x5eed).unwrap();
+        let e = anyhow::Error::from(CopyError::Mismatch {
+            first: 0x2000,
+            count: 3,
+        });
+        let f = failure(&cli, &e);
+        assert_eq!(f.exit, peerdma_tools::exit::Exit::DataDiffers);
+        assert!(
+            f.message.contains("0x2000") && f.message.contains("seed 0x5eed"),
+            "{}",
+            f.message
+        );
+        let j = f.to_json();
+        assert_eq!(j["error"]["kind"], "mismatch");
+        assert_eq!(j["verified"], false);
+        assert_eq!(j["seed"], 0x5eed);
+        assert_eq!(j["mismatch"]["first_offset"], 0x2000);
+        assert_eq!(j["mismatch"]["count"], 3);
+        assert_eq!(j["src"], "0000:00:10.0");
+        // A revoke keeps what was done: bytes, seed, the device revoked.
+        let e = anyhow::Error::from(CopyError::Revoked {
+            bdf: "00:10.0".parse().unwrap(),
+            done: 16 << 20,
+            total: 64 << 20,
+            why: "memory decode is off".into(),
+        });
+        let j = failure(&cli, &e).to_json();
+        assert_eq!(j["error"]["kind"], "revoked");
+        assert_eq!(j["bytes_done"], 16u64 << 20);
+        assert_eq!(j["bytes_total"], 64u64 << 20);
+        assert_eq!(j["seed"], 0x5eed);
+        // The library's fix and p2pcopy's flags are one fix, not two.
+        let e = anyhow::Error::from(CopyError::ZeroIterations);
+        let f = failure(&cli, &e);
+        assert_eq!(f.fix.as_deref(), Some("give --iterations 1 or more"));
+        assert!(!f.text("p2pcopy").contains("(p2pcopy:"));
+    }
+
+    #[test]
+    fn the_time_says_what_it_covers_and_reports_share_one_schema() {
+        assert_eq!(timing(0.5, 0.52), "0.500 s");
+        let t = timing(0.014, 6.2);
+        assert!(
+            t.starts_with("0.014 s of copying") && t.contains("6.200 s in all"),
+            "{t}"
+        );
+        let bar = one_schema(
+            serde_json::json!({"src": {"bdf": "a"}, "dst": {"bdf": "b"}, "engine": "cpu",
+                               "seconds": 0.1}),
+            0.3,
+        );
+        let nvme = one_schema(
+            serde_json::json!({"src": {"kind": "nvme"}, "dst": {"kind": "bar"}, "iops": 1.0,
+                               "seconds": 0.1}),
+            0.3,
+        );
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&bar), keys(&nvme));
+        assert_eq!(bar["src"]["kind"], "bar");
+        assert_eq!(nvme["engine"], "nvme");
+        assert_eq!(bar["wall_seconds"], 0.3);
+        assert!(bar["iops"].is_null());
+    }
+
+    #[test]
     fn iommufd_is_still_accepted_as_the_dma_engine() {
         let cli =
             Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0", "--engine", "iommufd"]).unwrap();
