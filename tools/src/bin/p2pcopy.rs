@@ -102,7 +102,9 @@ enum Access {
     about = "Copy between two PCI devices' BARs (named by BDF), verified, with throughput",
     after_help = "Also, as the only arguments: --completions SHELL prints a completion script \
                   (bash, zsh, fish, elvish, powershell); --man prints the man page, --man DIR \
-                  writes it into DIR."
+                  writes it into DIR.\n\nExit status: 0 verified (or not asked to), 1 the bytes \
+                  differ, 2 usage, 3 could not run. Under --json every outcome is one JSON \
+                  object on stdout; a failure is {\"error\":{\"kind\",\"message\",\"fix\"}, ...}."
 )]
 struct Cli {
     /// Source: a device's BAR (0000:01:00.0 or 01:00.0), an NVMe namespace

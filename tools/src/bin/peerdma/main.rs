@@ -22,7 +22,10 @@ use peerdma_tools::failure::Failure;
 #[command(
     name = "peerdma",
     version,
-    about = "Peer-to-peer DMA between PCI devices over dma-buf: doctor, list, path, export, inspect"
+    about = "Peer-to-peer DMA between PCI devices over dma-buf: doctor, list, path, export, inspect",
+    after_help = "Exit status: 0 ok, 2 usage, 3 could not run, 4 doctor: a check failed. Under \
+                  --json every outcome is one JSON object on stdout; a failure is \
+                  {\"error\":{\"kind\",\"message\",\"fix\"}, ...}."
 )]
 struct Cli {
     #[command(subcommand)]
