@@ -937,14 +937,34 @@ mod rdma_cli {
         }
         match why.find([';', '(']) {
             Some(at) if at > 20 => {
-                format!("{} (--verbose or --json for why)", why[..at].trim_end())
+                let more = if cli.json {
+                    "why: in the report"
+                } else {
+                    "--verbose says why"
+                };
+                format!("{} ({more})", why[..at].trim_end())
             }
             _ => why.to_string(),
         }
     }
 
+    /// The reasons a side was not peer to peer, each once, short unless --verbose.
+    fn not_p2p(cli: &Cli, r: &RdmaReport) -> Vec<String> {
+        let mut whys: Vec<String> = Vec::new();
+        for w in r.not_p2p.iter().map(|w| short(cli, w)) {
+            if !whys.contains(&w) {
+                whys.push(w);
+            }
+        }
+        whys
+    }
+
     fn print(cli: &Cli, r: &RdmaReport) -> Result<()> {
         if cli.json {
+            // The report has the reasons in full; a person watching stderr gets them once.
+            for why in not_p2p(cli, r) {
+                eprintln!("p2pcopy: NOT peer-to-peer: {why}");
+            }
             println!("{}", serde_json::to_string(r)?);
         } else if !cli.quiet {
             let verb = if r.role == "sender" {
@@ -965,12 +985,7 @@ mod rdma_cli {
                 rate(r.gbps),
             );
             if !r.not_p2p.is_empty() {
-                let mut whys: Vec<String> = Vec::new();
-                for w in r.not_p2p.iter().map(|w| short(cli, w)) {
-                    if !whys.contains(&w) {
-                        whys.push(w);
-                    }
-                }
+                let whys = not_p2p(cli, r);
                 println!("path: NOT peer-to-peer: {}", whys.join("; "));
             } else if r.peer_to_peer {
                 println!("path: peer-to-peer (the NICs read and write the device memory directly)");
