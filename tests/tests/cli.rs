@@ -415,7 +415,10 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
          sleep 0.5
          kill -TERM $holder; wait $holder; echo \"## reset holder rc=$?\"
          tail -n +2 /run/tmp/hold2.json
-         cat /run/tmp/hold2.err"
+         cat /run/tmp/hold2.err
+         {p} export 00:10.0 --bar BAR2 --range 0:5K --json > /run/tmp/unaligned.json 2>/dev/null \
+           && exit 9 || echo \"## unaligned rc=$?\"
+         cat /run/tmp/unaligned.json"
     );
     let out = run_sh(&tb, &script);
     let j = json_lines(&out.output);
@@ -584,4 +587,17 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
         out.output
     );
     eprintln!("sysfs FLR under a held buffer: a register read waited {ms} ms");
+
+    // A kernel rule broken under --json: one error object with the library's kind, the
+    // errno by name and the fix, exit 3 (could not run); --bar takes BAR2.
+    assert_eq!(marked_rc(&out.output, "unaligned"), 3, "{}", out.output);
+    let e = j.last().unwrap();
+    assert_eq!(e["error"]["kind"], "range_unaligned", "{e}");
+    assert_eq!(e["errno"], "EINVAL", "{e}");
+    assert_eq!(e["command"], "export", "{e}");
+    assert!(e["error"]["fix"].is_string(), "{e}");
+    assert!(
+        !e["error"]["message"].as_str().unwrap().contains("fix:"),
+        "{e}"
+    );
 }
