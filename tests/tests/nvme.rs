@@ -148,7 +148,7 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
             prelude()
         ),
     );
-    // The revoke: exit 1 with the error, the controller reset and answering again.
+    // The revoke: exit 3 with the error, the controller reset and answering again.
     assert_eq!(marked_rc(&out.output, "revoke"), 3, "{}", out.output);
     let lines = json_lines(&out.output);
     assert_eq!(lines[0]["error"]["kind"], "revoked", "{}", lines[0]);

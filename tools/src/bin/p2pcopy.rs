@@ -45,6 +45,10 @@ enum Engine {
     #[value(alias = "iommufd")]
     Dma,
     /// An RDMA NIC, towards a peer named rdma://HOST:PORT (the peer runs --serve).
+    #[cfg_attr(
+        not(feature = "rdma"),
+        value(help = "An RDMA NIC [not built in: cargo install --path tools --features rdma]")
+    )]
     Rdma,
     /// The fastest available (today: cpu).
     Auto,
@@ -116,6 +120,10 @@ struct Cli {
     /// Receive over RDMA: expose the one target named, wait for one sender, check every
     /// byte.
     #[arg(long)]
+    #[cfg_attr(
+        not(feature = "rdma"),
+        arg(help = "Receive over RDMA [not built in: cargo install --path tools --features rdma]")
+    )]
     serve: bool,
     /// Address and port the receiver listens on (an address of the RDMA device's netdev).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:18520")]
