@@ -780,41 +780,6 @@ impl Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    /// The variants of `Error`, in source order, read from this file.
-    fn variants() -> Vec<String> {
-        let src = include_str!("error.rs");
-        let body = src
-            .split_once("pub enum Error {")
-            .and_then(|(_, rest)| rest.split_once("\n}\n"))
-            .map(|(body, _)| body)
-            .expect("the Error enum");
-        body.lines()
-            .filter_map(|l| l.strip_prefix("    "))
-            .filter(|l| l.starts_with(|c: char| c.is_ascii_uppercase()))
-            .map(|l| {
-                l.split(|c: char| !c.is_ascii_alphanumeric())
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn variants_are_sorted_by_name() {
-        let names = variants();
-        assert!(names.len() > 30, "the scan found {names:?}");
-        for v in ["BarAbsent", "BdfParse", "Ioctl", "TooManyRanges"] {
-            assert!(names.iter().any(|n| n == v), "{v} not found in {names:?}");
-        }
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(names, sorted);
-    }
-}
-
 impl Error {
     /// A stable, machine-readable name for this error: the variant in snake_case
     /// (`no_such_device`, `range_past_end`), for scripts that branch on the kind of
@@ -869,5 +834,59 @@ impl Error {
             Error::SysfsParse { .. } => "sysfs_parse",
             Error::TooManyRanges { .. } => "too_many_ranges",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The variants of `Error`, in source order, read from this file.
+    fn variants() -> Vec<String> {
+        let src = include_str!("error.rs");
+        let body = src
+            .split_once("pub enum Error {")
+            .and_then(|(_, rest)| rest.split_once("\n}\n"))
+            .map(|(body, _)| body)
+            .expect("the Error enum");
+        body.lines()
+            .filter_map(|l| l.strip_prefix("    "))
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_uppercase()))
+            .map(|l| {
+                l.split(|c: char| !c.is_ascii_alphanumeric())
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_kind_is_its_variant_in_snake_case() {
+        let src = include_str!("error.rs");
+        for name in variants() {
+            let mut snake = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    snake.push('_');
+                }
+                snake.push(c.to_ascii_lowercase());
+            }
+            let arm = |tail: &str| format!("Error::{name}{tail} => \"{snake}\",");
+            assert!(
+                src.contains(&arm(" { .. }")) || src.contains(&arm("(..)")),
+                "{name}: no kind {snake:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn variants_are_sorted_by_name() {
+        let names = variants();
+        assert!(names.len() > 30, "the scan found {names:?}");
+        for v in ["BarAbsent", "BdfParse", "Ioctl", "TooManyRanges"] {
+            assert!(names.iter().any(|n| n == v), "{v} not found in {names:?}");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
     }
 }
