@@ -780,6 +780,63 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A stable, machine-readable name for this error: the variant in snake_case
+    /// (`no_such_device`, `range_past_end`), for scripts that branch on the kind of
+    /// failure instead of parsing the message. Kinds are never renamed; new variants
+    /// add new kinds.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::BarAbsent { .. } => "bar_absent",
+            Error::BarEndsAtAddressTop { .. } => "bar_ends_at_address_top",
+            Error::BarNotMemory { .. } => "bar_not_memory",
+            Error::BarSmallerThanPage { .. } => "bar_smaller_than_page",
+            Error::BdfParse(..) => "bdf_parse",
+            Error::CapChain { .. } => "cap_chain",
+            Error::ConfigAccess { .. } => "config_access",
+            Error::ConfigShort { .. } => "config_short",
+            Error::Export { .. } => "export",
+            Error::FdInfoParse { .. } => "fd_info_parse",
+            Error::FdInfoRead { .. } => "fd_info_read",
+            Error::FlrUnsupported { .. } => "flr_unsupported",
+            Error::GroupNotViable { .. } => "group_not_viable",
+            Error::HeldElsewhere { .. } => "held_elsewhere",
+            Error::Ioctl { .. } => "ioctl",
+            Error::IommuTypeUnsupported { .. } => "iommu_type_unsupported",
+            Error::Mmap { .. } => "mmap",
+            Error::MmioAccess { .. } => "mmio_access",
+            Error::MmioSpan { .. } => "mmio_span",
+            Error::MsixOverlap { .. } => "msix_overlap",
+            Error::NoCdev { .. } => "no_cdev",
+            Error::NoIommuGroup { .. } => "no_iommu_group",
+            Error::NoRanges { .. } => "no_ranges",
+            Error::NoSuchDevice { .. } => "no_such_device",
+            Error::NotAnEndpoint { .. } => "not_an_endpoint",
+            Error::NotPci { .. } => "not_pci",
+            Error::NotVfioBound { .. } => "not_vfio_bound",
+            Error::Open { .. } => "open",
+            Error::PassedFdMismatch { .. } => "passed_fd_mismatch",
+            Error::PathToItself { .. } => "path_to_itself",
+            Error::PciCapChain { .. } => "pci_cap_chain",
+            Error::PowerStateUnsupported { .. } => "power_state_unsupported",
+            Error::RangeEmpty { .. } => "range_empty",
+            Error::RangeOverflow { .. } => "range_overflow",
+            Error::RangePastEnd { .. } => "range_past_end",
+            Error::RangeUnaligned { .. } => "range_unaligned",
+            Error::RangesTotalOverflow { .. } => "ranges_total_overflow",
+            Error::RangesTotalTooLarge { .. } => "ranges_total_too_large",
+            Error::RegionIndex { .. } => "region_index",
+            Error::RegionNotBar { .. } => "region_not_bar",
+            Error::RegionNotMappable { .. } => "region_not_mappable",
+            Error::ResetUnsupported { .. } => "reset_unsupported",
+            Error::SigbusGuard { .. } => "sigbus_guard",
+            Error::Sysfs { .. } => "sysfs",
+            Error::SysfsParse { .. } => "sysfs_parse",
+            Error::TooManyRanges { .. } => "too_many_ranges",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The variants of `Error`, in source order, read from this file.
@@ -800,6 +857,25 @@ mod tests {
                     .to_owned()
             })
             .collect()
+    }
+
+    #[test]
+    fn each_kind_is_its_variant_in_snake_case() {
+        let src = include_str!("error.rs");
+        for name in variants() {
+            let mut snake = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    snake.push('_');
+                }
+                snake.push(c.to_ascii_lowercase());
+            }
+            let arm = |tail: &str| format!("Error::{name}{tail} => \"{snake}\",");
+            assert!(
+                src.contains(&arm(" { .. }")) || src.contains(&arm("(..)")),
+                "{name}: no kind {snake:?}"
+            );
+        }
     }
 
     #[test]

@@ -613,11 +613,8 @@ impl Testbed {
         }
         let errs = qemu_err.join().unwrap_or_default();
         if !exit.success() {
-            bail!(
-                "QEMU failed ({exit}): {}\n(console log: {})",
-                errs.join("\n"),
-                console.display()
-            );
+            let log = std::fs::read_to_string(console).unwrap_or_default();
+            bail!("{}", qemu_died(&exit.to_string(), &errs, &log, console));
         }
         let output = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
         Ok(BootResult::Done {
@@ -860,3 +857,70 @@ const BOOT_DEADLINE: Duration = Duration::from_secs(90);
 
 /// How many stalled boots are retried.
 const BOOT_RETRIES: u32 = 1;
+
+/// Why QEMU died, said with its cause: QEMU's stderr, and where QEMU said nothing (a
+/// crash such as SIGSEGV), the last lines of the guest console; then where the whole
+/// console log is.
+fn qemu_died(exit: &str, stderr: &[String], console: &str, console_path: &Path) -> String {
+    const TAIL: usize = 20;
+    let said: Vec<&str> = stderr
+        .iter()
+        .map(|l| l.trim_end())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let cause = if !said.is_empty() {
+        format!("QEMU said:\n{}", said.join("\n"))
+    } else {
+        let lines: Vec<&str> = console.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.is_empty() {
+            "QEMU printed nothing on stderr and the guest nothing on the console".to_string()
+        } else {
+            format!(
+                "QEMU printed nothing on stderr; the console's last {} line(s):\n{}",
+                lines.len().min(TAIL),
+                lines[lines.len().saturating_sub(TAIL)..].join("\n")
+            )
+        }
+    };
+    format!(
+        "QEMU failed ({exit}): {cause}\n(console log: {})",
+        console_path.display()
+    )
+}
+
+#[cfg(test)]
+mod qemu_death_tests {
+    use super::*;
+
+    #[test]
+    fn a_qemu_death_names_its_cause_even_when_qemu_said_nothing() {
+        let path = Path::new("/tmp/console.log");
+        let m = qemu_died(
+            "signal: 11 (SIGSEGV)",
+            &[],
+            "boot\n\n[ 1.0] vfio-pci 0000:00:10.0: enabling\n",
+            path,
+        );
+        assert!(
+            m.starts_with("QEMU failed (signal: 11 (SIGSEGV)): QEMU printed nothing on stderr")
+                && m.contains("[ 1.0] vfio-pci 0000:00:10.0: enabling")
+                && m.ends_with("(console log: /tmp/console.log)"),
+            "{m}"
+        );
+        let m = qemu_died(
+            "exit status: 1",
+            &["qemu-system-x86_64: -device foo: not found".into()],
+            "",
+            path,
+        );
+        assert!(
+            m.contains("QEMU said:\nqemu-system-x86_64: -device foo"),
+            "{m}"
+        );
+        let m = qemu_died("signal: 6 (SIGABRT)", &[], "", path);
+        assert!(m.contains("nothing on the console"), "{m}");
+        let long: String = (0..50).map(|i| format!("line {i}\n")).collect();
+        let m = qemu_died("signal: 11 (SIGSEGV)", &[], &long, path);
+        assert!(m.contains("line 49") && !m.contains("line 29\n"), "{m}");
+    }
+}

@@ -127,6 +127,211 @@ fn p2pcopy_refuses_a_zero_chunk_and_flags_that_would_be_ignored_before_opening_a
     assert!(dir.is_empty());
 }
 
+/// One JSON object on stdout, parsed.
+fn only_json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "not one JSON line on stdout: {text:?}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn every_failure_under_json_is_one_error_object_with_its_kind_fix_and_exit_status() {
+    let dir = Scratch::new("contract");
+    // (binary, arguments, exit status, error kind). On the host these devices do not
+    // exist (could not run: 3); a command line that is wrong is usage (2), before
+    // anything is opened.
+    let cases: &[(&str, &[&str], i32, &str)] = &[
+        (
+            "peerdma",
+            &["regions", "0e:00.0", "--json"],
+            3,
+            "no_such_device",
+        ),
+        (
+            "peerdma",
+            &["regions", "00:1f.8", "--json"],
+            2,
+            "invalid_value",
+        ),
+        (
+            "peerdma",
+            &["list", "--bogus", "--json"],
+            2,
+            "unknown_argument",
+        ),
+        (
+            "peerdma",
+            &[
+                "export", "0e:00.0", "--bar", "BAR2", "--range", "0:4K", "--json",
+            ],
+            3,
+            "no_such_device",
+        ),
+        (
+            "peerdma",
+            &[
+                "export", "0e:00.0", "--bar", "BAR9", "--range", "0:4K", "--json",
+            ],
+            2,
+            "invalid_value",
+        ),
+        (
+            "peerdma",
+            &["inspect", "/proc/self/fd/99999", "--json"],
+            3,
+            "io",
+        ),
+        (
+            "peerdma",
+            &["path", "0e:00.0", "0e:00.0", "--json"],
+            3,
+            "path_to_itself",
+        ),
+        (
+            "p2pcopy",
+            &["0e:00.0", "0f:00.0", "--json"],
+            3,
+            "no_such_device",
+        ),
+        (
+            "p2pcopy",
+            &["0e:00.0", "0f:00.0", "--verify", "--no-verify", "--json"],
+            2,
+            "conflicting_flags",
+        ),
+        (
+            "p2pcopy",
+            &["0e:00.0", "0f:00.0", "--no-verify", "--seed", "7", "--json"],
+            2,
+            "conflicting_flags",
+        ),
+        (
+            "p2pcopy",
+            &["--serve", "host", "--size", "1M", "--json"],
+            2,
+            "flag_not_applicable",
+        ),
+        (
+            "p2pcopy",
+            &["0e:00.0", "0f:00.0", "--queue-depth", "8", "--json"],
+            2,
+            "flag_not_applicable",
+        ),
+        (
+            "p2pcopy",
+            &["host", "0f:00.0", "--src-bar", "2", "--json"],
+            2,
+            "flag_not_applicable",
+        ),
+        (
+            "p2pcopy",
+            &["host", "host", "--json"],
+            2,
+            "unsupported_pair",
+        ),
+    ];
+    for (bin, args, status, kind) in cases {
+        let out = host_run(bin, args, &dir.0);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*status), "{bin} {args:?}: {stderr}");
+        let j = only_json(&out);
+        assert_eq!(j["error"]["kind"], *kind, "{bin} {args:?}: {j}");
+        let message = j["error"]["message"].as_str().expect("a message");
+        assert!(!message.is_empty() && !message.contains("fix:"), "{j}");
+        assert!(
+            j["error"].get("fix").is_some(),
+            "fix is a key, null or not: {j}"
+        );
+        // In the user's words, each thing once.
+        for rust in ["os error", "invalid digit", "Some(", "(p2pcopy:"] {
+            assert!(
+                !stderr.contains(rust),
+                "{bin} {args:?}: {rust:?} in {stderr}"
+            );
+        }
+        assert!(stderr.matches("fix:").count() <= 1, "{stderr}");
+    }
+    // What was asked stays in the error object: the sides of the copy.
+    let out = host_run("p2pcopy", &["0e:00.0", "0f:00.0", "--json"], &dir.0);
+    let j = only_json(&out);
+    assert_eq!(j["src"], "0000:0e:00.0", "{j}");
+    assert_eq!(j["dst"], "0000:0f:00.0", "{j}");
+    // The text says the fix once, on its own line, and the BDF once.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("0000:0e:00.0").count(), 1, "{err}");
+    assert!(err.contains("\n  fix: "), "{err}");
+    // The fix of a library error in the tool's flags, said once.
+    let out = host_run(
+        "p2pcopy",
+        &["0e:00.0", "0f:00.0", "--iterations", "0", "--json"],
+        &dir.0,
+    );
+    let j = only_json(&out);
+    assert_eq!(j["error"]["kind"], "zero_iterations", "{j}");
+    assert_eq!(j["error"]["fix"], "give --iterations 1 or more", "{j}");
+    // Contradicting flags are named in the message.
+    let out = host_run(
+        "p2pcopy",
+        &["0e:00.0", "0f:00.0", "--no-verify", "--seed", "7"],
+        &dir.0,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--no-verify") && err.contains("--seed"),
+        "{err}"
+    );
+    // A BAR is a number or BARn; anything else is said in words.
+    let out = host_run(
+        "peerdma",
+        &["export", "0e:00.0", "--bar", "x", "--range", "0:4K"],
+        &dir.0,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0 to 5 (or BAR0 to BAR5)"), "{err}");
+    assert!(dir.is_empty());
+}
+
+#[test]
+fn help_marks_what_is_not_built_and_pages_have_exit_status_examples_and_see_also() {
+    let dir = Scratch::new("pages");
+    // A command this build lacks says so in --help, with the install that has it.
+    let help = host_run("peerdma", &["--help"], &dir.0);
+    let help = String::from_utf8_lossy(&help.stdout);
+    let show = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("show "))
+        .unwrap();
+    assert!(
+        !show.contains("not built")
+            || show.contains("not built in: cargo install --path tools --features drm"),
+        "{show}"
+    );
+    for (bin, args) in [("peerdma", &["man"][..]), ("p2pcopy", &["--man"])] {
+        let out = host_run(bin, args, &dir.0);
+        let page = String::from_utf8_lossy(&out.stdout);
+        for section in [
+            ".SH EXAMPLES",
+            ".SH \"EXIT STATUS\"",
+            ".SH \"SEE ALSO\"",
+            ".SH VERSION\n.nf",
+        ] {
+            assert!(page.contains(section), "{bin}: {section} missing:\n{page}");
+        }
+        assert!(
+            !page.contains("help(1)"),
+            "{bin} names a page never written"
+        );
+    }
+    let out = host_run("p2pcopy", &["--completions", "bash"], &dir.0);
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !script.contains("test-revoke"),
+        "test hooks offered: {script}"
+    );
+    assert!(dir.is_empty());
+}
+
 #[test]
 fn the_list_table_fits_its_contents_and_no_bridge_is_bindable() {
     let dir = Scratch::new("list");
@@ -210,7 +415,10 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
          sleep 0.5
          kill -TERM $holder; wait $holder; echo \"## reset holder rc=$?\"
          tail -n +2 /run/tmp/hold2.json
-         cat /run/tmp/hold2.err"
+         cat /run/tmp/hold2.err
+         {p} export 00:10.0 --bar BAR2 --range 0:5K --json > /run/tmp/unaligned.json 2>/dev/null \
+           && exit 9 || echo \"## unaligned rc=$?\"
+         cat /run/tmp/unaligned.json"
     );
     let out = run_sh(&tb, &script);
     let j = json_lines(&out.output);
@@ -253,8 +461,8 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
         out.output
     );
 
-    assert_eq!(j[1]["opened_via"], "Cdev");
-    assert_eq!(j[1]["dma_buf_export"], "Supported");
+    assert_eq!(j[1]["opened_via"], "cdev");
+    assert_eq!(j[1]["dma_buf_export"], "supported");
     let regions = j[1]["regions"].as_array().unwrap();
     let r2 = regions.iter().find(|r| r["index"] == 2).unwrap();
     assert_eq!(r2["size"], 64u64 << 20);
@@ -264,7 +472,7 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
         2u64 << 40,
         "vfio-pci region offsets are index << 40"
     );
-    assert_eq!(j[2]["opened_via"], "Group");
+    assert_eq!(j[2]["opened_via"], "group");
 
     assert_eq!(
         j[3]["size"],
@@ -379,4 +587,17 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
         out.output
     );
     eprintln!("sysfs FLR under a held buffer: a register read waited {ms} ms");
+
+    // A kernel rule broken under --json: one error object with the library's kind, the
+    // errno by name and the fix, exit 3 (could not run); --bar takes BAR2.
+    assert_eq!(marked_rc(&out.output, "unaligned"), 3, "{}", out.output);
+    let e = j.last().unwrap();
+    assert_eq!(e["error"]["kind"], "range_unaligned", "{e}");
+    assert_eq!(e["errno"], "EINVAL", "{e}");
+    assert_eq!(e["command"], "export", "{e}");
+    assert!(e["error"]["fix"].is_string(), "{e}");
+    assert!(
+        !e["error"]["message"].as_str().unwrap().contains("fix:"),
+        "{e}"
+    );
 }

@@ -542,7 +542,7 @@ fn a_bar_beyond_the_iommu_address_width_is_refused_before_mapping() {
         start >= 1 << 39,
         "BAR2 at {start:#x} is reachable: nothing to show"
     );
-    assert_eq!(marked_rc(&out.output, ""), 1, "{}", out.output);
+    assert_eq!(marked_rc(&out.output, ""), 3, "{}", out.output);
     assert!(
         out.output
             .contains("beyond the 39-bit address width of IOMMU dmar0"),

@@ -157,21 +157,27 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         ),
     );
     // A namespace formatted with metadata (512 + 8 bytes inline): refused in both
-    // directions before any I/O command, naming the format and the fix; the BAR was
-    // never written (A's backing file is still all zero: nothing else writes A) and
-    // the drive's image neither.
+    // directions before any I/O command (exit 3, could not run), naming the format and
+    // the fix; the BAR was never written (A's backing file is still all zero: nothing
+    // else writes A) and the drive's image neither.
     for name in ["metadata", "metadata-write"] {
-        assert_ne!(marked_rc(&out.output, name), 0, "{name}: {}", out.output);
+        assert_eq!(marked_rc(&out.output, name), 3, "{name}: {}", out.output);
     }
     let lines = json_lines(&out.output);
-    let md = lines[0]["error"].to_string();
+    let md = lines[0]["error"]["message"].to_string();
     for expect in [
         "namespace 1 is formatted with metadata: LBA format 1 has 512-byte blocks plus 8 \
          bytes of metadata each, inline at the end of each block",
         "format the namespace with LBA format 0 (512-byte blocks, no metadata",
     ] {
-        assert!(md.contains(expect), "{expect:?} not in {md}");
+        assert!(
+            md.contains(expect) || lines[0]["error"]["fix"].to_string().contains(expect),
+            "{expect:?} not in {}",
+            lines[0]
+        );
     }
+    assert_eq!(lines[0]["verified"], false, "{}", lines[0]);
+    assert_eq!(lines[0]["error"]["kind"], "nvme_metadata", "{}", lines[0]);
     let a = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
     assert!(
         a.iter().all(|&b| b == 0),
@@ -182,9 +188,12 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         md_image.iter().all(|&b| b == 0),
         "the refused copy wrote to the namespace"
     );
-    // The revoke: exit 1 with the error, the controller reset and answering again.
-    assert_eq!(marked_rc(&out.output, "revoke"), 1, "{}", out.output);
-    let err = lines[1]["error"].as_str().expect("the JSON error line");
+    // The revoke: exit 3 with the error, the controller reset and answering again.
+    assert_eq!(marked_rc(&out.output, "revoke"), 3, "{}", out.output);
+    assert_eq!(lines[1]["error"]["kind"], "revoked", "{}", lines[1]);
+    let err = lines[1]["error"]["message"]
+        .as_str()
+        .expect("the JSON error line");
     assert!(err.contains("revoked during the copy"), "{err}");
     assert!(
         err.contains("the controller was reset and a read after the reset succeeded"),
@@ -233,7 +242,7 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         ),
     ] {
         let rc = marked_rc(&out.output, name);
-        assert!(rc == 1, "{name}: rc {rc}\n{}", out.output);
+        assert!(rc == 3, "{name}: rc {rc}\n{}", out.output);
         assert!(
             out.output.contains(expect),
             "{name}: {expect:?} not in\n{}",
@@ -300,7 +309,7 @@ fn the_stock_kernel_has_no_iommufd_and_the_nvme_engine_says_so() {
             prelude()
         ),
     );
-    assert_eq!(marked_rc(&out.output, "stock"), 1, "{}", out.output);
+    assert_eq!(marked_rc(&out.output, "stock"), 3, "{}", out.output);
     assert!(
         out.output
             .contains("the nvme path is unavailable: /dev/iommu does not exist")

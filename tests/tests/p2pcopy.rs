@@ -145,12 +145,24 @@ fn a_revoke_mid_copy_stops_cleanly_and_nothing_leaks() {
             ));
     let rc = marked_rc(&out.output, "");
     assert_eq!(
-        rc, 1,
-        "a revoked copy must exit 1, not die of SIGBUS:\n{}",
+        rc, 3,
+        "a revoked copy must exit 3 (could not run), not die of SIGBUS:\n{}",
         out.output
     );
     let lines = json_lines(&out.output);
-    let err = lines[0]["error"].as_str().expect("the JSON error line");
+    // The error object keeps what was done: the bytes before the stop and the seed.
+    assert_eq!(lines[0]["error"]["kind"], "revoked", "{}", lines[0]);
+    assert_eq!(lines[0]["verified"], false, "{}", lines[0]);
+    assert_eq!(lines[0]["bytes_total"], 64u64 << 20, "{}", lines[0]);
+    assert!(
+        lines[0]["bytes_done"].as_u64().unwrap() >= 16 << 20,
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0]["seed"].is_u64(), "{}", lines[0]);
+    let err = lines[0]["error"]["message"]
+        .as_str()
+        .expect("the JSON error line");
     assert!(
         err.contains("revoked during the copy") && err.contains("memory decode is off"),
         "{err}"

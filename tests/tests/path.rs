@@ -110,19 +110,19 @@ fn root_bus_is_blocked_by_the_host_bridge_and_bad_input_is_named() {
         "warn"
     );
 
-    assert_eq!(marked_rc(&out.output, "same"), 1);
+    assert_eq!(marked_rc(&out.output, "same"), 3);
     assert!(
         out.output.contains("0000:00:10.0 was named twice"),
         "{}",
         out.output
     );
-    assert_eq!(marked_rc(&out.output, "missing"), 1);
+    assert_eq!(marked_rc(&out.output, "missing"), 3);
     assert!(
         out.output.contains("no PCI device 0000:00:0e.0"),
         "{}",
         out.output
     );
-    assert_eq!(marked_rc(&out.output, "bridge"), 1);
+    assert_eq!(marked_rc(&out.output, "bridge"), 3);
     assert!(
         out.output
             .contains("0000:00:00.0 is a host bridge, not an endpoint"),
@@ -220,7 +220,7 @@ fn under_one_switch_the_path_is_direct_and_only_the_root_port_has_acs() {
         "pass",
         "the downstream port in the group is bound to pcieport"
     );
-    assert_eq!(marked_rc(&out.output, "port"), 1);
+    assert_eq!(marked_rc(&out.output, "port"), 3);
     assert!(
         out.output
             .contains("0000:02:00.0 is a switch downstream port, not an endpoint"),
@@ -263,7 +263,7 @@ fn doctor_on_the_stock_kernel_finds_no_iommufd() {
         &format!("{p} doctor 00:10.0 --json; echo \"## doctor rc=$?\""),
     );
     let doctor = &json_lines(&out.output)[0];
-    assert_eq!(marked_rc(&out.output, "doctor"), 2, "{doctor:#}");
+    assert_eq!(marked_rc(&out.output, "doctor"), 4, "{doctor:#}");
     let iommufd = check(doctor, "importers", "iommufd");
     assert_eq!(iommufd["status"], "fail", "{iommufd}");
     assert!(iommufd["fix"]

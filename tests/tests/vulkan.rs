@@ -182,8 +182,8 @@ fn lavapipe_failures_are_explained_and_leak_nothing() {
         .collect();
     assert_eq!(
         statuses,
-        ["2", "2"],
-        "both runs fail with the explained error (exit 2):\n{}",
+        ["3", "3"],
+        "both runs fail with the explained error (exit 3, could not run):\n{}",
         out.output
     );
     let lines = json_lines(&out.output);
@@ -271,7 +271,7 @@ fn nvidia_proprietary_driver_reports_the_missing_extension() {
         .output()
         .expect("vulkan_interop runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
     let r = only_json(&text);
     assert_eq!(r["device"]["index"], index, "{r:#}");
     assert_eq!(r["error"]["kind"], "dma_buf_import_unsupported", "{r:#}");

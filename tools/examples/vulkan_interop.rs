@@ -10,9 +10,11 @@
 //! The dma-buf is either a udmabuf this program creates and fills with a seeded
 //! pattern through its memfd, or a range of a vfio-pci BAR exported through
 //! `VFIO_DEVICE_FEATURE_DMA_BUF` (filled with the pattern through the VFIO region
-//! mmap first). Exit status: 0 verified, 1 bytes differ, 2 an error (explained).
-//! `--json` prints one JSON object on stdout, including the process's fd count
-//! before and after (everything is dropped before the second count).
+//! mmap first). Exit status as every peerdma tool (`peerdma_tools::exit`): 0 verified,
+//! 1 bytes differ, 2 usage, 3 could not run (explained). `--json` prints one JSON object
+//! on stdout for every outcome (on failure with `error: {kind, message, fix}` beside
+//! what was found), including the process's fd count before and after (everything is
+//! dropped before the second count).
 
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -20,13 +22,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use peerdma_exporter::{Bdf, Device, DmaRange};
 use peerdma_importer::udmabuf::Udmabuf;
 use peerdma_importer::vulkan::{
     dma_buf_fdinfo, version_string, vk, BufferResource, CopyRegion, CopyTiming, DeviceSelector,
     LinearImageLayout, LogicalDevice, OwnBuffer, PhysicalDeviceInfo, Vulkan, VulkanError,
 };
+use peerdma_tools::exit::Exit;
+use peerdma_tools::failure::Failure;
 use peerdma_tools::size::{human, parse_range, parse_size};
 use serde_json::{json, Value};
 
@@ -420,6 +424,11 @@ fn mib_s(v: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// A duration in milliseconds, as a person reads it: `117.8 ms`.
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
 fn ns(v: &Value, key: &str) -> Option<Duration> {
     v.get(key).and_then(Value::as_u64).map(Duration::from_nanos)
 }
@@ -456,10 +465,13 @@ fn print_text(r: &serde_json::Map<String, Value>) {
     }
     if let Some(c) = r.get("copy") {
         println!(
-            "copy:    imported -> device-local {} in {:?} (gpu {:?}): {}",
+            "copy:    imported -> device-local {} in {} ({}): {}",
             human(c["bytes"].as_u64().unwrap_or(0)),
-            ns(c, "wall_ns").unwrap_or_default(),
-            ns(c, "gpu_ns"),
+            ms(ns(c, "wall_ns").unwrap_or_default()),
+            match ns(c, "gpu_ns") {
+                Some(gpu) => format!("{} on the GPU", ms(gpu)),
+                None => "the GPU has no timestamps".to_string(),
+            },
             mib_s(c)
         );
     }
@@ -499,14 +511,18 @@ fn print_text(r: &serde_json::Map<String, Value>) {
 
 fn main() -> ExitCode {
     peerdma_tools::cli::default_sigpipe();
-    let args = Args::parse();
+    let json = std::env::args_os().any(|a| a == "--json");
+    let args = match Args::command()
+        .try_get_matches()
+        .and_then(|m| Args::from_arg_matches(&m))
+    {
+        Ok(args) => args,
+        Err(e) => return peerdma_tools::failure::clap_exit(e, json),
+    };
     if args.list {
         return match list(args.json) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("vulkan_interop: {e:#}");
-                ExitCode::from(2)
-            }
+            Err(e) => failure(&e).report("vulkan_interop", args.json).into(),
         };
     }
     let fds_before = fd_count();
@@ -522,29 +538,38 @@ fn main() -> ExitCode {
     r.insert("fds_after".into(), json!(fds_after));
     let ok = result.is_ok() && out.verified == Some(true);
     r.insert("ok".into(), json!(ok));
+    r.insert("verified".into(), json!(out.verified));
     if let Err(e) = &result {
-        let kind = e
-            .chain()
-            .find_map(|c| c.downcast_ref::<VulkanError>())
-            .map(VulkanError::kind)
-            .unwrap_or("other");
-        r.insert(
-            "error".into(),
-            json!({"kind": kind, "message": format!("{e:#}")}),
-        );
+        // The error object beside what was found, in the shape every tool uses.
+        let mut f = failure(e);
+        f.details = r;
+        if !args.json {
+            print_text(&f.details);
+            println!("fds:     {fds_before} before, {fds_after} after");
+        }
+        return f.report("vulkan_interop", args.json).into();
     }
     if args.json {
         println!("{}", Value::Object(r));
     } else {
         print_text(&r);
         println!("fds:     {fds_before} before, {fds_after} after");
-        if let Err(e) = &result {
-            eprintln!("vulkan_interop: {e:#}");
-        }
     }
-    match (result, out.verified) {
-        (Err(_), _) => ExitCode::from(2),
-        (Ok(()), Some(true)) => ExitCode::SUCCESS,
-        _ => ExitCode::from(1),
+    match out.verified {
+        Some(true) => ExitCode::SUCCESS,
+        _ => Exit::DataDiffers.into(),
     }
+}
+
+/// A failure with the Vulkan error's kind where the chain has one.
+fn failure(e: &anyhow::Error) -> Failure {
+    let mut f = Failure::from_error(e);
+    if let Some(kind) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<VulkanError>())
+        .map(VulkanError::kind)
+    {
+        f.kind = kind.to_string();
+    }
+    f
 }

@@ -2,10 +2,13 @@
 
 #![deny(unsafe_code)]
 
+pub mod args;
 pub mod buffer_state;
 #[allow(unsafe_code)] // SIGPIPE's default disposition (one call)
 pub mod cli;
 pub mod doctor;
+pub mod exit;
+pub mod failure;
 pub mod fix;
 pub mod install;
 pub mod p2pcopy;

@@ -458,3 +458,26 @@ pub enum EngineError {
         engine: String,
     },
 }
+
+impl EngineError {
+    /// A stable, machine-readable name for this error: the variant in snake_case
+    /// (`not_landed`, `mapping_unusable`), or the NVMe driver's, exporter's or
+    /// importer's own kind for theirs. Kinds are never renamed.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::AddressOverMask { .. } => "address_over_mask",
+            EngineError::BufferBounds { .. } => "buffer_bounds",
+            EngineError::Device { source, .. } => source.kind(),
+            EngineError::Iommufd { source, .. } => source.kind(),
+            EngineError::MappingUnusable { .. } => "mapping_unusable",
+            EngineError::NoDriver { .. } => "no_driver",
+            EngineError::NotEdu { .. } => "not_edu",
+            EngineError::NotLanded { .. } => "not_landed",
+            EngineError::Nvme(e) => e.kind(),
+            EngineError::Timeout { .. } => "engine_timeout",
+            EngineError::TooLong { .. } => "too_long",
+            EngineError::Unsupported { .. } => "unsupported",
+            EngineError::ZeroLength { .. } => "zero_length",
+        }
+    }
+}

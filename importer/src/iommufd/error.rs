@@ -464,6 +464,37 @@ pub(crate) fn map_fix(errno: Errno) -> &'static str {
     }
 }
 
+impl Error {
+    /// A stable, machine-readable name for this error: the variant in snake_case
+    /// (`dma_buf_revoked`, `iova_overlap`), for scripts that branch on the kind of
+    /// failure instead of parsing the message. Kinds are never renamed.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Attach { .. } => "attach",
+            Error::BarBeyondIommu { .. } => "bar_beyond_iommu",
+            Error::DmaBufForeign { .. } => "dma_buf_foreign",
+            Error::DmaBufMultiRange { .. } => "dma_buf_multi_range",
+            Error::DmaBufRevoked { .. } => "dma_buf_revoked",
+            Error::DmaBufSpan { .. } => "dma_buf_span",
+            Error::DeviceNotCdev { .. } => "device_not_cdev",
+            Error::DifferentIommufd { .. } => "different_iommufd",
+            Error::ExporterMismatch { .. } => "exporter_mismatch",
+            Error::UserBuffer { .. } => "user_buffer",
+            Error::UserBufferBounds { .. } => "user_buffer_bounds",
+            Error::Ioctl { .. } => "ioctl",
+            Error::IovaExhausted { .. } => "iova_exhausted",
+            Error::IovaOverLimit { .. } => "iova_over_limit",
+            Error::IovaOverlap { .. } => "iova_overlap",
+            Error::IovaOutsideRanges { .. } => "iova_outside_ranges",
+            Error::IovaUnaligned { .. } => "iova_unaligned",
+            Error::Map { .. } => "map",
+            Error::NoIommufd { .. } => "no_iommufd",
+            Error::OpenIommufd { .. } => "open_iommufd",
+            Error::ZeroLength => "zero_length",
+        }
+    }
+}
+
 #[cfg(test)]
 mod span_tests {
     use super::*;

@@ -29,6 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use peerdma_exporter::{AccessPath, Bdf};
 use peerdma_importer::engine::nvme::DataPointer;
 use peerdma_importer::engine::NvmeOptions;
+use peerdma_tools::failure::{usage, Failure};
 use peerdma_tools::p2pcopy::{
     self, CopyError, CopyRequest, EndpointSpec, PathChoice, Progress, RevokeTrigger, Side,
     SpanField, StorageReport, StorageRequest, Target, Unavailable,
@@ -44,6 +45,10 @@ enum Engine {
     #[value(alias = "iommufd")]
     Dma,
     /// An RDMA NIC, towards a peer named rdma://HOST:PORT (the peer runs --serve).
+    #[cfg_attr(
+        not(feature = "rdma"),
+        value(help = "An RDMA NIC [not built in: cargo install --path tools --features rdma]")
+    )]
     Rdma,
     /// The fastest available (today: cpu).
     Auto,
@@ -101,7 +106,9 @@ enum Access {
     about = "Copy between two PCI devices' BARs (named by BDF), verified, with throughput",
     after_help = "Also, as the only arguments: --completions SHELL prints a completion script \
                   (bash, zsh, fish, elvish, powershell); --man prints the man page, --man DIR \
-                  writes it into DIR."
+                  writes it into DIR.\n\nExit status: 0 verified (or not asked to), 1 the bytes \
+                  differ, 2 usage, 3 could not run. Under --json every outcome is one JSON \
+                  object on stdout; a failure is {\"error\":{\"kind\",\"message\",\"fix\"}, ...}."
 )]
 struct Cli {
     /// Source: a device's BAR (0000:01:00.0 or 01:00.0), an NVMe namespace
@@ -113,6 +120,10 @@ struct Cli {
     /// Receive over RDMA: expose the one target named, wait for one sender, check every
     /// byte.
     #[arg(long)]
+    #[cfg_attr(
+        not(feature = "rdma"),
+        arg(help = "Receive over RDMA [not built in: cargo install --path tools --features rdma]")
+    )]
     serve: bool,
     /// Address and port the receiver listens on (an address of the RDMA device's netdev).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:18520")]
@@ -142,10 +153,10 @@ struct Cli {
     #[arg(long, value_enum, default_value = "auto")]
     data_pointer: DataPointerArg,
     /// Source BAR (default: the largest exportable memory BAR).
-    #[arg(long)]
+    #[arg(long, value_parser = peerdma_tools::args::parse_bar)]
     src_bar: Option<u32>,
     /// Destination BAR (default: the largest exportable memory BAR).
-    #[arg(long)]
+    #[arg(long, value_parser = peerdma_tools::args::parse_bar)]
     dst_bar: Option<u32>,
     /// Offset into the source BAR (page-aligned; 4K/2M/1G suffixes and hex accepted).
     #[arg(long, value_parser = parse_size, default_value = "0")]
@@ -167,14 +178,14 @@ struct Cli {
     #[arg(long, value_enum, default_value = "auto")]
     engine: Engine,
     /// Fill the source with a seeded pattern and check every destination byte (default).
-    #[arg(long, overrides_with = "no_verify")]
+    #[arg(long, conflicts_with = "no_verify")]
     verify: bool,
     /// Skip the pattern fill and check.
     #[arg(long)]
     no_verify: bool,
     /// Pattern seed (default: a new one each run, so a destination that already holds
     /// an earlier run's bytes cannot pass; the report names the seed used).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_verify")]
     seed: Option<u64>,
     /// Allow a BAR that looks like registers (not prefetchable, a DMA engine's register
     /// BAR, MSI-X pages) as SRC or DST: only for a BAR you know is plain memory.
@@ -189,6 +200,10 @@ struct Cli {
     /// No progress bar, no summary (exit status only; errors still go to stderr).
     #[arg(long)]
     quiet: bool,
+    /// The long explanations in full (why a side is not peer to peer, each hop of the
+    /// route); without it each is said once, short.
+    #[arg(long, short = 'v')]
+    verbose: bool,
     /// Test hook: turn the source's memory decode off this many ms into the copy.
     #[arg(long, hide = true)]
     test_revoke_after_ms: Option<u64>,
@@ -198,6 +213,9 @@ struct Cli {
     /// The flags of [`SCOPED_FLAGS`] given on the command line (not defaulted).
     #[arg(skip)]
     given: Vec<&'static str>,
+    /// The pattern seed the copy used (given or drawn), once it is known.
+    #[arg(skip)]
+    used_seed: std::cell::OnceCell<u64>,
 }
 
 /// What kind of copy the command line asks for: the flags that apply differ.
@@ -260,7 +278,33 @@ const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
         &[CopyKind::Serve, CopyKind::Send],
         "an RDMA copy (--serve, or DST rdma://HOST:PORT)",
     ),
+    ("size", "--size", SENDS, SENDING),
+    ("chunk", "--chunk", SENDS, SENDING),
+    ("seed", "--seed", SENDS, SENDING),
+    (
+        "iterations",
+        "--iterations",
+        &[CopyKind::Local, CopyKind::Nvme],
+        "a copy on this host (an RDMA copy sends its span once)",
+    ),
+    (
+        "no_verify",
+        "--no-verify",
+        &[CopyKind::Local, CopyKind::Nvme],
+        "a copy on this host (over RDMA the receiver always checks every byte)",
+    ),
+    (
+        "verify",
+        "--verify",
+        &[CopyKind::Local, CopyKind::Nvme],
+        "a copy on this host (over RDMA the receiver always checks every byte)",
+    ),
 ];
+
+/// The kinds of copy that send bytes they chose (the receiver of an RDMA copy takes
+/// the sender's size, chunk and pattern).
+const SENDS: &[CopyKind] = &[CopyKind::Local, CopyKind::Nvme, CopyKind::Send];
+const SENDING: &str = "the sending side: on --serve the sender's choice is used";
 
 const NVME_ONLY: &str = "NVMe endpoints: a copy with an nvme:BDF[/NSID][@LBA] side (a BAR → BAR \
                          copy through an NVMe engine named by --via runs the engine with its \
@@ -279,15 +323,19 @@ fn given_flags(m: &ArgMatches) -> Vec<&'static str> {
 fn check_flags(given: &[&str], kind: CopyKind) -> Result<()> {
     for (id, flag, kinds, words) in SCOPED_FLAGS {
         if given.contains(id) && !kinds.contains(&kind) {
-            anyhow::bail!(
-                "{flag} only applies to {words}; this copy is {}: leave {flag} out",
-                match kind {
-                    CopyKind::Nvme => "a copy with an NVMe side",
-                    CopyKind::Local => "between BARs on this host, with no NVMe side",
-                    CopyKind::Serve => "the receiving end of an RDMA copy",
-                    CopyKind::Send => "the sending end of an RDMA copy",
-                }
-            );
+            return Err(usage(
+                "flag_not_applicable",
+                format!(
+                    "{flag} only applies to {words}; this copy is {}",
+                    match kind {
+                        CopyKind::Nvme => "a copy with an NVMe side",
+                        CopyKind::Local => "between BARs on this host, with no NVMe side",
+                        CopyKind::Serve => "the receiving end of an RDMA copy",
+                        CopyKind::Send => "the sending end of an RDMA copy",
+                    }
+                ),
+                Some(&format!("leave {flag} out")),
+            ));
         }
     }
     Ok(())
@@ -319,24 +367,91 @@ fn main() -> ExitCode {
     if let Some(status) = peerdma_tools::install::handle_generate_flags::<Cli>(&args) {
         return ExitCode::from(status as u8);
     }
-    let matches = Cli::command()
+    let json = args.iter().any(|a| a == "--json");
+    let matches = match Cli::command()
         .long_version(peerdma_tools::install::long_version())
-        .get_matches_from(args);
-    let mut cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)))
+    {
+        Ok(m) => m,
+        Err(e) => return peerdma_tools::failure::clap_exit(e, json),
     };
+    let (mut cli, matches) = matches;
     cli.given = given_flags(&matches);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if cli.json {
-                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
-            }
-            eprintln!("p2pcopy: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => failure(&cli, &e).report("p2pcopy", cli.json).into(),
     }
+}
+
+/// The failure `e` as p2pcopy reports it: the fix in its flags where it has them, and
+/// what the copy had done (sides, seed, bytes, the mismatch).
+fn failure(cli: &Cli, e: &anyhow::Error) -> Failure {
+    let mut f = Failure::from_error(e);
+    f = f.with("src", cli.src.to_string());
+    if let Some(dst) = &cli.dst {
+        f = f.with("dst", dst.to_string());
+    }
+    let Some(c) = e.downcast_ref::<CopyError>() else {
+        return f;
+    };
+    if let Some(flags) = advice(c, f.fix.as_deref()) {
+        f.fix = Some(flags);
+    }
+    let mut c = c;
+    if let CopyError::DmaFaulted { outcome, .. } = c {
+        c = outcome;
+    }
+    match c {
+        CopyError::Mismatch { first, count, .. } | CopyError::PeerMismatch { first, count, .. } => {
+            let detail = match c {
+                CopyError::Mismatch { detail, .. } => detail.as_deref(),
+                _ => None,
+            };
+            if let Some(seed) = cli.used_seed.get() {
+                // The library's message names the seed where its detail has it.
+                if detail.and_then(|d| d.seed).is_none() {
+                    f.message.push_str(&format!(" (pattern seed {seed})"));
+                }
+                f = f.with("seed", *seed);
+            }
+            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+            f = f.with("verified", false).with(
+                "mismatch",
+                serde_json::json!({
+                    "first_offset": first,
+                    "count": count,
+                    "expected": detail.map(|d| hex(&d.expected)),
+                    "actual": detail.map(|d| hex(&d.actual)),
+                    "expected_from": detail.map(|d| if d.seed.is_some() {
+                        "pattern"
+                    } else {
+                        "namespace-read-back"
+                    }),
+                }),
+            );
+        }
+        CopyError::FaultedAfterAll { .. } => {
+            f = f.with("verified", false);
+            if let Some(seed) = cli.used_seed.get() {
+                f = f.with("seed", *seed);
+            }
+        }
+        CopyError::Revoked {
+            done, total, bdf, ..
+        } => {
+            f = f
+                .with("verified", false)
+                .with("revoked", bdf.to_string())
+                .with("bytes_done", *done)
+                .with("bytes_total", *total);
+            if let Some(seed) = cli.used_seed.get() {
+                f = f.with("seed", *seed);
+            }
+        }
+        _ => {}
+    }
+    f
 }
 
 /// A throughput in the unit that suits it.
@@ -350,8 +465,9 @@ fn rate(gbps: f64) -> String {
     }
 }
 
-/// The flags that carry out a library error's fix.
-fn advice(e: &CopyError) -> Option<String> {
+/// The fix of a library error in p2pcopy's flags (`fix` is the library's own, in its
+/// words), said once; `None` where the library's fix needs no flag.
+fn advice(e: &CopyError, fix: Option<&str>) -> Option<String> {
     let side = |s: &Side| match s {
         Side::Src => "src",
         Side::Dst => "dst",
@@ -364,12 +480,17 @@ fn advice(e: &CopyError) -> Option<String> {
         CopyError::BarUnusable { .. } | CopyError::NoUsableBar { .. } => {
             "leave out --src-bar/--dst-bar to use the largest usable BAR".to_string()
         }
-        CopyError::Unaligned { field, .. } => match field {
-            SpanField::SrcOffset => "--src-offset",
-            SpanField::DstOffset => "--dst-offset",
-            SpanField::Size => "--size",
+        CopyError::Unaligned { field, .. } => {
+            let flag = match field {
+                SpanField::SrcOffset => "--src-offset",
+                SpanField::DstOffset => "--dst-offset",
+                SpanField::Size => "--size",
+            };
+            match fix {
+                Some(fix) => format!("{flag}: {fix}"),
+                None => flag.to_string(),
+            }
         }
-        .to_string(),
         CopyError::ZeroSize => "--size is 0; give e.g. --size 1M".to_string(),
         CopyError::RegisterBar { side: s, .. } => format!(
             "pick another BAR with --{}-bar, or --allow-register-bar if it is plain memory",
@@ -390,7 +511,9 @@ fn advice(e: &CopyError) -> Option<String> {
                     .to_string()
             }
             Unavailable::RdmaNotBuilt => {
-                "rebuild with `cargo build --features peerdma-tools/rdma`".to_string()
+                "reinstall with `cargo install --path tools --features rdma` (needs \
+                 libibverbs-dev and librdmacm-dev)"
+                    .to_string()
             }
             Unavailable::RemoteNeedsRdma => "use --engine rdma (or auto)".to_string(),
             Unavailable::NvmeNeedsIommufd => return None,
@@ -425,10 +548,14 @@ fn check_bar_flags(t: &Target, bar: Option<u32>, offset: u64, side: &str) -> Res
         Target::Nvme(_) => "an NVMe namespace: its start is the LBA, nvme:BDF[/NSID]@LBA",
         Target::Host => "host memory, allocated for the copy",
     };
-    anyhow::bail!(
-        "{flag} applies to a BAR side, but {} {t} is {how}; leave {flag} out",
-        side.to_uppercase()
-    )
+    Err(usage(
+        "flag_not_applicable",
+        format!(
+            "{flag} applies to a BAR side, but {} {t} is {how}",
+            side.to_uppercase()
+        ),
+        Some(&format!("leave {flag} out")),
+    ))
 }
 
 /// What the kernel log said about the engine's DMA during the copy.
@@ -454,11 +581,10 @@ fn fresh_seed() -> u64 {
     (nanos ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// A library error kept typed, so that the report can give its kind and its fix in
+/// p2pcopy's flags ([`failure`]).
 fn with_advice(e: CopyError) -> anyhow::Error {
-    match advice(&e) {
-        Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
-        None => e.into(),
-    }
+    e.into()
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -473,17 +599,32 @@ fn run(cli: &Cli) -> Result<()> {
     let (src, dst) = match (cli.serve, &cli.src, &cli.dst) {
         (true, End::Local(dst), None) => return rdma_cli::serve(cli, dst),
         (true, _, _) => {
-            anyhow::bail!("--serve takes one target, the destination (a BDF or `host`)")
+            return Err(usage(
+                "wrong_number_of_values",
+                "--serve takes one target, the destination",
+                Some("give one BDF or `host` after --serve"),
+            ))
         }
         (false, End::Local(src), Some(End::Remote(peer))) => return rdma_cli::send(cli, src, peer),
         (false, End::Local(src), Some(End::Local(dst))) => (src, dst),
-        (false, End::Remote(r), _) => anyhow::bail!(
-            "{r} names a receiver over RDMA: it can only be DST (the receiving host runs \
-             `p2pcopy --serve DST`)"
-        ),
-        (false, _, None) => anyhow::bail!("give SRC and DST (or --serve DST to receive over RDMA)"),
+        (false, End::Remote(r), _) => {
+            return Err(usage(
+                "remote_source",
+                format!("{r} names a receiver over RDMA: it can only be DST"),
+                Some("the receiving host runs `p2pcopy --serve DST`; give rdma://HOST:PORT as DST"),
+            ))
+        }
+        (false, _, None) => {
+            return Err(usage(
+                "missing_argument",
+                "DST is missing",
+                Some("give SRC and DST (or --serve DST to receive over RDMA)"),
+            ))
+        }
     };
-    let seed = cli.seed.unwrap_or_else(fresh_seed);
+    let seed = *cli
+        .used_seed
+        .get_or_init(|| cli.seed.unwrap_or_else(fresh_seed));
     let src = with_bar(src, cli.src_bar, cli.src_offset, "src")?;
     let dst = with_bar(dst, cli.dst_bar, cli.dst_offset, "dst")?;
     let revoke = match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
@@ -495,10 +636,12 @@ fn run(cli: &Cli) -> Result<()> {
         (Some(s), Some(d)) => (s.clone(), d.clone()),
         _ if p2pcopy::is_storage(&src, &dst) => {
             if matches!(cli.engine, Engine::Cpu | Engine::Rdma) {
-                anyhow::bail!(
+                return Err(usage(
+                    "engine_not_applicable",
                     "an NVMe side is read and written by the NVMe controller's own DMA, not \
-                     the CPU or a NIC (p2pcopy: use --engine auto or --engine dma)"
-                );
+                     the CPU or a NIC",
+                    Some("use --engine auto or --engine dma"),
+                ));
             }
             let req = StorageRequest {
                 src,
@@ -524,12 +667,13 @@ fn run(cli: &Cli) -> Result<()> {
             };
             return run_storage(cli, &req);
         }
-        _ => anyhow::bail!(
-            "cannot copy {} → {}: host memory pairs with an nvme: side only (p2pcopy: name \
-             two devices, or an nvme: namespace and a device or host)",
-            src,
-            dst
-        ),
+        _ => {
+            return Err(usage(
+                "unsupported_pair",
+                format!("cannot copy {src} → {dst}: host memory pairs with an nvme: side only"),
+                Some("name two devices, or an nvme: namespace and a device or host"),
+            ))
+        }
     };
     let req = CopyRequest {
         src: src_spec,
@@ -538,15 +682,20 @@ fn run(cli: &Cli) -> Result<()> {
         chunk: cli.chunk,
         iterations: cli.iterations,
         path: match (cli.engine, cli.via) {
-            (Engine::Cpu | Engine::Rdma, Some(via)) => anyhow::bail!(
-                "--via {via} names a DMA engine, but --engine {} does not use one: leave \
-                 --via out, or use --engine dma (or auto) with it",
-                if matches!(cli.engine, Engine::Cpu) {
-                    "cpu"
-                } else {
-                    "rdma"
-                }
-            ),
+            (Engine::Cpu | Engine::Rdma, Some(via)) => {
+                return Err(usage(
+                    "flag_not_applicable",
+                    format!(
+                        "--via {via} names a DMA engine, but --engine {} does not use one",
+                        if matches!(cli.engine, Engine::Cpu) {
+                            "cpu"
+                        } else {
+                            "rdma"
+                        }
+                    ),
+                    Some("leave --via out, or use --engine dma (or auto) with it"),
+                ))
+            }
             (Engine::Cpu, None) => PathChoice::CpuMmap,
             // Naming an engine asks for the DMA path, also under --engine auto.
             (Engine::Dma | Engine::Auto, Some(via)) => PathChoice::Dma { engine: Some(via) },
@@ -562,14 +711,16 @@ fn run(cli: &Cli) -> Result<()> {
         fault_dst: false,
     };
     let mut bar = Bar::new(cli);
+    let started = Instant::now();
     let result = p2pcopy::run(&req, &mut |p| bar.update(p));
+    let wall = started.elapsed().as_secs_f64();
     bar.finish();
     let report = result.map_err(with_advice)?;
     if cli.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", one_schema(serde_json::to_value(&report)?, wall));
     } else if !cli.quiet {
         println!(
-            "copied {} × {} from {} BAR{}+{:#x} to {} BAR{}+{:#x} {} in {:.3} s: {}{}",
+            "copied {} × {} from {} BAR{}+{:#x} to {} BAR{}+{:#x} {} in {}: {}{}",
             human(report.bytes),
             report.iterations,
             report.src.bdf,
@@ -582,7 +733,7 @@ fn run(cli: &Cli) -> Result<()> {
                 Some(engine) => format!("by DMA engine {engine} through iommufd"),
                 None => "by the CPU through the VFIO mmaps".to_string(),
             },
-            report.seconds,
+            timing(report.seconds, wall),
             rate(report.gbps),
             match (report.verified, report.seed) {
                 (Some(true), Some(seed)) =>
@@ -614,6 +765,65 @@ fn run(cli: &Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The time a summary gives: the copy alone (what the rate is computed from), and the
+/// whole command's when filling, checking and opening took noticeably longer.
+fn timing(copy: f64, wall: f64) -> String {
+    if wall >= copy * 1.5 && wall - copy >= 0.05 {
+        format!("{copy:.3} s of copying ({wall:.3} s in all, with opening, fill and check)")
+    } else {
+        format!("{copy:.3} s")
+    }
+}
+
+/// Every copy report in one schema: the keys of a BAR → BAR report and of a report
+/// with an NVMe or host side are the same (the ones a kind does not have are null),
+/// each side has its `kind` (`bar`, `nvme`, `host`), and `wall_seconds` is the whole
+/// command's time beside `seconds`, the copy's (fill and verify excluded).
+fn one_schema(mut v: serde_json::Value, wall: f64) -> serde_json::Value {
+    use serde_json::Value;
+    const KEYS: &[&str] = &[
+        "src",
+        "dst",
+        "engine",
+        "path",
+        "importer",
+        "engine_reason",
+        "via",
+        "bytes",
+        "iterations",
+        "seconds",
+        "wall_seconds",
+        "gbps",
+        "verified",
+        "seed",
+        "iommu_faults",
+        "route",
+        "iops",
+        "queue_depth",
+        "transfer_size",
+        "data_pointer",
+        "commands",
+        "latency",
+    ];
+    let Value::Object(obj) = &mut v else {
+        return v;
+    };
+    let storage = obj.contains_key("iops");
+    for side in ["src", "dst"] {
+        if let Some(Value::Object(s)) = obj.get_mut(side) {
+            s.entry("kind").or_insert_with(|| "bar".into());
+        }
+    }
+    if storage {
+        obj.entry("engine").or_insert_with(|| "nvme".into());
+    }
+    obj.insert("wall_seconds".into(), wall.into());
+    for k in KEYS {
+        obj.entry(*k).or_insert(Value::Null);
+    }
+    v
 }
 
 fn access_path(a: Access) -> AccessPath {
@@ -671,21 +881,23 @@ impl Bar {
 
 fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
     let mut bar = Bar::new(cli);
+    let started = Instant::now();
     let result = p2pcopy::run_storage(req, &mut |p| bar.update(p));
+    let wall = started.elapsed().as_secs_f64();
     bar.finish();
     let r: StorageReport = result.map_err(with_advice)?;
     if cli.json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", one_schema(serde_json::to_value(&r)?, wall));
     } else if !cli.quiet {
         println!(
-            "copied {} × {} from {} to {} by NVMe {} in {:.3} s: {}, {:.0} IOPS, QD {}, {} per \
+            "copied {} × {} from {} to {} by NVMe {} in {}: {}, {:.0} IOPS, QD {}, {} per \
              command, latency p50 {:.1} µs p99 {:.1} µs{}",
             human(r.bytes),
             r.iterations,
             r.src,
             r.dst,
             r.via,
-            r.seconds,
+            timing(r.seconds, wall),
             rate(r.gbps),
             r.iops,
             r.queue_depth,
@@ -719,7 +931,7 @@ mod rdma_cli {
     use std::io::Write as _;
     use std::time::Duration;
 
-    use anyhow::{bail, Result};
+    use anyhow::Result;
     use peerdma_tools::p2pcopy::rdma::{self, LocalSpec, RdmaReport, SendRequest, ServeRequest};
     use peerdma_tools::p2pcopy::EndpointSpec;
     use peerdma_tools::size::human;
@@ -741,16 +953,50 @@ mod rdma_cli {
                 offset: if src { cli.src_offset } else { cli.dst_offset },
             }),
             Target::Nvme(n) => {
-                bail!("{n}: an NVMe namespace is not an end of an RDMA copy (a BAR or host is)")
+                return Err(peerdma_tools::failure::usage(
+                    "unsupported_pair",
+                    format!("{n}: an NVMe namespace is not an end of an RDMA copy"),
+                    Some("name a BAR (a BDF) or host"),
+                ))
             }
         })
     }
 
-    fn print(cli: &Cli, r: &RdmaReport) -> Result<()> {
-        for why in &r.not_p2p {
-            eprintln!("p2pcopy: NOT peer-to-peer: {why}");
+    /// A long explanation, short: its first clause, unless --verbose.
+    fn short(cli: &Cli, why: &str) -> String {
+        if cli.verbose {
+            return why.to_string();
         }
+        match why.find([';', '(']) {
+            Some(at) if at > 20 => {
+                let more = if cli.json {
+                    "why: in the report"
+                } else {
+                    "--verbose says why"
+                };
+                format!("{} ({more})", why[..at].trim_end())
+            }
+            _ => why.to_string(),
+        }
+    }
+
+    /// The reasons a side was not peer to peer, each once, short unless --verbose.
+    fn not_p2p(cli: &Cli, r: &RdmaReport) -> Vec<String> {
+        let mut whys: Vec<String> = Vec::new();
+        for w in r.not_p2p.iter().map(|w| short(cli, w)) {
+            if !whys.contains(&w) {
+                whys.push(w);
+            }
+        }
+        whys
+    }
+
+    fn print(cli: &Cli, r: &RdmaReport) -> Result<()> {
         if cli.json {
+            // The report has the reasons in full; a person watching stderr gets them once.
+            for why in not_p2p(cli, r) {
+                eprintln!("p2pcopy: NOT peer-to-peer: {why}");
+            }
             println!("{}", serde_json::to_string(r)?);
         } else if !cli.quiet {
             let verb = if r.role == "sender" {
@@ -771,7 +1017,8 @@ mod rdma_cli {
                 rate(r.gbps),
             );
             if !r.not_p2p.is_empty() {
-                println!("path: NOT peer-to-peer: {}", r.not_p2p.join("; "));
+                let whys = not_p2p(cli, r);
+                println!("path: NOT peer-to-peer: {}", whys.join("; "));
             } else if r.peer_to_peer {
                 println!("path: peer-to-peer (the NICs read and write the device memory directly)");
             } else {
@@ -811,7 +1058,9 @@ mod rdma_cli {
             src: local(cli, src, true)?,
             peer: rdma::parse_peer(peer).map_err(with_advice)?,
             size: cli.size,
-            seed: cli.seed.unwrap_or_else(super::fresh_seed),
+            seed: *cli
+                .used_seed
+                .get_or_init(|| cli.seed.unwrap_or_else(super::fresh_seed)),
             qps: cli.qps,
             msg_size: u32::try_from(cli.chunk).unwrap_or(u32::MAX),
             depth: cli.depth,
@@ -860,21 +1109,27 @@ mod tests {
             page: 4096,
             suggestions: vec![0, 4096],
         };
-        assert_eq!(advice(&unaligned).as_deref(), Some("--dst-offset"));
+        assert_eq!(
+            advice(&unaligned, Some("use 0x0 or 0x1000")).as_deref(),
+            Some("--dst-offset: use 0x0 or 0x1000")
+        );
         let via = CopyError::PathUnavailable {
             path: "dma",
             why: Unavailable::EngineIsEndpoint {
                 engine: "00:11.0".parse().unwrap(),
             },
         };
-        assert!(advice(&via)
+        assert!(advice(&via, None)
             .unwrap()
             .contains("--via 0000:00:11.0 is also SRC or DST"));
         let no_iommufd = CopyError::PathUnavailable {
             path: "dma",
             why: Unavailable::NoIommufd,
         };
-        assert_eq!(advice(&no_iommufd).as_deref(), Some("use --engine cpu"));
+        assert_eq!(
+            advice(&no_iommufd, None).as_deref(),
+            Some("use --engine cpu")
+        );
         let small = CopyError::BarTooSmall {
             bdf: "00:10.0".parse().unwrap(),
             side: Side::Src,
@@ -883,13 +1138,13 @@ mod tests {
             offset: 0,
             size: 2 << 20,
         };
-        assert!(advice(&small).unwrap().contains("--src-bar"));
-        assert!(advice(&CopyError::Mismatch {
+        assert!(advice(&small, None).unwrap().contains("--src-bar"));
+        let mismatch = CopyError::Mismatch {
             first: 0,
             count: 1,
             detail: None,
-        })
-        .is_none());
+        };
+        assert!(advice(&mismatch, None).is_none());
     }
 
     #[test]
@@ -1059,6 +1314,100 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn a_failed_verification_says_the_seed_and_the_first_differing_offset() {
+        let cli = parse(&["00:10.0", "00:11.0", "--json"]);
+        cli.used_seed.set(0x5eed).unwrap();
+        let e = anyhow::Error::from(CopyError::Mismatch {
+            first: 0x2000,
+            count: 3,
+            detail: None,
+        });
+        let f = failure(&cli, &e);
+        assert_eq!(f.exit, peerdma_tools::exit::Exit::DataDiffers);
+        assert!(
+            f.message.contains("0x2000") && f.message.contains("seed 24301"),
+            "{}",
+            f.message
+        );
+        let j = f.to_json();
+        assert_eq!(j["error"]["kind"], "mismatch");
+        assert_eq!(j["verified"], false);
+        assert_eq!(j["seed"], 0x5eed);
+        assert_eq!(j["mismatch"]["first_offset"], 0x2000);
+        assert_eq!(j["mismatch"]["count"], 3);
+        // With the bytes at the first difference: the seed said once, the bytes in the
+        // text and the JSON.
+        let e = anyhow::Error::from(CopyError::Mismatch {
+            first: 0x2000,
+            count: 3,
+            detail: Some(Box::new(peerdma_tools::p2pcopy::MismatchDetail {
+                seed: Some(0x5eed),
+                expected: vec![0x12, 0x34],
+                actual: vec![0xed, 0xcb],
+            })),
+        });
+        let f = failure(&cli, &e);
+        assert_eq!(f.message.matches("seed").count(), 1, "{}", f.message);
+        assert!(
+            f.message.contains("expected 12 34, found ed cb"),
+            "{}",
+            f.message
+        );
+        let j = f.to_json();
+        assert_eq!(j["mismatch"]["expected"], "1234");
+        assert_eq!(j["mismatch"]["actual"], "edcb");
+        assert_eq!(j["mismatch"]["expected_from"], "pattern");
+        assert_eq!(j["src"], "0000:00:10.0");
+        // A revoke keeps what was done: bytes, seed, the device revoked.
+        let e = anyhow::Error::from(CopyError::Revoked {
+            bdf: "00:10.0".parse().unwrap(),
+            done: 16 << 20,
+            total: 64 << 20,
+            why: "memory decode is off".into(),
+        });
+        let j = failure(&cli, &e).to_json();
+        assert_eq!(j["error"]["kind"], "revoked");
+        assert_eq!(j["bytes_done"], 16u64 << 20);
+        assert_eq!(j["bytes_total"], 64u64 << 20);
+        assert_eq!(j["seed"], 0x5eed);
+        // The library's fix and p2pcopy's flags are one fix, not two.
+        let e = anyhow::Error::from(CopyError::ZeroIterations);
+        let f = failure(&cli, &e);
+        assert_eq!(f.fix.as_deref(), Some("give --iterations 1 or more"));
+        assert!(!f.text("p2pcopy").contains("(p2pcopy:"));
+    }
+
+    #[test]
+    fn the_time_says_what_it_covers_and_reports_share_one_schema() {
+        assert_eq!(timing(0.5, 0.52), "0.500 s");
+        let t = timing(0.014, 6.2);
+        assert!(
+            t.starts_with("0.014 s of copying") && t.contains("6.200 s in all"),
+            "{t}"
+        );
+        let bar = one_schema(
+            serde_json::json!({"src": {"bdf": "a"}, "dst": {"bdf": "b"}, "engine": "cpu",
+                               "seconds": 0.1}),
+            0.3,
+        );
+        let nvme = one_schema(
+            serde_json::json!({"src": {"kind": "nvme"}, "dst": {"kind": "bar"}, "iops": 1.0,
+                               "seconds": 0.1}),
+            0.3,
+        );
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&bar), keys(&nvme));
+        assert_eq!(bar["src"]["kind"], "bar");
+        assert_eq!(nvme["engine"], "nvme");
+        assert_eq!(bar["wall_seconds"], 0.3);
+        assert!(bar["iops"].is_null());
     }
 
     #[test]

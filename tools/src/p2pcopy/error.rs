@@ -390,3 +390,66 @@ fn suggest(values: &[u64]) -> String {
         [a, b, ..] => format!("use {a:#x} or {b:#x}"),
     }
 }
+
+impl Unavailable {
+    /// A stable, machine-readable name for the reason (`no_iommufd`, `no_engine`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Unavailable::NoIommufd | Unavailable::NvmeNeedsIommufd => "no_iommufd",
+            Unavailable::EngineIsEndpoint { .. } => "engine_is_endpoint",
+            Unavailable::NoEngine => "no_engine",
+            Unavailable::RdmaNeedsPeer => "rdma_needs_peer",
+            Unavailable::RdmaNotBuilt => "rdma_not_built",
+            Unavailable::RemoteNeedsRdma => "remote_needs_rdma",
+        }
+    }
+}
+
+impl CopyError {
+    /// A stable, machine-readable name for this failure, for scripts that branch on it
+    /// instead of parsing the message: the variant in snake_case (`bar_too_small`,
+    /// `mismatch`, `revoked`), the exporter's or importer's own kind for their errors
+    /// (`no_such_device`, `dma_buf_revoked`), and the reason for an unavailable path
+    /// (`no_iommufd`). Kinds are never renamed; new variants add new kinds.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CopyError::BarTooSmall { .. } => "bar_too_small",
+            CopyError::BarUnusable { .. } => "bar_unusable",
+            CopyError::Mismatch { .. } => "mismatch",
+            CopyError::NoUsableBar { .. } => "no_usable_bar",
+            CopyError::PathUnavailable { why, .. } => why.kind(),
+            CopyError::Engine(e) => e.kind(),
+            CopyError::DmaFaulted { .. } => "dma_faulted",
+            CopyError::FaultedAfterAll { .. } => "faulted_after_all",
+            CopyError::Exporter(e) => e.kind(),
+            CopyError::Importer(e) => e.kind(),
+            CopyError::Revoked { .. } => "revoked",
+            CopyError::NotNvme { .. } => "not_nvme",
+            CopyError::StorageSides { .. } => "storage_sides",
+            CopyError::SameDevice { .. } => "same_device",
+            CopyError::Unaligned { .. } => "unaligned",
+            CopyError::RegisterBar { .. } => "register_bar",
+            CopyError::BadPeer { .. } => "bad_peer",
+            CopyError::PeerMismatch { .. } => "peer_mismatch",
+            CopyError::PeerFailed { .. } => "peer_failed",
+            #[cfg(feature = "rdma")]
+            CopyError::Rdma(..) => "rdma",
+            CopyError::ZeroIterations => "zero_iterations",
+            CopyError::ZeroSize => "zero_size",
+            CopyError::NoRoom { .. } => "no_room",
+        }
+    }
+
+    /// Whether the copy ran and the destination holds other bytes than the source
+    /// sent, or cannot be trusted to hold them (the IOMMU refused some of the engine's
+    /// DMA), as opposed to a copy that could not run or stopped.
+    pub fn data_differs(&self) -> bool {
+        match self {
+            CopyError::Mismatch { .. }
+            | CopyError::PeerMismatch { .. }
+            | CopyError::FaultedAfterAll { .. } => true,
+            CopyError::DmaFaulted { outcome, .. } => outcome.data_differs(),
+            _ => false,
+        }
+    }
+}

@@ -396,6 +396,31 @@ pub enum NvmeError {
     },
 }
 
+impl NvmeError {
+    /// A stable, machine-readable name for this error: `nvme_` and the variant in
+    /// snake_case (`nvme_metadata`, `nvme_command_timeout`), or the exporter's or
+    /// importer's own kind for theirs. Kinds are never renamed.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NvmeError::Command { .. } => "nvme_command",
+            NvmeError::CommandTimeout { .. } => "nvme_command_timeout",
+            NvmeError::Device { source, .. } => source.kind(),
+            NvmeError::Fatal { .. } => "nvme_fatal",
+            NvmeError::Iommufd { source, .. } => source.kind(),
+            NvmeError::IovaBeyondReach { .. } => "nvme_iova_beyond_reach",
+            NvmeError::Metadata { .. } => "nvme_metadata",
+            NvmeError::NotBlockMultiple { .. } => "nvme_not_block_multiple",
+            NvmeError::NoNamespace { .. } => "nvme_no_namespace",
+            NvmeError::NotNvme { .. } => "not_nvme",
+            NvmeError::OutOfRange { .. } => "nvme_out_of_range",
+            NvmeError::ReadyTimeout { .. } => "nvme_ready_timeout",
+            NvmeError::Revoked { .. } => "nvme_revoked",
+            NvmeError::Stopped { .. } => "nvme_stopped",
+            NvmeError::Unsupported { .. } => "nvme_unsupported",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

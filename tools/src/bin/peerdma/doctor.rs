@@ -1,24 +1,22 @@
 //! `peerdma doctor [BDF...]`: read-only checks of what peer-to-peer DMA over dma-buf
 //! needs here, each with pass/fail and the fix (`peerdma_tools::doctor`).
 
-use std::process::ExitCode;
-
-use anyhow::Result;
 use peerdma_exporter::kernel::HostPaths;
 use peerdma_exporter::{Bdf, HostCpu};
 use peerdma_tools::doctor;
+use peerdma_tools::exit::Exit;
 
-/// Runs the checks; exit status 2 when any failed.
-pub fn run(bdfs: &[Bdf], json: bool) -> Result<ExitCode> {
+/// Runs the checks; [`Exit::ChecksFailed`] (4) when any failed.
+pub fn run(bdfs: &[Bdf], json: bool) -> Exit {
     let report = doctor::run(&HostPaths::system(), bdfs, HostCpu::system());
     if json {
         crate::print_json(&report.to_json());
     } else {
         print!("{}", report.to_text());
     }
-    Ok(if report.failed() {
-        ExitCode::from(2)
+    if report.failed() {
+        Exit::ChecksFailed
     } else {
-        ExitCode::SUCCESS
-    })
+        Exit::Ok
+    }
 }

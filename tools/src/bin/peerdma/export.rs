@@ -22,8 +22,8 @@ const KERNEL_POLL: Duration = Duration::from_millis(200);
 pub struct ExportArgs {
     /// The device (0000:01:00.0 or 01:00.0).
     bdf: Bdf,
-    /// The BAR (region index 0 to 5).
-    #[arg(long)]
+    /// The BAR: 0 to 5 (or BAR0 to BAR5).
+    #[arg(long, value_parser = peerdma_tools::args::parse_bar)]
     bar: u32,
     /// OFFSET:LENGTH inside the BAR (sizes take 4K/2M/1G suffixes or hex); repeat for more ranges.
     #[arg(long = "range", value_parser = parse_range, required = true)]
@@ -78,7 +78,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let out = json!({
         "bdf": args.bdf.to_string(),
         "bar": args.bar,
-        "opened_via": format!("{:?}", device.opened_via()),
+        "opened_via": crate::regions::opened_via(device.opened_via()).0,
         "size": buf.size(),
         "ranges": ranges.iter().map(|r| json!({"offset": r.offset, "length": r.length})).collect::<Vec<_>>(),
         "exporter": info.exp_name,

@@ -16,12 +16,16 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_tools::failure::Failure;
 
 #[derive(Parser)]
 #[command(
     name = "peerdma",
     version,
-    about = "Peer-to-peer DMA between PCI devices over dma-buf: doctor, list, path, export, inspect"
+    about = "Peer-to-peer DMA between PCI devices over dma-buf: doctor, list, path, export, inspect",
+    after_help = "Exit status: 0 ok, 2 usage, 3 could not run, 4 doctor: a check failed. Under \
+                  --json every outcome is one JSON object on stdout; a failure is \
+                  {\"error\":{\"kind\",\"message\",\"fix\"}, ...}."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -111,6 +115,13 @@ enum Cmd {
         json: bool,
     },
     /// Export a BAR range and scan it out through a DRM driver (PRIME import + KMS).
+    #[cfg_attr(
+        not(feature = "drm"),
+        command(
+            about = "Export a BAR range and scan it out through a DRM driver [not built in: \
+                     cargo install --path tools --features drm]"
+        )
+    )]
     Show(show::ShowArgs),
 }
 
@@ -121,10 +132,16 @@ fn command() -> clap::Command {
 
 fn main() -> ExitCode {
     peerdma_tools::cli::default_sigpipe();
-    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+    // Under --json every outcome is one JSON object on stdout, usage errors included.
+    let json = std::env::args_os().any(|a| a == "--json");
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => return peerdma_tools::failure::clap_exit(e, json),
     };
+    let name = cli.command.name();
     let result: Result<()> = match cli.command {
         Cmd::Completions { shell } => {
             peerdma_tools::install::write_completions(command(), shell, &mut std::io::stdout());
@@ -141,10 +158,7 @@ fn main() -> ExitCode {
                 }
             })
             .map_err(Into::into),
-        Cmd::Doctor { bdfs, json } => match doctor::run(&bdfs, json) {
-            Ok(code) => return code,
-            Err(e) => Err(e),
-        },
+        Cmd::Doctor { bdfs, json } => return doctor::run(&bdfs, json).into(),
         Cmd::List { json, vfio } => list::run(json, vfio),
         Cmd::Regions { bdf, access, json } => regions::run(bdf, access.into(), json),
         Cmd::Export(args) => export::run(args),
@@ -154,9 +168,26 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("peerdma: error: {e:#}");
-            ExitCode::FAILURE
+        Err(e) => Failure::from_error(&e)
+            .with("command", name)
+            .report("peerdma", json)
+            .into(),
+    }
+}
+
+impl Cmd {
+    /// The subcommand's name, as the failure report gives it.
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::List { .. } => "list",
+            Cmd::Regions { .. } => "regions",
+            Cmd::Export(_) => "export",
+            Cmd::Inspect { .. } => "inspect",
+            Cmd::Doctor { .. } => "doctor",
+            Cmd::Completions { .. } => "completions",
+            Cmd::Man { .. } => "man",
+            Cmd::Path { .. } => "path",
+            Cmd::Show(_) => "show",
         }
     }
 }

@@ -20,25 +20,26 @@ fn cap_json(c: &RegionCap) -> Value {
     }
 }
 
-/// The access path in `--json` (stable: `Cdev`, `Group`) and in words.
-fn opened_via(v: OpenedVia) -> (&'static str, &'static str) {
+/// The access path in `--json` (`cdev`, `group`, as `--access` spells them) and in
+/// words.
+pub(crate) fn opened_via(v: OpenedVia) -> (&'static str, &'static str) {
     match v {
-        OpenedVia::Cdev => ("Cdev", "cdev + iommufd"),
-        OpenedVia::Group => ("Group", "group + container"),
+        OpenedVia::Cdev => ("cdev", "cdev + iommufd"),
+        OpenedVia::Group => ("group", "group + container"),
     }
 }
 
-/// dma-buf export support in `--json` (stable: `Supported`, `DriverLacksExport`,
-/// `KernelLacksFeature`) and in words.
+/// dma-buf export support in `--json` (`supported`, `driver_lacks_export`,
+/// `kernel_lacks_feature`) and in words.
 fn dma_buf_export(s: DmaBufSupport) -> (&'static str, &'static str) {
     match s {
-        DmaBufSupport::Supported => ("Supported", "supported"),
+        DmaBufSupport::Supported => ("supported", "supported"),
         DmaBufSupport::DriverLacksExport => (
-            "DriverLacksExport",
+            "driver_lacks_export",
             "no (the device's vfio driver does not offer it)",
         ),
         DmaBufSupport::KernelLacksFeature => (
-            "KernelLacksFeature",
+            "kernel_lacks_feature",
             "no (the kernel has no VFIO_DEVICE_FEATURE_DMA_BUF)",
         ),
     }
@@ -183,19 +184,20 @@ mod tests {
 
     #[test]
     fn human_output_uses_words_and_json_keeps_its_values() {
-        assert_eq!(opened_via(OpenedVia::Cdev), ("Cdev", "cdev + iommufd"));
-        assert_eq!(opened_via(OpenedVia::Group), ("Group", "group + container"));
+        assert_eq!(opened_via(OpenedVia::Cdev), ("cdev", "cdev + iommufd"));
+        assert_eq!(opened_via(OpenedVia::Group), ("group", "group + container"));
         assert_eq!(
             dma_buf_export(DmaBufSupport::Supported),
-            ("Supported", "supported")
+            ("supported", "supported")
         );
         for s in [
             DmaBufSupport::Supported,
             DmaBufSupport::DriverLacksExport,
             DmaBufSupport::KernelLacksFeature,
         ] {
-            // The JSON value is the variant's name, as before; the words are not.
-            assert_eq!(dma_buf_export(s).0, format!("{s:?}"));
+            // The JSON value is snake_case, never the Rust spelling.
+            let v = dma_buf_export(s).0;
+            assert!(v.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{v}");
             assert!(dma_buf_export(s).1.chars().next().unwrap().is_lowercase());
         }
         assert_eq!(cap_text(&RegionCap::MsixMappable), "MSI-X mappable");

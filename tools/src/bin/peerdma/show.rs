@@ -12,8 +12,8 @@ use peerdma_tools::size::parse_size;
 pub struct ShowArgs {
     /// The exporting device (0000:01:00.0 or 01:00.0).
     bdf: Bdf,
-    /// The BAR (region index 0 to 5).
-    #[arg(long)]
+    /// The BAR: 0 to 5 (or BAR0 to BAR5).
+    #[arg(long, value_parser = peerdma_tools::args::parse_bar)]
     bar: u32,
     /// Where the image starts inside the BAR (page-aligned; 4K/2M suffixes or hex).
     #[arg(long, default_value = "0", value_parser = parse_size)]
@@ -61,10 +61,12 @@ pub fn run(args: ShowArgs) -> Result<()> {
         args.access,
         args.json,
     );
-    anyhow::bail!(
-        "this peerdma was built without DRM support: build it with \
-         `cargo build --features peerdma-tools/drm`"
-    )
+    Err(peerdma_tools::failure::refusal(
+        "not_built",
+        "this peerdma was built without DRM support (peerdma show)",
+        Some("reinstall with `cargo install --path tools --features drm`"),
+        peerdma_tools::exit::Exit::CouldNotRun,
+    ))
 }
 
 /// Exports, imports, shows, and watches for revokes until told to stop.
