@@ -13,7 +13,10 @@ if [ -z "${PEERDMA_REFERENCE_KERNEL:-}" ] && [ -f ../shared/testbed/bzImage-7.2.
   export PEERDMA_REFERENCE_KERNEL="$PWD/../shared/testbed/bzImage-7.2.13-peerdma"
 fi
 echo "== building (release)" >&2
-cargo build --release --workspace --bins --quiet
+# The tools alone, then the testbed: a workspace build would turn on the testbed's
+# `testing` feature in the tools too; the main job runs them as they ship, without it.
+cargo build --release -p peerdma-tools --bins --quiet
+cargo build --release -p peerdma-testbed --bin peerdma-testbed --quiet
 bin="$PWD/target/release"
 exec "$bin/peerdma-testbed" run --devices ivshmem,ivshmem,edu,nvme \
   --nvme-image nvme0=pattern:7 "$@" -- /bin/sh -c "

@@ -15,7 +15,11 @@ export CARGO_TERM_COLOR=never
 # They run on the host's lavapipe: install it first (as root; else the commands are printed).
 # The `rdma` feature too (importer/src/rdma, p2pcopy's rdma engine and the rdma suite): it
 # links rdma-core, installed below with the rest of what its tests need.
-FEATURES=(--features peerdma-tools/vulkan,peerdma-tools/drm,peerdma-tools/rdma,peerdma-testbed/rdma)
+# The `testing` feature (the libraries' test hooks and p2pcopy's --test-revoke-after-*
+# flags, which the suites drive) is on too: the testbed crate turns it on for what it
+# depends on anyway; it is named here so the binaries the suites run in the guest
+# (workspace_bin: target/debug/p2pcopy) are built with it.
+FEATURES=(--features peerdma-tools/vulkan,peerdma-tools/drm,peerdma-tools/rdma,peerdma-tools/testing,peerdma-testbed/rdma)
 echo "== host packages for the rdma feature (rdma-core, perftest)"
 cargo build -p peerdma-testbed --bin peerdma-testbed --quiet
 target/debug/peerdma-testbed host-packages rdma
@@ -23,5 +27,7 @@ echo "== build (the end-to-end suites run these binaries inside the VM)"
 cargo build --workspace --bins --examples "${FEATURES[@]}" --quiet
 echo "== host packages for the Vulkan unit tests"
 target/debug/peerdma-testbed host-packages vulkan
+echo "== the tools without the testing feature: no test hook, no hidden flag"
+cargo test -p peerdma-tools --bin p2pcopy --quiet -- --exact tests::test_hooks_exist_only_with_the_testing_feature
 echo "== tests"
 cargo test --workspace "${FEATURES[@]}" --no-fail-fast -- --test-threads=1 "$@"

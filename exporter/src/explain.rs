@@ -17,8 +17,8 @@ pub(crate) fn dma_buf(errno: Errno) -> (&'static str, &'static str) {
             "the kernel refused the arguments: nr_ranges 0, flags not 0, a zero, unaligned or \
              out-of-BAR range, a total with bit 63 set, a BAR without a P2P provider, a short \
              argsz, or a cdev device fd not bound to an iommufd",
-            "export without skip_validation to learn which rule, and check that the BAR is a \
-             memory BAR the P2P core knows (CONFIG_PCI_P2PDMA)",
+            "check the ranges against the BAR (the library's own checks name the rule) and \
+             that the BAR is a memory BAR the P2P core knows (CONFIG_PCI_P2PDMA)",
         ),
         Errno::NODEV => (
             "the region is not a BAR vfio-pci claimed (ROM, config, VGA, an absent BAR), or the \

@@ -46,9 +46,22 @@ pub struct ExportOptions {
     /// Let ranges touch the MSI-X table/PBA pages even when the region does not
     /// advertise MSI-X mappable. A peer device can then write MSI-X vectors.
     pub allow_msix_overlap: bool,
-    /// Test-only: skip every check of this library and let the kernel decide, so
-    /// a test can prove that the kernel returns the errno the library predicts.
+    /// Test hook (feature `testing`): skip every check of this library and let the
+    /// kernel decide, so a test can prove that the kernel returns the errno the
+    /// library predicts.
+    #[cfg(feature = "testing")]
     pub skip_validation: bool,
+}
+
+impl ExportOptions {
+    /// Whether these options skip this library's checks: only the test hook
+    /// `skip_validation` (feature `testing`) does.
+    pub(crate) fn skips_validation(&self) -> bool {
+        #[cfg(feature = "testing")]
+        return self.skip_validation;
+        #[cfg(not(feature = "testing"))]
+        return false;
+    }
 }
 
 impl Default for ExportOptions {
@@ -56,6 +69,7 @@ impl Default for ExportOptions {
         Self {
             open_flags: OFlags::CLOEXEC | OFlags::RDWR,
             allow_msix_overlap: false,
+            #[cfg(feature = "testing")]
             skip_validation: false,
         }
     }
@@ -917,6 +931,8 @@ mod tests {
     fn default_options() {
         let o = ExportOptions::default();
         assert_eq!(o.open_flags, OFlags::CLOEXEC | OFlags::RDWR);
-        assert!(!o.allow_msix_overlap && !o.skip_validation);
+        assert!(!o.allow_msix_overlap);
+        #[cfg(feature = "testing")]
+        assert!(!o.skip_validation);
     }
 }

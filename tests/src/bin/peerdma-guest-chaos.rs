@@ -26,8 +26,9 @@ use peerdma_importer::engine::NvmeOptions;
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 use peerdma_testbed::rng::Rng;
+use peerdma_tools::p2pcopy::testing::{self, Alongside, Hooks};
 use peerdma_tools::p2pcopy::{
-    self, default_bar, Alongside, CopyError, CopyRequest, EndpointSpec, NvmeTarget, PathChoice,
+    self, default_bar, CopyError, CopyRequest, EndpointSpec, NvmeTarget, PathChoice,
     StorageRequest, Target,
 };
 use serde_json::{json, Value};
@@ -159,9 +160,10 @@ impl Chaos {
     /// The hook: revokes a random side at random intervals while the copy runs.
     fn run(&self, a: Alongside<'_>, max_interval_us: u64) {
         self.step.store(a.step, Ordering::Release);
-        while a.copying.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_micros(self.random(max_interval_us)));
-            if !a.copying.load(Ordering::Acquire) || self.budget.load(Ordering::Acquire) == 0 {
+        while a.copying() {
+            // A random pause, cut short when the copy ends.
+            let copying = a.wait_for(Duration::from_micros(self.random(max_interval_us)));
+            if !copying || self.budget.load(Ordering::Acquire) == 0 {
                 continue;
             }
             // A side whose device still has a kind of revoke not yet met goes first, so
@@ -237,13 +239,12 @@ fn copy(
     progress: &mut dyn FnMut(p2pcopy::Progress),
     hook: &(dyn Fn(Alongside<'_>) + Sync),
 ) -> Result<bool, CopyError> {
+    let hooks = Hooks::alongside(hook);
     match k.via {
-        Via::Path(path) => p2pcopy::run_alongside(&request(k, path, seed), progress, hook)
+        Via::Path(path) => testing::run(&request(k, path, seed), progress, &hooks)
             .map(|r| r.verified == Some(true)),
-        Via::NvmeEngine => {
-            p2pcopy::run_storage_alongside(&storage_request(k, seed), progress, hook)
-                .map(|r| r.verified == Some(true))
-        }
+        Via::NvmeEngine => testing::run_storage(&storage_request(k, seed), progress, &hooks)
+            .map(|r| r.verified == Some(true)),
     }
 }
 
@@ -360,9 +361,8 @@ fn run() -> Result<Value> {
         for k in &kinds {
             copy(k, 1, &mut |_| {}, &|a| {
                 let mut words = vec![format!("{}", a.step)];
-                while a.copying.load(Ordering::Acquire) {
+                while a.wait_for(Duration::from_millis(1)) {
                     words.push(String::from("warm"));
-                    std::thread::sleep(Duration::from_millis(1));
                 }
                 drop(words);
             })

@@ -21,9 +21,8 @@ use peerdma_importer::engine::{AttachedEngine, EngineOptions, NvmeOptions};
 use peerdma_importer::iommufd::{Access, Iommufd, Iova, UserBuffer};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
-use peerdma_tools::p2pcopy::{
-    self, EndpointSpec, NvmeTarget, RevokeTrigger, StorageRequest, Target,
-};
+use peerdma_tools::p2pcopy::testing::{self, Hooks, RevokeTrigger};
+use peerdma_tools::p2pcopy::{self, EndpointSpec, NvmeTarget, Side, StorageRequest, Target};
 
 fn request(nvme: Bdf, bar: Bdf) -> StorageRequest {
     StorageRequest {
@@ -58,7 +57,9 @@ fn run() -> Result<serde_json::Value> {
             lba,
         })
     };
-    let cases = || -> Vec<(&'static str, StorageRequest)> {
+    // Each case with the test hooks it runs with (none for most).
+    let none = Hooks::default;
+    let cases = || -> Vec<(&'static str, StorageRequest, Hooks<'static>)> {
         vec![
             (
                 "LBA range past the namespace",
@@ -66,6 +67,7 @@ fn run() -> Result<serde_json::Value> {
                     src: at(262_144 - 16),
                     ..request(nvme, bar)
                 },
+                none(),
             ),
             (
                 "size not a block multiple",
@@ -73,6 +75,7 @@ fn run() -> Result<serde_json::Value> {
                     size: Some(1000),
                     ..request(nvme, bar)
                 },
+                none(),
             ),
             (
                 "not an NVMe controller",
@@ -85,6 +88,7 @@ fn run() -> Result<serde_json::Value> {
                     dst: Target::Host,
                     ..request(nvme, bar)
                 },
+                none(),
             ),
             (
                 "namespace 2 (absent)",
@@ -96,14 +100,16 @@ fn run() -> Result<serde_json::Value> {
                     }),
                     ..request(nvme, bar)
                 },
+                none(),
             ),
             (
                 "revoked mid-stream",
                 StorageRequest {
                     size: Some(32 << 20),
-                    revoke_bar: Some(RevokeTrigger::AfterBytes(4 << 20)),
                     ..request(nvme, bar)
                 },
+                // The BAR is the destination of an NVMe read.
+                Hooks::revoke(Side::Dst, RevokeTrigger::AfterBytes(4 << 20)),
             ),
         ]
     };
@@ -114,8 +120,8 @@ fn run() -> Result<serde_json::Value> {
     for _round in 0..2 {
         p2pcopy::run_storage(&request(nvme, bar), &mut |_| {})?;
         errors.clear();
-        for (name, req) in cases() {
-            match p2pcopy::run_storage(&req, &mut |_| {}) {
+        for (name, req, hooks) in cases() {
+            match testing::run_storage(&req, &mut |_| {}, &hooks) {
                 Ok(r) => errors.push(serde_json::json!({"case": name, "error": null, "report": r})),
                 Err(e) => errors.push(serde_json::json!({"case": name, "error": e.to_string()})),
             }

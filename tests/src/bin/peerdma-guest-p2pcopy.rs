@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use peerdma_exporter::Bdf;
 use peerdma_testbed::manifest::Manifest;
-use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, PathChoice, RevokeTrigger};
+use peerdma_tools::p2pcopy::testing::{self, Hooks, RevokeTrigger};
+use peerdma_tools::p2pcopy::{CopyRequest, EndpointSpec, PathChoice, Side};
 
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 
@@ -31,9 +32,11 @@ fn run() -> Result<serde_json::Value> {
             .parse()?)
     };
     let (src, dst) = (bdf(&args[0])?, bdf(&args[1])?);
-    let cases = || -> Result<Vec<(&'static str, CopyRequest)>> {
+    // Each case with the test hooks it runs with (none for most).
+    let none = Hooks::default;
+    let cases = || -> Result<Vec<(&'static str, CopyRequest, Hooks<'static>)>> {
         Ok(vec![
-            ("same device", request(src, src)),
+            ("same device", request(src, src), none()),
             (
                 "unaligned",
                 CopyRequest {
@@ -43,6 +46,7 @@ fn run() -> Result<serde_json::Value> {
                     },
                     ..request(src, dst)
                 },
+                none(),
             ),
             (
                 "too big",
@@ -50,6 +54,7 @@ fn run() -> Result<serde_json::Value> {
                     size: Some(1 << 40),
                     ..request(src, dst)
                 },
+                none(),
             ),
             (
                 "absent BAR",
@@ -60,16 +65,17 @@ fn run() -> Result<serde_json::Value> {
                     },
                     ..request(src, dst)
                 },
+                none(),
             ),
-            ("unknown BDF", request("0000:0e:00.0".parse()?, dst)),
+            ("unknown BDF", request("0000:0e:00.0".parse()?, dst), none()),
             (
                 "revoked mid-copy",
                 CopyRequest {
                     size: Some(32 << 20),
                     chunk: 256 << 10,
-                    revoke_src: Some(RevokeTrigger::AfterBytes(8 << 20)),
                     ..request(src, dst)
                 },
+                Hooks::revoke(Side::Src, RevokeTrigger::AfterBytes(8 << 20)),
             ),
             (
                 // edu writes past the destination's mapping: the vIOMMU refuses every
@@ -79,9 +85,9 @@ fn run() -> Result<serde_json::Value> {
                     size: Some(8 << 10),
                     chunk: 4 << 10,
                     path: PathChoice::Dma { engine: None },
-                    fault_dst: true,
                     ..request(src, dst)
                 },
+                Hooks::fault_dst(),
             ),
         ])
     };
@@ -90,10 +96,10 @@ fn run() -> Result<serde_json::Value> {
     let mut errors = Vec::new();
     let mut counts = Vec::new();
     for _round in 0..2 {
-        p2pcopy::run(&request(src, dst), &mut |_| {})?;
+        testing::run(&request(src, dst), &mut |_| {}, &none())?;
         errors.clear();
-        for (name, req) in cases()? {
-            match p2pcopy::run(&req, &mut |_| {}) {
+        for (name, req, hooks) in cases()? {
+            match testing::run(&req, &mut |_| {}, &hooks) {
                 Ok(_) => errors.push(serde_json::json!({"case": name, "error": null})),
                 Err(e) => errors.push(serde_json::json!({"case": name, "error": e.to_string()})),
             }

@@ -31,8 +31,8 @@ use peerdma_importer::engine::nvme::DataPointer;
 use peerdma_importer::engine::NvmeOptions;
 use peerdma_tools::failure::{usage, Failure};
 use peerdma_tools::p2pcopy::{
-    self, CopyError, CopyRequest, EndpointSpec, PathChoice, Progress, RevokeTrigger, Side,
-    SpanField, StorageReport, StorageRequest, Target, Unavailable,
+    self, CopyError, CopyReport, CopyRequest, EndpointSpec, PathChoice, Progress, Side, SpanField,
+    StorageReport, StorageRequest, Target, Unavailable,
 };
 use peerdma_tools::size::{human, parse_size};
 
@@ -204,10 +204,14 @@ struct Cli {
     /// route); without it each is said once, short.
     #[arg(long, short = 'v')]
     verbose: bool,
-    /// Test hook: turn the source's memory decode off this many ms into the copy.
+    /// Test hook (feature `testing` only): turn the source's (on a storage copy: the
+    /// BAR side's) memory decode off this many ms into the copy.
+    #[cfg(feature = "testing")]
     #[arg(long, hide = true)]
     test_revoke_after_ms: Option<u64>,
-    /// Test hook: turn the source's memory decode off once this many bytes are copied.
+    /// Test hook (feature `testing` only): turn the source's (on a storage copy: the
+    /// BAR side's) memory decode off once this many bytes are copied.
+    #[cfg(feature = "testing")]
     #[arg(long, hide = true, value_parser = parse_size)]
     test_revoke_after_bytes: Option<u64>,
     /// The flags of [`SCOPED_FLAGS`] given on the command line (not defaulted).
@@ -627,11 +631,6 @@ fn run(cli: &Cli) -> Result<()> {
         .get_or_init(|| cli.seed.unwrap_or_else(fresh_seed));
     let src = with_bar(src, cli.src_bar, cli.src_offset, "src")?;
     let dst = with_bar(dst, cli.dst_bar, cli.dst_offset, "dst")?;
-    let revoke = match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
-        (Some(bytes), _) => Some(RevokeTrigger::AfterBytes(bytes)),
-        (None, Some(ms)) => Some(RevokeTrigger::After(Duration::from_millis(ms))),
-        (None, None) => None,
-    };
     let (src_spec, dst_spec) = match (src.bar(), dst.bar()) {
         (Some(s), Some(d)) => (s.clone(), d.clone()),
         _ if p2pcopy::is_storage(&src, &dst) => {
@@ -663,7 +662,6 @@ fn run(cli: &Cli) -> Result<()> {
                 seed,
                 allow_register_bars: cli.allow_register_bar,
                 access: access_path(cli.access),
-                revoke_bar: revoke,
             };
             return run_storage(cli, &req);
         }
@@ -707,12 +705,10 @@ fn run(cli: &Cli) -> Result<()> {
         seed,
         allow_register_bars: cli.allow_register_bar,
         access: access_path(cli.access),
-        revoke_src: revoke,
-        fault_dst: false,
     };
     let mut bar = Bar::new(cli);
     let started = Instant::now();
-    let result = p2pcopy::run(&req, &mut |p| bar.update(p));
+    let result = copy(cli, &req, &mut |p| bar.update(p));
     let wall = started.elapsed().as_secs_f64();
     bar.finish();
     let report = result.map_err(with_advice)?;
@@ -879,10 +875,58 @@ impl Bar {
     }
 }
 
+/// The copy, with the test hook the hidden flags ask for where the build has them.
+fn copy(
+    cli: &Cli,
+    req: &CopyRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CopyReport, CopyError> {
+    #[cfg(feature = "testing")]
+    return p2pcopy::testing::run(req, progress, &test_hooks(cli, Side::Src));
+    #[cfg(not(feature = "testing"))]
+    return {
+        let _ = cli;
+        p2pcopy::run(req, progress)
+    };
+}
+
+/// The storage copy, with the test hook the hidden flags ask for (on the BAR side) where
+/// the build has them.
+fn copy_storage(
+    cli: &Cli,
+    req: &StorageRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<StorageReport, CopyError> {
+    #[cfg(feature = "testing")]
+    return {
+        let bar_side = match req.src {
+            Target::Nvme(_) => Side::Dst,
+            _ => Side::Src,
+        };
+        p2pcopy::testing::run_storage(req, progress, &test_hooks(cli, bar_side))
+    };
+    #[cfg(not(feature = "testing"))]
+    return {
+        let _ = cli;
+        p2pcopy::run_storage(req, progress)
+    };
+}
+
+/// What `--test-revoke-after-{bytes,ms}` ask for: `side`'s decode turned off mid-copy.
+#[cfg(feature = "testing")]
+fn test_hooks(cli: &Cli, side: Side) -> p2pcopy::testing::Hooks<'static> {
+    use p2pcopy::testing::{Hooks, RevokeTrigger};
+    match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
+        (Some(bytes), _) => Hooks::revoke(side, RevokeTrigger::AfterBytes(bytes)),
+        (None, Some(ms)) => Hooks::revoke(side, RevokeTrigger::After(Duration::from_millis(ms))),
+        (None, None) => Hooks::default(),
+    }
+}
+
 fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
     let mut bar = Bar::new(cli);
     let started = Instant::now();
-    let result = p2pcopy::run_storage(req, &mut |p| bar.update(p));
+    let result = copy_storage(cli, req, &mut |p| bar.update(p));
     let wall = started.elapsed().as_secs_f64();
     bar.finish();
     let r: StorageReport = result.map_err(with_advice)?;
@@ -1100,6 +1144,41 @@ mod rdma_cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The test hooks' flags exist only in a build with the feature `testing`: without
+    /// it the parser refuses them, and neither --help nor any completion script can
+    /// name them. With it they parse and stay hidden. (`cargo test -p peerdma-tools`
+    /// checks the build without; the testbed's builds turn the feature on.)
+    #[test]
+    fn test_hooks_exist_only_with_the_testing_feature() {
+        let with = cfg!(feature = "testing");
+        let cmd = Cli::command();
+        for id in ["test_revoke_after_ms", "test_revoke_after_bytes"] {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == id);
+            assert_eq!(arg.is_some(), with, "{id}");
+            assert!(arg.is_none_or(|a| a.is_hide_set()), "{id} is hidden");
+        }
+        for flag in ["--test-revoke-after-ms", "--test-revoke-after-bytes"] {
+            let parsed = Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0", flag, "8"]);
+            assert_eq!(parsed.is_ok(), with, "{flag}");
+        }
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("--size") && !help.contains("test-revoke"),
+            "{help}"
+        );
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            peerdma_tools::install::write_completions(Cli::command(), shell, &mut script);
+            let script = String::from_utf8(script).unwrap();
+            assert!(script.contains("size"), "{shell}");
+            assert!(!script.contains("test-revoke"), "{shell}");
+        }
+    }
 
     #[test]
     fn library_fixes_get_the_flags_that_carry_them_out() {

@@ -111,7 +111,7 @@ pub struct Dma {
     dst_map: DmaBufMapping<DmaBuf>,
     engine: AttachedEngine,
     /// Added to every destination IOVA: 0, or the mapping's length for the
-    /// fault test hook ([`CopyRequest::fault_dst`](super::CopyRequest::fault_dst)).
+    /// fault test hook (`p2pcopy::testing::Hooks::fault_dst`, feature `testing`).
     dst_shift: u64,
 }
 
@@ -119,8 +119,7 @@ impl Dma {
     /// Opens the engine `engine` on a fresh iommufd, exports `size` bytes of
     /// each side's BAR at its offset as a single-range dma-buf, and maps them
     /// (source readable, destination writable) at guarded IOVAs under the
-    /// engine's DMA mask. `fault_dst` is the test hook that aims the engine's
-    /// writes just past the destination mapping, into its unmapped guard gap.
+    /// engine's DMA mask.
     ///
     /// # Errors
     ///
@@ -128,7 +127,13 @@ impl Dma {
     /// when the engine cannot be opened or attached; [`CopyError::Exporter`]
     /// when a span cannot be exported; [`CopyError::Importer`] when the
     /// iommufd cannot be opened or a span mapped.
-    pub fn open(
+    pub fn open(engine: Bdf, src: &Endpoint, dst: &Endpoint, size: u64) -> Result<Dma, CopyError> {
+        Dma::open_aimed(engine, src, dst, size, false)
+    }
+
+    /// [`Dma::open`], with `fault_dst` (only the test hook sets it) aiming the engine's
+    /// writes just past the destination mapping, into its unmapped guard gap.
+    pub(super) fn open_aimed(
         engine: Bdf,
         src: &Endpoint,
         dst: &Endpoint,

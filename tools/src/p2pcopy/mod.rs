@@ -20,13 +20,14 @@ mod proof;
 pub mod rdma;
 mod storage;
 mod target;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod verify;
 pub use verify::Verification;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{AccessPath, Device, HostCpu, OpenOptions, Sysfs};
+use peerdma_exporter::{AccessPath, HostCpu, OpenOptions, Sysfs};
 use serde::Serialize;
 
 pub use cpu_mmap::CpuMmap;
@@ -36,12 +37,52 @@ pub use error::{CopyError, MismatchDetail, SpanField, Unavailable};
 pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
 pub use proof::{Hop, IoasMapping, RouteProof};
 pub use storage::{
-    is_storage, run_storage, run_storage_alongside, Latency, StorageReport, StorageRequest,
-    TargetReport, DEFAULT_STORAGE_SIZE,
+    is_storage, run_storage, Latency, StorageReport, StorageRequest, TargetReport,
+    DEFAULT_STORAGE_SIZE,
 };
 pub use target::{NvmeTarget, Target, TargetParseError};
 
+#[cfg(not(feature = "testing"))]
+use no_hooks::{CopyWatch, Hooks};
+#[cfg(feature = "testing")]
+use testing::{CopyWatch, Hooks};
 use verify::GuardedMap;
+
+/// Without the feature `testing` a copy runs no test hook: these stand in for the
+/// hooks' plumbing ([`testing`](self) with the feature) and do nothing.
+#[cfg(not(feature = "testing"))]
+mod no_hooks {
+    use peerdma_exporter::Device;
+
+    /// No hooks.
+    #[derive(Default)]
+    pub(super) struct Hooks<'h>(std::marker::PhantomData<&'h ()>);
+
+    impl Hooks<'_> {
+        pub(super) fn faults_dst(&self) -> bool {
+            false
+        }
+
+        pub(super) fn spawn<'s, 'e: 's>(
+            &'e self,
+            _: &'s std::thread::Scope<'s, 'e>,
+            _: &'e Device,
+            _: &'e Device,
+            _: u64,
+            _: &'e CopyWatch,
+        ) {
+        }
+    }
+
+    /// Nobody watches.
+    #[derive(Default)]
+    pub(super) struct CopyWatch;
+
+    impl CopyWatch {
+        pub(super) fn progress(&self, _: u64) {}
+        pub(super) fn finish(&self) {}
+    }
+}
 
 /// A copy request.
 #[derive(Clone, Debug)]
@@ -69,22 +110,13 @@ pub struct CopyRequest {
     /// BAR, MSI-X pages) as endpoints anyway: only for a BAR known to be plain
     /// memory despite its flags.
     pub allow_register_bars: bool,
-    /// Test hook: another thread turns the source's memory decode off while the
-    /// copy runs (see [`RevokeTrigger`]).
-    pub revoke_src: Option<RevokeTrigger>,
-    /// Test hook: on a DMA path, the engine is given destination IOVAs just past the
-    /// destination's mapping, in the unmapped guard gap above it (so a copy of at most
-    /// the guard, 64 KiB, lands nowhere): every write faults in the IOMMU, nothing
-    /// arrives, and the copy fails with the faults as the cause
-    /// ([`CopyError::DmaFaulted`]). Ignored on the CPU path.
-    pub fault_dst: bool,
 }
 
 impl CopyRequest {
     /// A verified copy from `src` to `dst` with the pattern of `seed`, and what the
     /// `p2pcopy` command defaults to otherwise: as many bytes as both spans hold, 1 MiB
     /// steps, once, the path picked automatically, the access path picked
-    /// automatically, register BARs refused, no test hook.
+    /// automatically, register BARs refused.
     pub fn new(src: EndpointSpec, dst: EndpointSpec, seed: u64) -> CopyRequest {
         CopyRequest {
             src,
@@ -97,36 +129,8 @@ impl CopyRequest {
             seed,
             access: AccessPath::Auto,
             allow_register_bars: false,
-            revoke_src: None,
-            fault_dst: false,
         }
     }
-}
-
-/// When the test hook of [`CopyRequest::revoke_src`] revokes the source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RevokeTrigger {
-    /// This long after the copy starts (races the copy: a fast copy may finish first).
-    After(Duration),
-    /// As soon as this many bytes have been copied: the copy goes on while the other
-    /// thread turns decode off, so a copy longer than this always meets the revoke.
-    AfterBytes(u64),
-}
-
-/// What a hook that runs alongside a copy ([`run_alongside`]) is given: the two
-/// devices as the copy opened them (a VFIO cdev device opens once, so revokes that
-/// the copy must notice go through these), the copy's step, and whether the copy
-/// still runs.
-pub struct Alongside<'a> {
-    /// The source device.
-    pub src: &'a Device,
-    /// The destination device.
-    pub dst: &'a Device,
-    /// Bytes per step: between two progress reports at most this much moves.
-    pub step: u64,
-    /// True while the copy runs; the hook must return soon after it turns false
-    /// (the copy waits for it before it verifies).
-    pub copying: &'a AtomicBool,
 }
 
 /// One side in the report.
@@ -269,34 +273,13 @@ fn drive(
 /// [`CopyError::Mismatch`] when verification finds other bytes; and the
 /// exporter's, importer's, engine's and SIGBUS guard's errors.
 pub fn run(req: &CopyRequest, progress: &mut dyn FnMut(Progress)) -> Result<CopyReport, CopyError> {
-    run_inner(req, progress, None)
-}
-
-/// Runs a copy as [`run`] does, with `hook` running on another thread for as long
-/// as the bytes move (from the first step until the last, before verification):
-/// a test drives revokes, resets and power changes through [`Alongside`] while the
-/// copy runs.
-///
-/// A revoke that the copy did not meet (the devices were revoked and restored
-/// between two steps) is still reported: when verification then fails and either
-/// device's revoke generation moved during the copy, the error is
-/// [`CopyError::Revoked`] naming it, not a mismatch.
-///
-/// # Errors
-///
-/// As [`run`].
-pub fn run_alongside(
-    req: &CopyRequest,
-    progress: &mut dyn FnMut(Progress),
-    hook: &(dyn Fn(Alongside<'_>) + Sync),
-) -> Result<CopyReport, CopyError> {
-    run_inner(req, progress, Some(hook))
+    run_inner(req, progress, &Hooks::default())
 }
 
 fn run_inner(
     req: &CopyRequest,
     progress: &mut dyn FnMut(Progress),
-    hook: Option<&(dyn Fn(Alongside<'_>) + Sync)>,
+    hooks: &Hooks<'_>,
 ) -> Result<CopyReport, CopyError> {
     if req.src.bdf == req.dst.bdf {
         return Err(CopyError::SameDevice { bdf: req.src.bdf });
@@ -369,7 +352,13 @@ fn run_inner(
     // The DMA path (engine attached, both spans exported and mapped) is the last
     // check: it is set up before the first byte is written anywhere.
     let mut path: Box<dyn CopyPath + '_> = match chosen.engine {
-        Some(engine) => Box::new(Dma::open(engine, &src, &dst, size, req.fault_dst)?),
+        Some(engine) => Box::new(Dma::open_aimed(
+            engine,
+            &src,
+            &dst,
+            size,
+            hooks.faults_dst(),
+        )?),
         None => Box::new(CpuMmap::new(&src_map, &dst_map)),
     };
     if req.verify {
@@ -393,38 +382,12 @@ fn run_inner(
         Some(w) => w.explain(e),
         None => e,
     };
-    let copying = AtomicBool::new(true);
+    let watch = CopyWatch::default();
     let start = Instant::now();
     let elapsed = std::thread::scope(|s| -> Result<Duration, CopyError> {
-        if let Some(hook) = hook {
-            let sides = Alongside {
-                src: &src.device,
-                dst: &dst.device,
-                step,
-                copying: &copying,
-            };
-            s.spawn(move || hook(sides));
-        }
-        let (fire, fired) = std::sync::mpsc::channel::<()>();
-        if let Some(trigger) = req.revoke_src {
-            let device = &src.device;
-            s.spawn(move || {
-                match trigger {
-                    RevokeTrigger::After(after) => std::thread::sleep(after),
-                    // A closed channel (the copy ended first) also ends the wait.
-                    RevokeTrigger::AfterBytes(_) => drop(fired.recv()),
-                }
-                let _ = device.set_memory_decode(false);
-            });
-        }
-        let fire_at = match req.revoke_src {
-            Some(RevokeTrigger::AfterBytes(n)) => n,
-            _ => u64::MAX,
-        };
+        hooks.spawn(s, &src.device, &dst.device, step, &watch);
         let mut on_step = |p: Progress| {
-            if p.done >= fire_at {
-                let _ = fire.send(());
-            }
+            watch.progress(p.done);
             progress(p);
         };
         let revoked = |side, done, total| match side {
@@ -439,8 +402,7 @@ fn run_inner(
             &mut on_step,
             &revoked,
         );
-        drop(fire);
-        copying.store(false, Ordering::Release);
+        watch.finish();
         result?;
         Ok(start.elapsed())
     })

@@ -12,7 +12,6 @@
 //! - after a Write (of the seeded pattern), the drive range was poisoned before the timed
 //!   writes, and is read back into a poisoned host buffer that must hold the pattern.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use peerdma_exporter::{AccessPath, Bdf, DmaBuf, DmaRange, OpenOptions, RevokeState, Sysfs};
@@ -28,9 +27,7 @@ use super::faults::FaultWatch;
 use super::target::{NvmeTarget, Target};
 use super::verify::{GuardedMap, Verification};
 use super::MismatchDetail;
-use super::{
-    dma, page_align_check, verify, Alongside, CopyError, Endpoint, Progress, RevokeTrigger,
-};
+use super::{dma, page_align_check, verify, CopyError, CopyWatch, Endpoint, Hooks, Progress};
 use super::{Hop, IoasMapping, RouteProof, Side, SpanField, Unavailable};
 use peerdma_exporter::HostCpu;
 
@@ -66,8 +63,6 @@ pub struct StorageRequest {
     pub allow_register_bars: bool,
     /// VFIO access path for a BAR side.
     pub access: AccessPath,
-    /// Test hook: another thread turns the BAR side's memory decode off.
-    pub revoke_bar: Option<RevokeTrigger>,
 }
 
 impl StorageRequest {
@@ -75,7 +70,7 @@ impl StorageRequest {
     /// the pattern of `seed`, and what the `p2pcopy` command defaults to otherwise: the
     /// default size, 1 MiB progress steps, once, the driver's default queue depth,
     /// command size and timeout, the access path picked automatically, register BARs
-    /// refused, no test hook.
+    /// refused.
     pub fn new(src: Target, dst: Target, seed: u64) -> StorageRequest {
         StorageRequest {
             src,
@@ -88,7 +83,6 @@ impl StorageRequest {
             seed,
             allow_register_bars: false,
             access: AccessPath::Auto,
-            revoke_bar: None,
         }
     }
 }
@@ -336,30 +330,13 @@ pub fn run_storage(
     req: &StorageRequest,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<StorageReport, CopyError> {
-    run_storage_inner(req, progress, None)
+    run_storage_inner(req, progress, &Hooks::default())
 }
 
-/// Runs a storage copy as [`run_storage`] does, with `hook` running on another thread
-/// while the bytes move (a test revokes, resets and powers the devices through it). The
-/// hook's `src` and `dst` are the two sides' devices: the NVMe controller (the engine's
-/// own `Device`) and the BAR's. With host memory as the other side the hook does not run.
-/// A revoke of the controller ends the copy with [`CopyError::Revoked`] naming it.
-///
-/// # Errors
-///
-/// As [`run_storage`].
-pub fn run_storage_alongside(
+pub(super) fn run_storage_inner(
     req: &StorageRequest,
     progress: &mut dyn FnMut(Progress),
-    hook: &(dyn Fn(Alongside<'_>) + Sync),
-) -> Result<StorageReport, CopyError> {
-    run_storage_inner(req, progress, Some(hook))
-}
-
-fn run_storage_inner(
-    req: &StorageRequest,
-    progress: &mut dyn FnMut(Progress),
-    hook: Option<&(dyn Fn(Alongside<'_>) + Sync)>,
+    hooks: &Hooks<'_>,
 ) -> Result<StorageReport, CopyError> {
     let (nv, mem, dir) = match (&req.src, &req.dst) {
         (Target::Nvme(_), Target::Nvme(_))
@@ -556,35 +533,16 @@ fn run_storage_inner(
             nvme_err(e)
         }
     };
-    let copying = AtomicBool::new(true);
+    let watch = CopyWatch::default();
     let outcome = std::thread::scope(|s| -> Result<Duration, CopyError> {
-        let (fire, fired) = std::sync::mpsc::channel::<()>();
-        if let (Some(trigger), Some(device)) = (req.revoke_bar, bar_device) {
-            s.spawn(move || {
-                match trigger {
-                    RevokeTrigger::After(after) => std::thread::sleep(after),
-                    RevokeTrigger::AfterBytes(_) => drop(fired.recv()),
-                }
-                let _ = device.set_memory_decode(false);
-            });
-        }
-        if let (Some(hook), Some(bar)) = (hook, bar_device) {
+        // The hooks act on a BAR side; with host memory as the other side they do not run.
+        if let Some(bar) = bar_device {
             let (src, dst) = match dir {
                 Io::Read => (&controller, bar),
                 Io::Write => (bar, &controller),
             };
-            let sides = Alongside {
-                src,
-                dst,
-                step,
-                copying: &copying,
-            };
-            s.spawn(move || hook(sides));
+            hooks.spawn(s, src, dst, step, &watch);
         }
-        let fire_at = match req.revoke_bar {
-            Some(RevokeTrigger::AfterBytes(n)) => n,
-            _ => u64::MAX,
-        };
         let bs = u64::from(ns.block_size);
         let mut stream = || -> Result<Duration, CopyError> {
             let mut done = 0u64;
@@ -624,9 +582,7 @@ fn run_storage_inner(
                     r.map_err(|e| engine_err(e, acked))?;
                     off += n;
                     done += n;
-                    if done >= fire_at {
-                        let _ = fire.send(());
-                    }
+                    watch.progress(done);
                     progress(Progress { done, total });
                 }
             }
@@ -634,8 +590,7 @@ fn run_storage_inner(
         };
         let result = stream();
         // The hook ends once the copy does; the scope waits for it.
-        copying.store(false, Ordering::Release);
-        drop(fire);
+        watch.finish();
         result
     });
     let elapsed = outcome.map_err(|e| faults.explain(e))?;

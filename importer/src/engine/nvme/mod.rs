@@ -200,8 +200,9 @@ impl Nvme {
     /// Test hook for the timeout path: the next [`transfer`](Self::transfer) writes its
     /// commands into the submission queue but never rings the doorbell, so the controller
     /// never sees them and the transfer fails with [`NvmeError::CommandTimeout`] after the
-    /// command timeout (and recovers the controller, as every error does).
-    #[doc(hidden)]
+    /// command timeout (and recovers the controller, as every error does). Only with
+    /// the feature `testing`.
+    #[cfg(feature = "testing")]
     pub fn stall_next_transfer(&mut self) {
         self.stall_next = true;
     }
