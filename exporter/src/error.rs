@@ -22,7 +22,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong while opening a device, describing it, mapping
 /// it, exporting a dma-buf from it or driving its revoke lifecycle.
 ///
-/// Variants are sorted by name (a unit test keeps them so).
+/// Variants are sorted by name (`tests/tests/sorted_variants.rs` keeps them so).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -862,7 +862,9 @@ mod tests {
     #[test]
     fn each_kind_is_its_variant_in_snake_case() {
         let src = include_str!("error.rs");
-        for name in variants() {
+        let names = variants();
+        assert!(names.len() > 30, "the scan found {names:?}");
+        for name in names {
             let mut snake = String::new();
             for (i, c) in name.chars().enumerate() {
                 if c.is_ascii_uppercase() && i > 0 {
@@ -876,17 +878,5 @@ mod tests {
                 "{name}: no kind {snake:?}"
             );
         }
-    }
-
-    #[test]
-    fn variants_are_sorted_by_name() {
-        let names = variants();
-        assert!(names.len() > 30, "the scan found {names:?}");
-        for v in ["BarAbsent", "BdfParse", "Ioctl", "TooManyRanges"] {
-            assert!(names.iter().any(|n| n == v), "{v} not found in {names:?}");
-        }
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(names, sorted);
     }
 }

@@ -80,6 +80,30 @@ pub enum Error {
         limit: u64,
     },
 
+    /// The device is not on the cdev path, so it has no iommufd.
+    #[error(
+        "{bdf}: the device was opened through the VFIO group/container path and has no \
+         iommufd; fix: open it with AccessPath::Cdev (needs /dev/iommu and \
+         /dev/vfio/devices/vfioN)"
+    )]
+    DeviceNotCdev {
+        /// Device.
+        bdf: Bdf,
+    },
+
+    /// The device is bound to another iommufd than the IOAS belongs to.
+    #[error(
+        "{bdf}: the device is bound to a different iommufd than IOAS {ioas}'s; a device can \
+         attach only to an IOAS of the iommufd it was bound to; fix: build the Iommufd with \
+         Iommufd::of_device, or open the device with PassedFds::Iommufd(iommufd.try_clone_fd()?)"
+    )]
+    DifferentIommufd {
+        /// Device.
+        bdf: Bdf,
+        /// IOAS id.
+        ioas: u32,
+    },
+
     /// The dma-buf was not exported by vfio-pci. In 7.2 iommufd maps a
     /// dma-buf only through vfio-pci's private physical-address interface
     /// (peer2peer + revocable attach, single range); any other exporter
@@ -96,29 +120,6 @@ pub enum Error {
         exporter: Option<String>,
         /// Kernel's errno (EOPNOTSUPP).
         errno: Errno,
-    },
-
-    /// A dma-buf range that breaks one of MAP_FILE's rules, found before the kernel is
-    /// asked (it would say only EINVAL): the range is empty, its offset or length is
-    /// not a multiple of the page size, or it runs past the end of the buffer
-    /// (drivers/iommu/iommufd/ioas.c, io_pagetable.c).
-    #[error(
-        "IOMMU_IOAS_MAP_FILE of {len:#x} bytes at offset {offset:#x} of a {size:#x}-byte \
-         dma-buf: {rule} [kernel: EINVAL]; fix: {fix}",
-        rule = .rule.what(*.page),
-        fix = .rule.fix(*.page)
-    )]
-    DmaBufSpan {
-        /// The rule broken.
-        rule: SpanRule,
-        /// Offset asked for.
-        offset: u64,
-        /// Length asked for.
-        len: u64,
-        /// The buffer's size.
-        size: u64,
-        /// The page size the rules use.
-        page: u64,
     },
 
     /// The dma-buf has more than one range; 7.2 iommufd maps single-range
@@ -154,28 +155,27 @@ pub enum Error {
         errno: Errno,
     },
 
-    /// The device is not on the cdev path, so it has no iommufd.
+    /// A dma-buf range that breaks one of MAP_FILE's rules, found before the kernel is
+    /// asked (it would say only EINVAL): the range is empty, its offset or length is
+    /// not a multiple of the page size, or it runs past the end of the buffer
+    /// (drivers/iommu/iommufd/ioas.c, io_pagetable.c).
     #[error(
-        "{bdf}: the device was opened through the VFIO group/container path and has no \
-         iommufd; fix: open it with AccessPath::Cdev (needs /dev/iommu and \
-         /dev/vfio/devices/vfioN)"
+        "IOMMU_IOAS_MAP_FILE of {len:#x} bytes at offset {offset:#x} of a {size:#x}-byte \
+         dma-buf: {rule} [kernel: EINVAL]; fix: {fix}",
+        rule = .rule.what(*.page),
+        fix = .rule.fix(*.page)
     )]
-    DeviceNotCdev {
-        /// Device.
-        bdf: Bdf,
-    },
-
-    /// The device is bound to another iommufd than the IOAS belongs to.
-    #[error(
-        "{bdf}: the device is bound to a different iommufd than IOAS {ioas}'s; a device can \
-         attach only to an IOAS of the iommufd it was bound to; fix: build the Iommufd with \
-         Iommufd::of_device, or open the device with PassedFds::Iommufd(iommufd.try_clone_fd()?)"
-    )]
-    DifferentIommufd {
-        /// Device.
-        bdf: Bdf,
-        /// IOAS id.
-        ioas: u32,
+    DmaBufSpan {
+        /// The rule broken.
+        rule: SpanRule,
+        /// Offset asked for.
+        offset: u64,
+        /// Length asked for.
+        len: u64,
+        /// The buffer's size.
+        size: u64,
+        /// The page size the rules use.
+        page: u64,
     },
 
     /// The dma-buf given with an exporting device was exported by another device.
@@ -188,26 +188,6 @@ pub enum Error {
         buffer: Bdf,
         /// The device given.
         device: Bdf,
-    },
-
-    /// Anonymous memory for a host buffer could not be mapped.
-    #[error("mmap of a {len:#x}-byte host buffer failed: {errno}")]
-    UserBuffer {
-        /// Length asked for.
-        len: u64,
-        /// Kernel's errno.
-        errno: Errno,
-    },
-
-    /// A host buffer access went past its end.
-    #[error("host buffer access {offset:#x}+{len:#x} is past its end ({size:#x})")]
-    UserBufferBounds {
-        /// Offset.
-        offset: u64,
-        /// Length.
-        len: u64,
-        /// Buffer size.
-        size: u64,
     },
 
     /// An iommufd ioctl on an IOAS failed (the generic case).
@@ -239,6 +219,24 @@ pub enum Error {
         guard: u64,
         /// DMA-mask limit.
         limit: u64,
+        /// Usable ranges.
+        ranges: Vec<IovaRange>,
+    },
+
+    /// A fixed IOVA outside the usable ranges (reserved regions such as the
+    /// MSI window, or past the IOMMU's address width).
+    #[error(
+        "IOAS {ioas}: IOVA {iova:#x}+{len:#x} is not inside one usable range [{}] \
+         [kernel: ENOSPC/EINVAL]; fix: pick an IOVA inside a range or use guarded placement",
+        ranges_text(.ranges)
+    )]
+    IovaOutsideRanges {
+        /// IOAS id.
+        ioas: u32,
+        /// IOVA.
+        iova: u64,
+        /// Length.
+        len: u64,
         /// Usable ranges.
         ranges: Vec<IovaRange>,
     },
@@ -276,24 +274,6 @@ pub enum Error {
         existing: u64,
         /// Its length.
         existing_len: u64,
-    },
-
-    /// A fixed IOVA outside the usable ranges (reserved regions such as the
-    /// MSI window, or past the IOMMU's address width).
-    #[error(
-        "IOAS {ioas}: IOVA {iova:#x}+{len:#x} is not inside one usable range [{}] \
-         [kernel: ENOSPC/EINVAL]; fix: pick an IOVA inside a range or use guarded placement",
-        ranges_text(.ranges)
-    )]
-    IovaOutsideRanges {
-        /// IOAS id.
-        ioas: u32,
-        /// IOVA.
-        iova: u64,
-        /// Length.
-        len: u64,
-        /// Usable ranges.
-        ranges: Vec<IovaRange>,
     },
 
     /// A fixed IOVA or a length not aligned to what the IOAS needs.
@@ -355,6 +335,26 @@ pub enum Error {
         path: PathBuf,
         /// Kernel's errno.
         errno: Errno,
+    },
+
+    /// Anonymous memory for a host buffer could not be mapped.
+    #[error("mmap of a {len:#x}-byte host buffer failed: {errno}")]
+    UserBuffer {
+        /// Length asked for.
+        len: u64,
+        /// Kernel's errno.
+        errno: Errno,
+    },
+
+    /// A host buffer access went past its end.
+    #[error("host buffer access {offset:#x}+{len:#x} is past its end ({size:#x})")]
+    UserBufferBounds {
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// Buffer size.
+        size: u64,
     },
 
     /// A zero-length mapping.

@@ -266,6 +266,20 @@ pub enum NvmeError {
         without_metadata: Option<(u8, u32)>,
     },
 
+    /// The namespace is not there.
+    #[error(
+        "NVMe {bdf}: namespace {nsid} is not active (the controller has {nn} namespace(s)); \
+         fix: name an active namespace (usually 1)"
+    )]
+    NoNamespace {
+        /// Controller.
+        bdf: Bdf,
+        /// Namespace asked for.
+        nsid: u32,
+        /// Number of namespaces (Identify Controller NN).
+        nn: u32,
+    },
+
     /// A length that is not a whole number of blocks.
     #[error(
         "NVMe {bdf} namespace {nsid}: {len:#x} bytes is not a multiple of the {block_size}-byte \
@@ -280,20 +294,6 @@ pub enum NvmeError {
         len: u64,
         /// Block size.
         block_size: u32,
-    },
-
-    /// The namespace is not there.
-    #[error(
-        "NVMe {bdf}: namespace {nsid} is not active (the controller has {nn} namespace(s)); \
-         fix: name an active namespace (usually 1)"
-    )]
-    NoNamespace {
-        /// Controller.
-        bdf: Bdf,
-        /// Namespace asked for.
-        nsid: u32,
-        /// Number of namespaces (Identify Controller NN).
-        nn: u32,
     },
 
     /// The device is not an NVMe controller.
