@@ -377,8 +377,14 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
         true,
     );
     let p = workspace_bin("peerdma").display().to_string();
+    // `waitfor SECONDS CMD...`: polls CMD until it succeeds, or says what it waited for
+    // and fails the script (exit 97) once SECONDS pass: each wait stands for the line
+    // it waits for (the holder's report, its JSON event lines), never for time.
     let script = format!(
         "set -e
+         waitfor() {{ n=$(($1 * 10)); shift; for i in $(seq $n); do \"$@\" 2>/dev/null && return 0; sleep 0.1; done; echo \"## timed out waiting for: $*\"; exit 97; }}
+         has() {{ grep -q -- \"$2\" \"$1\"; }}
+         after() {{ sed -n \"/$2/,\\$p\" \"$1\" | grep -q -- \"$3\"; }}
          {p} list --json
          {p} list
          {p} regions 00:10.0
@@ -388,7 +394,7 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
          {p} path 00:10.0 00:11.0 --json
          {p} export 00:11.0 --bar 2 --range 0:1M --hold --json > /run/tmp/hold.json 2>/run/tmp/hold.err &
          holder=$!
-         for i in $(seq 100); do grep -q path /run/tmp/hold.json 2>/dev/null && break; sleep 0.1; done
+         waitfor 30 has /run/tmp/hold.json path
          cat /run/tmp/hold.json
          held=\"$(sed 's/.*\"path\":\"\\([^\"]*\\)\".*/\\1/' /run/tmp/hold.json)\"
          {p} inspect \"$held\" --json
@@ -398,10 +404,10 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
          cfg=/sys/bus/pci/devices/0000:00:11.0/config
          dd if=$cfg of=/run/tmp/cmd bs=1 skip=4 count=2 2>/dev/null
          printf '\\000\\000' | dd of=$cfg bs=1 seek=4 count=2 conv=notrunc 2>/dev/null
-         sleep 1
+         waitfor 30 has /run/tmp/hold.json '\"state\":\"revoked'
          {p} inspect \"$held\" --json
          dd if=/run/tmp/cmd of=$cfg bs=1 seek=4 count=2 conv=notrunc 2>/dev/null
-         sleep 1
+         waitfor 30 after /run/tmp/hold.json '\"state\":\"revoked' '\"state\":\"live\"'
          kill -TERM $holder; wait $holder; echo \"## holder rc=$?\"
          tail -n +2 /run/tmp/hold.json
          cat /run/tmp/hold.err
@@ -409,10 +415,10 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
          if {p} regions 00:1f.2; then exit 9; fi
          {p} export 00:13.0 --bar 0 --range 0:4K --hold --json > /run/tmp/hold2.json 2>/run/tmp/hold2.err &
          holder=$!
-         for i in $(seq 100); do grep -q path /run/tmp/hold2.json 2>/dev/null && break; sleep 0.1; done
+         waitfor 30 has /run/tmp/hold2.json path
          echo \"## reset method $(cat /sys/bus/pci/devices/0000:00:13.0/reset_method)\"
          echo 1 > /sys/bus/pci/devices/0000:00:13.0/reset
-         sleep 0.5
+         waitfor 30 has /run/tmp/hold2.json '\"event\":\"config_blocked\"'
          kill -TERM $holder; wait $holder; echo \"## reset holder rc=$?\"
          tail -n +2 /run/tmp/hold2.json
          cat /run/tmp/hold2.err

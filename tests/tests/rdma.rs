@@ -32,7 +32,8 @@ fn setup() -> String {
          ip netns exec a rdma link add rxa type rxe netdev va; \
          ip netns exec b rdma link add rxb type rxe netdev vb; \
          A='ip netns exec a'; B='ip netns exec b'; set +e; \
-         awaitline() {{ for i in $(seq 600); do grep -q \"$2\" \"$1\" 2>/dev/null && return 0; sleep 0.1; done; return 1; }}; "
+         awaitline() {{ for i in $(seq 600); do grep -q \"$2\" \"$1\" 2>/dev/null && return 0; sleep 0.1; done; \
+           echo \"## timed out: no line with $2 in $1 after 60 s\"; cat \"$1\"; exit 97; }}; "
     )
 }
 
@@ -60,8 +61,7 @@ fn an_rc_stream_between_two_namespaces_is_verified_at_the_receiver() {
     for (qps, port) in [(1, 18601), (2, 18602)] {
         script += &format!(
             "$B {p} --serve --listen {B}:{port} host --json > $T/serve{qps} 2>&1 & \
-             for i in $(seq 300); do grep -q listening $T/serve{qps} 2>/dev/null && break; \
-             sleep 0.1; done; $A {p} host rdma://{B}:{port} --size 8M --qps {qps} --seed {qps} --json; \
+             awaitline $T/serve{qps} listening; $A {p} host rdma://{B}:{port} --size 8M --qps {qps} --seed {qps} --json; \
              echo \"## send{qps} rc=$?\"; wait $!; echo \"## serve{qps} rc=$?\"; cat $T/serve{qps}; "
         );
     }
@@ -183,13 +183,13 @@ fn a_wrong_rkey_and_an_out_of_bounds_write_give_named_error_completions() {
 fn the_server_killed_mid_stream_gives_the_client_a_clear_error() {
     let tb = testbed(KernelChoice::Reference);
     let g = guest_rdma();
-    // 2000 rounds of 4 MiB would take minutes: the sink is killed a second in.
+    // 2000 rounds of 4 MiB would take minutes: the sink is killed once the client has
+    // written its first round (its `round` line).
     let script = setup()
         + &format!(
             "$B {g} sink {B}:18621 4194304 1 > $T/sink & SINK=$!; \
              awaitline $T/sink listening; $A {g} write {B}:18621 4194304 1048576 16 2000 1 > $T/client & CLIENT=$!; \
-             for i in $(seq 300); do grep -q accepted $T/sink && break; sleep 0.2; done; \
-             sleep 1; kill -9 $SINK; wait $CLIENT; echo \"## client rc=$?\"; cat $T/client; "
+             awaitline $T/client '\"round\"'; kill -9 $SINK; wait $CLIENT; echo \"## client rc=$?\"; cat $T/client; "
         );
     let out = run_sh(&tb, &script);
     assert_eq!(marked_rc(&out.output, "client"), 1, "{}", out.output);
@@ -209,12 +209,12 @@ fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
     let script = setup()
         + &format!(
             // BAR → remote host memory.
-            "$B {p} --serve --listen {B}:18631 host --json > $T/serve1 2>&1 & for i in $(seq 300); do grep -q listening $T/serve1 2>/dev/null && break; sleep 0.1; done; \
+            "$B {p} --serve --listen {B}:18631 host --json > $T/serve1 2>&1 & awaitline $T/serve1 listening; \
              $A {p} 00:10.0 rdma://{B}:18631 --size 4M --seed 31 --json 2> $T/send1.err; \
              echo \"## bar-send rc=$?\"; wait $!; echo \"## host-serve rc=$?\"; \
              cat $T/serve1; echo '## send1 stderr'; cat $T/send1.err; echo '## end'; \
              \
-             $B {p} --serve --listen {B}:18632 00:11.0 --json > $T/serve2 2>&1 & for i in $(seq 300); do grep -q listening $T/serve2 2>/dev/null && break; sleep 0.1; done; \
+             $B {p} --serve --listen {B}:18632 00:11.0 --json > $T/serve2 2>&1 & awaitline $T/serve2 listening; \
              $A {p} host rdma://{B}:18632 --size 4M --seed 32 --json; \
              echo \"## host-send rc=$?\"; wait $!; echo \"## bar-serve rc=$?\"; cat $T/serve2; \
              \
@@ -299,7 +299,7 @@ fn p2pcopy_over_rdma_leaks_nothing_on_either_side() {
     let script = setup()
         + &format!(
             "$B {g} leak-serve {B}:18641 2 > $T/serve & awaitline $T/serve listening; \
-             $A {g} leak-send {B}:18641 {B}:18649 10.77.0.9:18649; echo \"## send rc=$?\"; \
+             $A {g} leak-send {B}:18641 {B}:18649 10.77.0.9:18649 $T/serve; echo \"## send rc=$?\"; \
              wait $!; echo \"## serve rc=$?\"; cat $T/serve; "
         );
     let out = run_sh(&tb, &script);

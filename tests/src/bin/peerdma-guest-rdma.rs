@@ -130,7 +130,7 @@ fn write(args: &[String]) -> Result<serde_json::Value> {
     let (pd, mut qps, remote) = connect_n(addr, &opts, n)?;
     let mr = pd.register_host(size as usize, Access::LOCAL_READ)?;
     let start = Instant::now();
-    for _ in 0..rounds {
+    for round in 1..=rounds {
         stream::write(
             &mut qps,
             Span {
@@ -147,6 +147,11 @@ fn write(args: &[String]) -> Result<serde_json::Value> {
             },
             &mut |_| {},
         )?;
+        if round == 1 {
+            // A test that acts mid-stream waits for this line.
+            println!("{}", json!({ "round": round, "of": rounds }));
+            std::io::Write::flush(&mut std::io::stdout())?;
+        }
     }
     let s = start.elapsed().as_secs_f64();
     let bytes = size * u64::from(rounds);
@@ -298,11 +303,31 @@ fn leak_serve(args: &[String]) -> Result<serde_json::Value> {
     Ok(json!({ "served": n, "after": after }))
 }
 
+/// Waits until `file` has `n` lines that contain `what` (another process's report), or
+/// fails after a minute, naming what it waited for.
+fn await_lines(file: &std::path::Path, what: &str, n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = std::fs::read_to_string(file)
+            .map_or(0, |s| s.lines().filter(|l| l.contains(what)).count());
+        if seen >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{}: {seen} of {n} lines with {what} after 60 s",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn leak_send(args: &[String]) -> Result<serde_json::Value> {
     use peerdma_tools::p2pcopy::rdma::{send, LocalSpec, SendRequest};
     let peers: Vec<SocketAddr> = (1..=3)
         .map(|i| arg(args, i, "ADDR"))
         .collect::<Result<_>>()?;
+    let receiver_out: std::path::PathBuf = arg(args, 4, "RECEIVER_OUTPUT")?;
     let req = |peer| SendRequest {
         src: LocalSpec::Host,
         peer,
@@ -328,8 +353,10 @@ fn leak_send(args: &[String]) -> Result<serde_json::Value> {
             (_, Err(e)) => errors.push(e.to_string()),
         }
         after.push(usage());
-        // The receiver listens again after a short gap.
-        std::thread::sleep(Duration::from_secs(1));
+        if i == 0 {
+            // The second send goes to the same receiver: once it listens again.
+            await_lines(&receiver_out, "\"listening\"", 2)?;
+        }
     }
     Ok(json!({ "after": after, "errors": errors }))
 }
