@@ -176,6 +176,20 @@ pub enum Error {
         errno: Errno,
     },
 
+    /// Anonymous memory on 2 MiB huge pages could not be mapped.
+    #[error(
+        "mmap of a {len:#x}-byte host buffer on 2 MiB huge pages (MAP_HUGETLB) failed: \
+         {errno}; fix: reserve enough 2 MiB huge pages (/proc/sys/vm/nr_hugepages, or \
+         /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages) on a kernel with \
+         CONFIG_HUGETLBFS"
+    )]
+    UserBufferHuge {
+        /// Length asked for (whole 2 MiB pages).
+        len: u64,
+        /// Kernel's errno.
+        errno: Errno,
+    },
+
     /// A host buffer access went past its end.
     #[error("host buffer access {offset:#x}+{len:#x} is past its end ({size:#x})")]
     UserBufferBounds {
@@ -348,6 +362,7 @@ impl Error {
             | Error::DmaBufMultiRange { errno, .. }
             | Error::DmaBufRevoked { errno, .. }
             | Error::UserBuffer { errno, .. }
+            | Error::UserBufferHuge { errno, .. }
             | Error::Ioctl { errno, .. }
             | Error::Map { errno, .. }
             | Error::OpenIommufd { errno, .. } => Some(*errno),

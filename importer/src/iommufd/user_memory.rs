@@ -91,6 +91,40 @@ impl UserBuffer {
         Ok(UserBuffer { ptr, len })
     }
 
+    /// `len` bytes (rounded up to whole 2 MiB pages) of zeroed memory on 2 MiB huge
+    /// pages (`MAP_HUGETLB | MAP_HUGE_2MB`), populated: physically contiguous per 2 MiB,
+    /// so a mapping at a 2 MiB-aligned IOVA (what [`Iova::Guarded`] picks for 2 MiB and
+    /// more) can use 2 MiB IOMMU pages where [`new`](Self::new)'s scattered 4 KiB pages
+    /// need one IOMMU page, and one IOTLB entry, each.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UserBufferHuge`] when the kernel has too few free huge pages
+    /// (`ENOMEM`; `/proc/sys/vm/nr_hugepages` reserves them) or none of 2 MiB.
+    pub fn huge(len: usize) -> Result<Self> {
+        const HUGE: usize = 2 << 20;
+        let len = len.max(1).div_ceil(HUGE) * HUGE;
+        // SAFETY: a fresh private anonymous mapping at an address the kernel
+        // picks: it aliases nothing, and this value owns it until drop.
+        let ptr = unsafe {
+            rustix::mm::mmap_anonymous(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::POPULATE | MapFlags::HUGETLB | MapFlags::HUGE_2MB,
+            )
+        }
+        .map_err(|errno| Error::UserBufferHuge {
+            len: len as u64,
+            errno,
+        })?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::UserBufferHuge {
+            len: len as u64,
+            errno: Errno::FAULT,
+        })?;
+        Ok(UserBuffer { ptr, len })
+    }
+
     /// Size in bytes (whole pages).
     pub fn len(&self) -> usize {
         self.len

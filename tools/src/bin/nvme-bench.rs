@@ -63,6 +63,11 @@ struct Cli {
     /// Data pointers: auto (SGLs where offered), prp or sgl.
     #[arg(long, default_value = "auto", value_parser = ["auto", "prp", "sgl"])]
     data_pointer: String,
+    /// Host buffer pages: 4k (anonymous memory, as p2pcopy's `host` side) or 2m (2 MiB
+    /// huge pages at a 2 MiB-aligned IOVA, as the BAR's contiguous memory gets; needs
+    /// huge pages reserved: /proc/sys/vm/nr_hugepages).
+    #[arg(long, default_value = "4k", value_parser = ["4k", "2m"])]
+    host_pages: String,
     /// Most bytes per batch (a small BAR, such as an NVMe CMB, needs less than 32 MiB).
     #[arg(long, value_parser = peerdma_tools::size::parse_size, default_value = "32M")]
     max_bytes: u64,
@@ -168,7 +173,11 @@ impl Cell {
         let host = engine
             .ioas()
             .map_host(
-                UserBuffer::new(size as usize)?,
+                if cli.host_pages == "2m" {
+                    UserBuffer::huge(size as usize)?
+                } else {
+                    UserBuffer::new(size as usize)?
+                },
                 Iova::Guarded,
                 Access::ReadWrite,
             )
@@ -261,7 +270,10 @@ fn run(cli: &Cli) -> Result<()> {
         for host in [false, true] {
             let r = verified(cli, dir, host)?;
             if !host && dir == cli.directions()[0] {
-                println!("data pointers: {}\n", r.data_pointer);
+                println!(
+                    "data pointers: {}; host buffer pages: {}\n",
+                    r.data_pointer, cli.host_pages
+                );
             }
         }
     }
