@@ -284,4 +284,21 @@ mod tests {
         b.fill(0xab);
         assert!(b.to_vec().iter().all(|&x| x == 0xab));
     }
+
+    #[test]
+    fn huge_buffer_is_whole_2mib_pages_or_names_the_reservation() {
+        // Hosts differ in reserved huge pages: with some, the buffer is whole 2 MiB pages
+        // at a 2 MiB-aligned address; without, the error says how to reserve them.
+        match UserBuffer::huge(100) {
+            Ok(b) => {
+                assert_eq!(b.len(), 2 << 20);
+                assert_eq!(b.as_ptr() as usize % (2 << 20), 0);
+                b.write(b.len() - 1, &[7]).unwrap();
+            }
+            Err(e) => {
+                assert!(matches!(e, Error::UserBufferHuge { len, .. } if len == 2 << 20));
+                assert!(e.to_string().contains("nr_hugepages"), "{e}");
+            }
+        }
+    }
 }

@@ -52,7 +52,7 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=2048))]
     transfer_kib: Vec<u64>,
     /// BAR/host batch pairs per cell and direction (the ratio is their median).
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     reps: u32,
     /// Directions: read (NVMe → memory), write (memory → NVMe) or both.
     #[arg(long, default_value = "both", value_parser = ["read", "write", "both"])]
