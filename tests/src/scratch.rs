@@ -105,7 +105,7 @@ pub fn is_tmpfs(dir: &Path) -> bool {
 
 /// Where a temporary scratch goes: `$TMPDIR` where it is a tmpfs, else `/dev/shm` where
 /// that is a writable tmpfs, else `$TMPDIR`.
-fn temp_base() -> PathBuf {
+pub fn temp_base() -> PathBuf {
     let tmp = std::env::temp_dir();
     let shm = Path::new("/dev/shm");
     if is_tmpfs(&tmp) {
