@@ -179,9 +179,10 @@ pub enum Error {
     /// Anonymous memory on 2 MiB huge pages could not be mapped.
     #[error(
         "mmap of a {len:#x}-byte host buffer on 2 MiB huge pages (MAP_HUGETLB) failed: \
-         {errno}; fix: reserve enough 2 MiB huge pages (/proc/sys/vm/nr_hugepages, or \
+         {}; fix: reserve enough 2 MiB huge pages (/proc/sys/vm/nr_hugepages, or \
          /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages) on a kernel with \
-         CONFIG_HUGETLBFS"
+         CONFIG_HUGETLBFS",
+        huge_errno(*errno)
     )]
     UserBufferHuge {
         /// Length asked for (whole 2 MiB pages).
@@ -351,6 +352,19 @@ pub enum Error {
     /// A zero-length mapping.
     #[error("a mapping needs a non-zero length")]
     ZeroLength,
+}
+
+/// What `mmap(MAP_HUGETLB)` failing with `errno` means, by the errno's name.
+fn huge_errno(errno: Errno) -> String {
+    match errno {
+        Errno::NOMEM => "ENOMEM (too few free huge pages of that size)".into(),
+        Errno::INVAL => "EINVAL (no 2 MiB huge page size here)".into(),
+        _ => {
+            let text = errno.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+            format!("errno {} ({text})", errno.raw_os_error())
+        }
+    }
 }
 
 impl Error {

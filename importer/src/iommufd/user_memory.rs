@@ -298,6 +298,7 @@ mod tests {
             Err(e) => {
                 assert!(matches!(e, Error::UserBufferHuge { len, .. } if len == 2 << 20));
                 assert!(e.to_string().contains("nr_hugepages"), "{e}");
+                assert!(!e.to_string().contains("os error"), "{e}");
             }
         }
     }
