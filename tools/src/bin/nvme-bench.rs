@@ -174,7 +174,7 @@ impl Cell {
             .ioas()
             .map_host(
                 if cli.host_pages == "2m" {
-                    UserBuffer::huge(size as usize)?
+                    UserBuffer::huge(size as usize).context("--host-pages 2m")?
                 } else {
                     UserBuffer::new(size as usize)?
                 },
