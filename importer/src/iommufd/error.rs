@@ -199,6 +199,21 @@ pub enum Error {
         errno: Errno,
     },
 
+    /// Anonymous memory on 2 MiB huge pages could not be mapped.
+    #[error(
+        "mmap of a {len:#x}-byte host buffer on 2 MiB huge pages (MAP_HUGETLB) failed: \
+         {}; fix: reserve enough 2 MiB huge pages (/proc/sys/vm/nr_hugepages, or \
+         /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages) on a kernel with \
+         CONFIG_HUGETLBFS",
+        huge_errno(*errno)
+    )]
+    UserBufferHuge {
+        /// Length asked for (whole 2 MiB pages).
+        len: u64,
+        /// Kernel's errno.
+        errno: Errno,
+    },
+
     /// A host buffer access went past its end.
     #[error("host buffer access {offset:#x}+{len:#x} is past its end ({size:#x})")]
     UserBufferBounds {
@@ -362,6 +377,19 @@ pub enum Error {
     ZeroLength,
 }
 
+/// What `mmap(MAP_HUGETLB)` failing with `errno` means, by the errno's name.
+fn huge_errno(errno: Errno) -> String {
+    match errno {
+        Errno::NOMEM => "ENOMEM (too few free huge pages of that size)".into(),
+        Errno::INVAL => "EINVAL (no 2 MiB huge page size here)".into(),
+        _ => {
+            let text = errno.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+            format!("errno {} ({text})", errno.raw_os_error())
+        }
+    }
+}
+
 impl Error {
     /// The errno the kernel returned, or would return, for this error.
     pub fn errno(&self) -> Option<Errno> {
@@ -371,6 +399,7 @@ impl Error {
             | Error::DmaBufMultiRange { errno, .. }
             | Error::DmaBufRevoked { errno, .. }
             | Error::UserBuffer { errno, .. }
+            | Error::UserBufferHuge { errno, .. }
             | Error::Ioctl { errno, .. }
             | Error::Map { errno, .. }
             | Error::OpenIommufd { errno, .. } => Some(*errno),
