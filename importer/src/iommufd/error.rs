@@ -510,6 +510,7 @@ impl Error {
             Error::ExporterMismatch { .. } => "exporter_mismatch",
             Error::UserBuffer { .. } => "user_buffer",
             Error::UserBufferBounds { .. } => "user_buffer_bounds",
+            Error::UserBufferHuge { .. } => "user_buffer_huge",
             Error::Ioctl { .. } => "ioctl",
             Error::IovaExhausted { .. } => "iova_exhausted",
             Error::IovaOverLimit { .. } => "iova_over_limit",
