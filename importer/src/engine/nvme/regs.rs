@@ -71,12 +71,6 @@ impl<R: RegisterIo> Registers<R> {
         Ok(r)
     }
 
-    /// The register I/O underneath (the tests reach their controller model through it).
-    #[cfg(test)]
-    pub(crate) fn io(&self) -> &R {
-        &self.io
-    }
-
     /// The decoded capabilities.
     pub fn cap(&self) -> Capabilities {
         self.cap
