@@ -140,7 +140,8 @@ pub struct State {
     pub phase_flips: u32,
     /// BAR0 reads as all ones and writes are dropped, as after a revoke.
     pub revoked: bool,
-    /// Complete Reads and Writes without copying their data (the benchmark).
+    /// Complete Reads and Writes without copying their data and log no doorbells (the
+    /// benchmark).
     pub discard_data: bool,
     /// Time spent processing submission queues (the benchmark subtracts it).
     pub busy: std::time::Duration,
@@ -422,7 +423,7 @@ impl State {
                 cq.entries
             );
             cq.head = value;
-            if qid == 1 {
+            if qid == 1 && !self.discard_data {
                 self.cq_doorbells.push(value);
             }
             return;
@@ -437,7 +438,7 @@ impl State {
             sq.entries
         );
         sq.tail = value;
-        if qid == 1 {
+        if qid == 1 && !self.discard_data {
             self.sq_doorbells.push(value);
         }
         let start = std::time::Instant::now();
