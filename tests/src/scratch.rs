@@ -2,6 +2,13 @@
 //! guest.json and testbed.json. Kept when the user named it (the console log then lives in
 //! it too); otherwise removed on drop on every path (panic included), and the console log
 //! lives beside it in `$TMPDIR/peerdma-testbed-logs/`, kept only when a run failed.
+//!
+//! A temporary scratch is made on a tmpfs (`$TMPDIR` where that is one, else `/dev/shm`):
+//! QEMU maps each ivshmem BAR's backing file there `MAP_SHARED`, and on a disk file
+//! system every DMA into the BAR dirties page-cache pages that the host's writeback
+//! cleans and write-protects again, so the next DMA write faults on each page (and the
+//! file goes to disk): a BAR slower than guest RAM for reasons no device has. On tmpfs
+//! the pages stay mapped and writable, as guest RAM's do (docs/testbed.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,7 +31,7 @@ impl Scratch {
         let (path, keep) = match dir {
             Some(d) => (d.to_path_buf(), true),
             None => (
-                std::env::temp_dir().join(format!(
+                temp_base().join(format!(
                     "peerdma-testbed-{}-{}",
                     std::process::id(),
                     N.fetch_add(1, Ordering::Relaxed)
@@ -85,6 +92,28 @@ impl Scratch {
     /// Whether it is kept after drop.
     pub fn is_kept(&self) -> bool {
         self.keep
+    }
+}
+
+/// `TMPFS_MAGIC` (include/uapi/linux/magic.h).
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// Whether `dir` is on a tmpfs.
+pub fn is_tmpfs(dir: &Path) -> bool {
+    rustix::fs::statfs(dir).is_ok_and(|st| st.f_type as u64 == TMPFS_MAGIC)
+}
+
+/// Where a temporary scratch goes: `$TMPDIR` where it is a tmpfs, else `/dev/shm` where
+/// that is a writable tmpfs, else `$TMPDIR`.
+pub fn temp_base() -> PathBuf {
+    let tmp = std::env::temp_dir();
+    let shm = Path::new("/dev/shm");
+    if is_tmpfs(&tmp) {
+        tmp
+    } else if is_tmpfs(shm) && rustix::fs::access(shm, rustix::fs::Access::WRITE_OK).is_ok() {
+        shm.to_path_buf()
+    } else {
+        tmp
     }
 }
 

@@ -439,6 +439,21 @@ impl Testbed {
 
     fn boot(&self, argv: Vec<String>, interactive: bool) -> Result<RunOutcome> {
         let scratch = Scratch::new(self.options.scratch.as_deref())?;
+        let ivshmem_files = !self.ivshmem_memfd()
+            && self
+                .options
+                .devices
+                .0
+                .iter()
+                .any(|d| d.kind == DeviceKind::Ivshmem);
+        if ivshmem_files && !crate::scratch::is_tmpfs(scratch.path()) {
+            eprintln!(
+                "testbed: scratch {} is not a tmpfs: the ivshmem BARs' backing files there go \
+                 through the host's page-cache writeback, which slows DMA into them; \
+                 benchmark with a scratch on a tmpfs (the default, or --scratch under /dev/shm)",
+                scratch.path().display()
+            );
+        }
         for seed in &self.options.nvme_images {
             if !self
                 .options

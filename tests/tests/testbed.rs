@@ -152,6 +152,15 @@ fn exit_status_and_output_come_back() {
     let scratch = out.scratch.path().to_path_buf();
     let console = out.console_log.clone();
     assert!(scratch.join("testbed.json").exists());
+    // On a tmpfs where the host has one: ivshmem BARs are files in it (docs/testbed.md).
+    assert!(scratch.starts_with(peerdma_testbed::scratch::temp_base()));
+    if peerdma_testbed::scratch::is_tmpfs(std::path::Path::new("/dev/shm")) {
+        assert!(
+            peerdma_testbed::scratch::is_tmpfs(&scratch),
+            "{}",
+            scratch.display()
+        );
+    }
     assert!(std::fs::read_to_string(&console)
         .unwrap()
         .contains("Linux version"));
@@ -194,7 +203,7 @@ fn a_guest_panic_fails_the_run_and_keeps_the_console_log() {
         .file_name()
         .unwrap()
         .to_string_lossy();
-    let scratch = std::env::temp_dir().join(name.trim_end_matches(".console.log"));
+    let scratch = peerdma_testbed::scratch::temp_base().join(name.trim_end_matches(".console.log"));
     assert!(
         !scratch.exists(),
         "scratch {} left behind",

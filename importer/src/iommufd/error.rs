@@ -357,9 +357,37 @@ pub enum Error {
         size: u64,
     },
 
+    /// Anonymous memory on 2 MiB huge pages could not be mapped.
+    #[error(
+        "mmap of a {len:#x}-byte host buffer on 2 MiB huge pages (MAP_HUGETLB) failed: \
+         {}; fix: reserve enough 2 MiB huge pages (/proc/sys/vm/nr_hugepages, or \
+         /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages) on a kernel with \
+         CONFIG_HUGETLBFS",
+        huge_errno(*errno)
+    )]
+    UserBufferHuge {
+        /// Length asked for (whole 2 MiB pages).
+        len: u64,
+        /// Kernel's errno.
+        errno: Errno,
+    },
+
     /// A zero-length mapping.
     #[error("a mapping needs a non-zero length")]
     ZeroLength,
+}
+
+/// What `mmap(MAP_HUGETLB)` failing with `errno` means, by the errno's name.
+fn huge_errno(errno: Errno) -> String {
+    match errno {
+        Errno::NOMEM => "ENOMEM (too few free huge pages of that size)".into(),
+        Errno::INVAL => "EINVAL (no 2 MiB huge page size here)".into(),
+        _ => {
+            let text = errno.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+            format!("errno {} ({text})", errno.raw_os_error())
+        }
+    }
 }
 
 impl Error {
@@ -371,6 +399,7 @@ impl Error {
             | Error::DmaBufMultiRange { errno, .. }
             | Error::DmaBufRevoked { errno, .. }
             | Error::UserBuffer { errno, .. }
+            | Error::UserBufferHuge { errno, .. }
             | Error::Ioctl { errno, .. }
             | Error::Map { errno, .. }
             | Error::OpenIommufd { errno, .. } => Some(*errno),
@@ -481,6 +510,7 @@ impl Error {
             Error::ExporterMismatch { .. } => "exporter_mismatch",
             Error::UserBuffer { .. } => "user_buffer",
             Error::UserBufferBounds { .. } => "user_buffer_bounds",
+            Error::UserBufferHuge { .. } => "user_buffer_huge",
             Error::Ioctl { .. } => "ioctl",
             Error::IovaExhausted { .. } => "iova_exhausted",
             Error::IovaOverLimit { .. } => "iova_over_limit",

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::command::{self, Dptr, Io, PAGE};
 use super::error::{CommandDesc, NvmeError, Status};
-use super::Nvme;
+use super::{Backing, DmaBuffer, Nvme};
 
 /// What transfers did: accumulated over calls.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl IoStats {
     }
 }
 
-impl Nvme {
+impl<B: Backing> Nvme<B> {
     /// Moves `len` bytes between LBA `lba` of the namespace and IOVA `iova` (contiguous
     /// in the controller's IOAS): [`Io::Read`] namespace → memory, [`Io::Write`]
     /// memory → namespace. Up to the queue depth of commands are in flight.

@@ -6,6 +6,8 @@
 //! BAR's dma-buf, so a Read's data IOVAs are the BAR's: the controller writes straight
 //! into the peer's memory, and a Write reads straight from it.
 //!
+//! - [`backing`]: the seam under the driver: register I/O and DMA memory ([`Vfio`]: BAR0
+//!   through VFIO, memory in an iommufd IOAS; the unit tests: a controller model);
 //! - [`regs`]: CAP decoded, CC/CSTS, enable/disable bounded by CAP.TO (Base spec
 //!   "Controller Properties", "Memory-based Transport Controller Initialization");
 //! - [`queue`]: SQ/CQ pairs in mapped user memory, polled completions (Base spec "Queue
@@ -27,12 +29,18 @@
 //! namespace (Write to the staging LBA range, then Read back): a BAR → BAR copy through
 //! the drive. [`Nvme::transfer`] is the storage ↔ memory API itself.
 
+pub mod backing;
 pub mod command;
 pub mod error;
 pub mod identify;
 pub mod io;
 pub mod queue;
 pub mod regs;
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +49,9 @@ use peerdma_uapi::nvme::*;
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
 use super::{DmaEngine, EngineError, Result as EngineResult, TransferReport};
-use crate::iommufd::{Access, Ioas, Iova, UserBuffer, UserMapping};
+use crate::iommufd::{Access, Ioas};
+use backing::Buffer;
+pub use backing::{Backing, Bar0, DmaBuffer, DmaMemory, RegisterIo, Vfio};
 use command::{Io, MAX_PRP_BYTES, PAGE};
 pub use error::{CommandDesc, NvmeError, Status};
 pub use identify::{ControllerInfo, NamespaceInfo};
@@ -107,11 +117,11 @@ impl Default for NvmeOptions {
 
 /// The memory and state of a started controller.
 #[derive(Debug)]
-struct Started {
-    admin: QueuePair,
-    io: QueuePair,
-    identify: UserMapping,
-    prp_lists: UserMapping,
+struct Started<D: DmaBuffer> {
+    admin: QueuePair<D>,
+    io: QueuePair<D>,
+    identify: D,
+    prp_lists: D,
     ctrl: Option<ControllerInfo>,
     ns: Option<NamespaceInfo>,
     admin_cid: u16,
@@ -119,22 +129,23 @@ struct Started {
     ready: bool,
 }
 
-/// An NVMe controller taken over through VFIO.
+/// An NVMe controller taken over through VFIO (`B` = [`Vfio`]), or any other
+/// [`Backing`] (the unit tests' controller model).
 ///
 /// [`open`](Self::open) checks it and resets it; [`start`](Self::start) maps its queues
 /// into an IOAS the device is attached to and brings it up. Dropping it disables the
 /// controller before its queue memory is unmapped.
 #[derive(Debug)]
-pub struct Nvme {
-    regs: Registers,
+pub struct Nvme<B: Backing = Vfio> {
+    regs: Registers<B::Registers>,
     bdf: Bdf,
     opts: NvmeOptions,
-    started: Option<Started>,
+    started: Option<Started<Buffer<B>>>,
     /// Test hook: the next transfer's commands are never announced.
     stall_next: bool,
 }
 
-impl Nvme {
+impl Nvme<Vfio> {
     /// Takes over the controller `device`: checks its class code (refusing anything
     /// else with [`NvmeError::NotNvme`]), maps BAR0, checks CAP (NVM command set, 4 KiB
     /// pages), disables the controller (waiting at most CAP.TO) and enables Bus Master.
@@ -157,7 +168,28 @@ impl Nvme {
             });
         }
         let map = device.map_region(0).map_err(dev_err)?;
-        let regs = Registers::new(map, bdf)?;
+        let nvme = Nvme::with_registers(Bar0::new(map), bdf, opts)?;
+        device.set_bus_master(true).map_err(dev_err)?;
+        Ok(nvme)
+    }
+}
+
+impl<B: Backing> Nvme<B> {
+    /// Takes over the controller behind `registers` (BAR0 of `bdf`, which names it in
+    /// errors): checks CAP (NVM command set, 4 KiB pages, the queue depth under
+    /// CAP.MQES) and disables it (waiting at most CAP.TO). [`open`](Nvme::open) does
+    /// this for VFIO; the unit tests for their controller model.
+    ///
+    /// # Errors
+    ///
+    /// [`NvmeError::Unsupported`], [`NvmeError::ReadyTimeout`], [`NvmeError::Device`]
+    /// and [`NvmeError::Revoked`] (register access).
+    pub fn with_registers(
+        registers: B::Registers,
+        bdf: Bdf,
+        opts: NvmeOptions,
+    ) -> Result<Nvme<B>, NvmeError> {
+        let regs = Registers::new(registers, bdf)?;
         let cap = regs.cap();
         let unsupported = |what: String, fix| NvmeError::Unsupported { bdf, what, fix };
         if !cap.nvm_command_set {
@@ -187,7 +219,6 @@ impl Nvme {
             ));
         }
         regs.disable()?;
-        device.set_bus_master(true).map_err(dev_err)?;
         Ok(Nvme {
             regs,
             bdf,
@@ -254,34 +285,26 @@ impl Nvme {
             .min(u64::from(u32::MAX) / bs * bs)
     }
 
-    /// Maps the queues, Identify page and PRP lists into `ioas` (which the device must be
-    /// attached to) and brings the controller up: admin queue, enable, Identify
-    /// Controller and Namespace, one I/O queue pair.
+    /// Allocates the queues, Identify page and PRP lists from `memory` (for VFIO the
+    /// [`Ioas`] the device is attached to: mapped there) and brings the controller up:
+    /// admin queue, enable, Identify Controller and Namespace, one I/O queue pair.
     ///
     /// # Errors
     ///
     /// [`NvmeError::Iommufd`] when the memory cannot be mapped, and
     /// [`recover`](Self::recover)'s errors.
-    pub fn start(&mut self, ioas: &Ioas) -> Result<(), NvmeError> {
+    pub fn start(&mut self, memory: &B::Memory) -> Result<(), NvmeError> {
         let bdf = self.bdf;
         let ioerr = |source| NvmeError::Iommufd { bdf, source };
         let qd = self.opts.queue_depth;
         let started = Started {
-            admin: QueuePair::new(ioas, 0, ADMIN_ENTRIES).map_err(ioerr)?,
-            io: QueuePair::new(ioas, 1, qd + 1).map_err(ioerr)?,
-            identify: ioas
-                .map_host(
-                    UserBuffer::new(NVME_IDENTIFY_DATA_SIZE).map_err(ioerr)?,
-                    Iova::Guarded,
-                    Access::Write,
-                )
+            admin: QueuePair::new(memory, 0, ADMIN_ENTRIES).map_err(ioerr)?,
+            io: QueuePair::new(memory, 1, qd + 1).map_err(ioerr)?,
+            identify: memory
+                .alloc(NVME_IDENTIFY_DATA_SIZE, Access::Write)
                 .map_err(ioerr)?,
-            prp_lists: ioas
-                .map_host(
-                    UserBuffer::new(qd as usize * PAGE as usize).map_err(ioerr)?,
-                    Iova::Guarded,
-                    Access::Read,
-                )
+            prp_lists: memory
+                .alloc(qd as usize * PAGE as usize, Access::Read)
                 .map_err(ioerr)?,
             ctrl: None,
             ns: None,
@@ -456,7 +479,7 @@ impl Nvme {
     }
 }
 
-impl Drop for Nvme {
+impl<B: Backing> Drop for Nvme<B> {
     fn drop(&mut self) {
         // Stop the controller before its queue memory is unmapped (the fields drop
         // after this). Nothing to report to from drop: a controller that does not

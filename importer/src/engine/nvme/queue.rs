@@ -8,17 +8,18 @@ use std::sync::atomic::{fence, Ordering};
 
 use peerdma_uapi::nvme::{nvme_cqe, nvme_sqe, NVME_CQE_PHASE};
 
+use super::backing::{DmaBuffer, DmaMemory, RegisterIo};
 use super::error::NvmeError;
 use super::regs::Registers;
-use crate::iommufd::{Access, Ioas, Iova, UserBuffer, UserMapping};
+use crate::iommufd::Access;
 
 /// A queue pair: SQ and CQ `qid`, `entries` deep each.
 #[derive(Debug)]
-pub struct QueuePair {
+pub struct QueuePair<D: DmaBuffer> {
     qid: u16,
     entries: u32,
-    sq: UserMapping,
-    cq: UserMapping,
+    sq: D,
+    cq: D,
     sq_tail: u32,
     cq_head: u32,
     phase: bool,
@@ -26,18 +27,22 @@ pub struct QueuePair {
     unannounced: u32,
 }
 
-impl QueuePair {
-    /// Allocates and maps both rings (the SQ readable by the controller, the CQ
-    /// writable) at guarded IOVAs of `ioas`.
+impl<D: DmaBuffer> QueuePair<D> {
+    /// Allocates both rings from `memory` (for VFIO: mapped at guarded IOVAs of the
+    /// IOAS), the SQ readable by the controller, the CQ writable.
     ///
     /// # Errors
     ///
     /// The importer's errors when the memory cannot be allocated or mapped.
-    pub fn new(ioas: &Ioas, qid: u16, entries: u32) -> crate::iommufd::Result<QueuePair> {
+    pub fn new<M: DmaMemory<Buffer = D>>(
+        memory: &M,
+        qid: u16,
+        entries: u32,
+    ) -> crate::iommufd::Result<QueuePair<D>> {
         let sq_len = entries as usize * size_of::<nvme_sqe>();
         let cq_len = entries as usize * size_of::<nvme_cqe>();
-        let sq = ioas.map_host(UserBuffer::new(sq_len)?, Iova::Guarded, Access::Read)?;
-        let cq = ioas.map_host(UserBuffer::new(cq_len)?, Iova::Guarded, Access::Write)?;
+        let sq = memory.alloc(sq_len, Access::Read)?;
+        let cq = memory.alloc(cq_len, Access::Write)?;
         Ok(QueuePair {
             qid,
             entries,
@@ -95,7 +100,7 @@ impl QueuePair {
     }
 
     /// Rings the SQ tail doorbell if entries were pushed since the last time.
-    pub fn announce(&mut self, regs: &Registers) -> Result<(), NvmeError> {
+    pub fn announce<R: RegisterIo>(&mut self, regs: &Registers<R>) -> Result<(), NvmeError> {
         if self.unannounced == 0 {
             return Ok(());
         }
@@ -108,7 +113,10 @@ impl QueuePair {
 
     /// The next completion, if the controller has posted one; its slot is released
     /// (head doorbell rung) before returning.
-    pub fn poll(&mut self, regs: &Registers) -> Result<Option<nvme_cqe>, NvmeError> {
+    pub fn poll<R: RegisterIo>(
+        &mut self,
+        regs: &Registers<R>,
+    ) -> Result<Option<nvme_cqe>, NvmeError> {
         let at = self.cq_head as usize * size_of::<nvme_cqe>();
         let base = self.cq.buffer().as_ptr();
         // SAFETY: cq_head < entries and the buffer holds entries * 16 bytes, page

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{Bdf, MappedRegion};
+use peerdma_exporter::Bdf;
 use peerdma_uapi::nvme::*;
 
+use super::backing::RegisterIo;
 use super::error::NvmeError;
 
 /// CAP, decoded.
@@ -45,20 +46,22 @@ impl Capabilities {
 
 /// BAR0 of a controller: register accesses with errors that name it.
 #[derive(Debug)]
-pub struct Registers {
-    map: MappedRegion,
+pub struct Registers<R: RegisterIo> {
+    io: R,
     bdf: Bdf,
     cap: Capabilities,
 }
 
-impl Registers {
-    /// Wraps the BAR0 mapping, guards it against a revoke (an access after one is
-    /// [`NvmeError::Revoked`], not a SIGBUS that ends the process; best effort: with
-    /// every guard slot of the process taken the mapping stays unguarded) and reads CAP.
-    pub fn new(mut map: MappedRegion, bdf: Bdf) -> Result<Registers, NvmeError> {
-        let _ = map.guard_against_revoke();
+impl<R: RegisterIo> Registers<R> {
+    /// Wraps BAR0's register I/O (for VFIO a [`Bar0`](super::backing::Bar0), guarded
+    /// against a revoke: an access after one is [`NvmeError::Revoked`]) and reads CAP.
+    ///
+    /// # Errors
+    ///
+    /// [`NvmeError::Device`], [`NvmeError::Revoked`] when CAP cannot be read.
+    pub fn new(io: R, bdf: Bdf) -> Result<Registers<R>, NvmeError> {
         let mut r = Registers {
-            map,
+            io,
             bdf,
             cap: Capabilities::decode(0),
         };
@@ -82,7 +85,7 @@ impl Registers {
 
     /// [`NvmeError::Revoked`] once an access met a revoked BAR.
     fn check_revoked(&self, during: &'static str) -> Result<(), NvmeError> {
-        if self.map.revoked_under_access() {
+        if self.io.revoked() {
             return Err(NvmeError::Revoked {
                 bdf: self.bdf,
                 during,
@@ -93,16 +96,14 @@ impl Registers {
 
     /// A 32-bit register read.
     pub fn read32(&self, offset: usize) -> Result<u32, NvmeError> {
-        let v = self.map.read::<u32>(offset).map_err(|e| self.err(e))?;
+        let v = self.io.read32(offset).map_err(|e| self.err(e))?;
         self.check_revoked("a register read")?;
         Ok(v)
     }
 
     /// A 32-bit register write.
     pub fn write32(&self, offset: usize, value: u32) -> Result<(), NvmeError> {
-        self.map
-            .write::<u32>(offset, value)
-            .map_err(|e| self.err(e))?;
+        self.io.write32(offset, value).map_err(|e| self.err(e))?;
         self.check_revoked("a register write (a doorbell or CC)")
     }
 
