@@ -49,7 +49,7 @@ use testing::{CopyWatch, Hooks};
 use verify::GuardedMap;
 
 /// Without the feature `testing` a copy runs no test hook: these stand in for the
-/// hooks' plumbing ([`testing`](self) with the feature) and do nothing.
+/// hooks' plumbing (`p2pcopy::testing` with the feature) and do nothing.
 #[cfg(not(feature = "testing"))]
 mod no_hooks {
     use peerdma_exporter::Device;
