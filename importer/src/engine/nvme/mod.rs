@@ -232,8 +232,8 @@ impl<B: Backing> Nvme<B> {
     /// commands into the submission queue but never rings the doorbell, so the controller
     /// never sees them and the transfer fails with [`NvmeError::CommandTimeout`] after the
     /// command timeout (and recovers the controller, as every error does). Only with
-    /// the feature `testing`.
-    #[cfg(feature = "testing")]
+    /// the feature `testing` (and in this crate's unit tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn stall_next_transfer(&mut self) {
         self.stall_next = true;
     }
