@@ -349,6 +349,11 @@ impl Testbed {
             let place = match o.topology {
                 Topology::Root => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
                 Topology::Mixed if i > 0 => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
+                Topology::Multifunction => match i {
+                    0 => "bus=pcie.0,addr=0x10.0,multifunction=on".to_string(),
+                    1 => "bus=pcie.0,addr=0x10.1".to_string(),
+                    _ => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
+                },
                 Topology::Switch | Topology::Mixed => {
                     push("-device".into());
                     push(format!(

@@ -378,7 +378,7 @@ fn run_storage_inner(
             why: Unavailable::NvmeNeedsIommufd,
         });
     }
-    let iommufd = Iommufd::open()?;
+    let iommufd = Iommufd::shared()?;
     let opts = EngineOptions {
         nvme: NvmeOptions {
             nsid: nv.nsid,
