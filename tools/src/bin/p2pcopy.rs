@@ -117,13 +117,14 @@ struct Cli {
     /// Address and port the receiver listens on (an address of the RDMA device's netdev).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:18520")]
     listen: std::net::SocketAddr,
-    /// RDMA: queue pairs to stream over.
-    #[arg(long, default_value_t = 1)]
+    /// RDMA: queue pairs to stream over (1 to 16).
+    #[arg(long, default_value_t = 1, value_parser = parse_qps)]
     qps: u8,
     /// RDMA: WRITEs in flight per queue pair (each --chunk bytes).
     #[arg(long, default_value_t = 16)]
     depth: u32,
-    /// RDMA: seconds the peer may take to connect, answer or finish.
+    /// RDMA: seconds the peer may take to connect, answer or finish (with --serve, given:
+    /// also how long to wait for the first sender; without it the receiver waits for one).
     #[arg(long, default_value_t = 60)]
     timeout: u64,
     /// The engine device for --engine dma (default: the supported engine bound to
@@ -302,6 +303,15 @@ fn parse_chunk(s: &str) -> Result<u64, String> {
                 .to_string(),
         ),
         n => Ok(n),
+    }
+}
+
+/// `--qps`: 1 to 16 queue pairs.
+fn parse_qps(s: &str) -> Result<u8, String> {
+    match s.trim().parse::<u8>() {
+        Ok(n @ 1..=16) => Ok(n),
+        Ok(0) => Err("0 queue pairs would move no byte; give 1 to 16 (default 1)".to_string()),
+        _ => Err("give a number of queue pairs from 1 to 16 (default 1)".to_string()),
     }
 }
 
@@ -786,7 +796,11 @@ mod rdma_cli {
             dst: local(cli, dst, false)?,
             listen: cli.listen,
             access: access_path(cli.access),
-            wait: None,
+            // --timeout given bounds the wait for a sender too; by default it has no end.
+            wait: cli
+                .given
+                .contains(&"timeout")
+                .then(|| Duration::from_secs(cli.timeout)),
             timeout: Duration::from_secs(cli.timeout),
             max_host_size: 4 << 30,
         };
@@ -918,6 +932,21 @@ mod tests {
         let mut cli = Cli::from_arg_matches(&m).unwrap();
         cli.given = given_flags(&m);
         cli
+    }
+
+    #[test]
+    fn qps_outside_1_to_16_are_refused() {
+        for n in ["0", "17"] {
+            let e = Cli::try_parse_from(["p2pcopy", "00:10.0", "rdma://10.0.0.2:7000", "--qps", n])
+                .err()
+                .unwrap_or_else(|| panic!("--qps {n} is refused"))
+                .to_string();
+            assert!(e.contains("--qps") && e.contains("1 to 16"), "{e}");
+        }
+        assert_eq!(
+            parse(&["00:10.0", "rdma://10.0.0.2:7000", "--qps", "16"]).qps,
+            16
+        );
     }
 
     #[test]

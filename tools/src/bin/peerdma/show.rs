@@ -185,9 +185,12 @@ pub fn run(args: ShowArgs) -> Result<()> {
             info.setting
         );
     }
-    let deadline = args
-        .seconds
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    // A --seconds past what a clock can reach (1e30, inf) waits without end, like none.
+    let deadline = args.seconds.and_then(|s| {
+        Duration::try_from_secs_f64(s.max(0.0))
+            .ok()
+            .and_then(|d| Instant::now().checked_add(d))
+    });
     let mut last_failure: Option<String> = None;
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(50));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use peerdma_exporter::AccessPath;
 use peerdma_importer::rdma::{
-    Access, ConnectRequest, Listener, MemoryRegion, Operation, ProtectionDomain, QpOptions,
+    self, Access, ConnectRequest, Listener, MemoryRegion, Operation, ProtectionDomain, QpOptions,
     QueuePair, RdmaError,
 };
 
@@ -177,7 +177,7 @@ fn wait_done(
     msgs: &MemoryRegion,
     timeout: Duration,
 ) -> Result<Done, CopyError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = rdma::deadline(timeout);
     let mut comps = Vec::new();
     loop {
         for qp in qps.iter_mut() {
@@ -209,7 +209,7 @@ fn wait_done(
                 });
             }
         }
-        if Instant::now() > deadline {
+        if deadline.is_some_and(|d| Instant::now() > d) {
             return Err(RdmaError::Timeout {
                 what: "the sender's last message".into(),
                 seconds: timeout.as_secs(),
