@@ -56,8 +56,11 @@ pub fn shared_iommufd(node: &Path) -> Result<Arc<OwnedFd>, Errno> {
 /// devices of the group.
 pub(crate) type GroupFds = (Arc<OwnedFd>, Arc<OwnedFd>);
 
+/// A group node path with its group and container fds, held by devices.
+type HeldGroup = (PathBuf, Weak<OwnedFd>, Weak<OwnedFd>);
+
 /// The live group fds, by group node path.
-static GROUPS: Mutex<Vec<(PathBuf, Weak<OwnedFd>, Weak<OwnedFd>)>> = Mutex::new(Vec::new());
+static GROUPS: Mutex<Vec<HeldGroup>> = Mutex::new(Vec::new());
 
 /// The group node `node` and its container when a device of this process holds
 /// them open; `None` otherwise.

@@ -8,6 +8,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::io::Errno;
+
 use super::error::{last_errno, RdmaError, Result};
 use super::mr::ProtectionDomain;
 use super::qp::{QpOptions, QueuePair};
@@ -569,6 +571,31 @@ impl Listener {
         }
     }
 
+    /// The next connect request if one is waiting, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`RdmaError::Call`] when the event channel cannot be read.
+    pub fn pending_request(&self) -> Result<Option<ConnectRequest>> {
+        loop {
+            match self.guard.channel.next(Duration::ZERO)? {
+                Some(e) if e.kind == sys::RDMA_CM_EVENT_CONNECT_REQUEST => {
+                    let guard = IdGuard::adopt(e.id)?;
+                    let peer = guard
+                        .peer_addr()
+                        .map_or_else(|| "the peer".to_string(), |a| a.ip().to_string());
+                    return Ok(Some(ConnectRequest {
+                        guard,
+                        private: e.private,
+                        peer,
+                    }));
+                }
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
     /// Waits for the next connect request (`None`: until one comes).
     ///
     /// # Errors
@@ -654,7 +681,22 @@ impl ConnectRequest {
         timeout: Duration,
     ) -> Result<QueuePair> {
         let peer = self.peer.clone();
-        let mut qp = QueuePair::create(self.guard, pd, opts, peer.clone())?;
+        // The kernel refuses a QP for a request its sender withdrew (it went away
+        // before the accept: the request's CM state is no longer REQ_RCVD and
+        // ib_cm_init_qp_attr answers EINVAL); the depth is this side's own.
+        let mut qp =
+            QueuePair::create(self.guard, pd, opts, peer.clone()).map_err(|e| match e {
+                RdmaError::Call {
+                    call: "rdma_create_qp",
+                    errno: Errno::INVAL,
+                    ..
+                } => RdmaError::PeerGone {
+                    peer: peer.clone(),
+                    during: "before its connect request was accepted".into(),
+                    event: "its request was withdrawn: rdma_create_qp EINVAL".into(),
+                },
+                e => e,
+            })?;
         let mut param = conn_param(opts, private);
         // SAFETY: the id has a QP; param outlives the call.
         if unsafe { sys::rdma_accept(qp.id(), &mut param) } != 0 {
