@@ -236,7 +236,7 @@ fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
              cat $T/s1 $T/s2; echo '## two-senders end'; \
              \
              $B {p} --serve --listen {B}:18636 host > $T/serve5 2>&1 & S=$!; awaitline $T/serve5 listening; \
-             $A {p} host rdma://{B}:18636 --size 64M --timeout 1; echo \"## early-send rc=$?\"; \
+             $A {p} host rdma://{B}:18636 --size 32M --timeout 1; echo \"## early-send rc=$?\"; \
              wait $S; echo \"## early-serve rc=$?\"; cat $T/serve5; echo '## early end'; "
         );
     let out = run_sh(&tb, &script);
