@@ -64,6 +64,9 @@ pub struct VmOptions {
     pub nvme_images: Vec<crate::image::ImageSeed>,
     /// Extra kernel command-line arguments.
     pub kernel_args: Vec<String>,
+    /// The NVMe devices' CAP.MQES (QEMU's `mqes=`, 0-based: queues of MQES + 1
+    /// entries); `None`: QEMU's 2047.
+    pub nvme_mqes: Option<u16>,
 }
 
 impl Default for VmOptions {
@@ -87,6 +90,7 @@ impl Default for VmOptions {
             cwd: None,
             nvme_images: Vec::new(),
             kernel_args: Vec::new(),
+            nvme_mqes: None,
         }
     }
 }
@@ -398,9 +402,12 @@ impl Testbed {
                     ));
                     push("-device".into());
                     push(format!(
-                        "nvme,serial={},drive=drv-{role},cmb_size_mb={},{place}",
+                        "nvme,serial={},drive=drv-{role},cmb_size_mb={},{place}{}",
                         nvme_serial(i),
-                        d.size_mib
+                        d.size_mib,
+                        o.nvme_mqes
+                            .map(|m| format!(",mqes={m}"))
+                            .unwrap_or_default()
                     ));
                 }
                 DeviceKind::Gpu => {

@@ -132,8 +132,9 @@ struct Cli {
     /// BAR → BAR in two steps through its namespace).
     #[arg(long, value_name = "BDF", value_parser = parse_via)]
     via: Option<Bdf>,
-    /// NVMe commands kept in flight.
-    #[arg(long, default_value_t = 32)]
+    /// NVMe commands kept in flight (default 32, or fewer where the controller's queues
+    /// are smaller: CAP.MQES).
+    #[arg(long, default_value_t = 32, value_parser = parse_queue_depth)]
     queue_depth: u32,
     /// Bytes per NVMe command (capped by the controller's MDTS).
     #[arg(long, value_parser = parse_size, default_value = "128K")]
@@ -303,6 +304,15 @@ fn parse_chunk(s: &str) -> Result<u64, String> {
                 .to_string(),
         ),
         n => Ok(n),
+    }
+}
+
+/// `--queue-depth`: 1 or more commands in flight.
+fn parse_queue_depth(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("0 commands in flight would move no byte; give 1 or more (default 32)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("give a number of commands in flight, 1 or more (default 32)".into()),
     }
 }
 
@@ -517,7 +527,12 @@ fn run(cli: &Cli) -> Result<()> {
                 chunk: cli.chunk,
                 iterations: cli.iterations,
                 nvme: NvmeOptions {
-                    queue_depth: cli.queue_depth,
+                    // Not given: the library's default, lowered to the controller's CAP.MQES.
+                    queue_depth: if cli.given.contains(&"queue_depth") {
+                        cli.queue_depth
+                    } else {
+                        0
+                    },
                     transfer_size: cli.transfer_size,
                     data_pointer: match cli.data_pointer {
                         DataPointerArg::Auto => DataPointer::Auto,
