@@ -16,9 +16,58 @@ pub fn cause(e: &dyn std::fmt::Display) -> String {
     split_fix(&e.to_string()).0.to_string()
 }
 
+/// An error's message followed by those of its sources (`: ` between them), leaving
+/// out a source whose text the message already holds: most library errors embed their
+/// cause ("{engine}: {source}") and expose it as their source too, so printing the
+/// chain as it is would say that cause twice in one line.
+pub fn message_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(source) = next {
+        let part = source.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = source.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("engine 00:13.0: {source}")]
+    struct Embeds {
+        source: Inner,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("00:13.0 is in use; fix: end that process")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the copy failed")]
+    struct Wraps {
+        #[source]
+        inner: Inner,
+    }
+
+    #[test]
+    fn a_source_the_message_embeds_is_said_once() {
+        let e = Embeds { source: Inner };
+        assert_eq!(
+            message_chain(&e),
+            "engine 00:13.0: 00:13.0 is in use; fix: end that process"
+        );
+        // A source the message does not hold is still said.
+        assert_eq!(
+            message_chain(&Wraps { inner: Inner }),
+            "the copy failed: 00:13.0 is in use; fix: end that process"
+        );
+    }
 
     #[test]
     fn the_fix_is_split_off_once() {

@@ -475,9 +475,12 @@ fn fresh_seed() -> u64 {
 }
 
 fn with_advice(e: CopyError) -> anyhow::Error {
+    // The library's message with its causes said once (they embed them and expose them
+    // as sources too: printing the chain said an engine's error twice in one line).
+    let text = peerdma_tools::fix::message_chain(&e);
     match advice(&e) {
-        Some(flags) => anyhow::anyhow!("{:#} (p2pcopy: {flags})", anyhow::Error::from(e)),
-        None => e.into(),
+        Some(flags) => anyhow::anyhow!("{text} (p2pcopy: {flags})"),
+        None => anyhow::anyhow!("{text}"),
     }
 }
 
