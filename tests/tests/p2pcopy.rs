@@ -293,7 +293,11 @@ fn two_functions_of_one_iommu_group_copy_and_doctor_knows_the_importer() {
              {p2p} 00:10.0 00:10.1 --engine cpu --access cdev --size 1M --seed 31 --json; echo \"## cdev rc=$?\"; \
              {p2p} 00:10.1 00:10.0 --engine cpu --access group --size 1M --seed 32 --json; echo \"## group rc=$?\"; \
              {p2p} 00:10.0 00:10.1 --engine dma --via 00:12.0 --size 64K --seed 33 --json; echo \"## dma rc=$?\"; \
-             {peerdma} doctor 00:10.0 00:13.0 --json; echo \"## doctor rc=$?\""
+             {peerdma} doctor 00:10.0 00:13.0 --json; echo \"## doctor rc=$?\"; \
+             {peerdma} export 00:12.0 --bar 0 --range 0:4K --hold > /run/hold 2>&1 & H=$!; \
+             for i in $(seq 300); do grep -q holding /run/hold && break; sleep 0.1; done; \
+             {p2p} 00:10.0 00:10.1 --engine dma --via 00:12.0 --size 4K; echo \"## held rc=$?\"; \
+             kill $H; wait $H; true"
         ),
     );
     let o = &out.output;
@@ -348,6 +352,13 @@ fn two_functions_of_one_iommu_group_copy_and_doctor_knows_the_importer() {
     assert!(!gpu.to_string().contains("driver_override"), "{gpu}");
     let exporter = check("device 0000:00:10.0", "driver");
     assert_eq!(exporter["status"], "pass", "{exporter}");
+    // A --via engine held by another process: the error is said once, not twice in a line.
+    assert_eq!(marked_rc(o, "held"), 1, "{o}");
+    let held = o
+        .lines()
+        .find(|l| l.starts_with("p2pcopy: error:") && l.contains("in use"))
+        .unwrap_or_else(|| panic!("the held engine's error:\n{o}"));
+    assert_eq!(held.matches("is in use").count(), 1, "{held}");
     // Under -cpu max the root bus is blocked for a DRM importer: doctor says so as a failure.
     let path = check("paths", "0000:00:10.0 → 0000:00:13.0");
     assert_eq!(path["status"], "fail", "{path}");
