@@ -287,7 +287,7 @@ impl Nvme {
             format!("capped by the controller's MDTS ({m} bytes)")
         } else if !self.uses_sgl() && asked > MAX_PRP_BYTES {
             format!("capped by one PRP list ({MAX_PRP_BYTES} bytes)")
-        } else if asked % bs != 0 {
+        } else if !asked.is_multiple_of(bs) {
             format!("rounded down to whole {bs}-byte blocks")
         } else {
             format!("capped at 65536 blocks of {bs} bytes")
