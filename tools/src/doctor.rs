@@ -201,6 +201,19 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
             let distance_checked = role.as_ref().is_some_and(|i| i.kind != ImporterKind::Nvme);
             match sys.p2p_route_on(*first, *other, cpu) {
                 Ok(route) => {
+                    if route.same_iommu_group {
+                        let group = route.a.iommu_group.unwrap_or_default();
+                        r.push(
+                            "paths",
+                            &format!("{name} IOMMU group"),
+                            Status::Info,
+                            format!(
+                                "{first} and {other} share IOMMU group {group}: one process \
+                                 opens both (through one iommufd, or one group fd, as peerdma's \
+                                 tools do); two processes cannot hold them at once"
+                            ),
+                        );
+                    }
                     let detail = crate::route::summary(&route);
                     let blockers = route.blockers();
                     if route.verdict.allowed() {
@@ -975,6 +988,16 @@ mod tests {
         // NVMe (p2pmem, iommufd) imports do not check the distance.
         let nvme = r.find("paths", "0000:00:10.0 → 0000:00:15.0").unwrap();
         assert_eq!(nvme.status, Status::Warn, "{}", nvme.detail);
+        // All of this machine's devices are in group 0: said once per path, as a fact.
+        let shared = r
+            .find("paths", "0000:00:10.0 → 0000:00:12.0 IOMMU group")
+            .unwrap();
+        assert_eq!(shared.status, Status::Info);
+        assert!(
+            shared.detail.contains("share IOMMU group 0"),
+            "{}",
+            shared.detail
+        );
         // A device on a driver that is no importer keeps the vfio-pci fix, with both roles.
         let other = r.find("device 0000:00:12.0", "driver").unwrap();
         assert_eq!(other.status, Status::Fail);
