@@ -398,7 +398,7 @@ fn family_23_scans_the_bar_out_pixel_by_pixel_and_follows_the_host() {
          {p} show $IV --bar 2 --width 16384 --height 16 --card $GPU --seconds 1; echo '## wide rc='$?
          cat /dev/dri/$C > /dev/null & HOLD=$!
          for i in $(seq 100); do ls -l /proc/$HOLD/fd 2>/dev/null | grep -q $C && break; sleep 0.1; done
-         {p} show $IV --bar 2 --width {W} --height {H} --card $GPU --seconds 1; echo '## master rc='$?
+         {p} show $IV --bar 2 --width {W} --height {H} --card $GPU --seconds 1 --json; echo '## master rc='$?
          kill $HOLD; wait $HOLD
          CONN=$(ls -d /sys/class/drm/$C-* | head -n1)
          echo off > $CONN/status
@@ -509,6 +509,15 @@ fn family_23_scans_the_bar_out_pixel_by_pixel_and_follows_the_host() {
     assert!(
         master.contains("EACCES") && master.contains("DRM master") && master.contains("(cat)"),
         "{master}"
+    );
+    // --json says it on stdout too (was nothing).
+    let error = json_lines(&master)
+        .into_iter()
+        .find(|l| l["event"] == "error")
+        .unwrap_or_else(|| panic!("no JSON error line: {master}"));
+    assert!(
+        error["error"].as_str().unwrap().contains("DRM master"),
+        "{error}"
     );
     let off = said("off");
     assert!(

@@ -67,9 +67,20 @@ pub fn run(args: ShowArgs) -> Result<()> {
     )
 }
 
-/// Exports, imports, shows, and watches for revokes until told to stop.
+/// Exports, imports, shows, and watches for revokes until told to stop; with `--json` a
+/// failure is also an `{"event": "error"}` line on stdout, like the other events.
 #[cfg(feature = "drm")]
 pub fn run(args: ShowArgs) -> Result<()> {
+    let json = args.json;
+    let result = show(args);
+    if let (true, Err(e)) = (json, &result) {
+        crate::print_json(&serde_json::json!({"event": "error", "error": format!("{e:#}")}));
+    }
+    result
+}
+
+#[cfg(feature = "drm")]
+fn show(args: ShowArgs) -> Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
