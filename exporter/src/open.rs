@@ -9,6 +9,11 @@
 //!   `noiommu-GROUP`), `VFIO_GROUP_SET_CONTAINER`, `VFIO_SET_IOMMU` (type1 v2,
 //!   or the noiommu type), then `VFIO_GROUP_GET_DEVICE_FD` with the BDF.
 //!
+//! Without handed-over fds, every device a process opens through its cdev is bound
+//! to the process's one iommufd, and the devices of one IOMMU group opened through
+//! the group path share its group and container fds (`shared.rs`): the kernel binds
+//! a group to one iommufd and opens a group node once.
+//!
 //! A management process may hand over fds it opened ([`PassedFds`]); the
 //! library then completes only the missing steps.
 
