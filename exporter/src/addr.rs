@@ -28,8 +28,10 @@ pub struct ParseBdfError {
 
 /// A PCI function address as the kernel names it in sysfs (`DDDD:BB:DD.F`).
 ///
-/// Parsed from the long form (`0000:01:00.0`) or the short form without a
-/// domain (`01:00.0`, domain 0). Displayed in the long form, which is the
+/// Parsed from the long form (`0000:01:00.0`), the short form without a
+/// domain (`01:00.0`, domain 0) or the function's sysfs path
+/// (`/sys/bus/pci/devices/0000:01:00.0`, a trailing `/` allowed); surrounding
+/// whitespace (a pasted line's newline) is ignored. Displayed in the long form, which is the
 /// name `VFIO_GROUP_GET_DEVICE_FD` and `/sys/bus/pci/devices/` expect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Bdf {
@@ -115,14 +117,28 @@ fn hex_field(
     })
 }
 
+/// Where sysfs lists PCI functions by address; a path under it names the
+/// function (`Bdf::from_str`).
+const SYSFS_DEVICES: &str = "/sys/bus/pci/devices/";
+
 impl FromStr for Bdf {
     type Err = ParseBdfError;
 
-    fn from_str(input: &str) -> Result<Self, ParseBdfError> {
+    fn from_str(given: &str) -> Result<Self, ParseBdfError> {
+        let input = given.trim();
+        let input = match input.strip_prefix(SYSFS_DEVICES) {
+            Some(name) => name.strip_suffix('/').unwrap_or(name),
+            None => input,
+        };
         let bad = |reason| ParseBdfError {
-            input: input.to_owned(),
+            input: given.to_owned(),
             reason,
         };
+        if input.contains('/') {
+            return Err(bad(
+                "a path is accepted only as /sys/bus/pci/devices/DDDD:BB:DD.F",
+            ));
+        }
         let (head, function) = input
             .rsplit_once('.')
             .ok_or_else(|| bad("expected DDDD:BB:DD.F or BB:DD.F (no '.' before the function)"))?;
@@ -130,7 +146,7 @@ impl FromStr for Bdf {
         let (domain, bus, device) = match parts.as_slice() {
             [bus, device] => (0, *bus, *device),
             [domain, bus, device] => (
-                hex_field(input, domain, 8, "domain must be 1 to 8 hex digits")?,
+                hex_field(given, domain, 8, "domain must be 1 to 8 hex digits")?,
                 *bus,
                 *device,
             ),
@@ -145,10 +161,10 @@ impl FromStr for Bdf {
         if function.len() != 1 {
             return Err(bad("function must be exactly 1 digit 0 to 7"));
         }
-        let bus = hex_field(input, bus, 2, "bus must be exactly 2 hex digits")?;
-        let device = hex_field(input, device, 2, "device must be exactly 2 hex digits")?;
+        let bus = hex_field(given, bus, 2, "bus must be exactly 2 hex digits")?;
+        let device = hex_field(given, device, 2, "device must be exactly 2 hex digits")?;
         let function = hex_field(
-            input,
+            given,
             function,
             1,
             "function must be exactly 1 digit 0 to 7",
@@ -309,8 +325,10 @@ mod tests {
             ":01:00.0",
             "0:0000:01:00.0",
             "000000000:01:00.0",
-            " 0000:01:00.0",
-            "0000:01:00.0 ",
+            "0000:01:00.0 x",
+            "/sys/bus/pci/devices/",
+            "/sys/devices/pci0000:00/0000:00:10.0",
+            "/sys/bus/pci/devices/0000:00:10.0/driver",
             "0000:01:00.+1",
             "0000:+1:00.0",
         ] {
@@ -328,6 +346,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("function number must be 0 to 7"));
+    }
+
+    #[test]
+    fn whitespace_and_sysfs_paths() {
+        let want = parse("0000:00:10.1").unwrap();
+        for ok in [
+            " 0000:00:10.1",
+            "0000:00:10.1 ",
+            "0000:00:10.1\n",
+            "\t00:10.1\r\n",
+            "/sys/bus/pci/devices/0000:00:10.1",
+            "/sys/bus/pci/devices/0000:00:10.1/",
+            "/sys/bus/pci/devices/0000:00:10.1\n",
+        ] {
+            assert_eq!(parse(ok), Ok(want), "{ok:?}");
+        }
+        // A path elsewhere is named as the problem, not one of its fields.
+        let err = parse("/sys/devices/pci0000:00/0000:00:10.1").unwrap_err();
+        assert!(err.to_string().contains("/sys/bus/pci/devices/"), "{err}");
+        assert!(!err.to_string().contains("bus must"), "{err}");
     }
 
     #[test]

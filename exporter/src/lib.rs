@@ -49,6 +49,7 @@ mod pci_caps;
 pub mod ranges;
 mod region;
 mod revoke;
+mod shared;
 mod sigbus;
 pub mod sysfs;
 pub mod udmabuf;
@@ -79,6 +80,7 @@ pub use revoke::{
     PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState, SubscriptionToken,
 };
 pub use rustix::io::Errno;
+pub use shared::shared_iommufd;
 pub use sigbus::GuardError;
 pub use sysfs::{PciDevice, Resource, Sysfs};
 pub use udmabuf::{Udmabuf, UdmabufError};

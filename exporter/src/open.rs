@@ -9,12 +9,18 @@
 //!   `noiommu-GROUP`), `VFIO_GROUP_SET_CONTAINER`, `VFIO_SET_IOMMU` (type1 v2,
 //!   or the noiommu type), then `VFIO_GROUP_GET_DEVICE_FD` with the BDF.
 //!
+//! Without handed-over fds, every device a process opens through its cdev is bound
+//! to the process's one iommufd, and the devices of one IOMMU group opened through
+//! the group path share its group and container fds (`shared.rs`): the kernel binds
+//! a group to one iommufd and opens a group node once.
+//!
 //! A management process may hand over fds it opened ([`PassedFds`]); the
 //! library then completes only the missing steps.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use peerdma_uapi::vfio::{
     VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_GROUP_FLAGS_CONTAINER_SET, VFIO_GROUP_FLAGS_VIABLE,
@@ -116,13 +122,13 @@ pub(crate) enum Binding {
     /// cdev: the iommufd the device is bound to, and the device id (unknown
     /// when the caller bound it).
     Cdev {
-        iommufd: OwnedFd,
+        iommufd: Arc<OwnedFd>,
         devid: Option<u32>,
     },
     /// group: the group and container fds (absent when the caller kept them).
     Group {
-        group: Option<OwnedFd>,
-        container: Option<OwnedFd>,
+        group: Option<Arc<OwnedFd>>,
+        container: Option<Arc<OwnedFd>>,
     },
 }
 
@@ -302,7 +308,7 @@ fn bind(bdf: Bdf, cdev: Option<&Path>, device: &OwnedFd, iommufd: &OwnedFd) -> R
 }
 
 /// Opens the cdev named by `plan` and binds it to `iommufd`.
-fn open_cdev(bdf: Bdf, cdev: &Path, iommufd: OwnedFd) -> Result<(OwnedFd, Binding)> {
+fn open_cdev(bdf: Bdf, cdev: &Path, iommufd: Arc<OwnedFd>) -> Result<(OwnedFd, Binding)> {
     let device = open_node(bdf, cdev, Node::Cdev)?;
     let devid = bind(bdf, Some(cdev), &device, &iommufd)?;
     Ok((
@@ -371,8 +377,8 @@ fn group_device(
     Ok((
         device,
         Binding::Group {
-            group: Some(group),
-            container: Some(container),
+            group: Some(Arc::new(group)),
+            container: Some(Arc::new(container)),
         },
     ))
 }
@@ -402,7 +408,7 @@ pub(crate) fn open(
         PassedFds::CdevBound { device, iommufd } => Ok((
             device,
             Binding::Cdev {
-                iommufd,
+                iommufd: Arc::new(iommufd),
                 devid: None,
             },
         )),
@@ -410,19 +416,25 @@ pub(crate) fn open(
             device,
             group,
             container,
-        } => Ok((device, Binding::Group { group, container })),
+        } => Ok((
+            device,
+            Binding::Group {
+                group: group.map(Arc::new),
+                container: container.map(Arc::new),
+            },
+        )),
         PassedFds::CdevUnbound { device, iommufd } => {
             let devid = bind(bdf, None, &device, &iommufd)?;
             Ok((
                 device,
                 Binding::Cdev {
-                    iommufd,
+                    iommufd: Arc::new(iommufd),
                     devid: Some(devid),
                 },
             ))
         }
         PassedFds::Iommufd(iommufd) => match plan(need_sys()?, AccessPath::Cdev, &dev_dir)? {
-            Plan::Cdev { cdev, .. } => open_cdev(bdf, &cdev, iommufd),
+            Plan::Cdev { cdev, .. } => open_cdev(bdf, &cdev, Arc::new(iommufd)),
             Plan::Group { .. } => Err(Error::NoCdev {
                 bdf,
                 reason: "an iommufd was passed but the cdev path is unavailable",
@@ -451,7 +463,14 @@ pub(crate) fn open(
         }
         PassedFds::None => match plan(need_sys()?, access, &dev_dir)? {
             Plan::Cdev { iommu, cdev } => {
-                let iommufd = open_node(bdf, &iommu, Node::Iommu)?;
+                // One iommufd for every device this process opens: the kernel binds
+                // several devices of one IOMMU group to one iommufd, never to two.
+                let iommufd = crate::shared_iommufd(&iommu).map_err(|errno| Error::Open {
+                    bdf,
+                    path: iommu.clone(),
+                    errno,
+                    fix: explain::open(Node::Iommu, errno),
+                })?;
                 open_cdev(bdf, &cdev, iommufd)
             }
             Plan::Group {
@@ -460,9 +479,34 @@ pub(crate) fn open(
                 group_id,
                 noiommu,
             } => {
+                // Another device of this group open in this process: the group node
+                // opens once, its devices all come from that one group fd.
+                if let Some((group_fd, container_fd)) = crate::shared::shared_group(&group) {
+                    let name = CString::new(bdf.to_string()).expect("a BDF's text has no NUL byte");
+                    let device = ioctl::group_get_device_fd(group_fd.as_fd(), &name)
+                        .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupGetDeviceFd))?;
+                    return Ok((
+                        device,
+                        Binding::Group {
+                            group: Some(group_fd),
+                            container: Some(container_fd),
+                        },
+                    ));
+                }
                 let container = open_node(bdf, &container, Node::Container)?;
-                let group = open_group(bdf, &group, group_id)?;
-                group_device(bdf, group_id, group, container, noiommu, true)
+                let group_fd = open_group(bdf, &group, group_id)?;
+                let opened = group_device(bdf, group_id, group_fd, container, noiommu, true)?;
+                if let (
+                    _,
+                    Binding::Group {
+                        group: Some(g),
+                        container: Some(c),
+                    },
+                ) = &opened
+                {
+                    crate::shared::remember_group(&group, &(Arc::clone(g), Arc::clone(c)));
+                }
+                Ok(opened)
             }
         },
     }

@@ -278,8 +278,19 @@ pub struct PathEnd {
     pub driver: Option<String>,
     /// IOMMU group.
     pub iommu_group: Option<u32>,
+    /// The group is one of vfio's no-IOMMU groups (its sysfs `name` is
+    /// `vfio-noiommu`, drivers/vfio/group.c): no IOMMU translates the device.
+    pub noiommu_group: bool,
     /// Bound to vfio-pci or a vfio variant driver.
     pub vfio_bound: bool,
+}
+
+impl PathEnd {
+    /// Whether an IOMMU translates this device's DMA: it has an IOMMU group that is
+    /// not one of vfio's no-IOMMU groups (iommufd imports need one).
+    pub fn translated(&self) -> bool {
+        self.iommu_group.is_some() && !self.noiommu_group
+    }
 }
 
 /// The path between two PCI functions, as [`Sysfs::p2p_route`] finds it.
@@ -503,6 +514,15 @@ impl Sysfs {
     /// One of the two functions.
     fn path_end(&self, bdf: Bdf) -> Result<PathEnd> {
         let d = self.device(bdf)?;
+        let noiommu_group = d.iommu_group.is_some_and(|g| {
+            std::fs::read_to_string(
+                self.root()
+                    .join("kernel/iommu_groups")
+                    .join(g.to_string())
+                    .join("name"),
+            )
+            .is_ok_and(|name| name.trim() == "vfio-noiommu")
+        });
         Ok(PathEnd {
             bdf,
             vendor: d.vendor,
@@ -510,6 +530,7 @@ impl Sysfs {
             vfio_bound: d.is_vfio_bound(),
             driver: d.driver,
             iommu_group: d.iommu_group,
+            noiommu_group,
         })
     }
 

@@ -204,6 +204,10 @@ pub enum Topology {
     /// The first device behind the switch, the others on the root bus: they meet only
     /// at the host bridge.
     Mixed,
+    /// The first two devices are functions 0 and 1 of one multifunction slot on the
+    /// root bus (00:10.0 and 00:10.1; QEMU's functions have no ACS, so the two share
+    /// one IOMMU group); the others stay on the root bus at 00:12.0, 00:13.0, ...
+    Multifunction,
 }
 
 impl FromStr for Topology {
@@ -213,7 +217,8 @@ impl FromStr for Topology {
             "root" => Ok(Topology::Root),
             "switch" => Ok(Topology::Switch),
             "mixed" => Ok(Topology::Mixed),
-            _ => bail!("unknown topology {s:?}: use root, switch or mixed"),
+            "multifunction" => Ok(Topology::Multifunction),
+            _ => bail!("unknown topology {s:?}: use root, switch, mixed or multifunction"),
         }
     }
 }
@@ -236,11 +241,15 @@ mod tests {
             ("root", Topology::Root),
             ("switch", Topology::Switch),
             ("mixed", Topology::Mixed),
+            ("multifunction", Topology::Multifunction),
         ] {
             assert_eq!(s.parse::<Topology>().unwrap(), t);
         }
         let err = "tree".parse::<Topology>().unwrap_err().to_string();
-        assert!(err.contains("root, switch or mixed"), "{err}");
+        assert!(
+            err.contains("root, switch, mixed or multifunction"),
+            "{err}"
+        );
     }
 
     #[test]

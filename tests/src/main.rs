@@ -78,7 +78,9 @@ struct VmArgs {
     #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
     devices: DeviceList,
     /// root (each device on the root bus, own IOMMU group), switch (behind one PCIe
-    /// switch) or mixed (the first device behind the switch, the others on the root bus).
+    /// switch), mixed (the first device behind the switch, the others on the root bus) or
+    /// multifunction (the first two devices are functions 0 and 1 of slot 10, one IOMMU
+    /// group).
     #[arg(long, default_value = "root")]
     topology: Topology,
     /// on: intel-iommu vIOMMU; off: vfio noiommu mode.
@@ -110,6 +112,9 @@ struct VmArgs {
     /// p2pcopy pattern), ROLE=file:PATH or ROLE=zero (repeatable).
     #[arg(long = "nvme-image", value_name = "ROLE=SOURCE")]
     nvme_images: Vec<peerdma_testbed::image::ImageSeed>,
+    /// The NVMe devices' CAP.MQES (0-based: queues of N + 1 entries; QEMU's default 2047).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    nvme_mqes: Option<u16>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -134,6 +139,7 @@ impl VmArgs {
             emulate_udmabuf: self.emulate_udmabuf,
             stream,
             nvme_images: self.nvme_images,
+            nvme_mqes: self.nvme_mqes,
             ..VmOptions::default()
         }
     }

@@ -64,6 +64,9 @@ pub struct VmOptions {
     pub nvme_images: Vec<crate::image::ImageSeed>,
     /// Extra kernel command-line arguments.
     pub kernel_args: Vec<String>,
+    /// The NVMe devices' CAP.MQES (QEMU's `mqes=`, 0-based: queues of MQES + 1
+    /// entries); `None`: QEMU's 2047.
+    pub nvme_mqes: Option<u16>,
 }
 
 impl Default for VmOptions {
@@ -87,6 +90,7 @@ impl Default for VmOptions {
             cwd: None,
             nvme_images: Vec::new(),
             kernel_args: Vec::new(),
+            nvme_mqes: None,
         }
     }
 }
@@ -349,6 +353,11 @@ impl Testbed {
             let place = match o.topology {
                 Topology::Root => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
                 Topology::Mixed if i > 0 => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
+                Topology::Multifunction => match i {
+                    0 => "bus=pcie.0,addr=0x10.0,multifunction=on".to_string(),
+                    1 => "bus=pcie.0,addr=0x10.1".to_string(),
+                    _ => format!("bus=pcie.0,addr={:#x}", 0x10 + i),
+                },
                 Topology::Switch | Topology::Mixed => {
                     push("-device".into());
                     push(format!(
@@ -392,11 +401,15 @@ impl Testbed {
                         img.display()
                     ));
                     push("-device".into());
+                    let mqes = o
+                        .nvme_mqes
+                        .map(|m| format!(",mqes={m}"))
+                        .unwrap_or_default();
                     if d.kind == DeviceKind::NvmeMetadata {
                         // Namespace 1 as its own nvme-ns device: 512-byte blocks with 8
                         // bytes of metadata each, inline (extended LBA).
                         push(format!(
-                            "nvme,id=ctrl-{role},serial={},cmb_size_mb={},{place}",
+                            "nvme,id=ctrl-{role},serial={},cmb_size_mb={},{place}{mqes}",
                             nvme_serial(i),
                             d.size_mib
                         ));
@@ -406,7 +419,7 @@ impl Testbed {
                         ));
                     } else {
                         push(format!(
-                            "nvme,serial={},drive=drv-{role},cmb_size_mb={},{place}",
+                            "nvme,serial={},drive=drv-{role},cmb_size_mb={},{place}{mqes}",
                             nvme_serial(i),
                             d.size_mib
                         ));

@@ -393,7 +393,17 @@ fn family_23_scans_the_bar_out_pixel_by_pixel_and_follows_the_host() {
          kill -TERM $P; wait $P; echo '## show rc='$?
          cat $S/show.jsonl
          {g} revoke ivshmem0 gpu0
-         {g} legacy ivshmem0 gpu0",
+         {g} legacy ivshmem0 gpu0
+         C=$(ls /sys/bus/pci/devices/$GPU/drm | grep -m1 '^card')
+         {p} show $IV --bar 2 --width 16384 --height 16 --card $GPU --seconds 1; echo '## wide rc='$?
+         cat /dev/dri/$C > /dev/null & HOLD=$!
+         for i in $(seq 100); do ls -l /proc/$HOLD/fd 2>/dev/null | grep -q $C && break; sleep 0.1; done
+         {p} show $IV --bar 2 --width {W} --height {H} --card $GPU --seconds 1 --json; echo '## master rc='$?
+         kill $HOLD; wait $HOLD
+         CONN=$(ls -d /sys/class/drm/$C-* | head -n1)
+         echo off > $CONN/status
+         {p} show $IV --bar 2 --width {W} --height {H} --card $GPU --seconds 1; echo '## off rc='$?
+         echo detect > $CONN/status; true",
         p = peerdma(),
         g = guest_drm(),
     );
@@ -479,6 +489,46 @@ fn family_23_scans_the_bar_out_pixel_by_pixel_and_follows_the_host() {
         );
     }
     assert_eq!(legacy["attachments_after"], 0, "{legacy}");
+
+    // Refusals said with their cause: past the card's framebuffer maximum (was a bare
+    // ADDFB2 EINVAL), another DRM master (was a bare EACCES), nothing connected (was a
+    // framebuffer-size fix).
+    let said = |name: &str| -> String {
+        assert_ne!(marked_rc(&out.output, name), 0, "{name}:\n{}", out.output);
+        let before = out.output.split(&format!("## {name} rc=")).next().unwrap();
+        before.rsplit("## ").next().unwrap().to_string()
+    };
+    let wide = said("wide");
+    assert!(
+        wide.contains("16384x16")
+            && wide.contains("takes framebuffers")
+            && wide.contains("at most"),
+        "{wide}"
+    );
+    let master = said("master");
+    assert!(
+        master.contains("EACCES") && master.contains("DRM master") && master.contains("(cat)"),
+        "{master}"
+    );
+    // --json says it on stdout too (was nothing): the error object, once.
+    let errors: Vec<_> = json_lines(&master)
+        .into_iter()
+        .filter(|l| l.get("error").is_some())
+        .collect();
+    assert_eq!(errors.len(), 1, "{master}");
+    assert!(
+        errors[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DRM master"),
+        "{}",
+        errors[0]
+    );
+    let off = said("off");
+    assert!(
+        off.contains("no connector is connected") && !off.contains("give the framebuffer the size"),
+        "{off}"
+    );
     assert!(out.kernel_warnings.is_empty(), "{:?}", out.kernel_warnings);
     drop(out);
     let _ = std::fs::remove_dir_all(&scratch);

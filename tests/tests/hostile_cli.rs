@@ -106,6 +106,8 @@ fn hostile_arguments_are_errors_not_panics() {
             "p2pcopy",
             &["nvme:00:13.0", "00:11.0", "--transfer-size", "0"],
         ),
+        ("p2pcopy", &["host", "rdma://10.0.0.2:7000", "--qps", "0"]),
+        ("p2pcopy", &["host", "rdma://10.0.0.2:0", "--size", "4K"]),
         ("nvme-bench", &["00:13.0", "00:11.0", "--reps", "0"]),
         ("nvme-bench", &["00:13.0", "00:11.0", "--queue-depths", "0"]),
         (

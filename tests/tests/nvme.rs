@@ -317,3 +317,53 @@ fn the_stock_kernel_has_no_iommufd_and_the_nvme_engine_says_so() {
         out.output
     );
 }
+
+/// A controller with small queues (CAP.MQES 15: 16 entries) runs the default depth
+/// lowered to 15, refuses a depth asked for past it by name, and a transfer size that is
+/// no whole number of blocks is said to be rounded, with the block size.
+#[test]
+fn a_small_cap_mqes_lowers_the_default_depth_and_odd_transfer_sizes_are_explained() {
+    let tb = Testbed::new(VmOptions {
+        devices: "ivshmem,nvme".parse().unwrap(),
+        nvme_mqes: Some(15),
+        ..options(KernelChoice::Reference)
+    })
+    .expect("the testbed resolves its kernel and QEMU");
+    let p2p = workspace_bin("p2pcopy").display().to_string();
+    let out = run_sh(
+        &tb,
+        &format!(
+            "{p2p} nvme:00:11.0 host --size 1M --json; echo \"## default rc=$?\"; \
+             {p2p} nvme:00:11.0 host --size 1M --queue-depth 32; echo \"## deep rc=$?\"; \
+             {p2p} nvme:00:11.0 host --size 1M --transfer-size 700 --json; echo \"## odd rc=$?\"; \
+             {p2p} nvme:00:11.0 host --size 1M --transfer-size 100 --json; echo \"## tiny rc=$?\""
+        ),
+    );
+    let o = &out.output;
+    for name in ["default", "odd", "tiny"] {
+        assert_eq!(marked_rc(o, name), 0, "{name}:\n{o}");
+    }
+    let r = json_lines(o);
+    let reports: Vec<_> = r
+        .iter()
+        .filter(|j| j.get("queue_depth").is_some())
+        .collect();
+    assert_eq!(reports.len(), 3, "{o}");
+    assert_eq!(reports[0]["queue_depth"], 15, "{}", reports[0]);
+    assert_eq!(reports[0]["verified"], true, "{}", reports[0]);
+    assert_eq!(marked_rc(o, "deep"), 1, "{o}");
+    let deep = o.split("## default rc=").nth(1).unwrap();
+    let deep = deep.split("## deep rc=").next().unwrap();
+    assert!(
+        deep.contains("CAP.MQES 15") && deep.contains("16 entries") && deep.contains("1 to 15"),
+        "{deep}"
+    );
+    for (rep, size, why) in [
+        (reports[1], 512, "rounded down to whole 512-byte blocks"),
+        (reports[2], 512, "raised to one 512-byte block"),
+    ] {
+        assert_eq!(rep["transfer_size"], size, "{rep}");
+        assert!(rep.to_string().contains(why), "{why}: {rep}");
+        assert!(!rep.to_string().contains("MDTS"), "{rep}");
+    }
+}

@@ -283,3 +283,96 @@ fn iommufd_engine_on_the_stock_kernel_is_an_explained_error() {
         "{r}"
     );
 }
+
+/// Two functions of one multifunction slot share an IOMMU group: p2pcopy opens both
+/// (and a DMA engine beside them) through one iommufd on the cdev path and through one
+/// group fd on the group path; `peerdma doctor EXPORTER GPU` checks the GPU as the DRM
+/// importer it is, on its own driver.
+#[test]
+fn two_functions_of_one_iommu_group_copy_and_doctor_knows_the_importer() {
+    let tb = testbed_with(
+        KernelChoice::Reference,
+        "ivshmem,ivshmem,edu,gpu-noblob",
+        peerdma_testbed::devices::Topology::Multifunction,
+        true,
+    );
+    let p2p = workspace_bin("p2pcopy").display().to_string();
+    let peerdma = workspace_bin("peerdma").display().to_string();
+    let d = "/sys/bus/pci/devices";
+    let out = run_sh(
+        &tb,
+        &format!(
+            "echo \"## groups $(readlink {d}/0000:00:10.0/iommu_group) $(readlink {d}/0000:00:10.1/iommu_group)\"; \
+             {p2p} 00:10.0 00:10.1 --engine cpu --access cdev --size 1M --seed 31 --json; echo \"## cdev rc=$?\"; \
+             {p2p} 00:10.1 00:10.0 --engine cpu --access group --size 1M --seed 32 --json; echo \"## group rc=$?\"; \
+             {p2p} 00:10.0 00:10.1 --engine dma --via 00:12.0 --size 64K --seed 33 --json; echo \"## dma rc=$?\"; \
+             {peerdma} doctor 00:10.0 00:13.0 --json; echo \"## doctor rc=$?\"; \
+             {peerdma} export 00:12.0 --bar 0 --range 0:4K --hold > /run/hold 2>&1 & H=$!; \
+             for i in $(seq 300); do grep -q holding /run/hold && break; sleep 0.1; done; \
+             {p2p} 00:10.0 00:10.1 --engine dma --via 00:12.0 --size 4K; echo \"## held rc=$?\"; \
+             kill $H; wait $H; true"
+        ),
+    );
+    let o = &out.output;
+    let groups = o
+        .split("## groups ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .expect("group links");
+    let (a, b) = groups.split_once(' ').expect("two links");
+    assert!(
+        !a.is_empty() && a.rsplit('/').next() == b.rsplit('/').next(),
+        "the two functions share one IOMMU group: {groups}"
+    );
+    for name in ["cdev", "group", "dma"] {
+        assert_eq!(marked_rc(o, name), 0, "{name}:\n{o}");
+    }
+    let r = json_lines(o);
+    let copies: Vec<_> = r.iter().filter(|j| j.get("verified").is_some()).collect();
+    assert_eq!(copies.len(), 3, "{o}");
+    for (c, engine) in copies.iter().zip(["cpu", "cpu", "iommufd"]) {
+        assert_eq!(c["verified"], true, "{c}");
+        assert_eq!(c["engine"], engine, "{c}");
+    }
+    // The group-path copy wrote seed 32's pattern into ivshmem0 (00:10.0); the DMA copy
+    // then filled its first 64 KiB (the source) with seed 33's and wrote them into
+    // ivshmem1's.
+    let a = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    assert_eq!(pattern::first_mismatch(33, 0, &a[..64 << 10]), None);
+    assert_eq!(
+        pattern::first_mismatch(32, 64 << 10, &a[64 << 10..1 << 20]),
+        None
+    );
+    let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    assert_eq!(pattern::first_mismatch(33, 0, &b[..64 << 10]), None);
+    // doctor: the GPU (virtio-gpu on virtio-pci) is an importer, not a device to rebind.
+    let doctor = r
+        .iter()
+        .find(|j| j.get("checks").is_some())
+        .expect("doctor's JSON");
+    let check = |section: &str, name: &str| {
+        doctor["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["section"] == section && c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {section}/{name} in {doctor}"))
+    };
+    let gpu = check("device 0000:00:13.0", "driver");
+    assert_eq!(gpu["status"], "pass", "{gpu}");
+    assert!(gpu["detail"].as_str().unwrap().contains("DRM"), "{gpu}");
+    assert!(!gpu.to_string().contains("driver_override"), "{gpu}");
+    let exporter = check("device 0000:00:10.0", "driver");
+    assert_eq!(exporter["status"], "pass", "{exporter}");
+    // A --via engine held by another process: the error is said once, not twice in a line.
+    assert_eq!(marked_rc(o, "held"), 1, "{o}");
+    let held = o
+        .lines()
+        .find(|l| l.starts_with("p2pcopy: error:") && l.contains("in use"))
+        .unwrap_or_else(|| panic!("the held engine's error:\n{o}"));
+    assert_eq!(held.matches("is in use").count(), 1, "{held}");
+    // Under -cpu max the root bus is blocked for a DRM importer: doctor says so as a failure.
+    let path = check("paths", "0000:00:10.0 → 0000:00:13.0");
+    assert_eq!(path["status"], "fail", "{path}");
+}

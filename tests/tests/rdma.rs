@@ -220,7 +220,24 @@ fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
              \
              $A {p} host rdma://{B}:18639 --size 1M; echo \"## refused rc=$?\"; \
              $A {p} host rdma://10.77.0.9:18639 --size 1M --timeout 5; echo \"## unreachable rc=$?\"; \
-             $A {p} 00:10.0 00:11.0 --engine rdma; echo \"## local rc=$?\"; "
+             $A {p} 00:10.0 00:11.0 --engine rdma; echo \"## local rc=$?\"; \
+             \
+             $B {p} --serve --listen {B}:18633 host --timeout 3; echo \"## serve-wait rc=$?\"; \
+             $A {p} host rdma://{B}:0 --size 1M; echo \"## port0 rc=$?\"; \
+             \
+             $B {p} --serve --listen {B}:18634 host --timeout 18446744073709551615 --json > $T/serve3 2>&1 & awaitline $T/serve3 listening; \
+             $A {p} host rdma://{B}:18634 --size 1M --seed 34 --timeout 18446744073709551615 --json; \
+             echo \"## maxwait-send rc=$?\"; wait $!; echo \"## maxwait-serve rc=$?\"; cat $T/serve3; \
+             \
+             $B {p} --serve --listen {B}:18635 host --json > $T/serve4 2>&1 & S=$!; awaitline $T/serve4 listening; \
+             $A {p} host rdma://{B}:18635 --size 4M --seed 35 > $T/s1 2>&1 & P1=$!; \
+             $A {p} host rdma://{B}:18635 --size 4M --seed 36 > $T/s2 2>&1 & P2=$!; \
+             wait $P1; R1=$?; wait $P2; R2=$?; wait $S; echo \"## two-senders $R1 $R2 serve rc=$?\"; \
+             cat $T/s1 $T/s2; echo '## two-senders end'; \
+             \
+             $B {p} --serve --listen {B}:18636 host > $T/serve5 2>&1 & S=$!; awaitline $T/serve5 listening; \
+             $A {p} host rdma://{B}:18636 --size 32M --timeout 1; echo \"## early-send rc=$?\"; \
+             wait $S; echo \"## early-serve rc=$?\"; cat $T/serve5; echo '## early end'; "
         );
     let out = run_sh(&tb, &script);
     let o = &out.output;
@@ -283,6 +300,50 @@ fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
         let last = body.rsplit("## ").next().unwrap();
         assert!(last.contains(needle), "{needle:?} not in:\n{last}");
     }
+    // --timeout bounds a receiver's wait for its first sender; port 0 is named.
+    assert_eq!(marked_rc(o, "serve-wait"), 1, "{o}");
+    let body = o.split("## serve-wait rc=").next().unwrap();
+    assert!(
+        body.rsplit("## ")
+            .next()
+            .unwrap()
+            .contains("a connect request"),
+        "{body}"
+    );
+    assert_eq!(marked_rc(o, "port0"), 1, "{o}");
+    let body = o.split("## port0 rc=").next().unwrap();
+    assert!(
+        body.rsplit("## ").next().unwrap().contains("port 0"),
+        "{body}"
+    );
+    // A timeout of 2^64 - 1 seconds waits without end on both sides, no panic.
+    assert_eq!(marked_rc(o, "maxwait-send"), 0, "{o}");
+    assert_eq!(marked_rc(o, "maxwait-serve"), 0, "{o}");
+    assert!(!o.contains("panicked"), "{o}");
+    // A second sender during a stream is refused at once with the reason; the other
+    // copy is verified.
+    let two = o
+        .split("## two-senders ")
+        .nth(1)
+        .and_then(|r| r.split("## two-senders end").next())
+        .unwrap();
+    let head = two.lines().next().unwrap();
+    assert!(
+        head.starts_with("0 1 serve rc=0") || head.starts_with("1 0 serve rc=0"),
+        "one sender verified, one refused:\n{two}"
+    );
+    assert!(
+        two.contains("busy with a stream from") && !two.contains("start the server"),
+        "{two}"
+    );
+    // A sender gone before the receiver accepted it: the receiver says so.
+    assert_eq!(marked_rc(o, "early-send"), 1, "{o}");
+    assert_eq!(marked_rc(o, "early-serve"), 1, "{o}");
+    let early = o.split("## early-serve rc=").nth(1).unwrap();
+    assert!(
+        early.contains("went away before") && !early.contains("smaller depth"),
+        "{early}"
+    );
     // The host finds seed 32's pattern in ivshmem1's backing file (the BAR the
     // receiver exposed).
     let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();

@@ -114,11 +114,44 @@ fn switch_topology_puts_the_devices_behind_downstream_ports() {
 
 #[test]
 fn noiommu_mode_gives_noiommu_groups() {
-    let tb = testbed_with(KernelChoice::Reference, "ivshmem", Topology::Root, false);
+    let tb = testbed_with(
+        KernelChoice::Reference,
+        "ivshmem,ivshmem",
+        Topology::Root,
+        false,
+    );
     let p = workspace_bin("peerdma").display().to_string();
     let out = run_sh(
         &tb,
-        &format!("{p} regions 00:10.0 --access cdev; echo \"## rc=$?\""),
+        &format!(
+            "{p} regions 00:10.0 --access cdev; echo \"## rc=$?\"; \
+             {p} path 00:10.0 00:11.0 --json; {p} path 00:10.0 00:11.0"
+        ),
+    );
+    // peerdma path: no IOMMU translates them, so no iommufd import (was "works").
+    let path = json_lines(&out.output)
+        .into_iter()
+        .find(|j| j.get("iommufd_import").is_some())
+        .expect("path's JSON");
+    assert!(
+        path["iommufd_import"]
+            .as_str()
+            .unwrap()
+            .starts_with("impossible"),
+        "{path}"
+    );
+    assert!(
+        out.output
+            .lines()
+            .any(|l| l.contains("iommufd (IOMMU_IOAS_MAP_FILE): fails")
+                || (l.contains("iommufd (IOMMU_IOAS_MAP_FILE)") && l.contains("no-IOMMU mode"))),
+        "{}",
+        out.output
+    );
+    assert!(
+        !out.output.contains("iommufd (IOMMU_IOAS_MAP_FILE): works"),
+        "{}",
+        out.output
     );
     // The kernel has iommufd and the cdev option; what is missing is an IOMMU, and the
     // error says so (not "use a kernel with CONFIG_IOMMUFD", not a Rust path).

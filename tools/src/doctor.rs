@@ -3,9 +3,16 @@
 //! IOMMU, vfio-pci, each named device (driver, IOMMU group, BARs, MSI-X), the
 //! paths between them, and the importers that could take their buffers.
 //!
+//! Each device is checked for its role, read from its driver: a device whose
+//! kernel driver offers a DRM card, an RDMA device or an NVMe controller is an
+//! importer and stays on that driver; any other device is an exporter (or a DMA
+//! engine), which must be bound to vfio-pci.
+//!
 //! The facts come from the libraries (`peerdma_exporter::kernel`,
 //! `peerdma_importer::atlas`, `Sysfs::p2p_route`); this module turns them into
 //! checks, each with a pass/fail status and the fix. Nothing here writes.
+
+use std::path::Path;
 
 use peerdma_exporter::capabilities;
 use peerdma_exporter::kernel::{
@@ -175,15 +182,38 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
     kernel(&mut r, host);
     let iommu = IommuFacts::read(host);
     iommu_checks(&mut r, host, &iommu);
-    for bdf in bdfs {
-        device(&mut r, host, *bdf, &iommu);
+    let sys = host.sysfs();
+    let roles: Vec<Option<Importer>> = bdfs
+        .iter()
+        .map(|bdf| Importer::of(&sys.device_path(*bdf), sys.device(*bdf).ok()?.driver?))
+        .collect();
+    for (bdf, role) in bdfs.iter().zip(&roles) {
+        match role {
+            Some(importer) => importer_device(&mut r, *bdf, importer),
+            None => device(&mut r, host, *bdf, &iommu),
+        }
     }
     if let Some((first, rest)) = bdfs.split_first() {
         let sys = host.sysfs();
-        for other in rest {
+        for (other, role) in rest.iter().zip(&roles[1..]) {
             let name = format!("{first} → {other}");
+            // A DRM or RDMA importer maps the BAR only where the kernel allows P2P.
+            let distance_checked = role.as_ref().is_some_and(|i| i.kind != ImporterKind::Nvme);
             match sys.p2p_route_on(*first, *other, cpu) {
                 Ok(route) => {
+                    if route.same_iommu_group {
+                        let group = route.a.iommu_group.unwrap_or_default();
+                        r.push(
+                            "paths",
+                            &format!("{name} IOMMU group"),
+                            Status::Info,
+                            format!(
+                                "{first} and {other} share IOMMU group {group}: one process \
+                                 opens both (through one iommufd, or one group fd, as peerdma's \
+                                 tools do); two processes cannot hold them at once"
+                            ),
+                        );
+                    }
                     let detail = crate::route::summary(&route);
                     let blockers = route.blockers();
                     if route.verdict.allowed() {
@@ -194,6 +224,19 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
                             .map(|b| b.fix(route.cpu.hypervisor))
                             .collect::<Vec<_>>()
                             .join("; ");
+                        if distance_checked {
+                            let kind = role.as_ref().map_or("", |i| i.kind.as_str());
+                            r.fail(
+                                "paths",
+                                &name,
+                                format!(
+                                    "{detail}: the {kind} importer {other} cannot map {first}'s \
+                                     BAR (EINVAL)"
+                                ),
+                                fix,
+                            );
+                            continue;
+                        }
                         // iommufd imports (the DMA engines' path) skip the distance
                         // check and work on this path; only DRM and RDMA refuse it.
                         r.push_with_fix(
@@ -383,6 +426,96 @@ fn iommu_checks(r: &mut Report, host: &HostPaths, iommu: &IommuFacts) {
     }
 }
 
+/// The kind of kernel importer a device's driver offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ImporterKind {
+    Drm,
+    Rdma,
+    Nvme,
+}
+
+impl ImporterKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ImporterKind::Drm => "DRM",
+            ImporterKind::Rdma => "RDMA",
+            ImporterKind::Nvme => "NVMe",
+        }
+    }
+}
+
+/// A device in the importer role: its kernel driver and the interface it offers.
+#[derive(Clone, Debug)]
+struct Importer {
+    driver: String,
+    kind: ImporterKind,
+    /// The interface's name: card1, mlx5_0, nvme0.
+    node: String,
+}
+
+impl Importer {
+    /// The importer a device bound to `driver` is, from its sysfs directory `dir`:
+    /// a DRM card (`drm/cardN`, for virtio-gpu under `virtioN/drm/`), an RDMA
+    /// device (`infiniband/NAME`) or an NVMe controller (`nvme/nvmeN`); `None`
+    /// for vfio drivers and drivers that offer none of those.
+    fn of(dir: &Path, driver: String) -> Option<Importer> {
+        if driver.contains("vfio") {
+            return None;
+        }
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .map(|it| {
+                    it.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let first = |d: &Path, prefix: &str| names(d).into_iter().find(|n| n.starts_with(prefix));
+        let drm = first(&dir.join("drm"), "card").or_else(|| {
+            names(dir)
+                .iter()
+                .filter(|n| n.starts_with("virtio"))
+                .find_map(|v| first(&dir.join(v).join("drm"), "card"))
+        });
+        let (kind, node) = if let Some(card) = drm {
+            (ImporterKind::Drm, card)
+        } else if let Some(ib) = names(&dir.join("infiniband")).into_iter().next() {
+            (ImporterKind::Rdma, ib)
+        } else if let Some(ctrl) = first(&dir.join("nvme"), "nvme") {
+            (ImporterKind::Nvme, ctrl)
+        } else {
+            return None;
+        };
+        Some(Importer { driver, kind, node })
+    }
+}
+
+/// The checks of a device in the importer role: it stays on its kernel driver, so
+/// none of the exporter's (vfio-pci, IOMMU group members, BARs) apply.
+fn importer_device(r: &mut Report, bdf: Bdf, importer: &Importer) {
+    let section = format!("device {bdf}");
+    let Importer { driver, kind, node } = importer;
+    let kind = kind.as_str();
+    r.push(
+        &section,
+        "role",
+        Status::Info,
+        format!("importer: {driver} offers {kind} device {node}"),
+    );
+    r.push(
+        &section,
+        "driver",
+        Status::Pass,
+        format!(
+            "{driver} ({kind} {node}): an importer stays on its own driver (vfio-pci is for \
+             the exporter and DMA engines)"
+        ),
+    );
+}
+
 fn device(r: &mut Report, host: &HostPaths, bdf: Bdf, iommu: &IommuFacts) {
     let section = format!("device {bdf}");
     let s = section.as_str();
@@ -421,10 +554,16 @@ fn device(r: &mut Report, host: &HostPaths, bdf: Bdf, iommu: &IommuFacts) {
         other => r.fail(
             s,
             "driver",
-            format!("bound to {}, not to vfio-pci", other.unwrap_or("no driver")),
             format!(
-                "echo vfio-pci > /sys/bus/pci/devices/{bdf}/driver_override, unbind it, \
-                 then echo {bdf} > /sys/bus/pci/drivers_probe"
+                "bound to {}, not to vfio-pci, and it offers no DRM card, RDMA device or NVMe \
+                 controller (an importer's role)",
+                other.unwrap_or("no driver")
+            ),
+            format!(
+                "as the exporter or a DMA engine: echo vfio-pci > \
+                 /sys/bus/pci/devices/{bdf}/driver_override, unbind it, then echo {bdf} > \
+                 /sys/bus/pci/drivers_probe; as an importer: bind it to its DRM, RDMA or NVMe \
+                 driver"
             ),
         ),
     }
@@ -785,6 +924,84 @@ mod tests {
         let text = r.to_text();
         assert!(text.contains("[FAIL] CONFIG_IOMMUFD"), "{text}");
         assert!(text.contains("fix: modprobe iommufd where"), "{text}");
+    }
+
+    #[test]
+    fn an_importer_on_its_own_driver_is_checked_as_an_importer() {
+        let t = machine("roles");
+        let r0 = &t.0;
+        for (bdf, driver, iface) in [
+            ("0000:00:13.0", "virtio-pci", "virtio0/drm/card1"),
+            ("0000:00:14.0", "mlx5_core", "infiniband/mlx5_0"),
+            ("0000:00:15.0", "nvme", "nvme/nvme0"),
+        ] {
+            let dir = r0.join("sys/devices/pci0000:00").join(bdf);
+            write(&dir, "vendor", "0x1af4");
+            write(&dir, "device", "0x1050");
+            write(&dir, "class", "0x030000");
+            write(&dir, "resource", "");
+            fs::create_dir_all(dir.join(iface)).unwrap();
+            symlink(
+                format!("../../../bus/pci/drivers/{driver}"),
+                dir.join("driver"),
+            )
+            .unwrap();
+            symlink(
+                format!("../../../devices/pci0000:00/{bdf}"),
+                r0.join("sys/bus/pci/devices").join(bdf),
+            )
+            .unwrap();
+        }
+        let bdfs: Vec<Bdf> = ["00:10.0", "00:13.0", "00:14.0", "00:15.0", "00:12.0"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let r = run(&HostPaths::under(&t.0), &bdfs, INTEL_VM);
+        for (bdf, what) in [
+            ("0000:00:13.0", "DRM device card1"),
+            ("0000:00:14.0", "RDMA device mlx5_0"),
+            ("0000:00:15.0", "NVMe device nvme0"),
+        ] {
+            let section = format!("device {bdf}");
+            let driver = r.find(&section, "driver").unwrap();
+            assert_eq!(driver.status, Status::Pass, "{bdf}: {}", driver.detail);
+            assert!(
+                !driver.detail.contains("not to vfio-pci"),
+                "{}",
+                driver.detail
+            );
+            let role = r.find(&section, "role").unwrap();
+            assert!(role.detail.contains(what), "{}", role.detail);
+            // No exporter checks: it keeps its driver and its BARs are not exported.
+            assert!(r.find(&section, "BARs").is_none());
+            assert!(r.find(&section, "IOMMU group").is_none());
+        }
+        // The exporter is still checked as one.
+        assert_eq!(
+            r.find("device 0000:00:10.0", "driver").unwrap().status,
+            Status::Pass
+        );
+        // A DRM or RDMA importer behind a blocked route cannot map the BAR: a failure.
+        let drm = r.find("paths", "0000:00:10.0 → 0000:00:13.0").unwrap();
+        assert_eq!(drm.status, Status::Fail, "{}", drm.detail);
+        assert!(drm.detail.contains("DRM importer"), "{}", drm.detail);
+        // NVMe (p2pmem, iommufd) imports do not check the distance.
+        let nvme = r.find("paths", "0000:00:10.0 → 0000:00:15.0").unwrap();
+        assert_eq!(nvme.status, Status::Warn, "{}", nvme.detail);
+        // All of this machine's devices are in group 0: said once per path, as a fact.
+        let shared = r
+            .find("paths", "0000:00:10.0 → 0000:00:12.0 IOMMU group")
+            .unwrap();
+        assert_eq!(shared.status, Status::Info);
+        assert!(
+            shared.detail.contains("share IOMMU group 0"),
+            "{}",
+            shared.detail
+        );
+        // A device on a driver that is no importer keeps the vfio-pci fix, with both roles.
+        let other = r.find("device 0000:00:12.0", "driver").unwrap();
+        assert_eq!(other.status, Status::Fail);
+        assert!(other.fix.as_deref().unwrap().contains("as an importer"));
     }
 
     #[test]

@@ -59,10 +59,10 @@ pub fn to_json(r: &P2pRoute) -> Value {
         "importers": importers,
         "cpu": { "amd": r.cpu.amd, "family": r.cpu.family, "hypervisor": r.cpu.hypervisor },
         // The summary fields of the first `peerdma path`.
-        "iommufd_import": if r.a.iommu_group.is_some() && r.b.iommu_group.is_some() {
+        "iommufd_import": if r.a.translated() && r.b.translated() {
             "possible: iommufd maps the BAR's physical range without the distance check"
         } else {
-            "impossible: no IOMMU translates these devices (no IOMMU group)"
+            "impossible: no IOMMU translates these devices (no IOMMU group, or vfio's no-IOMMU mode)"
         },
         "drm_rdma_import": if r.verdict.allowed() { "possible" } else { "refused" },
     })

@@ -47,8 +47,14 @@ fn noise(rng: &mut Rng, max: u64) -> String {
 // BDF
 
 /// The BDF grammar, `[DOMAIN:]BB:DD.F` with 1..8 domain digits, written on bytes
-/// from the right (unlike `Bdf::from_str`).
+/// from the right (unlike `Bdf::from_str`), after surrounding whitespace and a
+/// `/sys/bus/pci/devices/` prefix (with an optional trailing `/`) are dropped.
 fn bdf_model(s: &str) -> Option<(u32, u8, u8, u8)> {
+    let s = s.trim_matches(|c: char| c.is_whitespace());
+    let s = match s.strip_prefix("/sys/bus/pci/devices/") {
+        Some(rest) => rest.strip_suffix('/').unwrap_or(rest),
+        None => s,
+    };
     let b = s.as_bytes();
     let n = b.len();
     if n < 7 {
@@ -93,9 +99,10 @@ pub(crate) fn bdf(rng: &mut Rng) -> Result<(), String> {
         hex_digits(rng, 2),
         rng.below(10)
     );
-    let input = match rng.below(4) {
+    let input = match rng.below(5) {
         0 => valid,
         1 | 2 => mutate(rng, &valid),
+        3 => mutate(rng, &format!("/sys/bus/pci/devices/{valid}/")),
         _ => noise(rng, 16),
     };
     let parsed = input.parse::<Bdf>();

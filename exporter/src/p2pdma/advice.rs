@@ -176,9 +176,9 @@ impl P2pRoute {
             errno,
             outcome: checked_outcome,
         };
-        // Without an IOMMU group there is no IOMMU to translate for iommufd (and
-        // vfio-pci takes such a device only in the unsafe no-IOMMU mode).
-        let no_iommu = self.a.iommu_group.is_none() || self.b.iommu_group.is_none();
+        // Without an IOMMU group, or in one of vfio's no-IOMMU groups, no IOMMU
+        // translates for iommufd (and such devices have no VFIO cdev to bind).
+        let no_iommu = !self.a.translated() || !self.b.translated();
         vec![
             if no_iommu {
                 ImporterCheck {
@@ -186,9 +186,9 @@ impl P2pRoute {
                     checks_distance: false,
                     works: false,
                     errno: None,
-                    outcome: "no IOMMU translates these devices (no IOMMU group): iommufd has \
-                              nothing to map through; enable the IOMMU (intel_iommu=on / \
-                              amd_iommu=on)",
+                    outcome: "no IOMMU translates these devices (no IOMMU group, or vfio's \
+                              no-IOMMU mode): iommufd has nothing to map through; enable the \
+                              IOMMU (intel_iommu=on / amd_iommu=on)",
                 }
             } else {
                 ImporterCheck {

@@ -294,6 +294,31 @@ fn a_shared_iommu_group_is_reported() {
 }
 
 #[test]
+fn vfio_no_iommu_groups_rule_out_iommufd() {
+    let t = switch_tree("p2p-noiommu", QEMU_Q35, None, 2);
+    let importers = |t: &Tree| {
+        let r = t
+            .sys
+            .p2p_route_on(bdf("03:00.0"), bdf("04:00.0"), INTEL)
+            .unwrap();
+        let iommufd = r
+            .importers()
+            .into_iter()
+            .find(|i| i.importer.starts_with("iommufd"))
+            .unwrap();
+        (r.a.translated(), iommufd.works, iommufd.outcome)
+    };
+    assert!(importers(&t).1, "an IOMMU group translates");
+    // vfio's no-IOMMU mode names its groups vfio-noiommu.
+    let group = t.sys.root().join("kernel/iommu_groups/2");
+    fs::create_dir_all(&group).unwrap();
+    fs::write(group.join("name"), "vfio-noiommu\n").unwrap();
+    let (translated, works, outcome) = importers(&t);
+    assert!(!translated && !works, "{outcome}");
+    assert!(outcome.contains("no-IOMMU mode"), "{outcome}");
+}
+
+#[test]
 fn root_port_siblings_meet_at_the_host_bridge_which_decides() {
     let t = Tree::new("p2p-rootports");
     t.add("pci0000:00/0000:00:00.0", Fn::Host(0x8086, QEMU_Q35))

@@ -193,10 +193,22 @@ impl Card {
     }
 
     pub(crate) fn ioctl_error(&self, op: &'static str, e: &std::io::Error) -> Error {
+        let errno = Errno::from_io_error(e).unwrap_or(Errno::IO);
+        if errno == Errno::ACCESS {
+            // Only the DRM master may set modes; name who else has the card open.
+            let mut holders = peerdma_exporter::holders(&[self.path().to_owned()]);
+            let me = std::process::id();
+            holders.0.retain(|h| h.pid != me);
+            return Error::NotMaster {
+                card: self.describe(),
+                op,
+                holders: holders.to_string(),
+            };
+        }
         Error::Ioctl {
             card: self.describe(),
             op,
-            errno: Errno::from_io_error(e).unwrap_or(Errno::IO),
+            errno,
         }
     }
 }

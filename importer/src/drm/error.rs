@@ -95,6 +95,22 @@ pub enum Error {
         fix: String,
     },
 
+    /// A mode-setting ioctl answered EACCES: another process is DRM master of the
+    /// card (drm_ioctl's DRM_MASTER check, drivers/gpu/drm/drm_ioctl.c).
+    #[error(
+        "{op} on {card} failed: EACCES: another process is DRM master of the card ({holders}); \
+         fix: stop it (a display server or compositor: switch to a text VT or stop its \
+         service), then run again"
+    )]
+    NotMaster {
+        /// The card.
+        card: String,
+        /// The ioctl.
+        op: &'static str,
+        /// Who else holds the card's node open (from /proc/*/fd).
+        holders: String,
+    },
+
     /// The exporter refused the driver's attachment (EOPNOTSUPP): the driver does
     /// not attach peer-to-peer and revocably.
     #[error("{card} refused the dma-buf{exporter_text}: {errno_text}; {fix}",

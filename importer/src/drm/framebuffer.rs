@@ -1,6 +1,7 @@
 //! A KMS framebuffer over an imported buffer: layout checked against the buffer's
 //! size before `DRM_IOCTL_MODE_ADDFB2`, removed (`RMFB`) on drop.
 
+use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use drm::buffer::{Handle, PlanarBuffer};
@@ -196,6 +197,47 @@ impl FbLayout {
     }
 }
 
+impl FbLayout {
+    /// Checks the size against a card's framebuffer range (`DRM_IOCTL_MODE_GETRESOURCES`:
+    /// widths `width.0` to `width.1`, heights likewise), as `drm_mode_addfb2` does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadLayout`] naming the card's range.
+    pub fn fits_card(&self, width: (u32, u32), height: (u32, u32), card: &str) -> Result<()> {
+        let inside = |v: u32, (lo, hi): (u32, u32)| lo <= v && v <= hi;
+        if inside(self.width, width) && inside(self.height, height) {
+            return Ok(());
+        }
+        Err(Error::BadLayout {
+            width: self.width,
+            height: self.height,
+            format: self.format.to_string(),
+            pitch: self.pitch,
+            fix: format!(
+                "{card} takes framebuffers {}x{} to {}x{} pixels (its mode_config); use a \
+                 width of at most {} and a height of at most {}",
+                width.0, height.0, width.1, height.1, width.1, height.1
+            ),
+        })
+    }
+}
+
+/// A range's inclusive ends (0 and `u32::MAX` where open).
+fn bounds(r: &impl RangeBounds<u32>) -> (u32, u32) {
+    let lo = match r.start_bound() {
+        Bound::Included(&v) => v,
+        Bound::Excluded(&v) => v.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let hi = match r.end_bound() {
+        Bound::Included(&v) => v,
+        Bound::Excluded(&v) => v.saturating_sub(1),
+        Bound::Unbounded => u32::MAX,
+    };
+    (lo, hi)
+}
+
 /// A framebuffer; it keeps its [`Gem`] alive and is removed on drop.
 #[derive(Debug)]
 pub struct Framebuffer {
@@ -238,6 +280,15 @@ impl Framebuffer {
     pub fn new(gem: Arc<Gem>, layout: FbLayout) -> Result<Framebuffer> {
         layout.check(gem.size())?;
         let card = gem.card();
+        // The card's framebuffer size range (mode_config min/max_width and _height,
+        // which drm_mode_addfb2 checks: EINVAL past them).
+        if let Ok(res) = card.resource_handles() {
+            layout.fits_card(
+                bounds(&res.supported_fb_width()),
+                bounds(&res.supported_fb_height()),
+                &card.describe(),
+            )?;
+        }
         let handle = card
             .add_planar_framebuffer(&Planes(&layout, gem.handle()), FbCmd2Flags::empty())
             .map_err(|e| card.ioctl_error("DRM_IOCTL_MODE_ADDFB2", &e))?;
@@ -282,6 +333,24 @@ mod tests {
         let e = parse_fourcc("NV12").unwrap_err().to_string();
         assert!(e.contains("NV12") && e.contains("XR24"), "{e}");
         assert!(parse_fourcc("nope!").is_err());
+    }
+
+    #[test]
+    fn a_framebuffer_past_the_cards_maximum_names_it() {
+        let card = "/dev/dri/card0 (virtio_gpu, 0000:00:11.0)";
+        let l = FbLayout::packed(16384, 16, DrmFourcc::Xrgb8888).unwrap();
+        let e = l
+            .fits_card((0, 8192), (0, 8192), card)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("16384x16") && e.contains(card) && e.contains("at most 8192"),
+            "{e}"
+        );
+        let ok = FbLayout::packed(1024, 768, DrmFourcc::Xrgb8888).unwrap();
+        ok.fits_card((0, 8192), (0, 8192), card).unwrap();
+        assert_eq!(bounds(&(16..=8192)), (16, 8192));
+        assert_eq!(bounds(&(..)), (0, u32::MAX));
     }
 
     #[test]

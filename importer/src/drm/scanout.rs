@@ -433,19 +433,29 @@ fn find_target(card: &Card, layout: &FbLayout) -> Result<Target> {
             plane: None,
         });
     }
+    let listed = if seen.is_empty() {
+        "none".into()
+    } else {
+        seen.join(", ")
+    };
+    // With nothing connected no framebuffer size helps: the display is the fix.
+    let any_connected = seen.iter().any(|c| !c.ends_with("(not connected)"));
     Err(Error::NoDisplay {
         card: card.describe(),
         width: layout.width,
         height: layout.height,
-        fix: format!(
-            "connectors: {}; give the framebuffer the size of one of a connected \
-             connector's modes",
-            if seen.is_empty() {
-                "none".into()
-            } else {
-                seen.join(", ")
-            }
-        ),
+        fix: if any_connected {
+            format!(
+                "connectors: {listed}; give the framebuffer the size of one of a connected \
+                 connector's modes"
+            )
+        } else {
+            format!(
+                "connectors: {listed}; no connector is connected: connect a display (a \
+                 connector forced off through /sys/class/drm/CARD-CONNECTOR/status comes \
+                 back with `echo detect` into that file)"
+            )
+        },
     })
 }
 

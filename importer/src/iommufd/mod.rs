@@ -71,6 +71,29 @@ impl Iommufd {
         Self::open_path(Path::new(DEV_IOMMU))
     }
 
+    /// The process's shared iommufd: the one the exporter binds every device it
+    /// opens through its cdev to (`peerdma_exporter::shared_iommufd`), opened now
+    /// if nothing holds it. An engine opened with it shares a context with the
+    /// devices whose BARs it reaches, which Linux requires when they are in one
+    /// IOMMU group (`iommufd_device_bind` refuses a second iommufd for a group:
+    /// EPERM).
+    ///
+    /// # Errors
+    /// As for [`Iommufd::open_path`].
+    pub fn shared() -> Result<Self> {
+        let path = Path::new(DEV_IOMMU);
+        match peerdma_exporter::shared_iommufd(path) {
+            Ok(fd) => Ok(Iommufd { fd }),
+            Err(Errno::NOENT) | Err(Errno::NODEV) | Err(Errno::NXIO) => Err(Error::NoIommufd {
+                path: path.to_path_buf(),
+            }),
+            Err(errno) => Err(Error::OpenIommufd {
+                path: path.to_path_buf(),
+                errno,
+            }),
+        }
+    }
+
     /// Opens the iommufd node at `path`.
     ///
     /// # Errors

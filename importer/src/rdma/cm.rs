@@ -8,6 +8,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::io::Errno;
+
 use super::error::{last_errno, RdmaError, Result};
 use super::mr::ProtectionDomain;
 use super::qp::{QpOptions, QueuePair};
@@ -123,13 +125,13 @@ impl Channel {
         timeout: Duration,
         on_other: &dyn Fn(&CmEvent) -> RdmaError,
     ) -> Result<CmEvent> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline(timeout);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = until(deadline);
             match self.next(left)? {
                 Some(e) if e.kind == expected => return Ok(e),
                 Some(e) => return Err(on_other(&e)),
-                None if left.is_zero() => {
+                None if deadline.is_some() && left.is_zero() => {
                     return Err(RdmaError::Timeout {
                         what: event_name(expected),
                         seconds: timeout.as_secs(),
@@ -316,6 +318,20 @@ fn sockaddr(addr: SocketAddr) -> libc::sockaddr_storage {
 /// How long address and route resolution and the handshake may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The instant `timeout` from now; `None` when no clock reaches it (a timeout of
+/// 2^64 - 1 seconds): then there is no deadline and the wait has no end, which is
+/// what so long a timeout asks for.
+pub fn deadline(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// How long until `deadline` (zero once passed); an hour at a time without one.
+fn until(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(Duration::from_secs(3600), |d| {
+        d.saturating_duration_since(Instant::now())
+    })
+}
+
 /// The active side after RDMA CM resolved the peer's address and route: the
 /// local RDMA device is known (the one whose netdev routes to the peer), so
 /// a PD and MRs can be made before connecting.
@@ -359,7 +375,7 @@ impl Resolved {
         };
         guard.channel.expect(
             sys::RDMA_CM_EVENT_ADDR_RESOLVED,
-            timeout + Duration::from_secs(1),
+            timeout.saturating_add(Duration::from_secs(1)),
             &other,
         )?;
         // SAFETY: the id is live and its address resolved.
@@ -368,7 +384,7 @@ impl Resolved {
         }
         guard.channel.expect(
             sys::RDMA_CM_EVENT_ROUTE_RESOLVED,
-            timeout + Duration::from_secs(1),
+            timeout.saturating_add(Duration::from_secs(1)),
             &other,
         )?;
         if guard.context().is_none() {
@@ -555,18 +571,40 @@ impl Listener {
         }
     }
 
+    /// The next connect request if one is waiting, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`RdmaError::Call`] when the event channel cannot be read.
+    pub fn pending_request(&self) -> Result<Option<ConnectRequest>> {
+        loop {
+            match self.guard.channel.next(Duration::ZERO)? {
+                Some(e) if e.kind == sys::RDMA_CM_EVENT_CONNECT_REQUEST => {
+                    let guard = IdGuard::adopt(e.id)?;
+                    let peer = guard
+                        .peer_addr()
+                        .map_or_else(|| "the peer".to_string(), |a| a.ip().to_string());
+                    return Ok(Some(ConnectRequest {
+                        guard,
+                        private: e.private,
+                        peer,
+                    }));
+                }
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
     /// Waits for the next connect request (`None`: until one comes).
     ///
     /// # Errors
     ///
     /// [`RdmaError::Timeout`] when none comes in time.
     pub fn next_request(&self, timeout: Option<Duration>) -> Result<ConnectRequest> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline);
         loop {
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
+            let left = until(deadline);
             match self.guard.channel.next(left)? {
                 Some(e) if e.kind == sys::RDMA_CM_EVENT_CONNECT_REQUEST => {
                     let guard = IdGuard::adopt(e.id)?;
@@ -643,7 +681,22 @@ impl ConnectRequest {
         timeout: Duration,
     ) -> Result<QueuePair> {
         let peer = self.peer.clone();
-        let mut qp = QueuePair::create(self.guard, pd, opts, peer.clone())?;
+        // The kernel refuses a QP for a request its sender withdrew (it went away
+        // before the accept: the request's CM state is no longer REQ_RCVD and
+        // ib_cm_init_qp_attr answers EINVAL); the depth is this side's own.
+        let mut qp =
+            QueuePair::create(self.guard, pd, opts, peer.clone()).map_err(|e| match e {
+                RdmaError::Call {
+                    call: "rdma_create_qp",
+                    errno: Errno::INVAL,
+                    ..
+                } => RdmaError::PeerGone {
+                    peer: peer.clone(),
+                    during: "before its connect request was accepted".into(),
+                    event: "its request was withdrawn: rdma_create_qp EINVAL".into(),
+                },
+                e => e,
+            })?;
         let mut param = conn_param(opts, private);
         // SAFETY: the id has a QP; param outlives the call.
         if unsafe { sys::rdma_accept(qp.id(), &mut param) } != 0 {
@@ -671,5 +724,23 @@ impl ConnectRequest {
         let len = b.len().min(148);
         // SAFETY: the id is a live connect request; b outlives the call.
         unsafe { sys::rdma_reject(self.guard.raw(), b.as_ptr().cast(), len as u8) };
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_past_the_clock_has_no_deadline_instead_of_a_panic() {
+        assert!(deadline(Duration::from_secs(u64::MAX)).is_none());
+        assert_eq!(until(None), Duration::from_secs(3600));
+        let d = deadline(Duration::from_secs(60)).expect("a minute from now");
+        assert!(until(Some(d)) <= Duration::from_secs(60));
+        assert_eq!(
+            until(deadline(Duration::ZERO)),
+            Duration::ZERO,
+            "zero means now"
+        );
     }
 }

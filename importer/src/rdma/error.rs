@@ -35,9 +35,13 @@ pub enum RdmaError {
     },
     /// The peer answered with a reject.
     #[error(
-        "{addr} refused the RDMA connection (reject status {status}{}); fix: start the \
-         server on {addr} first, or check what it printed",
-        reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        "{addr} refused the RDMA connection (reject status {status}{}); fix: {}",
+        reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default(),
+        match status {
+            // A consumer reject: the receiver's program refused, with its reason.
+            28 => format!("as the receiver at {addr} says; check what it printed"),
+            _ => format!("start the server on {addr} first, or check what it printed"),
+        }
     )]
     Rejected {
         /// The peer.

@@ -28,7 +28,7 @@ pub mod stream;
 #[allow(dead_code)]
 mod sys;
 
-pub use cm::{ConnectRequest, Listener, Resolved, DEFAULT_TIMEOUT};
+pub use cm::{deadline, ConnectRequest, Listener, Resolved, DEFAULT_TIMEOUT};
 pub use completion::{Operation, WcStatus};
 pub use device::{BarDmabuf, Driver};
 pub use error::{RdmaError, Result};

@@ -128,13 +128,14 @@ struct Cli {
     /// Address and port the receiver listens on (an address of the RDMA device's netdev).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:18520")]
     listen: std::net::SocketAddr,
-    /// RDMA: queue pairs to stream over.
-    #[arg(long, default_value_t = 1)]
+    /// RDMA: queue pairs to stream over (1 to 16).
+    #[arg(long, default_value_t = 1, value_parser = parse_qps)]
     qps: u8,
     /// RDMA: WRITEs in flight per queue pair (each --chunk bytes).
     #[arg(long, default_value_t = 16)]
     depth: u32,
-    /// RDMA: seconds the peer may take to connect, answer or finish.
+    /// RDMA: seconds the peer may take to connect, answer or finish (with --serve, given:
+    /// also how long to wait for the first sender; without it the receiver waits for one).
     #[arg(long, default_value_t = 60)]
     timeout: u64,
     /// The engine device for --engine dma (default: the supported engine bound to
@@ -142,8 +143,9 @@ struct Cli {
     /// BAR → BAR in two steps through its namespace).
     #[arg(long, value_name = "BDF", value_parser = parse_via)]
     via: Option<Bdf>,
-    /// NVMe commands kept in flight.
-    #[arg(long, default_value_t = 32)]
+    /// NVMe commands kept in flight (default 32, or fewer where the controller's queues
+    /// are smaller: CAP.MQES).
+    #[arg(long, default_value_t = 32, value_parser = parse_queue_depth)]
     queue_depth: u32,
     /// Bytes per NVMe command (capped by the controller's MDTS).
     #[arg(long, value_parser = parse_size, default_value = "128K")]
@@ -354,6 +356,24 @@ fn parse_chunk(s: &str) -> Result<u64, String> {
                 .to_string(),
         ),
         n => Ok(n),
+    }
+}
+
+/// `--queue-depth`: 1 or more commands in flight.
+fn parse_queue_depth(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("0 commands in flight would move no byte; give 1 or more (default 32)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("give a number of commands in flight, 1 or more (default 32)".into()),
+    }
+}
+
+/// `--qps`: 1 to 16 queue pairs.
+fn parse_qps(s: &str) -> Result<u8, String> {
+    match s.trim().parse::<u8>() {
+        Ok(n @ 1..=16) => Ok(n),
+        Ok(0) => Err("0 queue pairs would move no byte; give 1 to 16 (default 1)".to_string()),
+        _ => Err("give a number of queue pairs from 1 to 16 (default 1)".to_string()),
     }
 }
 
@@ -649,7 +669,12 @@ fn run(cli: &Cli) -> Result<()> {
                 chunk: cli.chunk,
                 iterations: cli.iterations,
                 nvme: NvmeOptions {
-                    queue_depth: cli.queue_depth,
+                    // Not given: the library's default, lowered to the controller's CAP.MQES.
+                    queue_depth: if cli.given.contains(&"queue_depth") {
+                        cli.queue_depth
+                    } else {
+                        0
+                    },
                     transfer_size: cli.transfer_size,
                     data_pointer: match cli.data_pointer {
                         DataPointerArg::Auto => DataPointer::Auto,
@@ -1077,7 +1102,11 @@ mod rdma_cli {
             dst: local(cli, dst, false)?,
             listen: cli.listen,
             access: access_path(cli.access),
-            wait: None,
+            // --timeout given bounds the wait for a sender too; by default it has no end.
+            wait: cli
+                .given
+                .contains(&"timeout")
+                .then(|| Duration::from_secs(cli.timeout)),
             timeout: Duration::from_secs(cli.timeout),
             max_host_size: 4 << 30,
         };
@@ -1257,6 +1286,21 @@ mod tests {
         let mut cli = Cli::from_arg_matches(&m).unwrap();
         cli.given = given_flags(&m);
         cli
+    }
+
+    #[test]
+    fn qps_outside_1_to_16_are_refused() {
+        for n in ["0", "17"] {
+            let e = Cli::try_parse_from(["p2pcopy", "00:10.0", "rdma://10.0.0.2:7000", "--qps", n])
+                .err()
+                .unwrap_or_else(|| panic!("--qps {n} is refused"))
+                .to_string();
+            assert!(e.contains("--qps") && e.contains("1 to 16"), "{e}");
+        }
+        assert_eq!(
+            parse(&["00:10.0", "rdma://10.0.0.2:7000", "--qps", "16"]).qps,
+            16
+        );
     }
 
     #[test]

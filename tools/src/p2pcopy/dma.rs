@@ -141,7 +141,7 @@ impl Dma {
         fault_dst: bool,
     ) -> Result<Dma, CopyError> {
         available()?;
-        let iommufd = Iommufd::open()?;
+        let iommufd = Iommufd::shared()?;
         let engine = AttachedEngine::open(engine, &iommufd)?;
         let map = |ep: &Endpoint, access| -> Result<DmaBufMapping<DmaBuf>, CopyError> {
             let buf = ep

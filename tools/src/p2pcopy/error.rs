@@ -344,6 +344,18 @@ pub enum CopyError {
         /// What was given.
         peer: String,
     },
+    /// The RDMA peer's port is no port a receiver can listen on.
+    #[error(
+        "the RDMA peer {peer:?} names port {port}, which no receiver listens on (ports are 1 to \
+         65535); fix: give the port the receiver printed (p2pcopy --serve says \"listening on \
+         ADDR:PORT\"), or leave it out for the default"
+    )]
+    BadPeerPort {
+        /// What was given.
+        peer: String,
+        /// The port as written.
+        port: String,
+    },
     /// The RDMA receiver found other bytes than the pattern.
     #[error(
         "the receiver at {peer} found {count} byte(s) that differ from the pattern, the first at \
@@ -430,6 +442,7 @@ impl CopyError {
             CopyError::Unaligned { .. } => "unaligned",
             CopyError::RegisterBar { .. } => "register_bar",
             CopyError::BadPeer { .. } => "bad_peer",
+            CopyError::BadPeerPort { .. } => "bad_peer_port",
             CopyError::PeerMismatch { .. } => "peer_mismatch",
             CopyError::PeerFailed { .. } => "peer_failed",
             #[cfg(feature = "rdma")]

@@ -359,7 +359,7 @@ pub(super) fn run_storage_inner(
             why: Unavailable::NvmeNeedsIommufd,
         });
     }
-    let iommufd = Iommufd::open()?;
+    let iommufd = Iommufd::shared()?;
     let opts = EngineOptions {
         nvme: NvmeOptions {
             nsid: nv.nsid,
@@ -371,6 +371,10 @@ pub(super) fn run_storage_inner(
         .namespace()
         .expect("a started controller has its namespace");
     let cmd_bytes = nvme(&mut engine).command_bytes();
+    // What the controller runs with: the depth asked for, or the default lowered to
+    // CAP.MQES; and why a command moves other than the transfer size asked for.
+    let queue_depth = nvme(&mut engine).options().queue_depth;
+    let cmd_note = nvme(&mut engine).command_bytes_note();
     let sgl = nvme(&mut engine).uses_sgl();
     let model = nvme(&mut engine)
         .controller()
@@ -503,7 +507,7 @@ pub(super) fn run_storage_inner(
     }
     let step = req
         .chunk
-        .max(cmd_bytes * u64::from(req.nvme.queue_depth) * 4)
+        .max(cmd_bytes * u64::from(queue_depth) * 4)
         .min(size)
         / u64::from(ns.block_size)
         * u64::from(ns.block_size);
@@ -671,13 +675,9 @@ pub(super) fn run_storage_inner(
                 (Io::Read, Memory::Host(_)) => "Reads into host memory, the baseline",
                 (Io::Write, Memory::Host(_)) => "Writes from host memory, the baseline",
             },
-            req.nvme.queue_depth,
+            queue_depth,
             cmd_bytes,
-            if cmd_bytes < req.nvme.transfer_size {
-                " (capped by the controller's MDTS or one PRP list)"
-            } else {
-                ""
-            },
+            cmd_note.map(|why| format!(" ({why})")).unwrap_or_default(),
             if sgl {
                 "one SGL Data Block descriptor per command (the controller offers SGLs)"
             } else {
@@ -689,7 +689,7 @@ pub(super) fn run_storage_inner(
         seconds,
         gbps: per_s(total as f64) / 1e9,
         iops: per_s(stats.commands as f64),
-        queue_depth: req.nvme.queue_depth,
+        queue_depth,
         transfer_size: cmd_bytes,
         data_pointer: if sgl { "sgl" } else { "prp" },
         commands: stats.commands,

@@ -100,11 +100,13 @@ fn number(s: &str) -> Option<u64> {
 impl FromStr for Target {
     type Err = TargetParseError;
 
-    fn from_str(s: &str) -> Result<Target, TargetParseError> {
+    fn from_str(given: &str) -> Result<Target, TargetParseError> {
         let err = |why: String| TargetParseError {
-            input: s.to_string(),
+            input: given.to_string(),
             why,
         };
+        // A pasted line's newline or a quoted space is no part of the name.
+        let s = given.trim();
         if s == "host" {
             return Ok(Target::Host);
         }
@@ -174,6 +176,17 @@ mod tests {
             })
         );
         assert_eq!("host".parse::<Target>().unwrap(), Target::Host);
+        assert_eq!(" host\n".parse::<Target>().unwrap(), Target::Host);
+        assert_eq!(
+            "nvme:00:13.0\n".parse::<Target>().unwrap(),
+            "nvme:00:13.0".parse::<Target>().unwrap()
+        );
+        assert_eq!(
+            "/sys/bus/pci/devices/0000:00:11.0\n"
+                .parse::<Target>()
+                .unwrap(),
+            "00:11.0".parse::<Target>().unwrap()
+        );
         assert!(matches!(
             "00:11.0".parse::<Target>().unwrap(),
             Target::Bar(EndpointSpec {

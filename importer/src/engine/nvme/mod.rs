@@ -86,7 +86,9 @@ pub enum DataPointer {
 pub struct NvmeOptions {
     /// Namespace to use.
     pub nsid: u32,
-    /// Commands kept in flight (1..=1023, and under CAP.MQES).
+    /// Commands kept in flight: 1 to 1023, and fewer than the controller's queue entries
+    /// (CAP.MQES + 1); 0 asks for [`DEFAULT_QUEUE_DEPTH`], lowered to what CAP.MQES
+    /// allows ([`Nvme::options`] then says what was used).
     pub queue_depth: u32,
     /// Bytes per command (rounded down to whole blocks; capped by MDTS and one PRP list
     /// page, 2 MiB).
@@ -100,13 +102,33 @@ pub struct NvmeOptions {
     pub data_pointer: DataPointer,
 }
 
+/// The queue depth asked for by default (`NvmeOptions::queue_depth` 0), lowered on a
+/// controller whose queues are smaller.
+pub const DEFAULT_QUEUE_DEPTH: u32 = 32;
+
+/// The queue depth `asked` (0: [`DEFAULT_QUEUE_DEPTH`] or fewer) on a controller whose
+/// queues hold `entries` (CAP.MQES + 1; one entry stays free, and this driver uses at
+/// most 1024); `Err` says why a depth asked for does not fit.
+fn queue_depth_for(asked: u32, entries: u32) -> Result<u32, String> {
+    let max = entries.clamp(2, 1024) - 1;
+    match asked {
+        0 => Ok(DEFAULT_QUEUE_DEPTH.min(max)),
+        n if n <= max => Ok(n),
+        n => Err(format!(
+            "queue depth {n} does not fit: its queues hold {entries} entries (CAP.MQES {}, \
+             0-based), one kept free, so 1 to {max} commands in flight",
+            entries - 1
+        )),
+    }
+}
+
 impl Default for NvmeOptions {
-    /// Namespace 1, queue depth 32, 128 KiB per command, 10 s per command, staging at
-    /// LBA 0, SGLs where offered.
+    /// Namespace 1, queue depth 32 (fewer where CAP.MQES is lower), 128 KiB per
+    /// command, 10 s per command, staging at LBA 0, SGLs where offered.
     fn default() -> Self {
         NvmeOptions {
             nsid: 1,
-            queue_depth: 32,
+            queue_depth: 0,
             transfer_size: 128 << 10,
             command_timeout: Duration::from_secs(10),
             staging_lba: 0,
@@ -207,17 +229,9 @@ impl<B: Backing> Nvme<B> {
                 "this driver uses 4 KiB pages only",
             ));
         }
-        if opts.queue_depth == 0 || opts.queue_depth + 1 > cap.max_queue_entries.min(1024) {
-            return Err(unsupported(
-                format!(
-                    "queue depth {} is outside 1 to {} (CAP.MQES {})",
-                    opts.queue_depth,
-                    cap.max_queue_entries.min(1024) - 1,
-                    cap.max_queue_entries
-                ),
-                "ask for a queue depth inside that range",
-            ));
-        }
+        let mut opts = opts;
+        opts.queue_depth = queue_depth_for(opts.queue_depth, cap.max_queue_entries)
+            .map_err(|what| unsupported(what, "ask for a queue depth inside that range"))?;
         regs.disable()?;
         Ok(Nvme {
             regs,
@@ -283,6 +297,33 @@ impl<B: Backing> Nvme<B> {
         (n / bs * bs)
             .clamp(bs, bs * 65536)
             .min(u64::from(u32::MAX) / bs * bs)
+    }
+
+    /// Why [`command_bytes`](Self::command_bytes) differs from the transfer size asked
+    /// for (after [`start`](Self::start)): "rounded down to whole 4096-byte blocks",
+    /// "raised to one 4096-byte block", "capped by the controller's MDTS (N bytes)", ...;
+    /// `None` when it is the size asked for.
+    pub fn command_bytes_note(&self) -> Option<String> {
+        let asked = self.opts.transfer_size;
+        let got = self.command_bytes();
+        if got == asked {
+            return None;
+        }
+        let bs = self.namespace().map_or(512, |ns| u64::from(ns.block_size));
+        let mdts = self.controller().and_then(|c| c.mdts_bytes);
+        Some(if asked < bs {
+            format!("raised to one {bs}-byte block, the namespace's smallest transfer")
+        } else if let Some(m) =
+            mdts.filter(|&m| m < asked && (self.uses_sgl() || m <= MAX_PRP_BYTES))
+        {
+            format!("capped by the controller's MDTS ({m} bytes)")
+        } else if !self.uses_sgl() && asked > MAX_PRP_BYTES {
+            format!("capped by one PRP list ({MAX_PRP_BYTES} bytes)")
+        } else if !asked.is_multiple_of(bs) {
+            format!("rounded down to whole {bs}-byte blocks")
+        } else {
+            format!("capped at 65536 blocks of {bs} bytes")
+        })
     }
 
     /// Allocates the queues, Identify page and PRP lists from `memory` (for VFIO the
@@ -534,5 +575,26 @@ impl DmaEngine for Nvme {
 impl From<NvmeError> for EngineError {
     fn from(source: NvmeError) -> Self {
         EngineError::Nvme(Box::new(source))
+    }
+}
+
+#[cfg(test)]
+mod queue_depth_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_depth_fits_a_small_controller_and_a_given_one_is_checked() {
+        // QEMU's default: MQES 2047 (2048 entries); this driver uses at most 1024.
+        assert_eq!(queue_depth_for(0, 2048), Ok(DEFAULT_QUEUE_DEPTH));
+        assert_eq!(queue_depth_for(1023, 2048), Ok(1023));
+        assert!(queue_depth_for(1024, 2048).is_err());
+        // MQES 15: 16 entries, 15 in flight; the default lowers to it.
+        assert_eq!(queue_depth_for(0, 16), Ok(15));
+        assert_eq!(queue_depth_for(15, 16), Ok(15));
+        let e = queue_depth_for(32, 16).unwrap_err();
+        assert!(
+            e.contains("16 entries") && e.contains("CAP.MQES 15") && e.contains("1 to 15"),
+            "{e}"
+        );
     }
 }

@@ -69,9 +69,15 @@ pub fn run(args: ShowArgs) -> Result<()> {
     ))
 }
 
-/// Exports, imports, shows, and watches for revokes until told to stop.
+/// Exports, imports, shows, and watches for revokes until told to stop; with `--json` a
+/// failure is the one error object every peerdma command ends with (docs/cli.md).
 #[cfg(feature = "drm")]
 pub fn run(args: ShowArgs) -> Result<()> {
+    show(args)
+}
+
+#[cfg(feature = "drm")]
+fn show(args: ShowArgs) -> Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -187,9 +193,12 @@ pub fn run(args: ShowArgs) -> Result<()> {
             info.setting
         );
     }
-    let deadline = args
-        .seconds
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    // A --seconds past what a clock can reach (1e30, inf) waits without end, like none.
+    let deadline = args.seconds.and_then(|s| {
+        Duration::try_from_secs_f64(s.max(0.0))
+            .ok()
+            .and_then(|d| Instant::now().checked_add(d))
+    });
     let mut last_failure: Option<String> = None;
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(50));

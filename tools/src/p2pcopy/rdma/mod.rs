@@ -73,9 +73,25 @@ pub struct RdmaReport {
 ///
 /// # Errors
 ///
+/// [`CopyError::BadPeerPort`] for port 0 or a number past 65535;
 /// [`CopyError::BadPeer`] when the host does not resolve.
 pub fn parse_peer(s: &str) -> Result<SocketAddr, CopyError> {
     let rest = s.strip_prefix("rdma://").unwrap_or(s);
+    // HOST:DIGITS (or [V6]:DIGITS) whose digits are no port: say so, not "cannot resolve".
+    if let Some((host, port)) = rest.rsplit_once(':') {
+        let v4_or_name = !host.contains(':');
+        let v6 = host.starts_with('[') && host.ends_with(']');
+        if (v4_or_name || v6)
+            && !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().map_or(true, |p| p == 0)
+        {
+            return Err(CopyError::BadPeerPort {
+                peer: s.to_string(),
+                port: port.to_string(),
+            });
+        }
+    }
     let with_port = if rest.parse::<SocketAddr>().is_ok()
         || rest
             .rsplit_once(':')
@@ -115,5 +131,22 @@ mod tests {
         assert_eq!(parse_peer("10.0.0.2").unwrap().port(), DEFAULT_PORT);
         assert_eq!(parse_peer("rdma://10.0.0.2").unwrap().port(), DEFAULT_PORT);
         assert!(parse_peer("rdma://no.such.host.invalid:1").is_err());
+        for (peer, port) in [
+            ("rdma://10.0.0.2:0", "0"),
+            ("rdma://10.0.0.2:99999", "99999"),
+            ("10.0.0.2:65536", "65536"),
+            ("rdma://[fe80::1]:0", "0"),
+        ] {
+            match parse_peer(peer) {
+                Err(CopyError::BadPeerPort { port: p, .. }) => assert_eq!(p, port, "{peer}"),
+                other => panic!("{peer}: {other:?}"),
+            }
+        }
+        let e = parse_peer("rdma://10.0.0.2:99999").unwrap_err().to_string();
+        assert!(
+            e.contains("port 99999") && !e.contains("cannot resolve"),
+            "{e}"
+        );
+        assert_eq!(parse_peer("[fe80::1]:7000").unwrap().port(), 7000);
     }
 }

@@ -54,7 +54,7 @@ pub fn send(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RdmaReport, CopyError> {
     let qps_n = req.qps.clamp(1, 16);
-    let first = Resolved::resolve(req.peer, rdma::DEFAULT_TIMEOUT)?;
+    let first = Resolved::resolve(req.peer, req.timeout)?;
     let pd = first.alloc_pd()?;
     let size = match (req.size, &req.src) {
         (Some(s), _) => s,
@@ -89,7 +89,7 @@ pub fn send(
     for index in 0..qps_n {
         let resolved = match pending.take() {
             Some(r) => r,
-            None => Resolved::resolve(req.peer, rdma::DEFAULT_TIMEOUT)?,
+            None => Resolved::resolve(req.peer, req.timeout)?,
         };
         let hello = Hello {
             qps: qps_n,
@@ -190,7 +190,7 @@ fn wait_verdict(
     msgs: &rdma::MemoryRegion,
     timeout: Duration,
 ) -> Result<Verdict, CopyError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = rdma::deadline(timeout);
     let mut comps = Vec::new();
     let got_recv = |qp: &mut QueuePair, comps: &mut Vec<_>| -> Result<bool, RdmaError> {
         comps.clear();
@@ -220,7 +220,7 @@ fn wait_verdict(
                 .into()
             });
         }
-        if Instant::now() > deadline {
+        if deadline.is_some_and(|d| Instant::now() > d) {
             return Err(RdmaError::Timeout {
                 what: "the receiver's verdict".into(),
                 seconds: timeout.as_secs(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use peerdma_exporter::AccessPath;
 use peerdma_importer::rdma::{
-    Access, ConnectRequest, Listener, MemoryRegion, Operation, ProtectionDomain, QpOptions,
+    self, Access, ConnectRequest, Listener, MemoryRegion, Operation, ProtectionDomain, QpOptions,
     QueuePair, RdmaError,
 };
 
@@ -99,7 +99,18 @@ pub fn serve(
             _ => r.reject("this receiver serves another sender"),
         }
     }
-    let done = wait_done(&mut qps, &msgs, req.timeout)?;
+    // A second sender meanwhile is refused at once with the reason (it would
+    // otherwise wait in the listen backlog until its connect timed out).
+    let busy = format!(
+        "this receiver is busy with a stream from {peer}; try again when it ends, or send to \
+         another receiver (another port)"
+    );
+    let refuse_others = || {
+        while let Ok(Some(r)) = listener.pending_request() {
+            r.reject(&busy);
+        }
+    };
+    let done = wait_done(&mut qps, &msgs, req.timeout, &refuse_others)?;
     let seconds = start.elapsed().as_secs_f64();
     let verdict = if done.bytes != hello.size {
         Verdict::Mismatch {
@@ -114,6 +125,7 @@ pub fn serve(
             Some((first, count)) => Verdict::Mismatch { first, count },
         }
     };
+    refuse_others();
     msgs.host_bytes_mut().expect("a host MR")[..MSG_LEN].copy_from_slice(&verdict.to_bytes());
     qps[0].post_send(&msgs, 0, MSG_LEN as u32, 3)?;
     // The verdict's completion; the sender disconnects after reading it.
@@ -129,7 +141,10 @@ pub fn serve(
     }
     // Let the sender read the verdict and hang up first.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && qps[0].check_peer(Duration::from_millis(50)).is_ok() {}
+    while Instant::now() < deadline && qps[0].check_peer(Duration::from_millis(50)).is_ok() {
+        refuse_others();
+    }
+    refuse_others();
     if let Verdict::Mismatch { first, count } = verdict {
         return Err(CopyError::Mismatch {
             first,
@@ -175,15 +190,18 @@ fn accept_one(
     Ok(qp)
 }
 
-/// Waits for the sender's Done on any QP, watching every QP for a disconnect.
+/// Waits for the sender's Done on any QP, watching every QP for a disconnect;
+/// `meanwhile` runs on each round (refusing other senders).
 fn wait_done(
     qps: &mut [QueuePair],
     msgs: &MemoryRegion,
     timeout: Duration,
+    meanwhile: &dyn Fn(),
 ) -> Result<Done, CopyError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = rdma::deadline(timeout);
     let mut comps = Vec::new();
     loop {
+        meanwhile();
         for qp in qps.iter_mut() {
             comps.clear();
             qp.poll(&mut comps).map_err(before_done)?;
@@ -213,7 +231,7 @@ fn wait_done(
                 });
             }
         }
-        if Instant::now() > deadline {
+        if deadline.is_some_and(|d| Instant::now() > d) {
             return Err(RdmaError::Timeout {
                 what: "the sender's last message".into(),
                 seconds: timeout.as_secs(),
