@@ -398,6 +398,7 @@ fn family_23_scans_the_bar_out_pixel_by_pixel_and_follows_the_host() {
          {p} show $IV --bar 2 --width 16384 --height 16 --card $GPU --seconds 1; echo '## wide rc='$?
          cat /dev/dri/$C > /dev/null & HOLD=$!
          for i in $(seq 100); do ls -l /proc/$HOLD/fd 2>/dev/null | grep -q $C && break; sleep 0.1; done
+         ls -l /proc/$HOLD/fd 2>/dev/null | grep -q $C || {{ echo \"## timed out: nothing holds $C\"; exit 97; }}
          {p} show $IV --bar 2 --width {W} --height {H} --card $GPU --seconds 1 --json; echo '## master rc='$?
          kill $HOLD; wait $HOLD
          CONN=$(ls -d /sys/class/drm/$C-* | head -n1)

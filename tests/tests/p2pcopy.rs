@@ -309,6 +309,7 @@ fn two_functions_of_one_iommu_group_copy_and_doctor_knows_the_importer() {
              {peerdma} doctor 00:10.0 00:13.0 --json; echo \"## doctor rc=$?\"; \
              {peerdma} export 00:12.0 --bar 0 --range 0:4K --hold > /run/hold 2>&1 & H=$!; \
              for i in $(seq 300); do grep -q holding /run/hold && break; sleep 0.1; done; \
+             grep -q holding /run/hold || {{ echo '## timed out: the holder never said holding'; exit 97; }}; \
              {p2p} 00:10.0 00:10.1 --engine dma --via 00:12.0 --size 4K; echo \"## held rc=$?\"; \
              kill $H; wait $H; true"
         ),
