@@ -116,7 +116,7 @@ fn landed(case: &mut ContractCase, r: Result<TransferReport, EngineError>, arriv
     match r {
         Ok(rep) => {
             case.bytes = Some(rep.bytes);
-            case.iommu_faults = rep.iommu_faults.map(|n| n as u64);
+            case.iommu_faults = rep.iommu_faults;
             case.verified_in_guest = arrived;
             case.ok = rep.bytes == case.len && rep.iommu_faults == Some(0) && arrived;
         }
@@ -132,7 +132,7 @@ fn refused(case: &mut ContractCase, r: Result<TransferReport, EngineError>, want
     match r {
         Ok(rep) => {
             case.bytes = Some(rep.bytes);
-            case.iommu_faults = rep.iommu_faults.map(|n| n as u64);
+            case.iommu_faults = rep.iommu_faults;
             case.error = Some("the copy returned Ok".into());
             false
         }
