@@ -172,10 +172,10 @@ fn noiommu_mode_gives_noiommu_groups() {
 #[test]
 fn exit_status_and_output_come_back() {
     // A one-off device through the raw escape hatch (no registry kind): QEMU's
-    // pci-testdev (1b36:0005) at 00:1f.0, left unbound; the command finds it in sysfs.
+    // pci-testdev (1b36:0005) at 00:1e.0, left unbound; the command finds it in sysfs.
     let tb = peerdma_testbed::vm::Testbed::new(peerdma_testbed::vm::VmOptions {
         devices: "edu".parse().unwrap(),
-        extra_qemu_args: vec!["-device".into(), "pci-testdev,addr=0x1f".into()],
+        extra_qemu_args: vec!["-device".into(), "pci-testdev,addr=0x1e".into()],
         ..options(KernelChoice::Reference)
     })
     .unwrap();
@@ -184,8 +184,8 @@ fn exit_status_and_output_come_back() {
             "/bin/sh",
             "-c",
             "echo out-line; echo err-line >&2; \
-             echo testdev $(cat /sys/bus/pci/devices/0000:00:1f.0/vendor \
-             /sys/bus/pci/devices/0000:00:1f.0/device); exit 7",
+             echo testdev $(cat /sys/bus/pci/devices/0000:00:1e.0/vendor \
+             /sys/bus/pci/devices/0000:00:1e.0/device); exit 7",
         ])
         .unwrap();
     assert_eq!(out.status, 7, "{}", out.output);
