@@ -210,15 +210,12 @@ impl Testbed {
             .enumerate()
             .map(|(i, d)| {
                 let site = self.site(i, scratch, "");
-                let extras = d.kind.model().manifest_extras(i, d.size_mib);
                 GuestDevice {
                     role: d.role.clone(),
                     kind: d.kind,
                     backing_file: d.kind.model().backing_file(&site),
                     size: d.size_mib << 20,
-                    serial: extras.serial,
-                    nsid: extras.nsid,
-                    cmb_size: extras.cmb_size,
+                    extras: d.kind.model().manifest_extras(i, d.size_mib),
                 }
             })
             .collect();

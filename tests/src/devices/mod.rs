@@ -50,15 +50,18 @@ pub struct QemuSite<'a> {
     pub options: &'a VmOptions,
 }
 
-/// The kind-specific fields of a device in `guest.json` and `testbed.json` (absent,
-/// `None`, for kinds that have none).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The kind-specific fields of a device in `guest.json` and `testbed.json` (`null`
+/// for kinds that have none), flattened beside the common ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestExtras {
     /// The NVMe controller's serial number.
+    #[serde(default)]
     pub serial: Option<String>,
     /// The NVMe namespace backed by the image.
+    #[serde(default)]
     pub nsid: Option<u32>,
-    /// The NVMe controller memory buffer size in bytes.
+    /// The NVMe controller memory buffer size in bytes (`None`: not an NVMe device).
+    #[serde(default)]
     pub cmb_size: Option<u64>,
 }
 
@@ -401,6 +404,29 @@ mod tests {
             ManifestExtras::default()
         );
         std::fs::remove_dir_all(&scratch).unwrap();
+    }
+
+    #[test]
+    fn manifest_extras_sit_beside_the_common_fields_in_json() {
+        let d = crate::manifest::GuestDevice {
+            role: "nvme0".into(),
+            kind: DeviceKind::NVME,
+            backing_file: None,
+            size: 16 << 20,
+            extras: DeviceKind::NVME.model().manifest_extras(3, 16),
+        };
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["kind"], "nvme");
+        assert_eq!(v["serial"], "peerdma3");
+        assert_eq!(v["nsid"], 1);
+        assert_eq!(v["cmb_size"], 16u64 << 20);
+        let back: crate::manifest::GuestDevice = serde_json::from_value(v).unwrap();
+        assert_eq!(back.extras, d.extras);
+        // A line written before the extras existed still reads (they default to None).
+        let old: crate::manifest::GuestDevice =
+            serde_json::from_str(r#"{"role":"edu0","kind":"edu","backing_file":null,"size":0}"#)
+                .unwrap();
+        assert_eq!(old.extras, ManifestExtras::default());
     }
 
     #[test]
