@@ -243,7 +243,7 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
     assert!(b[at - 4096..at].iter().all(|&x| x == 0));
     assert!(b[at + 65536..at + 65536 + 4096].iter().all(|&x| x == 0));
     assert!(
-        out.output.contains("also SRC or DST") && out.output.contains("## via rc=1"),
+        out.output.contains("also SRC or DST") && out.output.contains("## via rc=3"),
         "{}",
         out.output
     );
@@ -252,7 +252,7 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
     assert!(
         (out.output.contains("writes into another host's")
             || out.output.contains("built without RDMA support"))
-            && out.output.contains("## rdma rc=1"),
+            && out.output.contains("## rdma rc=3"),
         "{}",
         out.output
     );
@@ -269,7 +269,7 @@ fn iommufd_engine_on_the_stock_kernel_is_an_explained_error() {
                  {p2p} 00:10.0 00:11.0 --size 1M --json"
         ),
     );
-    assert!(out.output.contains("## rc=1"), "{}", out.output);
+    assert!(out.output.contains("## rc=3"), "{}", out.output);
     assert!(out.output.contains("CONFIG_IOMMUFD"), "{}", out.output);
     // The cpu engine still works on the stock kernel (group/container path).
     let r = &json_lines(&out.output)[0];
@@ -365,12 +365,17 @@ fn two_functions_of_one_iommu_group_copy_and_doctor_knows_the_importer() {
     let exporter = check("device 0000:00:10.0", "driver");
     assert_eq!(exporter["status"], "pass", "{exporter}");
     // A --via engine held by another process: the error is said once, not twice in a line.
-    assert_eq!(marked_rc(o, "held"), 1, "{o}");
+    assert_eq!(marked_rc(o, "held"), 3, "{o}");
     let held = o
         .lines()
         .find(|l| l.starts_with("p2pcopy: error:") && l.contains("in use"))
         .unwrap_or_else(|| panic!("the held engine's error:\n{o}"));
     assert_eq!(held.matches("is in use").count(), 1, "{held}");
+    assert_eq!(
+        held.matches("0000:00:12.0").count(),
+        1,
+        "the BDF once: {held}"
+    );
     // Under -cpu max the root bus is blocked for a DRM importer: doctor says so as a failure.
     let path = check("paths", "0000:00:10.0 → 0000:00:13.0");
     assert_eq!(path["status"], "fail", "{path}");
