@@ -32,9 +32,6 @@ pub mod iommufd;
 pub mod rdma;
 #[deny(missing_docs)]
 pub mod rdma_driver;
-/// The system-memory exporter, now [`peerdma_exporter::udmabuf`]; re-exported
-/// here so that existing users keep compiling.
-pub use peerdma_exporter::udmabuf;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
 

