@@ -6,7 +6,6 @@
 //! through the memfd with plain `pwrite`/`pread`. Needs `CONFIG_UDMABUF` (the reference
 //! 7.2 kernel has it built in; many hosts do not).
 //!
-//! (Also reachable as `peerdma_importer::udmabuf`, its former home.)
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;

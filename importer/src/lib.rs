@@ -32,8 +32,32 @@ pub mod iommufd;
 pub mod rdma;
 #[deny(missing_docs)]
 pub mod rdma_driver;
-/// The system-memory exporter, now [`peerdma_exporter::udmabuf`]; re-exported
-/// here so that existing users keep compiling.
-pub use peerdma_exporter::udmabuf;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
+
+/// `subject: cause`, or the cause alone where it already starts with the subject (an
+/// exporter error names its BDF first): the BDF said once.
+pub(crate) fn said_once(subject: &str, cause: &dyn std::fmt::Display) -> String {
+    let cause = cause.to_string();
+    if cause.starts_with(subject) {
+        cause
+    } else {
+        format!("{subject}: {cause}")
+    }
+}
+
+#[cfg(test)]
+mod said_once_tests {
+    #[test]
+    fn a_cause_that_names_the_subject_first_is_not_prefixed_again() {
+        let bdf = "0000:00:12.0";
+        assert_eq!(
+            super::said_once(bdf, &"0000:00:12.0 is in use: pid 86"),
+            "0000:00:12.0 is in use: pid 86"
+        );
+        assert_eq!(
+            super::said_once(bdf, &"config read failed"),
+            "0000:00:12.0: config read failed"
+        );
+    }
+}

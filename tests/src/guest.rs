@@ -275,9 +275,7 @@ fn describe(dev: &GuestDevice, bdf: &str, dir: &Path, iommu: bool) -> Result<Man
         driver,
         backing_file: dev.backing_file.clone(),
         size: dev.size,
-        serial: dev.serial.clone(),
-        nsid: dev.nsid,
-        cmb_size: dev.cmb_size,
+        extras: dev.extras.clone(),
     })
 }
 

@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod manifest;
 pub mod pattern;
 pub mod process;
+pub mod reports;
 pub mod rng;
 pub mod scratch;
 pub mod udmabuf_emulation;

@@ -115,6 +115,11 @@ struct VmArgs {
     /// The NVMe devices' CAP.MQES (0-based: queues of N + 1 entries; QEMU's default 2047).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     nvme_mqes: Option<u16>,
+    /// A raw QEMU argument appended after the devices (repeatable; one word each:
+    /// `--qemu-arg=-device --qemu-arg=pci-testdev`): a one-off device the registry
+    /// lacks; the guest neither binds nor describes it.
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_args: Vec<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -140,6 +145,7 @@ impl VmArgs {
             stream,
             nvme_images: self.nvme_images,
             nvme_mqes: self.nvme_mqes,
+            extra_qemu_args: self.qemu_args,
             ..VmOptions::default()
         }
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::devices::{DeviceKind, Topology};
+use crate::devices::{DeviceKind, ManifestExtras, Topology};
 
 /// Where the scratch directory is mounted in the guest.
 pub const GUEST_SCRATCH: &str = "/run/peerdma";
@@ -62,15 +62,10 @@ pub struct GuestDevice {
     pub backing_file: Option<PathBuf>,
     /// ivshmem memory or NVMe CMB size in bytes.
     pub size: u64,
-    /// The NVMe controller's serial number.
-    #[serde(default)]
-    pub serial: Option<String>,
-    /// The NVMe namespace backed by the image.
-    #[serde(default)]
-    pub nsid: Option<u32>,
-    /// The NVMe controller memory buffer size in bytes (`None`: not an NVMe device).
-    #[serde(default)]
-    pub cmb_size: Option<u64>,
+    /// The kind's own fields (NVMe: serial, nsid, cmb_size), filled by its
+    /// [`crate::devices::DeviceModel::manifest_extras`]; in JSON beside the others.
+    #[serde(flatten)]
+    pub extras: ManifestExtras,
 }
 
 /// The guest's report: each device with its place in the guest.
@@ -117,15 +112,10 @@ pub struct ManifestDevice {
     pub backing_file: Option<PathBuf>,
     /// ivshmem memory or NVMe CMB size in bytes.
     pub size: u64,
-    /// The NVMe controller's serial number.
-    #[serde(default)]
-    pub serial: Option<String>,
-    /// The NVMe namespace backed by the image.
-    #[serde(default)]
-    pub nsid: Option<u32>,
-    /// The NVMe controller memory buffer size in bytes (`None`: not an NVMe device).
-    #[serde(default)]
-    pub cmb_size: Option<u64>,
+    /// The kind's own fields (NVMe: serial, nsid, cmb_size), filled by its
+    /// [`crate::devices::DeviceModel::manifest_extras`]; in JSON beside the others.
+    #[serde(flatten)]
+    pub extras: ManifestExtras,
 }
 
 impl Manifest {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::accel::{self, Accel};
-use crate::devices::{DeviceKind, DeviceList, Topology};
+use crate::devices::{DeviceKind, DeviceList, QemuSite, Topology};
 use crate::kernel::{self, Kernel, KernelChoice, KernelKind};
 use crate::manifest::{
     GuestConfig, GuestDevice, Manifest, EXIT_STATUS_FILE, GUEST_CONFIG_FILE, MANIFEST_FILE,
@@ -67,6 +67,10 @@ pub struct VmOptions {
     /// The NVMe devices' CAP.MQES (QEMU's `mqes=`, 0-based: queues of MQES + 1
     /// entries); `None`: QEMU's 2047.
     pub nvme_mqes: Option<u16>,
+    /// Raw QEMU arguments appended after the devices (`-device pci-testdev,addr=0x1f`):
+    /// the escape hatch for a one-off device the registry (`devices::REGISTRY`) lacks.
+    /// The guest does not bind or describe such a device.
+    pub extra_qemu_args: Vec<String>,
 }
 
 impl Default for VmOptions {
@@ -91,6 +95,7 @@ impl Default for VmOptions {
             nvme_images: Vec::new(),
             kernel_args: Vec::new(),
             nvme_mqes: None,
+            extra_qemu_args: Vec::new(),
         }
     }
 }
@@ -203,22 +208,15 @@ impl Testbed {
             .0
             .iter()
             .enumerate()
-            .map(|(i, d)| GuestDevice {
-                role: d.role.clone(),
-                kind: d.kind,
-                backing_file: match d.kind {
-                    DeviceKind::Ivshmem if !self.ivshmem_memfd() => {
-                        Some(scratch.join(format!("{}.mem", d.role)))
-                    }
-                    DeviceKind::Nvme | DeviceKind::NvmeMetadata | DeviceKind::NvmeKernel => {
-                        Some(crate::image::image_path(scratch, &d.role))
-                    }
-                    _ => None,
-                },
-                size: d.size_mib << 20,
-                serial: d.kind.is_nvme().then(|| nvme_serial(i)),
-                nsid: d.kind.is_nvme().then_some(1),
-                cmb_size: d.kind.is_nvme().then_some(d.size_mib << 20),
+            .map(|(i, d)| {
+                let site = self.site(i, scratch, "");
+                GuestDevice {
+                    role: d.role.clone(),
+                    kind: d.kind,
+                    backing_file: d.kind.model().backing_file(&site),
+                    size: d.size_mib << 20,
+                    extras: d.kind.model().manifest_extras(i, d.size_mib),
+                }
             })
             .collect();
         let stock = matches!(self.kernel.kind, KernelKind::Stock);
@@ -263,9 +261,12 @@ impl Testbed {
         push("-no-reboot".into());
         push("-display".into());
         push("none".into());
-        let gpu = o.devices.0.iter().any(|d| d.kind == DeviceKind::Gpu);
-        if gpu {
-            // virtio-gpu blob resources need guest RAM that QEMU can share via udmabuf.
+        let shared_ram = o
+            .devices
+            .0
+            .iter()
+            .any(|d| d.kind.model().needs_shared_guest_ram());
+        if shared_ram {
             push("-object".into());
             push(format!(
                 "memory-backend-memfd,id=ram,size={}M",
@@ -367,85 +368,13 @@ impl Testbed {
                     format!("bus=dn{i}")
                 }
             };
-            let role = &d.role;
-            match d.kind {
-                DeviceKind::Ivshmem if self.ivshmem_memfd() => {
-                    push("-object".into());
-                    push(format!(
-                        "memory-backend-memfd,id=mem-{role},share=on,size={}M",
-                        d.size_mib
-                    ));
-                    push("-device".into());
-                    push(format!("ivshmem-plain,memdev=mem-{role},{place}"));
-                }
-                DeviceKind::Ivshmem => {
-                    push("-object".into());
-                    push(format!(
-                        "memory-backend-file,id=mem-{role},share=on,mem-path={}/{role}.mem,size={}M",
-                        scratch.display(),
-                        d.size_mib
-                    ));
-                    push("-device".into());
-                    push(format!("ivshmem-plain,memdev=mem-{role},{place}"));
-                }
-                DeviceKind::Edu => {
-                    push("-device".into());
-                    push(format!("edu,{place}"));
-                }
-                DeviceKind::Nvme | DeviceKind::NvmeMetadata | DeviceKind::NvmeKernel => {
-                    // Seeded before boot (Testbed::boot), kept in a kept scratch.
-                    let img = crate::image::ensure(scratch, role)?;
-                    push("-drive".into());
-                    push(format!(
-                        "file={},if=none,id=drv-{role},format=raw",
-                        img.display()
-                    ));
-                    push("-device".into());
-                    let mqes = o
-                        .nvme_mqes
-                        .map(|m| format!(",mqes={m}"))
-                        .unwrap_or_default();
-                    if d.kind == DeviceKind::NvmeMetadata {
-                        // Namespace 1 as its own nvme-ns device: 512-byte blocks with 8
-                        // bytes of metadata each, inline (extended LBA).
-                        push(format!(
-                            "nvme,id=ctrl-{role},serial={},cmb_size_mb={},{place}{mqes}",
-                            nvme_serial(i),
-                            d.size_mib
-                        ));
-                        push("-device".into());
-                        push(format!(
-                            "nvme-ns,drive=drv-{role},bus=ctrl-{role},nsid=1,ms=8,mset=1"
-                        ));
-                    } else {
-                        push(format!(
-                            "nvme,serial={},drive=drv-{role},cmb_size_mb={},{place}{mqes}",
-                            nvme_serial(i),
-                            d.size_mib
-                        ));
-                    }
-                }
-                DeviceKind::Gpu => {
-                    if !host_has_udmabuf() && !o.emulate_udmabuf {
-                        bail!(
-                            "device {role}: virtio-gpu-pci,blob=true needs /dev/udmabuf on the host \
-                             (modprobe udmabuf; this machine's kernel lacks it) and QEMU refuses it \
-                             otherwise; or let the testbed emulate it inside QEMU \
-                             (peerdma-testbed --emulate-udmabuf)"
-                        );
-                    }
-                    push("-device".into());
-                    push(format!(
-                        "virtio-gpu-pci,blob=true,xres={GPU_XRES},yres={GPU_YRES},{place}"
-                    ));
-                }
-                DeviceKind::GpuNoBlob => {
-                    push("-device".into());
-                    push(format!(
-                        "virtio-gpu-pci,xres={GPU_XRES},yres={GPU_YRES},{place}"
-                    ));
-                }
+            let site = self.site(i, scratch, &place);
+            for arg in d.kind.model().qemu_args(&site)? {
+                push(arg);
             }
+        }
+        for arg in &o.extra_qemu_args {
+            push(arg.clone());
         }
         Ok(a)
     }
@@ -458,7 +387,7 @@ impl Testbed {
                 .devices
                 .0
                 .iter()
-                .any(|d| d.kind == DeviceKind::Ivshmem);
+                .any(|d| d.kind == DeviceKind::IVSHMEM);
         if ivshmem_files && !crate::scratch::is_tmpfs(scratch.path()) {
             eprintln!(
                 "testbed: scratch {} is not a tmpfs: the ivshmem BARs' backing files there go \
@@ -663,8 +592,22 @@ impl Testbed {
             .devices
             .0
             .iter()
-            .any(|d| d.kind == DeviceKind::Gpu);
+            .any(|d| d.kind.model().needs_shared_guest_ram());
         gpu && host_has_udmabuf()
+    }
+
+    /// The `i`-th device's place in this run, for its [`crate::devices::DeviceModel`].
+    fn site<'a>(&'a self, i: usize, scratch: &'a Path, place: &'a str) -> QemuSite<'a> {
+        let d = &self.options.devices.0[i];
+        QemuSite {
+            role: &d.role,
+            index: i,
+            size_mib: d.size_mib,
+            place,
+            scratch,
+            ivshmem_memfd: self.ivshmem_memfd(),
+            options: &self.options,
+        }
     }
 
     /// Whether this run needs the udmabuf emulation: a blob virtio-gpu on a host
@@ -677,7 +620,7 @@ impl Testbed {
                 .devices
                 .0
                 .iter()
-                .any(|d| d.kind == DeviceKind::Gpu)
+                .any(|d| d.kind == DeviceKind::GPU)
     }
 
     /// Builds the emulation library into the scratch directory when this run uses it,
@@ -760,11 +703,6 @@ impl Testbed {
     }
 }
 
-/// The serial number of the NVMe controller at position `i` of the device list.
-pub fn nvme_serial(i: usize) -> String {
-    format!("peerdma{i}")
-}
-
 /// The `peerdma-testbed` binary that becomes the guest's PID 1: this process when it is
 /// that binary, else `PEERDMA_TESTBED_BIN`, else the one Cargo builds beside the test
 /// executables (`target/<profile>/peerdma-testbed`).
@@ -835,7 +773,7 @@ pub fn live_ivshmem_backing(scratch: &Path, role: &str) -> Result<PathBuf> {
     let ivshmem: Vec<&GuestDevice> = config
         .devices
         .iter()
-        .filter(|d| d.kind == DeviceKind::Ivshmem)
+        .filter(|d| d.kind == DeviceKind::IVSHMEM)
         .collect();
     let index = ivshmem
         .iter()

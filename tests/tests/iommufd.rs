@@ -1,8 +1,10 @@
 //! The iommufd importer end to end: QEMU's edu DMAs through an iommufd IOAS into and
 //! out of ivshmem0's BAR2, mapped there as a vfio-pci dma-buf, and the host checks
 //! the bytes in ivshmem0's backing file. The reference-kernel scenarios share one
-//! boot (`peerdma-guest-iommufd all bench`); each test asserts on its own JSON line
-//! and on the backing file read after that run.
+//! boot (`peerdma-guest-iommufd all bench`, devices ivshmem,ivshmem,edu,nvme); each
+//! test asserts on its own JSON line and on the backing files read after that run.
+//! The engine contract runs in the same boot on every engine device (edu0, nvme0),
+//! reported as typed `ContractCase` lines.
 
 mod common;
 
@@ -11,8 +13,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::*;
+use peerdma_testbed::devices::Topology;
 use peerdma_testbed::kernel::KernelChoice;
 use peerdma_testbed::pattern;
+use peerdma_testbed::reports::{ContractCase, ContractScenario, CONTRACT_REPORT};
 use serde_json::Value;
 
 /// What the shared reference run left behind.
@@ -22,6 +26,8 @@ struct RefRun {
     lines: Vec<Value>,
     /// ivshmem0's backing file after the run.
     ivshmem0: Vec<u8>,
+    /// ivshmem1's backing file after the run.
+    ivshmem1: Vec<u8>,
     kernel_warnings: Vec<String>,
     /// Why the benchmark did not run (the C baseline did not compile), if it did not.
     bench_missing: Option<String>,
@@ -32,7 +38,7 @@ impl RefRun {
         let v = self
             .lines
             .iter()
-            .find(|l| l["scenario"] == name)
+            .find(|l| l["scenario"] == name && l.get("report").is_none())
             .unwrap_or_else(|| panic!("no {name} line in the guest output:\n{}", self.output));
         assert!(
             v.get("error").is_none(),
@@ -75,10 +81,22 @@ fn c_baseline() -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// The shared boot's devices: the rig's (ivshmem0, ivshmem1, edu0) and a second
+/// engine, nvme0, for the contract.
+const CONTRACT_DEVICES: &str = "ivshmem,ivshmem,edu,nvme";
+
+/// The engines of [`CONTRACT_DEVICES`]: every one gets the contract.
+const ENGINES: [&str; 2] = ["edu0", "nvme0"];
+
 fn reference_run() -> &'static RefRun {
     static RUN: OnceLock<RefRun> = OnceLock::new();
     RUN.get_or_init(|| {
-        let tb = testbed(KernelChoice::Reference);
+        let tb = testbed_with(
+            KernelChoice::Reference,
+            CONTRACT_DEVICES,
+            Topology::Root,
+            true,
+        );
         let guest = workspace_bin("peerdma-guest-iommufd").display().to_string();
         let mut argv = vec![guest, "all".to_string()];
         let c = c_baseline();
@@ -88,12 +106,15 @@ fn reference_run() -> &'static RefRun {
         let out = tb.run(&argv).expect("the VM runs the guest program");
         let file = out.backing_file("ivshmem0").expect("ivshmem0 backing file");
         let ivshmem0 = std::fs::read(&file).expect("reading the backing file");
+        let file = out.backing_file("ivshmem1").expect("ivshmem1 backing file");
+        let ivshmem1 = std::fs::read(&file).expect("reading the backing file");
         eprintln!("{}", out.output);
         RefRun {
             status: out.status,
             lines: json_lines(&out.output),
             output: out.output.clone(),
             ivshmem0,
+            ivshmem1,
             kernel_warnings: out.kernel_warnings.clone(),
             bench_missing: c.err(),
         }
@@ -104,6 +125,105 @@ fn assert_pattern(bytes: &[u8], seed: u64, start: u64, what: &str) {
     if let Some((at, count)) = pattern::first_mismatch(seed, start, bytes) {
         panic!("{what}: {count} bytes differ from pattern {seed:#x}, first at stream byte {at:#x}");
     }
+}
+
+impl RefRun {
+    fn contract(&self) -> Vec<ContractCase> {
+        self.lines
+            .iter()
+            .filter(|l| l["report"] == CONTRACT_REPORT)
+            .map(|l| serde_json::from_value(l.clone()).expect("a ContractCase line"))
+            .collect()
+    }
+
+    fn backing(&self, role: &str, offset: u64, len: u64) -> &[u8] {
+        let file = match role {
+            "ivshmem0" => &self.ivshmem0,
+            "ivshmem1" => &self.ivshmem1,
+            other => panic!("no backing file kept for {other}"),
+        };
+        &file[offset as usize..(offset + len) as usize]
+    }
+}
+
+/// The engine contract, on every engine of the run (edu and NVMe): the copies that
+/// must land did (the checked copy returned with no IOMMU fault, the guest read the
+/// pattern back, and for a BAR destination the host finds it in the backing file);
+/// a read-only destination is refused before any DMA; a revoke through the importer's
+/// own device is refused before any DMA and one behind a non-following mapping makes
+/// the IOMMU refuse the engine, the copy failing as not landed with the BAR's bytes
+/// untouched; a copy to an unmapped IOVA fails as not landed, never `Ok`. Sizes come
+/// from each engine: min(max_transfer, 64 KiB).
+#[test]
+fn every_engine_keeps_the_contract_host_bar_and_bar_bar_copies_guard_and_revoke() {
+    let run = reference_run();
+    let cases = run.contract();
+    for engine in ENGINES {
+        for scenario in ContractScenario::ALL {
+            let c = cases
+                .iter()
+                .find(|c| c.engine == engine && c.scenario == scenario)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no contract line for {engine} {scenario:?}:\n{}",
+                        run.output
+                    )
+                });
+            assert!(c.ok, "{engine} {scenario:?} broke the contract: {c:#?}");
+            assert!(c.verified_in_guest, "{c:#?}");
+            assert!(c.max_transfer > 0, "{c:#?}");
+            assert_eq!(c.len, c.max_transfer.min(64 << 10), "{c:#?}");
+            match scenario {
+                ContractScenario::HostToBar
+                | ContractScenario::BarToHost
+                | ContractScenario::BarToBar => {
+                    assert_eq!((c.bytes, c.iommu_faults), (Some(c.len), Some(0)), "{c:#?}");
+                    assert_eq!(c.error, None, "{c:#?}");
+                }
+                ContractScenario::ReadOnly => {
+                    assert_eq!(c.error_kind.as_deref(), Some("mapping_unusable"), "{c:#?}");
+                    assert_eq!(c.bytes, None);
+                }
+                ContractScenario::Revoke => {
+                    assert_eq!(c.refused_first_kind.as_deref(), Some("mapping_unusable"));
+                    assert_eq!(c.error_kind.as_deref(), Some("not_landed"), "{c:#?}");
+                    assert!(
+                        c.error
+                            .as_deref()
+                            .unwrap_or_default()
+                            .contains("did not land"),
+                        "{c:#?}"
+                    );
+                }
+                ContractScenario::UnmappedIova => {
+                    assert_eq!(c.error_kind.as_deref(), Some("not_landed"), "{c:#?}");
+                    assert_eq!(c.bytes, None, "an Ok from a copy into nothing: {c:#?}");
+                }
+            }
+            // Where a BAR was the destination, the host sees the outcome in its file.
+            if let (Some(role), Some(offset)) = (&c.dst_role, c.dst_offset) {
+                let bytes = run.backing(role, offset, c.len);
+                if scenario == ContractScenario::Revoke {
+                    assert!(
+                        bytes.iter().all(|&b| b == 0),
+                        "{engine}: bytes landed in {role} behind a revoked mapping"
+                    );
+                } else {
+                    assert_pattern(
+                        bytes,
+                        c.seed,
+                        0,
+                        &format!("{engine} {scenario:?} in {role}"),
+                    );
+                }
+            }
+        }
+    }
+    // Sizes are the engine's: edu's 4 KiB buffer, NVMe's far larger transfers.
+    let len_of = |e: &str| cases.iter().find(|c| c.engine == e).map(|c| c.len);
+    assert_eq!(len_of("edu0"), Some(4096));
+    assert!(len_of("nvme0") > Some(4096), "{cases:#?}");
+    assert_eq!(cases.len(), ENGINES.len() * ContractScenario::ALL.len());
 }
 
 #[test]

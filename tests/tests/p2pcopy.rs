@@ -212,7 +212,7 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
             ));
     let r = &json_lines(&out.output)[0];
     // --engine iommufd is the old spelling of --engine dma; the JSON keeps its old key.
-    assert_eq!(r["engine"], "iommufd", "{r}");
+    assert_eq!(r["engine"], "dma", "{r}");
     assert_eq!(r["path"], "dma", "{r}");
     assert_eq!(r["importer"], "iommufd", "{r}");
     assert_eq!(r["verified"], true, "{r}");
@@ -269,7 +269,6 @@ fn iommufd_engine_on_the_stock_kernel_is_an_explained_error() {
                  {p2p} 00:10.0 00:11.0 --size 1M --json"
         ),
     );
-    // Could not run: exit 3 (docs/cli.md).
     assert!(out.output.contains("## rc=3"), "{}", out.output);
     assert!(out.output.contains("CONFIG_IOMMUFD"), "{}", out.output);
     // The cpu engine still works on the stock kernel (group/container path).
@@ -331,7 +330,7 @@ fn two_functions_of_one_iommu_group_copy_and_doctor_knows_the_importer() {
     let r = json_lines(o);
     let copies: Vec<_> = r.iter().filter(|j| j.get("verified").is_some()).collect();
     assert_eq!(copies.len(), 3, "{o}");
-    for (c, engine) in copies.iter().zip(["cpu", "cpu", "iommufd"]) {
+    for (c, engine) in copies.iter().zip(["cpu", "cpu", "dma"]) {
         assert_eq!(c["verified"], true, "{c}");
         assert_eq!(c["engine"], engine, "{c}");
     }
@@ -367,13 +366,17 @@ fn two_functions_of_one_iommu_group_copy_and_doctor_knows_the_importer() {
     let exporter = check("device 0000:00:10.0", "driver");
     assert_eq!(exporter["status"], "pass", "{exporter}");
     // A --via engine held by another process: the error is said once, not twice in a line.
-    // Could not run: exit 3 (docs/cli.md).
     assert_eq!(marked_rc(o, "held"), 3, "{o}");
     let held = o
         .lines()
         .find(|l| l.starts_with("p2pcopy: error:") && l.contains("in use"))
         .unwrap_or_else(|| panic!("the held engine's error:\n{o}"));
     assert_eq!(held.matches("is in use").count(), 1, "{held}");
+    assert_eq!(
+        held.matches("0000:00:12.0").count(),
+        1,
+        "the BDF once: {held}"
+    );
     // Under -cpu max the root bus is blocked for a DRM importer: doctor says so as a failure.
     let path = check("paths", "0000:00:10.0 → 0000:00:13.0");
     assert_eq!(path["status"], "fail", "{path}");

@@ -155,7 +155,11 @@ fn noiommu_mode_gives_noiommu_groups() {
     );
     // The kernel has iommufd and the cdev option; what is missing is an IOMMU, and the
     // error says so (not "use a kernel with CONFIG_IOMMUFD", not a Rust path).
-    assert!(out.output.contains("## rc=1"), "{}", out.output);
+    assert!(
+        out.output.contains("## rc=3"),
+        "could not run: {}",
+        out.output
+    );
     assert!(out.output.contains("no-IOMMU mode"), "{}", out.output);
     assert!(!out.output.contains("CONFIG_IOMMUFD"), "{}", out.output);
     assert!(!out.output.contains("AccessPath"), "{}", out.output);
@@ -171,14 +175,32 @@ fn noiommu_mode_gives_noiommu_groups() {
 
 #[test]
 fn exit_status_and_output_come_back() {
-    let tb = testbed_with(KernelChoice::Reference, "edu", Topology::Root, true);
+    // A one-off device through the raw escape hatch (no registry kind): QEMU's
+    // pci-testdev (1b36:0005) at 00:1e.0, left unbound; the command finds it in sysfs.
+    let tb = peerdma_testbed::vm::Testbed::new(peerdma_testbed::vm::VmOptions {
+        devices: "edu".parse().unwrap(),
+        extra_qemu_args: vec!["-device".into(), "pci-testdev,addr=0x1e".into()],
+        ..options(KernelChoice::Reference)
+    })
+    .unwrap();
     let out = tb
-        .run(&["/bin/sh", "-c", "echo out-line; echo err-line >&2; exit 7"])
+        .run(&[
+            "/bin/sh",
+            "-c",
+            "echo out-line; echo err-line >&2; \
+             echo testdev $(cat /sys/bus/pci/devices/0000:00:1e.0/vendor \
+             /sys/bus/pci/devices/0000:00:1e.0/device); exit 7",
+        ])
         .unwrap();
     assert_eq!(out.status, 7, "{}", out.output);
     assert!(
         out.output.contains("out-line\n") && out.output.contains("err-line\n"),
         "{:?}",
+        out.output
+    );
+    assert!(
+        out.output.contains("testdev 0x1b36 0x0005\n"),
+        "the extra_qemu_args device is missing: {:?}",
         out.output
     );
     // A temporary scratch disappears with the outcome.

@@ -19,6 +19,3 @@ pub mod size;
 mod size_fuzz;
 #[cfg(test)]
 mod sysfs_tree;
-
-/// The engines moved to the importer crate; this path stays for old users.
-pub use peerdma_importer::engine as engines;

@@ -315,7 +315,7 @@ pub enum EngineError {
     },
 
     /// The VFIO device could not be used (config space, BAR mapping...).
-    #[error("{engine}: {source}")]
+    #[error("{}", crate::said_once(engine, source))]
     Device {
         /// Engine.
         engine: String,
@@ -326,7 +326,7 @@ pub enum EngineError {
 
     /// The IOAS the engine DMAs through could not be set up (iommufd, IOAS,
     /// attach).
-    #[error("{engine}: {source}")]
+    #[error("{}", crate::said_once(engine, source))]
     Iommufd {
         /// Engine.
         engine: String,

@@ -41,11 +41,6 @@ impl Drop for InstanceShared {
     }
 }
 
-/// A physical device's PCI address from `VK_EXT_pci_bus_info`: the exporter's [`Bdf`],
-/// the one PCI address type of the workspace.
-#[deprecated(note = "use peerdma_exporter::Bdf")]
-pub type PciAddress = Bdf;
-
 /// What one memory type of a device is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryType {

@@ -40,8 +40,6 @@ pub use device::LogicalDevice;
 pub use error::{Result, VulkanError};
 pub use image::{texel_size, ImportedImage, LinearImageLayout, DRM_FORMAT_MOD_LINEAR};
 pub use import::{dma_buf_fdinfo, ImportDetails, ImportedBuffer};
-#[allow(deprecated)]
-pub use instance::PciAddress;
 pub use instance::{
     version_string, DeviceSelector, MemoryType, PhysicalDeviceInfo, Vulkan,
     EXT_EXTERNAL_MEMORY_DMA_BUF, EXT_EXTERNAL_MEMORY_FD, EXT_EXTERNAL_MEMORY_HOST,
@@ -50,11 +48,3 @@ pub use instance::{
 pub use own_buffer::{BufferKind, OwnBuffer};
 pub use resource::BufferResource;
 pub use transfer::{CopyRegion, CopyTiming};
-
-/// The old name of [`LogicalDevice`].
-#[deprecated(note = "renamed LogicalDevice (a VkDevice; lavapipe is no GPU)")]
-pub type Gpu = LogicalDevice;
-
-/// The old name of [`OwnBuffer`].
-#[deprecated(note = "renamed OwnBuffer (device-local or staging)")]
-pub type DeviceBuffer = OwnBuffer;

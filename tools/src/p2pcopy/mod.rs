@@ -490,7 +490,7 @@ fn run_inner(
     Ok(CopyReport {
         src: side(&src),
         dst: side(&dst),
-        engine: kind.old_name(),
+        engine: kind.engine_name(),
         path: kind,
         importer: (kind == PathKind::Dma).then_some("iommufd"),
         engine_reason: chosen.reason,

@@ -47,11 +47,12 @@ pub enum PathKind {
 }
 
 impl PathKind {
-    /// The name older p2pcopy versions gave the path (the JSON `engine` key).
-    pub fn old_name(self) -> &'static str {
+    /// What moved the bytes, as `--engine` spells it (the JSON `engine` key): `cpu` or
+    /// `dma`.
+    pub fn engine_name(self) -> &'static str {
         match self {
             PathKind::CpuMmap => "cpu",
-            PathKind::Dma => "iommufd",
+            PathKind::Dma => "dma",
         }
     }
 }

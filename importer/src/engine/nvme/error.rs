@@ -169,7 +169,7 @@ pub enum NvmeError {
     },
 
     /// VFIO refused a register access, the BAR mapping or config space.
-    #[error("NVMe {bdf}: {source}")]
+    #[error("NVMe {}", crate::said_once(&bdf.to_string(), source))]
     Device {
         /// Controller.
         bdf: Bdf,
@@ -193,7 +193,7 @@ pub enum NvmeError {
     },
 
     /// The IOAS for the queues could not be set up.
-    #[error("NVMe {bdf}: {source}")]
+    #[error("NVMe {}", crate::said_once(&bdf.to_string(), source))]
     Iommufd {
         /// Controller.
         bdf: Bdf,

@@ -185,7 +185,7 @@ fn run() -> Result<()> {
         if has("revoke") {
             scenario_revoke(&a, d, open(d, a.access)?, kp.as_ref())?;
         }
-        if has("leaks") && !leak_done && d.kind == peerdma_testbed::devices::DeviceKind::Ivshmem {
+        if has("leaks") && !leak_done && d.kind == peerdma_testbed::devices::DeviceKind::IVSHMEM {
             scenario_leaks(&a, d)?;
             leak_done = true;
         }
@@ -193,7 +193,7 @@ fn run() -> Result<()> {
     if has("bench") {
         let d = devs
             .iter()
-            .find(|d| d.kind == peerdma_testbed::devices::DeviceKind::Ivshmem)
+            .find(|d| d.kind == peerdma_testbed::devices::DeviceKind::IVSHMEM)
             .context("the bench needs an ivshmem device")?;
         scenario_bench(&a, d, c.as_ref().context("no C library")?)?;
     }

@@ -24,6 +24,9 @@
 //! - `revoke-latency`: from the config write that turns decode off to the moment the
 //!   importer sees its mappings revoked, with 1 and 64 buffers mapped (`--iters`
 //!   trials each), and how long that write blocks.
+//! - `contract`: the engine contract (host→BAR, BAR→host, BAR→BAR, read-only
+//!   destination, revoke, unmapped IOVA) on every engine device of the run through
+//!   `AttachedEngine`'s checked copy; one typed `ContractCase` line per (engine, case).
 //! - `all`: every reference-kernel scenario but `bench` and `revoke-latency`.
 
 mod faults;
@@ -79,7 +82,7 @@ fn parse_args() -> Result<Opts> {
         }
     }
     if o.scenarios.is_empty() {
-        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
+        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
     }
     Ok(o)
 }
@@ -98,6 +101,7 @@ fn run() -> Result<bool> {
                     "revoke",
                     "errors",
                     "checked",
+                    "contract",
                 ]
                 .map(String::from),
             );
@@ -124,7 +128,8 @@ fn run() -> Result<bool> {
     // After the rig is gone (it holds edu raw; this takes it through AttachedEngine),
     // and last: its refused DMA must not stand in the fault log between the others'.
     let checked_too = names.iter().any(|n| n == "checked");
-    names.retain(|n| n != "checked");
+    let contract_too = names.iter().any(|n| n == "contract");
+    names.retain(|n| n != "checked" && n != "contract");
     if !names.is_empty() {
         let t = Instant::now();
         let mut rig = setup(&manifest)?;
@@ -159,6 +164,14 @@ fn run() -> Result<bool> {
                 v
             }),
         );
+    }
+    if contract_too {
+        // Last of all: it takes every engine through AttachedEngine, and its faulting
+        // cases come after every other scenario's.
+        for case in crate::scenario::contract::contract(&manifest)? {
+            all_ok &= case.ok;
+            println!("{}", serde_json::to_string(&case)?);
+        }
     }
     Ok(all_ok)
 }

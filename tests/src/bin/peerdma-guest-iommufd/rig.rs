@@ -5,12 +5,12 @@ use anyhow::{Context, Result};
 use peerdma_exporter::{
     AccessPath, Bdf, Device, DmaBuf, DmaRange, MappedRegion, OpenOptions, PassedFds,
 };
+use peerdma_importer::engine::{DmaEngine, Edu, TransferReport};
 use peerdma_importer::iommufd::{
     Access, Attachment, DmaBufMapping, Ioas, Iommufd, Iova, Placement, UserBuffer, UserMapping,
 };
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::pattern;
-use peerdma_tools::engines::{DmaEngine, Edu, TransferReport};
 
 pub(crate) const KIB: u64 = 1 << 10;
 pub(crate) const MIB: u64 = 1 << 20;

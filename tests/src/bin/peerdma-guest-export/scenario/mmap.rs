@@ -15,16 +15,16 @@ use crate::Args;
 pub(crate) fn scenario_mmap(a: &Args, d: &ManifestDevice, dev: &Device) -> Result<()> {
     use peerdma_testbed::devices::DeviceKind;
     let (bar, _) = export_bar(dev)?;
-    let bar = if d.kind == DeviceKind::Nvme { 0 } else { bar };
+    let bar = if d.kind == DeviceKind::NVME { 0 } else { bar };
     let map = dev.map_region(bar)?;
     let mut f = json!({"bar": bar, "len": map.len()});
-    match d.kind {
-        DeviceKind::Ivshmem => {
-            map.write::<u32>(0x100, 0xdead_beef)?;
-            f["read_back"] = map.read::<u32>(0x100)?.into();
-        }
-        DeviceKind::Nvme => f["cap"] = map.read::<u64>(0)?.into(),
-        _ => f["id"] = map.read::<u32>(0)?.into(),
+    if d.kind == DeviceKind::IVSHMEM {
+        map.write::<u32>(0x100, 0xdead_beef)?;
+        f["read_back"] = map.read::<u32>(0x100)?.into();
+    } else if d.kind == DeviceKind::NVME {
+        f["cap"] = map.read::<u64>(0)?.into();
+    } else {
+        f["id"] = map.read::<u32>(0)?.into();
     }
     f["past_the_end"] = match map.read::<u32>(map.len()) {
         Ok(v) => json!({"ok": true, "value": v}),

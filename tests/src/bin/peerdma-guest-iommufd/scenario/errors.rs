@@ -5,9 +5,9 @@ use std::os::fd::AsFd;
 
 use anyhow::Result;
 use peerdma_exporter::{AccessPath, Device, DmaRange, OpenOptions, PassedFds};
+use peerdma_importer::engine::{Edu, EngineError};
 use peerdma_importer::iommufd::{self, Access, Ioas, Iommufd, Iova};
 use peerdma_testbed::process::fd_count;
-use peerdma_tools::engines::{Edu, EngineError};
 use serde_json::{json, Value};
 
 use crate::rig::{at, Rig, KIB, MIB};
@@ -66,7 +66,7 @@ pub(crate) fn errors(rig: &mut Rig) -> Result<Value> {
         ),
     );
     // A dma-buf from another exporter (udmabuf): not a P2P vfio buffer.
-    match peerdma_importer::udmabuf::Udmabuf::create(64 * KIB) {
+    match peerdma_exporter::udmabuf::Udmabuf::create(64 * KIB) {
         Ok(u) => {
             out.insert(
                 "foreign_exporter".into(),

@@ -2,9 +2,9 @@
 //! the control pair mapped back to back without a gap shows the same overrun landing.
 
 use anyhow::Result;
+use peerdma_importer::engine::DmaEngine;
 use peerdma_importer::iommufd::Iova;
 use peerdma_testbed::pattern;
-use peerdma_tools::engines::DmaEngine;
 use serde_json::{json, Value};
 
 use crate::faults::Faults;

@@ -2,9 +2,9 @@
 //! host finds it in the backing file.
 
 use anyhow::Result;
+use peerdma_importer::engine::DmaEngine;
 use peerdma_importer::iommufd::{Access, Iova};
 use peerdma_testbed::pattern;
-use peerdma_tools::engines::DmaEngine;
 use serde_json::{json, Value};
 
 use crate::ms;

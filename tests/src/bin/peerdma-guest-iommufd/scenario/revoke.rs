@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use peerdma_exporter::{DmaBuf, RevokeReason};
+use peerdma_importer::engine::DmaEngine;
 use peerdma_importer::iommufd::{self, DmaBufMapping, Iova, MappingState};
-use peerdma_tools::engines::DmaEngine;
 use serde_json::{json, Value};
 
 use crate::faults::Faults;

@@ -1,0 +1,24 @@
+//! `edu`: QEMU's teaching device, a small DMA engine (4 KiB buffer in BAR0's space).
+
+use anyhow::Result;
+
+use super::{DeviceKind, DeviceModel, QemuSite};
+
+struct Edu;
+
+impl DeviceKind {
+    /// QEMU's `edu` teaching device: a small DMA engine.
+    pub const EDU: DeviceKind = DeviceKind(&Edu);
+}
+
+impl DeviceModel for Edu {
+    fn name(&self) -> &'static str {
+        "edu"
+    }
+    fn pci_id(&self) -> (u16, u16) {
+        (0x1234, 0x11e8)
+    }
+    fn qemu_args(&self, site: &QemuSite) -> Result<Vec<String>> {
+        Ok(vec!["-device".into(), format!("edu,{}", site.place)])
+    }
+}
