@@ -374,7 +374,12 @@ fn a_queue_depth_past_mqes_is_refused_and_one_at_mqes_runs() {
     let (model, nvme) = open(config, opts(32, 4096));
     match nvme.expect_err("queue depth 32") {
         NvmeError::Unsupported { what, .. } => {
-            assert!(what.contains("outside 1 to 7 (CAP.MQES 8)"), "{what}");
+            assert!(
+                what.contains("queue depth 32 does not fit")
+                    && what.contains("8 entries (CAP.MQES 7, 0-based)")
+                    && what.contains("1 to 7 commands in flight"),
+                "{what}"
+            );
         }
         other => panic!("expected Unsupported, got {other}"),
     }
@@ -383,6 +388,9 @@ fn a_queue_depth_past_mqes_is_refused_and_one_at_mqes_runs() {
     let data = pattern(256 << 10, 11);
     assert_eq!(round_trip(&model, &mut nvme, 0, &data), data);
     assert!(model.state().phase_flips >= 128 / 8);
+    // Without a depth asked for (0), the default 32 is lowered to what MQES allows.
+    let (_model, nvme) = started(config, opts(0, 4096));
+    assert_eq!(nvme.options().queue_depth, 7);
 }
 
 /// Per-command CPU cost of the driver, natively against the model: 4 KiB Reads with the
