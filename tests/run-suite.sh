@@ -30,4 +30,43 @@ target/debug/peerdma-testbed host-packages vulkan
 echo "== the tools without the testing feature: no test hook, no hidden flag"
 cargo test -p peerdma-tools --bin p2pcopy --quiet -- --exact tests::test_hooks_exist_only_with_the_testing_feature
 echo "== tests"
-cargo test --workspace "${FEATURES[@]}" --no-fail-fast -- --test-threads=1 "$@"
+# Every test binary is built first; the unit, doc and host-only tests run one after the
+# other, then the end-to-end suites of the testbed (each boots VMs of one vCPU, about one
+# core each) in two lanes at once, one per core of this 2-core machine: the suite's wall
+# time is about half its test time (docs/testbed.md). Each binary runs as `cargo test`
+# would run it: in its package's directory, its tests one at a time, all of them even
+# after a failure. tests/plan-lanes.py says which suite goes to which lane.
+cargo test --workspace "${FEATURES[@]}" --no-run --message-format=json --quiet \
+  > target/test-binaries.json
+python3 tests/plan-lanes.py < target/test-binaries.json > target/test-plan.tsv
+cargo test --workspace "${FEATURES[@]}" --doc --quiet -- "$@"
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+run_lane() { # LANE: runs the plan's binaries of that lane, logging to $logs/LANE
+  local lane=$1 failed=0 l dir exe name
+  shift
+  while IFS=$'\t' read -r l dir exe name; do
+    [ "$l" = "$lane" ] || continue
+    echo "     Running $name ($exe)"
+    (cd "$dir" && "$exe" --test-threads=1 "$@") || failed=1
+  done < target/test-plan.tsv > "$logs/$lane" 2>&1
+  return $failed
+}
+status=0
+run_lane host "$@" || status=1
+cat "$logs/host"
+run_lane vm1 "$@" & lane1=$!
+run_lane vm2 "$@" & lane2=$!
+wait $lane1 || status=1
+wait $lane2 || status=1
+cat "$logs/vm1" "$logs/vm2"
+# One closing line for the whole run, summed over every binary's "test result:" line.
+cat "$logs"/* | python3 -c '
+import re, sys
+p = f = 0
+for line in sys.stdin:
+    m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed", line)
+    if m:
+        p += int(m.group(1)); f += int(m.group(2))
+print(f"{p} passed, {f} failed")'
+exit $status
