@@ -982,6 +982,10 @@ fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
             }
         );
         println!("engine: {}", r.engine_reason);
+        if let Some(v) = &r.verification {
+            // What the check shares with the copy (a read-back by the same controller).
+            println!("check: {}; layout: {}", v.read_by, v.layout);
+        }
         println!("{}", iommu_line(r.iommu_faults));
         match &r.route {
             Some(route) => println!("route: {}", route.summary),
