@@ -270,6 +270,7 @@ fn every_failure_under_json_is_one_error_object_with_its_kind_fix_and_exit_statu
     let j = only_json(&out);
     assert_eq!(j["error"]["kind"], "zero_iterations", "{j}");
     assert_eq!(j["error"]["fix"], "give --iterations 1 or more", "{j}");
+    assert_eq!(out.status.code(), Some(2), "a zero count is usage: {j}");
     // Contradicting flags are named in the message.
     let out = host_run(
         "p2pcopy",

@@ -96,6 +96,8 @@ impl Failure {
             if let Some(c) = cause.downcast_ref::<CopyError>() {
                 let exit = if c.data_differs() {
                     Exit::DataDiffers
+                } else if c.is_usage() {
+                    Exit::Usage
                 } else {
                     Exit::CouldNotRun
                 };
@@ -288,7 +290,7 @@ mod tests {
         let e = anyhow::Error::from(CopyError::ZeroSize);
         let f = Failure::from_error(&e);
         assert_eq!(f.kind, "zero_size");
-        assert_eq!(f.exit, Exit::CouldNotRun);
+        assert_eq!(f.exit, Exit::Usage, "a zero size is the request's fault");
         assert!(!f.message.contains("fix"), "{}", f.message);
         assert_eq!(f.fix.as_deref(), Some("give a size such as 1 MiB"));
         let v = f.clone().with("seed", 7).to_json();

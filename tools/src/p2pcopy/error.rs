@@ -453,6 +453,27 @@ impl CopyError {
         }
     }
 
+    /// Whether the request itself is wrong (a zero size or count, the same device on
+    /// both sides, two NVMe sides, an unaligned offset, an engine that is also a side,
+    /// the RDMA path without a remote peer): the user's input to change, as opposed to
+    /// a device or kernel that could not do it.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            CopyError::ZeroIterations
+            | CopyError::ZeroSize
+            | CopyError::SameDevice { .. }
+            | CopyError::StorageSides { .. }
+            | CopyError::Unaligned { .. } => true,
+            CopyError::PathUnavailable { why, .. } => matches!(
+                why,
+                Unavailable::EngineIsEndpoint { .. }
+                    | Unavailable::RdmaNeedsPeer
+                    | Unavailable::RemoteNeedsRdma
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the copy ran and the destination holds other bytes than the source
     /// sent, or cannot be trusted to hold them (the IOMMU refused some of the engine's
     /// DMA), as opposed to a copy that could not run or stopped.
