@@ -53,7 +53,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
             ..OpenOptions::default()
         },
     )
-    .with_context(|| format!("opening {}", args.bdf))?;
+    // The exporter's errors name the BDF: no "opening BDF" before them (said once).
+    ?;
     let ranges: Vec<DmaRange> = args
         .ranges
         .iter()

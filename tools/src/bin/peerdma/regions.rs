@@ -1,6 +1,6 @@
 //! `peerdma regions BDF`: the VFIO view of one device.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use peerdma_exporter::RegionIndex;
 use peerdma_exporter::{AccessPath, Bdf, Device, DmaBufSupport, OpenOptions, OpenedVia, RegionCap};
 use peerdma_tools::size::human;
@@ -74,7 +74,8 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
             ..OpenOptions::default()
         },
     )
-    .with_context(|| format!("opening {bdf}"))?;
+    // The exporter's errors name the BDF: no "opening BDF" before them (said once).
+    ?;
     let info = device.info();
     let mut regions = Vec::new();
     let mut cap_words = Vec::new();

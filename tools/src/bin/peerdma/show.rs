@@ -106,7 +106,8 @@ fn show(args: ShowArgs) -> Result<()> {
             ..OpenOptions::default()
         },
     )
-    .with_context(|| format!("opening {}", args.bdf))?;
+    // The exporter's errors name the BDF: no "opening BDF" before them (said once).
+    ?;
     // The image must fit the BAR from --offset on: checked with the BAR's size, so the
     // message says how many rows would fit.
     let bar_size = device.bar(args.bar)?.region.size;
