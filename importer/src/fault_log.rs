@@ -300,6 +300,18 @@ impl FaultLog {
         self.unrecorded.finish(&mut faults);
         Ok(faults)
     }
+
+    /// [`read_new`](Self::read_new), keeping the faults of `device` and those whose
+    /// line names no device (they may be its: a record the rate limit swallowed).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_new`](Self::read_new).
+    pub fn read_new_by(&mut self, device: Bdf) -> io::Result<Vec<IommuFault>> {
+        let mut faults = self.read_new()?;
+        faults.retain(|f| f.device.is_none_or(|d| d == device));
+        Ok(faults)
+    }
 }
 
 /// VT-d's fault handler logs "DRHD: handling fault status reg N" and then one line

@@ -217,11 +217,8 @@ impl AttachedEngine {
         let mut log = FaultLog::open().ok();
         let outcome = self.engine.copy(from, to, len);
         let bdf = self.device.bdf();
-        let faults: Vec<IommuFault> = match log.as_mut().map(FaultLog::read_new) {
-            Some(Ok(new)) => new
-                .into_iter()
-                .filter(|f| f.device.is_none_or(|d| d == bdf))
-                .collect(),
+        let faults: Vec<IommuFault> = match log.as_mut().map(|l| l.read_new_by(bdf)) {
+            Some(Ok(new)) => new,
             Some(Err(_)) => {
                 log = None;
                 Vec::new()

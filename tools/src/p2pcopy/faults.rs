@@ -36,12 +36,24 @@ impl FaultWatch {
     /// not the engine's and are left out (a line naming none is kept).
     fn collect(&mut self) {
         let Ok(log) = &mut self.log else { return };
-        match log.read_new() {
-            Ok(new) => self.seen.extend(
-                new.into_iter()
-                    .filter(|f| f.device.is_none_or(|d| d == self.engine)),
-            ),
+        match log.read_new_by(self.engine) {
+            Ok(new) => self.seen.extend(new),
             Err(e) => self.log = Err(e),
+        }
+    }
+
+    /// [`CopyError::DmaFaulted`] with `outcome` when the engine faulted since the
+    /// watch started, else `outcome` as it is.
+    fn cause_of(&mut self, outcome: CopyError) -> CopyError {
+        self.collect();
+        match self.seen.first() {
+            None => outcome,
+            Some(first) => CopyError::DmaFaulted {
+                engine: self.engine,
+                count: self.seen.len(),
+                first: Box::new(first.clone()),
+                outcome: Box::new(outcome),
+            },
         }
     }
 
@@ -53,16 +65,7 @@ impl FaultWatch {
         if !matches!(err, CopyError::Mismatch { .. } | CopyError::Engine(_)) {
             return err;
         }
-        self.collect();
-        match self.seen.first() {
-            None => err,
-            Some(first) => CopyError::DmaFaulted {
-                engine: self.engine,
-                count: self.seen.len(),
-                first: Box::new(first.clone()),
-                outcome: Box::new(err),
-            },
-        }
+        self.cause_of(err)
     }
 
     /// Ends a copy that ran to its end: `Ok` when the kernel logged no fault by the
@@ -71,15 +74,9 @@ impl FaultWatch {
     /// [`CopyError::FaultedAfterAll`] as the outcome, whatever the compare said.
     /// `compared`: whether the bytes were checked (and matched).
     pub(super) fn finish(&mut self, compared: bool) -> Result<(), CopyError> {
-        self.collect();
-        match self.seen.first() {
-            None => Ok(()),
-            Some(first) => Err(CopyError::DmaFaulted {
-                engine: self.engine,
-                count: self.seen.len(),
-                first: Box::new(first.clone()),
-                outcome: Box::new(CopyError::FaultedAfterAll { compared }),
-            }),
+        match self.cause_of(CopyError::FaultedAfterAll { compared }) {
+            CopyError::FaultedAfterAll { .. } => Ok(()),
+            faulted => Err(faulted),
         }
     }
 
