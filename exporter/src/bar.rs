@@ -9,7 +9,7 @@ use peerdma_uapi::pci::{
 
 use crate::info_caps::SparseMmapArea;
 use crate::region::RegionInfo;
-use crate::sysfs::Resource;
+use peerdma_host::sysfs::Resource;
 
 /// What a BAR decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,11 +7,11 @@
 
 use crate::device::{ConfigLayout, Device, DeviceInner};
 use crate::error::{Error, Result};
-use crate::pci_caps::{
-    FlrMethod, PCI_AF_CTRL_FLR, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY,
-    PCI_EXP_DEVCTL_BCR_FLR,
-};
 use crate::revoke::{ResetMethod, RevokeReason};
+use peerdma_host::pci_caps::FlrMethod;
+use peerdma_uapi::pci::{
+    PCI_AF_CTRL_FLR, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_EXP_DEVCTL_BCR_FLR,
+};
 
 /// Whether a write of `len` bytes at `offset` reaches a register that changes
 /// the revoke state: PCI_COMMAND, PMCSR, or the FLR control register.

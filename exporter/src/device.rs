@@ -11,20 +11,21 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use peerdma_uapi::pci::PCI_CFG_SPACE_SIZE;
 
-use crate::addr::{Bdf, RegionIndex};
 use crate::bar::Bar;
 use crate::error::{Error, Result};
 use crate::explain;
-use crate::fdinfo::FdInfo;
 use crate::info::{self, DeviceInfo};
 use crate::ioctl::{self, VfioIoctl};
 use crate::msix::MsixLayout;
 use crate::open::{self, Binding, OpenOptions, PassedFds};
-use crate::pci_caps::{self, FlrMethod, PciCap, PCI_BASE_ADDRESS_0};
 use crate::ranges::BarFacts;
 use crate::region::RegionInfo;
 use crate::revoke::{Generation, Lifecycle};
-use crate::sysfs::PciDevice;
+use peerdma_host::fdinfo::FdInfo;
+use peerdma_host::pci_caps::{self, FlrMethod, PciCap};
+use peerdma_host::sysfs::PciDevice;
+use peerdma_host::{Bdf, RegionIndex};
+use peerdma_uapi::pci::PCI_BASE_ADDRESS_0;
 
 /// Bytes of config space read at open to find capabilities.
 pub(crate) const CONFIG_SNAPSHOT_LEN: usize = PCI_CFG_SPACE_SIZE as usize;
@@ -124,7 +125,7 @@ impl Device {
             Ok(sys) => Some(sys),
             // A management process may hand over fds to a sandbox without sysfs.
             Err(_) if ready_fd => None,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let (fd, keep) = open::open(bdf, sys.as_ref(), opts)?;
         if ready_fd {

@@ -5,12 +5,12 @@ use std::sync::Weak;
 
 use peerdma_uapi::flex::DmaBufFeature;
 
-use crate::addr::Bdf;
 use crate::device::DeviceInner;
 use crate::error::Result;
-use crate::fdinfo::FdInfo;
 use crate::ranges::DmaRange;
 use crate::revoke::{RevokeReason, RevokeState};
+use peerdma_host::fdinfo::FdInfo;
+use peerdma_host::Bdf;
 
 /// A dma-buf of BAR ranges. Importers borrow its fd through [`AsFd`]; closing
 /// it (drop) releases this reference; importers that hold their own (iommufd

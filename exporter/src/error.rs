@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use rustix::io::Errno;
 
-use crate::addr::{self, Bdf, ParseBdfError};
-use crate::fdinfo::FdInfoError;
 use crate::msix::MsixStructure;
+use peerdma_host::fdinfo::FdInfoError;
+use peerdma_host::{Bdf, HostError, ParseBdfError, RegionIndex};
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -37,7 +37,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
     },
 
     /// The BAR ends at the top of the 64-bit address space: the kernel computes
@@ -53,7 +53,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Physical base address of the BAR.
         base: u64,
         /// Size of the BAR in bytes.
@@ -70,7 +70,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
     },
 
     /// The BAR is smaller than one page, so no page-aligned range fits in it.
@@ -83,7 +83,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Size of the BAR in bytes.
         bar_size: u64,
         /// Page size of the running kernel.
@@ -152,7 +152,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index that was asked for.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// The kernel's errno.
         errno: Errno,
         /// What this errno means for this ioctl.
@@ -220,12 +220,18 @@ pub enum Error {
         /// The node this open or bind was for (the cdev or the group).
         node: std::path::PathBuf,
         /// Who holds it, from `/proc/*/fd`.
-        holders: crate::Holders,
+        holders: peerdma_host::holders::Holders,
         /// What failed: "open" or the ioctl's name.
         op: &'static str,
         /// The kernel's errno.
         errno: Errno,
     },
+
+    /// What the host says about the device could not be read, or says there is no such
+    /// device (sysfs: [`HostError::NoSuchDevice`], [`HostError::Sysfs`],
+    /// [`HostError::SysfsParse`]).
+    #[error(transparent)]
+    Host(#[from] HostError),
 
     /// An ioctl other than the dma-buf export failed.
     #[error("{bdf}: {ioctl} failed: {errno}; fix: {fix}")]
@@ -262,7 +268,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Offset inside the region.
         offset: u64,
         /// Length asked for.
@@ -281,7 +287,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Offset inside the mapping.
         offset: u64,
         /// Access width in bytes.
@@ -301,7 +307,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Offset inside the mapping.
         offset: u64,
         /// Bytes to copy.
@@ -324,7 +330,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -372,27 +378,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
-    },
-
-    /// No PCI function has this address (sysfs has no directory for it).
-    #[error("no PCI device {bdf}; fix: list devices with `peerdma list` or lspci -D")]
-    NoSuchDevice {
-        /// The address that was given.
-        bdf: Bdf,
-    },
-
-    /// A P2P path was asked for between a bridge and another function: paths
-    /// run between endpoints.
-    #[error(
-        "{bdf} is a {kind}, not an endpoint; \
-         fix: name the devices themselves (peerdma list shows them), not the ports above them"
-    )]
-    NotAnEndpoint {
-        /// The bridge.
-        bdf: Bdf,
-        /// What it is (`root port`, `switch downstream port` …).
-        kind: &'static str,
+        region: RegionIndex,
     },
 
     /// The device is not a vfio-pci device.
@@ -446,13 +432,6 @@ pub enum Error {
         actual: Bdf,
     },
 
-    /// A P2P path was asked for from a function to itself.
-    #[error("{bdf} was named twice; fix: a peer-to-peer path needs two different devices")]
-    PathToItself {
-        /// The function.
-        bdf: Bdf,
-    },
-
     /// A standard PCI capability list in config space is malformed.
     #[error(
         "{bdf}: PCI capability list is malformed at {offset:#x}: {reason}; fix: report the device"
@@ -486,7 +465,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -503,7 +482,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -523,7 +502,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -544,7 +523,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Index of the range in the request.
         range: usize,
         /// Range offset.
@@ -564,7 +543,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Index of the range whose length overflowed the total.
         range: usize,
         /// Total before this range.
@@ -583,7 +562,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Sum of the range lengths.
         total: u64,
     },
@@ -597,7 +576,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region index asked for.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Number of regions the device reports.
         num_regions: u32,
     },
@@ -612,7 +591,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
     },
 
     /// The region (or the asked part of it) cannot be mmapped.
@@ -625,7 +604,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Why.
         reason: &'static str,
     },
@@ -650,7 +629,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Why.
         why: crate::GuardError,
     },
@@ -665,17 +644,6 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// A sysfs attribute has an unexpected format.
-    #[error("{path}: value {value:?}: {reason}; fix: this is a kernel format change, report it", path = .path.display())]
-    SysfsParse {
-        /// The file or link.
-        path: PathBuf,
-        /// What it contained.
-        value: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
-
     /// The export argument would not fit the ioctl's 32-bit argsz.
     #[error(
         "{bdf} {region}: {count} ranges do not fit one VFIO_DEVICE_FEATURE argument (argsz is 32 bits); \
@@ -685,7 +653,7 @@ pub enum Error {
         /// Device.
         bdf: Bdf,
         /// Region (BAR) index.
-        region: addr::RegionIndex,
+        region: RegionIndex,
         /// Number of ranges asked for.
         count: usize,
     },
@@ -722,7 +690,7 @@ impl Error {
             | RegionNotMappable { .. }
             | ResetUnsupported { .. } => Some(Errno::INVAL),
             RangeOverflow { .. } => Some(Errno::OVERFLOW),
-            NoSuchDevice { .. } => Some(Errno::NOENT),
+            Host(e) => e.errno(),
             ConfigAccess { errno, .. }
             | Export { errno, .. }
             | HeldElsewhere { errno, .. }
@@ -743,14 +711,11 @@ impl Error {
             | SigbusGuard { .. }
             | NoCdev { .. }
             | NoIommuGroup { .. }
-            | NotAnEndpoint { .. }
             | NotPci { .. }
             | NotVfioBound { .. }
             | PassedFdMismatch { .. }
-            | PathToItself { .. }
             | PciCapChain { .. }
             | PowerStateUnsupported { .. }
-            | SysfsParse { .. }
             | TooManyRanges { .. } => None,
         }
     }
@@ -782,7 +747,8 @@ impl Error {
 
 impl Error {
     /// A stable, machine-readable name for this error: the variant in snake_case
-    /// (`no_such_device`, `range_past_end`), for scripts that branch on the kind of
+    /// (`range_past_end`; for [`Error::Host`], the host error's own kind:
+    /// `no_such_device`), for scripts that branch on the kind of
     /// failure instead of parsing the message. Kinds are never renamed; new variants
     /// add new kinds.
     pub fn kind(&self) -> &'static str {
@@ -801,6 +767,7 @@ impl Error {
             Error::FlrUnsupported { .. } => "flr_unsupported",
             Error::GroupNotViable { .. } => "group_not_viable",
             Error::HeldElsewhere { .. } => "held_elsewhere",
+            Error::Host(e) => e.kind(),
             Error::Ioctl { .. } => "ioctl",
             Error::IommuTypeUnsupported { .. } => "iommu_type_unsupported",
             Error::Mmap { .. } => "mmap",
@@ -810,13 +777,10 @@ impl Error {
             Error::NoCdev { .. } => "no_cdev",
             Error::NoIommuGroup { .. } => "no_iommu_group",
             Error::NoRanges { .. } => "no_ranges",
-            Error::NoSuchDevice { .. } => "no_such_device",
-            Error::NotAnEndpoint { .. } => "not_an_endpoint",
             Error::NotPci { .. } => "not_pci",
             Error::NotVfioBound { .. } => "not_vfio_bound",
             Error::Open { .. } => "open",
             Error::PassedFdMismatch { .. } => "passed_fd_mismatch",
-            Error::PathToItself { .. } => "path_to_itself",
             Error::PciCapChain { .. } => "pci_cap_chain",
             Error::PowerStateUnsupported { .. } => "power_state_unsupported",
             Error::RangeEmpty { .. } => "range_empty",
@@ -831,7 +795,6 @@ impl Error {
             Error::ResetUnsupported { .. } => "reset_unsupported",
             Error::SigbusGuard { .. } => "sigbus_guard",
             Error::Sysfs { .. } => "sysfs",
-            Error::SysfsParse { .. } => "sysfs_parse",
             Error::TooManyRanges { .. } => "too_many_ranges",
         }
     }
@@ -873,8 +836,12 @@ mod tests {
                 snake.push(c.to_ascii_lowercase());
             }
             let arm = |tail: &str| format!("Error::{name}{tail} => \"{snake}\",");
+            // A wrapped error keeps the kind it has in its own crate.
+            let wrapped = format!("Error::{name}(e) => e.kind(),");
             assert!(
-                src.contains(&arm(" { .. }")) || src.contains(&arm("(..)")),
+                src.contains(&arm(" { .. }"))
+                    || src.contains(&arm("(..)"))
+                    || src.contains(&wrapped),
                 "{name}: no kind {snake:?}"
             );
         }

@@ -6,9 +6,9 @@
 
 use rustix::io::Errno;
 
-use crate::addr::Bdf;
 use crate::error::Error;
 use crate::ioctl::VfioIoctl;
+use peerdma_host::Bdf;
 
 /// Meaning and fix for an errno of `VFIO_DEVICE_FEATURE_DMA_BUF`.
 pub(crate) fn dma_buf(errno: Errno) -> (&'static str, &'static str) {

@@ -9,8 +9,6 @@ use peerdma_uapi::vfio::{
 };
 use rustix::io::Errno;
 
-use crate::addr::Bdf;
-use crate::addr::RegionIndex;
 use crate::bar::BarKind;
 use crate::device::Device;
 use crate::dmabuf::DmaBuf;
@@ -18,6 +16,8 @@ use crate::error::{Error, Result};
 use crate::explain;
 use crate::ioctl::{self, VfioIoctl};
 use crate::ranges::{self, BarFacts, DmaRange, ExportOptions};
+use peerdma_host::Bdf;
+use peerdma_host::RegionIndex;
 
 /// Whether a device can export dma-bufs, from `VFIO_DEVICE_FEATURE` PROBE|GET.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

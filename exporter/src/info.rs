@@ -14,12 +14,13 @@ use peerdma_uapi::vfio::{
     VFIO_DEVICE_FLAGS_RESET, VFIO_REGION_INFO_FLAG_CAPS,
 };
 
-use crate::addr::{Bdf, RegionIndex};
 use crate::error::{Error, Result};
 use crate::explain;
-use crate::info_caps::{self, ChainError, DeviceCap};
+use crate::info_caps::{self, DeviceCap};
 use crate::ioctl::{self, VfioIoctl};
 use crate::region::{RegionFlags, RegionInfo};
+use peerdma_host::pci_caps::ChainError;
+use peerdma_host::{Bdf, RegionIndex};
 
 /// Largest info buffer this library accepts from the kernel (a sanity bound;
 /// real chains are a few hundred bytes).

@@ -7,8 +7,7 @@
 //! the buffer, a header inside the fixed info struct, a loop, or a body that
 //! runs past the buffer are errors, never panics.
 
-use std::fmt;
-
+use peerdma_host::pci_caps::ChainError;
 use peerdma_uapi::vfio::{
     vfio_info_cap_header, VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP, VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
     VFIO_REGION_INFO_CAP_SPARSE_MMAP, VFIO_REGION_INFO_CAP_TYPE,
@@ -16,29 +15,6 @@ use peerdma_uapi::vfio::{
 
 /// Size of `struct vfio_info_cap_header`.
 pub const CAP_HEADER_LEN: usize = size_of::<vfio_info_cap_header>();
-
-/// A malformed capability chain (a VFIO info chain here, or the PCI
-/// capability list read by [`capabilities`](crate::capabilities)): where, and what is wrong.
-/// Callers that know the device turn it into [`Error::CapChain`] or
-/// [`Error::PciCapChain`](crate::Error::PciCapChain).
-///
-/// [`Error::CapChain`]: crate::Error::CapChain
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChainError {
-    /// Offset of the offending capability header (VFIO: in the info buffer) or
-    /// pointer (PCI: in config space).
-    pub offset: u32,
-    /// What is wrong.
-    pub reason: &'static str,
-}
-
-impl fmt::Display for ChainError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at offset {:#x}: {}", self.offset, self.reason)
-    }
-}
-
-impl std::error::Error for ChainError {}
 
 /// Result of the chain parsers.
 type Result<T> = std::result::Result<T, ChainError>;

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use rustix::mm::{MapFlags, ProtFlags};
 
-use crate::addr::RegionIndex;
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::sigbus::SigbusGuard;
+use peerdma_host::RegionIndex;
 
 /// A mapped span of a VFIO region (usually a BAR); unmapped on drop.
 #[derive(Debug)]

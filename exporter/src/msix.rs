@@ -6,10 +6,10 @@
 
 use std::fmt;
 
-use crate::pci_caps::{
-    cfg_u16, cfg_u32, find, PciCap, PCI_CAP_ID_MSIX, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_QSIZE,
-    PCI_MSIX_PBA, PCI_MSIX_PBA_BIR, PCI_MSIX_PBA_OFFSET, PCI_MSIX_TABLE, PCI_MSIX_TABLE_BIR,
-    PCI_MSIX_TABLE_OFFSET,
+use peerdma_host::pci_caps::{cfg_u16, cfg_u32, find, PciCap};
+use peerdma_uapi::pci::{
+    PCI_CAP_ID_MSIX, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_QSIZE, PCI_MSIX_PBA, PCI_MSIX_PBA_BIR,
+    PCI_MSIX_PBA_OFFSET, PCI_MSIX_TABLE, PCI_MSIX_TABLE_BIR, PCI_MSIX_TABLE_OFFSET,
 };
 
 /// One of the two MSI-X structures in a BAR.
@@ -212,7 +212,7 @@ mod tests {
         let mut config = cap_bytes(3, 0x1000, 0x1800);
         config[0x06] = 0x10;
         config[0x34] = 0x70;
-        let caps = crate::pci_caps::capabilities(&config).unwrap();
+        let caps = peerdma_host::pci_caps::capabilities(&config).unwrap();
         assert_eq!(MsixLayout::find(&config, &caps).unwrap().vectors, 4);
         assert_eq!(MsixLayout::find(&config, &[]), None);
     }

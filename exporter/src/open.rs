@@ -29,11 +29,11 @@ use peerdma_uapi::vfio::{
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::addr::Bdf;
 use crate::error::{Error, Result};
 use crate::explain::{self, Node};
 use crate::ioctl::{self, VfioIoctl};
-use crate::sysfs::{PciDevice, Sysfs};
+use peerdma_host::sysfs::{PciDevice, Sysfs};
+use peerdma_host::Bdf;
 
 /// Which VFIO access path to open a device through.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -251,7 +251,7 @@ fn open_node(bdf: Bdf, path: &Path, node: Node) -> Result<OwnedFd> {
 fn open_group(bdf: Bdf, path: &Path, group_id: u32) -> Result<OwnedFd> {
     open_node(bdf, path, Node::Group).map_err(|e| match e {
         Error::Open { errno, .. } if errno == Errno::BUSY => {
-            let nodes = crate::holders::group_nodes_in(Path::new("/sys"), path, group_id);
+            let nodes = peerdma_host::holders::group_nodes_in(Path::new("/sys"), path, group_id);
             held_elsewhere(bdf, &nodes, None, "open", errno).unwrap_or(e)
         }
         e => e,
@@ -269,7 +269,7 @@ fn held_elsewhere(
     errno: Errno,
 ) -> Option<Error> {
     let me = std::process::id();
-    let mut holders = crate::holders(nodes);
+    let mut holders = peerdma_host::holders::holders(nodes);
     if let Some(fd) = ours {
         let fd = fd.as_raw_fd();
         holders
@@ -515,7 +515,7 @@ pub(crate) fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::tests::TempTree;
+    use peerdma_host::fixture::TempTree;
     use std::fs;
 
     fn sys(driver: Option<&str>, group: Option<u32>, vfio_dev: Option<&str>) -> PciDevice {

@@ -26,9 +26,9 @@
 
 use rustix::fs::OFlags;
 
-use crate::addr::{Bdf, RegionIndex};
 use crate::error::{Error, Result};
 use crate::msix::MsixLayout;
+use peerdma_host::{Bdf, RegionIndex};
 
 /// The kernel's `DMA_IOVA_USE_SWIOTLB`: a dma-buf size with this bit is refused.
 pub const DMA_IOVA_USE_SWIOTLB: u64 = 1 << 63;

@@ -1,6 +1,6 @@
 //! VFIO regions: what `VFIO_DEVICE_GET_REGION_INFO` reports about each one.
 //!
-//! vfio-pci uses fixed indexes ([`RegionIndex`](crate::RegionIndex)): BAR0..BAR5
+//! vfio-pci uses fixed indexes ([`RegionIndex`](peerdma_host::RegionIndex)): BAR0..BAR5
 //! are regions 0..5, then the ROM (6), config space (7) and VGA (8);
 //! device-specific regions follow from 9 and are identified by a type capability. The offset of each region inside the device
 //! fd comes from region info (vfio-pci uses `index << 40`, but nothing here
@@ -101,6 +101,28 @@ impl RegionInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `peerdma-host` writes the region indexes out (it has no VFIO bindings); they
+    /// are the ABI's, which the testbed's layout test checks against the headers.
+    #[test]
+    fn region_indexes_are_the_abi() {
+        use peerdma_host::RegionIndex;
+        use peerdma_uapi::vfio::{
+            VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR5_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX,
+            VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX,
+        };
+        assert_eq!(
+            RegionIndex::bar(0).map(RegionIndex::get),
+            Some(VFIO_PCI_BAR0_REGION_INDEX)
+        );
+        assert_eq!(
+            RegionIndex::bar(5).map(RegionIndex::get),
+            Some(VFIO_PCI_BAR5_REGION_INDEX)
+        );
+        assert_eq!(RegionIndex::ROM.get(), VFIO_PCI_ROM_REGION_INDEX);
+        assert_eq!(RegionIndex::CONFIG.get(), VFIO_PCI_CONFIG_REGION_INDEX);
+        assert_eq!(RegionIndex::VGA.get(), VFIO_PCI_VGA_REGION_INDEX);
+    }
 
     fn info(flags: u32, caps: Vec<RegionCap>) -> RegionInfo {
         RegionInfo {

@@ -186,7 +186,7 @@ fn every_failure_under_json_is_one_error_object_with_its_kind_fix_and_exit_statu
             "peerdma",
             &["path", "0e:00.0", "0e:00.0", "--json"],
             3,
-            "path_to_itself",
+            "route_to_itself",
         ),
         (
             "p2pcopy",

@@ -654,7 +654,7 @@ fn a_bar_beyond_the_iommu_address_width_is_refused_before_mapping() {
     let cap = line("## cap ");
     eprintln!("ivshmem0 BAR2 {bar2}; VT-d cap {cap}");
     assert_eq!(
-        peerdma_exporter::mgaw_from_cap(&cap),
+        peerdma_host::iommu_width::mgaw_from_cap(&cap),
         Some(39),
         "the vIOMMU has 39 bits"
     );

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// The workspace's library and program sources.
 const ROOTS: &[&str] = &[
     "uapi/src",
+    "exporter/host/src",
     "exporter/src",
     "importer/src",
     "tools/src",
@@ -19,6 +20,7 @@ const ROOTS: &[&str] = &[
 
 /// Enums known to claim it: the scan must find each (a broken scan finds nothing).
 const KNOWN: &[(&str, &str)] = &[
+    ("exporter/host/src/error.rs", "HostError"),
     ("exporter/src/error.rs", "Error"),
     ("importer/src/drm/error.rs", "Error"),
     ("importer/src/engine/mod.rs", "EngineError"),

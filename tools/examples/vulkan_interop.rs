@@ -24,7 +24,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use peerdma_exporter::udmabuf::Udmabuf;
-use peerdma_exporter::{Bdf, Device, DmaRange};
+use peerdma_exporter::{Device, DmaRange};
+use peerdma_host::Bdf;
 use peerdma_importer::vulkan::{
     dma_buf_fdinfo, version_string, vk, BufferResource, CopyRegion, CopyTiming, DeviceSelector,
     LinearImageLayout, LogicalDevice, OwnBuffer, PhysicalDeviceInfo, Vulkan, VulkanError,

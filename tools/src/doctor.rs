@@ -8,20 +8,22 @@
 //! importer and stays on that driver; any other device is an exporter (or a DMA
 //! engine), which must be bound to vfio-pci.
 //!
-//! The facts come from the libraries (`peerdma_exporter::kernel`,
-//! `peerdma_importer::atlas`, `Sysfs::p2p_route`); this module turns them into
+//! The facts come from the libraries (`peerdma_host::kernel`,
+//! `peerdma_host::atlas`, `Sysfs::p2p_route`); this module turns them into
 //! checks, each with a pass/fail status and the fix. Nothing here writes.
 
 use std::path::Path;
 
-use peerdma_exporter::capabilities;
-use peerdma_exporter::kernel::{
+use peerdma_exporter::MsixLayout;
+use peerdma_host::atlas::Atlas;
+use peerdma_host::kernel::{
     config_search_paths, driver_exports_dma_buf, group_blockers, HostPaths, IommuFacts,
     KernelFacts, OptionState, KERNEL_OPTIONS, MIN_RELEASE,
 };
-use peerdma_exporter::MsixLayout;
-use peerdma_exporter::{Bdf, Error, HostCpu, PciDevice};
-use peerdma_importer::atlas::Atlas;
+use peerdma_host::p2pdma::HostCpu;
+use peerdma_host::pci_caps::capabilities;
+use peerdma_host::sysfs::PciDevice;
+use peerdma_host::Bdf;
 use serde_json::{json, Value};
 
 /// How a check came out.
@@ -264,7 +266,7 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
 
 /// A library error's message as a check's detail and fix, so that the fix is printed
 /// once (on the check's `fix:` line), not also at the end of the detail.
-fn detail_and_fix(e: &Error) -> (String, String) {
+fn detail_and_fix(e: &impl std::fmt::Display) -> (String, String) {
     let msg = e.to_string();
     let (detail, fix) = crate::fix::split_fix(&msg);
     (

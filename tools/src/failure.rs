@@ -110,6 +110,13 @@ impl Failure {
                     None => f,
                 };
             }
+            if let Some(x) = cause.downcast_ref::<peerdma_host::HostError>() {
+                let f = Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
+                return match x.errno() {
+                    Some(errno) => f.with("errno", errno_name(errno.raw_os_error())),
+                    None => f,
+                };
+            }
             if let Some(x) = cause.downcast_ref::<peerdma_importer::iommufd::Error>() {
                 return Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
             }

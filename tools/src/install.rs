@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use clap::{Command, CommandFactory};
 use clap_complete::Shell;
-use peerdma_exporter::kernel::KERNEL_OPTIONS;
+use peerdma_host::kernel::KERNEL_OPTIONS;
 
 /// The kernel ABI the crates were built and layout-tested against.
 pub const BUILT_FOR: &str = "Linux 7.2 user-space headers (peerdma-uapi, layout-tested)";
@@ -68,7 +68,7 @@ pub fn pci_functions(dir: &Path) -> Vec<String> {
     let mut bdfs: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.parse::<peerdma_exporter::Bdf>().is_ok())
+                .filter(|n| n.parse::<peerdma_host::Bdf>().is_ok())
                 .collect()
         })
         .unwrap_or_default();

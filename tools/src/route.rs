@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use peerdma_exporter::{AcsState, Errno, P2pRoute, PathNode, Upstream};
+use peerdma_exporter::Errno;
+use peerdma_host::acs::AcsState;
+use peerdma_host::p2pdma::{P2pRoute, RouteNode, Upstream};
 use serde_json::{json, Value};
 
 /// The route as one JSON object.
@@ -29,7 +31,7 @@ pub fn to_json(r: &P2pRoute) -> Value {
             })
         })
         .collect();
-    let end = |e: &peerdma_exporter::PathEnd| {
+    let end = |e: &peerdma_host::p2pdma::RouteEnd| {
         json!({
             "bdf": e.bdf.to_string(),
             "id": format!("{:04x}:{:04x}", e.vendor, e.device),
@@ -41,7 +43,7 @@ pub fn to_json(r: &P2pRoute) -> Value {
     json!({
         "a": r.a.bdf.to_string(),
         "b": r.b.bdf.to_string(),
-        "verdict": r.route().as_str(),
+        "verdict": r.reach().as_str(),
         "map_type": r.map_type.kernel_name(),
         "rule": format!("{:?}", r.verdict),
         "why": r.verdict.why(),
@@ -77,7 +79,7 @@ fn errno_name(e: Errno) -> String {
     }
 }
 
-fn node_json(n: &PathNode) -> Value {
+fn node_json(n: &RouteNode) -> Value {
     let acs = match n.acs {
         AcsState::Absent => json!({ "state": "absent" }),
         AcsState::Present(a) => json!({
@@ -119,7 +121,7 @@ pub fn upstream_text(r: &P2pRoute) -> String {
 
 /// One line: `direct (common upstream bridge 0000:01:00.0)`.
 pub fn summary(r: &P2pRoute) -> String {
-    format!("{} ({})", r.route().as_str(), upstream_text(r))
+    format!("{} ({})", r.reach().as_str(), upstream_text(r))
 }
 
 /// The full text report.
@@ -145,7 +147,7 @@ pub fn to_text(r: &P2pRoute) -> String {
             "  both devices are in one IOMMU group: VFIO needs every member bound to vfio-pci\n",
         );
     }
-    let with_acs: Vec<&PathNode> = r
+    let with_acs: Vec<&RouteNode> = r
         .nodes
         .iter()
         .filter(|n| n.kind.is_bridge() || matches!(n.acs, AcsState::Present(_)))
@@ -180,7 +182,7 @@ pub fn to_text(r: &P2pRoute) -> String {
         r.map_type.kernel_name(),
         r.verdict.why()
     ));
-    s.push_str(&format!("verdict: {}\n", r.route().as_str()));
+    s.push_str(&format!("verdict: {}\n", r.reach().as_str()));
     for b in r.blockers() {
         s.push_str(&format!(
             "  {}\n    fix: {}\n",
@@ -284,7 +286,7 @@ pub fn lspci_tree(r: &P2pRoute) -> String {
 /// What `lspci -t`'s `show_tree_*` walk over.
 struct Drawing<'a> {
     children: &'a BTreeMap<String, Vec<String>>,
-    nodes: &'a [PathNode],
+    nodes: &'a [RouteNode],
     label: &'a dyn Fn(&str) -> String,
 }
 
@@ -374,7 +376,9 @@ fn print_it(line: &mut [char], out: &mut String) {
 mod tests {
     use std::os::unix::fs::symlink;
 
-    use peerdma_exporter::{Bdf, HostCpu, Sysfs};
+    use peerdma_host::p2pdma::HostCpu;
+    use peerdma_host::sysfs::Sysfs;
+    use peerdma_host::Bdf;
 
     use super::*;
 

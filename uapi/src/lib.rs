@@ -12,6 +12,12 @@
 //! arguments (a fixed header followed by an array), and [`ioctl`], the typed call
 //! patterns that bind each opcode to its argument; they are the only places with
 //! `unsafe`.
+//!
+//! Feature `vfio` (default) holds the VFIO, iommufd and udmabuf modules and the ioctl
+//! layer, which need the bindings crates; without it only [`pci`], [`nvme`],
+//! [`dma_buf`] and [`drm`] remain (plain constants and structs, no dependency but
+//! `rustix`).
+//!
 //! The layout of every struct, every constant and every opcode here is checked against
 //! the real 7.2 headers by `tests/tests/layout.rs` in `peerdma-testbed`.
 
@@ -21,12 +27,17 @@
 
 pub mod dma_buf;
 pub mod drm;
+#[cfg(feature = "vfio")]
 pub mod flex;
+#[cfg(feature = "vfio")]
 pub mod ioctl;
+#[cfg(feature = "vfio")]
 pub mod iommufd;
 pub mod nvme;
 pub mod pci;
+#[cfg(feature = "vfio")]
 pub mod udmabuf;
+#[cfg(feature = "vfio")]
 pub mod vfio;
 
 pub use rustix::ioctl::Opcode;
@@ -34,4 +45,5 @@ pub use rustix::ioctl::Opcode;
 /// Zero-sized marker for a C flexible array member (`T name[]`) at the end of a struct.
 /// Shared by the structs re-exported from `vfio-bindings` and those defined here; build
 /// such arguments with [`flex::FlexBuf`] rather than by hand.
+#[cfg(feature = "vfio")]
 pub use vfio_bindings::bindings::vfio::__IncompleteArrayField;

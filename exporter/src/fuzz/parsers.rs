@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::Rng;
-use crate::addr::Bdf;
-use crate::fdinfo::{bufinfo_attachments, FdInfo};
 use crate::info_caps::{device_caps, region_caps, walk, CAP_HEADER_LEN};
 use crate::msix::MsixLayout;
-use crate::pci_caps::{capabilities, find, flr_method, pmcsr_offset};
-use crate::sysfs::{parse_resources, Resource, BAR_AND_ROM_RESOURCES};
+use peerdma_host::fdinfo::{bufinfo_attachments, FdInfo};
+use peerdma_host::pci_caps::{capabilities, find, flr_method, pmcsr_offset};
+use peerdma_host::sysfs::{parse_resources, Resource, BAR_AND_ROM_RESOURCES};
+use peerdma_host::Bdf;
 
 const HEX: &[u8] = b"0123456789abcdefABCDEF";
 const NOISE: &[char] = &[

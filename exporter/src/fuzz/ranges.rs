@@ -6,10 +6,10 @@ use rustix::io::Errno;
 
 use super::kernel_model::{export, KernelBar, KernelRequest};
 use super::Rng;
-use crate::addr::{Bdf, RegionIndex};
 use crate::error::Error;
 use crate::msix::MsixLayout;
 use crate::ranges::{fill_checked, validate, BarFacts, DmaRange};
+use peerdma_host::{Bdf, RegionIndex};
 
 const PAGE_SIZES: [u64; 3] = [0x1000, 0x4000, 0x10000];
 

@@ -12,8 +12,9 @@ use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::explain;
 use crate::ioctl::{self, VfioIoctl};
-use crate::pci_caps::{
-    FlrMethod, PCI_AF_CTRL_FLR, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_EXP_DEVCTL_BCR_FLR,
+use peerdma_host::pci_caps::FlrMethod;
+use peerdma_uapi::pci::{
+    PCI_AF_CTRL_FLR, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_EXP_DEVCTL_BCR_FLR,
     PCI_PM_CTRL_PME_STATUS, PCI_PM_CTRL_STATE_MASK,
 };
 

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
 
 use drm::Device as _;
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
@@ -167,7 +167,7 @@ impl Card {
 
     /// Whether the driver can import dma-bufs at all (`DRM_CAP_PRIME` has
     /// `DRM_PRIME_CAP_IMPORT`). Whether it can import a *peer BAR* is another matter:
-    /// see [`importers`](super::importers).
+    /// see [`peerdma_host::importers`].
     ///
     /// # Errors
     ///
@@ -196,7 +196,7 @@ impl Card {
         let errno = Errno::from_io_error(e).unwrap_or(Errno::IO);
         if errno == Errno::ACCESS {
             // Only the DRM master may set modes; name who else has the card open.
-            let mut holders = peerdma_exporter::holders(&[self.path().to_owned()]);
+            let mut holders = peerdma_host::holders::holders(&[self.path().to_owned()]);
             let me = std::process::id();
             holders.0.retain(|h| h.pid != me);
             return Error::NotMaster {

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use peerdma_exporter::{Bdf, P2pVerdict, RevokeReason};
+use peerdma_exporter::RevokeReason;
+use peerdma_host::p2pdma::P2pVerdict;
+use peerdma_host::Bdf;
 use rustix::io::Errno;
 
 /// Result type of the DRM importer.

@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use drm::buffer::Handle;
 use drm::control::Device as _;
-use peerdma_exporter::{Bdf, DmaBuf, Sysfs};
+use peerdma_exporter::DmaBuf;
+use peerdma_host::importers::{drm_refusal_fix, DRM_CAPABLE};
+use peerdma_host::sysfs::Sysfs;
+use peerdma_host::Bdf;
 use rustix::io::Errno;
 
 use super::card::Card;
 use super::error::{Error, Result};
-use super::importers;
 
 /// An imported buffer: a GEM handle on a card, closed when the last [`Arc`] goes.
 /// Importing the same dma-buf again on the same card while it lives returns the same
@@ -49,7 +51,7 @@ impl Card {
         if !self.can_prime_import()? {
             return Err(Error::NoPrimeImport {
                 card: self.describe(),
-                fix: format!("use a driver that imports: {}", importers::CAPABLE),
+                fix: format!("use a driver that imports: {}", DRM_CAPABLE),
             });
         }
         // Held across the ioctl, so a Gem being dropped cannot close the handle the
@@ -82,7 +84,7 @@ impl Card {
                 driver: self.driver().to_string(),
                 exporter,
                 errno,
-                fix: importers::refusal_fix(self.driver()),
+                fix: drm_refusal_fix(self.driver()),
             },
             Errno::INVAL => {
                 let verdict = match (exporter, self.bdf()) {
@@ -116,7 +118,7 @@ impl Card {
 }
 
 /// What to say about an EINVAL import, given `peerdma path`'s verdict.
-fn distance_fix(verdict: Option<peerdma_exporter::P2pVerdict>) -> String {
+fn distance_fix(verdict: Option<peerdma_host::p2pdma::P2pVerdict>) -> String {
     const WORKS: &str = "P2P works between devices under one PCIe switch or root port (a \
                          common upstream bridge, without ACS redirection), through a host \
                          bridge on the kernel's allow-list (pci_p2pdma_whitelist: Intel Xeon \

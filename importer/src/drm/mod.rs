@@ -4,7 +4,8 @@
 //! vfio-pci BAR dma-buf as a GEM object (`DRM_IOCTL_PRIME_FD_TO_HANDLE`) and show it
 //! through KMS. In Linux 7.2 that is amdgpu, xe and virtio-gpu with blob resources
 //! (no virgl 3D); vgem, i915 and nouveau attach statically and are refused by the
-//! exporter with EOPNOTSUPP ([`importers`] has the table and the source lines).
+//! exporter with EOPNOTSUPP ([`peerdma_host::importers`] has the table and the source
+//! lines).
 //!
 //! - [`Card`]: a DRM primary node opened by path or found by the GPU's PCI BDF in
 //!   sysfs (never by card number), its driver and PRIME capabilities;
@@ -18,14 +19,13 @@
 //!
 //! Mapping a peer BAR goes through the kernel's P2P distance check
 //! (`pci_p2pdma_distance`): an EINVAL import is explained with the route that
-//! [`peerdma_exporter::Sysfs::p2p_route`] computes, the same verdict `peerdma path`
+//! [`peerdma_host::sysfs::Sysfs::p2p_route`] computes, the same verdict `peerdma path`
 //! prints.
 
 mod card;
 mod error;
 mod framebuffer;
 mod gem;
-pub mod importers;
 mod scanout;
 
 pub use card::{Card, CardSpec};

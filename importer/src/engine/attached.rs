@@ -1,11 +1,12 @@
 //! An engine ready to move bytes: its device bound to an iommufd, taken over
 //! by its driver, and attached to an IOAS placed for its DMA mask.
 
-use peerdma_exporter::{AccessPath, Bdf, Device, OpenOptions, PassedFds};
+use peerdma_exporter::{AccessPath, Device, OpenOptions, PassedFds};
+use peerdma_host::Bdf;
 
 use super::{DmaEngine, EngineError, EngineOptions, Result, TransferReport};
-use crate::fault_log::{FaultLog, IommuFault};
 use crate::iommufd::{Attachment, Ioas, Iommufd, Mapped, MappingState, Placement};
+use peerdma_host::fault_log::{FaultLog, IommuFault};
 
 /// One side of a checked copy ([`AttachedEngine::copy`]): the bytes at `offset` into
 /// a mapping in the engine's IOAS.

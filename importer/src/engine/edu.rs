@@ -22,7 +22,8 @@
 
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{Bdf, Device, MappedRegion};
+use peerdma_exporter::{Device, MappedRegion};
+use peerdma_host::Bdf;
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
 use super::{check_span, DmaEngine, EngineError, Result, TransferReport};

@@ -28,7 +28,8 @@ pub mod nvme;
 
 use std::time::Duration;
 
-use peerdma_exporter::{Bdf, Device};
+use peerdma_exporter::Device;
+use peerdma_host::Bdf;
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
 pub use attached::{AttachedEngine, Span};
@@ -408,7 +409,7 @@ pub enum EngineError {
         cause: String,
         /// The faults the kernel logged for the engine (the IOMMU drivers rate-limit:
         /// a lower bound); empty when a revoke is the cause.
-        faults: Vec<crate::fault_log::IommuFault>,
+        faults: Vec<peerdma_host::fault_log::IommuFault>,
     },
 
     /// The NVMe driver failed.

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use peerdma_exporter::{Bdf, Device};
+use peerdma_exporter::Device;
+use peerdma_host::Bdf;
 
 use super::error::{Error, Result};
 use rustix::io::Errno;

@@ -7,9 +7,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use peerdma_exporter::{
-    Device, DmaBuf, FdInfo, RevokeEvent, RevokeReason, RevokeState, SubscriptionToken, Sysfs,
-};
+use peerdma_exporter::{Device, DmaBuf, RevokeEvent, RevokeReason, RevokeState, SubscriptionToken};
+use peerdma_host::fdinfo::FdInfo;
+use peerdma_host::sysfs::Sysfs;
 use peerdma_uapi::iommufd::IOMMU_IOAS_MAP_FIXED_IOVA;
 use rustix::io::Errno;
 

@@ -6,7 +6,8 @@
 
 use std::path::PathBuf;
 
-use peerdma_exporter::{Bdf, RevokeReason};
+use peerdma_exporter::RevokeReason;
+use peerdma_host::Bdf;
 use rustix::io::Errno;
 
 use super::iova::IovaRange;

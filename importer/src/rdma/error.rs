@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use rustix::io::Errno;
 
 use super::completion::{Operation, WcStatus};
-use super::device::Driver;
+use peerdma_host::importers::{RdmaDriver, RDMA_ACCEPTANCE};
 
 /// An RDMA failure.
 #[derive(Debug, thiserror::Error)]
@@ -115,13 +115,13 @@ pub enum RdmaError {
     #[error(
         "{device} ({driver}) could not register the dma-buf as an MR: {errno}; {why}; {table}; \
          fix: {fix}",
-        table = super::device::ACCEPTANCE_TABLE
+        table = RDMA_ACCEPTANCE
     )]
     DmabufRefused {
         /// The RDMA device.
         device: String,
         /// Its driver.
-        driver: Driver,
+        driver: RdmaDriver,
         /// The errno of `ibv_reg_dmabuf_mr`.
         errno: Errno,
         /// What that driver does with dma-bufs.

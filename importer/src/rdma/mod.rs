@@ -6,7 +6,8 @@
 //!   address (never "the first device");
 //! - [`MemoryRegion`]: `ibv_reg_mr` of a host buffer, or `ibv_reg_dmabuf_mr`
 //!   of a dma-buf it keeps open; a refused dma-buf names the device's driver
-//!   and Linux 7.2's acceptance table ([`device`]);
+//!   and Linux 7.2's acceptance table (`peerdma_host::importers`, which also
+//!   reads the driver from sysfs);
 //! - [`Resolved`] → [`QueuePair`] (active side), [`Listener`] →
 //!   [`ConnectRequest`] → [`QueuePair`] (passive side), with private data
 //!   both ways;
@@ -19,7 +20,6 @@
 
 mod cm;
 mod completion;
-pub mod device;
 mod error;
 mod mr;
 mod qp;
@@ -30,7 +30,6 @@ mod sys;
 
 pub use cm::{deadline, ConnectRequest, Listener, Resolved, DEFAULT_TIMEOUT};
 pub use completion::{Operation, WcStatus};
-pub use device::{BarDmabuf, Driver};
 pub use error::{RdmaError, Result};
 pub use mr::{Access, MemoryRegion, ProtectionDomain, RemoteMr};
 pub use qp::{Completion, QpOptions, QueuePair};

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
-use super::device::{BarDmabuf, Driver};
 use super::error::{last_errno, RdmaError, Result};
 use super::sys;
+use peerdma_host::importers::{BarImport, RdmaDriver};
+use peerdma_host::kernel::HostPaths;
 
 /// What the peer (and the local NIC) may do with an MR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +62,7 @@ pub struct ProtectionDomain {
     pd: NonNull<sys::ibv_pd>,
     context: NonNull<sys::ibv_context>,
     device: String,
-    driver: Driver,
+    driver: RdmaDriver,
 }
 
 // SAFETY: libibverbs objects may be used from any thread; the PD is only
@@ -89,7 +90,8 @@ impl ProtectionDomain {
             errno: last_errno(),
             fix: "check the RDMA device's limits (`rdma resource`)",
         })?;
-        let driver = Driver::of_device(&device);
+        let driver = RdmaDriver::of_device(&HostPaths::system(), &device)
+            .unwrap_or_else(|| RdmaDriver::Other(format!("{device} (no parent device in sysfs)")));
         Ok(Arc::new(ProtectionDomain {
             pd,
             context,
@@ -104,7 +106,7 @@ impl ProtectionDomain {
     }
 
     /// The device's kernel driver.
-    pub fn driver(&self) -> &Driver {
+    pub fn driver(&self) -> &RdmaDriver {
         &self.driver
     }
 
@@ -185,28 +187,31 @@ impl ProtectionDomain {
     }
 
     fn dmabuf_refused(&self, errno: Errno) -> RdmaError {
-        let (why, fix) = match self.driver.bar_dmabuf() {
-            BarDmabuf::NoDmabufMrs(w) => (
-                w.to_string(),
-                "use an RDMA NIC whose driver registers dma-buf MRs (mlx5, irdma), or stage \
-                 through a host-memory MR (not peer-to-peer)",
-            ),
-            BarDmabuf::Refused(w) => (
-                w.to_string(),
-                "use mlx5 (default MRs) or irdma for a vfio-pci BAR; other exporters' \
-                 dma-bufs (a GPU driver's) may still work here",
-            ),
-            BarDmabuf::Accepted(w) => (
-                format!(
-                    "{w}; so the refusal comes from elsewhere: the exporter (a revoked \
-                         buffer gives ENODEV), the P2P distance between the NIC and the BAR \
-                         (EINVAL), or the kernel configuration"
+        let (why, fix) = match self.driver.importer() {
+            Some(row) => match row.bar {
+                BarImport::NoDmabufImport => (
+                    row.why.to_string(),
+                    "use an RDMA NIC whose driver registers dma-buf MRs (mlx5, irdma), or stage \
+                     through a host-memory MR (not peer-to-peer)",
                 ),
-                "check dmesg, that memory decode is on, that CONFIG_INFINIBAND_ON_DEMAND_PAGING \
-                 is set (mlx5), and that the NIC and the exporting device share a PCIe switch \
-                 or an allow-listed host bridge",
-            ),
-            BarDmabuf::Unknown => (
+                BarImport::Refused => (
+                    row.why.to_string(),
+                    "use mlx5 (default MRs) or irdma for a vfio-pci BAR; other exporters' \
+                     dma-bufs (a GPU driver's) may still work here",
+                ),
+                BarImport::Accepted | BarImport::Conditional => (
+                    format!(
+                        "{}; so the refusal comes from elsewhere: the exporter (a revoked \
+                         buffer gives ENODEV), the P2P distance between the NIC and the BAR \
+                         (EINVAL), or the kernel configuration",
+                        row.why
+                    ),
+                    "check dmesg, that memory decode is on, that CONFIG_INFINIBAND_ON_DEMAND_PAGING \
+                     is set (mlx5), and that the NIC and the exporting device share a PCIe switch \
+                     or an allow-listed host bridge",
+                ),
+            },
+            None => (
                 "this driver is not in the table".to_string(),
                 "check whether the driver implements reg_user_mr_dmabuf with a revocable \
                  attachment",

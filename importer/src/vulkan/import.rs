@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 
 use ash::vk;
-use peerdma_exporter::FdInfo;
+use peerdma_host::fdinfo::FdInfo;
 
 use super::device::{DeviceShared, LogicalDevice};
 use super::diagnose::{dup_after_failure, mmap_probe, DupAfterFailure};

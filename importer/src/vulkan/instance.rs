@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use ash::vk;
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 
 use super::error::{Result, VulkanError};
 

@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use peerdma_exporter::{Bdf, Device, DmaBuf, DmaRange};
+use peerdma_exporter::{Device, DmaBuf, DmaRange};
+use peerdma_host::Bdf;
 use peerdma_importer::drm::{
     errno_text, Card, CardSpec, DrmFourcc, FbLayout, Framebuffer, ModeSetting, Scanout,
     ScanoutEvent,

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 use peerdma_importer::engine::nvme::command::Io;
 use peerdma_importer::engine::nvme::IoStats;
 use peerdma_importer::engine::{AttachedEngine, EngineOptions, NvmeOptions};

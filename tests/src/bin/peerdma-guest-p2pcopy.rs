@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 use peerdma_testbed::manifest::Manifest;
 use peerdma_tools::p2pcopy::testing::{self, Hooks, RevokeTrigger};
 use peerdma_tools::p2pcopy::{CopyRequest, EndpointSpec, PathChoice, Side};

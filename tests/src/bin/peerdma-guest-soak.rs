@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use peerdma_exporter::{AccessPath, Bdf, Device, DmaRange, OpenOptions};
+use peerdma_exporter::{AccessPath, Device, DmaRange, OpenOptions};
+use peerdma_host::Bdf;
 use peerdma_importer::engine::AttachedEngine;
 use peerdma_importer::iommufd::{Access, Iommufd, Iova};
 use peerdma_testbed::manifest::Manifest;

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use peerdma_exporter::{Bdf, DmaBuf, DmaRange, OpenOptions};
+use peerdma_exporter::{DmaBuf, DmaRange, OpenOptions};
+use peerdma_host::Bdf;
 use peerdma_importer::engine::nvme::command::Io;
 use peerdma_importer::engine::nvme::{DataPointer, IoStats};
 use peerdma_importer::engine::{AttachedEngine, EngineOptions, NvmeOptions};

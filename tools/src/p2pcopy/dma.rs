@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use peerdma_exporter::{Bdf, DmaBuf, DmaRange, Sysfs};
+use peerdma_exporter::{DmaBuf, DmaRange};
+use peerdma_host::sysfs::Sysfs;
+use peerdma_host::Bdf;
 use peerdma_importer::engine::{self, AttachedEngine};
 use peerdma_importer::iommufd::{Access, DmaBufMapping, Iommufd, Iova, MappingState, DEV_IOMMU};
 
@@ -48,7 +50,8 @@ pub(super) fn find_engine(
     // controller is never picked unasked: a BAR → BAR copy through it writes its
     // namespace from LBA 0, destroying what the drive held; it must be named.
     let mut found: Vec<(usize, bool, Bdf)> = sys
-        .devices()?
+        .devices()
+        .map_err(peerdma_exporter::Error::from)?
         .into_iter()
         .filter(|b| !ends.contains(b))
         .filter(|b| {
@@ -62,8 +65,9 @@ pub(super) fn find_engine(
             let near = ends
                 .iter()
                 .filter(|e| {
-                    sys.p2p_route(b, **e)
-                        .is_ok_and(|r| matches!(r.upstream, peerdma_exporter::Upstream::Bridge(_)))
+                    sys.p2p_route(b, **e).is_ok_and(|r| {
+                        matches!(r.upstream, peerdma_host::p2pdma::Upstream::Bridge(_))
+                    })
                 })
                 .count();
             (usize::MAX - near, !is_nvme(sys, b), b)
@@ -92,11 +96,11 @@ fn reach(sys: &Sysfs, engine: Bdf, ends: &[Bdf]) -> String {
         .iter()
         .map(|e| match sys.p2p_route(engine, *e) {
             Ok(r) => match r.upstream {
-                peerdma_exporter::Upstream::Bridge(b) => format!("{e} under bridge {b}"),
-                peerdma_exporter::Upstream::HostBridge { root, .. } => {
+                peerdma_host::p2pdma::Upstream::Bridge(b) => format!("{e} under bridge {b}"),
+                peerdma_host::p2pdma::Upstream::HostBridge { root, .. } => {
                     format!("{e} through host bridge {root}")
                 }
-                peerdma_exporter::Upstream::Roots { .. } => format!("{e} across PCI roots"),
+                peerdma_host::p2pdma::Upstream::Roots { .. } => format!("{e} across PCI roots"),
             },
             Err(_) => format!("{e} by an unknown route"),
         })

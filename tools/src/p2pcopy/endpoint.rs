@@ -1,7 +1,8 @@
 //! One side of a copy: a device, one of its BARs, an offset into it, and the BAR's CPU
 //! mapping.
 
-use peerdma_exporter::{Bar, BarKind, Bdf, Device, MappedRegion, OpenOptions};
+use peerdma_exporter::{Bar, BarKind, Device, MappedRegion, OpenOptions};
+use peerdma_host::Bdf;
 use peerdma_importer::engine::driver_for;
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 use peerdma_importer::engine::DRIVERS;
 
 use super::path::Side;
@@ -224,7 +224,7 @@ pub enum CopyError {
         /// Faults logged for it (the IOMMU drivers rate-limit: a lower bound).
         count: usize,
         /// The first one.
-        first: Box<peerdma_importer::fault_log::IommuFault>,
+        first: Box<peerdma_host::fault_log::IommuFault>,
         /// What the copy saw: the mismatch or the engine's error.
         outcome: Box<CopyError>,
     },

@@ -1,13 +1,13 @@
 //! The IOMMU's side of a DMA copy: faults the kernel logged for the engine while
-//! it ran, read from the kernel log ([`peerdma_importer::fault_log`]). When a copy
+//! it ran, read from the kernel log ([`peerdma_host::fault_log`]). When a copy
 //! fails (bytes differ, the engine timed out or reported an error) and the IOMMU
 //! refused the engine's accesses meanwhile, those refusals are the cause and the
 //! error says so, instead of only "N bytes differ".
 
 use std::io;
 
-use peerdma_exporter::Bdf;
-use peerdma_importer::fault_log::{FaultLog, IommuFault};
+use peerdma_host::fault_log::{FaultLog, IommuFault};
+use peerdma_host::Bdf;
 
 use super::CopyError;
 

@@ -27,7 +27,9 @@ pub use verify::Verification;
 
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{AccessPath, HostCpu, OpenOptions, Sysfs};
+use peerdma_exporter::{AccessPath, OpenOptions};
+use peerdma_host::p2pdma::HostCpu;
+use peerdma_host::sysfs::Sysfs;
 use serde::Serialize;
 
 pub use cpu_mmap::CpuMmap;

@@ -11,7 +11,8 @@
 
 use std::fmt;
 
-use peerdma_exporter::{Bdf, Sysfs};
+use peerdma_host::sysfs::Sysfs;
+use peerdma_host::Bdf;
 use serde::Serialize;
 
 use super::dma;

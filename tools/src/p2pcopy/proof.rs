@@ -2,7 +2,9 @@
 //! `peerdma path` (the kernel's P2P verdict for each hop), the IOAS mappings a
 //! DMA engine used, and a plain statement when the copy was not peer to peer.
 
-use peerdma_exporter::{Bdf, HostCpu, Sysfs};
+use peerdma_host::p2pdma::HostCpu;
+use peerdma_host::sysfs::Sysfs;
+use peerdma_host::Bdf;
 use serde::Serialize;
 
 use super::path::{PathKind, Side};
@@ -34,7 +36,7 @@ impl Hop {
             Ok(r) => Hop {
                 provider: provider.to_string(),
                 client: client.to_string(),
-                verdict: r.route().as_str().to_string(),
+                verdict: r.reach().as_str().to_string(),
                 map_type: Some(r.map_type.kernel_name().to_string()),
                 route: route::upstream_text(&r),
                 blockers: r.blockers().iter().map(|b| b.element()).collect(),

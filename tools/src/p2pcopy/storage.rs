@@ -14,7 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{AccessPath, Bdf, DmaBuf, DmaRange, OpenOptions, RevokeState, Sysfs};
+use peerdma_exporter::{AccessPath, DmaBuf, DmaRange, OpenOptions, RevokeState};
+use peerdma_host::sysfs::Sysfs;
+use peerdma_host::Bdf;
 use peerdma_importer::engine::nvme::command::Io;
 use peerdma_importer::engine::nvme::{IoStats, NamespaceInfo, NvmeError, NVME_CLASS};
 use peerdma_importer::engine::{AttachedEngine, EngineError, EngineOptions, Nvme, NvmeOptions};
@@ -29,7 +31,7 @@ use super::verify::{GuardedMap, Verification};
 use super::MismatchDetail;
 use super::{dma, page_align_check, verify, CopyError, CopyWatch, Endpoint, Hooks, Progress};
 use super::{Hop, IoasMapping, RouteProof, Side, SpanField, Unavailable};
-use peerdma_exporter::HostCpu;
+use peerdma_host::p2pdma::HostCpu;
 
 /// Serializes a BDF as its string.
 pub(super) fn ser_bdf<S: Serializer>(bdf: &Bdf, s: S) -> Result<S::Ok, S::Error> {
@@ -298,7 +300,9 @@ fn nvme_err(e: NvmeError) -> CopyError {
 
 /// Checks by sysfs that `bdf` is an NVMe controller, before anything is opened.
 fn check_nvme(bdf: Bdf) -> Result<(), CopyError> {
-    let dev = Sysfs::system().device(bdf)?;
+    let dev = Sysfs::system()
+        .device(bdf)
+        .map_err(peerdma_exporter::Error::from)?;
     if dev.class != NVME_CLASS {
         return Err(CopyError::NotNvme {
             bdf,

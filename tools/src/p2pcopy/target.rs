@@ -12,7 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 use serde::Serialize;
 
 use super::EndpointSpec;

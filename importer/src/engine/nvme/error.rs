@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 use peerdma_uapi::nvme::{
     NVME_SCT_COMMAND_SPECIFIC, NVME_SCT_GENERIC, NVME_SCT_MEDIA, NVME_SCT_PATH, NVME_STATUS_DNR,
     NVME_STATUS_SCT_SHIFT, NVME_STATUS_SC_SHIFT,

@@ -44,7 +44,8 @@ mod tests;
 
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::{Bdf, Device};
+use peerdma_exporter::Device;
+use peerdma_host::Bdf;
 use peerdma_uapi::nvme::*;
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 

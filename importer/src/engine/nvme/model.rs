@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 use peerdma_uapi::nvme::*;
 
 use super::backing::{Backing, DmaBuffer, DmaMemory, RegisterIo};

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 use peerdma_uapi::nvme::*;
 
 use super::backing::RegisterIo;

@@ -1,7 +1,8 @@
 //! Opening a testbed device on the chosen access path, and what the checks export from.
 
 use anyhow::{Context, Result};
-use peerdma_exporter::{AccessPath, Bdf, Device, Error, ExportOptions, OpenOptions};
+use peerdma_exporter::{AccessPath, Device, Error, ExportOptions, OpenOptions};
+use peerdma_host::Bdf;
 use peerdma_testbed::manifest::ManifestDevice;
 
 pub(crate) fn open(d: &ManifestDevice, access: AccessPath) -> Result<Device, Error> {

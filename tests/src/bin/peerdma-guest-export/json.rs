@@ -55,9 +55,14 @@ pub(crate) fn errno_name(e: Errno) -> String {
     name.to_owned()
 }
 
-/// The variant name of an error (`RangeUnaligned`, `Export`, ...).
+/// The variant name of an error (`RangeUnaligned`, `Export`, ...); for a host error
+/// the exporter wraps (`Error::Host`), the host error's own (`NoSuchDevice`).
 pub(crate) fn variant(e: &Error) -> String {
-    format!("{e:?}")
+    let debug = match e {
+        Error::Host(h) => format!("{h:?}"),
+        e => format!("{e:?}"),
+    };
+    debug
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric())
         .collect()

@@ -3,8 +3,9 @@
 
 use anyhow::{Context, Result};
 use peerdma_exporter::{
-    AccessPath, Bdf, Device, DmaBuf, DmaRange, MappedRegion, OpenOptions, PassedFds,
+    AccessPath, Device, DmaBuf, DmaRange, MappedRegion, OpenOptions, PassedFds,
 };
+use peerdma_host::Bdf;
 use peerdma_importer::engine::{DmaEngine, Edu, TransferReport};
 use peerdma_importer::iommufd::{
     Access, Attachment, DmaBufMapping, Ioas, Iommufd, Iova, Placement, UserBuffer, UserMapping,

@@ -1,8 +1,9 @@
 //! `peerdma doctor [BDF...]`: read-only checks of what peer-to-peer DMA over dma-buf
 //! needs here, each with pass/fail and the fix (`peerdma_tools::doctor`).
 
-use peerdma_exporter::kernel::HostPaths;
-use peerdma_exporter::{Bdf, HostCpu};
+use peerdma_host::kernel::HostPaths;
+use peerdma_host::p2pdma::HostCpu;
+use peerdma_host::Bdf;
 use peerdma_tools::doctor;
 use peerdma_tools::exit::Exit;
 

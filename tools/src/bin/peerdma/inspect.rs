@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
-use peerdma_exporter::FdInfo;
+use peerdma_host::fdinfo::FdInfo;
 use peerdma_tools::buffer_state::{kernel_view, KernelView};
 use peerdma_tools::size::human;
 use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};

@@ -1,7 +1,7 @@
 //! `peerdma list`: every PCI function sysfs knows, with what matters for P2P.
 
 use anyhow::Result;
-use peerdma_exporter::{PciDevice, Sysfs};
+use peerdma_host::sysfs::{PciDevice, Sysfs};
 use peerdma_tools::size::human;
 use serde_json::json;
 

@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
-use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_exporter::AccessPath;
+use peerdma_host::Bdf;
 use peerdma_tools::failure::Failure;
 
 #[derive(Parser)]

@@ -1,12 +1,13 @@
 //! `peerdma path A B`: the PCI path between two devices, the ACS bits on it, what
 //! the kernel's P2P distance check decides and which importers that matters for.
 //!
-//! The model is `peerdma_exporter::p2pdma` ([`Sysfs::p2p_route`]); the rendering is
+//! The model is `peerdma_host::p2pdma` ([`Sysfs::p2p_route`]); the rendering is
 //! `peerdma_tools::route`. An iommufd import is called possible unless a memory BAR of
 //! either device lies beyond its IOMMU's address width (then every DMA would fault).
 
 use anyhow::Result;
-use peerdma_exporter::{Bdf, Sysfs};
+use peerdma_host::sysfs::Sysfs;
+use peerdma_host::Bdf;
 use peerdma_tools::route;
 
 /// Memory BARs of `bdf` beyond its IOMMU's address width, in words; `None` when all

@@ -1,8 +1,9 @@
 //! `peerdma regions BDF`: the VFIO view of one device.
 
 use anyhow::Result;
-use peerdma_exporter::RegionIndex;
-use peerdma_exporter::{AccessPath, Bdf, Device, DmaBufSupport, OpenOptions, OpenedVia, RegionCap};
+use peerdma_exporter::{AccessPath, Device, DmaBufSupport, OpenOptions, OpenedVia, RegionCap};
+use peerdma_host::Bdf;
+use peerdma_host::RegionIndex;
 use peerdma_tools::size::human;
 use serde_json::{json, Value};
 

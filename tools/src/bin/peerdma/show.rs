@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use peerdma_exporter::Bdf;
+use peerdma_host::Bdf;
 use peerdma_tools::size::parse_size;
 
 /// Arguments of `peerdma show`.

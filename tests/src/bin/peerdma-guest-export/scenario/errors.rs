@@ -2,7 +2,8 @@
 //! MSI-X rule; raw arguments the library never builds; an unknown BDF.
 
 use anyhow::Result;
-use peerdma_exporter::{Bdf, Device, DmaRange, ExportOptions, OpenOptions};
+use peerdma_exporter::{Device, DmaRange, ExportOptions, OpenOptions};
+use peerdma_host::Bdf;
 use peerdma_testbed::manifest::ManifestDevice;
 use peerdma_testbed::process::fd_count as fds;
 use serde_json::json;

@@ -2,7 +2,8 @@
 //! path, an iommufd for the cdev path).
 
 use anyhow::{Context, Result};
-use peerdma_exporter::{AccessPath, Bdf, Device, DmaRange, OpenOptions, PassedFds};
+use peerdma_exporter::{AccessPath, Device, DmaRange, OpenOptions, PassedFds};
+use peerdma_host::Bdf;
 use peerdma_testbed::manifest::ManifestDevice;
 use peerdma_testbed::process::fd_count as fds;
 use rustix::fs::{Mode, OFlags};

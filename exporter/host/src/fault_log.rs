@@ -34,7 +34,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use peerdma_exporter::Bdf;
+use crate::Bdf;
 
 /// Which access the IOMMU refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use flate2::read::GzDecoder;
 
-use crate::error::{Error, Result};
+use crate::error::{HostError, Result};
 use crate::sysfs::Sysfs;
 use crate::Bdf;
 
@@ -146,7 +146,7 @@ impl KernelConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Sysfs`] when `proc/config.gz` exists but does not decompress;
+    /// [`HostError::Sysfs`] when `proc/config.gz` exists but does not decompress;
     /// absent files are not errors (`Ok(None)` when none is there).
     pub fn find(host: &HostPaths, release: &str) -> Result<Option<KernelConfig>> {
         let gz = host.path("proc/config.gz");
@@ -154,7 +154,7 @@ impl KernelConfig {
             let mut text = String::new();
             GzDecoder::new(f)
                 .read_to_string(&mut text)
-                .map_err(|source| Error::Sysfs {
+                .map_err(|source| HostError::Sysfs {
                     path: gz.clone(),
                     source,
                 })?;
@@ -498,7 +498,7 @@ mod tests {
     use flate2::Compression;
 
     use super::*;
-    use crate::sysfs::tests::TempTree;
+    use crate::fixture::TempTree;
 
     fn write(root: &Path, rel: &str, text: &str) {
         let p = root.join(rel);
@@ -542,7 +542,10 @@ mod tests {
         assert!(facts.option(&host, &opt("CONFIG_UDMABUF")).present());
         assert!(!facts.option(&host, &opt("CONFIG_IOMMUFD")).present());
         fs::write(t.0.join("proc/config.gz"), b"not gzip").unwrap();
-        assert!(matches!(KernelFacts::read(&host), Err(Error::Sysfs { .. })));
+        assert!(matches!(
+            KernelFacts::read(&host),
+            Err(HostError::Sysfs { .. })
+        ));
     }
 
     #[test]

@@ -1,51 +1,15 @@
 //! Which importers on this machine could take a vfio-pci BAR dma-buf: iommufd,
 //! the RDMA devices and the DRM render nodes, each judged by its driver
-//! against what Linux 7.2 accepts (the RDMA table is [`crate::rdma_driver`], the one
-//! the RDMA importer uses; the DRM table is [`DRM_DRIVERS`]).
+//! against what Linux 7.2 accepts ([`crate::importers`], the one table the RDMA and
+//! DRM importers use too).
 //!
 //! A BAR dma-buf is MMIO (no struct pages) and revocable: an importer must
 //! attach it dynamically with peer-to-peer allowed and handle `move_notify`.
 //! Only reads sysfs and `/dev` (through a [`HostPaths`] root, so fixture trees
 //! work).
 
-use peerdma_exporter::kernel::HostPaths;
-
-use crate::rdma_driver::Driver;
-
-/// What Linux 7.2 does with a BAR dma-buf, per DRM driver.
-pub const DRM_DRIVERS: &[(&str, bool, &str)] = &[
-    (
-        "amdgpu",
-        true,
-        "PRIME import attaches dynamically with P2P; the distance check decides",
-    ),
-    (
-        "xe",
-        true,
-        "PRIME import attaches dynamically with P2P; the distance check decides",
-    ),
-    (
-        "virtio_gpu",
-        true,
-        "with blob resources (QEMU blob=true) PRIME import attaches dynamically with P2P; the \
-         distance check decides",
-    ),
-    (
-        "vgem",
-        false,
-        "imports only static, page-backed buffers (EOPNOTSUPP)",
-    ),
-    (
-        "i915",
-        false,
-        "imports without P2P: a BAR buffer is refused",
-    ),
-    (
-        "nouveau",
-        false,
-        "imports without P2P: a BAR buffer is refused",
-    ),
-];
+use crate::importers::{importer_driver, ImporterDriver, RdmaDriver, Subsystem};
+use crate::kernel::HostPaths;
 
 /// One RDMA device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,15 +55,13 @@ impl Atlas {
             .list("sys/class/infiniband")
             .into_iter()
             .map(|name| {
-                let (driver, verdict) = match rdma_driver(host, &name) {
-                    Some(d) => (Some(d.family().to_string()), d.bar_dmabuf()),
-                    None => (None, crate::rdma_driver::BarDmabuf::Unknown),
-                };
+                let driver = RdmaDriver::of_device(host, &name);
+                let (accepts_bar, note) = verdict(driver.as_ref().and_then(RdmaDriver::importer));
                 RdmaDevice {
+                    driver: driver.map(|d| d.family().to_string()),
                     name,
-                    driver,
-                    accepts_bar: verdict.accepts(),
-                    note: verdict.note(),
+                    accepts_bar,
+                    note,
                 }
             })
             .collect();
@@ -109,7 +71,11 @@ impl Atlas {
             .filter(|n| n.starts_with("renderD"))
             .map(|name| {
                 let driver = drm_driver(host, &name);
-                let (imports_bar, note) = lookup(DRM_DRIVERS, driver.as_deref());
+                let (imports_bar, note) = verdict(
+                    driver
+                        .as_deref()
+                        .and_then(|d| importer_driver(Subsystem::Drm, d)),
+                );
                 RenderNode {
                     name,
                     driver,
@@ -126,33 +92,12 @@ impl Atlas {
     }
 }
 
-fn lookup(
-    table: &[(&str, bool, &'static str)],
-    driver: Option<&str>,
-) -> (Option<bool>, &'static str) {
-    match driver.and_then(|d| table.iter().find(|(n, ..)| *n == d)) {
-        Some((_, ok, note)) => (Some(*ok), note),
-        None => (None, "a driver this table does not cover"),
-    }
-}
-
-/// The RDMA device's driver, judged by [`Driver::from_names`] from what sysfs says
-/// (the parent PCI function's driver: `mlx5_core` → mlx5, `ice`/`i40e` → irdma,
-/// `bnxt_en` → bnxt_re; else a software device's attributes). `None` for a device
-/// sysfs says nothing of (no parent, no software-device attributes).
-fn rdma_driver(host: &HostPaths, name: &str) -> Option<Driver> {
-    let dir = format!("sys/class/infiniband/{name}");
-    let pci = host.link_name(&format!("{dir}/device/driver"));
-    let node_type = host.read(&format!("{dir}/node_type"));
-    let driver = Driver::from_names(
-        pci.as_deref(),
-        name,
-        host.exists(&format!("{dir}/parent")),
-        node_type.as_deref(),
-    );
-    match driver {
-        Driver::Other(_) if pci.is_none() => None,
-        d => Some(d),
+/// Whether a driver's row lets it take a BAR dma-buf, and why; `None` for a driver
+/// the table lacks.
+fn verdict(row: Option<&ImporterDriver>) -> (Option<bool>, &'static str) {
+    match row {
+        Some(d) => (Some(d.bar.accepts()), d.why),
+        None => (None, "a driver the table does not cover"),
     }
 }
 
@@ -168,69 +113,42 @@ fn drm_driver(host: &HostPaths, node: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
-    use std::os::unix::fs::symlink;
-    use std::path::PathBuf;
-
     use super::*;
-
-    struct Tmp(PathBuf);
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn link(root: &std::path::Path, rel: &str, target: &str) {
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        symlink(target, p).unwrap();
-    }
+    use crate::fixture::TempTree;
 
     #[test]
     fn the_atlas_judges_each_importer_by_its_driver() {
-        let t = Tmp(std::env::temp_dir().join(format!("peerdma-atlas-{}", std::process::id())));
-        let _ = fs::remove_dir_all(&t.0);
-        let r = &t.0;
+        let t = TempTree::new("atlas");
+        let link = |rel: &str, target: &str| t.link(rel, target);
         link(
-            r,
             "sys/class/infiniband/mlx5_0/device/driver",
             "../../bus/pci/drivers/mlx5_core",
         );
         link(
-            r,
             "sys/class/infiniband/bnxt_re0/device/driver",
             "../../bus/pci/drivers/bnxt_en",
         );
         // irdma's parent is the Ethernet function: ice on an E810, i40e on an X722.
         link(
-            r,
             "sys/class/infiniband/irdma0/device/driver",
             "../../bus/pci/drivers/ice",
         );
         link(
-            r,
             "sys/class/infiniband/irdma1/device/driver",
             "../../bus/pci/drivers/i40e",
         );
-        fs::create_dir_all(r.join("sys/class/infiniband/rxe0")).unwrap();
-        fs::create_dir_all(r.join("sys/class/infiniband/odd0")).unwrap();
+        t.dir("sys/class/infiniband/rxe0");
+        t.dir("sys/class/infiniband/odd0");
         link(
-            r,
             "sys/class/drm/renderD128/device/driver",
             "../../bus/pci/drivers/amdgpu",
         );
+        link("sys/class/drm/renderD129/device", "../../devices/faux/vgem");
         link(
-            r,
-            "sys/class/drm/renderD129/device",
-            "../../devices/faux/vgem",
-        );
-        link(
-            r,
             "sys/class/drm/card0/device/driver",
             "../../bus/pci/drivers/amdgpu",
         );
-        let a = Atlas::read(&HostPaths::under(r));
+        let a = Atlas::read(&HostPaths::under(t.path()));
         assert!(!a.iommufd);
         let rdma: Vec<(&str, Option<&str>, Option<bool>)> = a
             .rdma
@@ -260,8 +178,7 @@ mod tests {
                 ("renderD129", Some("vgem"), Some(false)),
             ]
         );
-        fs::create_dir_all(r.join("dev")).unwrap();
-        fs::write(r.join("dev/iommu"), "").unwrap();
-        assert!(Atlas::read(&HostPaths::under(r)).iommufd);
+        t.write("dev/iommu", "");
+        assert!(Atlas::read(&HostPaths::under(t.path())).iommufd);
     }
 }

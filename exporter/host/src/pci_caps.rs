@@ -5,35 +5,51 @@
 //! Everything here works on a byte slice, so malformed lists are unit-tested
 //! without a device: loops and pointers outside the snapshot are errors.
 
-pub use crate::info_caps::ChainError;
+use std::fmt;
 
-pub(crate) use peerdma_uapi::pci::{
-    PCI_AF_CAP, PCI_AF_CAP_FLR, PCI_AF_CAP_TP, PCI_AF_CTRL, PCI_AF_CTRL_FLR, PCI_BASE_ADDRESS_0,
-    PCI_CAPABILITY_LIST, PCI_CAP_ID_AF, PCI_CAP_ID_EXP, PCI_CAP_ID_MSIX, PCI_CAP_ID_PM,
-    PCI_CAP_LIST_NEXT, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_EXP_DEVCAP,
-    PCI_EXP_DEVCAP_FLR, PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, PCI_MSIX_FLAGS,
-    PCI_MSIX_FLAGS_QSIZE, PCI_MSIX_PBA, PCI_MSIX_PBA_BIR, PCI_MSIX_PBA_OFFSET, PCI_MSIX_TABLE,
-    PCI_MSIX_TABLE_BIR, PCI_MSIX_TABLE_OFFSET, PCI_PM_CTRL, PCI_PM_CTRL_PME_STATUS,
-    PCI_PM_CTRL_STATE_MASK, PCI_STATUS, PCI_STATUS_CAP_LIST, PCI_STD_HEADER_SIZEOF,
+use peerdma_uapi::pci::{
+    PCI_AF_CAP, PCI_AF_CAP_FLR, PCI_AF_CAP_TP, PCI_AF_CTRL, PCI_CAPABILITY_LIST, PCI_CAP_ID_AF,
+    PCI_CAP_ID_EXP, PCI_CAP_ID_PM, PCI_CAP_LIST_NEXT, PCI_EXP_DEVCAP, PCI_EXP_DEVCAP_FLR,
+    PCI_EXP_DEVCTL, PCI_PM_CTRL, PCI_STATUS, PCI_STATUS_CAP_LIST, PCI_STD_HEADER_SIZEOF,
 };
+
+/// A malformed capability chain (the PCI capability list read by [`capabilities`],
+/// or a VFIO info capability chain, which the exporter parses): where, and what is
+/// wrong. Callers that know the device turn it into an error naming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainError {
+    /// Offset of the offending capability header (VFIO: in the info buffer) or
+    /// pointer (PCI: in config space).
+    pub offset: u32,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at offset {:#x}: {}", self.offset, self.reason)
+    }
+}
+
+impl std::error::Error for ChainError {}
 
 /// The kernel's bound on standard capability list walks (PCI_FIND_CAP_TTL).
 const MAX_CAPS: usize = 48;
 
 /// Little-endian byte at `off`, if inside `config`.
-pub(crate) fn cfg_u8(config: &[u8], off: u16) -> Option<u8> {
+pub fn cfg_u8(config: &[u8], off: u16) -> Option<u8> {
     config.get(usize::from(off)).copied()
 }
 
 /// Little-endian word at `off`, if inside `config`.
-pub(crate) fn cfg_u16(config: &[u8], off: u16) -> Option<u16> {
+pub fn cfg_u16(config: &[u8], off: u16) -> Option<u16> {
     let off = usize::from(off);
     let bytes = config.get(off..off.checked_add(2)?)?;
     Some(u16::from_le_bytes(bytes.try_into().ok()?))
 }
 
 /// Little-endian dword at `off`, if inside `config`.
-pub(crate) fn cfg_u32(config: &[u8], off: u16) -> Option<u32> {
+pub fn cfg_u32(config: &[u8], off: u16) -> Option<u32> {
     let off = usize::from(off);
     let bytes = config.get(off..off.checked_add(4)?)?;
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
@@ -154,11 +170,12 @@ pub fn pmcsr_offset(caps: &[PciCap]) -> Option<u16> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use peerdma_uapi::pci::PCI_CAP_ID_MSIX;
 
     /// A 256-byte config space with the given (offset, id, next) capabilities.
-    pub(crate) fn config_with(caps: &[(u8, u8, u8)]) -> Vec<u8> {
+    fn config_with(caps: &[(u8, u8, u8)]) -> Vec<u8> {
         let mut config = vec![0u8; 256];
         config[0..2].copy_from_slice(&0x1af4u16.to_le_bytes());
         if let Some(first) = caps.first() {

@@ -1,4 +1,4 @@
-//! The leaf vocabulary of the crate, which depends on nothing else in it: PCI
+//! The leaf vocabulary of the workspace, which depends on nothing else in it: PCI
 //! function addresses ([`Bdf`], parsed once for the whole workspace, with
 //! [`ParseBdfError`]) and VFIO region indexes ([`RegionIndex`], named "BAR2",
 //! "config space (region 7)"... in messages).
@@ -7,10 +7,16 @@ use std::fmt;
 use std::str::FromStr;
 
 use peerdma_uapi::pci::PCI_STD_NUM_BARS;
-use peerdma_uapi::vfio::{
-    VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR5_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX,
-    VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX,
-};
+
+// The region indexes of a vfio-pci device, the anonymous enum of `linux/vfio.h`
+// (`VFIO_PCI_BAR0_REGION_INDEX` …). Written here so that this crate needs no VFIO
+// bindings; the exporter's `region_indexes_are_the_abi` test checks them against
+// `peerdma_uapi::vfio`, which the testbed's layout test checks against the headers.
+const VFIO_PCI_BAR0_REGION_INDEX: u32 = 0;
+const VFIO_PCI_BAR5_REGION_INDEX: u32 = 5;
+const VFIO_PCI_ROM_REGION_INDEX: u32 = 6;
+const VFIO_PCI_CONFIG_REGION_INDEX: u32 = 7;
+const VFIO_PCI_VGA_REGION_INDEX: u32 = 8;
 
 /// A PCI address that did not parse (like std's `ParseIntError`): the text and
 /// what is wrong with it.

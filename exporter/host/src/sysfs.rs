@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::addr::Bdf;
-use crate::error::{Error, Result};
+use crate::error::{HostError, Result};
 
 use peerdma_uapi::pci::{IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_MEM_64, IORESOURCE_PREFETCH};
 
@@ -52,9 +52,9 @@ impl Sysfs {
         match fs::symlink_metadata(path) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound && devices.is_dir() => {
-                Err(Error::NoSuchDevice { bdf })
+                Err(HostError::NoSuchDevice { bdf })
             }
-            Err(source) => Err(Error::Sysfs {
+            Err(source) => Err(HostError::Sysfs {
                 path: path.to_owned(),
                 source,
             }),
@@ -66,10 +66,10 @@ impl Sysfs {
     ///
     /// # Errors
     ///
-    /// [`Error::Sysfs`] when the directory cannot be read (sysfs not mounted).
+    /// [`HostError::Sysfs`] when the directory cannot be read (sysfs not mounted).
     pub fn devices(&self) -> Result<Vec<Bdf>> {
         let dir = self.root.join("bus/pci/devices");
-        let sysfs_err = |source| Error::Sysfs {
+        let sysfs_err = |source| HostError::Sysfs {
             path: dir.clone(),
             source,
         };
@@ -98,13 +98,13 @@ impl Sysfs {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchDevice`] for a BDF sysfs does not list, [`Error::Sysfs`]
+    /// [`HostError::NoSuchDevice`] for a BDF sysfs does not list, [`HostError::Sysfs`]
     /// when the file cannot be read.
     pub fn config_space(&self, bdf: Bdf) -> Result<Vec<u8>> {
         let path = self.device_path(bdf);
         self.check_exists(bdf, &path)?;
         let file = path.join("config");
-        fs::read(&file).map_err(|source| Error::Sysfs { path: file, source })
+        fs::read(&file).map_err(|source| HostError::Sysfs { path: file, source })
     }
 
     /// Reads everything this library needs about one PCI function.
@@ -112,8 +112,8 @@ impl Sysfs {
     /// # Errors
     ///
     /// A BDF with no directory under a mounted `bus/pci/devices/` is
-    /// [`Error::NoSuchDevice`]; other read failures are [`Error::Sysfs`];
-    /// an attribute in an unexpected format is [`Error::SysfsParse`].
+    /// [`HostError::NoSuchDevice`]; other read failures are [`HostError::Sysfs`];
+    /// an attribute in an unexpected format is [`HostError::SysfsParse`].
     pub fn device(&self, bdf: Bdf) -> Result<PciDevice> {
         let path = self.device_path(bdf);
         self.check_exists(bdf, &path)?;
@@ -123,7 +123,7 @@ impl Sysfs {
         let driver = link_name(&path.join("driver"))?;
         let iommu_group = match link_name(&path.join("iommu_group"))? {
             None => None,
-            Some(name) => Some(name.parse::<u32>().map_err(|_| Error::SysfsParse {
+            Some(name) => Some(name.parse::<u32>().map_err(|_| HostError::SysfsParse {
                 path: path.join("iommu_group"),
                 value: name.clone(),
                 reason: "IOMMU group link target is not a number",
@@ -243,7 +243,7 @@ impl Resource {
 }
 
 fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| Error::Sysfs {
+    fs::read_to_string(path).map_err(|source| HostError::Sysfs {
         path: path.to_owned(),
         source,
     })
@@ -257,13 +257,13 @@ fn read_hex(path: &Path) -> Result<u64> {
 fn parse_hex(path: &Path, value: &str) -> Result<u64> {
     let digits = value.strip_prefix("0x").unwrap_or(value);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::SysfsParse {
+        return Err(HostError::SysfsParse {
             path: path.to_owned(),
             value: value.to_owned(),
             reason: "expected a hexadecimal number",
         });
     }
-    u64::from_str_radix(digits, 16).map_err(|_| Error::SysfsParse {
+    u64::from_str_radix(digits, 16).map_err(|_| HostError::SysfsParse {
         path: path.to_owned(),
         value: value.to_owned(),
         reason: "hexadecimal number does not fit 64 bits",
@@ -276,13 +276,13 @@ fn link_name(path: &Path) -> Result<Option<String>> {
         Ok(target) => target
             .file_name()
             .map(|n| Some(n.to_string_lossy().into_owned()))
-            .ok_or_else(|| Error::SysfsParse {
+            .ok_or_else(|| HostError::SysfsParse {
                 path: path.to_owned(),
                 value: target.display().to_string(),
                 reason: "link target has no final component",
             }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Sysfs {
+        Err(source) => Err(HostError::Sysfs {
             path: path.to_owned(),
             source,
         }),
@@ -295,7 +295,7 @@ fn vfio_dev_name(dir: &Path) -> Result<Option<String>> {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(Error::Sysfs {
+            return Err(HostError::Sysfs {
                 path: dir.to_owned(),
                 source,
             })
@@ -303,7 +303,7 @@ fn vfio_dev_name(dir: &Path) -> Result<Option<String>> {
     };
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| Error::Sysfs {
+        let entry = entry.map_err(|source| HostError::Sysfs {
             path: dir.to_owned(),
             source,
         })?;
@@ -321,14 +321,14 @@ fn vfio_dev_name(dir: &Path) -> Result<Option<String>> {
 ///
 /// # Errors
 ///
-/// [`Error::SysfsParse`] (naming `path`) for a line that is not three hex
+/// [`HostError::SysfsParse`] (naming `path`) for a line that is not three hex
 /// numbers.
 pub fn parse_resources(path: &Path, text: &str) -> Result<Vec<Resource>> {
     let mut out = Vec::with_capacity(BAR_AND_ROM_RESOURCES);
     for line in text.lines().take(BAR_AND_ROM_RESOURCES) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [start, end, flags] = fields.as_slice() else {
-            return Err(Error::SysfsParse {
+            return Err(HostError::SysfsParse {
                 path: path.to_owned(),
                 value: line.to_owned(),
                 reason: "resource line must have three fields: start end flags",
@@ -340,7 +340,7 @@ pub fn parse_resources(path: &Path, text: &str) -> Result<Vec<Resource>> {
             flags: parse_hex(path, flags)?,
         };
         if resource.end != 0 && resource.end < resource.start {
-            return Err(Error::SysfsParse {
+            return Err(HostError::SysfsParse {
                 path: path.to_owned(),
                 value: line.to_owned(),
                 reason: "resource ends before it starts",
@@ -353,33 +353,10 @@ pub fn parse_resources(path: &Path, text: &str) -> Result<Vec<Resource>> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::fixture::TempTree;
     use std::os::unix::fs::symlink;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A scratch directory under the system temp dir, removed on drop.
-    pub(crate) struct TempTree(pub PathBuf);
-
-    impl TempTree {
-        pub(crate) fn new(tag: &str) -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "peerdma-exporter-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempTree(dir)
-        }
-    }
-
-    impl Drop for TempTree {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn fixtures() -> Sysfs {
         Sysfs::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sys"))
@@ -436,7 +413,7 @@ pub(crate) mod tests {
         let tree = TempTree::new("nodevices");
         assert!(matches!(
             Sysfs::new(&tree.0).devices(),
-            Err(Error::Sysfs { .. })
+            Err(HostError::Sysfs { .. })
         ));
     }
 
@@ -445,7 +422,7 @@ pub(crate) mod tests {
         let bdf: Bdf = "0000:0e:00.0".parse().unwrap();
         let err = fixtures().device(bdf).unwrap_err();
         assert!(
-            matches!(err, Error::NoSuchDevice { bdf: b } if b == bdf),
+            matches!(err, HostError::NoSuchDevice { bdf: b } if b == bdf),
             "{err:?}"
         );
         assert_eq!(err.errno(), Some(rustix::io::Errno::NOENT));
@@ -462,7 +439,7 @@ pub(crate) mod tests {
         let tree = TempTree::new("nosysfs");
         let bdf: Bdf = "0000:00:03.0".parse().unwrap();
         let err = Sysfs::new(&tree.0).device(bdf).unwrap_err();
-        assert!(matches!(err, Error::Sysfs { .. }), "{err:?}");
+        assert!(matches!(err, HostError::Sysfs { .. }), "{err:?}");
         assert!(err.to_string().contains("sysfs is mounted"), "{err}");
     }
 
@@ -483,7 +460,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         let err = sys.device(bdf).unwrap_err();
-        assert!(matches!(err, Error::SysfsParse { .. }), "{err:?}");
+        assert!(matches!(err, HostError::SysfsParse { .. }), "{err:?}");
         fs::remove_file(dir.join("iommu_group")).unwrap();
         symlink(
             "../../../../kernel/iommu_groups/12",
@@ -494,7 +471,7 @@ pub(crate) mod tests {
         assert_eq!(dev.iommu_group, Some(12));
         assert_eq!(dev.resources, vec![Resource::default(); 7]);
         fs::write(dir.join("vendor"), "nonsense\n").unwrap();
-        assert!(matches!(sys.device(bdf), Err(Error::SysfsParse { .. })));
+        assert!(matches!(sys.device(bdf), Err(HostError::SysfsParse { .. })));
     }
 
     #[test]
@@ -517,7 +494,7 @@ pub(crate) mod tests {
             "0x 0x1 0x1\n",
         ] {
             assert!(
-                matches!(parse_resources(p, bad), Err(Error::SysfsParse { .. })),
+                matches!(parse_resources(p, bad), Err(HostError::SysfsParse { .. })),
                 "{bad:?}"
             );
         }

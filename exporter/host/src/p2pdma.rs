@@ -1,4 +1,4 @@
-//! The PCI path between two functions and whether the kernel's P2P distance
+//! The PCI route between two functions and whether the kernel's P2P distance
 //! check lets one DMA to the other: [`Sysfs::p2p_route`].
 //!
 //! This follows `calc_map_type_and_dist()` in `drivers/pci/p2pdma.c` (Linux
@@ -37,7 +37,7 @@ use std::path::Path;
 pub use advice::{Blocker, ImporterCheck};
 
 use crate::acs::{bus_range, AcsState, PortKind};
-use crate::error::{Error, Result};
+use crate::error::{HostError, Result};
 use crate::sysfs::Sysfs;
 use crate::Bdf;
 
@@ -121,7 +121,7 @@ impl HostBridge {
     }
 }
 
-/// Where the two functions' paths meet.
+/// Where the two functions' chains meet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Upstream {
     /// A common upstream bridge (a switch port or a root port).
@@ -223,7 +223,7 @@ impl MapType {
 
 /// The verdict in the user's terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum Reach {
     /// Peer to peer through a common PCIe bridge, never reaching the root
     /// complex.
     Direct,
@@ -233,20 +233,20 @@ pub enum Route {
     Blocked,
 }
 
-impl Route {
+impl Reach {
     /// `direct`, `through the root complex`, `blocked`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Route::Direct => "direct",
-            Route::ThroughRootComplex => "through the root complex",
-            Route::Blocked => "blocked",
+            Reach::Direct => "direct",
+            Reach::ThroughRootComplex => "through the root complex",
+            Reach::Blocked => "blocked",
         }
     }
 }
 
-/// One PCI function on the path, with what the distance check reads of it.
+/// One PCI function on the route, with what the distance check reads of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathNode {
+pub struct RouteNode {
     /// Address.
     pub bdf: Bdf,
     /// Its role (root port, switch port, endpoint …).
@@ -267,7 +267,7 @@ pub struct PathNode {
 
 /// One of the two functions: what VFIO and the user need to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathEnd {
+pub struct RouteEnd {
     /// Address.
     pub bdf: Bdf,
     /// PCI vendor id.
@@ -285,7 +285,7 @@ pub struct PathEnd {
     pub vfio_bound: bool,
 }
 
-impl PathEnd {
+impl RouteEnd {
     /// Whether an IOMMU translates this device's DMA: it has an IOMMU group that is
     /// not one of vfio's no-IOMMU groups (iommufd imports need one).
     pub fn translated(&self) -> bool {
@@ -293,7 +293,7 @@ impl PathEnd {
     }
 }
 
-/// The path between two PCI functions, as [`Sysfs::p2p_route`] finds it.
+/// The route between two PCI functions, as [`Sysfs::p2p_route`] finds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct P2pRoute {
     /// The first function's chain from its root: `["pci0000:00",
@@ -309,12 +309,12 @@ pub struct P2pRoute {
     /// vfio-pci).
     pub same_iommu_group: bool,
     /// The provider (exporter).
-    pub a: PathEnd,
+    pub a: RouteEnd,
     /// The client (importer).
-    pub b: PathEnd,
+    pub b: RouteEnd,
     /// Every function of both chains below the roots: from `a` up, then down
     /// to `b`, each once.
-    pub nodes: Vec<PathNode>,
+    pub nodes: Vec<RouteNode>,
     /// Checked functions whose ACS redirects peer traffic upstream, in the
     /// kernel's order (what it prints for `pci=disable_acs_redir=`).
     pub acs_redirects: Vec<Bdf>,
@@ -329,16 +329,16 @@ pub struct P2pRoute {
 
 impl P2pRoute {
     /// The verdict in the user's terms.
-    pub fn route(&self) -> Route {
+    pub fn reach(&self) -> Reach {
         match self.map_type {
-            MapType::BusAddr => Route::Direct,
-            MapType::ThruHostBridge => Route::ThroughRootComplex,
-            MapType::NotSupported => Route::Blocked,
+            MapType::BusAddr => Reach::Direct,
+            MapType::ThruHostBridge => Reach::ThroughRootComplex,
+            MapType::NotSupported => Reach::Blocked,
         }
     }
 
     /// The node at `bdf`.
-    pub fn node(&self, bdf: Bdf) -> Option<&PathNode> {
+    pub fn node(&self, bdf: Bdf) -> Option<&RouteNode> {
         self.nodes.iter().find(|n| n.bdf == bdf)
     }
 }
@@ -349,12 +349,12 @@ impl Sysfs {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchDevice`] for a BDF sysfs does not list,
-    /// [`Error::Sysfs`] when the link cannot be resolved.
+    /// [`HostError::NoSuchDevice`] for a BDF sysfs does not list,
+    /// [`HostError::Sysfs`] when the link cannot be resolved.
     pub fn pci_chain(&self, bdf: Bdf) -> Result<Vec<String>> {
         let link = self.device_path(bdf);
         self.check_exists(bdf, &link)?;
-        let real = fs::canonicalize(&link).map_err(|source| Error::Sysfs {
+        let real = fs::canonicalize(&link).map_err(|source| HostError::Sysfs {
             path: link.clone(),
             source,
         })?;
@@ -383,19 +383,19 @@ impl Sysfs {
     ///
     /// # Errors
     ///
-    /// [`Error::PathToItself`] when `a` and `b` are one function;
-    /// [`Error::NoSuchDevice`] for a BDF sysfs does not list;
-    /// [`Error::NotAnEndpoint`] when `a` or `b` is a bridge; [`Error::Sysfs`]
-    /// and [`Error::SysfsParse`] when a link or attribute of a function on the
-    /// path or of the host bridge cannot be read.
+    /// [`HostError::RouteToItself`] when `a` and `b` are one function;
+    /// [`HostError::NoSuchDevice`] for a BDF sysfs does not list;
+    /// [`HostError::NotAnEndpoint`] when `a` or `b` is a bridge; [`HostError::Sysfs`]
+    /// and [`HostError::SysfsParse`] when a link or attribute of a function on the
+    /// route or of the host bridge cannot be read.
     pub fn p2p_route_on(&self, a: Bdf, b: Bdf, cpu: HostCpu) -> Result<P2pRoute> {
         if a == b {
-            return Err(Error::PathToItself { bdf: a });
+            return Err(HostError::RouteToItself { bdf: a });
         }
         let a_chain = self.pci_chain(a)?;
         let b_chain = self.pci_chain(b)?;
-        let a_end = self.path_end(a)?;
-        let b_end = self.path_end(b)?;
+        let a_end = self.route_end(a)?;
+        let b_end = self.route_end(b)?;
         let meeting = meeting(&a_chain, &b_chain);
 
         // The nodes, and which of them the distance check reads.
@@ -421,13 +421,13 @@ impl Sysfs {
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
             let bdf = parse_component(self, name)?;
-            nodes.push(self.path_node(bdf, checked.contains(name))?);
+            nodes.push(self.route_node(bdf, checked.contains(name))?);
         }
         for end in [a, b] {
             let node = nodes.iter().find(|n| n.bdf == end);
             if let Some(kind) = node.map(|n| n.kind) {
                 if kind.is_bridge() || kind == PortKind::HostBridge {
-                    return Err(Error::NotAnEndpoint {
+                    return Err(HostError::NotAnEndpoint {
                         bdf: end,
                         kind: kind.describe(),
                     });
@@ -505,14 +505,14 @@ impl Sysfs {
         })
     }
 
-    /// The host-bridge rule for a path under one root.
+    /// The host-bridge rule for a route under one root.
     fn through_one_host_bridge(&self, root: &str, cpu: HostCpu) -> Result<P2pVerdict> {
         let listed = self.host_bridge(root)?.is_some_and(|h| h.is_allow_listed());
         Ok(through_host_bridge(listed, cpu))
     }
 
     /// One of the two functions.
-    fn path_end(&self, bdf: Bdf) -> Result<PathEnd> {
+    fn route_end(&self, bdf: Bdf) -> Result<RouteEnd> {
         let d = self.device(bdf)?;
         let noiommu_group = d.iommu_group.is_some_and(|g| {
             std::fs::read_to_string(
@@ -523,7 +523,7 @@ impl Sysfs {
             )
             .is_ok_and(|name| name.trim() == "vfio-noiommu")
         });
-        Ok(PathEnd {
+        Ok(RouteEnd {
             bdf,
             vendor: d.vendor,
             device: d.device,
@@ -534,11 +534,11 @@ impl Sysfs {
         })
     }
 
-    /// One function on the path; an unreadable `config` reads as no bytes.
-    fn path_node(&self, bdf: Bdf, checked: bool) -> Result<PathNode> {
+    /// One function on the route; an unreadable `config` reads as no bytes.
+    fn route_node(&self, bdf: Bdf, checked: bool) -> Result<RouteNode> {
         let d = self.device(bdf)?;
         let config = self.config_space(bdf).unwrap_or_default();
-        Ok(PathNode {
+        Ok(RouteNode {
             bdf,
             kind: PortKind::from_config(&config, d.class),
             vendor: d.vendor,
@@ -560,7 +560,7 @@ impl Sysfs {
                 vendor: d.vendor,
                 device: d.device,
             })),
-            Err(Error::NoSuchDevice { .. }) => Ok(None),
+            Err(HostError::NoSuchDevice { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -579,7 +579,7 @@ fn through_host_bridge(allow_listed: bool, cpu: HostCpu) -> P2pVerdict {
 
 /// A bridge's chain component as a BDF.
 fn parse_component(sys: &Sysfs, name: &str) -> Result<Bdf> {
-    name.parse().map_err(|_| Error::SysfsParse {
+    name.parse().map_err(|_| HostError::SysfsParse {
         path: sys.root().join("devices"),
         value: name.to_string(),
         reason: "a PCI bridge's directory name is not a BDF",

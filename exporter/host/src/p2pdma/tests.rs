@@ -12,7 +12,7 @@ use peerdma_uapi::pci::{
 
 use super::*;
 use crate::acs::tests::config_dump;
-use crate::sysfs::tests::TempTree;
+use crate::fixture::TempTree;
 use rustix::io::Errno;
 
 /// A sysfs tree with PCI functions at given paths under `devices/`.
@@ -168,7 +168,7 @@ fn a_switch_without_acs_on_its_downstream_ports_is_direct() {
     assert_eq!(r.upstream, Upstream::Bridge(bdf("01:00.0")));
     assert_eq!(r.verdict, P2pVerdict::CommonBridge);
     assert_eq!(r.map_type, MapType::BusAddr);
-    assert_eq!(r.route(), Route::Direct);
+    assert_eq!(r.reach(), Reach::Direct);
     assert!(r.acs_redirects.is_empty() && r.acs_unreadable.is_empty());
     assert!(r.blockers().is_empty());
     assert!(!r.same_iommu_group);
@@ -218,7 +218,7 @@ fn acs_redirect_on_a_switch_port_sends_the_traffic_to_the_host_bridge() {
     // The kernel's order: the provider's side first.
     assert_eq!(r.acs_redirects, [bdf("02:00.0"), bdf("02:01.0")]);
     assert_eq!(r.verdict, P2pVerdict::HostBridgeNotAllowed);
-    assert_eq!(r.route(), Route::Blocked);
+    assert_eq!(r.reach(), Reach::Blocked);
     assert_eq!(
         r.disable_acs_redir_parameter().as_deref(),
         Some("pci=disable_acs_redir=0000:02:00.0;0000:02:01.0")
@@ -250,7 +250,7 @@ fn acs_redirect_on_a_switch_port_sends_the_traffic_to_the_host_bridge() {
     // On a Zen CPU the redirected traffic is allowed through the root complex.
     let r = t.sys.p2p_route_on(a, b, ZEN).unwrap();
     assert_eq!(r.verdict, P2pVerdict::CpuSupportsP2p);
-    assert_eq!(r.route(), Route::ThroughRootComplex);
+    assert_eq!(r.reach(), Reach::ThroughRootComplex);
     assert_eq!(r.map_type, MapType::ThruHostBridge);
     assert_eq!(
         r.blockers().len(),
@@ -261,7 +261,7 @@ fn acs_redirect_on_a_switch_port_sends_the_traffic_to_the_host_bridge() {
     // Only source validation and upstream forwarding on: no redirect.
     let t = switch_tree("p2p-acs-off", QEMU_Q35, Some(DOWNSTREAM_ACS_OFF), 3);
     let r = t.sys.p2p_route_on(a, b, INTEL).unwrap();
-    assert_eq!(r.route(), Route::Direct);
+    assert_eq!(r.reach(), Reach::Direct);
     let AcsState::Present(acs) = r.node(bdf("02:00.0")).unwrap().acs else {
         panic!("ACS expected");
     };
@@ -278,7 +278,7 @@ fn egress_control_alone_redirects_and_an_allow_listed_host_bridge_passes_it() {
         .unwrap();
     assert_eq!(r.acs_redirects.len(), 2);
     assert_eq!(r.verdict, P2pVerdict::AllowListedHostBridge);
-    assert_eq!(r.route(), Route::ThroughRootComplex);
+    assert_eq!(r.reach(), Reach::ThroughRootComplex);
 }
 
 #[test]
@@ -348,7 +348,7 @@ fn root_port_siblings_meet_at_the_host_bridge_which_decides() {
         }
     );
     assert_eq!(r.verdict, P2pVerdict::HostBridgeNotAllowed);
-    assert_eq!(r.route(), Route::Blocked);
+    assert_eq!(r.reach(), Reach::Blocked);
     // Without a common bridge the kernel ignores ACS.
     assert!(r.acs_redirects.is_empty());
     assert!(r.nodes.iter().all(|n| !n.checked));
@@ -363,8 +363,8 @@ fn root_port_siblings_meet_at_the_host_bridge_which_decides() {
     assert!(blockers[0].fix(true).contains("emulated PCIe switch"));
     assert!(blockers[0].fix(false).contains("one PCIe switch"));
     assert_eq!(
-        t.sys.p2p_route_on(a, b, ZEN).unwrap().route(),
-        Route::ThroughRootComplex
+        t.sys.p2p_route_on(a, b, ZEN).unwrap().reach(),
+        Reach::ThroughRootComplex
     );
     // Functions on the root bus itself meet there too.
     let r = t
@@ -396,7 +396,7 @@ fn functions_of_one_device_under_a_redirecting_root_port_are_refused() {
         .unwrap();
     assert_eq!(r.upstream, Upstream::Bridge(bdf("00:1c.0")));
     assert_eq!(r.acs_redirects, [bdf("00:1c.0")]);
-    assert_eq!(r.route(), Route::Blocked);
+    assert_eq!(r.reach(), Reach::Blocked);
 }
 
 #[test]
@@ -520,21 +520,21 @@ fn bad_input_is_named() {
         .p2p_route_on(bdf("03:00.0"), bdf("0e:00.0"), INTEL)
         .unwrap_err();
     assert!(
-        matches!(err, Error::NoSuchDevice { bdf: b } if b == bdf("0e:00.0")),
+        matches!(err, HostError::NoSuchDevice { bdf: b } if b == bdf("0e:00.0")),
         "{err:?}"
     );
     let err = t
         .sys
         .p2p_route_on(bdf("03:00.0"), bdf("03:00.0"), INTEL)
         .unwrap_err();
-    assert!(matches!(err, Error::PathToItself { .. }), "{err:?}");
+    assert!(matches!(err, HostError::RouteToItself { .. }), "{err:?}");
     assert!(err.to_string().contains("named twice"), "{err}");
     let err = t
         .sys
         .p2p_route_on(bdf("02:00.0"), bdf("04:00.0"), INTEL)
         .unwrap_err();
     assert!(
-        matches!(err, Error::NotAnEndpoint { bdf: b, kind: "switch downstream port" } if b == bdf("02:00.0")),
+        matches!(err, HostError::NotAnEndpoint { bdf: b, kind: "switch downstream port" } if b == bdf("02:00.0")),
         "{err:?}"
     );
     let err = t
@@ -544,7 +544,7 @@ fn bad_input_is_named() {
     assert!(
         matches!(
             err,
-            Error::NotAnEndpoint {
+            HostError::NotAnEndpoint {
                 kind: "host bridge",
                 ..
             }

@@ -16,7 +16,7 @@ pub const ACS_CAVEAT: &str = "this lets the devices below that port reach each o
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Blocker {
     /// The function's ACS control redirects peer requests upstream, so the
-    /// path through the common bridge is not taken.
+    /// route through the common bridge is not taken.
     AcsRedirect {
         /// The redirecting function.
         bdf: Bdf,
@@ -136,7 +136,7 @@ impl P2pRoute {
         out
     }
 
-    /// The kernel parameter that turns every ACS redirect on the path off:
+    /// The kernel parameter that turns every ACS redirect on the route off:
     /// `pci=disable_acs_redir=BDF;BDF` (the list the kernel prints), when
     /// there are any.
     pub fn disable_acs_redir_parameter(&self) -> Option<String> {
