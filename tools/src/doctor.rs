@@ -768,16 +768,11 @@ fn importers(r: &mut Report, host: &HostPaths) {
 mod tests {
     use std::fs;
     use std::os::unix::fs::symlink;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
+
+    use peerdma_host::fixture::TempTree;
 
     use super::*;
-
-    struct Tmp(PathBuf);
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn write(root: &Path, rel: &str, text: &str) {
         let p = root.join(rel);
@@ -788,10 +783,8 @@ mod tests {
     /// A machine: 7.2 without a config file, no iommufd, vfio-pci registered,
     /// noiommu; one ivshmem device bound to vfio-pci, one bound to a variant
     /// driver, one to a kernel driver.
-    fn machine(tag: &str) -> Tmp {
-        let t =
-            Tmp(std::env::temp_dir().join(format!("peerdma-doctor-{tag}-{}", std::process::id())));
-        let _ = fs::remove_dir_all(&t.0);
+    fn machine(tag: &str) -> TempTree {
+        let t = TempTree::new(&format!("doctor-{tag}"));
         let r = &t.0;
         write(r, "proc/sys/kernel/osrelease", "7.2.13+deb14-amd64\n");
         write(r, "proc/kallsyms", "ffffffff81000000 T dma_buf_export\n");

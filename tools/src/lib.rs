@@ -17,5 +17,3 @@ pub mod route;
 pub mod size;
 #[cfg(test)]
 mod size_fuzz;
-#[cfg(test)]
-mod sysfs_tree;

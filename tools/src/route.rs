@@ -382,7 +382,7 @@ mod tests {
 
     use super::*;
 
-    use crate::sysfs_tree::SysfsTree as Tree;
+    use peerdma_host::fixture::TempTree as Tree;
 
     /// Adds a 1af4:1110 function of class `class`; an endpoint gets its own IOMMU group.
     trait AddClass {

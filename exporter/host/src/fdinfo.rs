@@ -7,7 +7,7 @@
 //! break parsing.
 //!
 //! This module depends on nothing else in the crate (its errors are its own
-//! [`FdInfoError`]), so importers use it for any dma-buf without the VFIO parts.
+//! [`FdInfoError`]), so the exporter and the importers use it for any dma-buf.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};

@@ -1,5 +1,6 @@
-//! Which processes hold a VFIO node open: what a user needs when the kernel says a
-//! device is busy (a cdev opens once; a group once), read from `/proc/PID/fd`.
+//! Which processes hold a device node open (a VFIO cdev or group, a DRM card): what a
+//! user needs when the kernel says a device is busy (a VFIO cdev opens once, a group
+//! once), read from `/proc/PID/fd`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

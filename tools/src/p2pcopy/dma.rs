@@ -224,7 +224,7 @@ mod tests {
 
     use super::*;
 
-    use crate::sysfs_tree::SysfsTree as Tree;
+    use peerdma_host::fixture::TempTree as Tree;
 
     /// Adds a function bound to `driver`.
     trait AddBound {

@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 /// A sysfs tree with PCI functions at given paths under `devices/`.
 struct Tree {
-    _dir: TempTree,
+    dir: TempTree,
     sys: Sysfs,
 }
 
@@ -37,14 +37,12 @@ impl Tree {
         let dir = TempTree::new(tag);
         fs::create_dir_all(dir.0.join("bus/pci/devices")).unwrap();
         let sys = Sysfs::new(&dir.0);
-        Tree { _dir: dir, sys }
+        Tree { dir, sys }
     }
 
     /// Adds a function at `devices/<path>` (its last component is the BDF)
     /// and links `bus/pci/devices/BDF` to it.
     fn add(&self, path: &str, f: Fn) -> &Tree {
-        let dir: PathBuf = self.sys.root().join("devices").join(path);
-        fs::create_dir_all(&dir).unwrap();
         let bdf = path.rsplit('/').next().unwrap();
         let (vendor, device, class, config, group) = match f {
             Fn::Host(v, d) => (v, d, 0x060000, vec![0u8; 256], None),
@@ -62,10 +60,7 @@ impl Tree {
                 g,
             ),
         };
-        fs::write(dir.join("vendor"), format!("{vendor:#06x}\n")).unwrap();
-        fs::write(dir.join("device"), format!("{device:#06x}\n")).unwrap();
-        fs::write(dir.join("class"), format!("{class:#08x}\n")).unwrap();
-        fs::write(dir.join("resource"), "").unwrap();
+        let dir: PathBuf = self.dir.function(path, (vendor, device), class);
         fs::write(dir.join("config"), config).unwrap();
         if let Some(g) = group {
             symlink(
@@ -74,11 +69,6 @@ impl Tree {
             )
             .unwrap();
         }
-        symlink(
-            format!("../../../devices/{path}"),
-            self.sys.root().join("bus/pci/devices").join(bdf),
-        )
-        .unwrap();
         self
     }
 
