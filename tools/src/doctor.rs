@@ -722,12 +722,12 @@ fn importers(r: &mut Report, host: &HostPaths) {
     }
     for d in &atlas.rdma {
         let driver = d.driver.as_deref().unwrap_or("unknown driver");
-        let status = match d.accepts_bar {
+        let status = match d.imports_bar() {
             Some(true) => Status::Pass,
             Some(false) => Status::Info,
             None => Status::Info,
         };
-        let verdict = match d.accepts_bar {
+        let verdict = match d.imports_bar() {
             Some(true) => "takes BAR dma-bufs",
             Some(false) => "cannot take BAR dma-bufs",
             None => "unknown",
@@ -736,7 +736,7 @@ fn importers(r: &mut Report, host: &HostPaths) {
             S,
             &format!("RDMA {}", d.name),
             status,
-            format!("{driver}: {verdict} ({})", d.note),
+            format!("{driver}: {verdict} ({})", d.why()),
         );
     }
     if atlas.render_nodes.is_empty() {
@@ -744,7 +744,7 @@ fn importers(r: &mut Report, host: &HostPaths) {
     }
     for n in &atlas.render_nodes {
         let driver = n.driver.as_deref().unwrap_or("unknown driver");
-        let (status, verdict) = match n.imports_bar {
+        let (status, verdict) = match n.imports_bar() {
             Some(true) => (Status::Pass, "can import BAR dma-bufs"),
             Some(false) => (Status::Info, "cannot import BAR dma-bufs"),
             None => (Status::Info, "unknown"),
@@ -753,7 +753,7 @@ fn importers(r: &mut Report, host: &HostPaths) {
             S,
             &format!("DRM {}", n.name),
             status,
-            format!("{driver}: {verdict} ({})", n.note),
+            format!("{driver}: {verdict} ({})", n.why()),
         );
     }
     r.push(

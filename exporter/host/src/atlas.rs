@@ -11,30 +11,31 @@
 use crate::importers::{importer_driver, ImporterDriver, RdmaDriver, Subsystem};
 use crate::kernel::HostPaths;
 
-/// One RDMA device.
+/// One importing device of the machine (an RDMA device, a DRM render node) and its
+/// driver's row of the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RdmaDevice {
-    /// `mlx5_0`, `rxe0` …
+pub struct ImporterDevice {
+    /// `mlx5_0`, `rxe0`, `renderD128` …
     pub name: String,
-    /// Its driver family (`mlx5`, `irdma`, `rxe` …), when known.
+    /// Its driver (RDMA: the family, `mlx5`, `irdma`, `rxe` …; DRM: `amdgpu`,
+    /// `virtio_gpu` …), when sysfs names one.
     pub driver: Option<String>,
-    /// Whether it takes a BAR dma-buf (`None`: a driver the table lacks).
-    pub accepts_bar: Option<bool>,
-    /// Why.
-    pub note: &'static str,
+    /// The driver's row of [`IMPORTER_DRIVERS`](crate::importers::IMPORTER_DRIVERS);
+    /// `None` for a driver the table lacks.
+    pub row: Option<&'static ImporterDriver>,
 }
 
-/// One DRM render node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RenderNode {
-    /// `renderD128`.
-    pub name: String,
-    /// Its DRM driver.
-    pub driver: Option<String>,
+impl ImporterDevice {
     /// Whether it can import a BAR dma-buf (`None`: a driver the table lacks).
-    pub imports_bar: Option<bool>,
-    /// Why.
-    pub note: &'static str,
+    pub fn imports_bar(&self) -> Option<bool> {
+        self.row.map(|r| r.bar.accepts())
+    }
+
+    /// Why, in a sentence.
+    pub fn why(&self) -> &'static str {
+        self.row
+            .map_or("a driver the table does not cover", |r| r.why)
+    }
 }
 
 /// The importers of one machine.
@@ -43,9 +44,9 @@ pub struct Atlas {
     /// `/dev/iommu` exists.
     pub iommufd: bool,
     /// `/sys/class/infiniband/*`.
-    pub rdma: Vec<RdmaDevice>,
+    pub rdma: Vec<ImporterDevice>,
     /// `/sys/class/drm/renderD*`.
-    pub render_nodes: Vec<RenderNode>,
+    pub render_nodes: Vec<ImporterDevice>,
 }
 
 impl Atlas {
@@ -56,12 +57,10 @@ impl Atlas {
             .into_iter()
             .map(|name| {
                 let driver = RdmaDriver::of_device(host, &name);
-                let (accepts_bar, note) = verdict(driver.as_ref().and_then(RdmaDriver::importer));
-                RdmaDevice {
+                ImporterDevice {
+                    row: driver.as_ref().and_then(RdmaDriver::importer),
                     driver: driver.map(|d| d.family().to_string()),
                     name,
-                    accepts_bar,
-                    note,
                 }
             })
             .collect();
@@ -71,16 +70,12 @@ impl Atlas {
             .filter(|n| n.starts_with("renderD"))
             .map(|name| {
                 let driver = drm_driver(host, &name);
-                let (imports_bar, note) = verdict(
-                    driver
+                ImporterDevice {
+                    row: driver
                         .as_deref()
                         .and_then(|d| importer_driver(Subsystem::Drm, d)),
-                );
-                RenderNode {
-                    name,
                     driver,
-                    imports_bar,
-                    note,
+                    name,
                 }
             })
             .collect();
@@ -89,15 +84,6 @@ impl Atlas {
             rdma,
             render_nodes,
         }
-    }
-}
-
-/// Whether a driver's row lets it take a BAR dma-buf, and why; `None` for a driver
-/// the table lacks.
-fn verdict(row: Option<&ImporterDriver>) -> (Option<bool>, &'static str) {
-    match row {
-        Some(d) => (Some(d.bar.accepts()), d.why),
-        None => (None, "a driver the table does not cover"),
     }
 }
 
@@ -153,7 +139,7 @@ mod tests {
         let rdma: Vec<(&str, Option<&str>, Option<bool>)> = a
             .rdma
             .iter()
-            .map(|d| (d.name.as_str(), d.driver.as_deref(), d.accepts_bar))
+            .map(|d| (d.name.as_str(), d.driver.as_deref(), d.imports_bar()))
             .collect();
         assert_eq!(
             rdma,
@@ -169,7 +155,7 @@ mod tests {
         let drm: Vec<(&str, Option<&str>, Option<bool>)> = a
             .render_nodes
             .iter()
-            .map(|d| (d.name.as_str(), d.driver.as_deref(), d.imports_bar))
+            .map(|d| (d.name.as_str(), d.driver.as_deref(), d.imports_bar()))
             .collect();
         assert_eq!(
             drm,
