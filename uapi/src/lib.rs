@@ -8,8 +8,8 @@
 //! from those crates; everything else is written here. Ioctl opcodes are
 //! [`rustix::ioctl::Opcode`] constants (neither bindings crate gives usable ones).
 //!
-//! The crate holds no logic except [`flex`], the builder for variable-length ioctl
-//! arguments (a fixed header followed by an array), and [`ioctl`], the typed call
+//! The crate holds no logic except `flex`, the builder for variable-length ioctl
+//! arguments (a fixed header followed by an array), and `ioctl`, the typed call
 //! patterns that bind each opcode to its argument; they are the only places with
 //! `unsafe`.
 //!
