@@ -1,6 +1,8 @@
-//! Fuzz targets for every parser and rule engine of this crate that takes
-//! outside input, on stable Rust: a seeded generator ([`Rng`]) and a small driver
-//! ([`run`]) instead of cargo-fuzz (which needs a nightly toolchain).
+//! Fuzz targets for every parser and rule engine that takes outside input, this
+//! crate's and those of `peerdma-host` it builds on (BDFs, the PCI capability list,
+//! fdinfo, debugfs bufinfo, sysfs `resource`, through their public API), on stable
+//! Rust: a seeded generator ([`Rng`]) and a small driver ([`run`]) instead of
+//! cargo-fuzz (which needs a nightly toolchain).
 //!
 //! Each target takes one generated case and returns `Err(description)` when a
 //! property fails (a disagreement with the model); a panic is caught and counted.
