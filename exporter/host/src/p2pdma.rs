@@ -221,7 +221,8 @@ impl MapType {
     }
 }
 
-/// The verdict in the user's terms.
+/// Whether and how one function's DMA reaches the other's BAR, in the user's terms
+/// ([`MapType`] is the kernel's): what `peerdma path` prints as the verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reach {
     /// Peer to peer through a common PCIe bridge, never reaching the root
@@ -328,7 +329,7 @@ pub struct P2pRoute {
 }
 
 impl P2pRoute {
-    /// The verdict in the user's terms.
+    /// How the provider's BAR is reached, in the user's terms (from [`Self::map_type`]).
     pub fn reach(&self) -> Reach {
         match self.map_type {
             MapType::BusAddr => Reach::Direct,
