@@ -1,6 +1,6 @@
 //! What every mapping in an IOAS says of itself ([`Mapped`]): where it is, how long,
 //! what devices may do through it, and whether DMA through it still reaches the
-//! memory. An engine's checked copy ([`crate::engine::AttachedEngine::copy`]) asks
+//! memory. An engine's checked copy (`peerdma_engine::AttachedEngine::copy`) asks
 //! this of both sides before and after it moves bytes.
 
 use std::os::fd::AsFd;

@@ -14,10 +14,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peerdma_engine::nvme::command::Io;
+use peerdma_engine::nvme::IoStats;
+use peerdma_engine::{AttachedEngine, EngineOptions, NvmeOptions};
 use peerdma_exporter::Bdf;
-use peerdma_importer::engine::nvme::command::Io;
-use peerdma_importer::engine::nvme::IoStats;
-use peerdma_importer::engine::{AttachedEngine, EngineOptions, NvmeOptions};
 use peerdma_importer::iommufd::{Access, Iommufd, Iova, UserBuffer};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};

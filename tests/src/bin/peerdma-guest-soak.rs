@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use peerdma_engine::AttachedEngine;
 use peerdma_exporter::{AccessPath, Bdf, Device, DmaRange, OpenOptions};
-use peerdma_importer::engine::AttachedEngine;
 use peerdma_importer::iommufd::{Access, Iommufd, Iova};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps, rss_kib};

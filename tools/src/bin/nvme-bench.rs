@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use peerdma_engine::nvme::command::Io;
+use peerdma_engine::nvme::{DataPointer, IoStats};
+use peerdma_engine::{AttachedEngine, EngineOptions, NvmeOptions};
 use peerdma_exporter::{Bdf, DmaBuf, DmaRange, OpenOptions};
-use peerdma_importer::engine::nvme::command::Io;
-use peerdma_importer::engine::nvme::{DataPointer, IoStats};
-use peerdma_importer::engine::{AttachedEngine, EngineOptions, NvmeOptions};
 use peerdma_importer::iommufd::{Access, DmaBufMapping, Iommufd, Iova, UserBuffer, UserMapping};
 use peerdma_tools::p2pcopy::{
     self, Endpoint, EndpointSpec, NvmeTarget, StorageReport, StorageRequest, Target,

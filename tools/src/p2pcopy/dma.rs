@@ -1,12 +1,12 @@
 //! The DMA path: both spans exported as single-range dma-bufs, mapped by the
-//! iommufd importer into the IOAS an engine (`peerdma_importer::engine`) is
+//! iommufd importer into the IOAS an engine (`peerdma_engine`) is
 //! attached to, and the engine moves the data from one IOVA to the other. The
 //! CPU never touches the data on this path.
 
 use std::path::Path;
 
+use peerdma_engine::{self as engine, AttachedEngine};
 use peerdma_exporter::{Bdf, DmaBuf, DmaRange, Sysfs};
-use peerdma_importer::engine::{self, AttachedEngine};
 use peerdma_importer::iommufd::{Access, DmaBufMapping, Iommufd, Iova, MappingState, DEV_IOMMU};
 
 use super::path::{CopyPath, PathKind, Side, StepError};
@@ -54,7 +54,7 @@ pub(super) fn find_engine(
         .filter(|b| {
             sys.device(*b).is_ok_and(|d| {
                 d.is_vfio_bound()
-                    && engine::driver_for(d.vendor, d.device).is_some()
+                    && engine::EngineId::by_pci_id(d.vendor, d.device).is_some()
                     && !engine::is_nvme_class(d.class)
             })
         })

@@ -1,7 +1,7 @@
 //! Storage copies: an NVMe namespace to or from a BAR (peer-to-peer: the controller's
 //! data IOVAs are the BAR's dma-buf, mapped in the controller's IOAS) or host memory
 //! (the baseline), driven by the user-space NVMe engine
-//! (`peerdma_importer::engine::nvme`).
+//! (`peerdma_engine::nvme`).
 //!
 //! NVMe → memory is a stream of Reads, memory → NVMe a stream of Writes, up to the
 //! queue depth in flight, each command at most the transfer size (and the controller's
@@ -14,10 +14,10 @@
 
 use std::time::{Duration, Instant};
 
+use peerdma_engine::nvme::command::Io;
+use peerdma_engine::nvme::{IoStats, NamespaceInfo, NvmeError, NVME_CLASS};
+use peerdma_engine::{AttachedEngine, EngineError, EngineOptions, Nvme, NvmeOptions};
 use peerdma_exporter::{AccessPath, Bdf, DmaBuf, DmaRange, OpenOptions, RevokeState, Sysfs};
-use peerdma_importer::engine::nvme::command::Io;
-use peerdma_importer::engine::nvme::{IoStats, NamespaceInfo, NvmeError, NVME_CLASS};
-use peerdma_importer::engine::{AttachedEngine, EngineError, EngineOptions, Nvme, NvmeOptions};
 use peerdma_importer::iommufd::{
     Access, DmaBufMapping, Iommufd, Iova, MappingState, UserBuffer, UserMapping,
 };

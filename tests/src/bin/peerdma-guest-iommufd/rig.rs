@@ -2,10 +2,10 @@
 //! mapped, edu attached to the same IOAS, and where in the BAR each scenario works.
 
 use anyhow::{Context, Result};
+use peerdma_engine::{DmaEngine, Edu, TransferReport};
 use peerdma_exporter::{
     AccessPath, Bdf, Device, DmaBuf, DmaRange, MappedRegion, OpenOptions, PassedFds,
 };
-use peerdma_importer::engine::{DmaEngine, Edu, TransferReport};
 use peerdma_importer::iommufd::{
     Access, Attachment, DmaBufMapping, Ioas, Iommufd, Iova, Placement, UserBuffer, UserMapping,
 };

@@ -1,7 +1,7 @@
 //! `bar-to-host`: a pattern written into the BAR → edu → host memory, checked here.
 
 use anyhow::Result;
-use peerdma_importer::engine::DmaEngine;
+use peerdma_engine::DmaEngine;
 use peerdma_importer::iommufd::{Access, Iova};
 use peerdma_testbed::pattern;
 use serde_json::{json, Value};

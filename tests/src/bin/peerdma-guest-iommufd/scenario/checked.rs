@@ -6,8 +6,8 @@
 //! instead of returning `Ok` with nothing landed.
 
 use anyhow::{bail, Result};
+use peerdma_engine::{AttachedEngine, EngineError, Span};
 use peerdma_exporter::DmaRange;
-use peerdma_importer::engine::{AttachedEngine, EngineError, Span};
 use peerdma_importer::iommufd::{Access, Iommufd, Iova, UserBuffer};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::pattern;

@@ -9,10 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peerdma_engine::{AttachedEngine, EngineError, EngineId, Span, TransferReport};
 use peerdma_exporter::{Device, DmaBuf, DmaRange, MappedRegion};
-use peerdma_importer::engine::{
-    driver_for, is_nvme_class, AttachedEngine, EngineError, Span, TransferReport,
-};
 use peerdma_importer::iommufd::{
     Access, Iommufd, Iova, Mapped, MappingState, UserBuffer, UserMapping,
 };
@@ -44,7 +42,10 @@ pub(crate) fn engines(m: &Manifest) -> Vec<&ManifestDevice> {
             )
             .ok()
             .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok());
-            driver_for(vendor, device).is_some() || class.is_some_and(is_nvme_class)
+            match class {
+                Some(class) => EngineId::of_function(vendor, device, class).is_some(),
+                None => EngineId::by_pci_id(vendor, device).is_some(),
+            }
         })
         .collect()
 }

@@ -4,8 +4,8 @@
 use std::os::fd::AsFd;
 
 use anyhow::Result;
+use peerdma_engine::{Edu, EngineError};
 use peerdma_exporter::{AccessPath, Device, DmaRange, OpenOptions, PassedFds};
-use peerdma_importer::engine::{Edu, EngineError};
 use peerdma_importer::iommufd::{self, Access, Ioas, Iommufd, Iova};
 use peerdma_testbed::process::fd_count;
 use serde_json::{json, Value};

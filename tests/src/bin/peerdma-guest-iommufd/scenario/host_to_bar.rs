@@ -2,7 +2,7 @@
 //! host finds it in the backing file.
 
 use anyhow::Result;
-use peerdma_importer::engine::DmaEngine;
+use peerdma_engine::DmaEngine;
 use peerdma_importer::iommufd::{Access, Iova};
 use peerdma_testbed::pattern;
 use serde_json::{json, Value};

@@ -19,7 +19,7 @@ use peerdma_uapi::nvme::*;
 
 use super::backing::{Backing, DmaBuffer, DmaMemory, RegisterIo};
 use super::command::PAGE;
-use crate::iommufd::{self, Access, UserBuffer};
+use peerdma_importer::iommufd::{self, Access, UserBuffer};
 
 /// The model's controller address in the driver's errors.
 pub fn bdf() -> Bdf {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use peerdma_exporter::{Bdf, Device, MappedRegion};
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
-use super::{check_span, DmaEngine, EngineError, Result, TransferReport};
+use crate::{check_span, DmaEngine, EngineError, Result, TransferReport};
 
 /// PCI vendor id of QEMU's edu.
 pub const EDU_VENDOR: u16 = 0x1234;

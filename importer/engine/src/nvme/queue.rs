@@ -11,7 +11,7 @@ use peerdma_uapi::nvme::{nvme_cqe, nvme_sqe, NVME_CQE_PHASE};
 use super::backing::{DmaBuffer, DmaMemory, RegisterIo};
 use super::error::NvmeError;
 use super::regs::Registers;
-use crate::iommufd::Access;
+use peerdma_importer::iommufd::Access;
 
 /// A queue pair: SQ and CQ `qid`, `entries` deep each.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ impl<D: DmaBuffer> QueuePair<D> {
         memory: &M,
         qid: u16,
         entries: u32,
-    ) -> crate::iommufd::Result<QueuePair<D>> {
+    ) -> peerdma_importer::iommufd::Result<QueuePair<D>> {
         let sq_len = entries as usize * size_of::<nvme_sqe>();
         let cq_len = entries as usize * size_of::<nvme_cqe>();
         let sq = memory.alloc(sq_len, Access::Read)?;

@@ -46,16 +46,16 @@ use std::time::{Duration, Instant};
 
 use peerdma_exporter::{Bdf, Device};
 use peerdma_uapi::nvme::*;
-use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
+use peerdma_uapi::pci::{PCI_CLASS_REVISION, PCI_DEVICE_ID, PCI_VENDOR_ID};
 
-use super::{DmaEngine, EngineError, Result as EngineResult, TransferReport};
-use crate::iommufd::{Access, Ioas};
+use crate::{DmaEngine, EngineError, Result as EngineResult, TransferReport};
 use backing::Buffer;
 pub use backing::{Backing, Bar0, DmaBuffer, DmaMemory, RegisterIo, Vfio};
 use command::{Io, MAX_PRP_BYTES, PAGE};
 pub use error::{CommandDesc, NvmeError, Status};
 pub use identify::{ControllerInfo, NamespaceInfo};
 pub use io::IoStats;
+use peerdma_importer::iommufd::{Access, Ioas};
 use queue::QueuePair;
 use regs::Registers;
 
@@ -180,7 +180,10 @@ impl Nvme<Vfio> {
     pub fn open(device: &Device, opts: NvmeOptions) -> Result<Nvme, NvmeError> {
         let bdf = device.bdf();
         let dev_err = |source| NvmeError::Device { bdf, source };
-        let class = device.config_read_u32(0x08).map_err(dev_err)? >> 8;
+        let class = device
+            .config_read_u32(PCI_CLASS_REVISION)
+            .map_err(dev_err)?
+            >> 8;
         if class != NVME_CLASS {
             return Err(NvmeError::NotNvme {
                 bdf,

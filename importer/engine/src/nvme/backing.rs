@@ -13,7 +13,7 @@ use std::fmt::Debug;
 
 use peerdma_exporter::MappedRegion;
 
-use crate::iommufd::{self, Access, Ioas, Iova, UserBuffer, UserMapping};
+use peerdma_importer::iommufd::{self, Access, Ioas, Iova, UserBuffer, UserMapping};
 
 /// 32-bit register accesses at byte offsets of BAR0 (Base spec "Controller
 /// Properties"); 64-bit registers go as two dwords, low first.
