@@ -56,7 +56,7 @@ pub use error::{CommandDesc, NvmeError, Status};
 pub use identify::{ControllerInfo, NamespaceInfo};
 pub use io::IoStats;
 use peerdma_importer::iommufd::{Access, Ioas};
-use queue::QueuePair;
+use queue::Queue;
 use regs::Registers;
 
 /// PCI vendor id of QEMU's emulated NVMe controller (Red Hat).
@@ -140,8 +140,8 @@ impl Default for NvmeOptions {
 /// The memory and state of a started controller.
 #[derive(Debug)]
 struct Started<D: DmaBuffer> {
-    admin: QueuePair<D>,
-    io: QueuePair<D>,
+    admin: Queue<D>,
+    io: Queue<D>,
     identify: D,
     prp_lists: D,
     ctrl: Option<ControllerInfo>,
@@ -331,7 +331,7 @@ impl<B: Backing> Nvme<B> {
 
     /// Allocates the queues, Identify page and PRP lists from `memory` (for VFIO the
     /// [`Ioas`] the device is attached to: mapped there) and brings the controller up:
-    /// admin queue, enable, Identify Controller and Namespace, one I/O queue pair.
+    /// admin queue, enable, Identify Controller and Namespace, one I/O queue (an SQ and its CQ).
     ///
     /// # Errors
     ///
@@ -342,8 +342,8 @@ impl<B: Backing> Nvme<B> {
         let ioerr = |source| NvmeError::Iommufd { bdf, source };
         let qd = self.opts.queue_depth;
         let started = Started {
-            admin: QueuePair::new(memory, 0, ADMIN_ENTRIES).map_err(ioerr)?,
-            io: QueuePair::new(memory, 1, qd + 1).map_err(ioerr)?,
+            admin: Queue::new(memory, 0, ADMIN_ENTRIES).map_err(ioerr)?,
+            io: Queue::new(memory, 1, qd + 1).map_err(ioerr)?,
             identify: memory
                 .alloc(NVME_IDENTIFY_DATA_SIZE, Access::Write)
                 .map_err(ioerr)?,
@@ -381,8 +381,8 @@ impl<B: Backing> Nvme<B> {
         s.admin.reset();
         s.io.reset();
         self.regs.enable(
-            s.admin.sq_iova(),
-            s.admin.cq_iova(),
+            s.admin.sq.iova(),
+            s.admin.cq.iova(),
             ADMIN_ENTRIES,
             ADMIN_ENTRIES,
         )?;
@@ -428,13 +428,14 @@ impl<B: Backing> Nvme<B> {
         let s = self.started.as_mut().expect("started");
         s.ctrl = Some(ctrl);
         s.ns = Some(ns);
-        let (entries, cq_iova, sq_iova) = (s.io.entries(), s.io.cq_iova(), s.io.sq_iova());
+        let (cq_entries, cq_iova) = (s.io.cq.entries(), s.io.cq.iova());
+        let (sq_entries, sq_iova) = (s.io.sq.entries(), s.io.sq.iova());
         self.admin(
-            |cid| command::create_cq(cid, 1, entries, cq_iova),
+            |cid| command::create_cq(cid, 1, cq_entries, cq_iova),
             "Create I/O Completion Queue",
         )?;
         self.admin(
-            |cid| command::create_sq(cid, 1, entries, sq_iova, 1),
+            |cid| command::create_sq(cid, 1, sq_entries, sq_iova, 1),
             "Create I/O Submission Queue",
         )?;
         self.started.as_mut().expect("started").ready = true;
@@ -481,12 +482,12 @@ impl<B: Backing> Nvme<B> {
             cid,
             lba: None,
         };
-        s.admin.push(&build(cid));
-        s.admin.announce(&self.regs)?;
+        s.admin.sq.push(&build(cid));
+        s.admin.sq.announce(&self.regs)?;
         let start = Instant::now();
         let mut spins = 0u32;
         let result = loop {
-            if let Some(cqe) = s.admin.poll(&self.regs)? {
+            if let Some(cqe) = s.admin.cq.poll(&self.regs)? {
                 if cqe.cid != cid {
                     continue;
                 }
