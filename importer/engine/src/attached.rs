@@ -189,9 +189,9 @@ impl AttachedEngine {
                 ));
             }
             let (ok, needs) = if writes {
-                (m.access().writes(), "writes")
+                (m.prot().writes(), "writes")
             } else {
-                (m.access().reads(), "reads")
+                (m.prot().reads(), "reads")
             };
             if !ok {
                 return Err(unusable(
@@ -199,7 +199,7 @@ impl AttachedEngine {
                         "mapping at IOVA {:#x} is {}, and the engine {needs} it: the IOMMU \
                          would refuse every access",
                         m.iova(),
-                        m.access()
+                        m.prot()
                     ),
                     "map it with the access the copy needs",
                 ));

@@ -47,7 +47,7 @@ pub use attach::Attachment;
 pub use dmabuf_mapping::{DmaBufMapping, MappingState};
 pub use error::{Error, Result, SpanRule};
 pub use iova::{Iova, IovaRange, Placement, DEFAULT_GUARD};
-pub use map_request::Access;
+pub use map_request::Prot;
 pub use mapped::Mapped;
 pub use user_memory::{UserBuffer, UserMapping};
 

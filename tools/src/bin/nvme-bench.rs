@@ -26,7 +26,7 @@ use peerdma_engine::nvme::command::Io;
 use peerdma_engine::nvme::{DataPointer, IoStats};
 use peerdma_engine::{AttachedEngine, EngineOptions, NvmeOptions};
 use peerdma_exporter::{Bdf, DmaBuf, DmaRange, OpenOptions};
-use peerdma_importer::iommufd::{Access, DmaBufMapping, Iommufd, Iova, UserBuffer, UserMapping};
+use peerdma_importer::iommufd::{DmaBufMapping, Iommufd, Iova, Prot, UserBuffer, UserMapping};
 use peerdma_tools::p2pcopy::{
     self, Endpoint, EndpointSpec, NvmeTarget, StorageReport, StorageRequest, Target,
 };
@@ -168,7 +168,7 @@ impl Cell {
             .with_context(|| format!("exporting {} BAR{}", cli.bar, bar.bar.index))?;
         let dma = engine
             .ioas()
-            .map_vfio_dmabuf(&bar.device, buf, 0, size, Iova::Guarded, Access::ReadWrite)
+            .map_vfio_dmabuf(&bar.device, buf, 0, size, Iova::Guarded, Prot::ReadWrite)
             .context("mapping the BAR's dma-buf")?;
         let host = engine
             .ioas()
@@ -179,7 +179,7 @@ impl Cell {
                     UserBuffer::new(size as usize)?
                 },
                 Iova::Guarded,
-                Access::ReadWrite,
+                Prot::ReadWrite,
             )
             .context("mapping the host buffer")?;
         Ok(Cell {

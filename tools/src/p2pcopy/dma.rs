@@ -7,7 +7,7 @@ use std::path::Path;
 
 use peerdma_engine::{self as engine, AttachedEngine};
 use peerdma_exporter::{Bdf, DmaBuf, DmaRange, Sysfs};
-use peerdma_importer::iommufd::{Access, DmaBufMapping, Iommufd, Iova, MappingState, DEV_IOMMU};
+use peerdma_importer::iommufd::{DmaBufMapping, Iommufd, Iova, MappingState, Prot, DEV_IOMMU};
 
 use super::path::{CopyPath, PathKind, Side, StepError};
 use super::{CopyError, Endpoint, Unavailable};
@@ -151,8 +151,8 @@ impl Dma {
                 .ioas()
                 .map_vfio_dmabuf(&ep.device, buf, 0, size, Iova::Guarded, access)?)
         };
-        let src_map = map(src, Access::Read)?;
-        let dst_map = map(dst, Access::Write)?;
+        let src_map = map(src, Prot::Read)?;
+        let dst_map = map(dst, Prot::Write)?;
         let dst_shift = if fault_dst { dst_map.len() } else { 0 };
         Ok(Dma {
             src_map,

@@ -55,7 +55,7 @@ use command::{Io, MAX_PRP_BYTES, PAGE};
 pub use error::{CommandDesc, NvmeError, Status};
 pub use identify::{ControllerInfo, NamespaceInfo};
 pub use io::IoStats;
-use peerdma_importer::iommufd::{Access, Ioas};
+use peerdma_importer::iommufd::{Ioas, Prot};
 use queue::Queue;
 use regs::Registers;
 
@@ -345,10 +345,10 @@ impl<B: Backing> Nvme<B> {
             admin: Queue::new(memory, 0, ADMIN_ENTRIES).map_err(ioerr)?,
             io: Queue::new(memory, 1, qd + 1).map_err(ioerr)?,
             identify: memory
-                .alloc(NVME_IDENTIFY_DATA_SIZE, Access::Write)
+                .alloc(NVME_IDENTIFY_DATA_SIZE, Prot::Write)
                 .map_err(ioerr)?,
             prp_lists: memory
-                .alloc(qd as usize * PAGE as usize, Access::Read)
+                .alloc(qd as usize * PAGE as usize, Prot::Read)
                 .map_err(ioerr)?,
             ctrl: None,
             ns: None,

@@ -8,7 +8,7 @@
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 
-use peerdma_importer::iommufd::{self, Access};
+use peerdma_importer::iommufd::{self, Prot};
 use peerdma_uapi::nvme::{nvme_cqe, nvme_sqe, NVME_CQE_PHASE};
 
 use super::backing::{DmaBuffer, DmaMemory, RegisterIo};
@@ -39,7 +39,7 @@ impl<D: DmaBuffer> SubmissionQueue<D> {
         qid: u16,
         entries: u32,
     ) -> iommufd::Result<SubmissionQueue<D>> {
-        let ring = memory.alloc(entries as usize * size_of::<nvme_sqe>(), Access::Read)?;
+        let ring = memory.alloc(entries as usize * size_of::<nvme_sqe>(), Prot::Read)?;
         Ok(SubmissionQueue {
             qid,
             entries,
@@ -123,7 +123,7 @@ impl<D: DmaBuffer> CompletionQueue<D> {
         qid: u16,
         entries: u32,
     ) -> iommufd::Result<CompletionQueue<D>> {
-        let ring = memory.alloc(entries as usize * size_of::<nvme_cqe>(), Access::Write)?;
+        let ring = memory.alloc(entries as usize * size_of::<nvme_cqe>(), Prot::Write)?;
         Ok(CompletionQueue {
             qid,
             entries,

@@ -7,7 +7,7 @@ use peerdma_exporter::{
     AccessPath, Bdf, Device, DmaBuf, DmaRange, MappedRegion, OpenOptions, PassedFds,
 };
 use peerdma_importer::iommufd::{
-    Access, Attachment, DmaBufMapping, Ioas, Iommufd, Iova, Placement, UserBuffer, UserMapping,
+    Attachment, DmaBufMapping, Ioas, Iommufd, Iova, Placement, Prot, UserBuffer, UserMapping,
 };
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::pattern;
@@ -116,10 +116,10 @@ impl Rig {
     ) -> Result<DmaBufMapping<&'b DmaBuf>> {
         Ok(self
             .ioas
-            .map_vfio_dmabuf(&self.ivshmem, buf, 0, buf.size(), iova, Access::ReadWrite)?)
+            .map_vfio_dmabuf(&self.ivshmem, buf, 0, buf.size(), iova, Prot::ReadWrite)?)
     }
 
-    pub(crate) fn host(&self, len: u64, access: Access) -> Result<UserMapping> {
+    pub(crate) fn host(&self, len: u64, access: Prot) -> Result<UserMapping> {
         Ok(self
             .ioas
             .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, access)?)
@@ -127,7 +127,7 @@ impl Rig {
 
     /// Loads edu's buffer with `seed`'s pattern through a host mapping.
     pub(crate) fn load_edu(&mut self, seed: u64) -> Result<TransferReport> {
-        let host = self.host(EDU_BUF, Access::Read)?;
+        let host = self.host(EDU_BUF, Prot::Read)?;
         let mut data = vec![0u8; EDU_BUF as usize];
         pattern::fill(seed, 0, &mut data);
         host.buffer().write(0, &data)?;

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use peerdma_engine::{AttachedEngine, EngineError, EngineId, Span, TransferReport};
 use peerdma_exporter::{Device, DmaBuf, DmaRange, MappedRegion};
 use peerdma_importer::iommufd::{
-    Access, Iommufd, Iova, Mapped, MappingState, UserBuffer, UserMapping,
+    Iommufd, Iova, Mapped, MappingState, Prot, UserBuffer, UserMapping,
 };
 use peerdma_testbed::manifest::{Manifest, ManifestDevice};
 use peerdma_testbed::pattern;
@@ -68,8 +68,8 @@ impl Mapped for Unmapped {
     fn len(&self) -> u64 {
         self.len
     }
-    fn access(&self) -> Access {
-        Access::ReadWrite
+    fn prot(&self) -> Prot {
+        Prot::ReadWrite
     }
     fn state(&mut self) -> MappingState {
         MappingState::Live
@@ -107,7 +107,7 @@ fn pattern_of(seed: u64, len: u64) -> Vec<u8> {
 fn host_source(e: &AttachedEngine, data: &[u8]) -> Result<UserMapping> {
     let src = e
         .ioas()
-        .map_host(UserBuffer::new(data.len())?, Iova::Guarded, Access::Read)?;
+        .map_host(UserBuffer::new(data.len())?, Iova::Guarded, Prot::Read)?;
     src.buffer().write(0, data)?;
     Ok(src)
 }
@@ -157,7 +157,7 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let buf = Bars::export(&bars.ivs0, base, len)?;
             let mut dst =
                 e.ioas()
-                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Access::Write)?;
+                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Prot::Write)?;
             let r = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             let arrived = read(&bars.bar0, base, len)? == data;
             (case.dst_role, case.dst_offset) = (Some("ivshmem0".into()), Some(base));
@@ -169,10 +169,10 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let buf = Bars::export(&bars.ivs0, at, len)?;
             let mut src =
                 e.ioas()
-                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Access::Read)?;
+                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Prot::Read)?;
             let mut dst =
                 e.ioas()
-                    .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Access::Write)?;
+                    .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Prot::Write)?;
             let r = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             let arrived = dst.buffer().to_vec() == data;
             landed(case, r, arrived);
@@ -184,15 +184,10 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let dbuf = Bars::export(&bars.ivs1, at, len)?;
             let mut src =
                 e.ioas()
-                    .map_vfio_dmabuf(&bars.ivs0, &sbuf, 0, len, Iova::Guarded, Access::Read)?;
-            let mut dst = e.ioas().map_vfio_dmabuf(
-                &bars.ivs1,
-                &dbuf,
-                0,
-                len,
-                Iova::Guarded,
-                Access::Write,
-            )?;
+                    .map_vfio_dmabuf(&bars.ivs0, &sbuf, 0, len, Iova::Guarded, Prot::Read)?;
+            let mut dst =
+                e.ioas()
+                    .map_vfio_dmabuf(&bars.ivs1, &dbuf, 0, len, Iova::Guarded, Prot::Write)?;
             let r = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             let arrived = read(&bars.bar1, at, len)? == data;
             (case.dst_role, case.dst_offset) = (Some("ivshmem1".into()), Some(at));
@@ -202,7 +197,7 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let mut src = host_source(e, &data)?;
             let mut dst =
                 e.ioas()
-                    .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Access::Read)?;
+                    .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Prot::Read)?;
             let r = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             let untouched = dst.buffer().to_vec().iter().all(|&b| b == 0);
             let as_said = refused(case, r, "mapping_unusable");
@@ -217,7 +212,7 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let buf = Bars::export(&bars.ivs0, at, len)?;
             let mut dst =
                 e.ioas()
-                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Access::Write)?;
+                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Prot::Write)?;
             bars.ivs0.set_memory_decode(false)?;
             let first = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             bars.ivs0.set_memory_decode(true)?;
@@ -228,9 +223,9 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             // 2. Revoked behind a mapping that does not follow its exporter: the engine
             //    DMAs, the IOMMU refuses it, the copy fails naming the fault.
             let blind_buf = Bars::export(&bars.ivs0, at, len)?;
-            let mut blind =
-                e.ioas()
-                    .map_dmabuf(&blind_buf, 0, len, Iova::Guarded, Access::Write)?;
+            let mut blind = e
+                .ioas()
+                .map_dmabuf(&blind_buf, 0, len, Iova::Guarded, Prot::Write)?;
             bars.ivs0.set_memory_decode(false)?;
             let second = e.copy(
                 Span::start_of(&mut src),
@@ -250,7 +245,7 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let gone = e.ioas().map_host(
                 UserBuffer::new(fault_len as usize)?,
                 Iova::Guarded,
-                Access::Write,
+                Prot::Write,
             )?;
             let mut hole = Unmapped {
                 ioas: gone.ioas_id(),
