@@ -57,7 +57,7 @@ pub mod udmabuf;
 pub use acs::{Acs, AcsFlags, AcsState, PortKind, UNPRIVILEGED_CONFIG_BYTES};
 pub use addr::{Bdf, ParseBdfError, RegionIndex};
 pub use bar::{Bar, BarKind};
-pub use device::{Device, OpenedVia};
+pub use device::Device;
 pub use dmabuf::DmaBuf;
 pub use error::{Error, Result};
 pub use export::DmaBufSupport;
