@@ -14,9 +14,10 @@ use peerdma_uapi::iommufd::IOMMU_IOAS_MAP_FIXED_IOVA;
 use rustix::io::Errno;
 
 use super::error::{map_fix, Error, Result, SpanRule};
+use super::ioctl::{self, IommufdIoctl};
 use super::iova::{release, reserve};
 use super::map_request::MapRequest;
-use super::{ioctl, Ioas, IoasInner, Iova, Prot};
+use super::{Ioas, IoasInner, Iova, Prot};
 
 /// The exporter name vfio-pci gives its dma-bufs (fdinfo `exp_name`).
 const VFIO_EXP_NAME: &str = "vfio_pci_core";
@@ -87,7 +88,7 @@ fn map_file_error(
             errno,
         },
         _ => Error::Map {
-            ioctl: "IOMMU_IOAS_MAP_FILE",
+            ioctl: IommufdIoctl::IoasMapFile,
             ioas: ioas.id,
             iova,
             len: req.len,

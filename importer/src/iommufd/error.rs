@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use peerdma_exporter::{Bdf, RevokeReason};
 use rustix::io::Errno;
 
+use super::ioctl::IommufdIoctl;
 use super::iova::IovaRange;
 
 /// Result type of the iommufd importer.
@@ -190,11 +191,23 @@ pub enum Error {
         device: Bdf,
     },
 
+    /// An `fcntl(2)` on an iommufd fd failed: duplicating it (`F_DUPFD_CLOEXEC`), or
+    /// reading and setting its file status flags (`F_GETFL`/`F_SETFL`, to compare two).
+    #[error("{command} on an iommufd fd failed: {errno}; fix: {fix}")]
+    Fcntl {
+        /// The fcntl command(s), as `fcntl(2)` names them.
+        command: &'static str,
+        /// Kernel's errno.
+        errno: Errno,
+        /// What to do.
+        fix: &'static str,
+    },
+
     /// An iommufd ioctl on an IOAS failed (the generic case).
     #[error("{ioctl} on IOAS {ioas} failed: {errno}; {fix}")]
     Ioctl {
         /// The ioctl.
-        ioctl: &'static str,
+        ioctl: IommufdIoctl,
         /// IOAS id (0 when none yet).
         ioas: u32,
         /// Kernel's errno.
@@ -298,8 +311,8 @@ pub enum Error {
          {ioas} failed: {errno}; {fix}"
     )]
     Map {
-        /// The ioctl.
-        ioctl: &'static str,
+        /// The ioctl: [`IommufdIoctl::IoasMap`] or [`IommufdIoctl::IoasMapFile`].
+        ioctl: IommufdIoctl,
         /// IOAS id.
         ioas: u32,
         /// IOVA (0 when the kernel was to choose).
@@ -400,6 +413,7 @@ impl Error {
             | Error::DmaBufRevoked { errno, .. }
             | Error::UserBuffer { errno, .. }
             | Error::UserBufferHuge { errno, .. }
+            | Error::Fcntl { errno, .. }
             | Error::Ioctl { errno, .. }
             | Error::Map { errno, .. }
             | Error::OpenIommufd { errno, .. } => Some(*errno),
@@ -511,6 +525,7 @@ impl Error {
             Error::UserBuffer { .. } => "user_buffer",
             Error::UserBufferBounds { .. } => "user_buffer_bounds",
             Error::UserBufferHuge { .. } => "user_buffer_huge",
+            Error::Fcntl { .. } => "fcntl",
             Error::Ioctl { .. } => "ioctl",
             Error::IovaExhausted { .. } => "iova_exhausted",
             Error::IovaOverLimit { .. } => "iova_over_limit",

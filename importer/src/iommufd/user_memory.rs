@@ -11,8 +11,9 @@ use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
 use super::error::{map_fix, Error, Result};
+use super::ioctl::{self, IommufdIoctl};
 use super::iova::{release, reserve};
-use super::{ioctl, Ioas, IoasInner, Iova, Prot};
+use super::{Ioas, IoasInner, Iova, Prot};
 
 impl Ioas {
     /// Maps a [`UserBuffer`] (`IOMMU_IOAS_MAP`, which pins its pages) at
@@ -31,7 +32,7 @@ impl Ioas {
         ) {
             release(ioas, at);
             return Err(Error::Map {
-                ioctl: "IOMMU_IOAS_MAP",
+                ioctl: IommufdIoctl::IoasMap,
                 ioas: ioas.id,
                 iova: at,
                 len,
