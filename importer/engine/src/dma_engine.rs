@@ -18,7 +18,7 @@ pub struct TransferReport {
     /// Wall time from the first start to the last completion.
     pub elapsed: Duration,
     /// IOMMU faults the kernel logged for the engine during the transfer: `Some(0)`
-    /// from a checked copy ([`AttachedEngine::copy`]) that found none (it fails on
+    /// from a checked copy ([`AttachedEngine::copy`](crate::AttachedEngine::copy)) that found none (it fails on
     /// any); `None` where nobody looked (the raw [`DmaEngine`] methods) or the kernel
     /// log could not be read.
     pub iommu_faults: Option<u64>,
