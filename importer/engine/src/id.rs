@@ -150,6 +150,20 @@ mod tests {
     }
 
     #[test]
+    fn a_device_no_row_takes_is_told_every_row() {
+        let e = EngineError::NoDriver {
+            bdf: "0000:00:05.0".parse().unwrap(),
+            vendor: 0x1af4,
+            device: 0x1110,
+        };
+        let msg = e.to_string();
+        assert!(msg.starts_with("0000:00:05.0 (1af4:1110)"), "{msg}");
+        assert!(msg.contains("QEMU edu 1234:11e8"), "{msg}");
+        assert!(msg.contains("1b36:0010 or class 010802"), "{msg}");
+        assert_eq!(e.kind(), "no_driver");
+    }
+
+    #[test]
     fn each_row_lists_distinct_ids() {
         for (i, a) in ENGINES.iter().enumerate() {
             for b in &ENGINES[i + 1..] {
