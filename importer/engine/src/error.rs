@@ -89,12 +89,7 @@ pub enum EngineError {
          one of: {known}",
         known = ENGINES
             .iter()
-            .map(|e| match e.class {
-                Some(class) => {
-                    format!("{} {:04x}:{:04x} or class {class:06x}", e.name, e.vendor, e.device)
-                }
-                None => format!("{} {:04x}:{:04x}", e.name, e.vendor, e.device),
-            })
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
     )]

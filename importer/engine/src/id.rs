@@ -77,6 +77,18 @@ impl EngineId {
     }
 }
 
+/// `QEMU edu 1234:11e8`, `NVMe (QEMU nvme) 1b36:0010 or class 010802`: the row as
+/// messages list it.
+impl std::fmt::Display for EngineId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:04x}:{:04x}", self.name, self.vendor, self.device)?;
+        match self.class {
+            Some(class) => write!(f, " or class {class:06x}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Every device an engine driver here drives, in the order engine discovery tries them.
 pub const ENGINES: &[EngineId] = &[EngineId::EDU, EngineId::NVME];
 
