@@ -45,11 +45,6 @@ pub trait DmaEngine {
     /// The longest single device transfer, in bytes.
     fn max_transfer(&self) -> u64;
 
-    /// Size of the engine's own buffer (0: it has none).
-    fn buffer_size(&self) -> u64 {
-        0
-    }
-
     /// Called once the engine's device is attached to `ioas`, before any transfer:
     /// engines whose queues live in host memory (NVMe) map them there and start.
     ///
@@ -73,65 +68,15 @@ pub trait DmaEngine {
         None
     }
 
-    /// Load: DMA `len` bytes from IOVA `src` into the engine's buffer at `offset`.
+    /// Copies `len` bytes from IOVA `src` to IOVA `dst` with the device's DMA: directly
+    /// (NVMe: a Write from `src`, then a Read into `dst`), or through the device's own
+    /// buffer in chunks ([`Edu`](crate::Edu)).
     ///
     /// # Errors
     ///
-    /// [`EngineError::Unsupported`] for an engine without a buffer (the
-    /// provided method); a driver's transfer errors otherwise.
-    fn load(&mut self, src: u64, offset: u64, len: u64) -> Result<TransferReport> {
-        let _ = (src, offset, len);
-        Err(EngineError::Unsupported {
-            engine: self.name(),
-            what: "transfers to an engine buffer",
-        })
-    }
-
-    /// Store: DMA `len` bytes from the engine's buffer at `offset` to IOVA `dst`.
-    ///
-    /// # Errors
-    ///
-    /// As [`load`](Self::load).
-    fn store(&mut self, offset: u64, dst: u64, len: u64) -> Result<TransferReport> {
-        let _ = (offset, dst, len);
-        Err(EngineError::Unsupported {
-            engine: self.name(),
-            what: "transfers from an engine buffer",
-        })
-    }
-
-    /// Copies `len` bytes from IOVA `src` to IOVA `dst`. The provided method
-    /// goes through the engine's buffer in chunks of
-    /// `min(buffer_size, max_transfer)`.
-    ///
-    /// # Errors
-    ///
-    /// [`EngineError::ZeroLength`] and [`EngineError::AddressOverMask`] from
-    /// the span checks, [`EngineError::Unsupported`] for an engine with
-    /// neither a buffer nor a direct copy, and [`load`](Self::load) /
-    /// [`store`](Self::store)'s errors.
-    fn copy(&mut self, src: u64, dst: u64, len: u64) -> Result<TransferReport> {
-        check_span(&self.name(), src, len, self.dma_mask())?;
-        check_span(&self.name(), dst, len, self.dma_mask())?;
-        let chunk = self.buffer_size().min(self.max_transfer());
-        if chunk == 0 {
-            return Err(EngineError::Unsupported {
-                engine: self.name(),
-                what: "copies (no buffer and no direct copy)",
-            });
-        }
-        let mut report = TransferReport::default();
-        let mut done = 0;
-        while done < len {
-            let n = chunk.min(len - done);
-            report.add(self.load(src + done, 0, n)?);
-            report.add(self.store(0, dst + done, n)?);
-            done += n;
-        }
-        // A load and a store move each byte once from source to destination.
-        report.bytes = done;
-        Ok(report)
-    }
+    /// [`EngineError::ZeroLength`] and [`EngineError::AddressOverMask`] from the span
+    /// checks ([`check_span`]), and the driver's transfer errors.
+    fn copy(&mut self, src: u64, dst: u64, len: u64) -> Result<TransferReport>;
 }
 
 /// Checks that `addr..addr+len` is a non-empty span under `mask`.

@@ -7,11 +7,9 @@
 //! the IOAS it is attached to.
 //!
 //! - [`DmaEngine`] ([`dma_engine`]): what every engine offers: its name, the highest
-//!   bus address it can reach (its DMA mask), the longest single transfer, and copies
-//!   IOVA → IOVA, IOVA → its own buffer and its own buffer → IOVA. Engines whose
-//!   hardware copies only through an internal buffer (QEMU's [`edu`]) get IOVA → IOVA
-//!   copies from the provided method; engines that copy directly (NVMe copy
-//!   commands, RDMA) override it;
+//!   bus address it can reach (its DMA mask), the longest single transfer, start-up in
+//!   the IOAS, and IOVA → IOVA copies (through the device's own buffer for QEMU's
+//!   [`edu`], whose `load`/`store` are its own methods; a Write then a Read for NVMe);
 //! - [`EngineId`] ([`id`]): the devices a driver here takes over, by PCI id or class
 //!   code, in one table ([`ENGINES`]); [`open`] picks the driver from that table;
 //! - [`AttachedEngine`]: the whole setup (bind to an iommufd, take over, IOAS placed

@@ -2,7 +2,6 @@
 //! host finds it in the backing file.
 
 use anyhow::Result;
-use peerdma_engine::DmaEngine;
 use peerdma_importer::iommufd::{Iova, Prot};
 use peerdma_testbed::pattern;
 use serde_json::{json, Value};

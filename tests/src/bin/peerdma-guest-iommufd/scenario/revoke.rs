@@ -2,7 +2,6 @@
 //! decode on leaves it dead, `remap` brings it back at the same IOVA.
 
 use anyhow::Result;
-use peerdma_engine::DmaEngine;
 use peerdma_exporter::{DmaBuf, RevokeReason};
 use peerdma_importer::iommufd::{self, DmaBufMapping, Iova, MappingState};
 use serde_json::{json, Value};
