@@ -10,8 +10,8 @@
 //!   through VFIO, memory in an iommufd IOAS; the unit tests: a controller model);
 //! - [`regs`]: CAP decoded, CC/CSTS, enable/disable bounded by CAP.TO (Base spec
 //!   "Controller Properties", "Memory-based Transport Controller Initialization");
-//! - [`queue`]: SQ/CQ pairs in mapped user memory, polled completions (Base spec "Queue
-//!   Mechanism");
+//! - [`queue`]: submission and completion queues in mapped user memory, completions
+//!   polled by phase tag (Base spec "Queue Mechanism");
 //! - [`command`]: SQEs and PRP entries/lists (Base spec "Physical Region Page Entry and
 //!   List"; NVM command set spec "Read command", "Write command");
 //! - [`identify`]: Identify Controller / Namespace decoded (MDTS, block size, capacity,
