@@ -476,7 +476,7 @@ fn importer_errors_explain_themselves_and_leak_nothing() {
         "different_iommufd",
         "DifferentIommufd",
         None,
-        &["Iommufd::of_device"],
+        &["the device's own iommufd", "fix:"],
     );
     assert_eq!(s["same_iommufd_recognised"], true);
     assert!(

@@ -81,10 +81,11 @@ pub enum Error {
         limit: u64,
     },
 
-    /// The device is not on the cdev path, so it has no iommufd.
+    /// The device is not on the cdev access path, so it has no iommufd. (The API:
+    /// `OpenOptions { access: AccessPath::Cdev, .. }`.)
     #[error(
-        "{bdf}: the device was opened through the VFIO group/container path and has no \
-         iommufd; fix: open it with AccessPath::Cdev (needs /dev/iommu and \
+        "{bdf}: the device was opened through the VFIO group/container access path and has \
+         no iommufd; fix: open it through the cdev access path (needs /dev/iommu and \
          /dev/vfio/devices/vfioN)"
     )]
     DeviceNotCdev {
@@ -92,11 +93,13 @@ pub enum Error {
         bdf: Bdf,
     },
 
-    /// The device is bound to another iommufd than the IOAS belongs to.
+    /// The device is bound to another iommufd than the IOAS belongs to. (The API:
+    /// [`Iommufd::of_device`](super::Iommufd::of_device), or
+    /// `PassedFds::Iommufd(iommufd.try_clone_fd()?)` when opening.)
     #[error(
         "{bdf}: the device is bound to a different iommufd than IOAS {ioas}'s; a device can \
-         attach only to an IOAS of the iommufd it was bound to; fix: build the Iommufd with \
-         Iommufd::of_device, or open the device with PassedFds::Iommufd(iommufd.try_clone_fd()?)"
+         attach only to an IOAS of the iommufd it was bound to; fix: allocate the IOAS in \
+         the device's own iommufd, or bind the device to this IOAS's iommufd when opening it"
     )]
     DifferentIommufd {
         /// Device.
