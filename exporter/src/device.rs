@@ -17,7 +17,7 @@ use crate::explain;
 use crate::info::{self, DeviceInfo};
 use crate::ioctl::{self, VfioIoctl};
 use crate::msix::MsixLayout;
-use crate::open::{self, Binding, OpenOptions, PassedFds};
+use crate::open::{self, AccessPath, OpenOptions, PassedFds, PathFds};
 use crate::ranges::BarFacts;
 use crate::region::RegionInfo;
 use crate::revoke::{Generation, Lifecycle};
@@ -29,15 +29,6 @@ use peerdma_uapi::pci::PCI_BASE_ADDRESS_0;
 
 /// Bytes of config space read at open to find capabilities.
 pub(crate) const CONFIG_SNAPSHOT_LEN: usize = PCI_CFG_SPACE_SIZE as usize;
-
-/// The access path a device ended up on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpenedVia {
-    /// cdev bound to an iommufd.
-    Cdev,
-    /// group in a container.
-    Group,
-}
 
 /// Where the registers the lifecycle needs live in config space, found once at open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +44,8 @@ pub(crate) struct ConfigLayout {
 pub(crate) struct DeviceInner {
     // Declared first so it is closed first.
     pub(crate) fd: OwnedFd,
-    pub(crate) keep: Binding,
+    /// What the access path holds open besides `fd` (iommufd, or group and container).
+    pub(crate) path_fds: PathFds,
     pub(crate) bdf: Bdf,
     pub(crate) sys: Option<PciDevice>,
     pub(crate) info: DeviceInfo,
@@ -127,14 +119,19 @@ impl Device {
             Err(_) if ready_fd => None,
             Err(e) => return Err(e.into()),
         };
-        let (fd, keep) = open::open(bdf, sys.as_ref(), opts)?;
+        let (fd, path_fds) = open::open(bdf, sys.as_ref(), opts)?;
         if ready_fd {
             check_passed_fd(bdf, &fd)?;
         }
-        Self::from_parts(bdf, fd, keep, sys)
+        Self::from_parts(bdf, fd, path_fds, sys)
     }
 
-    fn from_parts(bdf: Bdf, fd: OwnedFd, keep: Binding, sys: Option<PciDevice>) -> Result<Self> {
+    fn from_parts(
+        bdf: Bdf,
+        fd: OwnedFd,
+        path_fds: PathFds,
+        sys: Option<PciDevice>,
+    ) -> Result<Self> {
         let info = info::device_info(bdf, fd.as_fd())?;
         if !info.is_pci() {
             return Err(Error::NotPci {
@@ -146,7 +143,7 @@ impl Device {
         let page_size = rustix::param::page_size() as u64;
         let mut inner = DeviceInner {
             fd,
-            keep,
+            path_fds,
             bdf,
             sys,
             info,
@@ -190,29 +187,27 @@ impl Device {
         self.inner.fd.as_fd()
     }
 
-    /// The access path the device was opened through.
-    pub fn opened_via(&self) -> OpenedVia {
-        match self.inner.keep {
-            Binding::Cdev { .. } => OpenedVia::Cdev,
-            Binding::Group { .. } => OpenedVia::Group,
-        }
+    /// The access path the device was opened through: [`AccessPath::Cdev`] or
+    /// [`AccessPath::Group`], never `Auto`.
+    pub fn access_path(&self) -> AccessPath {
+        self.inner.path_fds.path()
     }
 
     /// The iommufd the device is bound to (cdev path), for importers that
     /// attach the device to an IOAS.
     pub fn iommufd(&self) -> Option<BorrowedFd<'_>> {
-        match &self.inner.keep {
-            Binding::Cdev { iommufd, .. } => Some(iommufd.as_fd()),
-            Binding::Group { .. } => None,
+        match &self.inner.path_fds {
+            PathFds::Cdev { iommufd, .. } => Some(iommufd.as_fd()),
+            PathFds::Group { .. } => None,
         }
     }
 
     /// The iommufd device id `VFIO_DEVICE_BIND_IOMMUFD` returned (cdev path,
     /// when this library did the bind).
     pub fn devid(&self) -> Option<u32> {
-        match &self.inner.keep {
-            Binding::Cdev { devid, .. } => *devid,
-            Binding::Group { .. } => None,
+        match &self.inner.path_fds {
+            PathFds::Cdev { devid, .. } => *devid,
+            PathFds::Group { .. } => None,
         }
     }
 
@@ -249,17 +244,17 @@ impl Device {
 
     /// The container fd (group path), for `VFIO_IOMMU_MAP_DMA`.
     pub fn container(&self) -> Option<BorrowedFd<'_>> {
-        match &self.inner.keep {
-            Binding::Group { container, .. } => container.as_ref().map(|fd| fd.as_fd()),
-            Binding::Cdev { .. } => None,
+        match &self.inner.path_fds {
+            PathFds::Group { container, .. } => container.as_ref().map(|fd| fd.as_fd()),
+            PathFds::Cdev { .. } => None,
         }
     }
 
     /// The group fd (group path).
     pub fn group(&self) -> Option<BorrowedFd<'_>> {
-        match &self.inner.keep {
-            Binding::Group { group, .. } => group.as_ref().map(|fd| fd.as_fd()),
-            Binding::Cdev { .. } => None,
+        match &self.inner.path_fds {
+            PathFds::Group { group, .. } => group.as_ref().map(|fd| fd.as_fd()),
+            PathFds::Cdev { .. } => None,
         }
     }
 
@@ -346,20 +341,17 @@ impl Device {
         RegionIndex::bars().map(|i| self.bar(i)).collect()
     }
 
-    /// Whether opening would pick the cdev path for this device under `opts`,
-    /// without opening anything.
+    /// The access path opening `bdf` with `opts` would take ([`AccessPath::Cdev`] or
+    /// [`AccessPath::Group`], never `Auto`), without opening anything.
     ///
     /// # Errors
     ///
     /// [`Error::NoSuchDevice`], [`Error::Sysfs`], [`Error::SysfsParse`] or
     /// [`Error::NotVfioBound`] from sysfs, and [`Error::NoCdev`] or
     /// [`Error::NoIommuGroup`] when no access path applies.
-    pub fn would_use_cdev(bdf: Bdf, opts: &OpenOptions) -> Result<bool> {
+    pub fn access_path_for(bdf: Bdf, opts: &OpenOptions) -> Result<AccessPath> {
         let sys = opts.sysfs.device(bdf)?;
-        Ok(matches!(
-            open::plan(&sys, opts.access, &opts.dev_dir)?,
-            open::Plan::Cdev { .. }
-        ))
+        Ok(open::path_nodes(&sys, opts.access, &opts.dev_dir)?.path())
     }
 }
 

@@ -47,7 +47,7 @@ mod sigbus;
 pub mod udmabuf;
 
 pub use bar::{Bar, BarKind};
-pub use device::{Device, OpenedVia};
+pub use device::Device;
 pub use dmabuf::DmaBuf;
 pub use error::{Error, Result};
 pub use export::DmaBufSupport;

@@ -1,7 +1,7 @@
 //! Opening a device through one of the two VFIO access paths.
 //!
 //! - cdev + iommufd: open `/dev/iommu` and `/dev/vfio/devices/vfioN` (named in
-//!   sysfs `vfio-dev/`), then `VFIO_DEVICE_BIND_IOMMUFD`. Binding is what grants
+//!   sysfs `vfio-dev/`), then `VFIO_DEVICE_BIND_IOMMUFD`. PathFds is what grants
 //!   access to the device fd (`vfio_df_ioctl_bind_iommufd` sets
 //!   `access_granted`); attaching to an IOAS is not needed to export a dma-buf,
 //!   only for the device's own DMA, which the importer sets up.
@@ -35,7 +35,14 @@ use crate::ioctl::{self, VfioIoctl};
 use peerdma_host::sysfs::{PciDevice, Sysfs};
 use peerdma_host::Bdf;
 
-/// Which VFIO access path to open a device through.
+/// A VFIO access path: how a process reaches a vfio-pci device's fd (kernel
+/// `Documentation/driver-api/vfio.rst`, "VFIO Usage Example" for the group path and
+/// "VFIO Device cdev" for the cdev path). In this library "path" means this and
+/// nothing else.
+///
+/// As a request ([`OpenOptions::access`]) it may be [`Auto`](AccessPath::Auto); as
+/// the answer of [`Device::access_path`](crate::Device::access_path) it is never
+/// `Auto`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AccessPath {
     /// The cdev path when `/dev/iommu` and the device's vfio cdev exist, else
@@ -116,9 +123,10 @@ impl Default for OpenOptions {
     }
 }
 
-/// The access path a device was opened through, with what keeps it alive.
+/// The fds an opened device's access path holds besides the device fd, which keep
+/// the device fd usable: the iommufd it is bound to, or its group and container.
 #[derive(Debug)]
-pub(crate) enum Binding {
+pub(crate) enum PathFds {
     /// cdev: the iommufd the device is bound to, and the device id (unknown
     /// when the caller bound it).
     Cdev {
@@ -132,9 +140,9 @@ pub(crate) enum Binding {
     },
 }
 
-/// Which nodes the library will open.
+/// The device nodes an access path will open, decided before opening any.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Plan {
+pub(crate) enum PathNodes {
     /// The cdev path.
     Cdev {
         /// `/dev/iommu`.
@@ -155,8 +163,29 @@ pub(crate) enum Plan {
     },
 }
 
-/// Decides which nodes to open, from sysfs and what exists under `dev_dir`.
-pub(crate) fn plan(sys: &PciDevice, access: AccessPath, dev_dir: &Path) -> Result<Plan> {
+impl PathFds {
+    /// The access path (never `Auto`).
+    pub(crate) fn path(&self) -> AccessPath {
+        match self {
+            PathFds::Cdev { .. } => AccessPath::Cdev,
+            PathFds::Group { .. } => AccessPath::Group,
+        }
+    }
+}
+
+impl PathNodes {
+    /// The access path (never `Auto`).
+    pub(crate) fn path(&self) -> AccessPath {
+        match self {
+            PathNodes::Cdev { .. } => AccessPath::Cdev,
+            PathNodes::Group { .. } => AccessPath::Group,
+        }
+    }
+}
+
+/// Decides the access path and its nodes, from the request `access`, sysfs and what
+/// exists under `dev_dir`.
+pub(crate) fn path_nodes(sys: &PciDevice, access: AccessPath, dev_dir: &Path) -> Result<PathNodes> {
     // No IOMMU group and no no-IOMMU mode: vfio-pci cannot take the device at all, so
     // that comes first (binding it would fail).
     if sys.iommu_group.is_none() && !sys.unsafe_noiommu_mode {
@@ -171,17 +200,17 @@ pub(crate) fn plan(sys: &PciDevice, access: AccessPath, dev_dir: &Path) -> Resul
     let use_cdev = match access {
         AccessPath::Cdev => true,
         AccessPath::Group => false,
-        AccessPath::Auto => plan_cdev(sys, dev_dir).is_ok(),
+        AccessPath::Auto => cdev_nodes(sys, dev_dir).is_ok(),
     };
     if use_cdev {
-        plan_cdev(sys, dev_dir)
+        cdev_nodes(sys, dev_dir)
     } else {
-        plan_group(sys, dev_dir)
+        group_nodes(sys, dev_dir)
     }
 }
 
-/// The cdev path's nodes, or why it is unavailable.
-fn plan_cdev(sys: &PciDevice, dev_dir: &Path) -> Result<Plan> {
+/// The cdev path's nodes, or why that path is unavailable.
+fn cdev_nodes(sys: &PciDevice, dev_dir: &Path) -> Result<PathNodes> {
     let bdf = sys.bdf;
     let no_cdev = |reason, fix| Error::NoCdev { bdf, reason, fix };
     const KERNEL_FIX: &str = "use a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV, or \
@@ -214,11 +243,11 @@ fn plan_cdev(sys: &PciDevice, dev_dir: &Path) -> Result<Plan> {
             KERNEL_FIX,
         ));
     }
-    Ok(Plan::Cdev { iommu, cdev })
+    Ok(PathNodes::Cdev { iommu, cdev })
 }
 
 /// The group path's nodes.
-fn plan_group(sys: &PciDevice, dev_dir: &Path) -> Result<Plan> {
+fn group_nodes(sys: &PciDevice, dev_dir: &Path) -> Result<PathNodes> {
     let group_id = sys
         .iommu_group
         .ok_or(Error::NoIommuGroup { bdf: sys.bdf })?;
@@ -226,7 +255,7 @@ fn plan_group(sys: &PciDevice, dev_dir: &Path) -> Result<Plan> {
     let normal = vfio.join(group_id.to_string());
     let noiommu_node = vfio.join(format!("noiommu-{group_id}"));
     let noiommu = !normal.exists() && noiommu_node.exists();
-    Ok(Plan::Group {
+    Ok(PathNodes::Group {
         container: vfio.join("vfio"),
         group: if noiommu { noiommu_node } else { normal },
         group_id,
@@ -307,13 +336,13 @@ fn bind(bdf: Bdf, cdev: Option<&Path>, device: &OwnedFd, iommufd: &OwnedFd) -> R
     })
 }
 
-/// Opens the cdev named by `plan` and binds it to `iommufd`.
-fn open_cdev(bdf: Bdf, cdev: &Path, iommufd: Arc<OwnedFd>) -> Result<(OwnedFd, Binding)> {
+/// Opens the cdev node `cdev` and binds it to `iommufd`.
+fn open_cdev(bdf: Bdf, cdev: &Path, iommufd: Arc<OwnedFd>) -> Result<(OwnedFd, PathFds)> {
     let device = open_node(bdf, cdev, Node::Cdev)?;
     let devid = bind(bdf, Some(cdev), &device, &iommufd)?;
     Ok((
         device,
-        Binding::Cdev {
+        PathFds::Cdev {
             iommufd,
             devid: Some(devid),
         },
@@ -330,7 +359,7 @@ fn group_device(
     container: OwnedFd,
     noiommu: bool,
     container_is_fresh: bool,
-) -> Result<(OwnedFd, Binding)> {
+) -> Result<(OwnedFd, PathFds)> {
     let status = ioctl::group_get_status(group.as_fd())
         .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupGetStatus))?;
     if status & VFIO_GROUP_FLAGS_VIABLE == 0 {
@@ -376,14 +405,14 @@ fn group_device(
         .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupGetDeviceFd))?;
     Ok((
         device,
-        Binding::Group {
+        PathFds::Group {
             group: Some(Arc::new(group)),
             container: Some(Arc::new(container)),
         },
     ))
 }
 
-/// Opens the device fd and what keeps it alive, following `opts`.
+/// Opens the device fd and the fds its access path holds, following `opts`.
 ///
 /// `sys` is what sysfs says about the device; it is required unless the caller
 /// passed a ready device fd.
@@ -391,7 +420,7 @@ pub(crate) fn open(
     bdf: Bdf,
     sys: Option<&PciDevice>,
     opts: OpenOptions,
-) -> Result<(OwnedFd, Binding)> {
+) -> Result<(OwnedFd, PathFds)> {
     let OpenOptions {
         access,
         sysfs,
@@ -407,7 +436,7 @@ pub(crate) fn open(
     match passed {
         PassedFds::CdevBound { device, iommufd } => Ok((
             device,
-            Binding::Cdev {
+            PathFds::Cdev {
                 iommufd: Arc::new(iommufd),
                 devid: None,
             },
@@ -418,7 +447,7 @@ pub(crate) fn open(
             container,
         } => Ok((
             device,
-            Binding::Group {
+            PathFds::Group {
                 group: group.map(Arc::new),
                 container: container.map(Arc::new),
             },
@@ -427,42 +456,44 @@ pub(crate) fn open(
             let devid = bind(bdf, None, &device, &iommufd)?;
             Ok((
                 device,
-                Binding::Cdev {
+                PathFds::Cdev {
                     iommufd: Arc::new(iommufd),
                     devid: Some(devid),
                 },
             ))
         }
-        PassedFds::Iommufd(iommufd) => match plan(need_sys()?, AccessPath::Cdev, &dev_dir)? {
-            Plan::Cdev { cdev, .. } => open_cdev(bdf, &cdev, Arc::new(iommufd)),
-            Plan::Group { .. } => Err(Error::NoCdev {
+        PassedFds::Iommufd(iommufd) => match path_nodes(need_sys()?, AccessPath::Cdev, &dev_dir)? {
+            PathNodes::Cdev { cdev, .. } => open_cdev(bdf, &cdev, Arc::new(iommufd)),
+            PathNodes::Group { .. } => Err(Error::NoCdev {
                 bdf,
                 reason: "an iommufd was passed but the cdev path is unavailable",
                 fix: "pass the device's cdev fd with the iommufd, or a container fd instead",
             }),
         },
-        PassedFds::Container(container) => match plan(need_sys()?, AccessPath::Group, &dev_dir)? {
-            Plan::Group {
-                group,
-                group_id,
-                noiommu,
-                ..
-            } => {
-                let group = open_group(bdf, &group, group_id)?;
-                group_device(bdf, group_id, group, container, noiommu, false)
-            }
-            Plan::Cdev { .. } => Err(Error::NoIommuGroup { bdf }),
-        },
-        PassedFds::Group { group, container } => {
-            match plan(need_sys()?, AccessPath::Group, &dev_dir)? {
-                Plan::Group {
-                    group_id, noiommu, ..
-                } => group_device(bdf, group_id, group, container, noiommu, false),
-                Plan::Cdev { .. } => Err(Error::NoIommuGroup { bdf }),
+        PassedFds::Container(container) => {
+            match path_nodes(need_sys()?, AccessPath::Group, &dev_dir)? {
+                PathNodes::Group {
+                    group,
+                    group_id,
+                    noiommu,
+                    ..
+                } => {
+                    let group = open_group(bdf, &group, group_id)?;
+                    group_device(bdf, group_id, group, container, noiommu, false)
+                }
+                PathNodes::Cdev { .. } => Err(Error::NoIommuGroup { bdf }),
             }
         }
-        PassedFds::None => match plan(need_sys()?, access, &dev_dir)? {
-            Plan::Cdev { iommu, cdev } => {
+        PassedFds::Group { group, container } => {
+            match path_nodes(need_sys()?, AccessPath::Group, &dev_dir)? {
+                PathNodes::Group {
+                    group_id, noiommu, ..
+                } => group_device(bdf, group_id, group, container, noiommu, false),
+                PathNodes::Cdev { .. } => Err(Error::NoIommuGroup { bdf }),
+            }
+        }
+        PassedFds::None => match path_nodes(need_sys()?, access, &dev_dir)? {
+            PathNodes::Cdev { iommu, cdev } => {
                 // One iommufd for every device this process opens: the kernel binds
                 // several devices of one IOMMU group to one iommufd, never to two.
                 let iommufd = crate::shared_iommufd(&iommu).map_err(|errno| Error::Open {
@@ -473,7 +504,7 @@ pub(crate) fn open(
                 })?;
                 open_cdev(bdf, &cdev, iommufd)
             }
-            Plan::Group {
+            PathNodes::Group {
                 container,
                 group,
                 group_id,
@@ -487,7 +518,7 @@ pub(crate) fn open(
                         .map_err(explain::ioctl_err(bdf, VfioIoctl::GroupGetDeviceFd))?;
                     return Ok((
                         device,
-                        Binding::Group {
+                        PathFds::Group {
                             group: Some(group_fd),
                             container: Some(container_fd),
                         },
@@ -498,7 +529,7 @@ pub(crate) fn open(
                 let opened = group_device(bdf, group_id, group_fd, container, noiommu, true)?;
                 if let (
                     _,
-                    Binding::Group {
+                    PathFds::Group {
                         group: Some(g),
                         container: Some(c),
                     },
@@ -553,7 +584,7 @@ mod tests {
     #[test]
     fn auto_prefers_cdev_when_everything_exists() {
         let t = dev_tree(true, true, Some("7"));
-        let p = plan(
+        let p = path_nodes(
             &sys(Some("vfio-pci"), Some(7), Some("vfio0")),
             AccessPath::Auto,
             &t.0,
@@ -561,7 +592,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             p,
-            Plan::Cdev {
+            PathNodes::Cdev {
                 iommu: t.0.join("iommu"),
                 cdev: t.0.join("vfio/devices/vfio0")
             }
@@ -576,7 +607,7 @@ mod tests {
             (true, true, None),
         ] {
             let t = dev_tree(iommu, cdev, Some("7"));
-            let p = plan(
+            let p = path_nodes(
                 &sys(Some("vfio-pci"), Some(7), vfio_dev),
                 AccessPath::Auto,
                 &t.0,
@@ -584,7 +615,7 @@ mod tests {
             .unwrap();
             assert_eq!(
                 p,
-                Plan::Group {
+                PathNodes::Group {
                     container: t.0.join("vfio/vfio"),
                     group: t.0.join("vfio/7"),
                     group_id: 7,
@@ -598,21 +629,21 @@ mod tests {
     #[test]
     fn noiommu_group_node() {
         let t = dev_tree(false, false, Some("noiommu-0"));
-        let p = plan(
+        let p = path_nodes(
             &sys(Some("vfio-pci"), Some(0), None),
             AccessPath::Group,
             &t.0,
         )
         .unwrap();
         assert!(
-            matches!(p, Plan::Group { noiommu: true, group_id: 0, ref group, .. } if group.ends_with("noiommu-0"))
+            matches!(p, PathNodes::Group { noiommu: true, group_id: 0, ref group, .. } if group.ends_with("noiommu-0"))
         );
     }
 
     #[test]
     fn a_noiommu_device_is_told_it_has_no_iommu_not_that_the_kernel_lacks_options() {
         let t = dev_tree(true, false, Some("noiommu-0"));
-        let err = plan(
+        let err = path_nodes(
             &sys(Some("vfio-pci"), Some(0), None),
             AccessPath::Cdev,
             &t.0,
@@ -628,7 +659,7 @@ mod tests {
     fn without_a_group_the_missing_iommu_comes_before_binding_advice() {
         let t = dev_tree(false, false, None);
         for driver in [None, Some("e1000e")] {
-            let err = plan(&sys(driver, None, None), AccessPath::Auto, &t.0).unwrap_err();
+            let err = path_nodes(&sys(driver, None, None), AccessPath::Auto, &t.0).unwrap_err();
             assert!(matches!(err, Error::NoIommuGroup { .. }), "{err:?}");
             assert!(!err.to_string().contains("driver_override"), "{err}");
         }
@@ -637,14 +668,14 @@ mod tests {
             unsafe_noiommu_mode: true,
             ..sys(None, None, None)
         };
-        let err = plan(&d, AccessPath::Auto, &t.0).unwrap_err();
+        let err = path_nodes(&d, AccessPath::Auto, &t.0).unwrap_err();
         assert!(matches!(err, Error::NotVfioBound { .. }), "{err:?}");
     }
 
     #[test]
     fn explicit_cdev_reports_what_is_missing() {
         let t = dev_tree(false, true, None);
-        let err = plan(
+        let err = path_nodes(
             &sys(Some("vfio-pci"), Some(7), Some("vfio0")),
             AccessPath::Cdev,
             &t.0,
@@ -654,7 +685,7 @@ mod tests {
             matches!(err, Error::NoCdev { reason, .. } if reason.contains("/dev/iommu")),
             "{err:?}"
         );
-        let err = plan(
+        let err = path_nodes(
             &sys(Some("vfio-pci"), Some(7), None),
             AccessPath::Cdev,
             &t.0,
@@ -665,7 +696,7 @@ mod tests {
             "{err:?}"
         );
         let t = dev_tree(true, false, None);
-        let err = plan(
+        let err = path_nodes(
             &sys(Some("vfio-pci"), Some(7), Some("vfio0")),
             AccessPath::Cdev,
             &t.0,
@@ -680,7 +711,8 @@ mod tests {
     #[test]
     fn group_path_needs_a_group() {
         let t = dev_tree(false, false, None);
-        let err = plan(&sys(Some("vfio-pci"), None, None), AccessPath::Auto, &t.0).unwrap_err();
+        let err =
+            path_nodes(&sys(Some("vfio-pci"), None, None), AccessPath::Auto, &t.0).unwrap_err();
         assert!(matches!(err, Error::NoIommuGroup { .. }), "{err:?}");
     }
 
@@ -688,13 +720,13 @@ mod tests {
     fn must_be_bound_to_vfio() {
         let t = dev_tree(true, true, Some("7"));
         for driver in [None, Some("nvme")] {
-            let err =
-                plan(&sys(driver, Some(7), Some("vfio0")), AccessPath::Auto, &t.0).unwrap_err();
+            let err = path_nodes(&sys(driver, Some(7), Some("vfio0")), AccessPath::Auto, &t.0)
+                .unwrap_err();
             assert!(matches!(err, Error::NotVfioBound { .. }), "{err:?}");
             assert!(err.to_string().contains("driver_override"));
         }
         // Variant drivers count as vfio.
-        assert!(plan(
+        assert!(path_nodes(
             &sys(Some("mlx5_vfio_pci"), Some(7), Some("vfio0")),
             AccessPath::Auto,
             &t.0
@@ -739,7 +771,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, Error::Sysfs { .. }), "{err:?}");
         let file = fs::File::open(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let (fd, keep) = open(
+        let (fd, fds) = open(
             bdf,
             None,
             OpenOptions {
@@ -754,8 +786,8 @@ mod tests {
         .unwrap();
         drop(fd);
         assert!(matches!(
-            keep,
-            Binding::Group {
+            fds,
+            PathFds::Group {
                 group: None,
                 container: None
             }

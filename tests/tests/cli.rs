@@ -468,7 +468,7 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
         out.output
     );
 
-    assert_eq!(j[1]["opened_via"], "cdev");
+    assert_eq!(j[1]["access_path"], "cdev");
     assert_eq!(j[1]["dma_buf_export"], "supported");
     let regions = j[1]["regions"].as_array().unwrap();
     let r2 = regions.iter().find(|r| r["index"] == 2).unwrap();
@@ -479,7 +479,7 @@ fn peerdma_lists_exports_and_inspects_on_the_reference_kernel() {
         2u64 << 40,
         "vfio-pci region offsets are index << 40"
     );
-    assert_eq!(j[2]["opened_via"], "group");
+    assert_eq!(j[2]["access_path"], "group");
 
     assert_eq!(
         j[3]["size"],

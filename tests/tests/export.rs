@@ -230,7 +230,7 @@ fn check_open(run: &Run, access: &str) {
     for role in ROLES {
         let l = one(run, access, "open", "open", role);
         assert_eq!(l["ok"], true, "{l:#}");
-        assert_eq!(l["opened_via"], via, "{l:#}");
+        assert_eq!(l["access_path"], via, "{l:#}");
         assert_eq!(l["iommufd"], access == "cdev", "{l:#}");
         assert_eq!(l["probe"], "Supported", "{l:#}");
         assert_eq!(u(l, "page_size"), PAGE);
@@ -253,7 +253,7 @@ fn check_handover_and_mmap(run: &Run, access: &str) {
     for role in ROLES {
         let l = one(run, access, "handover", "passed fd", role);
         assert_eq!(l["ok"], true, "{l:#}");
-        assert_eq!(l["opened_via"], via, "{l:#}");
+        assert_eq!(l["access_path"], via, "{l:#}");
         assert_eq!(l["exports"], true, "{l:#}");
         let node = if access == "cdev" {
             "/dev/iommu"

@@ -14,6 +14,7 @@ const ROOTS: &[&str] = &[
     "exporter/host/src",
     "exporter/src",
     "importer/src",
+    "importer/engine/src",
     "tools/src",
     "tests/src",
 ];
@@ -22,9 +23,9 @@ const ROOTS: &[&str] = &[
 const KNOWN: &[(&str, &str)] = &[
     ("exporter/host/src/error.rs", "HostError"),
     ("exporter/src/error.rs", "Error"),
+    ("importer/engine/src/error.rs", "EngineError"),
+    ("importer/engine/src/nvme/error.rs", "NvmeError"),
     ("importer/src/drm/error.rs", "Error"),
-    ("importer/src/engine/mod.rs", "EngineError"),
-    ("importer/src/engine/nvme/error.rs", "NvmeError"),
     ("importer/src/iommufd/error.rs", "Error"),
     ("importer/src/vulkan/error.rs", "VulkanError"),
 ];

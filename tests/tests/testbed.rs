@@ -311,8 +311,8 @@ fn a_pattern_written_through_the_vfio_mmap_lands_in_the_host_backing_file() {
     );
     let lines = json_lines(&out.output);
     assert_eq!(lines.len(), 2, "{}", out.output);
-    assert_eq!(lines[0]["opened_via"], "Cdev");
-    assert_eq!(lines[1]["opened_via"], "Group");
+    assert_eq!(lines[0]["access_path"], "Cdev");
+    assert_eq!(lines[1]["access_path"], "Group");
     assert!(lines[0]["readback_mismatch"].is_null(), "{}", lines[0]);
     // The host reads ivshmem1's backing file: exactly the pattern at the offset, and the
     // bytes around it untouched (zero), in the file of the right device only.

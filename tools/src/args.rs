@@ -2,6 +2,33 @@
 //! words (which value, what is expected) instead of Rust's ("invalid digit found in
 //! string").
 
+use clap::ValueEnum;
+use peerdma_exporter::AccessPath;
+
+/// `--access auto|cdev|group`: the VFIO access path to open a device through, as the
+/// command line spells it (the exporter's [`AccessPath`]; clap cannot derive on a
+/// type of another crate).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AccessPathArg {
+    /// cdev + iommufd where the kernel has them, else group/container.
+    #[default]
+    Auto,
+    /// /dev/vfio/devices/vfioN bound to /dev/iommu.
+    Cdev,
+    /// /dev/vfio/vfio container + /dev/vfio/GROUP.
+    Group,
+}
+
+impl From<AccessPathArg> for AccessPath {
+    fn from(a: AccessPathArg) -> AccessPath {
+        match a {
+            AccessPathArg::Auto => AccessPath::Auto,
+            AccessPathArg::Cdev => AccessPath::Cdev,
+            AccessPathArg::Group => AccessPath::Group,
+        }
+    }
+}
+
 /// A BAR as the user names it: `2`, `BAR2` or `bar2` (region index 0 to 5).
 ///
 /// # Errors

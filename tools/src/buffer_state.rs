@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::resource::{getrusage, UsageWho};
 use peerdma_exporter::{DmaBuf, RevokeState};
 
-use peerdma_importer::iommufd::{Access, Error as ImportError, Ioas, Iommufd, Iova};
+use peerdma_importer::iommufd::{Error as ImportError, Ioas, Iommufd, Iova, Prot};
 
 /// The kernel's view of a dma-buf.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub fn kernel_view(buf: BorrowedFd<'_>, page: u64) -> KernelView {
         Ok(i) => i,
         Err(e) => return KernelView::Unknown(e.to_string()),
     };
-    match ioas.map_dmabuf(buf, 0, page, Iova::Guarded, Access::Read) {
+    match ioas.map_dmabuf(buf, 0, page, Iova::Guarded, Prot::Read) {
         Ok(mapping) => {
             drop(mapping);
             KernelView::Live

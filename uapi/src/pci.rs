@@ -32,6 +32,10 @@ pub const PCI_STATUS: u16 = 0x06;
 /// Status bit: the capability list at `PCI_CAPABILITY_LIST` is valid.
 pub const PCI_STATUS_CAP_LIST: u16 = 0x10;
 
+/// 32-bit register: the class code in the high 24 bits (base class, subclass,
+/// programming interface), the revision id in the low 8.
+pub const PCI_CLASS_REVISION: u16 = 0x08;
+
 /// 8-bit Header Type register.
 pub const PCI_HEADER_TYPE: u16 = 0x0e;
 /// Header type without the multi-function bit (0 = endpoint, 1 = bridge).

@@ -14,9 +14,10 @@ use peerdma_uapi::iommufd::IOMMU_IOAS_MAP_FIXED_IOVA;
 use rustix::io::Errno;
 
 use super::error::{map_fix, Error, Result, SpanRule};
+use super::ioctl::{self, IommufdIoctl};
 use super::iova::{release, reserve};
 use super::map_request::MapRequest;
-use super::{ioctl, Access, Ioas, IoasInner, Iova};
+use super::{Ioas, IoasInner, Iova, Prot};
 
 /// The exporter name vfio-pci gives its dma-bufs (fdinfo `exp_name`).
 const VFIO_EXP_NAME: &str = "vfio_pci_core";
@@ -51,7 +52,7 @@ fn map_file_at(ioas: &IoasInner, file: BorrowedFd<'_>, at: u64, req: &MapRequest
     ioctl::ioas_map_file(
         ioas.fd(),
         ioas.id,
-        req.access.flags() | IOMMU_IOAS_MAP_FIXED_IOVA,
+        req.prot.flags() | IOMMU_IOAS_MAP_FIXED_IOVA,
         file,
         req.offset,
         req.len,
@@ -87,7 +88,7 @@ fn map_file_error(
             errno,
         },
         _ => Error::Map {
-            ioctl: "IOMMU_IOAS_MAP_FILE",
+            ioctl: IommufdIoctl::IoasMapFile,
             ioas: ioas.id,
             iova,
             len: req.len,
@@ -111,7 +112,7 @@ pub struct DmaBufMapping<F: AsFd> {
     offset: u64,
     len: u64,
     iova: u64,
-    access: Access,
+    prot: Prot,
     mapped: bool,
     seen: Seen,
     events: Option<Receiver<RevokeEvent>>,
@@ -154,9 +155,9 @@ impl<F: AsFd> DmaBufMapping<F> {
         self.offset
     }
 
-    /// The access devices have.
-    pub fn access(&self) -> Access {
-        self.access
+    /// What devices may do through the mapping.
+    pub fn prot(&self) -> Prot {
+        self.prot
     }
 
     /// The IOAS id.
@@ -223,7 +224,7 @@ impl<F: AsFd> DmaBufMapping<F> {
             offset: self.offset,
             len: self.len,
             iova: Iova::Fixed(self.iova),
-            access: self.access,
+            prot: self.prot,
             revoked: reason,
             ranges: self.ranges,
         };
@@ -286,13 +287,13 @@ impl Ioas {
         offset: u64,
         len: u64,
         iova: Iova,
-        access: Access,
+        prot: Prot,
     ) -> Result<DmaBufMapping<F>> {
         let req = MapRequest {
             offset,
             len,
             iova,
-            access,
+            prot,
             revoked: None,
             ranges: None,
         };
@@ -321,7 +322,7 @@ impl Ioas {
         offset: u64,
         len: u64,
         iova: Iova,
-        access: Access,
+        prot: Prot,
     ) -> Result<DmaBufMapping<B>> {
         let dmabuf: &DmaBuf = buf.borrow();
         if dmabuf.bdf() != exporter.bdf() {
@@ -357,7 +358,7 @@ impl Ioas {
             offset,
             len,
             iova,
-            access,
+            prot,
             revoked: reason,
             ranges: Some(ranges),
         };
@@ -384,7 +385,7 @@ impl Ioas {
             offset: req.offset,
             len: req.len,
             iova: at,
-            access: req.access,
+            prot: req.prot,
             mapped: true,
             seen: match req.revoked {
                 Some(r) => Seen::Revoked(Some(r)),

@@ -10,6 +10,7 @@ use peerdma_exporter::RevokeReason;
 use peerdma_host::Bdf;
 use rustix::io::Errno;
 
+use super::ioctl::IommufdIoctl;
 use super::iova::IovaRange;
 
 /// Result type of the iommufd importer.
@@ -81,10 +82,11 @@ pub enum Error {
         limit: u64,
     },
 
-    /// The device is not on the cdev path, so it has no iommufd.
+    /// The device is not on the cdev access path, so it has no iommufd. (The API:
+    /// `OpenOptions { access: AccessPath::Cdev, .. }`.)
     #[error(
-        "{bdf}: the device was opened through the VFIO group/container path and has no \
-         iommufd; fix: open it with AccessPath::Cdev (needs /dev/iommu and \
+        "{bdf}: the device was opened through the VFIO group/container access path and has \
+         no iommufd; fix: open it through the cdev access path (needs /dev/iommu and \
          /dev/vfio/devices/vfioN)"
     )]
     DeviceNotCdev {
@@ -92,11 +94,13 @@ pub enum Error {
         bdf: Bdf,
     },
 
-    /// The device is bound to another iommufd than the IOAS belongs to.
+    /// The device is bound to another iommufd than the IOAS belongs to. (The API:
+    /// [`Iommufd::of_device`](super::Iommufd::of_device), or
+    /// `PassedFds::Iommufd(iommufd.try_clone_fd()?)` when opening.)
     #[error(
         "{bdf}: the device is bound to a different iommufd than IOAS {ioas}'s; a device can \
-         attach only to an IOAS of the iommufd it was bound to; fix: build the Iommufd with \
-         Iommufd::of_device, or open the device with PassedFds::Iommufd(iommufd.try_clone_fd()?)"
+         attach only to an IOAS of the iommufd it was bound to; fix: allocate the IOAS in \
+         the device's own iommufd, or bind the device to this IOAS's iommufd when opening it"
     )]
     DifferentIommufd {
         /// Device.
@@ -191,11 +195,23 @@ pub enum Error {
         device: Bdf,
     },
 
+    /// An `fcntl(2)` on an iommufd fd failed: duplicating it (`F_DUPFD_CLOEXEC`), or
+    /// reading and setting its file status flags (`F_GETFL`/`F_SETFL`, to compare two).
+    #[error("{command} on an iommufd fd failed: {errno}; fix: {fix}")]
+    Fcntl {
+        /// The fcntl command(s), as `fcntl(2)` names them.
+        command: &'static str,
+        /// Kernel's errno.
+        errno: Errno,
+        /// What to do.
+        fix: &'static str,
+    },
+
     /// An iommufd ioctl on an IOAS failed (the generic case).
     #[error("{ioctl} on IOAS {ioas} failed: {errno}; {fix}")]
     Ioctl {
         /// The ioctl.
-        ioctl: &'static str,
+        ioctl: IommufdIoctl,
         /// IOAS id (0 when none yet).
         ioas: u32,
         /// Kernel's errno.
@@ -299,8 +315,8 @@ pub enum Error {
          {ioas} failed: {errno}; {fix}"
     )]
     Map {
-        /// The ioctl.
-        ioctl: &'static str,
+        /// The ioctl: [`IommufdIoctl::IoasMap`] or [`IommufdIoctl::IoasMapFile`].
+        ioctl: IommufdIoctl,
         /// IOAS id.
         ioas: u32,
         /// IOVA (0 when the kernel was to choose).
@@ -401,6 +417,7 @@ impl Error {
             | Error::DmaBufRevoked { errno, .. }
             | Error::UserBuffer { errno, .. }
             | Error::UserBufferHuge { errno, .. }
+            | Error::Fcntl { errno, .. }
             | Error::Ioctl { errno, .. }
             | Error::Map { errno, .. }
             | Error::OpenIommufd { errno, .. } => Some(*errno),
@@ -512,6 +529,7 @@ impl Error {
             Error::UserBuffer { .. } => "user_buffer",
             Error::UserBufferBounds { .. } => "user_buffer_bounds",
             Error::UserBufferHuge { .. } => "user_buffer_huge",
+            Error::Fcntl { .. } => "fcntl",
             Error::Ioctl { .. } => "ioctl",
             Error::IovaExhausted { .. } => "iova_exhausted",
             Error::IovaOverLimit { .. } => "iova_over_limit",

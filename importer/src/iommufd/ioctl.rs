@@ -18,6 +18,42 @@ use peerdma_uapi::iommufd::{
 };
 use rustix::io::{Errno, Result};
 
+/// The iommufd ioctls this module issues, by the name `linux/iommufd.h` gives them:
+/// what [`Error::Ioctl`](super::Error::Ioctl) and [`Error::Map`](super::Error::Map)
+/// name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IommufdIoctl {
+    /// `IOMMU_IOAS_ALLOC`.
+    IoasAlloc,
+    /// `IOMMU_IOAS_IOVA_RANGES`.
+    IoasIovaRanges,
+    /// `IOMMU_IOAS_MAP` (user memory).
+    IoasMap,
+    /// `IOMMU_IOAS_MAP_FILE` (a dma-buf or memfd).
+    IoasMapFile,
+    /// `IOMMU_IOAS_UNMAP`.
+    IoasUnmap,
+}
+
+impl IommufdIoctl {
+    /// The name as `linux/iommufd.h` spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            IommufdIoctl::IoasAlloc => "IOMMU_IOAS_ALLOC",
+            IommufdIoctl::IoasIovaRanges => "IOMMU_IOAS_IOVA_RANGES",
+            IommufdIoctl::IoasMap => "IOMMU_IOAS_MAP",
+            IommufdIoctl::IoasMapFile => "IOMMU_IOAS_MAP_FILE",
+            IommufdIoctl::IoasUnmap => "IOMMU_IOAS_UNMAP",
+        }
+    }
+}
+
+impl std::fmt::Display for IommufdIoctl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// `size_of::<T>()` as the `u32` the kernel's size/argsz fields hold.
 fn size32<T>() -> u32 {
     // Every argument struct is a few dozen bytes.

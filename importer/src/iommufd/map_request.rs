@@ -1,4 +1,4 @@
-//! What a mapping asks for: the [`Access`] devices get, and the
+//! What a mapping asks for: the [`Prot`]ection devices get, and the
 //! [`MapRequest`] that carries one `IOMMU_IOAS_MAP_FILE` call's facts.
 
 use peerdma_exporter::RevokeReason;
@@ -6,9 +6,12 @@ use peerdma_uapi::iommufd::{IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE};
 
 use super::Iova;
 
-/// What devices may do through a mapping.
+/// What devices may do through a mapping: the IOMMU page protection
+/// `IOMMU_IOAS_MAP_READABLE` / `IOMMU_IOAS_MAP_WRITEABLE` of `IOMMU_IOAS_MAP` and
+/// `IOMMU_IOAS_MAP_FILE` (`include/uapi/linux/iommufd.h`, `struct iommu_ioas_map`).
+/// Not RDMA's `IBV_ACCESS_*` (that is `rdma::Access`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
+pub enum Prot {
     /// Devices read (the source of a DMA).
     Read,
     /// Devices write (the destination of a DMA).
@@ -17,13 +20,13 @@ pub enum Access {
     ReadWrite,
 }
 
-impl Access {
+impl Prot {
     /// The `IOMMU_IOAS_MAP_*` flags.
     pub fn flags(self) -> u32 {
         match self {
-            Access::Read => IOMMU_IOAS_MAP_READABLE,
-            Access::Write => IOMMU_IOAS_MAP_WRITEABLE,
-            Access::ReadWrite => IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+            Prot::Read => IOMMU_IOAS_MAP_READABLE,
+            Prot::Write => IOMMU_IOAS_MAP_WRITEABLE,
+            Prot::ReadWrite => IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
         }
     }
 }
@@ -40,7 +43,7 @@ pub(crate) struct MapRequest {
     /// Where it goes.
     pub(crate) iova: Iova,
     /// What devices may do.
-    pub(crate) access: Access,
+    pub(crate) prot: Prot,
     /// The exporter's revoke reason, when the buffer is revoked.
     pub(crate) revoked: Option<RevokeReason>,
     /// How many ranges the dma-buf has, when known.
@@ -53,10 +56,10 @@ mod tests {
 
     #[test]
     fn access_flags() {
-        assert_eq!(Access::Read.flags(), IOMMU_IOAS_MAP_READABLE);
-        assert_eq!(Access::Write.flags(), IOMMU_IOAS_MAP_WRITEABLE);
+        assert_eq!(Prot::Read.flags(), IOMMU_IOAS_MAP_READABLE);
+        assert_eq!(Prot::Write.flags(), IOMMU_IOAS_MAP_WRITEABLE);
         assert_eq!(
-            Access::ReadWrite.flags(),
+            Prot::ReadWrite.flags(),
             IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE
         );
     }

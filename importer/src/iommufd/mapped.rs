@@ -1,11 +1,11 @@
 //! What every mapping in an IOAS says of itself ([`Mapped`]): where it is, how long,
 //! what devices may do through it, and whether DMA through it still reaches the
-//! memory. An engine's checked copy ([`crate::engine::AttachedEngine::copy`]) asks
+//! memory. An engine's checked copy (`peerdma_engine::AttachedEngine::copy`) asks
 //! this of both sides before and after it moves bytes.
 
 use std::os::fd::AsFd;
 
-use super::{Access, DmaBufMapping, MappingState, UserMapping};
+use super::{DmaBufMapping, MappingState, Prot, UserMapping};
 
 /// A mapping in an IOAS: a dma-buf range ([`DmaBufMapping`]) or user memory
 /// ([`UserMapping`]).
@@ -21,7 +21,7 @@ pub trait Mapped {
         self.len() == 0
     }
     /// What devices may do through it.
-    fn access(&self) -> Access;
+    fn prot(&self) -> Prot;
     /// Whether DMA through it reaches the memory now. User memory is pinned by the
     /// kernel for as long as it is mapped: always [`MappingState::Live`].
     fn state(&mut self) -> MappingState;
@@ -37,8 +37,8 @@ impl<F: AsFd> Mapped for DmaBufMapping<F> {
     fn len(&self) -> u64 {
         DmaBufMapping::len(self)
     }
-    fn access(&self) -> Access {
-        DmaBufMapping::access(self)
+    fn prot(&self) -> Prot {
+        DmaBufMapping::prot(self)
     }
     fn state(&mut self) -> MappingState {
         DmaBufMapping::state(self)
@@ -55,32 +55,32 @@ impl Mapped for UserMapping {
     fn len(&self) -> u64 {
         UserMapping::len(self)
     }
-    fn access(&self) -> Access {
-        UserMapping::access(self)
+    fn prot(&self) -> Prot {
+        UserMapping::prot(self)
     }
     fn state(&mut self) -> MappingState {
         MappingState::Live
     }
 }
 
-impl Access {
-    /// Whether devices may read through a mapping with this access.
+impl Prot {
+    /// Whether devices may read through a mapping with this protection.
     pub fn reads(self) -> bool {
-        matches!(self, Access::Read | Access::ReadWrite)
+        matches!(self, Prot::Read | Prot::ReadWrite)
     }
 
-    /// Whether devices may write through a mapping with this access.
+    /// Whether devices may write through a mapping with this protection.
     pub fn writes(self) -> bool {
-        matches!(self, Access::Write | Access::ReadWrite)
+        matches!(self, Prot::Write | Prot::ReadWrite)
     }
 }
 
-impl std::fmt::Display for Access {
+impl std::fmt::Display for Prot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Access::Read => "read-only",
-            Access::Write => "write-only",
-            Access::ReadWrite => "read-write",
+            Prot::Read => "read-only",
+            Prot::Write => "write-only",
+            Prot::ReadWrite => "read-write",
         })
     }
 }

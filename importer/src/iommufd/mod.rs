@@ -46,8 +46,9 @@ use rustix::io::Errno;
 pub use attach::Attachment;
 pub use dmabuf_mapping::{DmaBufMapping, MappingState};
 pub use error::{Error, Result, SpanRule};
+pub use ioctl::IommufdIoctl;
 pub use iova::{Iova, IovaRange, Placement, DEFAULT_GUARD};
-pub use map_request::Access;
+pub use map_request::Prot;
 pub use mapped::Mapped;
 pub use user_memory::{UserBuffer, UserMapping};
 
@@ -122,16 +123,15 @@ impl Iommufd {
     ///
     /// # Errors
     /// [`Error::DeviceNotCdev`] when the device was opened through a VFIO group, not
-    /// its cdev; [`Error::Ioctl`] when the dup fails.
+    /// its cdev; [`Error::Fcntl`] when the dup fails.
     pub fn of_device(device: &Device) -> Result<Self> {
         let fd = device
             .iommufd()
             .ok_or(Error::DeviceNotCdev { bdf: device.bdf() })?;
-        let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|errno| Error::Ioctl {
-            ioctl: "F_DUPFD_CLOEXEC",
-            ioas: 0,
+        let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|errno| Error::Fcntl {
+            command: "F_DUPFD_CLOEXEC",
             errno,
-            fix: "the process is out of file descriptors",
+            fix: "close file descriptors, or raise the process's limit (RLIMIT_NOFILE)",
         })?;
         Ok(Self::from_fd(dup))
     }
@@ -140,13 +140,12 @@ impl Iommufd {
     /// `PassedFds::Iommufd`.
     ///
     /// # Errors
-    /// [`Error::Ioctl`] (`F_DUPFD_CLOEXEC`) when the dup fails.
+    /// [`Error::Fcntl`] (`F_DUPFD_CLOEXEC`) when the dup fails.
     pub fn try_clone_fd(&self) -> Result<OwnedFd> {
-        rustix::io::fcntl_dupfd_cloexec(self.fd.as_fd(), 0).map_err(|errno| Error::Ioctl {
-            ioctl: "F_DUPFD_CLOEXEC",
-            ioas: 0,
+        rustix::io::fcntl_dupfd_cloexec(self.fd.as_fd(), 0).map_err(|errno| Error::Fcntl {
+            command: "F_DUPFD_CLOEXEC",
             errno,
-            fix: "the process is out of file descriptors",
+            fix: "close file descriptors, or raise the process's limit (RLIMIT_NOFILE)",
         })
     }
 
@@ -159,13 +158,12 @@ impl Iommufd {
     /// opens of `/dev/iommu` share the inode, so `fstat` cannot tell them apart.
     ///
     /// # Errors
-    /// [`Error::Ioctl`] (`F_GETFL/F_SETFL`) when either fd is not open.
+    /// [`Error::Fcntl`] (`F_GETFL/F_SETFL`) when either fd is not open.
     pub fn is_same_file(&self, other: BorrowedFd<'_>) -> Result<bool> {
-        let err = |errno| Error::Ioctl {
-            ioctl: "F_GETFL/F_SETFL",
-            ioas: 0,
+        let err = |errno| Error::Fcntl {
+            command: "F_GETFL/F_SETFL",
             errno,
-            fix: "an fd is not open",
+            fix: "pass an open fd",
         };
         let mine = self.fd.as_fd();
         let before = rustix::fs::fcntl_getfl(mine).map_err(err)?;
@@ -229,7 +227,7 @@ impl IoasInner {
         }
         let (raw, align) =
             ioctl::ioas_iova_ranges(self.fd(), self.id).map_err(|errno| Error::Ioctl {
-                ioctl: "IOMMU_IOAS_IOVA_RANGES",
+                ioctl: IommufdIoctl::IoasIovaRanges,
                 ioas: self.id,
                 errno,
                 fix: "the IOAS is gone",
@@ -255,7 +253,7 @@ impl IoasInner {
         ioctl::ioas_unmap(self.fd(), self.id, iova, len)
             .map(|_| ())
             .map_err(|errno| Error::Ioctl {
-                ioctl: "IOMMU_IOAS_UNMAP",
+                ioctl: IommufdIoctl::IoasUnmap,
                 ioas: self.id,
                 errno,
                 fix: "nothing is mapped there any more, or a kernel user pins it",
@@ -296,7 +294,7 @@ impl Ioas {
     /// cannot allocate the IOAS.
     pub fn alloc_with(iommufd: &Iommufd, placement: Placement) -> Result<Self> {
         let id = ioctl::ioas_alloc(iommufd.as_fd()).map_err(|errno| Error::Ioctl {
-            ioctl: "IOMMU_IOAS_ALLOC",
+            ioctl: IommufdIoctl::IoasAlloc,
             ioas: 0,
             errno,
             fix: if errno == Errno::NOTTY {

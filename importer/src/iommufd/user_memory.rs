@@ -11,27 +11,28 @@ use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
 use super::error::{map_fix, Error, Result};
+use super::ioctl::{self, IommufdIoctl};
 use super::iova::{release, reserve};
-use super::{ioctl, Access, Ioas, IoasInner, Iova};
+use super::{Ioas, IoasInner, Iova, Prot};
 
 impl Ioas {
     /// Maps a [`UserBuffer`] (`IOMMU_IOAS_MAP`, which pins its pages) at
     /// `iova`; the mapping owns the buffer until [`UserMapping::unmap`].
-    pub fn map_host(&self, buf: UserBuffer, iova: Iova, access: Access) -> Result<UserMapping> {
+    pub fn map_host(&self, buf: UserBuffer, iova: Iova, prot: Prot) -> Result<UserMapping> {
         let ioas = &self.inner;
         let len = buf.len() as u64;
         let at = reserve(ioas, iova, len)?;
         if let Err(errno) = ioctl::ioas_map(
             ioas.fd(),
             ioas.id,
-            access.flags() | IOMMU_IOAS_MAP_FIXED_IOVA,
+            prot.flags() | IOMMU_IOAS_MAP_FIXED_IOVA,
             buf.as_ptr() as u64,
             len,
             at,
         ) {
             release(ioas, at);
             return Err(Error::Map {
-                ioctl: "IOMMU_IOAS_MAP",
+                ioctl: IommufdIoctl::IoasMap,
                 ioas: ioas.id,
                 iova: at,
                 len,
@@ -44,7 +45,7 @@ impl Ioas {
             ioas: Arc::clone(ioas),
             buf: Some(buf),
             iova: at,
-            access,
+            prot,
         })
     }
 }
@@ -208,7 +209,7 @@ pub struct UserMapping {
     ioas: Arc<IoasInner>,
     buf: Option<UserBuffer>,
     iova: u64,
-    access: Access,
+    prot: Prot,
 }
 
 impl UserMapping {
@@ -227,9 +228,9 @@ impl UserMapping {
         self.len() == 0
     }
 
-    /// The access devices have.
-    pub fn access(&self) -> Access {
-        self.access
+    /// What devices may do through the mapping.
+    pub fn prot(&self) -> Prot {
+        self.prot
     }
 
     /// The IOAS id.

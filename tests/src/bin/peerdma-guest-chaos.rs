@@ -21,9 +21,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peerdma_engine::NvmeOptions;
 use peerdma_exporter::{Device, Error, OpenOptions, PowerState};
 use peerdma_host::Bdf;
-use peerdma_importer::engine::NvmeOptions;
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 use peerdma_testbed::rng::Rng;

@@ -44,7 +44,7 @@ fn run() -> Result<serde_json::Value> {
     let mismatch = pattern::first_mismatch(seed, 0, &back);
     Ok(serde_json::json!({
         "bdf": dev.bdf,
-        "opened_via": format!("{:?}", device.opened_via()),
+        "access_path": format!("{:?}", device.access_path()),
         "region_len": map.len(),
         "written": length,
         "readback_mismatch": mismatch,

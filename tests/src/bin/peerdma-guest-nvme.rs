@@ -14,11 +14,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peerdma_engine::nvme::command::Io;
+use peerdma_engine::nvme::IoStats;
+use peerdma_engine::{AttachedEngine, EngineOptions, NvmeOptions};
 use peerdma_host::Bdf;
-use peerdma_importer::engine::nvme::command::Io;
-use peerdma_importer::engine::nvme::IoStats;
-use peerdma_importer::engine::{AttachedEngine, EngineOptions, NvmeOptions};
-use peerdma_importer::iommufd::{Access, Iommufd, Iova, UserBuffer};
+use peerdma_importer::iommufd::{Iommufd, Iova, Prot, UserBuffer};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 use peerdma_tools::p2pcopy::testing::{self, Hooks, RevokeTrigger};
@@ -162,7 +162,7 @@ fn timeout_then_reuse(nvme: Bdf, seed: u64) -> Result<serde_json::Value> {
     let len = 1usize << 20;
     let buf = engine
         .ioas()
-        .map_host(UserBuffer::new(len)?, Iova::Guarded, Access::Write)?;
+        .map_host(UserBuffer::new(len)?, Iova::Guarded, Prot::Write)?;
     let n = engine.nvme_mut().context("not an NVMe engine")?;
     n.stall_next_transfer();
     let t0 = Instant::now();

@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use peerdma_engine::AttachedEngine;
 use peerdma_exporter::{AccessPath, Device, DmaRange, OpenOptions};
 use peerdma_host::Bdf;
-use peerdma_importer::engine::AttachedEngine;
-use peerdma_importer::iommufd::{Access, Iommufd, Iova};
+use peerdma_importer::iommufd::{Iommufd, Iova, Prot};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps, rss_kib};
 use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, PathChoice};
@@ -51,8 +51,8 @@ fn importer_cycles(iv0: Bdf, iv1: Bdf, edu: Bdf, cycles: u64) -> Result<Value> {
         let a = src.export_dma_buf(2, &[DmaRange::new(at, PAGE)])?;
         let b = dst.export_dma_buf(2, &[DmaRange::new(at, PAGE)])?;
         let ioas = engine.ioas();
-        let ma = ioas.map_vfio_dmabuf(&src, a, 0, PAGE, Iova::Guarded, Access::Read)?;
-        let mb = ioas.map_vfio_dmabuf(&dst, b, 0, PAGE, Iova::Guarded, Access::Write)?;
+        let ma = ioas.map_vfio_dmabuf(&src, a, 0, PAGE, Iova::Guarded, Prot::Read)?;
+        let mb = ioas.map_vfio_dmabuf(&dst, b, 0, PAGE, Iova::Guarded, Prot::Write)?;
         let (s, d) = (ma.iova(), mb.iova());
         engine
             .engine_mut()

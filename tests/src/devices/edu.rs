@@ -16,7 +16,7 @@ impl DeviceModel for Edu {
         "edu"
     }
     fn pci_id(&self) -> (u16, u16) {
-        (0x1234, 0x11e8)
+        peerdma_engine::EngineId::EDU.pci_id()
     }
     fn qemu_args(&self, site: &QemuSite) -> Result<Vec<String>> {
         Ok(vec!["-device".into(), format!("edu,{}", site.place)])

@@ -45,7 +45,7 @@ impl DeviceModel for Nvme {
         }
     }
     fn pci_id(&self) -> (u16, u16) {
-        (0x1b36, 0x0010)
+        peerdma_engine::EngineId::NVME.pci_id()
     }
     fn binds_vfio(&self) -> bool {
         self.0 != Variant::Kernel

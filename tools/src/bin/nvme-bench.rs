@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use peerdma_engine::nvme::command::Io;
+use peerdma_engine::nvme::{DataPointer, IoStats};
+use peerdma_engine::{AttachedEngine, EngineOptions, NvmeOptions};
 use peerdma_exporter::{DmaBuf, DmaRange, OpenOptions};
 use peerdma_host::Bdf;
-use peerdma_importer::engine::nvme::command::Io;
-use peerdma_importer::engine::nvme::{DataPointer, IoStats};
-use peerdma_importer::engine::{AttachedEngine, EngineOptions, NvmeOptions};
-use peerdma_importer::iommufd::{Access, DmaBufMapping, Iommufd, Iova, UserBuffer, UserMapping};
+use peerdma_importer::iommufd::{DmaBufMapping, Iommufd, Iova, Prot, UserBuffer, UserMapping};
 use peerdma_tools::p2pcopy::{
     self, Endpoint, EndpointSpec, NvmeTarget, StorageReport, StorageRequest, Target,
 };
@@ -169,7 +169,7 @@ impl Cell {
             .with_context(|| format!("exporting {} BAR{}", cli.bar, bar.bar.index))?;
         let dma = engine
             .ioas()
-            .map_vfio_dmabuf(&bar.device, buf, 0, size, Iova::Guarded, Access::ReadWrite)
+            .map_vfio_dmabuf(&bar.device, buf, 0, size, Iova::Guarded, Prot::ReadWrite)
             .context("mapping the BAR's dma-buf")?;
         let host = engine
             .ioas()
@@ -180,7 +180,7 @@ impl Cell {
                     UserBuffer::new(size as usize)?
                 },
                 Iova::Guarded,
-                Access::ReadWrite,
+                Prot::ReadWrite,
             )
             .context("mapping the host buffer")?;
         Ok(Cell {

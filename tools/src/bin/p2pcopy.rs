@@ -26,10 +26,10 @@ use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use peerdma_engine::nvme::DataPointer;
+use peerdma_engine::NvmeOptions;
 use peerdma_exporter::AccessPath;
 use peerdma_host::Bdf;
-use peerdma_importer::engine::nvme::DataPointer;
-use peerdma_importer::engine::NvmeOptions;
 use peerdma_tools::failure::{usage, Failure};
 use peerdma_tools::p2pcopy::{
     self, CopyError, CopyReport, CopyRequest, EndpointSpec, PathChoice, Progress, Side, SpanField,

@@ -1,15 +1,15 @@
 //! The DMA path: both spans exported as single-range dma-bufs, mapped by the
-//! iommufd importer into the IOAS an engine (`peerdma_importer::engine`) is
+//! iommufd importer into the IOAS an engine (`peerdma_engine`) is
 //! attached to, and the engine moves the data from one IOVA to the other. The
 //! CPU never touches the data on this path.
 
 use std::path::Path;
 
+use peerdma_engine::{self as engine, AttachedEngine};
 use peerdma_exporter::{DmaBuf, DmaRange};
 use peerdma_host::sysfs::Sysfs;
 use peerdma_host::Bdf;
-use peerdma_importer::engine::{self, AttachedEngine};
-use peerdma_importer::iommufd::{Access, DmaBufMapping, Iommufd, Iova, MappingState, DEV_IOMMU};
+use peerdma_importer::iommufd::{DmaBufMapping, Iommufd, Iova, MappingState, Prot, DEV_IOMMU};
 
 use super::path::{CopyPath, PathKind, Side, StepError};
 use super::{CopyError, Endpoint, Unavailable};
@@ -57,7 +57,7 @@ pub(super) fn find_engine(
         .filter(|b| {
             sys.device(*b).is_ok_and(|d| {
                 d.is_vfio_bound()
-                    && engine::driver_for(d.vendor, d.device).is_some()
+                    && engine::EngineId::by_pci_id(d.vendor, d.device).is_some()
                     && !engine::is_nvme_class(d.class)
             })
         })
@@ -155,8 +155,8 @@ impl Dma {
                 .ioas()
                 .map_vfio_dmabuf(&ep.device, buf, 0, size, Iova::Guarded, access)?)
         };
-        let src_map = map(src, Access::Read)?;
-        let dst_map = map(dst, Access::Write)?;
+        let src_map = map(src, Prot::Read)?;
+        let dst_map = map(dst, Prot::Write)?;
         let dst_shift = if fault_dst { dst_map.len() } else { 0 };
         Ok(Dma {
             src_map,

@@ -1,9 +1,9 @@
 //! One side of a copy: a device, one of its BARs, an offset into it, and the BAR's CPU
 //! mapping.
 
+use peerdma_engine::EngineId;
 use peerdma_exporter::{Bar, BarKind, Device, MappedRegion, OpenOptions};
 use peerdma_host::Bdf;
-use peerdma_importer::engine::driver_for;
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
 use super::error::CopyError;
@@ -66,7 +66,7 @@ pub fn default_bar(device: &Device) -> Result<Bar, CopyError> {
 fn engine_register_bar(device: &Device) -> Option<(u32, &'static str)> {
     let vendor = device.config_read_u16(PCI_VENDOR_ID).ok()?;
     let id = device.config_read_u16(PCI_DEVICE_ID).ok()?;
-    driver_for(vendor, id).map(|d| (d.register_bar, d.name))
+    EngineId::by_pci_id(vendor, id).map(|d| (d.register_bar, d.name))
 }
 
 /// Prefetchable memory that is not an engine's register BAR.

@@ -4,8 +4,8 @@
 
 use std::fmt;
 
+use peerdma_engine::ENGINES;
 use peerdma_host::Bdf;
-use peerdma_importer::engine::DRIVERS;
 
 use super::path::Side;
 
@@ -71,7 +71,7 @@ impl fmt::Display for Unavailable {
                 f,
                 "no supported DMA engine is bound to vfio-pci (supported: {}); fix: bind one, \
                  name it, or copy with the CPU",
-                DRIVERS
+                ENGINES
                     .iter()
                     .map(|d| format!("{} {:04x}:{:04x}", d.name, d.vendor, d.device))
                     .collect::<Vec<_>>()
@@ -208,7 +208,7 @@ pub enum CopyError {
     },
     /// The DMA engine failed.
     #[error(transparent)]
-    Engine(#[from] peerdma_importer::engine::EngineError),
+    Engine(#[from] peerdma_engine::EngineError),
     /// The IOMMU refused the engine's DMA while the copy ran (the kernel logged it):
     /// the cause of `outcome`.
     #[error(

@@ -5,7 +5,7 @@
 //!   mmaps;
 //! - [`Dma`](super::Dma): both spans exported as dma-bufs, mapped by the
 //!   iommufd importer into the IOAS of an engine (a device that moves bytes,
-//!   `peerdma_importer::engine`), which DMAs from one IOVA to the other;
+//!   `peerdma_engine`), which DMAs from one IOVA to the other;
 //! - RDMA: to another host's memory only, through the `rdma` module (feature
 //!   `rdma`: `send`/`serve`), not a [`CopyPath`] between two local BARs.
 

@@ -1,7 +1,7 @@
 //! Storage copies: an NVMe namespace to or from a BAR (peer-to-peer: the controller's
 //! data IOVAs are the BAR's dma-buf, mapped in the controller's IOAS) or host memory
 //! (the baseline), driven by the user-space NVMe engine
-//! (`peerdma_importer::engine::nvme`).
+//! (`peerdma_engine::nvme`).
 //!
 //! NVMe → memory is a stream of Reads, memory → NVMe a stream of Writes, up to the
 //! queue depth in flight, each command at most the transfer size (and the controller's
@@ -14,14 +14,14 @@
 
 use std::time::{Duration, Instant};
 
+use peerdma_engine::nvme::command::Io;
+use peerdma_engine::nvme::{IoStats, NamespaceInfo, NvmeError, NVME_CLASS};
+use peerdma_engine::{AttachedEngine, EngineError, EngineOptions, Nvme, NvmeOptions};
 use peerdma_exporter::{AccessPath, DmaBuf, DmaRange, OpenOptions, RevokeState};
 use peerdma_host::sysfs::Sysfs;
 use peerdma_host::Bdf;
-use peerdma_importer::engine::nvme::command::Io;
-use peerdma_importer::engine::nvme::{IoStats, NamespaceInfo, NvmeError, NVME_CLASS};
-use peerdma_importer::engine::{AttachedEngine, EngineError, EngineOptions, Nvme, NvmeOptions};
 use peerdma_importer::iommufd::{
-    Access, DmaBufMapping, Iommufd, Iova, MappingState, UserBuffer, UserMapping,
+    DmaBufMapping, Iommufd, Iova, MappingState, Prot, UserBuffer, UserMapping,
 };
 use serde::{Serialize, Serializer};
 
@@ -278,11 +278,7 @@ fn poison(seed: u64, which: u64) -> u64 {
     seed ^ 0x5eed_dead_0000_0000 ^ which.wrapping_mul(0x9e37_79b9)
 }
 
-fn host_buffer(
-    engine: &AttachedEngine,
-    len: u64,
-    access: Access,
-) -> Result<UserMapping, CopyError> {
+fn host_buffer(engine: &AttachedEngine, len: u64, access: Prot) -> Result<UserMapping, CopyError> {
     Ok(engine
         .ioas()
         .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, access)?)
@@ -458,9 +454,9 @@ pub(super) fn run_storage_inner(
                 .device
                 .export_dma_buf(ep.bar.index, &[DmaRange::new(ep.offset, size)])?;
             let access = if dir == Io::Read {
-                Access::Write
+                Prot::Write
             } else {
-                Access::Read
+                Prot::Read
             };
             let dma =
                 engine
@@ -468,7 +464,7 @@ pub(super) fn run_storage_inner(
                     .map_vfio_dmabuf(&ep.device, buf, 0, size, Iova::Guarded, access)?;
             Memory::Bar { dma, cpu }
         }
-        None => Memory::Host(host_buffer(&engine, size, Access::ReadWrite)?),
+        None => Memory::Host(host_buffer(&engine, size, Prot::ReadWrite)?),
     };
     let report_of = |t: &Target, m: &Memory| match (t, m, &ep) {
         (Target::Nvme(n), _, _) => TargetReport::Nvme {
@@ -490,12 +486,12 @@ pub(super) fn run_storage_inner(
     let mut memory = memory;
     // A host buffer for poisoning the drive and reading it back for the check.
     let check_buf = if req.verify {
-        Some(host_buffer(&engine, size, Access::ReadWrite)?)
+        Some(host_buffer(&engine, size, Prot::ReadWrite)?)
     } else {
         None
     };
     // One page to show the controller answers again after a failed stream.
-    let probe = host_buffer(&engine, u64::from(ns.block_size), Access::Write)?;
+    let probe = host_buffer(&engine, u64::from(ns.block_size), Prot::Write)?;
     if let Some(check) = &check_buf {
         match dir {
             Io::Read => memory.fill(ep.as_ref(), poison(req.seed, 1), size)?,

@@ -2,13 +2,13 @@
 //! mapped, edu attached to the same IOAS, and where in the BAR each scenario works.
 
 use anyhow::{Context, Result};
+use peerdma_engine::{DmaEngine, Edu, TransferReport};
 use peerdma_exporter::{
     AccessPath, Device, DmaBuf, DmaRange, MappedRegion, OpenOptions, PassedFds,
 };
 use peerdma_host::Bdf;
-use peerdma_importer::engine::{DmaEngine, Edu, TransferReport};
 use peerdma_importer::iommufd::{
-    Access, Attachment, DmaBufMapping, Ioas, Iommufd, Iova, Placement, UserBuffer, UserMapping,
+    Attachment, DmaBufMapping, Ioas, Iommufd, Iova, Placement, Prot, UserBuffer, UserMapping,
 };
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::pattern;
@@ -117,10 +117,10 @@ impl Rig {
     ) -> Result<DmaBufMapping<&'b DmaBuf>> {
         Ok(self
             .ioas
-            .map_vfio_dmabuf(&self.ivshmem, buf, 0, buf.size(), iova, Access::ReadWrite)?)
+            .map_vfio_dmabuf(&self.ivshmem, buf, 0, buf.size(), iova, Prot::ReadWrite)?)
     }
 
-    pub(crate) fn host(&self, len: u64, access: Access) -> Result<UserMapping> {
+    pub(crate) fn host(&self, len: u64, access: Prot) -> Result<UserMapping> {
         Ok(self
             .ioas
             .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, access)?)
@@ -128,7 +128,7 @@ impl Rig {
 
     /// Loads edu's buffer with `seed`'s pattern through a host mapping.
     pub(crate) fn load_edu(&mut self, seed: u64) -> Result<TransferReport> {
-        let host = self.host(EDU_BUF, Access::Read)?;
+        let host = self.host(EDU_BUF, Prot::Read)?;
         let mut data = vec![0u8; EDU_BUF as usize];
         pattern::fill(seed, 0, &mut data);
         host.buffer().write(0, &data)?;

@@ -31,7 +31,7 @@ pub struct ExportArgs {
     ranges: Vec<(u64, u64)>,
     /// Access path.
     #[arg(long, value_enum, default_value = "auto")]
-    access: crate::Access,
+    access: peerdma_tools::args::AccessPathArg,
     /// Let ranges touch the MSI-X table or PBA pages (a peer could then write MSI-X
     /// vectors). Not needed where VFIO marks the region MSI-X mappable (`peerdma regions`
     /// says so): such pages are exported like the rest, as VFIO lets them be mmapped.
@@ -80,7 +80,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let out = json!({
         "bdf": args.bdf.to_string(),
         "bar": args.bar,
-        "opened_via": crate::regions::opened_via(device.opened_via()).0,
+        "access_path": crate::regions::access_path(device.access_path()).0,
         "size": buf.size(),
         "ranges": ranges.iter().map(|r| json!({"offset": r.offset, "length": r.length})).collect::<Vec<_>>(),
         "exporter": info.exp_name,

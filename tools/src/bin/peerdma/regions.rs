@@ -1,7 +1,7 @@
 //! `peerdma regions BDF`: the VFIO view of one device.
 
 use anyhow::Result;
-use peerdma_exporter::{AccessPath, Device, DmaBufSupport, OpenOptions, OpenedVia, RegionCap};
+use peerdma_exporter::{AccessPath, Device, DmaBufSupport, OpenOptions, RegionCap};
 use peerdma_host::Bdf;
 use peerdma_host::RegionIndex;
 use peerdma_tools::size::human;
@@ -23,10 +23,12 @@ fn cap_json(c: &RegionCap) -> Value {
 
 /// The access path in `--json` (`cdev`, `group`, as `--access` spells them) and in
 /// words.
-pub(crate) fn opened_via(v: OpenedVia) -> (&'static str, &'static str) {
+pub(crate) fn access_path(v: AccessPath) -> (&'static str, &'static str) {
     match v {
-        OpenedVia::Cdev => ("cdev", "cdev + iommufd"),
-        OpenedVia::Group => ("group", "group + container"),
+        AccessPath::Cdev => ("cdev", "cdev + iommufd"),
+        AccessPath::Group => ("group", "group + container"),
+        // Device::access_path is never Auto.
+        AccessPath::Auto => ("auto", "auto"),
     }
 }
 
@@ -116,7 +118,7 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
     let state = device.revoke_state()?;
     let out = json!({
         "bdf": bdf.to_string(),
-        "opened_via": opened_via(device.opened_via()).0,
+        "access_path": access_path(device.access_path()).0,
         "num_regions": info.num_regions,
         "num_irqs": info.num_irqs,
         "reset": info.supports_reset(),
@@ -134,7 +136,7 @@ pub fn run(bdf: Bdf, access: AccessPath, json: bool) -> Result<()> {
     }
     println!(
         "{bdf} (opened via {}): {} regions, {} IRQ types, reset: {}, dma-buf export: {}, buffers {}",
-        opened_via(device.opened_via()).1,
+        access_path(device.access_path()).1,
         info.num_regions,
         info.num_irqs,
         if info.supports_reset() { "yes" } else { "no" },
@@ -186,8 +188,11 @@ mod tests {
 
     #[test]
     fn human_output_uses_words_and_json_keeps_its_values() {
-        assert_eq!(opened_via(OpenedVia::Cdev), ("cdev", "cdev + iommufd"));
-        assert_eq!(opened_via(OpenedVia::Group), ("group", "group + container"));
+        assert_eq!(access_path(AccessPath::Cdev), ("cdev", "cdev + iommufd"));
+        assert_eq!(
+            access_path(AccessPath::Group),
+            ("group", "group + container")
+        );
         assert_eq!(
             dma_buf_export(DmaBufSupport::Supported),
             ("supported", "supported")

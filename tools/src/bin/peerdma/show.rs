@@ -39,7 +39,7 @@ pub struct ShowArgs {
     seconds: Option<f64>,
     /// Access path.
     #[arg(long, value_enum, default_value = "auto")]
-    access: crate::Access,
+    access: peerdma_tools::args::AccessPathArg,
     /// Machine-readable output (one JSON line when shown, one per event).
     #[arg(long)]
     json: bool,

@@ -98,7 +98,7 @@ pub(crate) fn scenario_bench(a: &Args, d: &ManifestDevice, c: &CLib) -> Result<(
             Some(d),
             json!({
                 "nr_ranges": nr, "batch": batch, "batches": batches, "bar": bar,
-                "opened_via": format!("{:?}", dev.opened_via()),
+                "access_path": format!("{:?}", dev.access_path()),
                 "c_prebuilt_ns": rounded(med[0]), "c_ns": rounded(med[1]),
                 "rust_ns": rounded(med[2]), "rust_unvalidated_ns": rounded(med[3]),
                 "ratio": ratio(paired, 1.0),

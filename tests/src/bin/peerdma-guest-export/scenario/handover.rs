@@ -40,7 +40,7 @@ pub(crate) fn scenario_handover(a: &Args, d: &ManifestDevice) -> Result<()> {
     let mut f = match &r {
         Ok(dev) => json!({
             "ok": true,
-            "opened_via": format!("{:?}", dev.opened_via()),
+            "access_path": format!("{:?}", dev.access_path()),
             "exports": dev.export_dma_buf(export_bar(dev)?.0, &[DmaRange::new(0, dev.page_size())]).is_ok(),
         }),
         Err(e) => err_json(e),

@@ -15,7 +15,7 @@ pub(crate) fn scenario_open(a: &Args, d: &ManifestDevice) {
     let fields = match &r {
         Ok(dev) => json!({
             "ok": true,
-            "opened_via": format!("{:?}", dev.opened_via()),
+            "access_path": format!("{:?}", dev.access_path()),
             "iommufd": dev.iommufd().is_some(),
             "devid": dev.devid(),
             "supports_reset": dev.info().supports_reset(),

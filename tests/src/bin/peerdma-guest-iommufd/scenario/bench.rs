@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use peerdma_importer::iommufd::{Access, Iova};
+use peerdma_importer::iommufd::{Iova, Prot};
 use serde_json::{json, Value};
 
 use crate::rig::{at, Rig};
@@ -65,7 +65,7 @@ pub(crate) fn bench(rig: &mut Rig, opts: &Opts) -> Result<Value> {
     };
     let rust = |at: Iova| -> Result<u64> {
         let t = Instant::now();
-        let m = rig.ioas.map_dmabuf(&buf, 0, len, at, Access::ReadWrite)?;
+        let m = rig.ioas.map_dmabuf(&buf, 0, len, at, Prot::ReadWrite)?;
         drop(m);
         Ok(t.elapsed().as_nanos() as u64)
     };

@@ -6,9 +6,9 @@
 //! instead of returning `Ok` with nothing landed.
 
 use anyhow::{bail, Result};
+use peerdma_engine::{AttachedEngine, EngineError, Span};
 use peerdma_exporter::DmaRange;
-use peerdma_importer::engine::{AttachedEngine, EngineError, Span};
-use peerdma_importer::iommufd::{Access, Iommufd, Iova, UserBuffer};
+use peerdma_importer::iommufd::{Iommufd, Iova, Prot, UserBuffer};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::pattern;
 use serde_json::{json, Value};
@@ -34,9 +34,9 @@ pub(crate) fn checked(m: &Manifest) -> Result<Value> {
     let seed = 0x5005;
     let mut data = vec![0u8; len as usize];
     pattern::fill(seed, 0, &mut data);
-    let mut src =
-        edu.ioas()
-            .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Access::Read)?;
+    let mut src = edu
+        .ioas()
+        .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Prot::Read)?;
     src.buffer().write(0, &data)?;
     let export = |offset| {
         ivshmem.export_dma_buf(
@@ -52,11 +52,11 @@ pub(crate) fn checked(m: &Manifest) -> Result<Value> {
     let buf = export(CHECKED)?;
     let mut bar =
         edu.ioas()
-            .map_vfio_dmabuf(&ivshmem, &buf, 0, at::SMALL, Iova::Guarded, Access::Write)?;
+            .map_vfio_dmabuf(&ivshmem, &buf, 0, at::SMALL, Iova::Guarded, Prot::Write)?;
     // A range MAP_FILE would refuse with a bare EINVAL names the rule it breaks.
     let map_err = |offset, length| {
         edu.ioas()
-            .map_vfio_dmabuf(&ivshmem, &buf, offset, length, Iova::Guarded, Access::Write)
+            .map_vfio_dmabuf(&ivshmem, &buf, offset, length, Iova::Guarded, Prot::Write)
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
@@ -67,9 +67,9 @@ pub(crate) fn checked(m: &Manifest) -> Result<Value> {
     let landed = got == data;
 
     // 2. A destination mapped read-only: refused before any DMA.
-    let mut ro =
-        edu.ioas()
-            .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Access::Read)?;
+    let mut ro = edu
+        .ioas()
+        .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Prot::Read)?;
     let readonly = refused(edu.copy(Span::start_of(&mut src), Span::start_of(&mut ro), len))?;
     let readonly_untouched = ro.buffer().to_vec().iter().all(|&b| b == 0);
 
@@ -81,9 +81,9 @@ pub(crate) fn checked(m: &Manifest) -> Result<Value> {
     //    refuses, the kernel logs it, the copy fails.
     ivshmem.set_memory_decode(true)?;
     let blind_buf = export(CHECKED + at::SMALL)?;
-    let mut blind =
-        edu.ioas()
-            .map_dmabuf(&blind_buf, 0, at::SMALL, Iova::Guarded, Access::Write)?;
+    let mut blind = edu
+        .ioas()
+        .map_dmabuf(&blind_buf, 0, at::SMALL, Iova::Guarded, Prot::Write)?;
     ivshmem.set_memory_decode(false)?;
     let faulted = refused(edu.copy(Span::start_of(&mut src), Span::start_of(&mut blind), len))?;
     ivshmem.set_memory_decode(true)?;

@@ -9,12 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peerdma_engine::{AttachedEngine, EngineError, EngineId, Span, TransferReport};
 use peerdma_exporter::{Device, DmaBuf, DmaRange, MappedRegion};
-use peerdma_importer::engine::{
-    driver_for, is_nvme_class, AttachedEngine, EngineError, Span, TransferReport,
-};
 use peerdma_importer::iommufd::{
-    Access, Iommufd, Iova, Mapped, MappingState, UserBuffer, UserMapping,
+    Iommufd, Iova, Mapped, MappingState, Prot, UserBuffer, UserMapping,
 };
 use peerdma_testbed::manifest::{Manifest, ManifestDevice};
 use peerdma_testbed::pattern;
@@ -44,7 +42,10 @@ pub(crate) fn engines(m: &Manifest) -> Vec<&ManifestDevice> {
             )
             .ok()
             .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok());
-            driver_for(vendor, device).is_some() || class.is_some_and(is_nvme_class)
+            match class {
+                Some(class) => EngineId::of_function(vendor, device, class).is_some(),
+                None => EngineId::by_pci_id(vendor, device).is_some(),
+            }
         })
         .collect()
 }
@@ -67,8 +68,8 @@ impl Mapped for Unmapped {
     fn len(&self) -> u64 {
         self.len
     }
-    fn access(&self) -> Access {
-        Access::ReadWrite
+    fn prot(&self) -> Prot {
+        Prot::ReadWrite
     }
     fn state(&mut self) -> MappingState {
         MappingState::Live
@@ -106,7 +107,7 @@ fn pattern_of(seed: u64, len: u64) -> Vec<u8> {
 fn host_source(e: &AttachedEngine, data: &[u8]) -> Result<UserMapping> {
     let src = e
         .ioas()
-        .map_host(UserBuffer::new(data.len())?, Iova::Guarded, Access::Read)?;
+        .map_host(UserBuffer::new(data.len())?, Iova::Guarded, Prot::Read)?;
     src.buffer().write(0, data)?;
     Ok(src)
 }
@@ -156,7 +157,7 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let buf = Bars::export(&bars.ivs0, base, len)?;
             let mut dst =
                 e.ioas()
-                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Access::Write)?;
+                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Prot::Write)?;
             let r = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             let arrived = read(&bars.bar0, base, len)? == data;
             (case.dst_role, case.dst_offset) = (Some("ivshmem0".into()), Some(base));
@@ -168,10 +169,10 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let buf = Bars::export(&bars.ivs0, at, len)?;
             let mut src =
                 e.ioas()
-                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Access::Read)?;
+                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Prot::Read)?;
             let mut dst =
                 e.ioas()
-                    .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Access::Write)?;
+                    .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Prot::Write)?;
             let r = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             let arrived = dst.buffer().to_vec() == data;
             landed(case, r, arrived);
@@ -183,15 +184,10 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let dbuf = Bars::export(&bars.ivs1, at, len)?;
             let mut src =
                 e.ioas()
-                    .map_vfio_dmabuf(&bars.ivs0, &sbuf, 0, len, Iova::Guarded, Access::Read)?;
-            let mut dst = e.ioas().map_vfio_dmabuf(
-                &bars.ivs1,
-                &dbuf,
-                0,
-                len,
-                Iova::Guarded,
-                Access::Write,
-            )?;
+                    .map_vfio_dmabuf(&bars.ivs0, &sbuf, 0, len, Iova::Guarded, Prot::Read)?;
+            let mut dst =
+                e.ioas()
+                    .map_vfio_dmabuf(&bars.ivs1, &dbuf, 0, len, Iova::Guarded, Prot::Write)?;
             let r = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             let arrived = read(&bars.bar1, at, len)? == data;
             (case.dst_role, case.dst_offset) = (Some("ivshmem1".into()), Some(at));
@@ -201,7 +197,7 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let mut src = host_source(e, &data)?;
             let mut dst =
                 e.ioas()
-                    .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Access::Read)?;
+                    .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Prot::Read)?;
             let r = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             let untouched = dst.buffer().to_vec().iter().all(|&b| b == 0);
             let as_said = refused(case, r, "mapping_unusable");
@@ -216,7 +212,7 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let buf = Bars::export(&bars.ivs0, at, len)?;
             let mut dst =
                 e.ioas()
-                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Access::Write)?;
+                    .map_vfio_dmabuf(&bars.ivs0, &buf, 0, len, Iova::Guarded, Prot::Write)?;
             bars.ivs0.set_memory_decode(false)?;
             let first = e.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
             bars.ivs0.set_memory_decode(true)?;
@@ -227,9 +223,9 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             // 2. Revoked behind a mapping that does not follow its exporter: the engine
             //    DMAs, the IOMMU refuses it, the copy fails naming the fault.
             let blind_buf = Bars::export(&bars.ivs0, at, len)?;
-            let mut blind =
-                e.ioas()
-                    .map_dmabuf(&blind_buf, 0, len, Iova::Guarded, Access::Write)?;
+            let mut blind = e
+                .ioas()
+                .map_dmabuf(&blind_buf, 0, len, Iova::Guarded, Prot::Write)?;
             bars.ivs0.set_memory_decode(false)?;
             let second = e.copy(
                 Span::start_of(&mut src),
@@ -249,7 +245,7 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
             let gone = e.ioas().map_host(
                 UserBuffer::new(fault_len as usize)?,
                 Iova::Guarded,
-                Access::Write,
+                Prot::Write,
             )?;
             let mut hole = Unmapped {
                 ioas: gone.ioas_id(),

@@ -4,9 +4,9 @@
 use std::os::fd::AsFd;
 
 use anyhow::Result;
+use peerdma_engine::{Edu, EngineError};
 use peerdma_exporter::{AccessPath, Device, DmaRange, OpenOptions, PassedFds};
-use peerdma_importer::engine::{Edu, EngineError};
-use peerdma_importer::iommufd::{self, Access, Ioas, Iommufd, Iova};
+use peerdma_importer::iommufd::{self, Ioas, Iommufd, Iova, Prot};
 use peerdma_testbed::process::fd_count;
 use serde_json::{json, Value};
 
@@ -46,7 +46,7 @@ pub(crate) fn errors(rig: &mut Rig) -> Result<Value> {
         "multi_range_kernel".into(),
         describe(
             rig.ioas
-                .map_dmabuf(&multi, 0, 12 * KIB, Iova::Guarded, Access::ReadWrite)
+                .map_dmabuf(&multi, 0, 12 * KIB, Iova::Guarded, Prot::ReadWrite)
                 .map(drop),
         ),
     );
@@ -60,7 +60,7 @@ pub(crate) fn errors(rig: &mut Rig) -> Result<Value> {
                     0,
                     12 * KIB,
                     Iova::Guarded,
-                    Access::ReadWrite,
+                    Prot::ReadWrite,
                 )
                 .map(drop),
         ),
@@ -72,7 +72,7 @@ pub(crate) fn errors(rig: &mut Rig) -> Result<Value> {
                 "foreign_exporter".into(),
                 describe(
                     rig.ioas
-                        .map_dmabuf(&u.dmabuf(), 0, 64 * KIB, Iova::Guarded, Access::ReadWrite)
+                        .map_dmabuf(&u.dmabuf(), 0, 64 * KIB, Iova::Guarded, Prot::ReadWrite)
                         .map(drop),
                 ),
             );
@@ -116,7 +116,7 @@ pub(crate) fn errors(rig: &mut Rig) -> Result<Value> {
         "past_end".into(),
         describe(
             rig.ioas
-                .map_dmabuf(&buf, 0, 2 * at::SMALL, Iova::Guarded, Access::ReadWrite)
+                .map_dmabuf(&buf, 0, 2 * at::SMALL, Iova::Guarded, Prot::ReadWrite)
                 .map(drop),
         ),
     );
@@ -141,13 +141,13 @@ pub(crate) fn errors(rig: &mut Rig) -> Result<Value> {
                     0,
                     at::SMALL,
                     Iova::Fixed(0xfee0_0000),
-                    Access::ReadWrite,
+                    Prot::ReadWrite,
                 )
                 .map(drop),
             ),
         );
         // Automatic placement in the same IOAS skips the hole and IOVA 0.
-        let auto = wide.map_dmabuf(&buf, 0, at::SMALL, Iova::Guarded, Access::ReadWrite)?;
+        let auto = wide.map_dmabuf(&buf, 0, at::SMALL, Iova::Guarded, Prot::ReadWrite)?;
         out.insert("wide_auto_iova".into(), json!(auto.iova()));
         out.insert("wide_ranges".into(), json!(wide.iova_ranges()?.0));
     }

@@ -2,7 +2,6 @@
 //! the control pair mapped back to back without a gap shows the same overrun landing.
 
 use anyhow::Result;
-use peerdma_importer::engine::DmaEngine;
 use peerdma_importer::iommufd::Iova;
 use peerdma_testbed::pattern;
 use serde_json::{json, Value};

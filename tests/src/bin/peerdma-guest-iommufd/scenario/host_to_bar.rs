@@ -2,8 +2,7 @@
 //! host finds it in the backing file.
 
 use anyhow::Result;
-use peerdma_importer::engine::DmaEngine;
-use peerdma_importer::iommufd::{Access, Iova};
+use peerdma_importer::iommufd::{Iova, Prot};
 use peerdma_testbed::pattern;
 use serde_json::{json, Value};
 
@@ -13,7 +12,7 @@ use crate::rig::{at, Rig, EDU_BUF, MIB};
 /// Host memory pattern → edu → BAR dma-buf mapping. The host checks the file.
 pub(crate) fn host_to_bar(rig: &mut Rig) -> Result<Value> {
     let seed = 0x1001;
-    let host = rig.host(EDU_BUF, Access::Read)?;
+    let host = rig.host(EDU_BUF, Prot::Read)?;
     let mut data = vec![0u8; EDU_BUF as usize];
     pattern::fill(seed, 0, &mut data);
     host.buffer().write(0, &data)?;

@@ -3,7 +3,6 @@
 
 use anyhow::Result;
 use peerdma_exporter::{DmaBuf, RevokeReason};
-use peerdma_importer::engine::DmaEngine;
 use peerdma_importer::iommufd::{self, DmaBufMapping, Iova, MappingState};
 use serde_json::{json, Value};
 

@@ -33,7 +33,7 @@ pub(crate) fn stock(m: &Manifest) -> Result<Value> {
         }],
     )?;
     let group_export_ok = buf.size() == at::SMALL;
-    let via = format!("{:?}", ivs.opened_via());
+    let via = format!("{:?}", ivs.access_path());
     drop(buf);
     drop(ivs);
     let after_export = fd_count();
@@ -45,6 +45,6 @@ pub(crate) fn stock(m: &Manifest) -> Result<Value> {
         "fds_after": after,
         "fds_after_export": after_export,
         "group_export_ok": group_export_ok,
-        "exporter_opened_via": via,
+        "exporter_access_path": via,
     }))
 }

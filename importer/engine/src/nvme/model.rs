@@ -19,7 +19,7 @@ use peerdma_uapi::nvme::*;
 
 use super::backing::{Backing, DmaBuffer, DmaMemory, RegisterIo};
 use super::command::PAGE;
-use crate::iommufd::{self, Access, UserBuffer};
+use peerdma_importer::iommufd::{self, Prot, UserBuffer};
 
 /// The model's controller address in the driver's errors.
 pub fn bdf() -> Bdf {
@@ -179,7 +179,7 @@ impl DmaBuffer for ModelBuffer {
 impl DmaMemory for ModelMemory {
     type Buffer = ModelBuffer;
 
-    fn alloc(&self, len: usize, _access: Access) -> iommufd::Result<ModelBuffer> {
+    fn alloc(&self, len: usize, _access: Prot) -> iommufd::Result<ModelBuffer> {
         self.0.dma(len)
     }
 }

@@ -26,7 +26,7 @@ use peerdma_exporter::{Device, MappedRegion};
 use peerdma_host::Bdf;
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
-use super::{check_span, DmaEngine, EngineError, Result, TransferReport};
+use crate::{check_span, DmaEngine, EngineError, Result, TransferReport};
 
 /// PCI vendor id of QEMU's edu.
 pub const EDU_VENDOR: u16 = 0x1234;
@@ -267,6 +267,31 @@ impl Edu {
     }
 }
 
+impl Edu {
+    /// Size of the internal buffer ([`EDU_BUFFER_SIZE`]).
+    pub fn buffer_size(&self) -> u64 {
+        EDU_BUFFER_SIZE
+    }
+
+    /// Load: DMA `len` bytes from IOVA `src` into the internal buffer at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// As [`transfer`](Self::transfer).
+    pub fn load(&mut self, src: u64, offset: u64, len: u64) -> Result<TransferReport> {
+        self.transfer(Direction::ToBuffer, src, offset, len)
+    }
+
+    /// Store: DMA `len` bytes from the internal buffer at `offset` to IOVA `dst`.
+    ///
+    /// # Errors
+    ///
+    /// As [`transfer`](Self::transfer).
+    pub fn store(&mut self, offset: u64, dst: u64, len: u64) -> Result<TransferReport> {
+        self.transfer(Direction::FromBuffer, dst, offset, len)
+    }
+}
+
 impl DmaEngine for Edu {
     fn name(&self) -> String {
         format!("edu {}", self.bdf)
@@ -280,16 +305,23 @@ impl DmaEngine for Edu {
         EDU_BUFFER_SIZE
     }
 
-    fn buffer_size(&self) -> u64 {
-        EDU_BUFFER_SIZE
-    }
-
-    fn load(&mut self, src: u64, offset: u64, len: u64) -> Result<TransferReport> {
-        self.transfer(Direction::ToBuffer, src, offset, len)
-    }
-
-    fn store(&mut self, offset: u64, dst: u64, len: u64) -> Result<TransferReport> {
-        self.transfer(Direction::FromBuffer, dst, offset, len)
+    /// Through the internal buffer, one [`load`](Edu::load) and one
+    /// [`store`](Edu::store) per 4 KiB chunk.
+    fn copy(&mut self, src: u64, dst: u64, len: u64) -> Result<TransferReport> {
+        check_span(&self.name(), src, len, self.dma_mask())?;
+        check_span(&self.name(), dst, len, self.dma_mask())?;
+        let chunk = self.buffer_size().min(self.max_transfer());
+        let mut report = TransferReport::default();
+        let mut done = 0;
+        while done < len {
+            let n = chunk.min(len - done);
+            report.add(self.load(src + done, 0, n)?);
+            report.add(self.store(0, dst + done, n)?);
+            done += n;
+        }
+        // A load and a store move each byte once from source to destination.
+        report.bytes = done;
+        Ok(report)
     }
 }
 

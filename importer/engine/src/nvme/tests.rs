@@ -397,7 +397,7 @@ fn a_queue_depth_past_mqes_is_refused_and_one_at_mqes_runs() {
 /// model moving no data, at queue depth 1 and 32, SGL and PRP. The model's own time
 /// (inside the SQ doorbell) is measured and subtracted.
 #[test]
-#[ignore = "benchmark: prints ns/command; cargo test -p peerdma-importer --release --lib -- --ignored --nocapture per_command_cpu_cost"]
+#[ignore = "benchmark: prints ns/command; cargo test -p peerdma-engine --release --lib -- --ignored --nocapture per_command_cpu_cost"]
 fn per_command_cpu_cost() {
     for dp in [DataPointer::Sgl, DataPointer::Prp] {
         for qd in [1u32, 32] {

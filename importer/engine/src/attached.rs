@@ -4,9 +4,9 @@
 use peerdma_exporter::{AccessPath, Device, OpenOptions, PassedFds};
 use peerdma_host::Bdf;
 
-use super::{DmaEngine, EngineError, EngineOptions, Result, TransferReport};
-use crate::iommufd::{Attachment, Ioas, Iommufd, Mapped, MappingState, Placement};
+use crate::{DmaEngine, EngineError, EngineOptions, Result, TransferReport};
 use peerdma_host::fault_log::{FaultLog, IommuFault};
+use peerdma_importer::iommufd::{Attachment, Ioas, Iommufd, Mapped, MappingState, Placement};
 
 /// One side of a checked copy ([`AttachedEngine::copy`]): the bytes at `offset` into
 /// a mapping in the engine's IOAS.
@@ -54,7 +54,7 @@ impl std::fmt::Debug for AttachedEngine {
 impl AttachedEngine {
     /// Opens the engine device `bdf` through its VFIO cdev bound to
     /// `iommufd`, takes it over with the driver its PCI ids call for
-    /// ([`super::open`]), allocates an IOAS whose [`Placement`] keeps every
+    /// ([`crate::open`]), allocates an IOAS whose [`Placement`] keeps every
     /// IOVA under the engine's DMA mask with a guard of at least its longest
     /// transfer, and attaches the device there.
     ///
@@ -62,7 +62,7 @@ impl AttachedEngine {
     ///
     /// [`EngineError::Iommufd`] when the iommufd cannot be shared, the IOAS
     /// allocated or the device attached; [`EngineError::Device`] when the
-    /// device cannot be opened; [`super::open`]'s errors for the driver.
+    /// device cannot be opened; [`crate::open`]'s errors for the driver.
     pub fn open(bdf: Bdf, iommufd: &Iommufd) -> Result<Self> {
         Self::open_with(bdf, iommufd, &EngineOptions::default())
     }
@@ -91,7 +91,7 @@ impl AttachedEngine {
             engine: bdf.to_string(),
             source,
         })?;
-        let mut engine = super::open_with(&device, opts)?;
+        let mut engine = crate::open_with(&device, opts)?;
         let ioas = Ioas::alloc_with(
             iommufd,
             Placement::for_engine(engine.dma_mask(), engine.max_transfer()),
@@ -131,7 +131,7 @@ impl AttachedEngine {
     }
 
     /// The NVMe driver, when the engine is an NVMe controller.
-    pub fn nvme_mut(&mut self) -> Option<&mut super::Nvme> {
+    pub fn nvme_mut(&mut self) -> Option<&mut crate::Nvme> {
         self.engine.as_nvme_mut()
     }
 
@@ -190,9 +190,9 @@ impl AttachedEngine {
                 ));
             }
             let (ok, needs) = if writes {
-                (m.access().writes(), "writes")
+                (m.prot().writes(), "writes")
             } else {
-                (m.access().reads(), "reads")
+                (m.prot().reads(), "reads")
             };
             if !ok {
                 return Err(unusable(
@@ -200,7 +200,7 @@ impl AttachedEngine {
                         "mapping at IOVA {:#x} is {}, and the engine {needs} it: the IOMMU \
                          would refuse every access",
                         m.iova(),
-                        m.access()
+                        m.prot()
                     ),
                     "map it with the access the copy needs",
                 ));

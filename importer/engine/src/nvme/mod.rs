@@ -10,8 +10,8 @@
 //!   through VFIO, memory in an iommufd IOAS; the unit tests: a controller model);
 //! - [`regs`]: CAP decoded, CC/CSTS, enable/disable bounded by CAP.TO (Base spec
 //!   "Controller Properties", "Memory-based Transport Controller Initialization");
-//! - [`queue`]: SQ/CQ pairs in mapped user memory, polled completions (Base spec "Queue
-//!   Mechanism");
+//! - [`queue`]: submission and completion queues in mapped user memory, completions
+//!   polled by phase tag (Base spec "Queue Mechanism");
 //! - [`command`]: SQEs and PRP entries/lists (Base spec "Physical Region Page Entry and
 //!   List"; NVM command set spec "Read command", "Write command");
 //! - [`identify`]: Identify Controller / Namespace decoded (MDTS, block size, capacity,
@@ -47,17 +47,17 @@ use std::time::{Duration, Instant};
 use peerdma_exporter::Device;
 use peerdma_host::Bdf;
 use peerdma_uapi::nvme::*;
-use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
+use peerdma_uapi::pci::{PCI_CLASS_REVISION, PCI_DEVICE_ID, PCI_VENDOR_ID};
 
-use super::{DmaEngine, EngineError, Result as EngineResult, TransferReport};
-use crate::iommufd::{Access, Ioas};
+use crate::{DmaEngine, EngineError, Result as EngineResult, TransferReport};
 use backing::Buffer;
 pub use backing::{Backing, Bar0, DmaBuffer, DmaMemory, RegisterIo, Vfio};
 use command::{Io, MAX_PRP_BYTES, PAGE};
 pub use error::{CommandDesc, NvmeError, Status};
 pub use identify::{ControllerInfo, NamespaceInfo};
 pub use io::IoStats;
-use queue::QueuePair;
+use peerdma_importer::iommufd::{Ioas, Prot};
+use queue::Queue;
 use regs::Registers;
 
 /// PCI vendor id of QEMU's emulated NVMe controller (Red Hat).
@@ -141,8 +141,8 @@ impl Default for NvmeOptions {
 /// The memory and state of a started controller.
 #[derive(Debug)]
 struct Started<D: DmaBuffer> {
-    admin: QueuePair<D>,
-    io: QueuePair<D>,
+    admin: Queue<D>,
+    io: Queue<D>,
     identify: D,
     prp_lists: D,
     ctrl: Option<ControllerInfo>,
@@ -181,7 +181,10 @@ impl Nvme<Vfio> {
     pub fn open(device: &Device, opts: NvmeOptions) -> Result<Nvme, NvmeError> {
         let bdf = device.bdf();
         let dev_err = |source| NvmeError::Device { bdf, source };
-        let class = device.config_read_u32(0x08).map_err(dev_err)? >> 8;
+        let class = device
+            .config_read_u32(PCI_CLASS_REVISION)
+            .map_err(dev_err)?
+            >> 8;
         if class != NVME_CLASS {
             return Err(NvmeError::NotNvme {
                 bdf,
@@ -329,7 +332,7 @@ impl<B: Backing> Nvme<B> {
 
     /// Allocates the queues, Identify page and PRP lists from `memory` (for VFIO the
     /// [`Ioas`] the device is attached to: mapped there) and brings the controller up:
-    /// admin queue, enable, Identify Controller and Namespace, one I/O queue pair.
+    /// admin queue, enable, Identify Controller and Namespace, one I/O queue (an SQ and its CQ).
     ///
     /// # Errors
     ///
@@ -340,13 +343,13 @@ impl<B: Backing> Nvme<B> {
         let ioerr = |source| NvmeError::Iommufd { bdf, source };
         let qd = self.opts.queue_depth;
         let started = Started {
-            admin: QueuePair::new(memory, 0, ADMIN_ENTRIES).map_err(ioerr)?,
-            io: QueuePair::new(memory, 1, qd + 1).map_err(ioerr)?,
+            admin: Queue::new(memory, 0, ADMIN_ENTRIES).map_err(ioerr)?,
+            io: Queue::new(memory, 1, qd + 1).map_err(ioerr)?,
             identify: memory
-                .alloc(NVME_IDENTIFY_DATA_SIZE, Access::Write)
+                .alloc(NVME_IDENTIFY_DATA_SIZE, Prot::Write)
                 .map_err(ioerr)?,
             prp_lists: memory
-                .alloc(qd as usize * PAGE as usize, Access::Read)
+                .alloc(qd as usize * PAGE as usize, Prot::Read)
                 .map_err(ioerr)?,
             ctrl: None,
             ns: None,
@@ -379,8 +382,8 @@ impl<B: Backing> Nvme<B> {
         s.admin.reset();
         s.io.reset();
         self.regs.enable(
-            s.admin.sq_iova(),
-            s.admin.cq_iova(),
+            s.admin.sq.iova(),
+            s.admin.cq.iova(),
             ADMIN_ENTRIES,
             ADMIN_ENTRIES,
         )?;
@@ -426,13 +429,14 @@ impl<B: Backing> Nvme<B> {
         let s = self.started.as_mut().expect("started");
         s.ctrl = Some(ctrl);
         s.ns = Some(ns);
-        let (entries, cq_iova, sq_iova) = (s.io.entries(), s.io.cq_iova(), s.io.sq_iova());
+        let (cq_entries, cq_iova) = (s.io.cq.entries(), s.io.cq.iova());
+        let (sq_entries, sq_iova) = (s.io.sq.entries(), s.io.sq.iova());
         self.admin(
-            |cid| command::create_cq(cid, 1, entries, cq_iova),
+            |cid| command::create_cq(cid, 1, cq_entries, cq_iova),
             "Create I/O Completion Queue",
         )?;
         self.admin(
-            |cid| command::create_sq(cid, 1, entries, sq_iova, 1),
+            |cid| command::create_sq(cid, 1, sq_entries, sq_iova, 1),
             "Create I/O Submission Queue",
         )?;
         self.started.as_mut().expect("started").ready = true;
@@ -479,12 +483,12 @@ impl<B: Backing> Nvme<B> {
             cid,
             lba: None,
         };
-        s.admin.push(&build(cid));
-        s.admin.announce(&self.regs)?;
+        s.admin.sq.push(&build(cid));
+        s.admin.sq.announce(&self.regs)?;
         let start = Instant::now();
         let mut spins = 0u32;
         let result = loop {
-            if let Some(cqe) = s.admin.poll(&self.regs)? {
+            if let Some(cqe) = s.admin.cq.poll(&self.regs)? {
                 if cqe.cid != cid {
                     continue;
                 }

@@ -169,7 +169,7 @@ pub enum NvmeError {
     },
 
     /// VFIO refused a register access, the BAR mapping or config space.
-    #[error("NVMe {}", crate::said_once(&bdf.to_string(), source))]
+    #[error("NVMe {}", crate::error::said_once(&bdf.to_string(), source))]
     Device {
         /// Controller.
         bdf: Bdf,
@@ -193,13 +193,13 @@ pub enum NvmeError {
     },
 
     /// The IOAS for the queues could not be set up.
-    #[error("NVMe {}", crate::said_once(&bdf.to_string(), source))]
+    #[error("NVMe {}", crate::error::said_once(&bdf.to_string(), source))]
     Iommufd {
         /// Controller.
         bdf: Bdf,
         /// The iommufd importer's error.
         #[source]
-        source: crate::iommufd::Error,
+        source: peerdma_importer::iommufd::Error,
     },
 
     /// A data IOVA the controller cannot be given.

@@ -175,18 +175,18 @@ impl<B: Backing> Nvme<B> {
                     Dptr::Prp(prp)
                 };
                 let sqe = command::io(cid, dir, ns.nsid, lba + off / bs, (n / bs) as u32, &dptr);
-                s.io.push(&sqe);
+                s.io.sq.push(&sqe);
                 slots[usize::from(cid)] = Some((next, Instant::now()));
                 next += 1;
                 inflight += 1;
             }
             if !stall {
-                s.io.announce(regs)?;
+                s.io.sq.announce(regs)?;
             }
             if inflight == 0 {
                 return Ok(());
             }
-            if let Some(cqe) = s.io.poll(regs)? {
+            if let Some(cqe) = s.io.cq.poll(regs)? {
                 let cid = cqe.cid;
                 let Some((idx, t)) = slots.get_mut(usize::from(cid)).and_then(Option::take) else {
                     continue; // not one of ours (cannot happen on a private queue)

@@ -13,7 +13,7 @@ use std::fmt::Debug;
 
 use peerdma_exporter::MappedRegion;
 
-use crate::iommufd::{self, Access, Ioas, Iova, UserBuffer, UserMapping};
+use peerdma_importer::iommufd::{self, Ioas, Iova, Prot, UserBuffer, UserMapping};
 
 /// 32-bit register accesses at byte offsets of BAR0 (Base spec "Controller
 /// Properties"); 64-bit registers go as two dwords, low first.
@@ -53,12 +53,12 @@ pub trait DmaMemory {
     type Buffer: DmaBuffer;
 
     /// `len` bytes (rounded up to pages, zeroed) that the controller may read
-    /// ([`Access::Read`]), write ([`Access::Write`]) or both.
+    /// ([`Prot::Read`]), write ([`Prot::Write`]) or both.
     ///
     /// # Errors
     ///
     /// The importer's errors when the memory cannot be allocated or mapped.
-    fn alloc(&self, len: usize, access: Access) -> iommufd::Result<Self::Buffer>;
+    fn alloc(&self, len: usize, access: Prot) -> iommufd::Result<Self::Buffer>;
 }
 
 /// What a driver instance runs on: its registers and the memory its queues live in.
@@ -126,7 +126,7 @@ impl DmaMemory for Ioas {
     type Buffer = UserMapping;
 
     /// Anonymous pages mapped at a guarded IOVA (`IOMMU_IOAS_MAP`).
-    fn alloc(&self, len: usize, access: Access) -> iommufd::Result<UserMapping> {
+    fn alloc(&self, len: usize, access: Prot) -> iommufd::Result<UserMapping> {
         self.map_host(UserBuffer::new(len)?, Iova::Guarded, access)
     }
 }
