@@ -15,7 +15,6 @@
 #[deny(missing_docs)]
 pub mod drm;
 #[deny(missing_docs)]
-#[deny(missing_docs)]
 pub mod iommufd;
 #[cfg(feature = "rdma")]
 #[deny(missing_docs)]
