@@ -13,8 +13,8 @@
 use serde_json::{Map, Value};
 
 use crate::exit::Exit;
-use crate::fix::split_fix;
-use crate::p2pcopy::CopyError;
+use peerdma_copy::fix::split_fix;
+use peerdma_copy::CopyError;
 
 /// A refusal the tool makes itself: of the command line after clap has parsed it
 /// (flags that contradict each other or would be ignored: [`Exit::Usage`]), or of a

@@ -21,16 +21,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peerdma_copy::testing::{self, Alongside, Hooks};
+use peerdma_copy::{
+    default_bar, CopyError, CopyRequest, EndpointSpec, NvmeTarget, PathChoice, StorageRequest,
+    Target,
+};
 use peerdma_exporter::{Bdf, Device, Error, OpenOptions, PowerState};
 use peerdma_importer::engine::NvmeOptions;
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 use peerdma_testbed::rng::Rng;
-use peerdma_tools::p2pcopy::testing::{self, Alongside, Hooks};
-use peerdma_tools::p2pcopy::{
-    self, default_bar, CopyError, CopyRequest, EndpointSpec, NvmeTarget, PathChoice,
-    StorageRequest, Target,
-};
 use serde_json::{json, Value};
 
 /// One revoke the chaos thread made.
@@ -186,9 +186,9 @@ impl Chaos {
 /// How a kind of copy moves its bytes.
 #[derive(Clone, Copy)]
 enum Via {
-    /// `p2pcopy::run` between two BARs along this path.
+    /// `peerdma_copy::run` between two BARs along this path.
     Path(PathChoice),
-    /// `p2pcopy::run_storage`: the NVMe controller `src` reads namespace 1 into `dst`.
+    /// `peerdma_copy::run_storage`: the NVMe controller `src` reads namespace 1 into `dst`.
     NvmeEngine,
 }
 
@@ -236,7 +236,7 @@ fn storage_request(k: &Kind, seed: u64) -> StorageRequest {
 fn copy(
     k: &Kind,
     seed: u64,
-    progress: &mut dyn FnMut(p2pcopy::Progress),
+    progress: &mut dyn FnMut(peerdma_copy::Progress),
     hook: &(dyn Fn(Alongside<'_>) + Sync),
 ) -> Result<bool, CopyError> {
     let hooks = Hooks::alongside(hook);
@@ -271,7 +271,7 @@ fn pattern_words_from(seed: u64, bytes: &[u8], from: u64) -> Vec<u64> {
     let mut hits = Vec::new();
     let mut at = from.next_multiple_of(8);
     while at + 8 <= bytes.len() as u64 {
-        peerdma_tools::pattern::fill(seed, at, &mut want);
+        peerdma_copy::pattern::fill(seed, at, &mut want);
         if bytes[at as usize..at as usize + 8] == want && want != [0u8; 8] {
             hits.push(at);
         }

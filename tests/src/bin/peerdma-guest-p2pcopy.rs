@@ -7,10 +7,10 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use peerdma_copy::testing::{self, Hooks, RevokeTrigger};
+use peerdma_copy::{CopyRequest, EndpointSpec, PathChoice, Side};
 use peerdma_exporter::Bdf;
 use peerdma_testbed::manifest::Manifest;
-use peerdma_tools::p2pcopy::testing::{self, Hooks, RevokeTrigger};
-use peerdma_tools::p2pcopy::{CopyRequest, EndpointSpec, PathChoice, Side};
 
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 

@@ -12,12 +12,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use peerdma_copy::{CopyRequest, EndpointSpec, PathChoice};
 use peerdma_exporter::{AccessPath, Bdf, Device, DmaRange, OpenOptions};
 use peerdma_importer::engine::AttachedEngine;
 use peerdma_importer::iommufd::{Access, Iommufd, Iova};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps, rss_kib};
-use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, PathChoice};
 use serde_json::{json, Value};
 
 const PAGE: u64 = 4096;
@@ -89,7 +89,7 @@ fn p2pcopy_cycles(iv0: Bdf, iv1: Bdf, edu: Bdf, copies: u64) -> Result<Value> {
         } else {
             (PathChoice::Dma { engine: Some(edu) }, PAGE)
         };
-        let rep = p2pcopy::run(&request(iv0, iv1, path, size, i + 1), &mut |_| {})
+        let rep = peerdma_copy::run(&request(iv0, iv1, path, size, i + 1), &mut |_| {})
             .with_context(|| format!("copy {i}"))?;
         if rep.verified != Some(true) {
             bail!("copy {i} not verified: {rep:?}");

@@ -26,14 +26,14 @@ use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use peerdma_copy::{
+    self, CopyError, CopyReport, CopyRequest, EndpointSpec, PathChoice, Progress, Side, SpanField,
+    StorageReport, StorageRequest, Target, Unavailable,
+};
 use peerdma_exporter::{AccessPath, Bdf};
 use peerdma_importer::engine::nvme::DataPointer;
 use peerdma_importer::engine::NvmeOptions;
 use peerdma_tools::failure::{usage, Failure};
-use peerdma_tools::p2pcopy::{
-    self, CopyError, CopyReport, CopyRequest, EndpointSpec, PathChoice, Progress, Side, SpanField,
-    StorageReport, StorageRequest, Target, Unavailable,
-};
 use peerdma_tools::size::{human, parse_size};
 
 /// What moves the bytes.
@@ -653,7 +653,7 @@ fn run(cli: &Cli) -> Result<()> {
     let dst = with_bar(dst, cli.dst_bar, cli.dst_offset, "dst")?;
     let (src_spec, dst_spec) = match (src.bar(), dst.bar()) {
         (Some(s), Some(d)) => (s.clone(), d.clone()),
-        _ if p2pcopy::is_storage(&src, &dst) => {
+        _ if peerdma_copy::is_storage(&src, &dst) => {
             if matches!(cli.engine, Engine::Cpu | Engine::Rdma) {
                 return Err(usage(
                     "engine_not_applicable",
@@ -907,11 +907,11 @@ fn copy(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CopyReport, CopyError> {
     #[cfg(feature = "testing")]
-    return p2pcopy::testing::run(req, progress, &test_hooks(cli, Side::Src));
+    return peerdma_copy::testing::run(req, progress, &test_hooks(cli, Side::Src));
     #[cfg(not(feature = "testing"))]
     return {
         let _ = cli;
-        p2pcopy::run(req, progress)
+        peerdma_copy::run(req, progress)
     };
 }
 
@@ -928,19 +928,19 @@ fn copy_storage(
             Target::Nvme(_) => Side::Dst,
             _ => Side::Src,
         };
-        p2pcopy::testing::run_storage(req, progress, &test_hooks(cli, bar_side))
+        peerdma_copy::testing::run_storage(req, progress, &test_hooks(cli, bar_side))
     };
     #[cfg(not(feature = "testing"))]
     return {
         let _ = cli;
-        p2pcopy::run_storage(req, progress)
+        peerdma_copy::run_storage(req, progress)
     };
 }
 
 /// What `--test-revoke-after-{bytes,ms}` ask for: `side`'s decode turned off mid-copy.
 #[cfg(feature = "testing")]
-fn test_hooks(cli: &Cli, side: Side) -> p2pcopy::testing::Hooks<'static> {
-    use p2pcopy::testing::{Hooks, RevokeTrigger};
+fn test_hooks(cli: &Cli, side: Side) -> peerdma_copy::testing::Hooks<'static> {
+    use peerdma_copy::testing::{Hooks, RevokeTrigger};
     match (cli.test_revoke_after_bytes, cli.test_revoke_after_ms) {
         (Some(bytes), _) => Hooks::revoke(side, RevokeTrigger::AfterBytes(bytes)),
         (None, Some(ms)) => Hooks::revoke(side, RevokeTrigger::After(Duration::from_millis(ms))),
@@ -1005,12 +1005,12 @@ mod rdma_cli {
     use std::time::Duration;
 
     use anyhow::Result;
-    use peerdma_tools::p2pcopy::rdma::{self, LocalSpec, RdmaReport, SendRequest, ServeRequest};
-    use peerdma_tools::p2pcopy::EndpointSpec;
+    use peerdma_copy::rdma::{self, LocalSpec, RdmaReport, SendRequest, ServeRequest};
+    use peerdma_copy::EndpointSpec;
     use peerdma_tools::size::human;
 
     use super::{access_path, rate, with_advice, Cli, Engine};
-    use peerdma_tools::p2pcopy::Target;
+    use peerdma_copy::Target;
 
     fn local(cli: &Cli, t: &Target, src: bool) -> Result<LocalSpec> {
         if src {
@@ -1124,12 +1124,10 @@ mod rdma_cli {
 
     pub(super) fn send(cli: &Cli, src: &Target, peer: &str) -> Result<()> {
         if matches!(cli.engine, Engine::Cpu | Engine::Dma) {
-            return Err(with_advice(
-                peerdma_tools::p2pcopy::CopyError::PathUnavailable {
-                    path: "cpu/dma",
-                    why: peerdma_tools::p2pcopy::Unavailable::RemoteNeedsRdma,
-                },
-            ));
+            return Err(with_advice(peerdma_copy::CopyError::PathUnavailable {
+                path: "cpu/dma",
+                why: peerdma_copy::Unavailable::RemoteNeedsRdma,
+            }));
         }
         let req = SendRequest {
             src: local(cli, src, true)?,
@@ -1153,10 +1151,10 @@ mod rdma_cli {
 #[cfg(not(feature = "rdma"))]
 mod rdma_cli {
     use anyhow::Result;
-    use peerdma_tools::p2pcopy::{CopyError, Unavailable};
+    use peerdma_copy::{CopyError, Unavailable};
 
     use super::{with_advice, Cli};
-    use peerdma_tools::p2pcopy::Target;
+    use peerdma_copy::Target;
 
     fn not_built() -> anyhow::Error {
         with_advice(CopyError::PathUnavailable {
@@ -1470,7 +1468,7 @@ mod tests {
         let e = anyhow::Error::from(CopyError::Mismatch {
             first: 0x2000,
             count: 3,
-            detail: Some(Box::new(peerdma_tools::p2pcopy::MismatchDetail {
+            detail: Some(Box::new(peerdma_copy::MismatchDetail {
                 seed: Some(0x5eed),
                 expected: vec![0x12, 0x34],
                 actual: vec![0xed, 0xcb],

@@ -1,6 +1,8 @@
-//! p2pcopy as a library: open both sides, check the request, fill the source
-//! with a seeded pattern, move the bytes along one [`CopyPath`], verify every
-//! byte at the destination, and report.
+//! The peerdma copy as a library: open both sides, check the request, fill the source
+//! with a seeded pattern, move the bytes along one [`CopyPath`], verify every byte at
+//! the destination, and report, with the proof of the route the bytes took. The
+//! `p2pcopy` binary (crate `peerdma-tools`) is its command line; this crate has no
+//! command-line dependency, never prints and never exits.
 //!
 //! BDF → device → BAR → span → (CPU mapping | dma-buf → importer) → engine.
 //!
@@ -9,16 +11,23 @@
 //! DMA engine is a [`CopyPath`]: [`CpuMmap`] or [`Dma`]. Errors name devices,
 //! BARs, spans and errnos, never command-line flags.
 
+#![deny(unsafe_code)]
+
+pub mod buffer_state;
 mod cpu_mmap;
 mod dma;
 mod endpoint;
 mod error;
 mod faults;
+pub mod fix;
 mod path;
+pub mod pattern;
 mod proof;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 mod storage;
+#[cfg(test)]
+mod sysfs_tree;
 mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -35,7 +44,7 @@ pub use dma::Dma;
 pub use endpoint::{default_bar, Endpoint, EndpointSpec};
 pub use error::{CopyError, MismatchDetail, SpanField, Unavailable};
 pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
-pub use proof::{Hop, IoasMapping, RouteProof};
+pub use proof::{upstream_text, Hop, IoasMapping, RouteProof};
 pub use storage::{
     is_storage, run_storage, Latency, StorageReport, StorageRequest, TargetReport,
     DEFAULT_STORAGE_SIZE,
@@ -49,7 +58,7 @@ use testing::{CopyWatch, Hooks};
 use verify::GuardedMap;
 
 /// Without the feature `testing` a copy runs no test hook: these stand in for the
-/// hooks' plumbing (`p2pcopy::testing` with the feature) and do nothing.
+/// hooks' plumbing (`peerdma_copy::testing` with the feature) and do nothing.
 #[cfg(not(feature = "testing"))]
 mod no_hooks {
     use peerdma_exporter::Device;

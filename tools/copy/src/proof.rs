@@ -2,11 +2,10 @@
 //! `peerdma path` (the kernel's P2P verdict for each hop), the IOAS mappings a
 //! DMA engine used, and a plain statement when the copy was not peer to peer.
 
-use peerdma_exporter::{Bdf, HostCpu, Sysfs};
+use peerdma_exporter::{Bdf, HostCpu, P2pRoute, Sysfs, Upstream};
 use serde::Serialize;
 
 use super::path::{PathKind, Side};
-use crate::route;
 
 /// The kernel's verdict for one hop: `provider`'s BAR read or written by
 /// `client`.
@@ -36,7 +35,7 @@ impl Hop {
                 client: client.to_string(),
                 verdict: r.route().as_str().to_string(),
                 map_type: Some(r.map_type.kernel_name().to_string()),
-                route: route::upstream_text(&r),
+                route: upstream_text(&r),
                 blockers: r.blockers().iter().map(|b| b.element()).collect(),
             },
             Err(e) => Hop {
@@ -48,6 +47,26 @@ impl Hop {
                 blockers: Vec::new(),
             },
         }
+    }
+}
+
+/// Where the two ends of `r` meet, in a phrase: `common upstream bridge 0000:01:00.0`,
+/// `through host bridge 0000:00:00.0 (8086:29c0)`, `across PCI roots pci0000:00 and
+/// pci0000:40`.
+pub fn upstream_text(r: &P2pRoute) -> String {
+    match &r.upstream {
+        Upstream::Bridge(br) => format!("common upstream bridge {br}"),
+        Upstream::HostBridge { root, host_bridge } => {
+            let domain_bus = root.trim_start_matches("pci");
+            match host_bridge {
+                Some(h) => format!(
+                    "through host bridge {domain_bus}:00.0 ({:04x}:{:04x})",
+                    h.vendor, h.device
+                ),
+                None => format!("through the host bridge of {root}"),
+            }
+        }
+        Upstream::Roots { a, b } => format!("across PCI roots {a} and {b}"),
     }
 }
 

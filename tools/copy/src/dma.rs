@@ -111,7 +111,7 @@ pub struct Dma {
     dst_map: DmaBufMapping<DmaBuf>,
     engine: AttachedEngine,
     /// Added to every destination IOVA: 0, or the mapping's length for the
-    /// fault test hook (`p2pcopy::testing::Hooks::fault_dst`, feature `testing`).
+    /// fault test hook (`peerdma_copy::testing::Hooks::fault_dst`, feature `testing`).
     dst_shift: u64,
 }
 
