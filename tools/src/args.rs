@@ -2,6 +2,31 @@
 //! words (which value, what is expected) instead of Rust's ("invalid digit found in
 //! string").
 
+use clap::ValueEnum;
+use peerdma_exporter::AccessPath;
+
+/// Which VFIO access path to open a device through (`--access`), as the tools spell
+/// it: [`AccessPath`] for clap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Access {
+    /// cdev + iommufd where the kernel has them, else group/container.
+    Auto,
+    /// /dev/vfio/devices/vfioN bound to /dev/iommu.
+    Cdev,
+    /// /dev/vfio/vfio container + /dev/vfio/GROUP.
+    Group,
+}
+
+impl From<Access> for AccessPath {
+    fn from(a: Access) -> AccessPath {
+        match a {
+            Access::Auto => AccessPath::Auto,
+            Access::Cdev => AccessPath::Cdev,
+            Access::Group => AccessPath::Group,
+        }
+    }
+}
+
 /// A BAR as the user names it: `2`, `BAR2` or `bar2` (region index 0 to 5).
 ///
 /// # Errors

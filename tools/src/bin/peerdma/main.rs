@@ -13,9 +13,10 @@ mod show;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use clap_complete::Shell;
-use peerdma_exporter::{AccessPath, Bdf};
+use peerdma_exporter::Bdf;
+use peerdma_tools::args::Access;
 use peerdma_tools::failure::Failure;
 
 #[derive(Parser)]
@@ -30,27 +31,6 @@ use peerdma_tools::failure::Failure;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-}
-
-/// Which VFIO access path to open a device through.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Access {
-    /// cdev + iommufd where the kernel has them, else group/container.
-    Auto,
-    /// /dev/vfio/devices/vfioN bound to /dev/iommu.
-    Cdev,
-    /// /dev/vfio/vfio container + /dev/vfio/GROUP.
-    Group,
-}
-
-impl From<Access> for AccessPath {
-    fn from(a: Access) -> AccessPath {
-        match a {
-            Access::Auto => AccessPath::Auto,
-            Access::Cdev => AccessPath::Cdev,
-            Access::Group => AccessPath::Group,
-        }
-    }
 }
 
 #[derive(Subcommand)]
