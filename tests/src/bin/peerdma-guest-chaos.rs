@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use peerdma_copy::testing::{self, Alongside, Hooks};
 use peerdma_copy::{
-    default_bar, CopyError, CopyRequest, EndpointSpec, NvmeTarget, PathChoice, StorageRequest,
-    Target,
+    default_bar, CopyError, CopyRequest, EndpointSpec, NvmeTarget, StorageRequest, Target,
+    TransportChoice,
 };
 use peerdma_exporter::{Bdf, Device, Error, OpenOptions, PowerState};
 use peerdma_importer::engine::NvmeOptions;
@@ -187,7 +187,7 @@ impl Chaos {
 #[derive(Clone, Copy)]
 enum Via {
     /// `peerdma_copy::run` between two BARs along this path.
-    Path(PathChoice),
+    Path(TransportChoice),
     /// `peerdma_copy::run_storage`: the NVMe controller `src` reads namespace 1 into `dst`.
     NvmeEngine,
 }
@@ -204,11 +204,11 @@ struct Kind {
     max_interval_us: u64,
 }
 
-fn request(k: &Kind, path: PathChoice, seed: u64) -> CopyRequest {
+fn request(k: &Kind, path: TransportChoice, seed: u64) -> CopyRequest {
     CopyRequest {
         size: Some(k.size),
         chunk: k.chunk,
-        path,
+        transport: path,
         ..CopyRequest::new(EndpointSpec::whole(k.src), EndpointSpec::whole(k.dst), seed)
     }
 }
@@ -312,7 +312,7 @@ fn run() -> Result<Value> {
             name: "cpu ivshmem0 -> ivshmem1",
             src: iv0,
             dst: iv1,
-            via: Via::Path(PathChoice::CpuMmap),
+            via: Via::Path(TransportChoice::CpuMmap),
             size: 1 << 20,
             chunk: 16 << 10,
             max_interval_us: 8_000,
@@ -321,7 +321,7 @@ fn run() -> Result<Value> {
             name: "cpu ivshmem0 -> nvme0 CMB",
             src: iv0,
             dst: nvme,
-            via: Via::Path(PathChoice::CpuMmap),
+            via: Via::Path(TransportChoice::CpuMmap),
             size: 512 << 10,
             chunk: 16 << 10,
             max_interval_us: 8_000,
@@ -330,7 +330,7 @@ fn run() -> Result<Value> {
             name: "dma via edu0 ivshmem0 -> ivshmem1",
             src: iv0,
             dst: iv1,
-            via: Via::Path(PathChoice::Dma { engine: Some(edu) }),
+            via: Via::Path(TransportChoice::Dma { engine: Some(edu) }),
             size: 8 << 10,
             chunk: 4 << 10,
             max_interval_us: 40_000,

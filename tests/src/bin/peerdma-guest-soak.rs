@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use peerdma_copy::{CopyRequest, EndpointSpec, PathChoice};
+use peerdma_copy::{CopyRequest, EndpointSpec, TransportChoice};
 use peerdma_exporter::{AccessPath, Bdf, Device, DmaRange, OpenOptions};
 use peerdma_importer::engine::AttachedEngine;
 use peerdma_importer::iommufd::{Access, Iommufd, Iova};
@@ -66,11 +66,11 @@ fn importer_cycles(iv0: Bdf, iv1: Bdf, edu: Bdf, cycles: u64) -> Result<Value> {
     }))
 }
 
-fn request(src: Bdf, dst: Bdf, path: PathChoice, size: u64, seed: u64) -> CopyRequest {
+fn request(src: Bdf, dst: Bdf, path: TransportChoice, size: u64, seed: u64) -> CopyRequest {
     CopyRequest {
         size: Some(size),
         chunk: size,
-        path,
+        transport: path,
         ..CopyRequest::new(EndpointSpec::whole(src), EndpointSpec::whole(dst), seed)
     }
 }
@@ -85,9 +85,9 @@ fn p2pcopy_cycles(iv0: Bdf, iv1: Bdf, edu: Bdf, copies: u64) -> Result<Value> {
             before = counts();
         }
         let (path, size) = if i % 2 == 0 {
-            (PathChoice::CpuMmap, 64 << 10)
+            (TransportChoice::CpuMmap, 64 << 10)
         } else {
-            (PathChoice::Dma { engine: Some(edu) }, PAGE)
+            (TransportChoice::Dma { engine: Some(edu) }, PAGE)
         };
         let rep = peerdma_copy::run(&request(iv0, iv1, path, size, i + 1), &mut |_| {})
             .with_context(|| format!("copy {i}"))?;

@@ -9,7 +9,8 @@ use peerdma_exporter::{Bdf, DmaBuf, DmaRange, Sysfs};
 use peerdma_importer::engine::{self, AttachedEngine};
 use peerdma_importer::iommufd::{Access, DmaBufMapping, Iommufd, Iova, MappingState, DEV_IOMMU};
 
-use super::path::{CopyPath, PathKind, Side, StepError};
+use super::transport::{Side, StepError, Transport, TransportKind};
+use super::Progress;
 use super::{CopyError, Endpoint, Unavailable};
 
 /// Default span for an engine as slow as edu (4 KiB per ~100 ms).
@@ -20,8 +21,8 @@ pub(super) fn available() -> Result<(), CopyError> {
     if Path::new(DEV_IOMMU).exists() {
         Ok(())
     } else {
-        Err(CopyError::PathUnavailable {
-            path: "dma",
+        Err(CopyError::TransportUnavailable {
+            transport: "dma",
             why: Unavailable::NoIommufd,
         })
     }
@@ -37,8 +38,8 @@ pub(super) fn find_engine(
 ) -> Result<(Bdf, String), CopyError> {
     if let Some(bdf) = requested {
         if ends.contains(&bdf) {
-            return Err(CopyError::PathUnavailable {
-                path: "dma",
+            return Err(CopyError::TransportUnavailable {
+                transport: "dma",
                 why: Unavailable::EngineIsEndpoint { engine: bdf },
             });
         }
@@ -72,8 +73,8 @@ pub(super) fn find_engine(
     found.sort();
     match found.first() {
         Some(&(_, _, bdf)) => Ok((bdf, reach(sys, bdf, ends))),
-        None => Err(CopyError::PathUnavailable {
-            path: "dma",
+        None => Err(CopyError::TransportUnavailable {
+            transport: "dma",
             why: Unavailable::NoEngine,
         }),
     }
@@ -123,7 +124,7 @@ impl Dma {
     ///
     /// # Errors
     ///
-    /// [`CopyError::PathUnavailable`] without iommufd; [`CopyError::Engine`]
+    /// [`CopyError::TransportUnavailable`] without iommufd; [`CopyError::Engine`]
     /// when the engine cannot be opened or attached; [`CopyError::Exporter`]
     /// when a span cannot be exported; [`CopyError::Importer`] when the
     /// iommufd cannot be opened or a span mapped.
@@ -163,9 +164,9 @@ impl Dma {
     }
 }
 
-impl CopyPath for Dma {
-    fn kind(&self) -> PathKind {
-        PathKind::Dma
+impl Transport for Dma {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Dma
     }
 
     fn engine(&self) -> Option<String> {
@@ -194,7 +195,7 @@ impl CopyPath for Dma {
         self.engine.engine().max_transfer()
     }
 
-    fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError> {
+    fn step(&mut self, offset: u64, len: u64, _: Progress) -> Result<(), StepError> {
         let (s, d) = (self.src_map.iova(), self.dst_map.iova() + self.dst_shift);
         self.engine
             .engine_mut()
@@ -273,7 +274,7 @@ mod tests {
         );
         assert!(matches!(
             find_engine(&sys, Some(bdf("01:00.1")), &ends),
-            Err(CopyError::PathUnavailable {
+            Err(CopyError::TransportUnavailable {
                 why: Unavailable::EngineIsEndpoint { .. },
                 ..
             })
@@ -282,7 +283,7 @@ mod tests {
         bare.add("pci0000:00/0000:00:10.0", IVSHMEM, "vfio-pci");
         assert!(matches!(
             find_engine(&Sysfs::new(&bare.0), None, &ends),
-            Err(CopyError::PathUnavailable {
+            Err(CopyError::TransportUnavailable {
                 why: Unavailable::NoEngine,
                 ..
             })

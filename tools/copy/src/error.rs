@@ -7,7 +7,7 @@ use std::fmt;
 use peerdma_exporter::Bdf;
 use peerdma_importer::engine::DRIVERS;
 
-use super::path::Side;
+use super::transport::Side;
 
 /// A request field that must be page-aligned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl fmt::Display for SpanField {
     }
 }
 
-/// Why a copy path cannot run here.
+/// Why a transport cannot run here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unavailable {
     /// `/dev/iommu` is missing: no iommufd importer.
@@ -198,11 +198,11 @@ pub enum CopyError {
         /// Device.
         bdf: Bdf,
     },
-    /// The requested copy path cannot run here.
-    #[error("the {path} path is unavailable: {why}")]
-    PathUnavailable {
-        /// The path ("dma", "rdma").
-        path: &'static str,
+    /// The requested transport cannot run here.
+    #[error("the {transport} path is unavailable: {why}")]
+    TransportUnavailable {
+        /// The transport as `--engine` names it ("dma", "rdma", "nvme").
+        transport: &'static str,
         /// Why, with the fix.
         why: Unavailable,
     },
@@ -429,7 +429,7 @@ impl CopyError {
             CopyError::BarUnusable { .. } => "bar_unusable",
             CopyError::Mismatch { .. } => "mismatch",
             CopyError::NoUsableBar { .. } => "no_usable_bar",
-            CopyError::PathUnavailable { why, .. } => why.kind(),
+            CopyError::TransportUnavailable { why, .. } => why.kind(),
             CopyError::Engine(e) => e.kind(),
             CopyError::DmaFaulted { .. } => "dma_faulted",
             CopyError::FaultedAfterAll { .. } => "faulted_after_all",
@@ -464,7 +464,7 @@ impl CopyError {
             | CopyError::SameDevice { .. }
             | CopyError::StorageSides { .. }
             | CopyError::Unaligned { .. } => true,
-            CopyError::PathUnavailable { why, .. } => matches!(
+            CopyError::TransportUnavailable { why, .. } => matches!(
                 why,
                 Unavailable::EngineIsEndpoint { .. }
                     | Unavailable::RdmaNeedsPeer

@@ -5,7 +5,7 @@
 use peerdma_exporter::{Bdf, HostCpu, P2pRoute, Sysfs, Upstream};
 use serde::Serialize;
 
-use super::path::{PathKind, Side};
+use super::transport::{Side, TransportKind};
 
 /// The kernel's verdict for one hop: `provider`'s BAR read or written by
 /// `client`.
@@ -111,7 +111,7 @@ impl RouteProof {
     pub fn new(
         sys: &Sysfs,
         cpu: HostCpu,
-        kind: PathKind,
+        kind: TransportKind,
         src: Bdf,
         dst: Bdf,
         engine: Option<Bdf>,
@@ -119,7 +119,7 @@ impl RouteProof {
     ) -> RouteProof {
         let devices = Hop::find(sys, src, dst, cpu);
         match (kind, engine) {
-            (PathKind::Dma, Some(engine)) => {
+            (TransportKind::Dma, Some(engine)) => {
                 let engine_hops = vec![
                     Hop::find(sys, src, engine, cpu),
                     Hop::find(sys, dst, engine, cpu),
@@ -166,7 +166,7 @@ mod tests {
         let p = RouteProof::new(
             &sys,
             HostCpu::default(),
-            PathKind::CpuMmap,
+            TransportKind::CpuMmap,
             a,
             b,
             None,
@@ -179,7 +179,7 @@ mod tests {
         let p = RouteProof::new(
             &sys,
             HostCpu::default(),
-            PathKind::Dma,
+            TransportKind::Dma,
             a,
             b,
             Some(e),

@@ -109,7 +109,7 @@ pub(crate) fn advice(e: &CopyError, fix: Option<&str>) -> Option<String> {
             side(s)
         ),
         CopyError::ZeroIterations => "give --iterations 1 or more".to_string(),
-        CopyError::PathUnavailable { why, .. } => match why {
+        CopyError::TransportUnavailable { why, .. } => match why {
             Unavailable::NoIommufd => "use --engine cpu".to_string(),
             Unavailable::EngineIsEndpoint { engine } => {
                 format!("--via {engine} is also SRC or DST; name another device with --via")
@@ -156,8 +156,8 @@ mod tests {
             advice(&unaligned, Some("use 0x0 or 0x1000")).as_deref(),
             Some("--dst-offset: use 0x0 or 0x1000")
         );
-        let via = CopyError::PathUnavailable {
-            path: "dma",
+        let via = CopyError::TransportUnavailable {
+            transport: "dma",
             why: Unavailable::EngineIsEndpoint {
                 engine: "00:11.0".parse().unwrap(),
             },
@@ -165,8 +165,8 @@ mod tests {
         assert!(advice(&via, None)
             .unwrap()
             .contains("--via 0000:00:11.0 is also SRC or DST"));
-        let no_iommufd = CopyError::PathUnavailable {
-            path: "dma",
+        let no_iommufd = CopyError::TransportUnavailable {
+            transport: "dma",
             why: Unavailable::NoIommufd,
         };
         assert_eq!(

@@ -32,7 +32,7 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
 #[cfg(feature = "testing")]
 use peerdma_copy::Side;
-use peerdma_copy::{CopyError, CopyReport, CopyRequest, PathChoice, Progress, Target};
+use peerdma_copy::{CopyError, CopyReport, CopyRequest, Progress, Target, TransportChoice};
 use peerdma_tools::failure::usage;
 use peerdma_tools::size::human;
 
@@ -129,7 +129,7 @@ fn run(cli: &Cli) -> Result<()> {
         size: cli.size,
         chunk: cli.chunk,
         iterations: cli.iterations,
-        path: match (cli.engine, cli.via) {
+        transport: match (cli.engine, cli.via) {
             (Engine::Cpu | Engine::Rdma, Some(via)) => {
                 return Err(usage(
                     "flag_not_applicable",
@@ -144,12 +144,12 @@ fn run(cli: &Cli) -> Result<()> {
                     Some("leave --via out, or use --engine dma (or auto) with it"),
                 ))
             }
-            (Engine::Cpu, None) => PathChoice::CpuMmap,
+            (Engine::Cpu, None) => TransportChoice::CpuMmap,
             // Naming an engine asks for the DMA path, also under --engine auto.
-            (Engine::Dma | Engine::Auto, Some(via)) => PathChoice::Dma { engine: Some(via) },
-            (Engine::Dma, None) => PathChoice::Dma { engine: None },
-            (Engine::Rdma, None) => PathChoice::Rdma,
-            (Engine::Auto, None) => PathChoice::Auto,
+            (Engine::Dma | Engine::Auto, Some(via)) => TransportChoice::Dma { engine: Some(via) },
+            (Engine::Dma, None) => TransportChoice::Dma { engine: None },
+            (Engine::Rdma, None) => TransportChoice::Rdma,
+            (Engine::Auto, None) => TransportChoice::Auto,
         },
         verify: !cli.no_verify,
         seed,

@@ -131,8 +131,8 @@ mod built {
 
     pub(crate) fn send(cli: &Cli, src: &Target, peer: &str) -> Result<()> {
         if matches!(cli.engine, Engine::Cpu | Engine::Dma) {
-            return Err(with_advice(peerdma_copy::CopyError::PathUnavailable {
-                path: "cpu/dma",
+            return Err(with_advice(peerdma_copy::CopyError::TransportUnavailable {
+                transport: "cpu/dma",
                 why: peerdma_copy::Unavailable::RemoteNeedsRdma,
             }));
         }
@@ -165,8 +165,8 @@ mod built {
     use peerdma_copy::Target;
 
     fn not_built() -> anyhow::Error {
-        with_advice(CopyError::PathUnavailable {
-            path: "rdma",
+        with_advice(CopyError::TransportUnavailable {
+            transport: "rdma",
             why: Unavailable::RdmaNotBuilt,
         })
     }
