@@ -7,6 +7,7 @@ use std::fmt;
 use peerdma_exporter::Bdf;
 use peerdma_importer::engine::DRIVERS;
 
+use super::fix::foreign;
 use super::transport::Side;
 
 /// A request field that must be page-aligned.
@@ -55,49 +56,65 @@ pub enum Unavailable {
 
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; fix: {}", self.what(), self.fix())
+    }
+}
+
+impl Unavailable {
+    /// Why the transport cannot run, without the fix.
+    pub fn what(&self) -> String {
         match self {
-            Unavailable::NoIommufd => f.write_str(
-                "/dev/iommu does not exist: this kernel has no CONFIG_IOMMUFD (Debian's stock \
-                 kernels leave it off), so a dma-buf cannot be imported into an IOAS; fix: copy \
-                 with the CPU through the BAR mmaps",
-            ),
-            Unavailable::EngineIsEndpoint { engine } => write!(
-                f,
+            Unavailable::NoIommufd => "/dev/iommu does not exist: this kernel has no \
+                                       CONFIG_IOMMUFD (Debian's stock kernels leave it off), so \
+                                       a dma-buf cannot be imported into an IOAS"
+                .to_string(),
+            Unavailable::EngineIsEndpoint { engine } => format!(
                 "engine device {engine} is also the source or the destination: the engine must \
-                 be a third device (a VFIO cdev device can be opened once); fix: name another \
-                 engine device"
+                 be a third device (a VFIO cdev device can be opened once)"
             ),
-            Unavailable::NoEngine => write!(
-                f,
-                "no supported DMA engine is bound to vfio-pci (supported: {}); fix: bind one, \
-                 name it, or copy with the CPU",
+            Unavailable::NoEngine => format!(
+                "no supported DMA engine is bound to vfio-pci (supported: {})",
                 DRIVERS
                     .iter()
                     .map(|d| format!("{} {:04x}:{:04x}", d.name, d.vendor, d.device))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Unavailable::NvmeNeedsIommufd => f.write_str(
-                "/dev/iommu does not exist: this kernel has no CONFIG_IOMMUFD (Debian's stock \
-                 kernels leave it off); the NVMe engine maps its queues and the other side's \
-                 memory (a BAR's dma-buf, host pages) into an iommufd IOAS, so it cannot run \
-                 here; fix: boot a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV \
-                 (the project's reference kernel)",
-            ),
-            Unavailable::RdmaNeedsPeer => f.write_str(
-                "the RDMA path writes into another host's (or namespace's) memory, not between \
-                 two local devices; fix: run p2pcopy's receiver (serve mode) there and name it \
-                 as the destination, rdma://HOST:PORT, or copy locally with the CPU or a DMA \
-                 engine",
-            ),
-            Unavailable::RdmaNotBuilt => f.write_str(
-                "this p2pcopy was built without RDMA support; fix: rebuild with the peerdma-tools crate's rdma \
-                 feature (it needs libibverbs-dev and librdmacm-dev)",
-            ),
-            Unavailable::RemoteNeedsRdma => f.write_str(
-                "an rdma:// destination is reached over RDMA only; fix: use the rdma path (or \
-                 auto) for it",
-            ),
+            Unavailable::NvmeNeedsIommufd => "/dev/iommu does not exist: this kernel has no \
+                                              CONFIG_IOMMUFD (Debian's stock kernels leave it \
+                                              off); the NVMe engine maps its queues and the other \
+                                              side's memory (a BAR's dma-buf, host pages) into an \
+                                              iommufd IOAS, so it cannot run here"
+                .to_string(),
+            Unavailable::RdmaNeedsPeer => "the RDMA path writes into another host's (or \
+                                           namespace's) memory, not between two local devices"
+                .to_string(),
+            Unavailable::RdmaNotBuilt => "this p2pcopy was built without RDMA support".to_string(),
+            Unavailable::RemoteNeedsRdma => {
+                "an rdma:// destination is reached over RDMA only".to_string()
+            }
+        }
+    }
+
+    /// What to do about it, in the library's terms (no command-line flag).
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Unavailable::NoIommufd => "copy with the CPU through the BAR mmaps",
+            Unavailable::EngineIsEndpoint { .. } => "name another engine device",
+            Unavailable::NoEngine => "bind one, name it, or copy with the CPU",
+            Unavailable::NvmeNeedsIommufd => {
+                "boot a kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV (the project's \
+                 reference kernel)"
+            }
+            Unavailable::RdmaNeedsPeer => {
+                "run p2pcopy's receiver (serve mode) there and name it as the destination, \
+                 rdma://HOST:PORT, or copy locally with the CPU or a DMA engine"
+            }
+            Unavailable::RdmaNotBuilt => {
+                "rebuild with the peerdma-tools crate's rdma feature (it needs libibverbs-dev \
+                 and librdmacm-dev)"
+            }
+            Unavailable::RemoteNeedsRdma => "use the rdma path (or auto) for it",
         }
     }
 }
@@ -143,10 +160,7 @@ impl std::fmt::Display for MismatchDetail {
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     /// The BAR cannot hold the requested span.
-    #[error(
-        "{bdf} BAR{bar} is {bar_size:#x} bytes: {offset:#x} + {size:#x} does not fit; \
-         fix: copy less, start lower, or use a larger BAR of the {side}"
-    )]
+    #[error("{}", self.said())]
     BarTooSmall {
         /// Device.
         bdf: Bdf,
@@ -162,10 +176,7 @@ pub enum CopyError {
         size: u64,
     },
     /// The named BAR cannot take part in a copy.
-    #[error(
-        "{bdf} BAR{bar} is {why}; fix: leave the BAR out to use the largest usable one, \
-         or see `peerdma regions {bdf}`"
-    )]
+    #[error("{}", self.said())]
     BarUnusable {
         /// Device.
         bdf: Bdf,
@@ -175,11 +186,7 @@ pub enum CopyError {
         why: &'static str,
     },
     /// The data was not what was written.
-    #[error(
-        "verification failed: {count} byte(s) differ, the first at destination offset \
-         {first:#x}{}",
-        .detail.as_ref().map_or_else(String::new, |d| format!("; {d}"))
-    )]
+    #[error("{}", self.said())]
     Mismatch {
         /// First differing offset (relative to the destination offset).
         first: u64,
@@ -190,16 +197,13 @@ pub enum CopyError {
         detail: Option<Box<MismatchDetail>>,
     },
     /// No BAR of the device can take part in a copy.
-    #[error(
-        "{bdf} has no memory BAR of at least a page that VFIO can mmap and export; \
-         fix: check `peerdma regions {bdf}`"
-    )]
+    #[error("{}", self.said())]
     NoUsableBar {
         /// Device.
         bdf: Bdf,
     },
     /// The requested transport cannot run here.
-    #[error("the {transport} path is unavailable: {why}")]
+    #[error("{}", self.said())]
     TransportUnavailable {
         /// The transport as `--engine` names it ("dma", "rdma", "nvme").
         transport: &'static str,
@@ -211,13 +215,7 @@ pub enum CopyError {
     Engine(#[from] peerdma_importer::engine::EngineError),
     /// The IOMMU refused the engine's DMA while the copy ran (the kernel logged it):
     /// the cause of `outcome`.
-    #[error(
-        "the IOMMU refused {count} DMA access(es) by the engine {engine} during the copy, \
-         so {outcome}; the first refused: {first} (kernel log: \"{msg}\"); fix: give the \
-         engine only IOVAs that its IOAS maps with that access (the report's route lists \
-         the mappings)",
-        msg = first.message
-    )]
+    #[error("{}", self.said())]
     DmaFaulted {
         /// The engine whose DMA faulted.
         engine: Bdf,
@@ -233,15 +231,7 @@ pub enum CopyError {
     /// [`CopyError::DmaFaulted`]. Such a copy never counts as verified: a refused
     /// access means part of this run's transfer did not land where it was meant to,
     /// and a match can come from bytes that were already there.
-    #[error(
-        "{}",
-        if *.compared {
-            "the copy is not verified although the compared bytes match: a refused access \
-             means part of this run's transfer did not land where it was meant to"
-        } else {
-            "the copy failed (verification was off; it would not have counted either)"
-        }
-    )]
+    #[error("{}", self.said())]
     FaultedAfterAll {
         /// Whether the bytes were compared (and matched).
         compared: bool,
@@ -253,10 +243,7 @@ pub enum CopyError {
     #[error(transparent)]
     Importer(#[from] peerdma_importer::iommufd::Error),
     /// A device's memory decode went off (or it was reset) during the copy.
-    #[error(
-        "{bdf} was revoked during the copy after {done:#x} of {total:#x} bytes ({why}); \
-         the copy stopped; fix: turn memory decode back on (or wait for the reset) and run again"
-    )]
+    #[error("{}", self.said())]
     Revoked {
         /// Device.
         bdf: Bdf,
@@ -268,10 +255,7 @@ pub enum CopyError {
         why: String,
     },
     /// The `nvme:` device is not an NVMe controller.
-    #[error(
-        "{bdf} is not an NVMe controller (class {class:#08x}, ids {vendor:04x}:{device:04x}); \
-         fix: name an NVMe controller (class 0x010802) bound to vfio-pci as the nvme: side"
-    )]
+    #[error("{}", self.said())]
     NotNvme {
         /// Device.
         bdf: Bdf,
@@ -283,12 +267,7 @@ pub enum CopyError {
         device: u16,
     },
     /// A storage copy needs exactly one NVMe side.
-    #[error(
-        "cannot copy {src} → {dst}: a storage copy moves data between one NVMe namespace and \
-         one BAR or host memory; fix: name an nvme: side and a device or host as the other \
-         (a BAR → BAR copy through a drive goes through the DMA path with the controller as \
-         its engine)"
-    )]
+    #[error("{}", self.said())]
     StorageSides {
         /// Source as named.
         src: String,
@@ -296,20 +275,13 @@ pub enum CopyError {
         dst: String,
     },
     /// SRC and DST are the same device.
-    #[error(
-        "SRC and DST are both {bdf}: p2pcopy moves data between two devices; \
-         fix: name two different BDFs"
-    )]
+    #[error("{}", self.said())]
     SameDevice {
         /// Device.
         bdf: Bdf,
     },
     /// An offset or size is not page-aligned.
-    #[error(
-        "the {field} {value:#x} is not a multiple of the page size {page:#x}: dma-buf ranges and \
-         DMA engines work in whole pages; fix: {}",
-        suggest(suggestions)
-    )]
+    #[error("{}", self.said())]
     Unaligned {
         /// Which field.
         field: SpanField,
@@ -323,11 +295,7 @@ pub enum CopyError {
     },
     /// A copy endpoint holds registers, not memory (checked before anything is
     /// written).
-    #[error(
-        "{bdf} BAR{bar} ({side}) cannot be a copy endpoint: {why}; fix: pick a BAR that is \
-         prefetchable memory, or override the register-BAR check if this BAR really is plain \
-         memory"
-    )]
+    #[error("{}", self.said())]
     RegisterBar {
         /// Device.
         bdf: Bdf,
@@ -339,17 +307,13 @@ pub enum CopyError {
         why: String,
     },
     /// The RDMA peer could not be resolved.
-    #[error("cannot resolve the RDMA peer {peer:?}; fix: give rdma://IP:PORT (or a host name that resolves)")]
+    #[error("{}", self.said())]
     BadPeer {
         /// What was given.
         peer: String,
     },
     /// The RDMA peer's port is no port a receiver can listen on.
-    #[error(
-        "the RDMA peer {peer:?} names port {port}, which no receiver listens on (ports are 1 to \
-         65535); fix: give the port the receiver printed (p2pcopy --serve says \"listening on \
-         ADDR:PORT\"), or leave it out for the default"
-    )]
+    #[error("{}", self.said())]
     BadPeerPort {
         /// What was given.
         peer: String,
@@ -357,10 +321,7 @@ pub enum CopyError {
         port: String,
     },
     /// The RDMA receiver found other bytes than the pattern.
-    #[error(
-        "the receiver at {peer} found {count} byte(s) that differ from the pattern, the first at \
-         destination offset {first:#x}; fix: see the receiver's output"
-    )]
+    #[error("{}", self.said())]
     PeerMismatch {
         /// The receiver.
         peer: String,
@@ -370,7 +331,7 @@ pub enum CopyError {
         count: u64,
     },
     /// The RDMA receiver failed before it could check.
-    #[error("the receiver at {peer} failed before it could check the bytes; fix: see its output")]
+    #[error("{}", self.said())]
     PeerFailed {
         /// The receiver.
         peer: String,
@@ -380,14 +341,14 @@ pub enum CopyError {
     #[error(transparent)]
     Rdma(#[from] peerdma_importer::rdma::RdmaError),
     /// Zero iterations requested.
-    #[error("the iteration count is 0: nothing would be copied; fix: give 1 or more")]
+    #[error("{}", self.said())]
     ZeroIterations,
     /// Zero bytes requested.
-    #[error("the copy size is 0: nothing to copy; fix: give a size such as 1 MiB")]
+    #[error("{}", self.said())]
     ZeroSize,
     /// No size was given and nothing fits past the start: a BAR offset at the BAR's
     /// end, or an LBA at the namespace's end.
-    #[error("nothing to copy: {at}; fix: start lower")]
+    #[error("{}", self.said())]
     NoRoom {
         /// Which start leaves no room, and the size it is measured against.
         at: String,
@@ -418,6 +379,191 @@ impl Unavailable {
 }
 
 impl CopyError {
+    /// What went wrong, in the user's words, without the fix: the message a report
+    /// shows beside [`fix`](Self::fix). For an exporter's, importer's, engine's or RDMA
+    /// error, its own message up to its fix.
+    pub fn what(&self) -> String {
+        match self {
+            CopyError::BarTooSmall {
+                bdf,
+                bar,
+                bar_size,
+                offset,
+                size,
+                ..
+            } => format!(
+                "{bdf} BAR{bar} is {bar_size:#x} bytes: {offset:#x} + {size:#x} does not fit"
+            ),
+            CopyError::BarUnusable { bdf, bar, why } => format!("{bdf} BAR{bar} is {why}"),
+            CopyError::Mismatch {
+                first,
+                count,
+                detail,
+            } => format!(
+                "verification failed: {count} byte(s) differ, the first at destination offset \
+                 {first:#x}{}",
+                detail.as_ref().map_or_else(String::new, |d| format!("; {d}"))
+            ),
+            CopyError::NoUsableBar { bdf } => format!(
+                "{bdf} has no memory BAR of at least a page that VFIO can mmap and export"
+            ),
+            CopyError::TransportUnavailable { transport, why } => {
+                format!("the {transport} path is unavailable: {}", why.what())
+            }
+            CopyError::DmaFaulted {
+                engine,
+                count,
+                first,
+                outcome,
+            } => format!(
+                "the IOMMU refused {count} DMA access(es) by the engine {engine} during the \
+                 copy, so {}; the first refused: {first} (kernel log: \"{}\")",
+                outcome.what(),
+                first.message
+            ),
+            CopyError::FaultedAfterAll { compared } => if *compared {
+                "the copy is not verified although the compared bytes match: a refused access \
+                 means part of this run's transfer did not land where it was meant to"
+            } else {
+                "the copy failed (verification was off; it would not have counted either)"
+            }
+            .to_string(),
+            CopyError::Revoked {
+                bdf,
+                done,
+                total,
+                why,
+            } => format!(
+                "{bdf} was revoked during the copy after {done:#x} of {total:#x} bytes ({why}); \
+                 the copy stopped"
+            ),
+            CopyError::NotNvme {
+                bdf,
+                class,
+                vendor,
+                device,
+            } => format!(
+                "{bdf} is not an NVMe controller (class {class:#08x}, ids {vendor:04x}:{device:04x})"
+            ),
+            CopyError::StorageSides { src, dst } => format!(
+                "cannot copy {src} → {dst}: a storage copy moves data between one NVMe namespace \
+                 and one BAR or host memory"
+            ),
+            CopyError::SameDevice { bdf } => format!(
+                "SRC and DST are both {bdf}: p2pcopy moves data between two devices"
+            ),
+            CopyError::Unaligned {
+                field, value, page, ..
+            } => format!(
+                "the {field} {value:#x} is not a multiple of the page size {page:#x}: dma-buf \
+                 ranges and DMA engines work in whole pages"
+            ),
+            CopyError::RegisterBar {
+                bdf,
+                side,
+                bar,
+                why,
+            } => format!("{bdf} BAR{bar} ({side}) cannot be a copy endpoint: {why}"),
+            CopyError::BadPeer { peer } => format!("cannot resolve the RDMA peer {peer:?}"),
+            CopyError::BadPeerPort { peer, port } => format!(
+                "the RDMA peer {peer:?} names port {port}, which no receiver listens on (ports \
+                 are 1 to 65535)"
+            ),
+            CopyError::PeerMismatch { peer, first, count } => format!(
+                "the receiver at {peer} found {count} byte(s) that differ from the pattern, the \
+                 first at destination offset {first:#x}"
+            ),
+            CopyError::PeerFailed { peer } => {
+                format!("the receiver at {peer} failed before it could check the bytes")
+            }
+            CopyError::ZeroIterations => {
+                "the iteration count is 0: nothing would be copied".to_string()
+            }
+            CopyError::ZeroSize => "the copy size is 0: nothing to copy".to_string(),
+            CopyError::NoRoom { at } => format!("nothing to copy: {at}"),
+            CopyError::Engine(e) => foreign::what(e),
+            CopyError::Exporter(e) => foreign::what(e),
+            CopyError::Importer(e) => foreign::what(e),
+            #[cfg(feature = "rdma")]
+            CopyError::Rdma(e) => foreign::what(e),
+        }
+    }
+
+    /// What to do about it, in the library's terms (never a command-line flag: a
+    /// binary says which of its flags carries the fix out); `None` where the failure
+    /// is the outcome itself (bytes differ, a faulted copy). For an exporter's,
+    /// importer's, engine's or RDMA error, the fix its message gives.
+    pub fn fix(&self) -> Option<String> {
+        let fix = match self {
+            CopyError::BarTooSmall { side, .. } => {
+                format!("copy less, start lower, or use a larger BAR of the {side}")
+            }
+            CopyError::BarUnusable { bdf, .. } => format!(
+                "leave the BAR out to use the largest usable one, or see `peerdma regions {bdf}`"
+            ),
+            CopyError::Mismatch { .. } | CopyError::FaultedAfterAll { .. } => return None,
+            CopyError::NoUsableBar { bdf } => format!("check `peerdma regions {bdf}`"),
+            CopyError::TransportUnavailable { why, .. } => why.fix().to_string(),
+            CopyError::DmaFaulted { .. } => "give the engine only IOVAs that its IOAS maps with \
+                                             that access (the report's route lists the mappings)"
+                .to_string(),
+            CopyError::Revoked { .. } => {
+                "turn memory decode back on (or wait for the reset) and run again".to_string()
+            }
+            CopyError::NotNvme { .. } => "name an NVMe controller (class 0x010802) bound to \
+                                          vfio-pci as the nvme: side"
+                .to_string(),
+            CopyError::StorageSides { .. } => "name an nvme: side and a device or host as the \
+                                               other (a BAR → BAR copy through a drive goes \
+                                               through the DMA path with the controller as its \
+                                               engine)"
+                .to_string(),
+            CopyError::SameDevice { .. } => "name two different BDFs".to_string(),
+            CopyError::Unaligned { suggestions, .. } => suggest(suggestions),
+            CopyError::RegisterBar { .. } => "pick a BAR that is prefetchable memory, or \
+                                              override the register-BAR check if this BAR \
+                                              really is plain memory"
+                .to_string(),
+            CopyError::BadPeer { .. } => {
+                "give rdma://IP:PORT (or a host name that resolves)".to_string()
+            }
+            CopyError::BadPeerPort { .. } => "give the port the receiver printed (p2pcopy \
+                                              --serve says \"listening on ADDR:PORT\"), or \
+                                              leave it out for the default"
+                .to_string(),
+            CopyError::PeerMismatch { .. } => "see the receiver's output".to_string(),
+            CopyError::PeerFailed { .. } => "see its output".to_string(),
+            CopyError::ZeroIterations => "give 1 or more".to_string(),
+            CopyError::ZeroSize => "give a size such as 1 MiB".to_string(),
+            CopyError::NoRoom { .. } => "start lower".to_string(),
+            CopyError::Engine(e) => return foreign::fix(e),
+            CopyError::Exporter(e) => return foreign::fix(e),
+            CopyError::Importer(e) => return foreign::fix(e),
+            #[cfg(feature = "rdma")]
+            CopyError::Rdma(e) => return foreign::fix(e),
+        };
+        Some(fix)
+    }
+
+    /// Whether [`what`](Self::what) and [`fix`](Self::fix) are this crate's own (not
+    /// read from an exporter's, importer's, engine's or RDMA error's message).
+    pub fn is_own(&self) -> bool {
+        match self {
+            CopyError::Engine(_) | CopyError::Exporter(_) | CopyError::Importer(_) => false,
+            #[cfg(feature = "rdma")]
+            CopyError::Rdma(_) => false,
+            _ => true,
+        }
+    }
+
+    /// The message: what, then `; fix: ` and the fix where there is one.
+    fn said(&self) -> String {
+        match self.fix() {
+            Some(fix) => format!("{}; fix: {fix}", self.what()),
+            None => self.what(),
+        }
+    }
+
     /// A stable, machine-readable name for this failure, for scripts that branch on it
     /// instead of parsing the message: the variant in snake_case (`bar_too_small`,
     /// `mismatch`, `revoked`), the exporter's or importer's own kind for their errors

@@ -840,7 +840,7 @@ fn recovery_note(
 ) -> String {
     // Causes without their own fix: the revoke error that carries this note has one.
     let cause = cause.map_or(String::new(), |e| {
-        format!("; the controller said: {}", crate::fix::cause(&e))
+        format!("; the controller said: {}", crate::fix::foreign::what(&e))
     });
     let bs = nvme.namespace().map_or(512, |n| u64::from(n.block_size));
     let mut stats = IoStats::default();
@@ -848,7 +848,7 @@ fn recovery_note(
         Ok(()) => "the controller was reset and a read after the reset succeeded".to_string(),
         Err(e) => format!(
             "the controller is not usable after the reset: {}",
-            crate::fix::cause(&e)
+            crate::fix::foreign::what(&e)
         ),
     };
     format!("{cause}; NVMe {}: {state}", nv.bdf)

@@ -199,12 +199,9 @@ pub(super) fn choose(
                 ),
                 Err(CopyError::TransportUnavailable { why, .. }) => format!(
                     "auto: the CPU; the DMA path is unavailable ({})",
-                    crate::fix::cause(&why)
+                    why.what()
                 ),
-                Err(e) => format!(
-                    "auto: the CPU; the DMA path is unavailable ({})",
-                    crate::fix::cause(&e)
-                ),
+                Err(e) => format!("auto: the CPU; the DMA path is unavailable ({})", e.what()),
             };
             Ok(Chosen {
                 kind: TransportKind::CpuMmap,

@@ -18,7 +18,7 @@ pub(crate) fn failure(cli: &Cli, e: &anyhow::Error) -> Failure {
     let Some(c) = e.downcast_ref::<CopyError>() else {
         return f;
     };
-    if let Some(flags) = advice(c, f.fix.as_deref()) {
+    if let Some(flags) = advice(c, c.fix().as_deref()) {
         f.fix = Some(flags);
     }
     let mut c = c;
