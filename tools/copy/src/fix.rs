@@ -5,10 +5,10 @@
 //! peerdma library error keeps. A binary takes the two values; nothing here reads a
 //! copy error's message back.
 //!
-//! The one exception is [`foreign`]: the exporter's and the importer's errors (the
-//! engines' and RDMA's too) give their fix only inside their message, so where a copy
-//! error wraps one, or names one as a cause inside its own message, the text is cut at
-//! its `; fix: ` there, and only there.
+//! The one exception is the crate-private `foreign`: the exporter's and the importer's
+//! errors (the engines' and RDMA's too) give their fix only inside their message, so
+//! where a copy error wraps one, or names one as a cause inside its own message, the
+//! text is cut at its `; fix: ` there, and only there.
 
 /// The exporter's and importer's errors, whose fix is only inside their message.
 pub(crate) mod foreign {

@@ -165,8 +165,8 @@ pub struct CopyReport {
     pub src: SideReport,
     /// Destination.
     pub dst: SideReport,
-    /// The path in the spelling of older versions: `cpu` or `iommufd` (kept
-    /// for scripts; [`path`](Self::path) is the current name).
+    /// What moved the bytes, as `--engine` spells it: `cpu` or `dma` (JSON `engine`;
+    /// [`transport`](Self::transport) says how).
     pub engine: &'static str,
     /// The transport the bytes took (JSON key `path`: `cpu-mmap`, `dma`).
     #[serde(rename = "path")]
