@@ -1,3 +1,3 @@
 //! Seeded byte patterns shared with the tools (`p2pcopy --verify` writes the same ones).
 
-pub use peerdma_tools::pattern::*;
+pub use peerdma_copy::pattern::*;

@@ -268,7 +268,7 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
 /// once (on the check's `fix:` line), not also at the end of the detail.
 fn detail_and_fix(e: &impl std::fmt::Display) -> (String, String) {
     let msg = e.to_string();
-    let (detail, fix) = crate::fix::split_fix(&msg);
+    let (detail, fix) = crate::failure::split_fix(&msg);
     (
         detail.to_string(),
         fix.unwrap_or("see the message").to_string(),

@@ -13,8 +13,18 @@
 use serde_json::{Map, Value};
 
 use crate::exit::Exit;
-use crate::fix::split_fix;
-use crate::p2pcopy::CopyError;
+use peerdma_copy::CopyError;
+
+/// Splits a message at its first `; fix: ` into what went wrong and the fix: for the
+/// exporter's and importer's errors, which give their fix only inside their message. A
+/// copy error gives both typed ([`CopyError::what`], [`CopyError::fix`]) and is not
+/// read back.
+pub fn split_fix(message: &str) -> (&str, Option<&str>) {
+    match message.split_once("; fix: ") {
+        Some((what, fix)) => (what, Some(fix)),
+        None => (message, None),
+    }
+}
 
 /// A refusal the tool makes itself: of the command line after clap has parsed it
 /// (flags that contradict each other or would be ignored: [`Exit::Usage`]), or of a
@@ -101,7 +111,18 @@ impl Failure {
                 } else {
                     Exit::CouldNotRun
                 };
-                return Failure::new(c.kind(), &text, None, exit);
+                // The copy's own errors give their fix typed; read it, not the message.
+                let outermost = e.chain().next().is_some_and(|first| {
+                    first
+                        .downcast_ref::<CopyError>()
+                        .is_some_and(|first| std::ptr::eq(first, c))
+                });
+                return match c.fix() {
+                    Some(fix) if c.is_own() && outermost => {
+                        Failure::new(c.kind(), &c.what(), Some(fix), exit)
+                    }
+                    _ => Failure::new(c.kind(), &text, None, exit),
+                };
             }
             if let Some(x) = cause.downcast_ref::<peerdma_exporter::Error>() {
                 let f = Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
@@ -276,6 +297,29 @@ pub fn user_words(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fix_is_split_off_once() {
+        assert_eq!(
+            split_fix("BAR2 is gone; fix: rebind it; then retry"),
+            ("BAR2 is gone", Some("rebind it; then retry"))
+        );
+        assert_eq!(split_fix("no fix here"), ("no fix here", None));
+    }
+
+    #[test]
+    fn a_copy_errors_kind_message_and_fix_are_its_typed_ones() {
+        let e = anyhow::Error::from(CopyError::ZeroSize);
+        let f = Failure::from_error(&e);
+        assert_eq!(f.kind, "zero_size");
+        assert_eq!(f.message, "the copy size is 0: nothing to copy");
+        assert_eq!(f.fix.as_deref(), Some("give a size such as 1 MiB"));
+        assert_eq!(f.exit, Exit::Usage);
+        // Under a context the chain is said as a whole, with the copy's fix once.
+        let f = Failure::from_error(&e.context("copying"));
+        assert_eq!(f.message, "copying: the copy size is 0: nothing to copy");
+        assert_eq!(f.fix.as_deref(), Some("give a size such as 1 MiB"));
+    }
 
     #[test]
     fn os_errors_become_errno_names_and_doubled_parts_are_said_once() {

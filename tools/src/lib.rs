@@ -3,16 +3,12 @@
 #![deny(unsafe_code)]
 
 pub mod args;
-pub mod buffer_state;
 #[allow(unsafe_code)] // SIGPIPE's default disposition (one call)
 pub mod cli;
 pub mod doctor;
 pub mod exit;
 pub mod failure;
-pub mod fix;
 pub mod install;
-pub mod p2pcopy;
-pub mod pattern;
 pub mod route;
 pub mod size;
 #[cfg(test)]

@@ -101,23 +101,7 @@ fn node_json(n: &RouteNode) -> Value {
     })
 }
 
-/// Where the two meet, in a phrase.
-pub fn upstream_text(r: &P2pRoute) -> String {
-    match &r.upstream {
-        Upstream::Bridge(br) => format!("common upstream bridge {br}"),
-        Upstream::HostBridge { root, host_bridge } => {
-            let domain_bus = root.trim_start_matches("pci");
-            match host_bridge {
-                Some(h) => format!(
-                    "through host bridge {domain_bus}:00.0 ({:04x}:{:04x})",
-                    h.vendor, h.device
-                ),
-                None => format!("through the host bridge of {root}"),
-            }
-        }
-        Upstream::Roots { a, b } => format!("across PCI roots {a} and {b}"),
-    }
-}
+pub use peerdma_copy::upstream_text;
 
 /// One line: `direct (common upstream bridge 0000:01:00.0)`.
 pub fn summary(r: &P2pRoute) -> String {

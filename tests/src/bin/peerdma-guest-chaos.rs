@@ -21,17 +21,17 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peerdma_copy::testing::{self, Alongside, Hooks};
+use peerdma_copy::{
+    default_bar, CopyError, CopyRequest, EndpointSpec, NvmeTarget, StorageRequest, Target,
+    TransportChoice,
+};
 use peerdma_engine::NvmeOptions;
 use peerdma_exporter::{Device, Error, OpenOptions, PowerState};
 use peerdma_host::Bdf;
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 use peerdma_testbed::rng::Rng;
-use peerdma_tools::p2pcopy::testing::{self, Alongside, Hooks};
-use peerdma_tools::p2pcopy::{
-    self, default_bar, CopyError, CopyRequest, EndpointSpec, NvmeTarget, PathChoice,
-    StorageRequest, Target,
-};
 use serde_json::{json, Value};
 
 /// One revoke the chaos thread made.
@@ -187,9 +187,9 @@ impl Chaos {
 /// How a kind of copy moves its bytes.
 #[derive(Clone, Copy)]
 enum Via {
-    /// `p2pcopy::run` between two BARs along this path.
-    Path(PathChoice),
-    /// `p2pcopy::run_storage`: the NVMe controller `src` reads namespace 1 into `dst`.
+    /// `peerdma_copy::run` between two BARs along this path.
+    Path(TransportChoice),
+    /// `peerdma_copy::run_storage`: the NVMe controller `src` reads namespace 1 into `dst`.
     NvmeEngine,
 }
 
@@ -205,11 +205,11 @@ struct Kind {
     max_interval_us: u64,
 }
 
-fn request(k: &Kind, path: PathChoice, seed: u64) -> CopyRequest {
+fn request(k: &Kind, path: TransportChoice, seed: u64) -> CopyRequest {
     CopyRequest {
         size: Some(k.size),
         chunk: k.chunk,
-        path,
+        transport: path,
         ..CopyRequest::new(EndpointSpec::whole(k.src), EndpointSpec::whole(k.dst), seed)
     }
 }
@@ -237,7 +237,7 @@ fn storage_request(k: &Kind, seed: u64) -> StorageRequest {
 fn copy(
     k: &Kind,
     seed: u64,
-    progress: &mut dyn FnMut(p2pcopy::Progress),
+    progress: &mut dyn FnMut(peerdma_copy::Progress),
     hook: &(dyn Fn(Alongside<'_>) + Sync),
 ) -> Result<bool, CopyError> {
     let hooks = Hooks::alongside(hook);
@@ -272,7 +272,7 @@ fn pattern_words_from(seed: u64, bytes: &[u8], from: u64) -> Vec<u64> {
     let mut hits = Vec::new();
     let mut at = from.next_multiple_of(8);
     while at + 8 <= bytes.len() as u64 {
-        peerdma_tools::pattern::fill(seed, at, &mut want);
+        peerdma_copy::pattern::fill(seed, at, &mut want);
         if bytes[at as usize..at as usize + 8] == want && want != [0u8; 8] {
             hits.push(at);
         }
@@ -313,7 +313,7 @@ fn run() -> Result<Value> {
             name: "cpu ivshmem0 -> ivshmem1",
             src: iv0,
             dst: iv1,
-            via: Via::Path(PathChoice::CpuMmap),
+            via: Via::Path(TransportChoice::CpuMmap),
             size: 1 << 20,
             chunk: 16 << 10,
             max_interval_us: 8_000,
@@ -322,7 +322,7 @@ fn run() -> Result<Value> {
             name: "cpu ivshmem0 -> nvme0 CMB",
             src: iv0,
             dst: nvme,
-            via: Via::Path(PathChoice::CpuMmap),
+            via: Via::Path(TransportChoice::CpuMmap),
             size: 512 << 10,
             chunk: 16 << 10,
             max_interval_us: 8_000,
@@ -331,7 +331,7 @@ fn run() -> Result<Value> {
             name: "dma via edu0 ivshmem0 -> ivshmem1",
             src: iv0,
             dst: iv1,
-            via: Via::Path(PathChoice::Dma { engine: Some(edu) }),
+            via: Via::Path(TransportChoice::Dma { engine: Some(edu) }),
             size: 8 << 10,
             chunk: 4 << 10,
             max_interval_us: 40_000,

@@ -14,6 +14,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peerdma_copy::testing::{self, Hooks, RevokeTrigger};
+use peerdma_copy::{EndpointSpec, NvmeTarget, Side, StorageRequest, Target};
 use peerdma_engine::nvme::command::Io;
 use peerdma_engine::nvme::IoStats;
 use peerdma_engine::{AttachedEngine, EngineOptions, NvmeOptions};
@@ -21,8 +23,6 @@ use peerdma_host::Bdf;
 use peerdma_importer::iommufd::{Iommufd, Iova, Prot, UserBuffer};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
-use peerdma_tools::p2pcopy::testing::{self, Hooks, RevokeTrigger};
-use peerdma_tools::p2pcopy::{self, EndpointSpec, NvmeTarget, Side, StorageRequest, Target};
 
 fn request(nvme: Bdf, bar: Bdf) -> StorageRequest {
     StorageRequest {
@@ -118,7 +118,7 @@ fn run() -> Result<serde_json::Value> {
     let mut errors = Vec::new();
     let mut counts = Vec::new();
     for _round in 0..2 {
-        p2pcopy::run_storage(&request(nvme, bar), &mut |_| {})?;
+        peerdma_copy::run_storage(&request(nvme, bar), &mut |_| {})?;
         errors.clear();
         for (name, req, hooks) in cases() {
             match testing::run_storage(&req, &mut |_| {}, &hooks) {
@@ -130,7 +130,7 @@ fn run() -> Result<serde_json::Value> {
     }
     let ((fd0, map0), (fd1, map1)) = (counts[0], counts[1]);
     // After all that, the controller still moves data in this process.
-    let after = p2pcopy::run_storage(
+    let after = peerdma_copy::run_storage(
         &StorageRequest {
             dst: Target::Host,
             ..request(nvme, bar)
@@ -176,7 +176,7 @@ fn timeout_then_reuse(nvme: Bdf, seed: u64) -> Result<serde_json::Value> {
         "error": stalled.err().map(|e| e.to_string()),
         "waited_s": waited,
         "after_commands": stats.commands,
-        "after_matches_image": peerdma_tools::pattern::first_mismatch(seed, 0, &bytes).is_none(),
+        "after_matches_image": peerdma_copy::pattern::first_mismatch(seed, 0, &bytes).is_none(),
     }))
 }
 

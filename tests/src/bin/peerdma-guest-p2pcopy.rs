@@ -7,17 +7,17 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use peerdma_copy::testing::{self, Hooks, RevokeTrigger};
+use peerdma_copy::{CopyRequest, EndpointSpec, Side, TransportChoice};
 use peerdma_host::Bdf;
 use peerdma_testbed::manifest::Manifest;
-use peerdma_tools::p2pcopy::testing::{self, Hooks, RevokeTrigger};
-use peerdma_tools::p2pcopy::{CopyRequest, EndpointSpec, PathChoice, Side};
 
 use peerdma_testbed::process::{fd_count as fds, map_count as maps};
 
 fn request(src: Bdf, dst: Bdf) -> CopyRequest {
     CopyRequest {
         size: Some(1 << 20),
-        path: PathChoice::CpuMmap,
+        transport: TransportChoice::CpuMmap,
         ..CopyRequest::new(EndpointSpec::whole(src), EndpointSpec::whole(dst), 1)
     }
 }
@@ -84,7 +84,7 @@ fn run() -> Result<serde_json::Value> {
                 CopyRequest {
                     size: Some(8 << 10),
                     chunk: 4 << 10,
-                    path: PathChoice::Dma { engine: None },
+                    transport: TransportChoice::Dma { engine: None },
                     ..request(src, dst)
                 },
                 Hooks::fault_dst(),

@@ -280,7 +280,7 @@ fn usage() -> (usize, usize) {
 }
 
 fn leak_serve(args: &[String]) -> Result<serde_json::Value> {
-    use peerdma_tools::p2pcopy::rdma::{serve, LocalSpec, ServeRequest};
+    use peerdma_copy::rdma::{serve, LocalSpec, ServeRequest};
     let addr: SocketAddr = arg(args, 1, "ADDR")?;
     let n: usize = arg(args, 2, "N")?;
     let mut after = Vec::new();
@@ -323,7 +323,7 @@ fn await_lines(file: &std::path::Path, what: &str, n: usize) -> Result<()> {
 }
 
 fn leak_send(args: &[String]) -> Result<serde_json::Value> {
-    use peerdma_tools::p2pcopy::rdma::{send, LocalSpec, SendRequest};
+    use peerdma_copy::rdma::{send, LocalSpec, SendRequest};
     let peers: Vec<SocketAddr> = (1..=3)
         .map(|i| arg(args, i, "ADDR"))
         .collect::<Result<_>>()?;

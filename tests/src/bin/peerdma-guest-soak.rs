@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use peerdma_copy::{CopyRequest, EndpointSpec, TransportChoice};
 use peerdma_engine::AttachedEngine;
 use peerdma_exporter::{AccessPath, Device, DmaRange, OpenOptions};
 use peerdma_host::Bdf;
 use peerdma_importer::iommufd::{Iommufd, Iova, Prot};
 use peerdma_testbed::manifest::Manifest;
 use peerdma_testbed::process::{fd_count as fds, map_count as maps, rss_kib};
-use peerdma_tools::p2pcopy::{self, CopyRequest, EndpointSpec, PathChoice};
 use serde_json::{json, Value};
 
 const PAGE: u64 = 4096;
@@ -67,11 +67,11 @@ fn importer_cycles(iv0: Bdf, iv1: Bdf, edu: Bdf, cycles: u64) -> Result<Value> {
     }))
 }
 
-fn request(src: Bdf, dst: Bdf, path: PathChoice, size: u64, seed: u64) -> CopyRequest {
+fn request(src: Bdf, dst: Bdf, path: TransportChoice, size: u64, seed: u64) -> CopyRequest {
     CopyRequest {
         size: Some(size),
         chunk: size,
-        path,
+        transport: path,
         ..CopyRequest::new(EndpointSpec::whole(src), EndpointSpec::whole(dst), seed)
     }
 }
@@ -86,11 +86,11 @@ fn p2pcopy_cycles(iv0: Bdf, iv1: Bdf, edu: Bdf, copies: u64) -> Result<Value> {
             before = counts();
         }
         let (path, size) = if i % 2 == 0 {
-            (PathChoice::CpuMmap, 64 << 10)
+            (TransportChoice::CpuMmap, 64 << 10)
         } else {
-            (PathChoice::Dma { engine: Some(edu) }, PAGE)
+            (TransportChoice::Dma { engine: Some(edu) }, PAGE)
         };
-        let rep = p2pcopy::run(&request(iv0, iv1, path, size, i + 1), &mut |_| {})
+        let rep = peerdma_copy::run(&request(iv0, iv1, path, size, i + 1), &mut |_| {})
             .with_context(|| format!("copy {i}"))?;
         if rep.verified != Some(true) {
             bail!("copy {i} not verified: {rep:?}");

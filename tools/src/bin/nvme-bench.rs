@@ -22,15 +22,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use peerdma_copy::{Endpoint, EndpointSpec, NvmeTarget, StorageReport, StorageRequest, Target};
 use peerdma_engine::nvme::command::Io;
 use peerdma_engine::nvme::{DataPointer, IoStats};
 use peerdma_engine::{AttachedEngine, EngineOptions, NvmeOptions};
 use peerdma_exporter::{DmaBuf, DmaRange, OpenOptions};
 use peerdma_host::Bdf;
 use peerdma_importer::iommufd::{DmaBufMapping, Iommufd, Iova, Prot, UserBuffer, UserMapping};
-use peerdma_tools::p2pcopy::{
-    self, Endpoint, EndpointSpec, NvmeTarget, StorageReport, StorageRequest, Target,
-};
 use peerdma_tools::size::human;
 
 #[derive(Parser)]
@@ -115,7 +113,7 @@ fn verified(cli: &Cli, dir: Io, host: bool) -> Result<StorageReport> {
         verify: true,
         ..StorageRequest::new(src, dst, 0x6e76_6d65)
     };
-    let r = p2pcopy::run_storage(&req, &mut |_| {})
+    let r = peerdma_copy::run_storage(&req, &mut |_| {})
         .with_context(|| format!("{} → {}", req.src, req.dst))?;
     anyhow::ensure!(
         r.verified == Some(true),

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use peerdma_copy::{Endpoint, EndpointSpec};
 use peerdma_exporter::OpenOptions;
 use peerdma_host::Bdf;
-use peerdma_tools::p2pcopy::{Endpoint, EndpointSpec};
 use peerdma_tools::size::{human, parse_size};
 
 #[derive(Parser)]

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use peerdma_copy::buffer_state::{kernel_view, read_registers, KernelView};
 use peerdma_exporter::{Device, DmaBuf, DmaRange, ExportOptions, OpenOptions, RevokeState};
 use peerdma_host::Bdf;
-use peerdma_tools::buffer_state::{kernel_view, read_registers, KernelView};
 use peerdma_tools::size::{human, parse_range};
 use serde_json::json;
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
+use peerdma_copy::buffer_state::{kernel_view, KernelView};
 use peerdma_host::fdinfo::FdInfo;
-use peerdma_tools::buffer_state::{kernel_view, KernelView};
 use peerdma_tools::size::human;
 use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
 use serde_json::json;

@@ -15,7 +15,7 @@ use peerdma_importer::rdma::{
 use super::memory::{Local, LocalSpec};
 use super::wire::{Accept, Done, Hello, Verdict, MSG_LEN};
 use super::{rate, RdmaReport};
-use crate::p2pcopy::CopyError;
+use crate::CopyError;
 
 /// What to expose where.
 #[derive(Clone, Debug)]

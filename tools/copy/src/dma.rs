@@ -11,7 +11,8 @@ use peerdma_host::sysfs::Sysfs;
 use peerdma_host::Bdf;
 use peerdma_importer::iommufd::{DmaBufMapping, Iommufd, Iova, MappingState, Prot, DEV_IOMMU};
 
-use super::path::{CopyPath, PathKind, Side, StepError};
+use super::transport::{Side, StepError, Transport, TransportKind};
+use super::Progress;
 use super::{CopyError, Endpoint, Unavailable};
 
 /// Default span for an engine as slow as edu (4 KiB per ~100 ms).
@@ -22,8 +23,8 @@ pub(super) fn available() -> Result<(), CopyError> {
     if Path::new(DEV_IOMMU).exists() {
         Ok(())
     } else {
-        Err(CopyError::PathUnavailable {
-            path: "dma",
+        Err(CopyError::TransportUnavailable {
+            transport: "dma",
             why: Unavailable::NoIommufd,
         })
     }
@@ -39,8 +40,8 @@ pub(super) fn find_engine(
 ) -> Result<(Bdf, String), CopyError> {
     if let Some(bdf) = requested {
         if ends.contains(&bdf) {
-            return Err(CopyError::PathUnavailable {
-                path: "dma",
+            return Err(CopyError::TransportUnavailable {
+                transport: "dma",
                 why: Unavailable::EngineIsEndpoint { engine: bdf },
             });
         }
@@ -76,8 +77,8 @@ pub(super) fn find_engine(
     found.sort();
     match found.first() {
         Some(&(_, _, bdf)) => Ok((bdf, reach(sys, bdf, ends))),
-        None => Err(CopyError::PathUnavailable {
-            path: "dma",
+        None => Err(CopyError::TransportUnavailable {
+            transport: "dma",
             why: Unavailable::NoEngine,
         }),
     }
@@ -115,7 +116,7 @@ pub struct Dma {
     dst_map: DmaBufMapping<DmaBuf>,
     engine: AttachedEngine,
     /// Added to every destination IOVA: 0, or the mapping's length for the
-    /// fault test hook (`p2pcopy::testing::Hooks::fault_dst`, feature `testing`).
+    /// fault test hook (`peerdma_copy::testing::Hooks::fault_dst`, feature `testing`).
     dst_shift: u64,
 }
 
@@ -127,7 +128,7 @@ impl Dma {
     ///
     /// # Errors
     ///
-    /// [`CopyError::PathUnavailable`] without iommufd; [`CopyError::Engine`]
+    /// [`CopyError::TransportUnavailable`] without iommufd; [`CopyError::Engine`]
     /// when the engine cannot be opened or attached; [`CopyError::Exporter`]
     /// when a span cannot be exported; [`CopyError::Importer`] when the
     /// iommufd cannot be opened or a span mapped.
@@ -167,9 +168,9 @@ impl Dma {
     }
 }
 
-impl CopyPath for Dma {
-    fn kind(&self) -> PathKind {
-        PathKind::Dma
+impl Transport for Dma {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Dma
     }
 
     fn engine(&self) -> Option<String> {
@@ -198,7 +199,7 @@ impl CopyPath for Dma {
         self.engine.engine().max_transfer()
     }
 
-    fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError> {
+    fn step(&mut self, offset: u64, len: u64, _: Progress) -> Result<(), StepError> {
         let (s, d) = (self.src_map.iova(), self.dst_map.iova() + self.dst_shift);
         self.engine
             .engine_mut()
@@ -277,7 +278,7 @@ mod tests {
         );
         assert!(matches!(
             find_engine(&sys, Some(bdf("01:00.1")), &ends),
-            Err(CopyError::PathUnavailable {
+            Err(CopyError::TransportUnavailable {
                 why: Unavailable::EngineIsEndpoint { .. },
                 ..
             })
@@ -286,7 +287,7 @@ mod tests {
         bare.add("pci0000:00/0000:00:10.0", IVSHMEM, "vfio-pci");
         assert!(matches!(
             find_engine(&Sysfs::new(&bare.0), None, &ends),
-            Err(CopyError::PathUnavailable {
+            Err(CopyError::TransportUnavailable {
                 why: Unavailable::NoEngine,
                 ..
             })

@@ -7,7 +7,7 @@ use peerdma_host::Bdf;
 use peerdma_uapi::pci::{PCI_DEVICE_ID, PCI_VENDOR_ID};
 
 use super::error::CopyError;
-use super::path::Side;
+use super::transport::Side;
 
 /// What the user asked for on one side.
 #[derive(Clone, Debug, PartialEq, Eq)]

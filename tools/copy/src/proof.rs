@@ -2,13 +2,12 @@
 //! `peerdma path` (the kernel's P2P verdict for each hop), the IOAS mappings a
 //! DMA engine used, and a plain statement when the copy was not peer to peer.
 
-use peerdma_host::p2pdma::HostCpu;
+use peerdma_host::p2pdma::{HostCpu, P2pRoute, Upstream};
 use peerdma_host::sysfs::Sysfs;
 use peerdma_host::Bdf;
 use serde::Serialize;
 
-use super::path::{PathKind, Side};
-use crate::route;
+use super::transport::{Side, TransportKind};
 
 /// The kernel's verdict for one hop: `provider`'s BAR read or written by
 /// `client`.
@@ -38,7 +37,7 @@ impl Hop {
                 client: client.to_string(),
                 verdict: r.reach().as_str().to_string(),
                 map_type: Some(r.map_type.kernel_name().to_string()),
-                route: route::upstream_text(&r),
+                route: upstream_text(&r),
                 blockers: r.blockers().iter().map(|b| b.element()).collect(),
             },
             Err(e) => Hop {
@@ -50,6 +49,26 @@ impl Hop {
                 blockers: Vec::new(),
             },
         }
+    }
+}
+
+/// Where the two ends of `r` meet, in a phrase: `common upstream bridge 0000:01:00.0`,
+/// `through host bridge 0000:00:00.0 (8086:29c0)`, `across PCI roots pci0000:00 and
+/// pci0000:40`.
+pub fn upstream_text(r: &P2pRoute) -> String {
+    match &r.upstream {
+        Upstream::Bridge(br) => format!("common upstream bridge {br}"),
+        Upstream::HostBridge { root, host_bridge } => {
+            let domain_bus = root.trim_start_matches("pci");
+            match host_bridge {
+                Some(h) => format!(
+                    "through host bridge {domain_bus}:00.0 ({:04x}:{:04x})",
+                    h.vendor, h.device
+                ),
+                None => format!("through the host bridge of {root}"),
+            }
+        }
+        Upstream::Roots { a, b } => format!("across PCI roots {a} and {b}"),
     }
 }
 
@@ -94,7 +113,7 @@ impl RouteProof {
     pub fn new(
         sys: &Sysfs,
         cpu: HostCpu,
-        kind: PathKind,
+        kind: TransportKind,
         src: Bdf,
         dst: Bdf,
         engine: Option<Bdf>,
@@ -102,7 +121,7 @@ impl RouteProof {
     ) -> RouteProof {
         let devices = Hop::find(sys, src, dst, cpu);
         match (kind, engine) {
-            (PathKind::Dma, Some(engine)) => {
+            (TransportKind::Dma, Some(engine)) => {
                 let engine_hops = vec![
                     Hop::find(sys, src, engine, cpu),
                     Hop::find(sys, dst, engine, cpu),
@@ -149,7 +168,7 @@ mod tests {
         let p = RouteProof::new(
             &sys,
             HostCpu::default(),
-            PathKind::CpuMmap,
+            TransportKind::CpuMmap,
             a,
             b,
             None,
@@ -162,7 +181,7 @@ mod tests {
         let p = RouteProof::new(
             &sys,
             HostCpu::default(),
-            PathKind::Dma,
+            TransportKind::Dma,
             a,
             b,
             Some(e),

@@ -1,8 +1,9 @@
 //! The CPU path: MMIO-friendly copies between the two BARs' VFIO mappings,
 //! each guarded against SIGBUS, so a revoke stops the copy cleanly.
 
-use super::path::{CopyPath, PathKind, Side, StepError};
+use super::transport::{Side, StepError, Transport, TransportKind};
 use super::verify::GuardedMap;
+use super::Progress;
 
 /// The CPU copying between the two BAR mappings.
 pub struct CpuMmap<'a> {
@@ -18,9 +19,9 @@ impl<'a> CpuMmap<'a> {
     }
 }
 
-impl CopyPath for CpuMmap<'_> {
-    fn kind(&self) -> PathKind {
-        PathKind::CpuMmap
+impl Transport for CpuMmap<'_> {
+    fn kind(&self) -> TransportKind {
+        TransportKind::CpuMmap
     }
 
     fn engine(&self) -> Option<String> {
@@ -31,7 +32,7 @@ impl CopyPath for CpuMmap<'_> {
         u64::MAX
     }
 
-    fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError> {
+    fn step(&mut self, offset: u64, len: u64, _: Progress) -> Result<(), StepError> {
         let (off, n) = (offset as usize, len as usize);
         assert!(
             off.checked_add(n)

@@ -79,15 +79,25 @@ impl fmt::Display for Target {
 
 /// Why a target did not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{input:?} is not a copy endpoint ({why}); fix: name a device (0000:00:11.0), an NVMe \
-     namespace (nvme:0000:00:13.0[/NSID][@LBA]) or host"
-)]
+#[error("{input:?} is not a copy endpoint ({why}); fix: {}", self.fix())]
 pub struct TargetParseError {
     /// What was given.
     pub input: String,
     /// What is wrong.
     pub why: String,
+}
+
+impl TargetParseError {
+    /// A stable, machine-readable name: `bad_target`.
+    pub fn kind(&self) -> &'static str {
+        "bad_target"
+    }
+
+    /// What to do about it.
+    pub fn fix(&self) -> &'static str {
+        "name a device (0000:00:11.0), an NVMe namespace (nvme:0000:00:13.0[/NSID][@LBA]) or \
+         host"
+    }
 }
 
 fn number(s: &str) -> Option<u64> {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use peerdma_exporter::{AccessPath, DmaRange, OpenOptions};
 use peerdma_importer::rdma::{Access, MemoryRegion, ProtectionDomain, RdmaError};
 
-use super::super::verify::{self, GuardedMap};
-use super::super::{page_align_check, CopyError, Endpoint, EndpointSpec, Side, SpanField};
 use crate::pattern;
+use crate::verify::{self, GuardedMap};
+use crate::{page_align_check, CopyError, Endpoint, EndpointSpec, Side, SpanField};
 
 /// What one end of an RDMA copy is.
 #[derive(Clone, Debug)]

@@ -13,7 +13,7 @@ use peerdma_importer::rdma::{
 use super::memory::{Local, LocalSpec};
 use super::wire::{Accept, Done, Hello, Verdict, MSG_LEN};
 use super::{rate, RdmaReport};
-use crate::p2pcopy::CopyError;
+use crate::CopyError;
 
 /// What to send where.
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ pub fn send(
         (Some(s), _) => s,
         (None, LocalSpec::Host) => HOST_DEFAULT_SIZE,
         (None, LocalSpec::Bar(spec)) => {
-            let ep = super::super::Endpoint::open(
+            let ep = crate::Endpoint::open(
                 spec,
                 peerdma_exporter::OpenOptions {
                     access: req.access,
@@ -245,7 +245,7 @@ fn revoked_or(e: RdmaError, src: &Local, done: u64, total: u64) -> CopyError {
             bar.ep.device.revoke_state(),
             Ok(peerdma_exporter::RevokeState::Revoked(_))
         ) {
-            return crate::p2pcopy::verify::revoked(&bar.ep, done, total);
+            return crate::verify::revoked(&bar.ep, done, total);
         }
     }
     e.into()

@@ -12,24 +12,25 @@
 //! - after a Write (of the seeded pattern), the drive range was poisoned before the timed
 //!   writes, and is read back into a poisoned host buffer that must hold the pattern.
 
-use std::time::{Duration, Instant};
+use peerdma_exporter::{AccessPath, Device, DmaBuf, DmaRange, OpenOptions, RevokeState};
+
+use peerdma_host::Bdf;
 
 use peerdma_engine::nvme::command::Io;
 use peerdma_engine::nvme::{IoStats, NamespaceInfo, NvmeError, NVME_CLASS};
 use peerdma_engine::{AttachedEngine, EngineError, EngineOptions, Nvme, NvmeOptions};
-use peerdma_exporter::{AccessPath, DmaBuf, DmaRange, OpenOptions, RevokeState};
 use peerdma_host::sysfs::Sysfs;
-use peerdma_host::Bdf;
 use peerdma_importer::iommufd::{
     DmaBufMapping, Iommufd, Iova, MappingState, Prot, UserBuffer, UserMapping,
 };
 use serde::{Serialize, Serializer};
 
-use super::faults::FaultWatch;
+use super::harness::{Harness, Span};
 use super::target::{NvmeTarget, Target};
+use super::transport::{StepError, Transport, TransportKind};
 use super::verify::{GuardedMap, Verification};
 use super::MismatchDetail;
-use super::{dma, page_align_check, verify, CopyError, CopyWatch, Endpoint, Hooks, Progress};
+use super::{dma, page_align_check, verify, CopyError, Endpoint, Hooks, Progress};
 use super::{Hop, IoasMapping, RouteProof, Side, SpanField, Unavailable};
 use peerdma_host::p2pdma::HostCpu;
 
@@ -168,8 +169,10 @@ pub struct StorageReport {
     pub src: TargetReport,
     /// Destination.
     pub dst: TargetReport,
-    /// `nvme-read` (namespace → memory) or `nvme-write` (memory → namespace).
-    pub path: &'static str,
+    /// The transport (JSON key `path`): `nvme-read` (namespace → memory) or
+    /// `nvme-write` (memory → namespace).
+    #[serde(rename = "path")]
+    pub transport: TransportKind,
     /// The importer that mapped the memory for the controller.
     pub importer: &'static str,
     /// The controller and its model.
@@ -321,7 +324,7 @@ pub fn is_storage(src: &Target, dst: &Target) -> bool {
 ///
 /// [`CopyError::StorageSides`] for two NVMe sides or no NVMe side;
 /// [`CopyError::NotNvme`] when the `nvme:` device is not an NVMe controller;
-/// [`CopyError::PathUnavailable`] without iommufd; [`CopyError::Engine`] with the NVMe
+/// [`CopyError::TransportUnavailable`] without iommufd; [`CopyError::Engine`] with the NVMe
 /// driver's errors (namespace too small, size not a block multiple, a command's status
 /// by name, timeouts); [`CopyError::Unaligned`], [`CopyError::BarTooSmall`] and the
 /// exporter's and importer's errors for the memory side; [`CopyError::Revoked`] when the
@@ -354,8 +357,8 @@ pub(super) fn run_storage_inner(
     }
     check_nvme(nv.bdf)?;
     if dma::available().is_err() {
-        return Err(CopyError::PathUnavailable {
-            path: "nvme",
+        return Err(CopyError::TransportUnavailable {
+            transport: "nvme",
             why: Unavailable::NvmeNeedsIommufd,
         });
     }
@@ -511,93 +514,45 @@ pub(super) fn run_storage_inner(
         .min(size)
         / u64::from(ns.block_size)
         * u64::from(ns.block_size);
-    let total = size.saturating_mul(u64::from(req.iterations));
+    let span = Span {
+        size,
+        chunk: step,
+        iterations: req.iterations,
+    };
+    let total = span.total();
     let mut stats = IoStats::default();
     let bar_device = ep.as_ref().map(|ep| &ep.device);
     let iova = memory.iova();
-    let mut faults = FaultWatch::start(nv.bdf);
-    let generation_before = bar_device.map(|d| d.revoke_generation());
-    let start = Instant::now();
     let controller = engine.device().clone();
-    let controller_generation = controller.revoke_generation();
-    // The controller's error is the revoke when the library revoked or reset the
-    // controller during the copy (its registers faulted, or it stopped, or it came back
-    // without the queues and a command timed out).
-    let engine_err = |e: NvmeError, done: u64| {
-        if matches!(e, NvmeError::Revoked { .. })
-            || controller.revoke_generation() != controller_generation
-        {
-            verify::revoked_device(
-                &controller,
-                &format!("the controller was revoked or reset under the copy ({e})"),
-                done,
-                total,
-            )
-        } else {
-            nvme_err(e)
-        }
-    };
-    let watch = CopyWatch::default();
-    let outcome = std::thread::scope(|s| -> Result<Duration, CopyError> {
-        // The hooks act on a BAR side; with host memory as the other side they do not run.
-        if let Some(bar) = bar_device {
-            let (src, dst) = match dir {
-                Io::Read => (&controller, bar),
-                Io::Write => (bar, &controller),
-            };
-            hooks.spawn(s, src, dst, step, &watch);
-        }
-        let bs = u64::from(ns.block_size);
-        let mut stream = || -> Result<Duration, CopyError> {
-            let mut done = 0u64;
-            for _ in 0..req.iterations {
-                let mut off = 0;
-                while off < size {
-                    let n = step.min(size - off);
-                    let before = stats.bytes;
-                    let r = nvme(&mut engine).transfer(
-                        dir,
-                        nv.lba + off / bs,
-                        iova + off,
-                        n,
-                        &mut stats,
-                    );
-                    let acked = done + (stats.bytes - before);
-                    // A Data Transfer Error on the BAR side is the revoke when the
-                    // library revoked the device meanwhile (the mapping may already be
-                    // back); else it is the controller's error, explained by IOMMU
-                    // faults where logged.
-                    let transfer_error = matches!(&r, Err(NvmeError::Command { status, .. }) if status.sct == 0 && status.sc == 0x04);
-                    // Asked only after such an error: it reads config space.
-                    let revoked_meanwhile = || {
-                        bar_device.is_some_and(|d| {
-                            Some(d.revoke_generation()) != generation_before
-                                || !matches!(d.revoke_state(), Ok(RevokeState::Live))
-                        })
-                    };
-                    if memory.revoked() || (transfer_error && revoked_meanwhile()) {
-                        let ep = ep.as_ref().expect("only a BAR side is revoked");
-                        let mut err = verify::revoked(ep, acked, total);
-                        if let CopyError::Revoked { why, .. } = &mut err {
-                            why.push_str(&recovery_note(nvme(&mut engine), nv, &probe, r.err()));
-                        }
-                        return Err(err);
-                    }
-                    r.map_err(|e| engine_err(e, acked))?;
-                    off += n;
-                    done += n;
-                    watch.progress(done);
-                    progress(Progress { done, total });
-                }
-            }
-            Ok(start.elapsed())
-        };
-        let result = stream();
-        // The hook ends once the copy does; the scope waits for it.
-        watch.finish();
-        result
+    // The hooks act on a BAR side; with host memory as the other side they do not run.
+    let sides = bar_device.map(|bar| match dir {
+        Io::Read => (&controller, bar),
+        Io::Write => (bar, &controller),
     });
-    let elapsed = outcome.map_err(|e| faults.explain(e))?;
+    let mut harness = Harness::start(hooks, sides, Some(nv.bdf));
+    let controller_generation = controller.revoke_generation();
+    let elapsed = {
+        let mut stream = NvmeStream {
+            engine: &mut engine,
+            dir,
+            nv,
+            block_size: u64::from(ns.block_size),
+            iova,
+            memory: &mut memory,
+            ep: ep.as_ref(),
+            stats: &mut stats,
+            probe: &probe,
+            controller: &controller,
+            controller_generation,
+            bar_generation: bar_device.map(|d| d.revoke_generation()),
+        };
+        // The stream says its own revokes (with the bytes the controller acknowledged).
+        let revoked = |_, done, total| match ep.as_ref() {
+            Some(ep) => verify::revoked(ep, done, total),
+            None => verify::revoked_device(&controller, "the controller was revoked", done, total),
+        };
+        harness.drive(&mut stream, span, progress, &revoked)?
+    };
     let verified = match &check_buf {
         None => None,
         Some(check) => {
@@ -605,23 +560,32 @@ pub(super) fn run_storage_inner(
             let mut scratch = IoStats::default();
             nvme(&mut engine)
                 .transfer(Io::Read, nv.lba, check.iova(), size, &mut scratch)
-                .map_err(|e| faults.explain(engine_err(e, total)))?;
-            compare(&memory, ep.as_ref(), check, size, dir, req.seed).map_err(|e| {
+                .map_err(|e| {
+                    harness.explain(engine_err(
+                        &controller,
+                        controller_generation,
+                        e,
+                        total,
+                        total,
+                    ))
+                })?;
+            let compared = compare(&memory, ep.as_ref(), check, size, dir, req.seed);
+            harness.checked(compared, |h, _| {
                 // A BAR revoked and restored after the last step is the cause, as in `run`.
-                let moved =
-                    bar_device.is_some_and(|d| Some(d.revoke_generation()) != generation_before);
-                match (&e, ep.as_ref()) {
-                    (CopyError::Mismatch { .. }, Some(ep)) if moved => {
-                        verify::revoked(ep, total, total)
-                    }
-                    _ => faults.explain(e),
-                }
+                let ep = ep.as_ref()?;
+                let side = if dir == Io::Read {
+                    Side::Dst
+                } else {
+                    Side::Src
+                };
+                h.generation_moved(side)
+                    .map(|_| verify::revoked(ep, total, total))
             })?;
             Some(true)
         }
     };
     // A fault by the controller fails the copy, whatever the compare said.
-    faults.finish(verified.is_some())?;
+    let iommu_faults = harness.finish(verified.is_some())?;
     let route = ep.as_ref().map(|ep| {
         let sys = Sysfs::system();
         let hop = Hop::find(&sys, ep.bdf(), nv.bdf, HostCpu::system());
@@ -659,9 +623,9 @@ pub(super) fn run_storage_inner(
     Ok(StorageReport {
         src: src_report,
         dst: dst_report,
-        path: match dir {
-            Io::Read => "nvme-read",
-            Io::Write => "nvme-write",
+        transport: match dir {
+            Io::Read => TransportKind::NvmeRead,
+            Io::Write => TransportKind::NvmeWrite,
         },
         importer: "iommufd",
         via: format!("{} ({})", nv.bdf, model),
@@ -730,8 +694,115 @@ pub(super) fn run_storage_inner(
                 },
             }
         }),
-        iommu_faults: faults.count(),
+        iommu_faults,
     })
+}
+
+/// The controller's error, or the revoke when the library revoked or reset the
+/// controller during the copy (its registers faulted, or it stopped, or it came back
+/// without the queues and a command timed out): `generation` is the controller's revoke
+/// generation when the copy started.
+fn engine_err(
+    controller: &Device,
+    generation: u64,
+    e: NvmeError,
+    done: u64,
+    total: u64,
+) -> CopyError {
+    if matches!(e, NvmeError::Revoked { .. }) || controller.revoke_generation() != generation {
+        verify::revoked_device(
+            controller,
+            &format!("the controller was revoked or reset under the copy ({e})"),
+            done,
+            total,
+        )
+    } else {
+        nvme_err(e)
+    }
+}
+
+/// The NVMe controller streaming Reads (namespace → memory) or Writes (memory →
+/// namespace) of the span, up to the queue depth in flight: the storage copy's
+/// [`Transport`].
+struct NvmeStream<'a> {
+    engine: &'a mut AttachedEngine,
+    dir: Io,
+    nv: NvmeTarget,
+    block_size: u64,
+    /// The memory side's IOVA in the controller's IOAS.
+    iova: u64,
+    memory: &'a mut Memory,
+    /// The memory side's BAR, if it is one.
+    ep: Option<&'a Endpoint>,
+    stats: &'a mut IoStats,
+    /// One block of host memory, to show the controller answers again after a failure.
+    probe: &'a UserMapping,
+    controller: &'a Device,
+    controller_generation: u64,
+    /// The BAR's revoke generation when the copy started.
+    bar_generation: Option<u64>,
+}
+
+impl Transport for NvmeStream<'_> {
+    fn kind(&self) -> TransportKind {
+        match self.dir {
+            Io::Read => TransportKind::NvmeRead,
+            Io::Write => TransportKind::NvmeWrite,
+        }
+    }
+
+    fn engine(&self) -> Option<String> {
+        Some(self.nv.bdf.to_string())
+    }
+
+    fn max_step(&self) -> u64 {
+        u64::MAX
+    }
+
+    fn step(&mut self, off: u64, n: u64, at: Progress) -> Result<(), StepError> {
+        let before = self.stats.bytes;
+        let r = nvme(self.engine).transfer(
+            self.dir,
+            self.nv.lba + off / self.block_size,
+            self.iova + off,
+            n,
+            self.stats,
+        );
+        let acked = at.done + (self.stats.bytes - before);
+        // A Data Transfer Error on the BAR side is the revoke when the library revoked
+        // the device meanwhile (the mapping may already be back); else it is the
+        // controller's error, explained by IOMMU faults where logged.
+        let transfer_error = matches!(&r, Err(NvmeError::Command { status, .. }) if status.sct == 0 && status.sc == 0x04);
+        // Asked only after such an error: it reads config space.
+        let revoked_meanwhile = || {
+            self.ep.is_some_and(|ep| {
+                Some(ep.device.revoke_generation()) != self.bar_generation
+                    || !matches!(ep.device.revoke_state(), Ok(RevokeState::Live))
+            })
+        };
+        if self.memory.revoked() || (transfer_error && revoked_meanwhile()) {
+            let ep = self.ep.expect("only a BAR side is revoked");
+            let mut err = verify::revoked(ep, acked, at.total);
+            if let CopyError::Revoked { why, .. } = &mut err {
+                why.push_str(&recovery_note(
+                    nvme(self.engine),
+                    self.nv,
+                    self.probe,
+                    r.err(),
+                ));
+            }
+            return Err(StepError::Failed(err));
+        }
+        r.map_err(|e| {
+            StepError::Failed(engine_err(
+                self.controller,
+                self.controller_generation,
+                e,
+                acked,
+                at.total,
+            ))
+        })
+    }
 }
 
 /// Checks that `size` bytes from the target's LBA are whole blocks inside the namespace.
@@ -769,7 +840,7 @@ fn recovery_note(
 ) -> String {
     // Causes without their own fix: the revoke error that carries this note has one.
     let cause = cause.map_or(String::new(), |e| {
-        format!("; the controller said: {}", crate::fix::cause(&e))
+        format!("; the controller said: {}", crate::fix::foreign::what(&e))
     });
     let bs = nvme.namespace().map_or(512, |n| u64::from(n.block_size));
     let mut stats = IoStats::default();
@@ -777,7 +848,7 @@ fn recovery_note(
         Ok(()) => "the controller was reset and a read after the reset succeeded".to_string(),
         Err(e) => format!(
             "the controller is not usable after the reset: {}",
-            crate::fix::cause(&e)
+            crate::fix::foreign::what(&e)
         ),
     };
     format!("{cause}; NVMe {}: {state}", nv.bdf)

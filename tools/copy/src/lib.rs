@@ -1,34 +1,47 @@
-//! p2pcopy as a library: open both sides, check the request, fill the source
-//! with a seeded pattern, move the bytes along one [`CopyPath`], verify every
-//! byte at the destination, and report.
+//! The peerdma copy as a library: open both sides, check the request, fill the source
+//! with a seeded pattern, move the bytes along one [`Transport`], verify every byte at
+//! the destination, and report, with the proof of the route the bytes took. The
+//! `p2pcopy` binary (crate `peerdma-tools`) is its command line; this crate has no
+//! command-line dependency, never prints and never exits.
 //!
 //! BDF → device → BAR → span → (CPU mapping | dma-buf → importer) → engine.
 //!
-//! The orchestration ([`run`]: open, map, fill, step with progress and revoke
-//! checks, time, verify) is written once; what differs between the CPU and a
-//! DMA engine is a [`CopyPath`]: [`CpuMmap`] or [`Dma`]. Errors name devices,
-//! BARs, spans and errnos, never command-line flags.
+//! Every local copy runs under one harness (the test hooks' thread, the step loop
+//! with progress and revoke checks, the engine's IOMMU faults, the revoke generations
+//! that explain a mismatch); what moves the bytes is a [`Transport`]: [`CpuMmap`] or
+//! [`Dma`] for [`run`] (BAR → BAR), the NVMe controller's stream for [`run_storage`].
+//! The RDMA ends (module `rdma`, feature `rdma`) stream over their queue pairs and are
+//! checked by the receiver. Errors name devices, BARs, spans and errnos, never
+//! command-line flags.
 
+#![deny(unsafe_code)]
+
+pub mod buffer_state;
 mod cpu_mmap;
 mod dma;
 mod endpoint;
 mod error;
 mod faults;
-mod path;
+pub mod fix;
+mod harness;
+pub mod pattern;
 mod proof;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 mod storage;
+#[cfg(test)]
+mod sysfs_tree;
 mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transport;
 mod verify;
 pub use verify::Verification;
 
-use std::time::{Duration, Instant};
-
 use peerdma_exporter::{AccessPath, OpenOptions};
+
 use peerdma_host::p2pdma::HostCpu;
+
 use peerdma_host::sysfs::Sysfs;
 use serde::Serialize;
 
@@ -36,14 +49,15 @@ pub use cpu_mmap::CpuMmap;
 pub use dma::Dma;
 pub use endpoint::{default_bar, Endpoint, EndpointSpec};
 pub use error::{CopyError, MismatchDetail, SpanField, Unavailable};
-pub use path::{CopyPath, PathChoice, PathKind, Side, StepError};
-pub use proof::{Hop, IoasMapping, RouteProof};
+pub use proof::{upstream_text, Hop, IoasMapping, RouteProof};
 pub use storage::{
     is_storage, run_storage, Latency, StorageReport, StorageRequest, TargetReport,
     DEFAULT_STORAGE_SIZE,
 };
 pub use target::{NvmeTarget, Target, TargetParseError};
+pub use transport::{Side, StepError, Transport, TransportChoice, TransportKind};
 
+use harness::{Harness, Span};
 #[cfg(not(feature = "testing"))]
 use no_hooks::{CopyWatch, Hooks};
 #[cfg(feature = "testing")]
@@ -51,7 +65,7 @@ use testing::{CopyWatch, Hooks};
 use verify::GuardedMap;
 
 /// Without the feature `testing` a copy runs no test hook: these stand in for the
-/// hooks' plumbing (`p2pcopy::testing` with the feature) and do nothing.
+/// hooks' plumbing (`peerdma_copy::testing` with the feature) and do nothing.
 #[cfg(not(feature = "testing"))]
 mod no_hooks {
     use peerdma_exporter::Device;
@@ -101,7 +115,7 @@ pub struct CopyRequest {
     /// How many times to copy.
     pub iterations: u32,
     /// How the bytes move.
-    pub path: PathChoice,
+    pub transport: TransportChoice,
     /// Fill the source with a pattern first and check the destination after.
     pub verify: bool,
     /// Pattern seed.
@@ -126,7 +140,7 @@ impl CopyRequest {
             size: None,
             chunk: 1 << 20,
             iterations: 1,
-            path: PathChoice::Auto,
+            transport: TransportChoice::Auto,
             verify: true,
             seed,
             access: AccessPath::Auto,
@@ -155,11 +169,12 @@ pub struct CopyReport {
     pub src: SideReport,
     /// Destination.
     pub dst: SideReport,
-    /// The path in the spelling of older versions: `cpu` or `iommufd` (kept
-    /// for scripts; [`path`](Self::path) is the current name).
+    /// What moved the bytes, as `--engine` spells it: `cpu` or `dma` (JSON `engine`;
+    /// [`transport`](Self::transport) says how).
     pub engine: &'static str,
-    /// The path the bytes took.
-    pub path: PathKind,
+    /// The transport the bytes took (JSON key `path`: `cpu-mmap`, `dma`).
+    #[serde(rename = "path")]
+    pub transport: TransportKind,
     /// The importer that made the buffers visible to the engine (`iommufd`),
     /// when one did.
     pub importer: Option<&'static str>,
@@ -233,36 +248,6 @@ fn page_align_check(
     })
 }
 
-/// Moves the span `iterations` times along `path`, in steps of at most
-/// `chunk` bytes, reporting progress after each step; a revoked side becomes
-/// `revoked(side, done, total)`.
-fn drive(
-    path: &mut dyn CopyPath,
-    size: u64,
-    chunk: u64,
-    iterations: u32,
-    progress: &mut dyn FnMut(Progress),
-    revoked: &dyn Fn(Side, u64, u64) -> CopyError,
-) -> Result<(), CopyError> {
-    let total = size.saturating_mul(u64::from(iterations));
-    let step = chunk.min(path.max_step()).max(1);
-    let mut done = 0;
-    for _ in 0..iterations {
-        let mut off = 0;
-        while off < size {
-            let n = step.min(size - off);
-            path.step(off, n).map_err(|e| match e {
-                StepError::Revoked(side) => revoked(side, done, total),
-                StepError::Failed(e) => e,
-            })?;
-            off += n;
-            done += n;
-            progress(Progress { done, total });
-        }
-    }
-    Ok(())
-}
-
 /// Runs a copy. `progress` is called between steps.
 ///
 /// # Errors
@@ -270,7 +255,7 @@ fn drive(
 /// [`CopyError::SameDevice`], [`CopyError::Unaligned`], [`CopyError::ZeroSize`],
 /// [`CopyError::BarTooSmall`], [`CopyError::BarUnusable`] and
 /// [`CopyError::NoUsableBar`] for a request that cannot run;
-/// [`CopyError::PathUnavailable`] when the path asked for cannot run here;
+/// [`CopyError::TransportUnavailable`] when the path asked for cannot run here;
 /// [`CopyError::Revoked`] when a side is revoked mid-copy;
 /// [`CopyError::Mismatch`] when verification finds other bytes; and the
 /// exporter's, importer's, engine's and SIGBUS guard's errors.
@@ -309,7 +294,7 @@ fn run_inner(
         page,
         below(dst.bar.size()),
     )?;
-    let chosen = path::choose(req.path, &src, &dst)?;
+    let chosen = transport::choose(req.transport, &src, &dst)?;
     let size = match req.size {
         Some(s) => s,
         None => {
@@ -324,8 +309,10 @@ fn run_inner(
                 .min(dst.bar.size().saturating_sub(dst.offset));
             match chosen.kind {
                 // edu moves 4 KiB per ~100 ms: the whole BAR would take hours.
-                PathKind::Dma => fit.min(dma::SLOW_ENGINE_DEFAULT_SIZE),
-                PathKind::CpuMmap => fit,
+                TransportKind::Dma => fit.min(dma::SLOW_ENGINE_DEFAULT_SIZE),
+                // (A BAR → BAR copy never chooses an NVMe stream: an NVMe engine
+                // between two BARs is the DMA transport.)
+                TransportKind::CpuMmap | TransportKind::NvmeRead | TransportKind::NvmeWrite => fit,
             }
         }
     };
@@ -350,10 +337,9 @@ fn run_inner(
     let src_map = GuardedMap::new(&src, size)?;
     let dst_map = GuardedMap::new(&dst, size)?;
     let iterations = req.iterations;
-    let total = size.saturating_mul(u64::from(iterations));
     // The DMA path (engine attached, both spans exported and mapped) is the last
     // check: it is set up before the first byte is written anywhere.
-    let mut path: Box<dyn CopyPath + '_> = match chosen.engine {
+    let mut path: Box<dyn Transport + '_> = match chosen.engine {
         Some(engine) => Box::new(Dma::open_aimed(
             engine,
             &src,
@@ -371,44 +357,18 @@ fn run_inner(
     }
     let via = path.engine();
     let kind = path.kind();
-    let step = chunk.min(path.max_step()).max(1);
-    let generations = || {
-        [
-            src.device.revoke_generation(),
-            dst.device.revoke_generation(),
-        ]
+    let span = Span {
+        size,
+        chunk,
+        iterations,
     };
-    let generations_before = generations();
-    let mut faults = chosen.engine.map(faults::FaultWatch::start);
-    let mut explain = |e: CopyError| match &mut faults {
-        Some(w) => w.explain(e),
-        None => e,
+    let total = span.total();
+    let mut harness = Harness::start(hooks, Some((&src.device, &dst.device)), chosen.engine);
+    let revoked = |side, done, total| match side {
+        Side::Src => verify::revoked(&src, done, total),
+        Side::Dst => verify::revoked(&dst, done, total),
     };
-    let watch = CopyWatch::default();
-    let start = Instant::now();
-    let elapsed = std::thread::scope(|s| -> Result<Duration, CopyError> {
-        hooks.spawn(s, &src.device, &dst.device, step, &watch);
-        let mut on_step = |p: Progress| {
-            watch.progress(p.done);
-            progress(p);
-        };
-        let revoked = |side, done, total| match side {
-            Side::Src => verify::revoked(&src, done, total),
-            Side::Dst => verify::revoked(&dst, done, total),
-        };
-        let result = drive(
-            path.as_mut(),
-            size,
-            chunk,
-            iterations,
-            &mut on_step,
-            &revoked,
-        );
-        watch.finish();
-        result?;
-        Ok(start.elapsed())
-    })
-    .map_err(&mut explain)?;
+    let elapsed = harness.drive(path.as_mut(), span, progress, &revoked)?;
     let mapped = path.ioas_mappings();
     drop(path);
     let route = {
@@ -441,47 +401,33 @@ fn run_inner(
         )
     };
     let verified = if req.verify {
-        match verify::check(&dst, &dst_map, req.seed, chunk as usize) {
-            Err(CopyError::Mismatch {
-                first,
-                count,
-                detail,
-            }) => {
-                // A revoke (and restore) between two steps is not met by the copy;
-                // if one happened, it is the cause, not "bytes differ".
-                let after = generations();
-                let moved = |i: usize, e: &Endpoint| {
-                    (after[i] != generations_before[i]).then(|| CopyError::Revoked {
+        let check = verify::check(&dst, &dst_map, req.seed, chunk as usize);
+        harness.checked(check, |h, mismatch| {
+            // A revoke (and restore) between two steps is not met by the copy; if one
+            // happened, it is the cause, not "bytes differ".
+            let CopyError::Mismatch { first, count, .. } = mismatch else {
+                return None;
+            };
+            let moved = |side, e: &Endpoint| {
+                h.generation_moved(side)
+                    .map(|(before, after)| CopyError::Revoked {
                         bdf: e.bdf(),
                         done: total,
                         total,
                         why: format!(
                             "revoked and restored between two steps (revoke generation \
-                             {} -> {}); {count} byte(s) differ from offset {first:#x}",
-                            generations_before[i], after[i]
+                             {before} -> {after}); {count} byte(s) differ from offset {first:#x}"
                         ),
                     })
-                };
-                return Err(moved(1, &dst)
-                    .or_else(|| moved(0, &src))
-                    .unwrap_or_else(|| {
-                        explain(CopyError::Mismatch {
-                            first,
-                            count,
-                            detail,
-                        })
-                    }));
-            }
-            r => r?,
-        }
+            };
+            moved(Side::Dst, &dst).or_else(|| moved(Side::Src, &src))
+        })?;
         Some(true)
     } else {
         None
     };
     // A fault by the engine fails the copy, whatever the compare said.
-    if let Some(w) = faults.as_mut() {
-        w.finish(verified.is_some())?;
-    }
+    let iommu_faults = harness.finish(verified.is_some())?;
     let seconds = elapsed.as_secs_f64();
     let side = |e: &Endpoint| SideReport {
         bdf: e.bdf().to_string(),
@@ -493,8 +439,8 @@ fn run_inner(
         src: side(&src),
         dst: side(&dst),
         engine: kind.engine_name(),
-        path: kind,
-        importer: (kind == PathKind::Dma).then_some("iommufd"),
+        transport: kind,
+        importer: (kind == TransportKind::Dma).then_some("iommufd"),
         engine_reason: chosen.reason,
         via,
         bytes: size,
@@ -513,20 +459,20 @@ fn run_inner(
                 "the CPU through a VFIO mmap of {} BAR{} (not through the copy's {})",
                 dst.bdf(),
                 dst.bar.index,
-                if kind == PathKind::Dma {
+                if kind == TransportKind::Dma {
                     "engine and IOAS"
                 } else {
                     "loop, though the same kind of mapping"
                 }
             ),
-            same_engine: kind == PathKind::CpuMmap,
+            same_engine: kind == TransportKind::CpuMmap,
             layout: format!(
                 "source and destination spans at BAR offsets {:#x} and {:#x}, {size:#x} bytes, \
                  inside each BAR (region info)",
                 src.offset, dst.offset
             ),
         }),
-        iommu_faults: faults.as_mut().and_then(faults::FaultWatch::count),
+        iommu_faults,
         route,
     })
 }
@@ -579,101 +525,6 @@ mod tests {
         assert!(page_align_check(SpanField::Size, 0x2000, 4096, size_ok).is_ok());
     }
 
-    /// A path that records its steps and stops as told.
-    struct Script {
-        max: u64,
-        steps: Vec<(u64, u64)>,
-        revoke_at: Option<(usize, Side)>,
-        fail_at: Option<usize>,
-    }
-
-    impl CopyPath for Script {
-        fn kind(&self) -> PathKind {
-            PathKind::Dma
-        }
-        fn engine(&self) -> Option<String> {
-            Some("script".into())
-        }
-        fn max_step(&self) -> u64 {
-            self.max
-        }
-        fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError> {
-            let i = self.steps.len();
-            self.steps.push((offset, len));
-            if let Some((at, side)) = self.revoke_at {
-                if at == i {
-                    return Err(StepError::Revoked(side));
-                }
-            }
-            if self.fail_at == Some(i) {
-                return Err(CopyError::ZeroSize.into());
-            }
-            Ok(())
-        }
-    }
-
-    fn script(max: u64) -> Script {
-        Script {
-            max,
-            steps: Vec::new(),
-            revoke_at: None,
-            fail_at: None,
-        }
-    }
-
-    fn no_revoke(side: Side, done: u64, total: u64) -> CopyError {
-        panic!("unexpected revoke of {side} at {done}/{total}")
-    }
-
-    #[test]
-    fn steps_cover_the_span_each_iteration_within_the_paths_limit() {
-        let mut p = script(4096);
-        let mut seen = Vec::new();
-        drive(
-            &mut p,
-            10_000,
-            1 << 20,
-            2,
-            &mut |pr| seen.push(pr.done),
-            &no_revoke,
-        )
-        .unwrap();
-        let one = [(0, 4096), (4096, 4096), (8192, 10_000 - 8192)];
-        assert_eq!(p.steps, [one, one].concat());
-        assert_eq!(seen.last(), Some(&20_000));
-        assert_eq!(seen.len(), 6);
-        // The request's chunk wins when it is the smaller.
-        let mut p = script(u64::MAX);
-        drive(&mut p, 8192, 2048, 1, &mut |_| {}, &no_revoke).unwrap();
-        assert_eq!(p.steps.len(), 4);
-    }
-
-    #[test]
-    fn a_revoked_side_stops_with_the_bytes_done_before_the_step() {
-        let mut p = script(4096);
-        p.revoke_at = Some((2, Side::Dst));
-        let err = drive(&mut p, 16384, 4096, 1, &mut |_| {}, &|side, done, total| {
-            assert_eq!((side, done, total), (Side::Dst, 8192, 16384));
-            CopyError::Mismatch {
-                first: 0,
-                count: 0,
-                detail: None,
-            }
-        })
-        .unwrap_err();
-        assert!(matches!(err, CopyError::Mismatch { .. }), "{err:?}");
-        assert_eq!(p.steps.len(), 3, "no step after the revoke");
-    }
-
-    #[test]
-    fn a_failed_step_is_the_error() {
-        let mut p = script(4096);
-        p.fail_at = Some(0);
-        let err = drive(&mut p, 8192, 4096, 3, &mut |_| {}, &no_revoke).unwrap_err();
-        assert!(matches!(err, CopyError::ZeroSize), "{err:?}");
-        assert_eq!(p.steps.len(), 1);
-    }
-
     #[test]
     fn errors_name_no_command_line_flags() {
         let errors = [
@@ -690,30 +541,30 @@ mod tests {
                     .into(),
             },
             CopyError::ZeroIterations,
-            CopyError::PathUnavailable {
-                path: "dma",
+            CopyError::TransportUnavailable {
+                transport: "dma",
                 why: Unavailable::NoIommufd,
             },
-            CopyError::PathUnavailable {
-                path: "dma",
+            CopyError::TransportUnavailable {
+                transport: "dma",
                 why: Unavailable::EngineIsEndpoint {
                     engine: "00:11.0".parse().unwrap(),
                 },
             },
-            CopyError::PathUnavailable {
-                path: "dma",
+            CopyError::TransportUnavailable {
+                transport: "dma",
                 why: Unavailable::NoEngine,
             },
-            CopyError::PathUnavailable {
-                path: "rdma",
+            CopyError::TransportUnavailable {
+                transport: "rdma",
                 why: Unavailable::RdmaNeedsPeer,
             },
-            CopyError::PathUnavailable {
-                path: "rdma",
+            CopyError::TransportUnavailable {
+                transport: "rdma",
                 why: Unavailable::RdmaNotBuilt,
             },
-            CopyError::PathUnavailable {
-                path: "rdma",
+            CopyError::TransportUnavailable {
+                transport: "rdma",
                 why: Unavailable::RemoteNeedsRdma,
             },
             CopyError::BadPeer { peer: "x".into() },
@@ -723,8 +574,8 @@ mod tests {
                 count: 1,
             },
             CopyError::PeerFailed { peer: "x".into() },
-            CopyError::PathUnavailable {
-                path: "nvme",
+            CopyError::TransportUnavailable {
+                transport: "nvme",
                 why: Unavailable::NvmeNeedsIommufd,
             },
             CopyError::NotNvme {

@@ -1,13 +1,16 @@
-//! How the bytes move: the [`CopyPath`] trait every path implements, the
-//! [`PathChoice`] a request makes, and the choice itself.
+//! How the bytes move: the [`Transport`] trait every transport implements, the
+//! [`TransportChoice`] a request makes, and the choice itself. ("Path" is the VFIO
+//! access path; a transport is what moves the bytes.)
 //!
 //! - [`CpuMmap`](super::CpuMmap): the CPU copies between the two BARs' VFIO
 //!   mmaps;
 //! - [`Dma`](super::Dma): both spans exported as dma-bufs, mapped by the
 //!   iommufd importer into the IOAS of an engine (a device that moves bytes,
-//!   `peerdma_engine`), which DMAs from one IOVA to the other;
+//!   `peerdma_importer::engine`), which DMAs from one IOVA to the other;
+//! - the NVMe stream of a storage copy (`run_storage`): the controller's Reads or
+//!   Writes between its namespace and a BAR or host memory;
 //! - RDMA: to another host's memory only, through the `rdma` module (feature
-//!   `rdma`: `send`/`serve`), not a [`CopyPath`] between two local BARs.
+//!   `rdma`: `send`/`serve`), not a [`Transport`] between two local BARs.
 
 use std::fmt;
 
@@ -16,12 +19,12 @@ use peerdma_host::Bdf;
 use serde::Serialize;
 
 use super::dma;
-use super::{CopyError, Endpoint, Unavailable};
+use super::{CopyError, Endpoint, Progress, Unavailable};
 
 /// How a request wants the bytes moved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PathChoice {
-    /// The best path available (today the CPU: the only DMA engine, QEMU's
+pub enum TransportChoice {
+    /// The best transport available (today the CPU: the only DMA engine, QEMU's
     /// edu, is far slower).
     Auto,
     /// The CPU through the two BARs' VFIO mmaps.
@@ -37,32 +40,39 @@ pub enum PathChoice {
     Rdma,
 }
 
-/// Which path a copy took.
+/// Which transport a copy took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum PathKind {
+pub enum TransportKind {
     /// The CPU through the VFIO mmaps.
     CpuMmap,
     /// A DMA engine through an iommufd IOAS.
     Dma,
+    /// An NVMe controller's Reads, namespace → memory (a storage copy).
+    NvmeRead,
+    /// An NVMe controller's Writes, memory → namespace (a storage copy).
+    NvmeWrite,
 }
 
-impl PathKind {
-    /// What moved the bytes, as `--engine` spells it (the JSON `engine` key): `cpu` or
-    /// `dma`.
+impl TransportKind {
+    /// What moved the bytes, as `--engine` spells it (the JSON `engine` key): `cpu`,
+    /// `dma`, or `nvme`.
     pub fn engine_name(self) -> &'static str {
         match self {
-            PathKind::CpuMmap => "cpu",
-            PathKind::Dma => "dma",
+            TransportKind::CpuMmap => "cpu",
+            TransportKind::Dma => "dma",
+            TransportKind::NvmeRead | TransportKind::NvmeWrite => "nvme",
         }
     }
 }
 
-impl fmt::Display for PathKind {
+impl fmt::Display for TransportKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            PathKind::CpuMmap => "cpu-mmap",
-            PathKind::Dma => "dma",
+            TransportKind::CpuMmap => "cpu-mmap",
+            TransportKind::Dma => "dma",
+            TransportKind::NvmeRead => "nvme-read",
+            TransportKind::NvmeWrite => "nvme-write",
         })
     }
 }
@@ -86,13 +96,13 @@ impl fmt::Display for Side {
     }
 }
 
-/// Why a step of a [`CopyPath`] stopped.
+/// Why a step of a [`Transport`] stopped.
 #[derive(Debug)]
 pub enum StepError {
     /// A side's BAR was revoked (memory decode off, reset): nothing more can
     /// move. The orchestration turns this into [`CopyError::Revoked`].
     Revoked(Side),
-    /// The path failed.
+    /// The transport failed.
     Failed(CopyError),
 }
 
@@ -103,12 +113,12 @@ impl From<CopyError> for StepError {
 }
 
 /// A way of moving bytes from the source span to the destination span, set
-/// up and ready. [`run`](super::run) drives it in steps of at most
+/// up and ready. The copy's harness drives it in steps of at most
 /// [`max_step`](Self::max_step) bytes; progress and revokes are checked
 /// between steps.
-pub trait CopyPath {
-    /// Which path this is.
-    fn kind(&self) -> PathKind;
+pub trait Transport {
+    /// Which transport this is.
+    fn kind(&self) -> TransportKind;
 
     /// The device that moves the bytes, for the report (`None`: the CPU).
     fn engine(&self) -> Option<String>;
@@ -117,47 +127,48 @@ pub trait CopyPath {
     fn max_step(&self) -> u64;
 
     /// The IOAS mappings the engine addresses, per side: `(side, IOVA,
-    /// length)` (none for a path without an IOAS).
+    /// length)` (none for a transport without an IOAS).
     fn ioas_mappings(&self) -> Vec<(Side, u64, u64)> {
         Vec::new()
     }
 
     /// Moves bytes `offset..offset + len` of the span (offsets relative to
-    /// each side's start).
+    /// each side's start); `at`: the bytes moved before this step, of all
+    /// iterations, and the total (for an error that says how far the copy got).
     ///
     /// # Errors
     ///
     /// [`StepError::Revoked`] when a side was revoked during the step,
-    /// [`StepError::Failed`] when the path itself failed.
-    fn step(&mut self, offset: u64, len: u64) -> Result<(), StepError>;
+    /// [`StepError::Failed`] when the transport itself failed.
+    fn step(&mut self, offset: u64, len: u64, at: Progress) -> Result<(), StepError>;
 }
 
-/// The path a request gets, before it is set up.
+/// The transport a request gets, before it is set up.
 #[derive(Clone, Debug)]
 pub(super) struct Chosen {
-    pub(super) kind: PathKind,
+    pub(super) kind: TransportKind,
     pub(super) engine: Option<Bdf>,
     pub(super) reason: String,
 }
 
-/// Picks the path (and, for DMA, its engine device) and says why.
+/// Picks the transport (and, for DMA, its engine device) and says why.
 pub(super) fn choose(
-    choice: PathChoice,
+    choice: TransportChoice,
     src: &Endpoint,
     dst: &Endpoint,
 ) -> Result<Chosen, CopyError> {
     let ends = [src.bdf(), dst.bdf()];
     match choice {
-        PathChoice::CpuMmap => Ok(Chosen {
-            kind: PathKind::CpuMmap,
+        TransportChoice::CpuMmap => Ok(Chosen {
+            kind: TransportKind::CpuMmap,
             engine: None,
             reason: "requested: the CPU through the VFIO mmaps".into(),
         }),
-        PathChoice::Dma { engine } => {
+        TransportChoice::Dma { engine } => {
             dma::available()?;
             let (bdf, why) = dma::find_engine(&Sysfs::system(), engine, &ends)?;
             Ok(Chosen {
-                kind: PathKind::Dma,
+                kind: TransportKind::Dma,
                 engine: Some(bdf),
                 reason: format!(
                     "requested: DMA through iommufd; engine device {bdf} ({why}){}",
@@ -169,15 +180,15 @@ pub(super) fn choose(
                 ),
             })
         }
-        PathChoice::Rdma => Err(CopyError::PathUnavailable {
-            path: "rdma",
+        TransportChoice::Rdma => Err(CopyError::TransportUnavailable {
+            transport: "rdma",
             why: if cfg!(feature = "rdma") {
                 Unavailable::RdmaNeedsPeer
             } else {
                 Unavailable::RdmaNotBuilt
             },
         }),
-        PathChoice::Auto => {
+        TransportChoice::Auto => {
             // The only DMA engine supported so far (QEMU's edu) moves ~40 KB/s: the CPU
             // is faster whenever it can map both BARs, so auto prefers it and says so.
             let dma =
@@ -187,17 +198,14 @@ pub(super) fn choose(
                     "auto: the CPU, because the only DMA engine found ({bdf}, QEMU edu) moves \
                      4 KiB per ~100 ms; the DMA path uses it when asked for"
                 ),
-                Err(CopyError::PathUnavailable { why, .. }) => format!(
+                Err(CopyError::TransportUnavailable { why, .. }) => format!(
                     "auto: the CPU; the DMA path is unavailable ({})",
-                    crate::fix::cause(&why)
+                    why.what()
                 ),
-                Err(e) => format!(
-                    "auto: the CPU; the DMA path is unavailable ({})",
-                    crate::fix::cause(&e)
-                ),
+                Err(e) => format!("auto: the CPU; the DMA path is unavailable ({})", e.what()),
             };
             Ok(Chosen {
-                kind: PathKind::CpuMmap,
+                kind: TransportKind::CpuMmap,
                 engine: None,
                 reason,
             })
