@@ -29,8 +29,6 @@ mod proof;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 mod storage;
-#[cfg(test)]
-mod sysfs_tree;
 mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
