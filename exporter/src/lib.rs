@@ -46,6 +46,7 @@ mod msix;
 mod open;
 pub mod p2pdma;
 mod pci_caps;
+pub mod posted;
 pub mod ranges;
 mod region;
 mod revoke;

@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 #![allow(non_camel_case_types)]
 
+pub mod ahead;
 pub mod dma_buf;
 pub mod drm;
 pub mod flex;

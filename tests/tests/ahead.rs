@@ -1,0 +1,148 @@
+//! The posted kernel series of the "ahead" kernel (`tests/kernel/ahead.md`), end to end:
+//! on the ahead kernel the exporter's library maps a BAR dma-buf itself, sets WC, writes
+//! through the mapping (the host finds the bytes in the device's backing file), revokes
+//! it for good on request and sees every later use refused by name; `peerdma doctor`
+//! probes the features by behaviour. On the reference and stock kernels each of them is
+//! the explained "needs kernel feature" refusal, and doctor says absent.
+
+mod common;
+
+use common::*;
+use peerdma_testbed::devices::Topology;
+use peerdma_testbed::kernel::KernelChoice;
+use peerdma_testbed::pattern;
+use serde_json::Value;
+
+const SERIES: &str = "vfio/pci: Add mmap() for DMABUFs";
+
+/// The guest program's report and doctor's JSON, from one boot of `kernel`.
+fn posted_run(kernel: KernelChoice) -> (Value, Value, peerdma_testbed::vm::RunOutcome) {
+    let tb = testbed_with(kernel, "ivshmem", Topology::Root, true);
+    let guest = workspace_bin("peerdma-guest-posted");
+    let peerdma = workspace_bin("peerdma");
+    let script = format!(
+        "{} ivshmem0 {} {} 77 && bdf=$(awk -F'\"' '/\"bdf\"/{{print $4; exit}}' /run/peerdma/testbed.json) \
+         && {} doctor \"$bdf\" --json; echo \"## doctor rc=$?\"",
+        guest.display(),
+        1u64 << 20,
+        1u64 << 20,
+        peerdma.display()
+    );
+    let out = run_sh(&tb, &script);
+    let lines = json_lines(&out.output);
+    assert_eq!(lines.len(), 2, "{}", out.output);
+    (lines[0].clone(), lines[1].clone(), out)
+}
+
+/// Doctor's rows of the posted section, by name.
+fn posted_rows(doctor: &Value) -> Vec<(String, String, String)> {
+    doctor["checks"]
+        .as_array()
+        .expect("doctor checks")
+        .iter()
+        .filter(|c| c["section"] == "kernel features not upstream")
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn on_the_ahead_kernel_a_bar_dma_buf_maps_takes_wc_and_revokes_for_good() {
+    let (r, doctor, out) = posted_run(KernelChoice::Ahead);
+    assert_eq!(r["probe"]["mmap"], "present", "{r:#}");
+    assert_eq!(r["probe"]["revoke"], "present", "{r:#}");
+    assert_eq!(r["probe"]["memattr"], "present", "{r:#}");
+    assert_eq!(r["memattr_wc"], "ok", "{r:#}");
+    // The mapping starts at the range's offset in the BAR and covers the range.
+    assert_eq!(r["map"]["offset"], 1u64 << 20, "{r:#}");
+    assert_eq!(r["map"]["len"], 1u64 << 20, "{r:#}");
+    assert_eq!(r["written"], 1u64 << 20, "{r:#}");
+    assert!(r["readback_mismatch"].is_null(), "{r:#}");
+    assert_eq!(r["memattr_nc"], "ok", "{r:#}");
+    // Revoked for good: the live mapping faults (guarded, no SIGBUS death), a new map
+    // is refused, a second revoke is EBADFD, and the buffer says why.
+    assert_eq!(r["revoke"], "ok", "{r:#}");
+    assert_eq!(r["faulted_after_revoke"], true, "{r:#}");
+    assert_eq!(r["map_after_revoke"]["kind"], "revoked", "{r:#}");
+    assert_eq!(
+        r["map_after_revoke"]["errno"].as_str().unwrap_or_default(),
+        "ENODEV",
+        "{r:#}"
+    );
+    assert_eq!(r["second_revoke"]["kind"], "already_revoked", "{r:#}");
+    assert_eq!(r["state"], "Revoked(Requested)", "{r:#}");
+    // The bytes written through the dma-buf's own mapping are in the BAR: the host reads
+    // the device's backing file, not the mapping.
+    let file = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    let (at, len) = (1usize << 20, 1usize << 20);
+    assert_eq!(pattern::first_mismatch(77, 0, &file[at..at + len]), None);
+    assert!(
+        file[..at].iter().all(|&b| b == 0),
+        "bytes before the range changed"
+    );
+    // doctor: the three features present, probed on this device, the series named.
+    let rows = posted_rows(&doctor);
+    assert_eq!(rows.len(), 3, "{doctor:#}");
+    for (name, status, detail) in &rows {
+        assert_eq!(status, "info", "{name}: {detail}");
+        assert!(
+            detail.starts_with("present (probed on "),
+            "{name}: {detail}"
+        );
+        assert!(detail.contains(SERIES), "{name}: {detail}");
+    }
+    // 0, or 4 where another check of this VM fails: the checks ran either way.
+    assert!(
+        matches!(marked_rc(&out.output, "doctor"), 0 | 4),
+        "{}",
+        out.output
+    );
+}
+
+#[test]
+fn on_released_kernels_each_posted_feature_is_an_explained_refusal() {
+    for kernel in [KernelChoice::Reference, KernelChoice::Stock] {
+        let (r, doctor, out) = posted_run(kernel.clone());
+        for f in ["mmap", "revoke", "memattr"] {
+            assert_eq!(r["probe"][f], "absent", "{kernel}: {r:#}");
+        }
+        for step in ["memattr_wc", "map", "memattr_nc", "revoke", "second_revoke"] {
+            let e = &r[step];
+            assert_eq!(e["kind"], "needs_kernel_feature", "{kernel} {step}: {r:#}");
+            let msg = e["message"].as_str().unwrap_or_default();
+            assert!(
+                msg.contains(SERIES) && msg.contains("not upstream"),
+                "{kernel} {step}: {msg}"
+            );
+            assert!(msg.contains("fix: "), "{kernel} {step}: {msg}");
+        }
+        // mmap says EINVAL (no mmap op on 7.2's vfio dma-bufs), the features ENOTTY.
+        assert_eq!(r["map"]["errno"], "EINVAL", "{kernel}: {r:#}");
+        assert_eq!(
+            r["revoke"]["errno"], "ENOTTY",
+            "{kernel}: {r:#}"
+        );
+        assert_eq!(r["written"], 0, "{kernel}: {r:#}");
+        // Nothing was revoked: the buffer follows the device, which is live.
+        assert_eq!(r["state"], "Live", "{kernel}: {r:#}");
+        let rows = posted_rows(&doctor);
+        assert_eq!(rows.len(), 3, "{kernel}: {doctor:#}");
+        for (name, status, detail) in &rows {
+            assert_eq!(status, "info", "{kernel} {name}: {detail}");
+            assert!(
+                detail.starts_with("absent (the kernel answered "),
+                "{kernel} {name}: {detail}"
+            );
+        }
+        assert!(
+            matches!(marked_rc(&out.output, "doctor"), 0 | 4),
+            "{kernel}: {}",
+            out.output
+        );
+    }
+}
