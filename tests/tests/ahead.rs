@@ -15,23 +15,67 @@ use serde_json::Value;
 
 const SERIES: &str = "vfio/pci: Add mmap() for DMABUFs";
 
-/// The guest program's report and doctor's JSON, from one boot of `kernel`.
-fn posted_run(kernel: KernelChoice) -> (Value, Value, peerdma_testbed::vm::RunOutcome) {
+/// The guest program's report, doctor's JSON, `peerdma revoke`'s three runs (nothing
+/// held; a held buffer; the same again) and what the holder said, from one boot.
+struct PostedRun {
+    guest: Value,
+    doctor: Value,
+    /// `peerdma revoke --json` with nothing held, on the held buffer, and again.
+    revokes: Vec<Value>,
+    /// Their exit statuses.
+    revoke_rcs: Vec<i32>,
+    /// The holder's (`peerdma export --hold --json`) lines.
+    hold: Vec<Value>,
+    out: peerdma_testbed::vm::RunOutcome,
+}
+
+fn posted_run(kernel: KernelChoice) -> PostedRun {
     let tb = testbed_with(kernel, "ivshmem", Topology::Root, true);
     let guest = workspace_bin("peerdma-guest-posted");
     let peerdma = workspace_bin("peerdma");
+    let p = peerdma.display();
     let script = format!(
-        "{} ivshmem0 {} {} 77 && bdf=$(awk -F'\"' '/\"bdf\"/{{print $4; exit}}' /run/peerdma/testbed.json) \
-         && {} doctor \"$bdf\" --json; echo \"## doctor rc=$?\"",
-        guest.display(),
-        1u64 << 20,
-        1u64 << 20,
-        peerdma.display()
+        "set -u; {guest} ivshmem0 {mib} {mib} 77 || exit 90
+         bdf=$(awk -F'\"' '/\"bdf\"/{{print $4; exit}}' /run/peerdma/testbed.json)
+         {p} doctor \"$bdf\" --json; echo \"## doctor rc=$?\"
+         {p} revoke \"$bdf\" --json; echo \"## revoke-none rc=$?\"
+         {p} export \"$bdf\" --bar 2 --range 0:2M --hold --json > /run/tmp/hold 2>&1 & h=$!
+         i=0; until grep -q '^{{' /run/tmp/hold; do i=$((i+1)); [ $i -lt 300 ] || exit 91; sleep 0.1; done
+         {p} revoke \"$bdf\" --json; rc=$?; echo \"## revoke rc=$rc\"
+         {p} revoke \"$bdf\" --pid $h --json; echo \"## revoke-again rc=$?\"
+         i=0; while [ $rc -eq 0 ] && ! grep -q 'revoked for good' /run/tmp/hold; do
+           i=$((i+1)); [ $i -lt 100 ] || exit 92; sleep 0.1; done
+         kill -TERM $h; wait $h; echo \"## hold rc=$?\"
+         sed 's/^/hold: /' /run/tmp/hold",
+        guest = guest.display(),
+        mib = 1u64 << 20,
     );
     let out = run_sh(&tb, &script);
     let lines = json_lines(&out.output);
-    assert_eq!(lines.len(), 2, "{}", out.output);
-    (lines[0].clone(), lines[1].clone(), out)
+    assert_eq!(
+        lines.len(),
+        5,
+        "guest, doctor and three revokes: {}",
+        out.output
+    );
+    let hold = out
+        .output
+        .lines()
+        .filter_map(|l| l.strip_prefix("hold: "))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let revoke_rcs = ["revoke-none", "revoke", "revoke-again"]
+        .iter()
+        .map(|n| marked_rc(&out.output, n))
+        .collect();
+    PostedRun {
+        guest: lines[0].clone(),
+        doctor: lines[1].clone(),
+        revokes: lines[2..].to_vec(),
+        revoke_rcs,
+        hold,
+        out,
+    }
 }
 
 /// Doctor's rows of the posted section, by name.
@@ -53,7 +97,8 @@ fn posted_rows(doctor: &Value) -> Vec<(String, String, String)> {
 
 #[test]
 fn on_the_ahead_kernel_a_bar_dma_buf_maps_takes_wc_and_revokes_for_good() {
-    let (r, doctor, out) = posted_run(KernelChoice::Ahead);
+    let run = posted_run(KernelChoice::Ahead);
+    let (r, doctor, out) = (&run.guest, &run.doctor, &run.out);
     assert_eq!(r["probe"]["mmap"], "present", "{r:#}");
     assert_eq!(r["probe"]["revoke"], "present", "{r:#}");
     assert_eq!(r["probe"]["memattr"], "present", "{r:#}");
@@ -86,7 +131,7 @@ fn on_the_ahead_kernel_a_bar_dma_buf_maps_takes_wc_and_revokes_for_good() {
         "bytes before the range changed"
     );
     // doctor: the three features present, probed on this device, the series named.
-    let rows = posted_rows(&doctor);
+    let rows = posted_rows(doctor);
     assert_eq!(rows.len(), 3, "{doctor:#}");
     for (name, status, detail) in &rows {
         assert_eq!(status, "info", "{name}: {detail}");
@@ -107,7 +152,8 @@ fn on_the_ahead_kernel_a_bar_dma_buf_maps_takes_wc_and_revokes_for_good() {
 #[test]
 fn on_released_kernels_each_posted_feature_is_an_explained_refusal() {
     for kernel in [KernelChoice::Reference, KernelChoice::Stock] {
-        let (r, doctor, out) = posted_run(kernel.clone());
+        let run = posted_run(kernel.clone());
+        let (r, doctor, out) = (&run.guest, &run.doctor, &run.out);
         for f in ["mmap", "revoke", "memattr"] {
             assert_eq!(r["probe"][f], "absent", "{kernel}: {r:#}");
         }
@@ -123,14 +169,11 @@ fn on_released_kernels_each_posted_feature_is_an_explained_refusal() {
         }
         // mmap says EINVAL (no mmap op on 7.2's vfio dma-bufs), the features ENOTTY.
         assert_eq!(r["map"]["errno"], "EINVAL", "{kernel}: {r:#}");
-        assert_eq!(
-            r["revoke"]["errno"], "ENOTTY",
-            "{kernel}: {r:#}"
-        );
+        assert_eq!(r["revoke"]["errno"], "ENOTTY", "{kernel}: {r:#}");
         assert_eq!(r["written"], 0, "{kernel}: {r:#}");
         // Nothing was revoked: the buffer follows the device, which is live.
         assert_eq!(r["state"], "Live", "{kernel}: {r:#}");
-        let rows = posted_rows(&doctor);
+        let rows = posted_rows(doctor);
         assert_eq!(rows.len(), 3, "{kernel}: {doctor:#}");
         for (name, status, detail) in &rows {
             assert_eq!(status, "info", "{kernel} {name}: {detail}");

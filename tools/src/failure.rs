@@ -110,6 +110,13 @@ impl Failure {
                     None => f,
                 };
             }
+            if let Some(x) = cause.downcast_ref::<peerdma_exporter::posted::FeatureError>() {
+                return Failure::new(x.kind(), &text, None, Exit::CouldNotRun)
+                    .with("errno", errno_name(x.errno().raw_os_error()));
+            }
+            if let Some(x) = cause.downcast_ref::<peerdma_exporter::posted::HeldError>() {
+                return Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
+            }
             if let Some(x) = cause.downcast_ref::<peerdma_importer::iommufd::Error>() {
                 return Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
             }

@@ -16,10 +16,14 @@
 //! happens to be accepted.
 
 mod error;
+mod held;
+mod import_guard;
 mod ops;
 mod probe;
 
 pub use error::FeatureError;
+pub use held::{revoke_held, HeldDmaBuf, HeldError, RevokeOutcome};
+pub use import_guard::ImportGuard;
 pub use probe::{PostedFeatures, Probe};
 
 use std::fmt;

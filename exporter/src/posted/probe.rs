@@ -112,7 +112,10 @@ impl Device {
             }
             Err(FeatureError::Missing { errno, .. }) => Probe::Absent { errno },
             Err(e) => Probe::Unclear {
-                detail: format!("mmap of a live one-page dma-buf failed: {}", name(e.errno())),
+                detail: format!(
+                    "mmap of a live one-page dma-buf failed: {}",
+                    name(e.errno())
+                ),
             },
         };
         let memattr =
