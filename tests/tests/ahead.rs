@@ -147,6 +147,42 @@ fn on_the_ahead_kernel_a_bar_dma_buf_maps_takes_wc_and_revokes_for_good() {
         "{}",
         out.output
     );
+    // peerdma revoke: nothing held is named; the held buffer is revoked, then found
+    // already revoked; its holder says it was revoked for good (not "map again").
+    assert_eq!(run.revoke_rcs, [3, 0, 0], "{}", out.output);
+    assert_eq!(
+        run.revokes[0]["error"]["kind"], "no_device_holder",
+        "{:#}",
+        run.revokes[0]
+    );
+    let first = &run.revokes[1]["dma_bufs"];
+    assert_eq!(
+        first.as_array().map(Vec::len),
+        Some(1),
+        "{:#}",
+        run.revokes[1]
+    );
+    assert_eq!(first[0]["outcome"], "revoked", "{:#}", run.revokes[1]);
+    assert_eq!(first[0]["size"], 2u64 << 20, "{:#}", run.revokes[1]);
+    assert_eq!(
+        run.revokes[2]["dma_bufs"][0]["outcome"], "already revoked",
+        "{:#}",
+        run.revokes[2]
+    );
+    let noted = run.hold.iter().any(|e| {
+        e["event"] == "state"
+            && e["kernel_state"] == "revoked"
+            && e["note"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("revoked for good")
+    });
+    assert!(
+        noted,
+        "the holder did not report the revoke: {:#?}",
+        run.hold
+    );
+    assert_eq!(marked_rc(&out.output, "hold"), 0, "{}", out.output);
 }
 
 #[test]
@@ -187,5 +223,18 @@ fn on_released_kernels_each_posted_feature_is_an_explained_refusal() {
             "{kernel}: {}",
             out.output
         );
+        // peerdma revoke: nothing held is named; with a holder, the missing feature.
+        assert_eq!(run.revoke_rcs, [3, 3, 3], "{kernel}: {}", out.output);
+        assert_eq!(
+            run.revokes[0]["error"]["kind"], "no_device_holder",
+            "{kernel}"
+        );
+        for r in &run.revokes[1..] {
+            assert_eq!(
+                r["error"]["kind"], "needs_kernel_feature",
+                "{kernel}: {r:#}"
+            );
+            assert_eq!(r["errno"], "ENOTTY", "{kernel}: {r:#}");
+        }
     }
 }

@@ -115,7 +115,13 @@ impl Failure {
                     .with("errno", errno_name(x.errno().raw_os_error()));
             }
             if let Some(x) = cause.downcast_ref::<peerdma_exporter::posted::HeldError>() {
-                return Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
+                let f = Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
+                return match x {
+                    peerdma_exporter::posted::HeldError::Feature(e) => {
+                        f.with("errno", errno_name(e.errno().raw_os_error()))
+                    }
+                    _ => f,
+                };
             }
             if let Some(x) = cause.downcast_ref::<peerdma_importer::iommufd::Error>() {
                 return Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
