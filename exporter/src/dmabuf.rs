@@ -1,6 +1,7 @@
 //! A dma-buf exported from a BAR: the fd, and what it was made of.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Weak;
 
 use peerdma_uapi::flex::DmaBufFeature;
@@ -26,6 +27,8 @@ pub struct DmaBuf {
     pub(crate) size: u64,
     pub(crate) generation: u64,
     pub(crate) device: Weak<DeviceInner>,
+    /// Set once [`Device::revoke_dma_buf`](crate::Device::revoke_dma_buf) revoked it.
+    pub(crate) revoked_on_request: AtomicBool,
 }
 
 impl DmaBuf {
@@ -62,8 +65,12 @@ impl DmaBuf {
     }
 
     /// Whether importers can map the buffer now: the device's state, or
-    /// revoked for good once the device is closed.
+    /// revoked for good once the device is closed or after
+    /// [`Device::revoke_dma_buf`](crate::Device::revoke_dma_buf).
     pub fn state(&self) -> Result<RevokeState> {
+        if self.revoked_on_request.load(Ordering::Acquire) {
+            return Ok(RevokeState::Revoked(RevokeReason::Requested));
+        }
         match self.device.upgrade() {
             Some(device) => device.revoke_state(),
             None => Ok(RevokeState::Revoked(RevokeReason::DeviceClosed)),

@@ -1,6 +1,7 @@
 //! `VFIO_DEVICE_FEATURE_DMA_BUF`: probing for it, and exporting BAR ranges as a
 //! dma-buf after checking them with the kernel's rules (`ranges`).
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use peerdma_uapi::flex::{Feature, FlexBuf};
@@ -211,6 +212,7 @@ impl Device {
             size,
             generation,
             device: Arc::downgrade(&self.inner),
+            revoked_on_request: AtomicBool::new(false),
         })
     }
 

@@ -14,6 +14,11 @@ use std::ffi::CStr;
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
+use peerdma_uapi::ahead::{
+    vfio_device_feature_dma_buf_memattr, vfio_device_feature_dma_buf_revoke,
+    VfioDeviceFeatureDmaBufMemattr, VfioDeviceFeatureDmaBufRevoke,
+    VFIO_DEVICE_FEATURE_DMA_BUF_MEMATTR, VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE,
+};
 use peerdma_uapi::flex::{DmaBufFeature, Feature, FlexBuf};
 use peerdma_uapi::ioctl::ioctl;
 use peerdma_uapi::udmabuf::{udmabuf_create, UdmabufCreate};
@@ -24,6 +29,7 @@ use peerdma_uapi::vfio::{
     VfioDeviceFeatureDmaBuf, VfioDeviceFeatureProbe, VfioDeviceGetInfo, VfioDeviceGetRegionInfo,
     VfioDeviceReset, VfioGetApiVersion, VfioGroupGetDeviceFd, VfioGroupGetStatus,
     VfioGroupSetContainer, VfioSetIommu, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE,
+    VFIO_DEVICE_FEATURE_SET,
 };
 #[cfg(test)]
 use rustix::io::Errno;
@@ -207,6 +213,43 @@ pub(crate) fn device_feature_dma_buf(
     // nr_ranges ranges (argsz and nr_ranges are synced from the buffer); the kernel
     // returns the new dma-buf fd.
     unsafe { ioctl(device, VfioDeviceFeatureDmaBuf::new_flex(arg)) }
+}
+
+/// `VFIO_DEVICE_FEATURE` with `SET | DMA_BUF_REVOKE` (posted series, not upstream;
+/// [`crate::posted`]): revokes the dma-buf `dmabuf` for good.
+pub(crate) fn device_feature_dma_buf_revoke(
+    device: BorrowedFd<'_>,
+    dmabuf: BorrowedFd<'_>,
+) -> Result<()> {
+    let mut arg = Feature::new(
+        VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE,
+        vfio_device_feature_dma_buf_revoke {
+            dmabuf_fd: dmabuf.as_raw_fd(),
+        },
+    );
+    // SAFETY: the alias binds the opcode to the feature header and the 4-byte revoke
+    // payload, argsz covering both; a kernel without the feature reads only the header
+    // (and fails with ENOTTY).
+    unsafe { ioctl(device, VfioDeviceFeatureDmaBufRevoke::new(&mut arg)) }
+}
+
+/// `VFIO_DEVICE_FEATURE` with `SET | DMA_BUF_MEMATTR` (posted series, not upstream):
+/// the memory attribute of future mmaps of `dmabuf`.
+pub(crate) fn device_feature_dma_buf_memattr(
+    device: BorrowedFd<'_>,
+    dmabuf: BorrowedFd<'_>,
+    memattr: u32,
+) -> Result<()> {
+    let mut arg = Feature::new(
+        VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_BUF_MEMATTR,
+        vfio_device_feature_dma_buf_memattr {
+            dmabuf_fd: dmabuf.as_raw_fd(),
+            memattr,
+        },
+    );
+    // SAFETY: the alias binds the opcode to the feature header and the 8-byte memattr
+    // payload, argsz covering both.
+    unsafe { ioctl(device, VfioDeviceFeatureDmaBufMemattr::new(&mut arg)) }
 }
 
 /// `UDMABUF_CREATE` on `/dev/udmabuf`: the new dma-buf fd over `arg`'s memfd range.

@@ -39,6 +39,7 @@ mod mmap;
 mod mmio_copy;
 mod msix;
 mod open;
+pub mod posted;
 pub mod ranges;
 mod region;
 mod revoke;

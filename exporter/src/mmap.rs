@@ -55,6 +55,27 @@ mod sealed {
 }
 
 impl MappedRegion {
+    /// Takes ownership of a shared mapping `ptr..ptr + map_len` (a region mmap of the
+    /// device fd, or an mmap of one of its dma-bufs) of which `len` bytes are usable.
+    pub(crate) fn from_mapping(
+        ptr: NonNull<u8>,
+        len: usize,
+        map_len: usize,
+        region: RegionIndex,
+        offset: u64,
+        device: Arc<DeviceInner>,
+    ) -> MappedRegion {
+        MappedRegion {
+            ptr,
+            len,
+            map_len,
+            region,
+            offset,
+            device,
+            guard: None,
+        }
+    }
+
     /// Start of the mapping.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
@@ -348,14 +369,13 @@ impl Device {
             len,
             errno: rustix::io::Errno::FAULT,
         })?;
-        Ok(MappedRegion {
+        Ok(MappedRegion::from_mapping(
             ptr,
-            len: len_usize,
+            len_usize,
             map_len,
-            region: index,
+            index,
             offset,
-            device: Arc::clone(&self.inner),
-            guard: None,
-        })
+            Arc::clone(&self.inner),
+        ))
     }
 }

@@ -8,9 +8,10 @@
 //! check [`SigbusGuard::faulted`] after each access and stop with an error instead of
 //! dying. A SIGBUS anywhere else keeps its default action.
 //!
-//! Only [`MappedRegion`](crate::MappedRegion) creates guards, for its own mapping
+//! Guards are created for a [`MappedRegion`](crate::MappedRegion)'s own mapping
 //! ([`MappedRegion::guard_against_revoke`](crate::MappedRegion::guard_against_revoke)),
-//! and drops its guard before it unmaps.
+//! which drops its guard before it unmaps, and for an importer's mappings of a dma-buf
+//! ([`ImportGuard`](crate::posted::ImportGuard)), which its owner drops before the import.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;

@@ -51,7 +51,7 @@ enum Cmd {
     },
     /// Resolve (fetch or build) a kernel and say where it came from.
     Kernel {
-        /// reference, stock or a path to a bzImage.
+        /// reference, stock, ahead or a path to a bzImage.
         #[arg(long, default_value = "reference")]
         kernel: KernelChoice,
     },
@@ -71,10 +71,13 @@ enum Cmd {
 #[derive(Args)]
 struct VmArgs {
     /// reference (Debian linux-source 7.2 + the project's fragment), stock (Debian's
-    /// linux-image 7.2) or a path to a bzImage.
+    /// linux-image 7.2), ahead (reference + two posted, not-upstream series: dma-buf
+    /// mmap/REVOKE/MEMATTR, io_uring dma-buf I/O; tests/kernel/ahead.md) or a path to a
+    /// bzImage.
     #[arg(long, default_value = "reference")]
     kernel: KernelChoice,
-    /// Devices: KIND[:SIZE][=ROLE],... with KIND ivshmem, edu, nvme, gpu or gpu-noblob.
+    /// Devices: KIND[:SIZE][=ROLE],... with KIND one of ivshmem, edu, nvme, nvme-md,
+    /// nvme-kernel, gpu, gpu-noblob.
     #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
     devices: DeviceList,
     /// root (each device on the root bus, own IOMMU group), switch (behind one PCIe

@@ -240,6 +240,7 @@ impl Testbed {
             kernel: match self.kernel.kind {
                 KernelKind::Reference => "reference",
                 KernelKind::Stock => "stock",
+                KernelKind::Ahead => "ahead",
                 KernelKind::Custom => "custom",
             }
             .to_string(),

@@ -159,6 +159,65 @@ fn udmabuf_imports_into_lavapipe_and_copies_verified_bytes() {
     );
 }
 
+/// On the ahead kernel (dma-buf mmap, posted series) lavapipe imports a BAR dma-buf as a
+/// buffer and as an image, and every byte is verified; then a revoke under the import
+/// (`peerdma revoke` from another process, once lavapipe has mapped the buffer) is
+/// caught and named, where it used to kill the program with SIGBUS ("Bus error").
+/// (The wait is for the example's own dma-buf fd and lavapipe's mapping of a dma-buf at
+/// offset 0: on this kernel the VFIO region mmap shows as a dma-buf mapping too, at the
+/// region's offset.)
+#[test]
+fn on_the_ahead_kernel_lavapipe_imports_a_bar_and_survives_its_revoke() {
+    let bin = prepare();
+    let peerdma = workspace_bin("peerdma");
+    let tb = testbed_with(KernelChoice::Ahead, "ivshmem", Topology::Root, true);
+    let cmd = format!(
+        "bdf=$({bdf}); {bin} --bdf \"$bdf\" --bar 2 --range 0:2M --image 1024 --device llvmpipe --json; \
+         echo \"## import rc=$?\"
+         {bin} --bdf \"$bdf\" --bar 2 --range 0:2M --device llvmpipe --bench --iterations 20000 \
+           --json > /run/tmp/v 2>&1 & v=$!
+         i=0; until grep -qs vfio_pci_core /proc/$v/fdinfo/* && grep -qs ' 00000000 .*/dmabuf' /proc/$v/maps; do
+           i=$((i+1)); [ $i -lt 600 ] || exit 91; sleep 0.1; done
+         {peerdma} revoke \"$bdf\" > /dev/null; echo \"## revoke rc=$?\"
+         wait $v; echo \"## revoked-import rc=$?\"; cat /run/tmp/v",
+        bdf = bdf_of("ivshmem0"),
+        bin = bin.display(),
+        peerdma = peerdma.display(),
+    );
+    let out = run_ok(&tb, &["/bin/sh", "-c", &cmd]);
+    let lines = json_lines(&out.output);
+    assert_eq!(lines.len(), 2, "{}", out.output);
+    assert_eq!(marked_rc(&out.output, "import"), 0, "{}", out.output);
+    let r = &lines[0];
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["source"]["kind"], "vfio", "{r:#}");
+    assert_eq!(r["verify"]["bytes_verified"], 2u64 << 20, "{r:#}");
+    assert_eq!(r["verify"]["mismatches"], 0, "{r:#}");
+    assert_eq!(r["image"]["bytes_verified"], 2u64 << 20, "{r:#}");
+    assert_eq!(r["image"]["mismatches"], 0, "{r:#}");
+    assert_eq!(r["fds_before"], r["fds_after"], "fds leaked: {r:#}");
+    // The revoke under the running import: exit 3 with the error named, no SIGBUS death
+    // (which the shell reports as 135), nothing leaked.
+    assert_eq!(marked_rc(&out.output, "revoke"), 0, "{}", out.output);
+    assert_eq!(
+        marked_rc(&out.output, "revoked-import"),
+        3,
+        "{}",
+        out.output
+    );
+    let v = &lines[1];
+    assert_eq!(v["ok"], false, "{v:#}");
+    assert_eq!(v["error"]["kind"], "revoked_under_access", "{v:#}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SIGBUS caught"),
+        "{v:#}"
+    );
+    assert_eq!(v["fds_before"], v["fds_after"], "fds leaked: {v:#}");
+}
+
 #[test]
 fn lavapipe_failures_are_explained_and_leak_nothing() {
     let bin = prepare();
@@ -197,6 +256,7 @@ fn lavapipe_failures_are_explained_and_leak_nothing() {
     assert_eq!(r["error"]["kind"], "cpu_access_required", "{r:#}");
     let msg = r["error"]["message"].as_str().unwrap_or_default();
     for needle in [
+        "vfio/pci: Add mmap() for DMABUFs",
         "CPU implementation",
         "mmap of this dma-buf fails with Invalid argument",
         "vfio_pci_core",

@@ -10,7 +10,10 @@
 //!
 //! The facts come from the libraries (`peerdma_host::kernel`,
 //! `peerdma_host::atlas`, `Sysfs::p2p_route`); this module turns them into
-//! checks, each with a pass/fail status and the fix. Nothing here writes.
+//! checks, each with a pass/fail status and the fix. Nothing here writes, except
+//! [`posted_features`], which the binary runs after [`run`]: it opens one named
+//! vfio-pci device and tries the posted kernel series' features on a throwaway one-page
+//! dma-buf of it (the device and its other dma-bufs are untouched).
 
 use std::path::Path;
 
@@ -262,6 +265,81 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
     }
     importers(&mut r, host);
     r
+}
+
+/// The section of the posted-series rows.
+pub const POSTED_SECTION: &str = "kernel features not upstream";
+
+/// Probes the features of the posted series (`peerdma_exporter::posted`) on the first of
+/// `bdfs` that is bound to vfio-pci and has a memory BAR whose first page exports, and
+/// adds one row per feature (Info: present or absent, never a failure: nothing in
+/// peerdma needs them; Warn when the kernel answers neither way). Without such a device
+/// one row says how to have them probed.
+pub fn posted_features(r: &mut Report, host: &HostPaths, bdfs: &[Bdf]) {
+    use peerdma_exporter::posted::{PostedFeature, Probe, SERIES};
+    let sys = host.sysfs();
+    let page = rustix::param::page_size() as u64;
+    let mut why_not = Vec::new();
+    for &bdf in bdfs {
+        let Ok(d) = sys.device(bdf) else { continue };
+        if d.driver.as_deref() != Some("vfio-pci") {
+            continue;
+        }
+        let bars: Vec<u32> = (0..6u32)
+            .filter(|&i| {
+                d.resources
+                    .get(i as usize)
+                    .is_some_and(|res| res.is_mem() && res.size() >= page)
+            })
+            .collect();
+        let device = match peerdma_exporter::Device::open(bdf) {
+            Ok(device) => device,
+            Err(e) => {
+                why_not.push(format!(
+                    "{bdf} does not open: {}",
+                    crate::failure::split_fix(&e.to_string()).0
+                ));
+                continue;
+            }
+        };
+        for bar in bars {
+            match device.probe_posted_features(bar) {
+                Ok(found) => {
+                    for f in PostedFeature::ALL {
+                        let probe = found.get(f);
+                        let status = match probe {
+                            Probe::Unclear { .. } => Status::Warn,
+                            _ => Status::Info,
+                        };
+                        let detail = format!("{probe} (probed on {bdf} BAR{bar}); series {SERIES}");
+                        match probe {
+                            Probe::Unclear { .. } => r.push_with_fix(
+                                POSTED_SECTION,
+                                f.name(),
+                                status,
+                                detail,
+                                "the kernel gives this feature number another meaning or                                  carries another version of the series: peerdma will not use it"
+                                    .to_string(),
+                            ),
+                            _ => r.push(POSTED_SECTION, f.name(), status, detail),
+                        }
+                    }
+                    return;
+                }
+                Err(e) => why_not.push(format!(
+                    "{bdf} BAR{bar}: {}",
+                    crate::failure::split_fix(&e.to_string()).0
+                )),
+            }
+        }
+    }
+    let detail = if why_not.is_empty() {
+        "not probed: name a device bound to vfio-pci with a memory BAR (peerdma doctor BDF)          and doctor tries each feature on a throwaway dma-buf of it"
+            .to_string()
+    } else {
+        format!("not probed: {}", why_not.join("; "))
+    };
+    r.push(POSTED_SECTION, "probe", Status::Info, detail);
 }
 
 /// A library error's message as a check's detail and fix, so that the fix is printed

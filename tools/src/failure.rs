@@ -131,6 +131,19 @@ impl Failure {
                     None => f,
                 };
             }
+            if let Some(x) = cause.downcast_ref::<peerdma_exporter::posted::FeatureError>() {
+                return Failure::new(x.kind(), &text, None, Exit::CouldNotRun)
+                    .with("errno", errno_name(x.errno().raw_os_error()));
+            }
+            if let Some(x) = cause.downcast_ref::<peerdma_exporter::posted::HeldError>() {
+                let f = Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
+                return match x {
+                    peerdma_exporter::posted::HeldError::Feature(e) => {
+                        f.with("errno", errno_name(e.errno().raw_os_error()))
+                    }
+                    _ => f,
+                };
+            }
             if let Some(x) = cause.downcast_ref::<peerdma_host::HostError>() {
                 let f = Failure::new(x.kind(), &text, None, Exit::CouldNotRun);
                 return match x.errno() {

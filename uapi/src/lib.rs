@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 #![allow(non_camel_case_types)]
 
+pub mod ahead;
 pub mod dma_buf;
 pub mod drm;
 #[cfg(feature = "vfio")]

@@ -100,6 +100,9 @@ pub enum RevokeReason {
     Reset(ResetMethod),
     /// The device was closed: revoked for good.
     DeviceClosed,
+    /// This dma-buf alone was revoked for good on request
+    /// (`VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE`, a posted series: [`crate::posted`]).
+    Requested,
 }
 
 impl fmt::Display for RevokeReason {
@@ -109,6 +112,7 @@ impl fmt::Display for RevokeReason {
             RevokeReason::PowerState(s) => write!(f, "the device is in {s}"),
             RevokeReason::Reset(m) => write!(f, "the device was reset ({m:?})"),
             RevokeReason::DeviceClosed => f.write_str("the device was closed"),
+            RevokeReason::Requested => f.write_str("it was revoked for good on request"),
         }
     }
 }

@@ -205,6 +205,21 @@ pub enum VulkanError {
         device: String,
     },
 
+    /// The dma-buf behind an imported resource was revoked (REVOKE, memory decode off,
+    /// reset) while the implementation read or wrote it through its own CPU mapping:
+    /// the access was caught (no SIGBUS death) and landed on anonymous memory.
+    #[error(
+        "{what}: its dma-buf was revoked while {device} accessed it through its CPU mapping \
+         (SIGBUS caught), so the transfer did not move the buffer's bytes; fix: export a new \
+         dma-buf (or turn memory decode back on) and import it again"
+    )]
+    RevokedUnderAccess {
+        /// The resource ("copy source", ...).
+        what: &'static str,
+        /// The device name.
+        device: String,
+    },
+
     /// A resource needs more bytes than the dma-buf has, or a range falls outside
     /// a buffer.
     #[error("size mismatch: {what}: {needed} bytes needed, {have} available")]
@@ -218,11 +233,15 @@ pub enum VulkanError {
     },
 }
 
-fn exporter_note(exporter: &str) -> &'static str {
+fn exporter_note(exporter: &str) -> String {
     if exporter == "vfio_pci_core" {
-        ": Linux 7.2's vfio-pci exporter has no mmap and no vmap"
+        format!(
+            ": Linux 7.2's vfio-pci exporter has no mmap and no vmap; mmap comes with the \
+             kernel series {}",
+            peerdma_exporter::posted::SERIES
+        )
     } else {
-        ""
+        String::new()
     }
 }
 
@@ -233,6 +252,7 @@ impl VulkanError {
             VulkanError::Call { .. } => "vulkan_call",
             VulkanError::CpuAccessRequired { .. } => "cpu_access_required",
             VulkanError::DeviceMismatch(_) => "device_mismatch",
+            VulkanError::RevokedUnderAccess { .. } => "revoked_under_access",
             VulkanError::DmaBufImportUnsupported { .. } => "dma_buf_import_unsupported",
             VulkanError::Fd { .. } => "fd",
             VulkanError::FdProperties { .. } => "fd_properties",

@@ -1,6 +1,7 @@
 //! Importing a dma-buf as a linear 2D image (`VK_EXT_image_drm_format_modifier` with
 //! `DRM_FORMAT_MOD_LINEAR`): its layout, the formats this module knows, and the image.
 
+use peerdma_exporter::posted::ImportGuard;
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 
@@ -54,6 +55,9 @@ pub fn texel_size(format: vk::Format) -> Option<u64> {
 /// A dma-buf imported as a linear 2D image (`DRM_FORMAT_MOD_LINEAR`), usable as a
 /// transfer source and destination; destroyed, then its memory freed, on drop.
 pub struct ImportedImage {
+    /// Declared first, so dropped before the memory (and the implementation's mapping)
+    /// goes.
+    revoke_guard: Option<ImportGuard>,
     allocation: Allocation<vk::Image>,
     layout: LinearImageLayout,
     details: ImportDetails,
@@ -73,6 +77,14 @@ impl std::fmt::Debug for ImportedImage {
 }
 
 impl ImportedImage {
+    /// Whether the dma-buf behind it was revoked while the implementation accessed it
+    /// through its own CPU mapping (a caught SIGBUS).
+    pub fn revoked_under_access(&self) -> bool {
+        self.revoke_guard
+            .as_ref()
+            .is_some_and(ImportGuard::revoked_under_access)
+    }
+
     /// How the import went.
     pub fn details(&self) -> &ImportDetails {
         &self.details
@@ -255,8 +267,10 @@ impl LogicalDevice {
         let mut image =
             unsafe { Created::new(s, "vkCreateImage", |d| d.create_image(&create, None)) }?;
         let details = self.import_memory(fd, &info, fd_bits, &mut image, "image")?;
+        let allocation = image.bind()?;
         Ok(ImportedImage {
-            allocation: image.bind()?,
+            revoke_guard: ImportGuard::of_dma_buf(fd).ok(),
+            allocation,
             layout,
             details,
             current: Mutex::new(vk::ImageLayout::GENERAL),

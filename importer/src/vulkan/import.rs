@@ -3,6 +3,7 @@
 //! the import succeeds), and a `VkBuffer` bound to it. `image.rs` imports linear images
 //! through the same [`LogicalDevice::import_memory`].
 
+use peerdma_exporter::posted::ImportGuard;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 
@@ -68,6 +69,9 @@ pub struct ImportDetails {
 /// Dropping destroys the buffer, then frees the memory (which releases Vulkan's
 /// reference to the dma-buf).
 pub struct ImportedBuffer {
+    /// Declared first, so dropped before the memory (and the implementation's mapping)
+    /// goes.
+    revoke_guard: Option<ImportGuard>,
     allocation: Allocation<vk::Buffer>,
     size: u64,
     details: ImportDetails,
@@ -97,6 +101,11 @@ impl BufferResource for ImportedBuffer {
     }
     fn is_external(&self) -> bool {
         true
+    }
+    fn revoked_under_access(&self) -> bool {
+        self.revoke_guard
+            .as_ref()
+            .is_some_and(ImportGuard::revoked_under_access)
     }
 }
 
@@ -183,8 +192,10 @@ impl LogicalDevice {
         let mut buffer =
             unsafe { Created::new(s, "vkCreateBuffer", |d| d.create_buffer(&create, None)) }?;
         let details = self.import_memory(fd, &info, fd_bits, &mut buffer, "buffer")?;
+        let allocation = buffer.bind()?;
         Ok(ImportedBuffer {
-            allocation: buffer.bind()?,
+            revoke_guard: ImportGuard::of_dma_buf(fd).ok(),
+            allocation,
             size,
             details,
         })

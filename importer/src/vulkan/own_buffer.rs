@@ -57,6 +57,9 @@ impl BufferResource for OwnBuffer {
     fn is_external(&self) -> bool {
         false
     }
+    fn revoked_under_access(&self) -> bool {
+        false
+    }
 }
 
 impl OwnBuffer {

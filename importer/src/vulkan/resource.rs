@@ -34,6 +34,10 @@ pub trait BufferResource: Sealed {
     /// Whether its memory comes from outside Vulkan (an imported dma-buf): copies
     /// acquire it from `VK_QUEUE_FAMILY_EXTERNAL` first.
     fn is_external(&self) -> bool;
+    /// Whether the dma-buf behind it was revoked while the implementation accessed it
+    /// through its own CPU mapping (a caught SIGBUS; see `ImportGuard`); false for
+    /// memory Vulkan owns.
+    fn revoked_under_access(&self) -> bool;
 }
 
 /// A `VkBuffer` or `VkImage`: what memory is bound to.

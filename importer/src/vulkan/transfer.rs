@@ -182,7 +182,7 @@ impl LogicalDevice {
             dst_offset: region.dst_offset,
             size: region.size,
         }];
-        self.run_transfer(
+        let timing = self.run_transfer(
             region.size,
             |d, cb| {
                 if !acquire.is_empty() {
@@ -196,7 +196,16 @@ impl LogicalDevice {
                 // SAFETY: as above.
                 unsafe { d.cmd_copy_buffer(cb, src.raw(), dst.raw(), &copy) }
             },
-        )
+        )?;
+        for (what, b) in [("copy source", src), ("copy destination", dst)] {
+            if b.revoked_under_access() {
+                return Err(VulkanError::RevokedUnderAccess {
+                    what,
+                    device: self.shared.name(),
+                });
+            }
+        }
+        Ok(timing)
     }
 
     /// Copies the whole of an imported linear image into `dst` (tightly packed rows,
@@ -266,7 +275,7 @@ impl LogicalDevice {
                 depth: 1,
             },
         }];
-        self.run_transfer(
+        let timing = self.run_transfer(
             bytes,
             |d, cb| {
                 // SAFETY: `cb` is recording; the image belongs to this device and is
@@ -286,7 +295,20 @@ impl LogicalDevice {
                     )
                 }
             },
-        )
+        )?;
+        if src.revoked_under_access() {
+            return Err(VulkanError::RevokedUnderAccess {
+                what: "image copy source",
+                device: self.shared.name(),
+            });
+        }
+        if dst.revoked_under_access() {
+            return Err(VulkanError::RevokedUnderAccess {
+                what: "image copy destination",
+                device: self.shared.name(),
+            });
+        }
+        Ok(timing)
     }
 
     /// Records `prepare` (barriers), then `transfer` between two timestamps, then a

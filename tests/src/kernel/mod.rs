@@ -6,12 +6,16 @@
 //!   `tests/kernel/peerdma.config` (about 15 minutes on 2 cores, done once).
 //! - [`KernelChoice::Stock`]: Debian sid's own kernel packages, unmodified: a modular kernel
 //!   without IOMMUFD that boots through the 9p-root initramfs of [`crate::initramfs`].
+//! - [`KernelChoice::Ahead`]: the reference kernel plus two posted, not-upstream series
+//!   (dma-buf mmap/REVOKE/MEMATTR for vfio-pci; io_uring dma-buf I/O for NVMe), from
+//!   `PEERDMA_AHEAD_KERNEL`, the shared prebuilt, the cache, or built here like the
+//!   reference kernel with `tests/kernel/ahead-7.2.13.diff` applied first.
 //! - [`KernelChoice::Path`]: any bzImage (e.g. a developer's tree), booted as is.
 //!
 //! Progress goes to stderr as lines starting with `testbed:`.
 //!
 //! One job per file: this one says what a kernel is and which to boot; `image.rs` reads
-//! bzImages and configs; `reference.rs` finds or builds the reference kernel; `stock.rs`
+//! bzImages and configs; `reference.rs` finds or builds the reference and the ahead kernel; `stock.rs`
 //! fetches and lays out Debian's stock kernel.
 
 mod image;
@@ -29,7 +33,8 @@ use crate::cache;
 
 pub use image::{bzimage_version, config_enables, fragment_options, verify_fragment};
 pub use reference::{
-    reference_cache_entry, shared_prebuilt, ReferenceBuild, FRAGMENT, PREBUILT_NAME, SOURCE_PACKAGE,
+    reference_cache_entry, shared_prebuilt, Flavor, ReferenceBuild, AHEAD_DIFF,
+    AHEAD_PREBUILT_NAME, FRAGMENT, PREBUILT_NAME, SOURCE_PACKAGE,
 };
 pub use stock::{parse_depends, StockPackages, FALLBACK_STOCK_ABI, STOCK_METAPACKAGE};
 
@@ -40,6 +45,8 @@ pub enum KernelChoice {
     Reference,
     /// Debian's stock kernel from sid.
     Stock,
+    /// The reference kernel plus the two posted series of `tests/kernel/ahead.md`.
+    Ahead,
     /// A bzImage at this path.
     Path(PathBuf),
 }
@@ -47,13 +54,14 @@ pub enum KernelChoice {
 impl FromStr for KernelChoice {
     type Err = anyhow::Error;
 
-    /// `reference`, `stock` (any case), or a path to a bzImage (anything else that is not
+    /// `reference`, `stock`, `ahead` (any case), or a path to a bzImage (anything else that is not
     /// empty; it need not exist yet).
     fn from_str(s: &str) -> Result<Self> {
         match s.trim() {
-            "" => bail!("empty kernel choice: use `reference`, `stock` or a bzImage path"),
+            "" => bail!("empty kernel choice: use `reference`, `stock`, `ahead` or a bzImage path"),
             r if r.eq_ignore_ascii_case("reference") => Ok(KernelChoice::Reference),
             r if r.eq_ignore_ascii_case("stock") => Ok(KernelChoice::Stock),
+            r if r.eq_ignore_ascii_case("ahead") => Ok(KernelChoice::Ahead),
             p => Ok(KernelChoice::Path(PathBuf::from(p))),
         }
     }
@@ -64,6 +72,7 @@ impl fmt::Display for KernelChoice {
         match self {
             KernelChoice::Reference => f.write_str("reference"),
             KernelChoice::Stock => f.write_str("stock"),
+            KernelChoice::Ahead => f.write_str("ahead"),
             KernelChoice::Path(p) => write!(f, "{}", p.display()),
         }
     }
@@ -76,6 +85,9 @@ pub enum KernelKind {
     Reference,
     /// Debian's stock kernel (modules, booted through the 9p-root initramfs).
     Stock,
+    /// The reference build plus the posted series of `tests/kernel/ahead.md` (built in,
+    /// no initrd, booted as the reference kernel is).
+    Ahead,
     /// A user-supplied bzImage.
     Custom,
 }
@@ -104,7 +116,8 @@ pub struct Kernel {
 /// Resolves a choice to a bootable kernel, fetching or building what is missing.
 pub fn resolve(choice: &KernelChoice) -> Result<Kernel> {
     match choice {
-        KernelChoice::Reference => reference::resolve_reference(),
+        KernelChoice::Reference => reference::resolve(Flavor::Reference),
+        KernelChoice::Ahead => reference::resolve(Flavor::Ahead),
         KernelChoice::Stock => stock::resolve_stock(),
         KernelChoice::Path(p) => {
             let (version, has_iommufd, config_note) = image::inspect_image(p)?;
@@ -195,7 +208,11 @@ mod tests {
             KernelChoice::Path("./reference".into())
         );
         assert!("".parse::<KernelChoice>().is_err());
-        for s in ["reference", "stock", "/x/bzImage"] {
+        assert_eq!(
+            "AHEAD".parse::<KernelChoice>().unwrap(),
+            KernelChoice::Ahead
+        );
+        for s in ["reference", "stock", "ahead", "/x/bzImage"] {
             assert_eq!(s.parse::<KernelChoice>().unwrap().to_string(), s);
         }
     }

@@ -1,5 +1,7 @@
-//! The reference kernel: `PEERDMA_REFERENCE_KERNEL`, the shared prebuilt, the cache, or a
-//! build here from Debian's `linux-source-7.2` with the project's fragment.
+//! The reference kernel and its "ahead" flavour: `PEERDMA_REFERENCE_KERNEL` /
+//! `PEERDMA_AHEAD_KERNEL`, the shared prebuilt, the cache, or a build here from Debian's
+//! `linux-source-7.2` with the project's fragment (and, for the ahead kernel, the carried
+//! diff of `tests/kernel/ahead.md` applied first).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,41 +18,105 @@ use super::{lock, workspace_root, CacheLock, Kernel, KernelKind};
 /// The project's kernel config fragment, applied on `make defconfig kvm_guest.config`.
 pub const FRAGMENT: &str = include_str!("../../kernel/peerdma.config");
 
+/// The two posted series of the ahead kernel as one diff against [`SOURCE_PACKAGE`]
+/// 7.2.13 (`tests/kernel/ahead.md` names them and their authors).
+pub const AHEAD_DIFF: &str = "tests/kernel/ahead-7.2.13.diff";
+
 /// The Debian source package of the reference kernel.
 pub const SOURCE_PACKAGE: &str = "linux-source-7.2";
 
 /// File name of the shared prebuilt reference kernel (in `<workspace>/../shared/testbed/`).
 pub const PREBUILT_NAME: &str = "bzImage-7.2.13-peerdma";
 
+/// File name of the shared prebuilt ahead kernel (in `<workspace>/../shared/testbed/`).
+pub const AHEAD_PREBUILT_NAME: &str = "bzImage-7.2.13-ahead";
+
+/// Which of the two kernels built from the project's fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Debian's 7.2 source as is.
+    Reference,
+    /// With [`AHEAD_DIFF`] applied.
+    Ahead,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Reference => "reference",
+            Flavor::Ahead => "ahead",
+        }
+    }
+
+    fn env(self) -> &'static str {
+        match self {
+            Flavor::Reference => "PEERDMA_REFERENCE_KERNEL",
+            Flavor::Ahead => "PEERDMA_AHEAD_KERNEL",
+        }
+    }
+
+    fn prebuilt(self) -> &'static str {
+        match self {
+            Flavor::Reference => PREBUILT_NAME,
+            Flavor::Ahead => AHEAD_PREBUILT_NAME,
+        }
+    }
+
+    fn kind(self) -> KernelKind {
+        match self {
+            Flavor::Reference => KernelKind::Reference,
+            Flavor::Ahead => KernelKind::Ahead,
+        }
+    }
+
+    /// The carried diff's text (ahead only).
+    fn patch(self) -> Result<Option<String>> {
+        match self {
+            Flavor::Reference => Ok(None),
+            Flavor::Ahead => {
+                let p = workspace_root().join(AHEAD_DIFF);
+                std::fs::read_to_string(&p)
+                    .map(Some)
+                    .with_context(|| format!("reading {}", p.display()))
+            }
+        }
+    }
+}
+
 /// The shared prebuilt reference kernel's path (it may not exist).
 pub fn shared_prebuilt() -> PathBuf {
+    shared_prebuilt_of(Flavor::Reference)
+}
+
+fn shared_prebuilt_of(flavor: Flavor) -> PathBuf {
     let p = workspace_root()
         .join("../shared/testbed")
-        .join(PREBUILT_NAME);
+        .join(flavor.prebuilt());
     p.canonicalize().unwrap_or(p)
 }
 
-pub(crate) fn resolve_reference() -> Result<Kernel> {
-    if let Some(p) = std::env::var_os("PEERDMA_REFERENCE_KERNEL") {
+pub(crate) fn resolve(flavor: Flavor) -> Result<Kernel> {
+    let kind = flavor.kind();
+    if let Some(p) = std::env::var_os(flavor.env()) {
         let p = PathBuf::from(p);
         let (version, has_iommufd, note) =
-            inspect_image(&p).context("PEERDMA_REFERENCE_KERNEL must name a bzImage")?;
+            inspect_image(&p).with_context(|| format!("{} must name a bzImage", flavor.env()))?;
         return Ok(Kernel {
-            kind: KernelKind::Reference,
+            kind,
             image: p.clone(),
             initrd: None,
             version,
             modules_root: None,
             has_iommufd,
-            source: format!("PEERDMA_REFERENCE_KERNEL={}{note}", p.display()),
+            source: format!("{}={}{note}", flavor.env(), p.display()),
         });
     }
-    let shared = shared_prebuilt();
+    let shared = shared_prebuilt_of(flavor);
     if shared.exists() {
         match inspect_image(&shared).and_then(|i| shared_matches_fragment(&shared, i)) {
             Ok((version, has_iommufd, note)) => {
                 return Ok(Kernel {
-                    kind: KernelKind::Reference,
+                    kind,
                     source: format!("shared prebuilt {}{note}", shared.display()),
                     image: shared,
                     initrd: None,
@@ -65,17 +131,17 @@ pub(crate) fn resolve_reference() -> Result<Kernel> {
             ),
         }
     }
-    let entry = reference_cache_entry()?;
-    if let Some(k) = cached_reference(&entry)? {
+    let entry = cache_entry(flavor)?;
+    if let Some(k) = cached(&entry, kind)? {
         return Ok(k);
     }
-    let lock = lock("reference-build")?;
-    if let Some(k) = cached_reference(&entry)? {
+    let lock = lock(&format!("{}-build", flavor.name()))?;
+    if let Some(k) = cached(&entry, kind)? {
         return Ok(k); // another process built it while we waited
     }
-    let build = ReferenceBuild::configure_locked(lock)?;
+    let build = ReferenceBuild::configure_locked(lock, flavor)?;
     build.build()?;
-    cached_reference(&entry)?.context("the reference build finished but left no cache entry")
+    cached(&entry, kind)?.context("the kernel build finished but left no cache entry")
 }
 
 /// Accepts the shared prebuilt only if its config has everything [`FRAGMENT`] asks for, so
@@ -98,10 +164,23 @@ fn shared_matches_fragment(
 
 /// The cache directory of the reference build for the current fragment.
 pub fn reference_cache_entry() -> Result<PathBuf> {
-    Ok(cache::subdir("kernels")?.join(format!("reference-{:016x}", fnv1a64(FRAGMENT.as_bytes()))))
+    cache_entry(Flavor::Reference)
 }
 
-fn cached_reference(entry: &Path) -> Result<Option<Kernel>> {
+/// The cache directory of a flavour's build: keyed by the fragment, and the diff if any.
+fn cache_entry(flavor: Flavor) -> Result<PathBuf> {
+    let mut key = FRAGMENT.to_string();
+    if let Some(diff) = flavor.patch()? {
+        key.push_str(&diff);
+    }
+    Ok(cache::subdir("kernels")?.join(format!(
+        "{}-{:016x}",
+        flavor.name(),
+        fnv1a64(key.as_bytes())
+    )))
+}
+
+fn cached(entry: &Path, kind: KernelKind) -> Result<Option<Kernel>> {
     if !entry.join(".complete").exists() {
         return Ok(None);
     }
@@ -110,7 +189,7 @@ fn cached_reference(entry: &Path) -> Result<Option<Kernel>> {
     let (version, _, _) = inspect_image(&image)?;
     let from = std::fs::read_to_string(entry.join("source.txt")).unwrap_or_default();
     Ok(Some(Kernel {
-        kind: KernelKind::Reference,
+        kind,
         image,
         initrd: None,
         version,
@@ -131,6 +210,8 @@ pub struct ReferenceBuild {
     pub entry: PathBuf,
     /// Debian's version of the source package.
     pub source_version: String,
+    /// Which kernel this builds.
+    pub flavor: Flavor,
     log: PathBuf,
     _lock: CacheLock,
 }
@@ -141,15 +222,16 @@ impl ReferenceBuild {
     /// option of the fragment made it.
     /// Holds the cache's build lock (other testbed processes wait) until dropped.
     pub fn configure() -> Result<Self> {
-        Self::configure_locked(lock("reference-build")?)
+        Self::configure_locked(lock("reference-build")?, Flavor::Reference)
     }
 
-    fn configure_locked(lock: CacheLock) -> Result<Self> {
+    fn configure_locked(lock: CacheLock, flavor: Flavor) -> Result<Self> {
         eprintln!(
-            "testbed: no reference kernel found (no PEERDMA_REFERENCE_KERNEL, no {}, no cache \
-             entry): building it from Debian's {SOURCE_PACKAGE}. This takes about 15 minutes on \
-             2 cores and is done once.",
-            shared_prebuilt().display()
+            "testbed: no {} kernel found (no {}, no {}, no cache entry): building it from \
+             Debian's {SOURCE_PACKAGE}. This takes about 15 minutes on 2 cores and is done once.",
+            flavor.name(),
+            flavor.env(),
+            shared_prebuilt_of(flavor).display()
         );
         host::ensure_packages(host::KERNEL_BUILD_DEPS)?;
         let apt = PrivateApt::new(SUITE)?;
@@ -157,9 +239,15 @@ impl ReferenceBuild {
         eprintln!("testbed: fetching {SOURCE_PACKAGE} {source_version} from Debian {SUITE}");
         let pkg = apt.unpack(SOURCE_PACKAGE)?;
         let kernels = cache::subdir("kernels")?;
-        let src_root = kernels.join(format!("src-{SOURCE_PACKAGE}_{source_version}"));
+        let src_root = kernels.join(format!(
+            "src-{SOURCE_PACKAGE}_{source_version}-{}",
+            flavor.name()
+        ));
         let src = untar_source(&pkg, &src_root)?;
-        let entry = reference_cache_entry()?;
+        if let Some(diff) = flavor.patch()? {
+            apply_once(&src, &diff)?;
+        }
+        let entry = cache_entry(flavor)?;
         let out = kernels.join(format!(
             "build-{}",
             entry.file_name().unwrap().to_string_lossy()
@@ -172,6 +260,7 @@ impl ReferenceBuild {
             out,
             entry,
             source_version,
+            flavor,
             log,
             _lock: lock,
         };
@@ -209,8 +298,9 @@ impl ReferenceBuild {
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
         let started = std::time::Instant::now();
         eprintln!(
-            "testbed: compiling the reference kernel with {jobs} jobs (about 15 minutes on 2 \
-             cores; log: {})",
+            "testbed: compiling the {} kernel with {jobs} jobs (about 15 minutes on 2 cores; \
+             log: {})",
+            self.flavor.name(),
             self.log.display()
         );
         self.make(&[&format!("-j{jobs}"), "bzImage"])?;
@@ -221,13 +311,18 @@ impl ReferenceBuild {
         std::fs::write(
             self.entry.join("source.txt"),
             format!(
-                "built here from Debian {SUITE} {SOURCE_PACKAGE} {} with tests/kernel/peerdma.config\n",
-                self.source_version
+                "built here from Debian {SUITE} {SOURCE_PACKAGE} {} with tests/kernel/peerdma.config{}\n",
+                self.source_version,
+                match self.flavor {
+                    Flavor::Reference => String::new(),
+                    Flavor::Ahead => format!(" and {AHEAD_DIFF}"),
+                }
             ),
         )?;
         std::fs::write(self.entry.join(".complete"), b"")?;
         eprintln!(
-            "testbed: reference kernel built in {:.0?}: {}",
+            "testbed: {} kernel built in {:.0?}: {}",
+            self.flavor.name(),
             started.elapsed(),
             self.entry.join("bzImage").display()
         );
@@ -270,6 +365,36 @@ impl ReferenceBuild {
         }
         Ok(())
     }
+}
+
+/// Applies `diff` (`patch -p1`) to the unpacked tree once: a marker file records it.
+fn apply_once(tree: &Path, diff: &str) -> Result<()> {
+    use std::io::Write as _;
+    let marker = tree.join(".peerdma-patched");
+    if marker.exists() {
+        return Ok(());
+    }
+    eprintln!("testbed: applying {AHEAD_DIFF} to {}", tree.display());
+    let mut child = Command::new("patch")
+        .args(["-p1", "--forward", "--batch", "--quiet"])
+        .current_dir(tree)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("running patch (install it: apt-get install patch)")?;
+    child
+        .stdin
+        .take()
+        .context("patch's stdin")?
+        .write_all(diff.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!(
+            "{AHEAD_DIFF} does not apply to {} ({status}): delete that tree and run again",
+            tree.display()
+        );
+    }
+    std::fs::write(&marker, b"")?;
+    Ok(())
 }
 
 /// Untars the source tarball in an unpacked `linux-source-*` package into `dest` (once) and
@@ -335,6 +460,24 @@ mod tests {
         });
         verify_fragment(FRAGMENT, &text).unwrap();
         assert!(config_enables(&text, "CONFIG_IOMMUFD"));
+    }
+
+    /// The ahead prebuilt is the same fragment plus what the two series add, and the
+    /// carried diff is the one it was built from.
+    #[test]
+    fn the_ahead_prebuilt_is_the_fragment_plus_the_carried_series() {
+        let shared = workspace_root().join("../shared/testbed");
+        let text = std::fs::read_to_string(shared.join("config-7.2.13-ahead")).unwrap();
+        verify_fragment(FRAGMENT, &text).unwrap();
+        assert!(config_enables(&text, "CONFIG_PCI_P2PDMA_CORE"));
+        assert!(config_enables(&text, "CONFIG_DMABUF_TOKEN"));
+        let carried = Flavor::Ahead.patch().unwrap().unwrap();
+        let theirs = std::fs::read_to_string(shared.join("ahead/ahead-7.2.13.diff")).unwrap();
+        assert!(
+            carried == theirs,
+            "{AHEAD_DIFF} differs from ../shared/testbed/ahead"
+        );
+        assert!(cache_entry(Flavor::Ahead).unwrap() != cache_entry(Flavor::Reference).unwrap());
     }
 
     /// Fetches Debian's kernel source and configures it with the fragment (no compile).

@@ -9,7 +9,9 @@ use peerdma_tools::exit::Exit;
 
 /// Runs the checks; [`Exit::ChecksFailed`] (4) when any failed.
 pub fn run(bdfs: &[Bdf], json: bool) -> Exit {
-    let report = doctor::run(&HostPaths::system(), bdfs, HostCpu::system());
+    let host = HostPaths::system();
+    let mut report = doctor::run(&host, bdfs, HostCpu::system());
+    doctor::posted_features(&mut report, &host, bdfs);
     if json {
         crate::print_json(&report.to_json());
     } else {

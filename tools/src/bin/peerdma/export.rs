@@ -180,7 +180,10 @@ fn watch(
                  importers' DMA now reaches a BAR that does not answer"
             }
             (RevokeState::Live, KernelView::Revoked) => {
-                "the kernel still holds the buffer revoked; importers must map again"
+                "the device decodes but the kernel holds the buffer revoked: either it was \
+                 revoked for good (VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE, e.g. peerdma revoke; \
+                 export a new one), or decode was turned back on outside VFIO (turn it off \
+                 and on through VFIO to restore the buffer)"
             }
             _ => "",
         };

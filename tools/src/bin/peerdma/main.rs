@@ -1,6 +1,6 @@
 //! `peerdma`: check a machine (doctor), list PCI devices, their VFIO regions and P2P
 //! paths (with ACS and the kernel's verdict); export BAR ranges as
-//! dma-bufs and inspect any dma-buf.
+//! dma-bufs, inspect any dma-buf and revoke held ones.
 
 mod doctor;
 mod export;
@@ -8,6 +8,7 @@ mod inspect;
 mod list;
 mod path;
 mod regions;
+mod revoke;
 mod show;
 
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ enum Cmd {
     },
     /// Export ranges of a BAR as one dma-buf and describe it.
     Export(export::ExportArgs),
+    /// Revoke for good the dma-bufs of a device that processes hold (needs the kernel
+    /// series "vfio/pci: Add mmap() for DMABUFs", not upstream yet; run as root).
+    Revoke(revoke::RevokeArgs),
     /// Describe any dma-buf: a /proc/PID/fd/N path (or PID:FD).
     Inspect {
         /// /proc/PID/fd/N, PID:FD, or a path to open.
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         Cmd::List { json, vfio } => list::run(json, vfio),
         Cmd::Regions { bdf, access, json } => regions::run(bdf, access.into(), json),
         Cmd::Export(args) => export::run(args),
+        Cmd::Revoke(args) => revoke::run(args),
         Cmd::Inspect { target, json } => inspect::run(&target, json),
         Cmd::Path { a, b, json } => path::run(a, b, json),
         Cmd::Show(args) => show::run(args),
@@ -162,6 +167,7 @@ impl Cmd {
             Cmd::List { .. } => "list",
             Cmd::Regions { .. } => "regions",
             Cmd::Export(_) => "export",
+            Cmd::Revoke(_) => "revoke",
             Cmd::Inspect { .. } => "inspect",
             Cmd::Doctor { .. } => "doctor",
             Cmd::Completions { .. } => "completions",
