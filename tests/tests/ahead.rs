@@ -238,3 +238,21 @@ fn on_released_kernels_each_posted_feature_is_an_explained_refusal() {
         }
     }
 }
+
+/// CPU write and read throughput through the VFIO region mmap, the dma-buf's own mmap
+/// (NC) and with MEMATTR WC, interleaved in one run on the ahead kernel (emulator
+/// figures: TCG does not model memory types, so the ratios say what the mapping path
+/// costs, not what WC buys on hardware). Figures: docs/benchmarks.md.
+#[test]
+#[ignore = "benchmark: prints figures, asserts only that every path moved the bytes"]
+fn bench_dma_buf_mmap_nc_and_wc_against_the_region_mmap() {
+    let tb = testbed_with(KernelChoice::Ahead, "ivshmem", Topology::Root, true);
+    let guest = workspace_bin("peerdma-guest-posted");
+    let out = run_sh(
+        &tb,
+        &format!("{} bench ivshmem0 {} 9", guest.display(), 8u64 << 20),
+    );
+    let lines = json_lines(&out.output);
+    assert_eq!(lines.len(), 1, "{}", out.output);
+    eprintln!("{:#}", lines[0]);
+}

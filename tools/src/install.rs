@@ -37,6 +37,14 @@ pub fn long_version() -> &'static str {
         for f in KERNEL_FEATURES {
             s.push_str(&format!("  {f}\n"));
         }
+        s.push_str(&format!(
+            "kernel features used where the kernel has them (the series {}; peerdma doctor BDF \
+             probes them):\n",
+            peerdma_exporter::posted::SERIES
+        ));
+        for f in peerdma_exporter::posted::PostedFeature::ALL {
+            s.push_str(&format!("  {}\n", f.name()));
+        }
         let opts: Vec<&str> = KERNEL_OPTIONS.iter().map(|o| o.name).collect();
         s.push_str(&format!(
             "kernel options needed (peerdma doctor checks them): {}",

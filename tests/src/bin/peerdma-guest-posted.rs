@@ -10,7 +10,11 @@
 //! 4. revoke: REVOKE the dma-buf, then touch the guarded mapping (it faults), map again
 //!    (revoked), revoke again (already revoked), and read the buffer's state.
 //!
-//! Usage (in the testbed): `peerdma-guest-posted ROLE OFFSET LENGTH SEED`
+//! Usage (in the testbed): `peerdma-guest-posted ROLE OFFSET LENGTH SEED`, or
+//! `peerdma-guest-posted bench ROLE LENGTH ROUNDS`: CPU writes and reads of LENGTH bytes
+//! through the VFIO region mmap, the dma-buf's own mmap (NC, the default) and the
+//! dma-buf's mmap with MEMATTR WC, in interleaved rounds (the order rotates each round);
+//! one JSON line with each's median MiB/s and the ratios to the region mmap.
 
 use std::process::ExitCode;
 
@@ -35,8 +39,61 @@ fn probes(p: &PostedFeatures) -> Value {
            "detail": [p.mmap.to_string(), p.revoke.to_string(), p.memattr.to_string()]})
 }
 
+/// Median MiB/s of `len` bytes written then read, over the rounds.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn bench(args: &[String]) -> Result<Value> {
+    let manifest = Manifest::load_in_guest()?;
+    let dev = manifest
+        .device(&args[0])
+        .with_context(|| format!("no device with role {} in testbed.json", args[0]))?;
+    let length: u64 = args[1].parse()?;
+    let rounds: usize = args[2].parse()?;
+    let device = Device::open(dev.bdf.parse()?)?;
+    let region = device.map_region_range(2, 0, length)?;
+    let nc_buf = device.export_dma_buf(2, &[DmaRange { offset: 0, length }])?;
+    let nc = nc_buf.map()?;
+    let wc_buf = device.export_dma_buf(2, &[DmaRange { offset: 0, length }])?;
+    device.set_dma_buf_memattr(&wc_buf, MemAttr::WriteCombining)?;
+    let wc = wc_buf.map()?;
+    let maps = [("region_mmap", &region), ("dma_buf_nc", &nc), ("dma_buf_wc", &wc)];
+    let mut data = vec![0u8; length as usize];
+    pattern::fill(1, 0, &mut data);
+    let mut back = vec![0u8; length as usize];
+    let mut write: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut read: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mib = length as f64 / (1u64 << 20) as f64;
+    for round in 0..rounds {
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            let t = std::time::Instant::now();
+            maps[i].1.write_bytes(0, &data)?;
+            write[i].push(mib / t.elapsed().as_secs_f64());
+            let t = std::time::Instant::now();
+            maps[i].1.read_bytes(0, &mut back)?;
+            read[i].push(mib / t.elapsed().as_secs_f64());
+            anyhow::ensure!(back == data, "{}: read back differs", maps[i].0);
+        }
+    }
+    let w: Vec<f64> = write.into_iter().map(median).collect();
+    let r: Vec<f64> = read.into_iter().map(median).collect();
+    Ok(json!({
+        "bytes": length, "rounds": rounds,
+        "write_mib_s": {"region_mmap": w[0], "dma_buf_nc": w[1], "dma_buf_wc": w[2]},
+        "read_mib_s": {"region_mmap": r[0], "dma_buf_nc": r[1], "dma_buf_wc": r[2]},
+        "write_ratio_to_region": {"dma_buf_nc": w[1] / w[0], "dma_buf_wc": w[2] / w[0]},
+        "read_ratio_to_region": {"dma_buf_nc": r[1] / r[0], "dma_buf_wc": r[2] / r[0]},
+    }))
+}
+
 fn run() -> Result<Value> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("bench") && args.len() == 4 {
+        return bench(&args[1..]);
+    }
     if args.len() != 4 {
         bail!("usage: peerdma-guest-posted ROLE OFFSET LENGTH SEED");
     }
