@@ -94,9 +94,8 @@ impl Device {
     ///
     /// # Errors
     ///
-    /// - From sysfs: [`Error::NoSuchDevice`], [`Error::Sysfs`],
-    ///   [`Error::SysfsParse`], [`Error::NotVfioBound`] (unless a device fd is
-    ///   handed over).
+    /// - From sysfs: [`Error::Host`] (no such device, a sysfs read or parse
+    ///   failed), [`Error::NotVfioBound`] (unless a device fd is handed over).
     /// - From the access path: [`Error::NoCdev`], [`Error::NoIommuGroup`],
     ///   [`Error::Open`] (a node could not be opened), [`Error::GroupNotViable`],
     ///   [`Error::IommuTypeUnsupported`], [`Error::Ioctl`] (bind, container and
@@ -346,7 +345,7 @@ impl Device {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchDevice`], [`Error::Sysfs`], [`Error::SysfsParse`] or
+    /// [`Error::Host`] (no such device, a sysfs read or parse failed) or
     /// [`Error::NotVfioBound`] from sysfs, and [`Error::NoCdev`] or
     /// [`Error::NoIommuGroup`] when no access path applies.
     pub fn access_path_for(bdf: Bdf, opts: &OpenOptions) -> Result<AccessPath> {

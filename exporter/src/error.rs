@@ -634,16 +634,6 @@ pub enum Error {
         why: crate::GuardError,
     },
 
-    /// Reading a sysfs attribute failed.
-    #[error("reading {path}: {source}; fix: check that the device exists and sysfs is mounted", path = .path.display())]
-    Sysfs {
-        /// The file or link.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-
     /// The export argument would not fit the ioctl's 32-bit argsz.
     #[error(
         "{bdf} {region}: {count} ranges do not fit one VFIO_DEVICE_FEATURE argument (argsz is 32 bits); \
@@ -697,7 +687,7 @@ impl Error {
             | Ioctl { errno, .. }
             | Mmap { errno, .. }
             | Open { errno, .. } => Some(*errno),
-            FdInfoRead { source, .. } | Sysfs { source, .. } => Errno::from_io_error(source),
+            FdInfoRead { source, .. } => Errno::from_io_error(source),
             BdfParse(_)
             | CapChain { .. }
             | ConfigShort { .. }
@@ -794,7 +784,6 @@ impl Error {
             Error::RegionNotMappable { .. } => "region_not_mappable",
             Error::ResetUnsupported { .. } => "reset_unsupported",
             Error::SigbusGuard { .. } => "sigbus_guard",
-            Error::Sysfs { .. } => "sysfs",
             Error::TooManyRanges { .. } => "too_many_ranges",
         }
     }

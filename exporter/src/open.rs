@@ -428,9 +428,11 @@ pub(crate) fn open(
         passed,
     } = opts;
     let need_sys = || -> Result<&PciDevice> {
-        sys.ok_or_else(|| Error::Sysfs {
-            path: sysfs.device_path(bdf),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        sys.ok_or_else(|| {
+            Error::Host(peerdma_host::HostError::Sysfs {
+                path: sysfs.device_path(bdf),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
         })
     };
     match passed {
@@ -769,7 +771,10 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(matches!(err, Error::Sysfs { .. }), "{err:?}");
+        assert!(
+            matches!(err, Error::Host(peerdma_host::HostError::Sysfs { .. })),
+            "{err:?}"
+        );
         let file = fs::File::open(env!("CARGO_MANIFEST_DIR")).unwrap();
         let (fd, fds) = open(
             bdf,

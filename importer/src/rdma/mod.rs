@@ -15,7 +15,7 @@
 //!   a bounded number of work requests in flight; error completions become
 //!   [`RdmaError::Completion`] naming the status and its usual cause.
 //!
-//! Bindings: [`sys`] binds Debian's rdma-core by hand (the `sideway` crate
+//! Bindings: `sys` binds Debian's rdma-core by hand (the `sideway` crate
 //! builds but has no connection private data or reject; see docs/rdma.md).
 
 mod cm;

@@ -71,7 +71,7 @@ pub fn write(
 ///
 /// # Errors
 ///
-/// As [`write`].
+/// As [`write()`].
 pub fn read(
     qps: &mut [QueuePair],
     span: Span<'_>,

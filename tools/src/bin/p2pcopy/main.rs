@@ -15,6 +15,8 @@
 //! the receiving host (DST a BDF or `host`), `p2pcopy SRC rdma://HOST:PORT` on the
 //! sending one (SRC a BDF or `host`). The receiver checks every byte and both print
 //! throughput; a side that goes through host memory is reported as NOT peer-to-peer.
+// Flag docs are clap help text, whose grammar ([/NSID][@LBA]) rustdoc would read as links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 mod advice;
 mod bar;
