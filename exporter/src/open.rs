@@ -191,6 +191,18 @@ pub(crate) fn path_nodes(sys: &PciDevice, access: AccessPath, dev_dir: &Path) ->
     if sys.iommu_group.is_none() && !sys.unsafe_noiommu_mode {
         return Err(Error::NoIommuGroup { bdf: sys.bdf });
     }
+    // A bridge (PCI base class 0x06) is not a device VFIO hands to user space: say so
+    // rather than advise binding it.
+    if !sys.is_vfio_bound() && sys.class >> 16 == 0x06 {
+        return Err(Error::Host(peerdma_host::HostError::NotAnEndpoint {
+            bdf: sys.bdf,
+            kind: match sys.class >> 8 {
+                0x0600 => "host bridge",
+                0x0604 => "PCI-to-PCI bridge",
+                _ => "bridge",
+            },
+        }));
+    }
     if !sys.is_vfio_bound() {
         return Err(Error::NotVfioBound {
             bdf: sys.bdf,
@@ -672,6 +684,27 @@ mod tests {
         };
         let err = path_nodes(&d, AccessPath::Auto, &t.0).unwrap_err();
         assert!(matches!(err, Error::NotVfioBound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_bridge_is_named_as_one_not_given_binding_advice() {
+        let t = dev_tree(false, false, None);
+        let d = PciDevice {
+            class: 0x060000,
+            ..sys(None, Some(0), None)
+        };
+        let err = path_nodes(&d, AccessPath::Auto, &t.0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Host(peerdma_host::HostError::NotAnEndpoint {
+                    kind: "host bridge",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains("driver_override"), "{err}");
     }
 
     #[test]

@@ -226,16 +226,40 @@ pub fn clap_exit(e: clap::Error, json: bool) -> std::process::ExitCode {
         _ => "usage",
     };
     if json {
-        let text = e.render().to_string();
-        let first = text.lines().next().unwrap_or_default();
-        let message = first.strip_prefix("error: ").unwrap_or(first);
         println!(
             "{}",
-            Failure::new(kind, message, Some("see --help".into()), Exit::Usage).to_json()
+            Failure::new(
+                kind,
+                &clap_message(&e),
+                Some("see --help".into()),
+                Exit::Usage
+            )
+            .to_json()
         );
     }
     let _ = e.print();
     Exit::Usage.into()
+}
+
+/// Clap's error as one line: the message and what it lists (`… not provided: <SRC>,
+/// <DST>`), without the usage and help lines that follow.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let rest: Vec<&str> = lines.collect();
+    if rest.is_empty() {
+        first
+    } else if first.ends_with(':') {
+        format!("{first} {}", rest.join(", "))
+    } else {
+        format!("{first}: {}", rest.join(", "))
+    }
 }
 
 /// An error and its causes, `outer: inner: …`, each said once: a cause whose text the
@@ -310,6 +334,19 @@ pub fn user_words(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clap_error_is_one_line_with_what_it_lists() {
+        let e = clap::Command::new("t")
+            .arg(clap::Arg::new("src").required(true).value_name("SRC"))
+            .arg(clap::Arg::new("dst").required(true).value_name("DST"))
+            .try_get_matches_from(["t"])
+            .unwrap_err();
+        assert_eq!(
+            clap_message(&e),
+            "the following required arguments were not provided: <SRC>, <DST>"
+        );
+    }
 
     #[test]
     fn the_fix_is_split_off_once() {

@@ -118,7 +118,7 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 32, value_parser = parse_queue_depth)]
     pub(crate) queue_depth: u32,
     /// Bytes per NVMe command (capped by the controller's MDTS).
-    #[arg(long, value_parser = parse_size, default_value = "128K")]
+    #[arg(long, value_parser = parse_transfer_size, default_value = "128K")]
     pub(crate) transfer_size: u64,
     /// How NVMe commands point at the data: auto (SGLs where the controller offers
     /// them), prp or sgl.
@@ -324,6 +324,18 @@ pub(crate) fn parse_chunk(s: &str) -> Result<u64, String> {
         0 => Err(
             "a chunk of 0 bytes would never move a byte; give 1 or more, e.g. 1M (the \
                   default)"
+                .to_string(),
+        ),
+        n => Ok(n),
+    }
+}
+
+/// `--transfer-size`: 1 byte or more per NVMe command (rounded to blocks later).
+pub(crate) fn parse_transfer_size(s: &str) -> Result<u64, String> {
+    match parse_size(s).map_err(|e| e.to_string())? {
+        0 => Err(
+            "a command of 0 bytes would move no byte; give one block or more, e.g. 128K (the \
+             default)"
                 .to_string(),
         ),
         n => Ok(n),

@@ -345,6 +345,18 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_transfer_size_is_refused_not_raised() {
+        let e = Cli::try_parse_from(["p2pcopy", "nvme:00:12.0", "00:11.0", "--transfer-size", "0"])
+            .err()
+            .expect("--transfer-size 0 is refused")
+            .to_string();
+        assert!(
+            e.contains("'0'") && e.contains("--transfer-size") && e.contains("128K"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn nvme_and_rdma_flags_are_refused_where_they_would_be_ignored() {
         // Defaults are never "given".
         let cli = parse(&["00:10.0", "00:11.0"]);
