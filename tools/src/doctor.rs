@@ -248,10 +248,18 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
                             "paths",
                             &name,
                             Status::Warn,
-                            format!(
-                                "{detail}: DRM and RDMA importers refuse it; iommufd imports (DMA \
-                                 engines) do not check and work"
-                            ),
+                            if Atlas::read(host).iommufd {
+                                format!(
+                                    "{detail}: DRM and RDMA importers refuse it; iommufd imports \
+                                     (DMA engines) do not check it and work"
+                                )
+                            } else {
+                                format!(
+                                    "{detail}: DRM and RDMA importers refuse it; iommufd imports \
+                                     (DMA engines) would not check it, but this kernel has no \
+                                     iommufd (see importers)"
+                                )
+                            },
                             fix,
                         );
                     }
@@ -324,6 +332,20 @@ pub fn posted_features(r: &mut Report, host: &HostPaths, bdfs: &[Bdf]) {
                             _ => r.push(POSTED_SECTION, f.name(), status, detail),
                         }
                     }
+                    // What it means for the importers that map a buffer themselves.
+                    let vulkan = if found.mmap.is_present() {
+                        "a CPU implementation (lavapipe) can import a BAR dma-buf: it mmaps the \
+                         buffer, which this kernel allows"
+                    } else {
+                        "a CPU implementation (lavapipe) cannot import a BAR dma-buf: it mmaps \
+                         the buffer, which this kernel refuses (GPU drivers import by DMA)"
+                    };
+                    r.push(
+                        "importers",
+                        "Vulkan (CPU implementations)",
+                        Status::Info,
+                        vulkan.to_string(),
+                    );
                     return;
                 }
                 Err(e) => why_not.push(format!(
