@@ -308,9 +308,13 @@ fn run_inner(
             match chosen.kind {
                 // edu moves 4 KiB per ~100 ms: the whole BAR would take hours.
                 TransportKind::Dma => fit.min(dma::SLOW_ENGINE_DEFAULT_SIZE),
-                // (A BAR → BAR copy never chooses an NVMe stream: an NVMe engine
-                // between two BARs is the DMA transport.)
-                TransportKind::CpuMmap | TransportKind::NvmeRead | TransportKind::NvmeWrite => fit,
+                // (A BAR → BAR copy never chooses an NVMe stream, nor RDMA WRITEs: an
+                // NVMe engine between two BARs is the DMA transport; RDMA is towards a
+                // peer only.)
+                TransportKind::CpuMmap
+                | TransportKind::NvmeRead
+                | TransportKind::NvmeWrite
+                | TransportKind::RdmaWrite => fit,
             }
         }
     };

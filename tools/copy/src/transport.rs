@@ -52,16 +52,19 @@ pub enum TransportKind {
     NvmeRead,
     /// An NVMe controller's Writes, memory → namespace (a storage copy).
     NvmeWrite,
+    /// An RDMA NIC's WRITEs into a peer's memory region (the receiver checks).
+    RdmaWrite,
 }
 
 impl TransportKind {
     /// What moved the bytes, as `--engine` spells it (the JSON `engine` key): `cpu`,
-    /// `dma`, or `nvme`.
+    /// `dma`, `nvme` or `rdma`.
     pub fn engine_name(self) -> &'static str {
         match self {
             TransportKind::CpuMmap => "cpu",
             TransportKind::Dma => "dma",
             TransportKind::NvmeRead | TransportKind::NvmeWrite => "nvme",
+            TransportKind::RdmaWrite => "rdma",
         }
     }
 }
@@ -73,6 +76,7 @@ impl fmt::Display for TransportKind {
             TransportKind::Dma => "dma",
             TransportKind::NvmeRead => "nvme-read",
             TransportKind::NvmeWrite => "nvme-write",
+            TransportKind::RdmaWrite => "rdma-write",
         })
     }
 }

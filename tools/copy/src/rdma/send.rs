@@ -13,7 +13,10 @@ use peerdma_importer::rdma::{
 use super::memory::{Local, LocalSpec};
 use super::wire::{Accept, Done, Hello, Verdict, MSG_LEN};
 use super::{rate, RdmaReport};
+use crate::harness::{self, Harness};
+use crate::transport::{StepError, Transport, TransportKind};
 use crate::CopyError;
+use crate::{Hooks, Progress};
 
 /// What to send where.
 #[derive(Clone, Debug)]
@@ -114,30 +117,39 @@ pub fn send(
     let accept = accept.expect("at least one QP");
     // The verdict arrives on QP 0.
     qps[0].post_recv(&msgs, MSG_LEN as u64, MSG_LEN as u32, 1)?;
-    let start = Instant::now();
-    let mut done_bytes = 0;
-    let streamed = stream::write(
-        &mut qps,
-        Span {
-            local: &src.mr,
-            local_off: 0,
-            remote: accept.mr,
-            remote_off: 0,
-            len: size,
-        },
-        StreamOptions {
-            msg_size: req.msg_size.max(1),
+    let msg_size = req.msg_size.max(1);
+    let mut transport = RdmaWrite {
+        qps: &mut qps,
+        src: &src,
+        remote: accept.mr,
+        device: pd.device().to_string(),
+        opts: StreamOptions {
+            msg_size,
             stall: req.timeout,
             ..StreamOptions::default()
         },
-        &mut |done| {
-            done_bytes = done;
-            progress(done, size)
+        max_step: step_for(msg_size, req.depth.max(1), qps_n),
+    };
+    let hooks = Hooks::default();
+    let mut harness = Harness::start(&hooks, None, None);
+    let span = harness::Span {
+        size,
+        chunk: transport.max_step,
+        iterations: 1,
+    };
+    let start = Instant::now();
+    harness.drive(
+        &mut transport,
+        span,
+        &mut |p: Progress| progress(p.done, p.total),
+        &|_, done, total| match &src.bar {
+            Some(bar) => crate::verify::revoked(&bar.ep, done, total),
+            // Host memory is never revoked; a step reports its own failure.
+            None => CopyError::Rdma(RdmaError::Protocol {
+                what: "a revoke of host memory".to_string(),
+            }),
         },
-    );
-    if let Err(e) = streamed {
-        return Err(revoked_or(e, &src, done_bytes, size));
-    }
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     msgs.host_bytes_mut().expect("a host MR")[..MSG_LEN]
         .copy_from_slice(&Done { bytes: size }.to_bytes());
@@ -181,6 +193,57 @@ pub fn send(
         peer_to_peer: device_memory && not_p2p.is_empty(),
         not_p2p,
     })
+}
+
+/// The copy's transport towards a peer: RDMA WRITEs of the source MR into the
+/// receiver's, on the connected QPs, one span step at a time (the receiver checks the
+/// bytes and sends the verdict after the last). Between steps every WRITE of the step
+/// has completed, so a step that fails says how far the copy got.
+struct RdmaWrite<'a> {
+    qps: &'a mut Vec<QueuePair>,
+    src: &'a Local,
+    remote: rdma::RemoteMr,
+    device: String,
+    opts: StreamOptions,
+    max_step: u64,
+}
+
+/// Bytes per step: at least 64 MiB, and at least four times what the QPs keep in
+/// flight, so that draining the QPs at a step's end costs little of the stream.
+fn step_for(msg_size: u32, depth: u32, qps: u8) -> u64 {
+    let in_flight = u64::from(msg_size) * u64::from(depth) * u64::from(qps);
+    (64u64 << 20).max(in_flight.saturating_mul(4))
+}
+
+impl Transport for RdmaWrite<'_> {
+    fn kind(&self) -> TransportKind {
+        TransportKind::RdmaWrite
+    }
+
+    fn engine(&self) -> Option<String> {
+        Some(self.device.clone())
+    }
+
+    fn max_step(&self) -> u64 {
+        self.max_step
+    }
+
+    fn step(&mut self, offset: u64, len: u64, at: Progress) -> Result<(), StepError> {
+        stream::write(
+            self.qps,
+            Span {
+                local: &self.src.mr,
+                local_off: offset,
+                remote: self.remote,
+                remote_off: offset,
+                len,
+            },
+            self.opts,
+            &mut |_| {},
+        )
+        .map(|_| ())
+        .map_err(|e| StepError::Failed(revoked_or(e, self.src, at.done, at.total)))
+    }
 }
 
 /// Polls QP 0 until the receiver's verdict arrives (the Done SEND completes
