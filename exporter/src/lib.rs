@@ -4,19 +4,19 @@
 //! The data path reads top to bottom: a [`Bdf`](peerdma_host::Bdf) names the
 //! function, [`peerdma_host::sysfs`] describes it, a [`Device`] opens it through one of
 //! the two VFIO access paths ([`AccessPath`], [`OpenOptions`]) and describes its regions
-//! and [`Bar`]s, [`ranges`] checks an export request with the kernel's own rules in the
+//! and [`Bar`]s, [`validate_ranges`] checks an export request with the kernel's own rules in the
 //! kernel's order, and [`Device::export_dma_buf`] yields a [`DmaBuf`] that any importer
 //! can borrow. The device's [`RevokeState`] and [`RevokeEvent`]s follow what the kernel
 //! does to the buffers on memory-decode changes, resets, power-state changes and close.
 //!
-//! Beside the VFIO path: [`udmabuf`] is the system-memory exporter, the baseline a BAR
+//! Beside the VFIO path: [`Udmabuf`] is the system-memory exporter, the baseline a BAR
 //! dma-buf is compared with. What the host says without VFIO (sysfs, the P2P route,
 //! kernel facts, fdinfo, the PCI vocabulary [`Bdf`](peerdma_host::Bdf) and
 //! [`RegionIndex`](peerdma_host::RegionIndex)) is the crate `peerdma-host`; import it
 //! from there.
 //!
-//! Modules that are a concept of their own stay public (`ranges`, `udmabuf`); the rest
-//! is re-exported here, one path per item.
+//! Every item is re-exported here, one path per item; the posted kernel series'
+//! features are the module [`posted`].
 //!
 //! `unsafe` lives in two places: the ioctl calls (private module `ioctl`) and
 //! the BAR mapping ([`MappedRegion`]).
@@ -40,12 +40,12 @@ mod mmio_copy;
 mod msix;
 mod open;
 pub mod posted;
-pub mod ranges;
+mod ranges;
 mod region;
 mod revoke;
 mod shared;
 mod sigbus;
-pub mod udmabuf;
+mod udmabuf;
 
 pub use bar::{Bar, BarKind};
 pub use device::Device;
@@ -57,7 +57,7 @@ pub use info_caps::{DeviceCap, RegionCap, SparseMmapArea};
 pub use mmap::{MappedRegion, MmioValue};
 pub use msix::{MsixLayout, MsixStructure};
 pub use open::{AccessPath, OpenOptions, PassedFds};
-pub use ranges::{BarFacts, DmaRange, ExportOptions};
+pub use ranges::{validate as validate_ranges, BarFacts, DmaRange, ExportOptions, DMA_IOVA_USE_SWIOTLB};
 pub use region::{RegionFlags, RegionInfo};
 pub use revoke::{
     PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState, SubscriptionToken,
@@ -65,4 +65,4 @@ pub use revoke::{
 pub use rustix::io::Errno;
 pub use shared::shared_iommufd;
 pub use sigbus::GuardError;
-pub use udmabuf::{Udmabuf, UdmabufError};
+pub use udmabuf::{Udmabuf, UdmabufError, UDMABUF_DEVICE};

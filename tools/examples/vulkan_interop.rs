@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser};
-use peerdma_exporter::udmabuf::Udmabuf;
+use peerdma_exporter::Udmabuf;
 use peerdma_exporter::{Device, DmaRange};
 use peerdma_host::Bdf;
 use peerdma_importer::vulkan::{

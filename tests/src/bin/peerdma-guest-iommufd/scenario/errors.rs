@@ -66,7 +66,7 @@ pub(crate) fn errors(rig: &mut Rig) -> Result<Value> {
         ),
     );
     // A dma-buf from another exporter (udmabuf): not a P2P vfio buffer.
-    match peerdma_exporter::udmabuf::Udmabuf::create(64 * KIB) {
+    match peerdma_exporter::Udmabuf::create(64 * KIB) {
         Ok(u) => {
             out.insert(
                 "foreign_exporter".into(),
