@@ -195,6 +195,26 @@ pub enum KernelNvmeError {
     },
 }
 
+impl KernelNvmeError {
+    /// A stable, machine-readable name for this error; a kernel without the series is
+    /// `needs_kernel_feature`, as for the other posted-series features.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KernelNvmeError::Alignment { .. } => "alignment",
+            KernelNvmeError::DeviceIo { .. } => "device_io",
+            KernelNvmeError::FeatureMissing { .. } => "needs_kernel_feature",
+            KernelNvmeError::NotNvmeBlockDevice { .. } => "not_nvme_block_device",
+            KernelNvmeError::Open { .. } => "open",
+            KernelNvmeError::OutOfRange { .. } => "out_of_range",
+            KernelNvmeError::P2pRefused { .. } => "p2p_refused",
+            KernelNvmeError::Registration { .. } => "registration",
+            KernelNvmeError::Ring { .. } => "ring",
+            KernelNvmeError::ShortIo { .. } => "short_io",
+            KernelNvmeError::Sysfs { .. } => "sysfs",
+        }
+    }
+}
+
 /// The error of a refused dma-buf registration, once the series is known present
 /// (the behavioural probe passed).
 pub(crate) fn registration_error(device: &str, errno: Errno) -> KernelNvmeError {

@@ -1,0 +1,104 @@
+//! Guest side of the kernel-NVMe engine suite (`tests/tests/ahead_nvme.rs`): exports
+//! `LENGTH` bytes of an ivshmem BAR2 as a dma-buf, registers it with io_uring for the
+//! raw namespace of a controller left on the kernel's nvme driver
+//! (`peerdma_engine::KernelNvme`), then
+//!
+//! 1. namespace bytes [0, LENGTH) → dma-buf [0, LENGTH) (READ_FIXED; the host finds the
+//!    image's bytes in the ivshmem backing file);
+//! 2. dma-buf [0, LENGTH) → namespace bytes [WRITE_AT, WRITE_AT + LENGTH) (WRITE_FIXED;
+//!    the host finds them in the NVMe image);
+//! 3. a dma-buf offset that is not 4-byte aligned (refused before any I/O, by name).
+//!
+//! Prints one JSON line; a step that failed is `{"kind", "message"}` (the open too:
+//! then no step runs).
+//!
+//! Usage (in the testbed): `peerdma-guest-kernel-nvme BAR-ROLE NVME-ROLE LENGTH WRITE_AT`
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use peerdma_engine::kernel_nvme::{KernelIoReport, KernelNvme, KernelNvmeError, KernelNvmeOptions};
+use peerdma_exporter::{Device, DmaRange};
+use peerdma_testbed::manifest::Manifest;
+use serde_json::{json, Value};
+
+fn failed(e: &KernelNvmeError) -> Value {
+    json!({"kind": e.kind(), "message": e.to_string()})
+}
+
+fn outcome(r: Result<KernelIoReport, KernelNvmeError>) -> Value {
+    match r {
+        Ok(rep) => json!({"bytes": rep.bytes, "ios": rep.ios,
+                          "elapsed_us": rep.elapsed.as_micros() as u64}),
+        Err(e) => failed(&e),
+    }
+}
+
+/// The namespace block device of the controller at `bdf` (`/dev/nvmeXn1`). The driver
+/// probes asynchronously after boot: bounded at 30 s.
+fn block_device(bdf: &str) -> Result<PathBuf> {
+    let dir = Path::new("/sys/bus/pci/devices").join(bdf).join("nvme");
+    let start = Instant::now();
+    loop {
+        if let Ok(ctrls) = std::fs::read_dir(&dir) {
+            for c in ctrls.flatten() {
+                let dev = PathBuf::from(format!("/dev/{}n1", c.file_name().to_string_lossy()));
+                if dev.exists() {
+                    return Ok(dev);
+                }
+            }
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("{bdf}: no /dev/nvmeXn1 within 30 s (is it on the kernel nvme driver?)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run() -> Result<Value> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() != 4 {
+        bail!("usage: peerdma-guest-kernel-nvme BAR-ROLE NVME-ROLE LENGTH WRITE_AT");
+    }
+    let manifest = Manifest::load_in_guest()?;
+    let role = |r: &str| {
+        manifest
+            .device(r)
+            .with_context(|| format!("no device with role {r} in testbed.json"))
+    };
+    let bar = role(&args[0])?;
+    let nvme = role(&args[1])?;
+    let length: u64 = args[2].parse()?;
+    let write_at: u64 = args[3].parse()?;
+    let dev_path = block_device(&nvme.bdf)?;
+    let device = Device::open(bar.bdf.parse()?)?;
+    let buf = device.export_dma_buf(2, &[DmaRange { offset: 0, length }])?;
+    let mut engine =
+        match KernelNvme::open(&dev_path, buf.as_fd(), KernelNvmeOptions { queue_depth: 8 }) {
+            Ok(e) => e,
+            Err(e) => return Ok(json!({"device": dev_path, "open": failed(&e)})),
+        };
+    let l = engine.limits();
+    let limits = json!({"logical_block": l.logical_block, "max_io": l.max_io,
+                        "capacity": l.capacity});
+    let read = outcome(engine.read(0, 0, length));
+    let write = outcome(engine.write(write_at, 0, length));
+    let misaligned = outcome(engine.read(0, 2, l.logical_block));
+    Ok(json!({
+        "device": dev_path,
+        "controller": engine.controller(),
+        "dmabuf_size": engine.dmabuf_size(),
+        "open": "ok",
+        "limits": limits,
+        "read": read,
+        "write": write,
+        "misaligned": misaligned,
+    }))
+}
+
+fn main() -> ExitCode {
+    peerdma_testbed::process::report("peerdma-guest-kernel-nvme", run())
+}
