@@ -160,3 +160,79 @@ fn on_the_reference_kernel_the_engine_is_an_explained_refusal() {
         assert!(msg.contains(want), "{want} missing: {msg}");
     }
 }
+
+#[test]
+fn p2pcopy_takes_a_blk_side_both_ways_with_the_storage_report() {
+    let tb = Testbed::new(VmOptions {
+        devices: "ivshmem,nvme-kernel".parse().unwrap(),
+        topology: Topology::Root,
+        cpu_model: Some("max,family=23".into()),
+        nvme_images: vec![ImageSeed {
+            role: "nvme-kernel0".into(),
+            source: ImageSource::Pattern(IMAGE_SEED),
+        }],
+        timeout: Duration::from_secs(150),
+        ..options(KernelChoice::Ahead)
+    })
+    .expect("the testbed resolves its kernel and QEMU");
+    let p2pcopy = workspace_bin("p2pcopy");
+    let p = p2pcopy.display();
+    // The namespace appears once the driver's asynchronous probe is done: bounded wait.
+    let script = format!(
+        "set -u
+         bdf=$(awk -F'\"' '/\"bdf\"/{{print $4; exit}}' /run/peerdma/testbed.json)
+         i=0; until [ -e /dev/nvme0n1 ]; do i=$((i+1)); [ $i -lt 300 ] || exit 91; sleep 0.1; done
+         {p} blk:/dev/nvme0n1 \"$bdf\" --size {LEN} --json; echo \"## read rc=$?\"
+         {p} \"$bdf\" blk:/dev/nvme0n1@{lba} --size {LEN} --seed {IMAGE_SEED} --json
+         echo \"## write rc=$?\"
+         {p} blk:/dev/nvme0n1 \"$bdf\" --size {LEN} --transfer-size 4096 --json
+         echo \"## flag rc=$?\"",
+        lba = WRITE_AT / 512,
+    );
+    let out = run_sh(&tb, &script);
+    let lines = json_lines(&out.output);
+    assert_eq!(lines.len(), 3, "{}", out.output);
+    assert_eq!(marked_rc(&out.output, "read"), 0, "{}", out.output);
+    assert_eq!(marked_rc(&out.output, "write"), 0, "{}", out.output);
+    assert_eq!(marked_rc(&out.output, "flag"), 2, "{}", out.output);
+    let (read, write) = (&lines[0], &lines[1]);
+    assert_eq!(read["path"], "blk-read", "{read:#}");
+    assert_eq!(read["src"]["kind"], "blk", "{read:#}");
+    assert_eq!(read["dst"]["kind"], "bar", "{read:#}");
+    assert_eq!(read["verified"], true, "{read:#}");
+    assert_eq!(read["route"]["peer_to_peer"], true, "{read:#}");
+    assert_eq!(write["path"], "blk-write", "{write:#}");
+    assert_eq!(write["dst"]["lba"], WRITE_AT / 512, "{write:#}");
+    assert_eq!(write["verified"], true, "{write:#}");
+    for r in [read, write] {
+        assert_eq!(r["bytes"], LEN, "{r:#}");
+        assert!(
+            r["latency"]["p99_us"].as_f64().unwrap_or_default() > 0.0,
+            "{r:#}"
+        );
+        assert!(r["commands"].as_u64().unwrap_or_default() >= 1, "{r:#}");
+    }
+    assert_eq!(
+        lines[2]["error"]["kind"], "flag_not_applicable",
+        "{:#}",
+        lines[2]
+    );
+    // On the host: the BAR holds the pattern of IMAGE_SEED (the read brought the
+    // namespace's, the write's fill the same), and the image holds it at WRITE_AT.
+    let bar = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    assert_eq!(
+        pattern::first_mismatch(IMAGE_SEED, 0, &bar[..LEN as usize]),
+        None
+    );
+    let image = std::fs::read(out.backing_file("nvme-kernel0").unwrap()).unwrap();
+    let (w, l) = (WRITE_AT as usize, LEN as usize);
+    assert_eq!(
+        pattern::first_mismatch(IMAGE_SEED, 0, &image[w..w + l]),
+        None
+    );
+    assert_eq!(
+        pattern::first_mismatch(IMAGE_SEED, (w + l) as u64, &image[w + l..w + l + 4096]),
+        None,
+        "bytes past the write changed in the image"
+    );
+}

@@ -144,6 +144,10 @@ pub enum EngineError {
         faults: Vec<peerdma_host::fault_log::IommuFault>,
     },
 
+    /// The kernel's nvme driver, driven through io_uring into a dma-buf, failed.
+    #[error(transparent)]
+    KernelNvme(Box<crate::kernel_nvme::KernelNvmeError>),
+
     /// The NVMe driver failed.
     #[error(transparent)]
     Nvme(Box<NvmeError>),
@@ -206,6 +210,7 @@ impl EngineError {
             EngineError::NoDriver { .. } => "no_driver",
             EngineError::NotEdu { .. } => "not_edu",
             EngineError::NotLanded { .. } => "not_landed",
+            EngineError::KernelNvme(e) => e.kind(),
             EngineError::Nvme(e) => e.kind(),
             EngineError::Timeout { .. } => "engine_timeout",
             EngineError::TooLong { .. } => "too_long",

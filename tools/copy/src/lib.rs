@@ -24,6 +24,7 @@ mod error;
 mod faults;
 pub mod fix;
 mod harness;
+mod kernel_storage;
 pub mod pattern;
 mod proof;
 #[cfg(feature = "rdma")]
@@ -52,7 +53,7 @@ pub use storage::{
     is_storage, run_storage, Latency, StorageReport, StorageRequest, TargetReport,
     DEFAULT_STORAGE_SIZE,
 };
-pub use target::{NvmeTarget, Target, TargetParseError};
+pub use target::{BlkTarget, NvmeTarget, Target, TargetParseError};
 pub use transport::{Side, StepError, Transport, TransportChoice, TransportKind};
 
 use harness::{Harness, Span};
@@ -310,7 +311,11 @@ fn run_inner(
                 TransportKind::Dma => fit.min(dma::SLOW_ENGINE_DEFAULT_SIZE),
                 // (A BAR → BAR copy never chooses an NVMe stream: an NVMe engine
                 // between two BARs is the DMA transport.)
-                TransportKind::CpuMmap | TransportKind::NvmeRead | TransportKind::NvmeWrite => fit,
+                TransportKind::CpuMmap
+                | TransportKind::NvmeRead
+                | TransportKind::NvmeWrite
+                | TransportKind::BlkRead
+                | TransportKind::BlkWrite => fit,
             }
         }
     };

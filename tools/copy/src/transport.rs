@@ -52,6 +52,11 @@ pub enum TransportKind {
     NvmeRead,
     /// An NVMe controller's Writes, memory → namespace (a storage copy).
     NvmeWrite,
+    /// The kernel's nvme driver reading a raw namespace into a dma-buf through io_uring
+    /// (`blk:` side; kernel series "Add dmabuf read/write via io_uring").
+    BlkRead,
+    /// The kernel's nvme driver writing a raw namespace from a dma-buf through io_uring.
+    BlkWrite,
 }
 
 impl TransportKind {
@@ -61,7 +66,10 @@ impl TransportKind {
         match self {
             TransportKind::CpuMmap => "cpu",
             TransportKind::Dma => "dma",
-            TransportKind::NvmeRead | TransportKind::NvmeWrite => "nvme",
+            TransportKind::NvmeRead
+            | TransportKind::NvmeWrite
+            | TransportKind::BlkRead
+            | TransportKind::BlkWrite => "nvme",
         }
     }
 }
@@ -73,6 +81,8 @@ impl fmt::Display for TransportKind {
             TransportKind::Dma => "dma",
             TransportKind::NvmeRead => "nvme-read",
             TransportKind::NvmeWrite => "nvme-write",
+            TransportKind::BlkRead => "blk-read",
+            TransportKind::BlkWrite => "blk-write",
         })
     }
 }

@@ -318,6 +318,12 @@ impl KernelNvme {
     }
 }
 
+impl From<KernelNvmeError> for crate::EngineError {
+    fn from(source: KernelNvmeError) -> Self {
+        crate::EngineError::KernelNvme(Box::new(source))
+    }
+}
+
 /// Checks that `path` is a whole NVMe namespace on nvme-pci; returns its name and its
 /// controller's PCI address ("?" where sysfs does not say).
 fn namespace(path: &Path) -> Result<(String, String)> {
