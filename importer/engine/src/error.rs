@@ -68,6 +68,10 @@ pub enum EngineError {
         source: peerdma_importer::iommufd::Error,
     },
 
+    /// The kernel's nvme driver, driven through io_uring into a dma-buf, failed.
+    #[error(transparent)]
+    KernelNvme(Box<crate::kernel_nvme::KernelNvmeError>),
+
     /// A side of a checked copy that DMA does not reach: it is mapped in another
     /// IOAS, the span runs past the mapping, the mapping lacks the access the copy
     /// needs, or it is not live (revoked, waiting for a remap, unmapped).
@@ -144,10 +148,6 @@ pub enum EngineError {
         faults: Vec<peerdma_host::fault_log::IommuFault>,
     },
 
-    /// The kernel's nvme driver, driven through io_uring into a dma-buf, failed.
-    #[error(transparent)]
-    KernelNvme(Box<crate::kernel_nvme::KernelNvmeError>),
-
     /// The NVMe driver failed.
     #[error(transparent)]
     Nvme(Box<NvmeError>),
@@ -206,11 +206,11 @@ impl EngineError {
             EngineError::BufferBounds { .. } => "buffer_bounds",
             EngineError::Device { source, .. } => source.kind(),
             EngineError::Iommufd { source, .. } => source.kind(),
+            EngineError::KernelNvme(e) => e.kind(),
             EngineError::MappingUnusable { .. } => "mapping_unusable",
             EngineError::NoDriver { .. } => "no_driver",
             EngineError::NotEdu { .. } => "not_edu",
             EngineError::NotLanded { .. } => "not_landed",
-            EngineError::KernelNvme(e) => e.kind(),
             EngineError::Nvme(e) => e.kind(),
             EngineError::Timeout { .. } => "engine_timeout",
             EngineError::TooLong { .. } => "too_long",
