@@ -11,7 +11,7 @@ use super::plan::{Direction, FixedIo};
 use super::SERIES;
 
 /// The kernel's name of an errno (`EINVAL`), as users read it in man pages.
-pub(crate) fn errno_name(errno: Errno) -> String {
+pub fn errno_name(errno: Errno) -> String {
     format!("{:?}", nix::errno::Errno::from_raw(errno.raw_os_error()))
 }
 

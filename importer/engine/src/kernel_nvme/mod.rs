@@ -35,7 +35,7 @@ use peerdma_uapi::ahead::{io_uring_regbuf_desc, IO_REGBUF_TYPE_DMABUF, IO_REGBUF
 use rustix::fs::{fstat, open, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-pub use error::KernelNvmeError;
+pub use error::{errno_name, KernelNvmeError};
 pub use plan::{BlockLimits, Direction, FixedIo, DMABUF_ALIGN};
 
 use error::{io_error, registration_error};
@@ -131,31 +131,12 @@ impl KernelNvme {
             what: "io_uring_setup",
             source,
         })?;
-        ring.register_sparse_buffers(1)
-            .map_err(|e| KernelNvmeError::Ring {
-                what: "IORING_REGISTER_BUFFERS2 (sparse)",
-                source: e.into(),
-            })?;
-        // The behavioural probe: an extended update of an empty slot. 7.2 has `resv`
-        // where the series has `flags` and refuses it non-zero.
-        let empty = io_uring_regbuf_desc {
-            type_: IO_REGBUF_TYPE_EMPTY,
-            ..Default::default()
-        };
-        ring.update_buffers_extended(u32::from(SLOT), &[empty])
-            .map_err(|errno| {
-                if errno == Errno::INVAL {
-                    KernelNvmeError::FeatureMissing {
-                        device: name.clone(),
-                        errno,
-                    }
-                } else {
-                    KernelNvmeError::Ring {
-                        what: "IORING_REGISTER_BUFFERS_UPDATE",
-                        source: errno.into(),
-                    }
-                }
-            })?;
+        if let Some(errno) = extended_update_refused(&ring)? {
+            return Err(KernelNvmeError::FeatureMissing {
+                device: name.clone(),
+                errno,
+            });
+        }
         let desc = io_uring_regbuf_desc {
             type_: IO_REGBUF_TYPE_DMABUF,
             dmabuf_fd: dmabuf.as_raw_fd(),
@@ -315,6 +296,59 @@ impl KernelNvme {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+}
+
+/// Whether the running kernel takes io_uring dma-buf buffer registrations ([`SERIES`]),
+/// by behaviour on a throwaway one-entry io_uring (no device, no dma-buf): an
+/// `IORING_RSRC_UPDATE_EXTENDED` update of an empty buffer slot, which 7.2 refuses
+/// (`EINVAL`: the series' `flags` is 7.2's `resv`, which must be 0).
+///
+/// # Errors
+/// [`KernelNvmeError::Ring`] when io_uring cannot be set up (disabled by
+/// `kernel.io_uring_disabled`, no `CONFIG_IO_URING`) or the update fails otherwise.
+pub fn probe_series() -> Result<SeriesProbe> {
+    let ring = Ring::new(1).map_err(|source| KernelNvmeError::Ring {
+        what: "io_uring_setup",
+        source,
+    })?;
+    Ok(match extended_update_refused(&ring)? {
+        None => SeriesProbe::Present,
+        Some(errno) => SeriesProbe::Absent { errno },
+    })
+}
+
+/// What [`probe_series`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeriesProbe {
+    /// The kernel took the extended update.
+    Present,
+    /// The kernel refused it (`EINVAL` on 7.2).
+    Absent {
+        /// What the kernel returned.
+        errno: Errno,
+    },
+}
+
+/// A one-slot sparse buffer table on `ring`, then the behavioural probe: an extended
+/// update of the empty slot. `Some(errno)`: refused with `EINVAL` (no series).
+fn extended_update_refused(ring: &Ring) -> Result<Option<Errno>> {
+    ring.register_sparse_buffers(1)
+        .map_err(|e| KernelNvmeError::Ring {
+            what: "IORING_REGISTER_BUFFERS2 (sparse)",
+            source: e.into(),
+        })?;
+    let empty = io_uring_regbuf_desc {
+        type_: IO_REGBUF_TYPE_EMPTY,
+        ..Default::default()
+    };
+    match ring.update_buffers_extended(u32::from(SLOT), &[empty]) {
+        Ok(_) => Ok(None),
+        Err(Errno::INVAL) => Ok(Some(Errno::INVAL)),
+        Err(errno) => Err(KernelNvmeError::Ring {
+            what: "IORING_REGISTER_BUFFERS_UPDATE (IORING_RSRC_UPDATE_EXTENDED)",
+            source: errno.into(),
+        }),
     }
 }
 
