@@ -37,6 +37,7 @@ const SERIES: &str = "Add dmabuf read/write via io_uring";
 fn kernel_nvme_run(
     kernel: KernelChoice,
     cpu_model: Option<&str>,
+    revoke: bool,
 ) -> (Value, peerdma_testbed::vm::RunOutcome) {
     let tb = Testbed::new(VmOptions {
         devices: "ivshmem,nvme-kernel".parse().unwrap(),
@@ -51,16 +52,18 @@ fn kernel_nvme_run(
     })
     .expect("the testbed resolves its kernel and QEMU");
     let guest = workspace_bin("peerdma-guest-kernel-nvme");
-    let out = run_ok(
-        &tb,
-        &[
-            guest.to_str().unwrap(),
-            "ivshmem0",
-            "nvme-kernel0",
-            &LEN.to_string(),
-            &WRITE_AT.to_string(),
-        ],
-    );
+    let (len, at) = (LEN.to_string(), WRITE_AT.to_string());
+    let mut argv = vec![
+        guest.to_str().unwrap(),
+        "ivshmem0",
+        "nvme-kernel0",
+        &len,
+        &at,
+    ];
+    if revoke {
+        argv.push("revoke");
+    }
+    let out = run_ok(&tb, &argv);
     let lines = json_lines(&out.output);
     assert_eq!(lines.len(), 1, "one report line: {}", out.output);
     (lines[0].clone(), out)
@@ -68,7 +71,7 @@ fn kernel_nvme_run(
 
 #[test]
 fn on_the_ahead_kernel_nvme_moves_namespace_to_bar_and_back_through_io_uring() {
-    let (r, out) = kernel_nvme_run(KernelChoice::Ahead, Some("max,family=23"));
+    let (r, out) = kernel_nvme_run(KernelChoice::Ahead, Some("max,family=23"), true);
     assert_eq!(r["open"], "ok", "{r:#}");
     let max_io = r["limits"]["max_io"].as_u64().unwrap();
     assert!(max_io > 0 && max_io < LEN, "several I/Os each way: {r:#}");
@@ -116,13 +119,24 @@ fn on_the_ahead_kernel_nvme_moves_namespace_to_bar_and_back_through_io_uring() {
             .contains("4 bytes"),
         "{r:#}"
     );
+    // REVOKE from the submitting task with nothing in flight (every transfer drained)
+    // returns, and the next I/O is the named revoke (the kernel's ENODEV), not a hang.
+    assert_eq!(r["revoke"], "ok", "{r:#}");
+    assert_eq!(r["after_revoke"]["kind"], "revoked", "{r:#}");
+    assert!(
+        r["after_revoke"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ENODEV"),
+        "{r:#}"
+    );
 }
 
 #[test]
 fn on_the_ahead_kernel_a_route_the_p2p_check_refuses_is_named() {
     // Root bus, the default (Intel-like) CPU model: the registration works, every I/O
     // fails with EINVAL.
-    let (r, out) = kernel_nvme_run(KernelChoice::Ahead, None);
+    let (r, out) = kernel_nvme_run(KernelChoice::Ahead, None, false);
     assert_eq!(r["open"], "ok", "{r:#}");
     let e = &r["read"];
     assert_eq!(e["kind"], "p2p_refused", "{r:#}");
@@ -146,7 +160,7 @@ fn on_the_ahead_kernel_a_route_the_p2p_check_refuses_is_named() {
 
 #[test]
 fn on_the_reference_kernel_the_engine_is_an_explained_refusal() {
-    let (r, _out) = kernel_nvme_run(KernelChoice::Reference, Some("max,family=23"));
+    let (r, _out) = kernel_nvme_run(KernelChoice::Reference, Some("max,family=23"), false);
     let e = &r["open"];
     assert_eq!(e["kind"], "needs_kernel_feature", "{r:#}");
     let msg = e["message"].as_str().unwrap_or_default();

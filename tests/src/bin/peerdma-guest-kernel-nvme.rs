@@ -12,7 +12,10 @@
 //! Prints one JSON line; a step that failed is `{"kind", "message"}` (the open too:
 //! then no step runs).
 //!
-//! Usage (in the testbed): `peerdma-guest-kernel-nvme BAR-ROLE NVME-ROLE LENGTH WRITE_AT`
+//! 4. with `revoke`: REVOKE the dma-buf from this task with nothing in flight, then one
+//!    more read (what the engine says about a revoked registration).
+//!
+//! Usage (in the testbed): `peerdma-guest-kernel-nvme BAR-ROLE NVME-ROLE LENGTH WRITE_AT [revoke]`
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -60,8 +63,8 @@ fn block_device(bdf: &str) -> Result<PathBuf> {
 
 fn run() -> Result<Value> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 4 {
-        bail!("usage: peerdma-guest-kernel-nvme BAR-ROLE NVME-ROLE LENGTH WRITE_AT");
+    if !(4..=5).contains(&args.len()) {
+        bail!("usage: peerdma-guest-kernel-nvme BAR-ROLE NVME-ROLE LENGTH WRITE_AT [revoke]");
     }
     let manifest = Manifest::load_in_guest()?;
     let role = |r: &str| {
@@ -87,7 +90,21 @@ fn run() -> Result<Value> {
     let read = outcome(engine.read(0, 0, length));
     let write = outcome(engine.write(write_at, 0, length));
     let misaligned = outcome(engine.read(0, 2, l.logical_block));
+    // With `revoke` (ahead kernel only): REVOKE the registered dma-buf from this task,
+    // nothing in flight (every transfer above drained), then read once more.
+    let (revoke, after_revoke) = if args.get(4).map(String::as_str) == Some("revoke") {
+        let r = device.revoke_dma_buf(&buf);
+        let revoke = match &r {
+            Ok(()) => json!("ok"),
+            Err(e) => json!({"kind": e.kind(), "message": e.to_string()}),
+        };
+        (revoke, outcome(engine.read(0, 0, l.logical_block)))
+    } else {
+        (Value::Null, Value::Null)
+    };
     Ok(json!({
+        "revoke": revoke,
+        "after_revoke": after_revoke,
         "device": dev_path,
         "controller": engine.controller(),
         "dmabuf_size": engine.dmabuf_size(),

@@ -154,6 +154,23 @@ pub enum KernelNvmeError {
         hint: &'static str,
     },
 
+    /// The registered dma-buf was revoked (REVOKE, or its device's memory went off):
+    /// the I/O failed with `ENODEV`.
+    #[error(
+        "{device}: {} failed with {}: the registered dma-buf was revoked (REVOKE, or its \
+         device's memory decode went off) and the kernel cannot map it for the NVMe \
+         controller any more; fix: export a new dma-buf and open the engine again",
+        dir.op_name(), errno_name(*errno)
+    )]
+    Revoked {
+        /// The block device.
+        device: String,
+        /// Which way.
+        dir: Direction,
+        /// What the completion carried (`ENODEV`).
+        errno: Errno,
+    },
+
     /// Setting up or driving the io_uring failed.
     #[error(
         "{what} failed: {source}; fix: io_uring may be disabled (sysctl \
@@ -208,6 +225,7 @@ impl KernelNvmeError {
             KernelNvmeError::OutOfRange { .. } => "out_of_range",
             KernelNvmeError::P2pRefused { .. } => "p2p_refused",
             KernelNvmeError::Registration { .. } => "registration",
+            KernelNvmeError::Revoked { .. } => "revoked",
             KernelNvmeError::Ring { .. } => "ring",
             KernelNvmeError::ShortIo { .. } => "short_io",
             KernelNvmeError::Sysfs { .. } => "sysfs",
@@ -253,6 +271,13 @@ pub(crate) fn io_error(
     errno: Errno,
     first_batch: bool,
 ) -> KernelNvmeError {
+    if errno == Errno::NODEV {
+        return KernelNvmeError::Revoked {
+            device: device.to_owned(),
+            dir,
+            errno,
+        };
+    }
     if errno == Errno::INVAL && first_batch {
         return KernelNvmeError::P2pRefused {
             device: device.to_owned(),
@@ -303,6 +328,9 @@ mod tests {
         }
         let later = io_error("nvme0n1", "?", Direction::Read, IO, Errno::INVAL, false);
         assert!(matches!(later, KernelNvmeError::DeviceIo { .. }));
+        let gone = io_error("nvme0n1", "?", Direction::Read, IO, Errno::NODEV, false);
+        assert!(matches!(gone, KernelNvmeError::Revoked { .. }), "{gone}");
+        assert!(gone.to_string().contains("export a new dma-buf"), "{gone}");
         let eio = io_error("nvme0n1", "?", Direction::Write, IO, Errno::IO, true);
         assert!(eio.to_string().contains("EIO"), "{eio}");
         assert!(eio.to_string().contains("IORING_OP_WRITE_FIXED"), "{eio}");

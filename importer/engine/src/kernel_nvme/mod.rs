@@ -18,6 +18,9 @@
 //! [`KernelNvme::transfer`] returns only once every I/O it submitted has completed
 //! (also on error): between calls nothing is in flight.
 //!
+//! A REVOKE of the dma-buf (from any task, with nothing in flight) is safe: the next
+//! I/O fails with `ENODEV`, [`KernelNvmeError::Revoked`].
+//!
 //! The P2P distance check applies (nvme-pci maps the dma-buf through the DMA API): when
 //! it refuses the route the registration still succeeds and every I/O fails with
 //! `EINVAL`; that is [`KernelNvmeError::P2pRefused`].
