@@ -15,7 +15,11 @@
 //! 4. with `revoke`: REVOKE the dma-buf from this task with nothing in flight, then one
 //!    more read (what the engine says about a revoked registration).
 //!
-//! Usage (in the testbed): `peerdma-guest-kernel-nvme BAR-ROLE NVME-ROLE LENGTH WRITE_AT [revoke]`
+//! With `oversize` / `oversize-async` instead: the reproducer of the v3 series' leak
+//! (see `oversize`; it hangs the VM's REVOKE: a throwaway VM with a short `--timeout`).
+//!
+//! Usage (in the testbed): `peerdma-guest-kernel-nvme BAR-ROLE NVME-ROLE LENGTH WRITE_AT
+//! [revoke|oversize|oversize-async]`
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -85,6 +89,19 @@ fn run() -> Result<Value> {
             Err(e) => return Ok(json!({"device": dev_path, "open": failed(&e)})),
         };
     let l = engine.limits();
+    if let Some(mode @ ("oversize" | "oversize-async" | "oversize-close")) =
+        args.get(4).map(String::as_str)
+    {
+        let revoke = mode != "oversize-close";
+        return oversize(
+            engine,
+            device,
+            buf,
+            l.max_io,
+            mode == "oversize-async",
+            revoke,
+        );
+    }
     let limits = json!({"logical_block": l.logical_block, "max_io": l.max_io,
                         "capacity": l.capacity});
     let read = outcome(engine.read(0, 0, length));
@@ -114,6 +131,74 @@ fn run() -> Result<Value> {
         "write": write,
         "misaligned": misaligned,
     }))
+}
+
+/// The v3 series' leak, reproduced (`oversize`; a throwaway VM only): a READ_FIXED within
+/// `max_hw_sectors_kb` (creates the dma-buf map), one of twice the limit without
+/// IOSQE_ASYNC (`oversize-async`: with it), one within again, then close the ring,
+/// REVOKE (not with `oversize-close`), close the dma-buf and the vfio device, each step announced on stdout before it starts (a hang
+/// shows as the last announcement). Seen: `oversize` hangs in REVOKE; `oversize-async`
+/// does not.
+fn oversize(
+    mut engine: KernelNvme,
+    device: Device,
+    buf: peerdma_exporter::DmaBuf,
+    max_io: u64,
+    async_: bool,
+    revoke: bool,
+) -> Result<Value> {
+    use peerdma_engine::kernel_nvme::{Direction, FixedIo};
+    use std::io::Write;
+    let say = |s: &str| {
+        println!("## {s}");
+        let _ = std::io::stdout().flush();
+    };
+    let io = FixedIo {
+        device_offset: 0,
+        buf_offset: 0,
+        len: (2 * max_io) as u32,
+    };
+    // A first I/O within the limit creates the dma-buf map (the very first I/O of a
+    // registration is punted to io-wq, where the map is made).
+    let first = engine.submit_one_unsplit(
+        Direction::Read,
+        FixedIo {
+            len: max_io as u32,
+            ..io
+        },
+        false,
+    )?;
+    say(&format!("a read within the limit res={first}"));
+    say(&format!(
+        "oversize read of {} bytes (max_io {max_io}, IOSQE_ASYNC {async_}) submitting",
+        io.len
+    ));
+    let res = engine.submit_one_unsplit(Direction::Read, io, async_)?;
+    say(&format!("oversize read res={res}"));
+    let again = engine.submit_one_unsplit(
+        Direction::Read,
+        FixedIo {
+            len: max_io as u32,
+            ..io
+        },
+        false,
+    )?;
+    say(&format!("then a read within the limit res={again}"));
+    drop(engine);
+    say("io_uring closed");
+    if revoke {
+        say("REVOKE starting");
+        let r = device.revoke_dma_buf(&buf);
+        say(&format!(
+            "REVOKE returned {:?}",
+            r.err().map(|e| e.to_string())
+        ));
+    }
+    drop(buf);
+    say("dma-buf closed; closing the vfio device");
+    drop(device);
+    say("vfio device closed");
+    Ok(json!({"oversize_res": res, "after": again}))
 }
 
 fn main() -> ExitCode {

@@ -361,6 +361,48 @@ impl From<KernelNvmeError> for crate::EngineError {
     }
 }
 
+#[cfg(feature = "testing")]
+impl KernelNvme {
+    /// Test hook (feature `testing` only): submits `io` as **one** I/O, skipping the
+    /// `max_hw_sectors_kb` split and the checks, with `IOSQE_ASYNC` or not, and waits
+    /// for its completion; returns the CQE's `res`. It exists to reproduce the v3
+    /// series' leak (an I/O over the limit without `IOSQE_ASYNC`, after which the
+    /// exporter's close and REVOKE block forever): never call it outside a throwaway VM.
+    ///
+    /// # Errors
+    /// [`KernelNvmeError::Ring`] when `io_uring_enter` fails.
+    pub fn submit_one_unsplit(&mut self, dir: Direction, io: FixedIo, async_: bool) -> Result<i32> {
+        let fd = self.file.as_fd().as_raw_fd();
+        let mut sqe = plan::sqe(dir, fd, SLOT, io, 0);
+        if async_ {
+            sqe.flags = rustix::io_uring::IoringSqeFlags::ASYNC;
+        }
+        if !self.ring.push(&sqe) {
+            return Err(KernelNvmeError::Ring {
+                what: "io_uring submission queue full",
+                source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+            });
+        }
+        self.ring
+            .submit_and_wait(1)
+            .map_err(|source| KernelNvmeError::Ring {
+                what: "io_uring_enter",
+                source,
+            })?;
+        loop {
+            if let Some((_, res)) = self.ring.pop() {
+                return Ok(res);
+            }
+            self.ring
+                .submit_and_wait(1)
+                .map_err(|source| KernelNvmeError::Ring {
+                    what: "io_uring_enter",
+                    source,
+                })?;
+        }
+    }
+}
+
 /// Checks that `path` is a whole NVMe namespace on nvme-pci; returns its name and its
 /// controller's PCI address ("?" where sysfs does not say).
 fn namespace(path: &Path) -> Result<(String, String)> {
