@@ -15,11 +15,13 @@
 //! 4. with `revoke`: REVOKE the dma-buf from this task with nothing in flight, then one
 //!    more read (what the engine says about a revoked registration).
 //!
-//! With `oversize` / `oversize-async` instead: the reproducer of the v3 series' leak
-//! (see `oversize`; it hangs the VM's REVOKE: a throwaway VM with a short `--timeout`).
+//! With `oversize` / `oversize-async` / `oversize-close` instead: the reproducer of the
+//! v3 series' leak (see `oversize`); with `revoke-inflight` / `revoke-inflight-thread`:
+//! REVOKE with the task's own reads in flight (see `revoke_inflight`). The hanging modes
+//! need a throwaway VM with a short `--timeout` (docs/nvme.md).
 //!
 //! Usage (in the testbed): `peerdma-guest-kernel-nvme BAR-ROLE NVME-ROLE LENGTH WRITE_AT
-//! [revoke|oversize|oversize-async]`
+//! [revoke|oversize|oversize-async|oversize-close|revoke-inflight|revoke-inflight-thread]`
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,12 @@ fn run() -> Result<Value> {
             Err(e) => return Ok(json!({"device": dev_path, "open": failed(&e)})),
         };
     let l = engine.limits();
+    if let Some(mode @ ("revoke-inflight" | "revoke-inflight-thread")) =
+        args.get(4).map(String::as_str)
+    {
+        let other = mode == "revoke-inflight-thread";
+        return revoke_inflight(engine, device, buf, l.max_io, length, other);
+    }
     if let Some(mode @ ("oversize" | "oversize-async" | "oversize-close")) =
         args.get(4).map(String::as_str)
     {
@@ -199,6 +207,71 @@ fn oversize(
     drop(device);
     say("vfio device closed");
     Ok(json!({"oversize_res": res, "after": again}))
+}
+
+/// The series' second hang, probed (`revoke-inflight`; a throwaway VM only): after one
+/// read has created the map, LENGTH / max_io reads are submitted without waiting and the
+/// same thread REVOKEs the dma-buf while they are in flight (seen: REVOKE never
+/// returns), or another thread does while this one waits for them (`other_thread`;
+/// seen: REVOKE returns after them, all complete), then reaps them.
+fn revoke_inflight(
+    mut engine: KernelNvme,
+    device: Device,
+    buf: peerdma_exporter::DmaBuf,
+    max_io: u64,
+    length: u64,
+    other_thread: bool,
+) -> Result<Value> {
+    use peerdma_engine::kernel_nvme::{Direction, FixedIo};
+    use std::io::Write;
+    let say = |s: &str| {
+        println!("## {s}");
+        let _ = std::io::stdout().flush();
+    };
+    let first = engine.read(0, 0, max_io)?;
+    say(&format!("a first read: {} bytes", first.bytes));
+    let ios: Vec<FixedIo> = (0..length / max_io)
+        .map(|i| FixedIo {
+            device_offset: i * max_io,
+            buf_offset: i * max_io,
+            len: max_io as u32,
+        })
+        .collect();
+    engine.submit_nowait_for_testing(Direction::Read, &ios)?;
+    let res = if other_thread {
+        // The submitting thread waits for its completions while another thread revokes.
+        let res = std::thread::scope(|s| {
+            let revoker = s.spawn(|| {
+                say(&format!(
+                    "{} reads in flight; REVOKE starting in another thread",
+                    ios.len()
+                ));
+                let r = device.revoke_dma_buf(&buf);
+                say(&format!(
+                    "REVOKE returned {:?}",
+                    r.err().map(|e| e.to_string())
+                ));
+            });
+            let res = engine.wait_for_testing(ios.len());
+            let _ = revoker.join();
+            res
+        })?;
+        res
+    } else {
+        say(&format!("{} reads in flight; REVOKE starting", ios.len()));
+        let r = device.revoke_dma_buf(&buf);
+        say(&format!(
+            "REVOKE returned {:?}",
+            r.err().map(|e| e.to_string())
+        ));
+        engine.wait_for_testing(ios.len())?
+    };
+    say(&format!("reaped {res:?}"));
+    drop(engine);
+    drop(buf);
+    drop(device);
+    say("all closed");
+    Ok(json!({"inflight_res": res}))
 }
 
 fn main() -> ExitCode {

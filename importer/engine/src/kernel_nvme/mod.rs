@@ -19,7 +19,9 @@
 //! (also on error): between calls nothing is in flight.
 //!
 //! A REVOKE of the dma-buf (from any task, with nothing in flight) is safe: the next
-//! I/O fails with `ENODEV`, [`KernelNvmeError::Revoked`].
+//! I/O fails with `ENODEV`, [`KernelNvmeError::Revoked`]. A REVOKE from another thread
+//! during a [`KernelNvme::transfer`] waits for its I/Os (seen on the ahead kernel; docs/
+//! nvme.md has the reproducers of both hangs).
 //!
 //! The P2P distance check applies (nvme-pci maps the dma-buf through the DMA API): when
 //! it refuses the route the registration still succeeds and every I/O fails with
@@ -392,6 +394,54 @@ impl KernelNvme {
         loop {
             if let Some((_, res)) = self.ring.pop() {
                 return Ok(res);
+            }
+            self.ring
+                .submit_and_wait(1)
+                .map_err(|source| KernelNvmeError::Ring {
+                    what: "io_uring_enter",
+                    source,
+                })?;
+        }
+    }
+
+    /// Test hook (feature `testing` only): submits `ios` (at most the queue depth) and
+    /// returns without waiting, so that a test can act while they are in flight; reap
+    /// them with [`KernelNvme::wait_for_testing`]. The v3 series can deadlock a task
+    /// that REVOKEs with its own dma-buf reads in flight: a throwaway VM only.
+    ///
+    /// # Errors
+    /// [`KernelNvmeError::Ring`] when the ring is full or `io_uring_enter` fails.
+    pub fn submit_nowait_for_testing(&mut self, dir: Direction, ios: &[FixedIo]) -> Result<()> {
+        let fd = self.file.as_fd().as_raw_fd();
+        for (i, io) in ios.iter().enumerate() {
+            if !self.ring.push(&plan::sqe(dir, fd, SLOT, *io, i as u64)) {
+                return Err(KernelNvmeError::Ring {
+                    what: "io_uring submission queue full",
+                    source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+                });
+            }
+        }
+        self.ring
+            .submit_and_wait(0)
+            .map_err(|source| KernelNvmeError::Ring {
+                what: "io_uring_enter",
+                source,
+            })
+    }
+
+    /// Test hook (feature `testing` only): waits for `n` completions; their `res`, in
+    /// completion order.
+    ///
+    /// # Errors
+    /// [`KernelNvmeError::Ring`] when `io_uring_enter` fails.
+    pub fn wait_for_testing(&mut self, n: usize) -> Result<Vec<i32>> {
+        let mut out = Vec::with_capacity(n);
+        loop {
+            while let Some((_, res)) = self.ring.pop() {
+                out.push(res);
+            }
+            if out.len() >= n {
+                return Ok(out);
             }
             self.ring
                 .submit_and_wait(1)
