@@ -200,12 +200,13 @@ fn p2pcopy_takes_a_blk_side_both_ways_with_the_storage_report() {
          {p} \"$bdf\" blk:/dev/nvme0n1@{lba} --size {LEN} --seed {IMAGE_SEED} --json
          echo \"## write rc=$?\"
          {p} blk:/dev/nvme0n1 \"$bdf\" --size {LEN} --transfer-size 4096 --json
-         echo \"## flag rc=$?\"",
+         echo \"## flag rc=$?\"
+         {p} blk:/dev/null \"$bdf\" --size {LEN} --json; echo \"## notblk rc=$?\"",
         lba = WRITE_AT / 512,
     );
     let out = run_sh(&tb, &script);
     let lines = json_lines(&out.output);
-    assert_eq!(lines.len(), 3, "{}", out.output);
+    assert_eq!(lines.len(), 4, "{}", out.output);
     assert_eq!(marked_rc(&out.output, "read"), 0, "{}", out.output);
     assert_eq!(marked_rc(&out.output, "write"), 0, "{}", out.output);
     assert_eq!(marked_rc(&out.output, "flag"), 2, "{}", out.output);
@@ -230,6 +231,21 @@ fn p2pcopy_takes_a_blk_side_both_ways_with_the_storage_report() {
         lines[2]["error"]["kind"], "flag_not_applicable",
         "{:#}",
         lines[2]
+    );
+    // Not a raw NVMe namespace: named, with the path.
+    assert_eq!(marked_rc(&out.output, "notblk"), 3, "{}", out.output);
+    assert_eq!(
+        lines[3]["error"]["kind"], "not_nvme_block_device",
+        "{:#}",
+        lines[3]
+    );
+    assert!(
+        lines[3]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/dev/null"),
+        "{:#}",
+        lines[3]
     );
     // On the host: the BAR holds the pattern of IMAGE_SEED (the read brought the
     // namespace's, the write's fill the same), and the image holds it at WRITE_AT.
