@@ -37,13 +37,12 @@ fn engine_err(e: peerdma_engine::kernel_nvme::KernelNvmeError) -> CopyError {
     CopyError::Engine(EngineError::from(e))
 }
 
-fn io_err(path: &std::path::Path, what: &str, e: std::io::Error) -> CopyError {
-    CopyError::Engine(EngineError::from(
-        peerdma_engine::kernel_nvme::KernelNvmeError::Sysfs {
-            path: path.join(format!("({what}: {e})")),
-            source: e,
-        },
-    ))
+fn io_err(path: &std::path::Path, what: &'static str, source: std::io::Error) -> CopyError {
+    engine_err(peerdma_engine::kernel_nvme::KernelNvmeError::PlainIo {
+        path: path.to_owned(),
+        what,
+        source,
+    })
 }
 
 /// A host buffer aligned for O_DIRECT (4 KiB), `len` bytes.
@@ -143,7 +142,7 @@ pub(super) fn run(
         .write(true)
         .custom_flags(nix::libc::O_DIRECT)
         .open(&blk.path)
-        .map_err(|e| io_err(&blk.path, "open O_DIRECT", e))?;
+        .map_err(|e| io_err(&blk.path, "open", e))?;
     if req.verify {
         if read {
             verify::poison(&ep, &cpu, req.seed, 1 << 20)?;

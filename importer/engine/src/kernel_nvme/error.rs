@@ -140,6 +140,23 @@ pub enum KernelNvmeError {
         errno: Errno,
     },
 
+    /// A plain `O_DIRECT` access to the namespace outside the engine (a copy's poison or
+    /// check, through the kernel's ordinary block path) failed.
+    #[error(
+        "{path}: the plain O_DIRECT {what} of the namespace (the copy's check, not the \
+         dma-buf path) failed: {source}; fix: see the kernel log (dmesg)",
+        path = path.display()
+    )]
+    PlainIo {
+        /// The block device.
+        path: PathBuf,
+        /// `open`, `pread` or `pwrite`.
+        what: &'static str,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+
     /// The kernel has the series but refused this dma-buf registration.
     #[error(
         "{device}: registering the dma-buf with io_uring for this device failed: {} ({hint})",
@@ -224,6 +241,7 @@ impl KernelNvmeError {
             KernelNvmeError::Open { .. } => "open",
             KernelNvmeError::OutOfRange { .. } => "out_of_range",
             KernelNvmeError::P2pRefused { .. } => "p2p_refused",
+            KernelNvmeError::PlainIo { .. } => "plain_io",
             KernelNvmeError::Registration { .. } => "registration",
             KernelNvmeError::Revoked { .. } => "revoked",
             KernelNvmeError::Ring { .. } => "ring",
