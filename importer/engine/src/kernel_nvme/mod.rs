@@ -473,17 +473,29 @@ fn namespace(path: &Path) -> Result<(String, String)> {
     if class.join("partition").exists() {
         return Err(not("a partition, not a whole namespace".into()));
     }
-    let transport = Path::new("/sys/block").join(&name).join("device/transport");
-    match fs::read_to_string(&transport) {
-        Ok(t) if t.trim() == "pcie" => {}
-        Ok(t) => return Err(not(format!("NVMe over {}, not nvme-pci", t.trim()))),
-        Err(_) => {
-            return Err(not(
-                "not an NVMe namespace (no NVMe controller in sysfs)".into()
-            ))
-        }
+    // `device` is the controller (nvme0), or with native multipath the subsystem
+    // (nvme-subsys0), whose controllers (nvme0, ...) are its entries.
+    let device = Path::new("/sys/block").join(&name).join("device");
+    let mut ctrls = vec![device.clone()];
+    if let Ok(entries) = fs::read_dir(&device) {
+        let mut more: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("nvme"))
+            .map(|e| e.path())
+            .collect();
+        more.sort();
+        ctrls.extend(more);
     }
-    let controller = fs::read_to_string(Path::new("/sys/block").join(&name).join("device/address"))
+    let Some(ctrl) = ctrls.into_iter().find(|c| c.join("transport").exists()) else {
+        return Err(not(
+            "not an NVMe namespace (no NVMe controller in sysfs)".into()
+        ));
+    };
+    let transport = fs::read_to_string(ctrl.join("transport")).unwrap_or_default();
+    if transport.trim() != "pcie" {
+        return Err(not(format!("NVMe over {}, not nvme-pci", transport.trim())));
+    }
+    let controller = fs::read_to_string(ctrl.join("address"))
         .map(|a| a.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
     Ok((name, controller))
