@@ -57,7 +57,9 @@ pub use info_caps::{DeviceCap, RegionCap, SparseMmapArea};
 pub use mmap::{MappedRegion, MmioValue};
 pub use msix::{MsixLayout, MsixStructure};
 pub use open::{AccessPath, OpenOptions, PassedFds};
-pub use ranges::{validate as validate_ranges, BarFacts, DmaRange, ExportOptions, DMA_IOVA_USE_SWIOTLB};
+pub use ranges::{
+    validate as validate_ranges, BarFacts, DmaRange, ExportOptions, DMA_IOVA_USE_SWIOTLB,
+};
 pub use region::{RegionFlags, RegionInfo};
 pub use revoke::{
     PowerState, ResetMethod, ResetRecord, RevokeEvent, RevokeReason, RevokeState, SubscriptionToken,

@@ -14,6 +14,9 @@ use peerdma_testbed::pattern;
 use serde_json::Value;
 
 const SERIES: &str = "vfio/pci: Add mmap() for DMABUFs";
+/// Doctor's row of the other series of the ahead kernel (`tests/tests/ahead_nvme.rs`).
+const IO_URING_ROW: &str = "io_uring dma-buf registration";
+const IO_URING_SERIES: &str = "Add dmabuf read/write via io_uring";
 
 /// The guest program's report, doctor's JSON, `peerdma revoke`'s three runs (nothing
 /// held; a held buffer; the same again) and what the holder said, from one boot.
@@ -130,11 +133,20 @@ fn on_the_ahead_kernel_a_bar_dma_buf_maps_takes_wc_and_revokes_for_good() {
         file[..at].iter().all(|&b| b == 0),
         "bytes before the range changed"
     );
-    // doctor: the three features present, probed on this device, the series named.
+    // doctor: the three features present, probed on this device, the series named; the
+    // io_uring series' registration present, probed without a device.
     let rows = posted_rows(doctor);
-    assert_eq!(rows.len(), 3, "{doctor:#}");
+    assert_eq!(rows.len(), 4, "{doctor:#}");
     for (name, status, detail) in &rows {
         assert_eq!(status, "info", "{name}: {detail}");
+        if name == IO_URING_ROW {
+            assert!(
+                detail.starts_with("present (probed on a throwaway io_uring"),
+                "{detail}"
+            );
+            assert!(detail.contains(IO_URING_SERIES), "{detail}");
+            continue;
+        }
         assert!(
             detail.starts_with("present (probed on "),
             "{name}: {detail}"
@@ -210,9 +222,17 @@ fn on_released_kernels_each_posted_feature_is_an_explained_refusal() {
         // Nothing was revoked: the buffer follows the device, which is live.
         assert_eq!(r["state"], "Live", "{kernel}: {r:#}");
         let rows = posted_rows(doctor);
-        assert_eq!(rows.len(), 3, "{kernel}: {doctor:#}");
+        assert_eq!(rows.len(), 4, "{kernel}: {doctor:#}");
         for (name, status, detail) in &rows {
             assert_eq!(status, "info", "{kernel} {name}: {detail}");
+            if name == IO_URING_ROW {
+                assert!(
+                    detail.starts_with("absent (the kernel answered EINVAL"),
+                    "{detail}"
+                );
+                assert!(detail.contains(IO_URING_SERIES), "{detail}");
+                continue;
+            }
             assert!(
                 detail.starts_with("absent (the kernel answered "),
                 "{kernel} {name}: {detail}"

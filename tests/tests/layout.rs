@@ -350,8 +350,14 @@ mod posted {
         structs {
             ahead::vfio_device_feature_dma_buf_revoke { dmabuf_fd }
             ahead::vfio_device_feature_dma_buf_memattr { dmabuf_fd, memattr }
+            ahead::io_uring_rsrc_update2 { offset, flags, data, tags, nr, resv2 }
+            ahead::io_uring_regbuf_desc {
+                type_ = "type", flags, size, uaddr, dmabuf_fd, target_fd, __resv
+            }
         }
         consts {
+            ahead::IORING_RSRC_UPDATE_EXTENDED, ahead::IO_REGBUF_TYPE_EMPTY,
+            ahead::IO_REGBUF_TYPE_UADDR, ahead::IO_REGBUF_TYPE_DMABUF,
             ahead::VFIO_DEVICE_FEATURE_DMA_BUF_REVOKE, ahead::VFIO_DEVICE_FEATURE_DMA_BUF_MEMATTR,
             ahead::VFIO_DEVICE_FEATURE_DMA_BUF_MEMATTR_NC,
             ahead::VFIO_DEVICE_FEATURE_DMA_BUF_MEMATTR_WC,
@@ -412,6 +418,7 @@ const C_HEADERS: &[&str] = &[
     "linux/iommufd.h",
     "linux/dma-buf.h",
     "linux/udmabuf.h",
+    "linux/io_uring.h",
     "linux/pci_regs.h",
     "drm/drm.h",
     "drm/drm_mode.h",

@@ -24,6 +24,10 @@ const KNOWN: &[(&str, &str)] = &[
     ("exporter/host/src/error.rs", "HostError"),
     ("exporter/src/error.rs", "Error"),
     ("importer/engine/src/error.rs", "EngineError"),
+    (
+        "importer/engine/src/kernel_nvme/error.rs",
+        "KernelNvmeError",
+    ),
     ("importer/engine/src/nvme/error.rs", "NvmeError"),
     ("importer/src/drm/error.rs", "Error"),
     ("importer/src/iommufd/error.rs", "Error"),

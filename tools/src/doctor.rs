@@ -364,6 +364,47 @@ pub fn posted_features(r: &mut Report, host: &HostPaths, bdfs: &[Bdf]) {
     r.push(POSTED_SECTION, "probe", Status::Info, detail);
 }
 
+/// The io_uring dma-buf registration of the series "Add dmabuf read/write via io_uring"
+/// (`peerdma_engine::kernel_nvme`, the `blk:` side of p2pcopy), probed by behaviour on a
+/// throwaway io_uring (no device needed): one row in [`POSTED_SECTION`], Info present or
+/// absent, Warn when io_uring itself is unusable.
+pub fn io_uring_dmabuf(r: &mut Report) {
+    use peerdma_engine::kernel_nvme::{probe_series, SeriesProbe, SERIES};
+    const NAME: &str = "io_uring dma-buf registration";
+    match probe_series() {
+        Ok(SeriesProbe::Present) => r.push(
+            POSTED_SECTION,
+            NAME,
+            Status::Info,
+            format!(
+                "present (probed on a throwaway io_uring: an IORING_RSRC_UPDATE_EXTENDED \
+                 buffer update was taken); the kernel's nvme driver can move a raw namespace \
+                 into a BAR's dma-buf (p2pcopy blk:); series {SERIES}"
+            ),
+        ),
+        Ok(SeriesProbe::Absent { errno }) => r.push(
+            POSTED_SECTION,
+            NAME,
+            Status::Info,
+            format!(
+                "absent (the kernel answered {} to an IORING_RSRC_UPDATE_EXTENDED buffer \
+                 update); series {SERIES}",
+                peerdma_engine::kernel_nvme::errno_name(errno)
+            ),
+        ),
+        Err(e) => {
+            let (detail, fix) = detail_and_fix(&e);
+            r.push_with_fix(
+                POSTED_SECTION,
+                NAME,
+                Status::Warn,
+                format!("not probed: {detail}"),
+                fix,
+            )
+        }
+    }
+}
+
 /// A library error's message as a check's detail and fix, so that the fix is printed
 /// once (on the check's `fix:` line), not also at the end of the detail.
 fn detail_and_fix(e: &impl std::fmt::Display) -> (String, String) {

@@ -68,6 +68,10 @@ pub enum EngineError {
         source: peerdma_importer::iommufd::Error,
     },
 
+    /// The kernel's nvme driver, driven through io_uring into a dma-buf, failed.
+    #[error(transparent)]
+    KernelNvme(Box<crate::kernel_nvme::KernelNvmeError>),
+
     /// A side of a checked copy that DMA does not reach: it is mapped in another
     /// IOAS, the span runs past the mapping, the mapping lacks the access the copy
     /// needs, or it is not live (revoked, waiting for a remap, unmapped).
@@ -202,6 +206,7 @@ impl EngineError {
             EngineError::BufferBounds { .. } => "buffer_bounds",
             EngineError::Device { source, .. } => source.kind(),
             EngineError::Iommufd { source, .. } => source.kind(),
+            EngineError::KernelNvme(e) => e.kind(),
             EngineError::MappingUnusable { .. } => "mapping_unusable",
             EngineError::NoDriver { .. } => "no_driver",
             EngineError::NotEdu { .. } => "not_edu",

@@ -16,7 +16,10 @@
 //!   for the engine's DMA mask, attach) and the checked copy;
 //! - [`edu`]: QEMU's `edu` device; [`nvme`]: an NVMe controller (admin and one I/O
 //!   queue, PRPs, Write/Read/Copy);
-//! - [`EngineError`] ([`error`]): what can go wrong, with a stable `kind()`.
+//! - [`EngineError`] ([`error`]): what can go wrong, with a stable `kind()`;
+//! - [`kernel_nvme`]: the other storage engine, with no VFIO: the kernel's own nvme
+//!   driver doing O_DIRECT I/O on a raw namespace straight into a dma-buf registered
+//!   with io_uring (kernel series "Add dmabuf read/write via io_uring", not upstream).
 //!
 //! The IOVAs must be mapped in the IOAS the engine's device is attached to.
 //! The [`DmaEngine`] methods are the raw driver operations: an engine cannot tell
@@ -32,6 +35,7 @@ pub mod dma_engine;
 pub mod edu;
 pub mod error;
 pub mod id;
+pub mod kernel_nvme;
 pub mod nvme;
 
 pub use attached::{AttachedEngine, Span};
@@ -39,4 +43,5 @@ pub use dma_engine::{check_span, DmaEngine, TransferReport};
 pub use edu::Edu;
 pub use error::{EngineError, Result};
 pub use id::{is_nvme_class, open, open_with, EngineId, EngineOptions, ENGINES};
+pub use kernel_nvme::{KernelNvme, KernelNvmeError, KernelNvmeOptions};
 pub use nvme::{Nvme, NvmeOptions};

@@ -24,6 +24,7 @@ mod error;
 mod faults;
 pub mod fix;
 mod harness;
+mod kernel_storage;
 pub mod pattern;
 mod proof;
 #[cfg(feature = "rdma")]
@@ -52,7 +53,7 @@ pub use storage::{
     is_storage, run_storage, Latency, StorageReport, StorageRequest, TargetReport,
     DEFAULT_STORAGE_SIZE,
 };
-pub use target::{NvmeTarget, Target, TargetParseError};
+pub use target::{BlkTarget, NvmeTarget, Target, TargetParseError};
 pub use transport::{Side, StepError, Transport, TransportChoice, TransportKind};
 
 use harness::{Harness, Span};
@@ -314,6 +315,8 @@ fn run_inner(
                 TransportKind::CpuMmap
                 | TransportKind::NvmeRead
                 | TransportKind::NvmeWrite
+                | TransportKind::BlkRead
+                | TransportKind::BlkWrite
                 | TransportKind::RdmaWrite => fit,
             }
         }

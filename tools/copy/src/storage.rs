@@ -118,6 +118,17 @@ pub enum TargetReport {
         /// Namespace size in blocks.
         blocks: u64,
     },
+    /// A raw NVMe namespace on the kernel's nvme driver (a `blk:` side).
+    Blk {
+        /// The block device.
+        path: String,
+        /// First LBA.
+        lba: u64,
+        /// Logical block size in bytes.
+        block_size: u64,
+        /// Namespace size in bytes.
+        capacity: u64,
+    },
     /// Host memory.
     Host,
 }
@@ -131,6 +142,7 @@ impl std::fmt::Display for TargetReport {
                 bdf, bar, offset, ..
             } => write!(f, "{bdf} BAR{bar}+{offset:#x}"),
             TargetReport::Nvme { bdf, nsid, lba, .. } => write!(f, "nvme:{bdf}/{nsid}@{lba}"),
+            TargetReport::Blk { path, lba, .. } => write!(f, "blk:{path}@{lba}"),
             TargetReport::Host => f.write_str("host"),
         }
     }
@@ -315,7 +327,9 @@ fn check_nvme(bdf: Bdf) -> Result<(), CopyError> {
 
 /// Whether a request is a storage copy (one side an NVMe namespace).
 pub fn is_storage(src: &Target, dst: &Target) -> bool {
-    matches!(src, Target::Nvme(_)) || matches!(dst, Target::Nvme(_))
+    [src, dst]
+        .iter()
+        .any(|t| matches!(t, Target::Nvme(_) | Target::Blk(_)))
 }
 
 /// Runs a storage copy. `progress` is called between steps.
@@ -341,6 +355,9 @@ pub(super) fn run_storage_inner(
     progress: &mut dyn FnMut(Progress),
     hooks: &Hooks<'_>,
 ) -> Result<StorageReport, CopyError> {
+    if matches!(req.src, Target::Blk(_)) || matches!(req.dst, Target::Blk(_)) {
+        return super::kernel_storage::run(req, progress);
+    }
     let (nv, mem, dir) = match (&req.src, &req.dst) {
         (Target::Nvme(_), Target::Nvme(_))
         | (Target::Bar(_) | Target::Host, Target::Bar(_) | Target::Host) => {
@@ -348,6 +365,9 @@ pub(super) fn run_storage_inner(
                 src: req.src.to_string(),
                 dst: req.dst.to_string(),
             })
+        }
+        (Target::Blk(_), _) | (_, Target::Blk(_)) => {
+            unreachable!("a blk: side runs in kernel_storage")
         }
         (Target::Nvme(n), m) => (*n, m, Io::Read),
         (m, Target::Nvme(n)) => (*n, m, Io::Write),

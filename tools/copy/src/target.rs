@@ -6,6 +6,10 @@
 //! - `nvme:0000:00:13.0`: namespace 1 of that NVMe controller from LBA 0;
 //!   `nvme:00:13.0/2` namespace 2; `nvme:00:13.0@2048` from LBA 2048 (decimal, or hex
 //!   with `0x`); `nvme:00:13.0/1@0x800` both;
+//! - `blk:/dev/nvme0n1`: a raw NVMe namespace left on the kernel's nvme driver, from
+//!   LBA 0; `blk:/dev/nvme0n1@2048` from LBA 2048: the kernel's driver moves the bytes
+//!   into or out of the BAR's dma-buf through io_uring (needs the kernel series "Add
+//!   dmabuf read/write via io_uring", not upstream yet);
 //! - `host`: anonymous memory of this process, pinned and mapped for the DMA (the
 //!   baseline a BAR is compared with).
 
@@ -46,6 +50,21 @@ impl fmt::Display for NvmeTarget {
     }
 }
 
+/// A raw NVMe namespace on the kernel's nvme driver (`blk:PATH[@LBA]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BlkTarget {
+    /// The block device (`/dev/nvme0n1`).
+    pub path: std::path::PathBuf,
+    /// First logical block (default 0).
+    pub lba: u64,
+}
+
+impl fmt::Display for BlkTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "blk:{}@{}", self.path.display(), self.lba)
+    }
+}
+
 /// One side of a copy, as named.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -53,6 +72,8 @@ pub enum Target {
     Bar(EndpointSpec),
     /// An NVMe namespace.
     Nvme(NvmeTarget),
+    /// A raw NVMe namespace on the kernel's nvme driver.
+    Blk(BlkTarget),
     /// Host memory.
     Host,
 }
@@ -72,6 +93,7 @@ impl fmt::Display for Target {
         match self {
             Target::Bar(s) => write!(f, "{}", s.bdf),
             Target::Nvme(n) => n.fmt(f),
+            Target::Blk(b) => b.fmt(f),
             Target::Host => f.write_str("host"),
         }
     }
@@ -119,6 +141,24 @@ impl FromStr for Target {
         let s = given.trim();
         if s == "host" {
             return Ok(Target::Host);
+        }
+        if let Some(rest) = s.strip_prefix("blk:") {
+            let (path, lba) = match rest.rsplit_once('@') {
+                Some((p, l)) => (
+                    p,
+                    number(l).ok_or_else(|| err(format!("LBA {l:?} is not a number")))?,
+                ),
+                None => (rest, 0),
+            };
+            if !path.starts_with('/') {
+                return Err(err(format!(
+                    "{path:?} is not a block device path (blk:/dev/nvme0n1[@LBA])"
+                )));
+            }
+            return Ok(Target::Blk(BlkTarget {
+                path: path.into(),
+                lba,
+            }));
         }
         if let Some(rest) = s.strip_prefix("nvme:") {
             let (rest, lba) = match rest.split_once('@') {
@@ -186,6 +226,17 @@ mod tests {
             })
         );
         assert_eq!("host".parse::<Target>().unwrap(), Target::Host);
+        assert_eq!(
+            "blk:/dev/nvme0n1@0x800".parse::<Target>().unwrap(),
+            Target::Blk(BlkTarget {
+                path: "/dev/nvme0n1".into(),
+                lba: 2048
+            })
+        );
+        assert_eq!(
+            "blk:/dev/nvme0n1".parse::<Target>().unwrap().to_string(),
+            "blk:/dev/nvme0n1@0"
+        );
         assert_eq!(" host\n".parse::<Target>().unwrap(), Target::Host);
         assert_eq!(
             "nvme:00:13.0\n".parse::<Target>().unwrap(),
@@ -209,6 +260,8 @@ mod tests {
             "nvme:",
             "nvme:00:13.0/0",
             "nvme:00:13.0@x",
+            "blk:nvme0n1",
+            "blk:/dev/nvme0n1@x",
             "disk",
             "nvme:zz/1",
             "zz:10.0",

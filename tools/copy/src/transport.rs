@@ -54,6 +54,11 @@ pub enum TransportKind {
     NvmeWrite,
     /// An RDMA NIC's WRITEs into a peer's memory region (the receiver checks).
     RdmaWrite,
+    /// The kernel's nvme driver reading a raw namespace into a dma-buf through io_uring
+    /// (`blk:` side; kernel series "Add dmabuf read/write via io_uring").
+    BlkRead,
+    /// The kernel's nvme driver writing a raw namespace from a dma-buf through io_uring.
+    BlkWrite,
 }
 
 impl TransportKind {
@@ -63,7 +68,10 @@ impl TransportKind {
         match self {
             TransportKind::CpuMmap => "cpu",
             TransportKind::Dma => "dma",
-            TransportKind::NvmeRead | TransportKind::NvmeWrite => "nvme",
+            TransportKind::NvmeRead
+            | TransportKind::NvmeWrite
+            | TransportKind::BlkRead
+            | TransportKind::BlkWrite => "nvme",
             TransportKind::RdmaWrite => "rdma",
         }
     }
@@ -77,6 +85,8 @@ impl fmt::Display for TransportKind {
             TransportKind::NvmeRead => "nvme-read",
             TransportKind::NvmeWrite => "nvme-write",
             TransportKind::RdmaWrite => "rdma-write",
+            TransportKind::BlkRead => "blk-read",
+            TransportKind::BlkWrite => "blk-write",
         })
     }
 }

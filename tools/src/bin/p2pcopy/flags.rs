@@ -82,7 +82,9 @@ impl fmt::Display for End {
 )]
 pub(crate) struct Cli {
     /// Source: a device's BAR (0000:01:00.0 or 01:00.0), an NVMe namespace
-    /// (nvme:BDF[/NSID][@LBA]) or host. With --serve: the destination (a BAR or host).
+    /// (nvme:BDF[/NSID][@LBA]), a raw namespace on the kernel's nvme driver
+    /// (blk:/dev/nvme0n1[@LBA], kernel series "Add dmabuf read/write via io_uring") or
+    /// host. With --serve: the destination (a BAR or host).
     pub(crate) src: End,
     /// Destination: as SRC, or a receiver over RDMA (rdma://HOST:PORT).
     #[arg(required_unless_present = "serve")]
@@ -392,6 +394,7 @@ pub(crate) fn check_bar_flags(t: &Target, bar: Option<u32>, offset: u64, side: &
     let how = match t {
         Target::Bar(_) => return Ok(()),
         Target::Nvme(_) => "an NVMe namespace: its start is the LBA, nvme:BDF[/NSID]@LBA",
+        Target::Blk(_) => "a raw NVMe namespace: its start is the LBA, blk:/dev/nvmeXnY@LBA",
         Target::Host => "host memory, allocated for the copy",
     };
     Err(usage(

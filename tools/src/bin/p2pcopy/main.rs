@@ -76,7 +76,7 @@ pub(crate) fn fresh_seed() -> u64 {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let nvme = |e: Option<&End>| matches!(e, Some(End::Local(Target::Nvme(_))));
+    let nvme = |e: Option<&End>| matches!(e, Some(End::Local(Target::Nvme(_) | Target::Blk(_))));
     let kind = match (cli.serve, &cli.dst) {
         (true, _) => CopyKind::Serve,
         (false, Some(End::Remote(_))) => CopyKind::Send,

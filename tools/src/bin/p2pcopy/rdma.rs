@@ -32,10 +32,10 @@ mod built {
                 bar: if src { cli.src_bar } else { cli.dst_bar },
                 offset: if src { cli.src_offset } else { cli.dst_offset },
             }),
-            Target::Nvme(n) => {
+            Target::Nvme(_) | Target::Blk(_) => {
                 return Err(peerdma_tools::failure::usage(
                     "unsupported_pair",
-                    format!("{n}: an NVMe namespace is not an end of an RDMA copy"),
+                    format!("{t}: an NVMe namespace is not an end of an RDMA copy"),
                     Some("name a BAR (a BDF) or host"),
                 ))
             }

@@ -30,6 +30,20 @@ pub(crate) fn run(cli: &Cli, src: Target, dst: Target, seed: u64) -> Result<()> 
             Some("use --engine auto or --engine dma"),
         ));
     }
+    let blk = matches!(src, Target::Blk(_)) || matches!(dst, Target::Blk(_));
+    if let Some(flag) = ["transfer_size", "data_pointer"]
+        .into_iter()
+        .find(|f| blk && cli.given.contains(f))
+    {
+        let flag = format!("--{}", flag.replace('_', "-"));
+        return Err(usage(
+            "flag_not_applicable",
+            format!(
+                "{flag} applies to the user-space NVMe engine (nvme:); a blk: side is driven                  by the kernel's nvme driver, whose I/Os are each max_hw_sectors_kb at most"
+            ),
+            Some(&format!("leave {flag} out")),
+        ));
+    }
     let req = StorageRequest {
         src,
         dst,

@@ -12,6 +12,7 @@ pub fn run(bdfs: &[Bdf], json: bool) -> Exit {
     let host = HostPaths::system();
     let mut report = doctor::run(&host, bdfs, HostCpu::system());
     doctor::posted_features(&mut report, &host, bdfs);
+    doctor::io_uring_dmabuf(&mut report);
     if json {
         crate::print_json(&report.to_json());
     } else {
