@@ -16,7 +16,7 @@ HOST_ONLY = {"hostile_cli", "layout", "sorted_variants"}
 WEIGHT = {
     "nvme": 287, "rdma": 229, "p2pcopy": 174, "testbed": 75, "path": 68,
     "export": 37, "iommufd": 37, "vulkan": 37, "chaos": 35, "drm": 24,
-    "soak": 17, "cli": 9, "ahead": 90, "ahead_nvme": 90,
+    "soak": 17, "cli": 9, "ahead": 60, "ahead_nvme": 50,
 }
 
 host, vm = [], []
