@@ -366,21 +366,29 @@ pub fn posted_features(r: &mut Report, host: &HostPaths, bdfs: &[Bdf]) {
 
 /// The io_uring dma-buf registration of the series "Add dmabuf read/write via io_uring"
 /// (`peerdma_engine::kernel_nvme`, the `blk:` side of p2pcopy), probed by behaviour on a
-/// throwaway io_uring (no device needed): one row in [`POSTED_SECTION`], Info present or
-/// absent, Warn when io_uring itself is unusable.
+/// throwaway io_uring (no device needed): one row in [`POSTED_SECTION`]: Info when
+/// absent; Warn when present, because the posted v3 of the series can hang the exporter
+/// (docs/kernel-features.md), and when io_uring itself is unusable.
 pub fn io_uring_dmabuf(r: &mut Report) {
     use peerdma_engine::kernel_nvme::{probe_series, SeriesProbe, SERIES};
     const NAME: &str = "io_uring dma-buf registration";
     match probe_series() {
-        Ok(SeriesProbe::Present) => r.push(
+        Ok(SeriesProbe::Present) => r.push_with_fix(
             POSTED_SECTION,
             NAME,
-            Status::Info,
+            Status::Warn,
             format!(
                 "present (probed on a throwaway io_uring: an IORING_RSRC_UPDATE_EXTENDED \
                  buffer update was taken); the kernel's nvme driver can move a raw namespace \
-                 into a BAR's dma-buf (p2pcopy blk:); series {SERIES}"
+                 into a BAR's dma-buf (p2pcopy blk:); series {SERIES}; its posted v3 hangs \
+                 the exporter's close and REVOKE for good after an I/O larger than the \
+                 device's max_hw_sectors_kb without IOSQE_ASYNC, and a task that REVOKEs with \
+                 its own dma-buf reads in flight deadlocks"
             ),
+            "keep each I/O within /sys/block/DEV/queue/max_hw_sectors_kb (or set \
+             IOSQE_ASYNC) and never REVOKE from the task that submits (peerdma's engine \
+             does both); see docs/kernel-features.md"
+                .to_string(),
         ),
         Ok(SeriesProbe::Absent { errno }) => r.push(
             POSTED_SECTION,
