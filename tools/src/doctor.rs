@@ -202,8 +202,10 @@ pub fn run(host: &HostPaths, bdfs: &[Bdf], cpu: HostCpu) -> Report {
         let sys = host.sysfs();
         for (other, role) in rest.iter().zip(&roles[1..]) {
             let name = format!("{first} → {other}");
-            // A DRM or RDMA importer maps the BAR only where the kernel allows P2P.
-            let distance_checked = role.as_ref().is_some_and(|i| i.kind != ImporterKind::Nvme);
+            // A DRM, RDMA or NVMe importer (the kernel's nvme driver through io_uring
+            // dma-buf I/O) maps the BAR through the DMA API, only where the kernel's
+            // P2P distance check allows it.
+            let distance_checked = role.is_some();
             match sys.p2p_route_on(*first, *other, cpu) {
                 Ok(route) => {
                     if route.same_iommu_group {
@@ -1129,9 +1131,11 @@ mod tests {
         let drm = r.find("paths", "0000:00:10.0 → 0000:00:13.0").unwrap();
         assert_eq!(drm.status, Status::Fail, "{}", drm.detail);
         assert!(drm.detail.contains("DRM importer"), "{}", drm.detail);
-        // NVMe (p2pmem, iommufd) imports do not check the distance.
+        // So does the kernel's nvme driver: its io_uring dma-buf I/O maps the BAR
+        // through the DMA API, which checks the distance (seen on the ahead kernel).
         let nvme = r.find("paths", "0000:00:10.0 → 0000:00:15.0").unwrap();
-        assert_eq!(nvme.status, Status::Warn, "{}", nvme.detail);
+        assert_eq!(nvme.status, Status::Fail, "{}", nvme.detail);
+        assert!(nvme.detail.contains("NVMe importer"), "{}", nvme.detail);
         // All of this machine's devices are in group 0: said once per path, as a fact.
         let shared = r
             .find("paths", "0000:00:10.0 → 0000:00:12.0 IOMMU group")
