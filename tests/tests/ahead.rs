@@ -29,13 +29,17 @@ struct PostedRun {
     revoke_rcs: Vec<i32>,
     /// The holder's (`peerdma export --hold --json`) lines.
     hold: Vec<Value>,
+    /// `p2pcopy ivshmem1 ivshmem0 --dst-offset 8M --engine cpu --cpu-map dma-buf-wc
+    /// --json` and its exit status.
+    wc_copy: (Value, i32),
     out: peerdma_testbed::vm::RunOutcome,
 }
 
 fn posted_run(kernel: KernelChoice) -> PostedRun {
-    let tb = testbed_with(kernel, "ivshmem", Topology::Root, true);
+    let tb = testbed_with(kernel, "ivshmem,ivshmem", Topology::Root, true);
     let guest = workspace_bin("peerdma-guest-posted");
     let peerdma = workspace_bin("peerdma");
+    let p2pcopy = workspace_bin("p2pcopy");
     let p = peerdma.display();
     let script = format!(
         "set -u; {guest} ivshmem0 {mib} {mib} 77 || exit 90
@@ -49,7 +53,11 @@ fn posted_run(kernel: KernelChoice) -> PostedRun {
          i=0; while [ $rc -eq 0 ] && ! grep -q 'revoked for good' /run/tmp/hold; do
            i=$((i+1)); [ $i -lt 100 ] || exit 92; sleep 0.1; done
          kill -TERM $h; wait $h; echo \"## hold rc=$?\"
-         sed 's/^/hold: /' /run/tmp/hold",
+         sed 's/^/hold: /' /run/tmp/hold
+         set -- $(awk -F'\"' '/\"bdf\"/{{print $4}}' /run/peerdma/testbed.json)
+         {c} \"$2\" \"$1\" --dst-offset 8M --engine cpu --cpu-map dma-buf-wc --size 2M --seed 99 --json 2>/dev/null
+         echo \"## wc rc=$?\"",
+        c = p2pcopy.display(),
         guest = guest.display(),
         mib = 1u64 << 20,
     );
@@ -57,8 +65,8 @@ fn posted_run(kernel: KernelChoice) -> PostedRun {
     let lines = json_lines(&out.output);
     assert_eq!(
         lines.len(),
-        5,
-        "guest, doctor and three revokes: {}",
+        6,
+        "guest, doctor, three revokes, the WC copy: {}",
         out.output
     );
     let hold = out
@@ -74,9 +82,10 @@ fn posted_run(kernel: KernelChoice) -> PostedRun {
     PostedRun {
         guest: lines[0].clone(),
         doctor: lines[1].clone(),
-        revokes: lines[2..].to_vec(),
+        revokes: lines[2..5].to_vec(),
         revoke_rcs,
         hold,
+        wc_copy: (lines[5].clone(), marked_rc(&out.output, "wc")),
         out,
     }
 }
@@ -197,6 +206,17 @@ fn on_the_ahead_kernel_a_bar_dma_buf_maps_takes_wc_and_revokes_for_good() {
         "the holder did not report the revoke: {:#?}",
         run.hold
     );
+    // The CPU copy through write-combining dma-buf mappings: verified (read back
+    // through the region mmap), and the bytes are in ivshmem0's backing file at 8 MiB.
+    let (wc, rc) = &run.wc_copy;
+    assert_eq!(*rc, 0, "{wc:#}");
+    assert_eq!(wc["verified"], true, "{wc:#}");
+    assert_eq!(wc["cpu_mapping"], "dma-buf-wc", "{wc:#}");
+    let file = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    assert_eq!(
+        pattern::first_mismatch(99, 0, &file[8 << 20..10 << 20]),
+        None
+    );
     assert_eq!(marked_rc(&out.output, "hold"), 0, "{}", out.output);
 }
 
@@ -245,6 +265,18 @@ fn on_released_kernels_each_posted_feature_is_an_explained_refusal() {
             matches!(marked_rc(&out.output, "doctor"), 0 | 4),
             "{kernel}: {}",
             out.output
+        );
+        // The WC CPU copy: the missing feature, before any byte moved.
+        let (wc, rc) = &run.wc_copy;
+        assert_eq!(*rc, 3, "{kernel}: {wc:#}");
+        assert_eq!(
+            wc["error"]["kind"], "needs_kernel_feature",
+            "{kernel}: {wc:#}"
+        );
+        let file = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+        assert!(
+            file[..2 << 20].iter().all(|&b| b == 0),
+            "{kernel}: bytes moved"
         );
         // peerdma revoke: nothing held is named; with a holder, the missing feature.
         assert_eq!(run.revoke_rcs, [3, 3, 3], "{kernel}: {}", out.output);

@@ -242,6 +242,10 @@ pub enum CopyError {
     /// The iommufd importer refused or failed.
     #[error(transparent)]
     Importer(#[from] peerdma_importer::iommufd::Error),
+    /// A feature of a posted kernel series was needed and the kernel lacks it, or
+    /// refused (the dma-buf mapping of `CpuMapping::DmaBufWc`).
+    #[error(transparent)]
+    KernelFeature(#[from] peerdma_exporter::posted::FeatureError),
     /// A device's memory decode went off (or it was reset) during the copy.
     #[error("{}", self.said())]
     Revoked {
@@ -484,6 +488,7 @@ impl CopyError {
             CopyError::Engine(e) => foreign::what(e),
             CopyError::Exporter(e) => foreign::what(e),
             CopyError::Importer(e) => foreign::what(e),
+            CopyError::KernelFeature(e) => foreign::what(e),
             #[cfg(feature = "rdma")]
             CopyError::Rdma(e) => foreign::what(e),
         }
@@ -539,6 +544,7 @@ impl CopyError {
             CopyError::Engine(e) => return foreign::fix(e),
             CopyError::Exporter(e) => return foreign::fix(e),
             CopyError::Importer(e) => return foreign::fix(e),
+            CopyError::KernelFeature(e) => return foreign::fix(e),
             #[cfg(feature = "rdma")]
             CopyError::Rdma(e) => return foreign::fix(e),
         };
@@ -549,7 +555,10 @@ impl CopyError {
     /// read from an exporter's, importer's, engine's or RDMA error's message).
     pub fn is_own(&self) -> bool {
         match self {
-            CopyError::Engine(_) | CopyError::Exporter(_) | CopyError::Importer(_) => false,
+            CopyError::Engine(_)
+            | CopyError::Exporter(_)
+            | CopyError::Importer(_)
+            | CopyError::KernelFeature(_) => false,
             #[cfg(feature = "rdma")]
             CopyError::Rdma(_) => false,
             _ => true,
@@ -581,6 +590,7 @@ impl CopyError {
             CopyError::FaultedAfterAll { .. } => "faulted_after_all",
             CopyError::Exporter(e) => e.kind(),
             CopyError::Importer(e) => e.kind(),
+            CopyError::KernelFeature(e) => e.kind(),
             CopyError::Revoked { .. } => "revoked",
             CopyError::NotNvme { .. } => "not_nvme",
             CopyError::StorageSides { .. } => "storage_sides",

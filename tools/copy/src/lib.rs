@@ -125,6 +125,22 @@ pub struct CopyRequest {
     /// BAR, MSI-X pages) as endpoints anyway: only for a BAR known to be plain
     /// memory despite its flags.
     pub allow_register_bars: bool,
+    /// How the CPU transport maps the two BARs.
+    pub cpu_mapping: CpuMapping,
+}
+
+/// How the CPU transport maps the BARs it copies between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpuMapping {
+    /// The VFIO region mmap of each BAR (every kernel).
+    #[default]
+    Region,
+    /// A dma-buf of each span, mapped through the dma-buf itself with MEMATTR WC
+    /// (write-combining): the posted kernel series "vfio/pci: Add mmap() for DMABUFs";
+    /// on a kernel without it, [`CopyError::KernelFeature`]. The check still reads
+    /// through the region mmap.
+    DmaBufWc,
 }
 
 impl CopyRequest {
@@ -144,6 +160,7 @@ impl CopyRequest {
             seed,
             access: AccessPath::Auto,
             allow_register_bars: false,
+            cpu_mapping: CpuMapping::Region,
         }
     }
 }
@@ -177,6 +194,8 @@ pub struct CopyReport {
     /// The importer that made the buffers visible to the engine (`iommufd`),
     /// when one did.
     pub importer: Option<&'static str>,
+    /// How the CPU mapped the BARs (`region` or `dma-buf-wc`), when the CPU copied.
+    pub cpu_mapping: Option<CpuMapping>,
     /// Why that path.
     pub engine_reason: String,
     /// The engine device, when a device moved the bytes.
@@ -344,6 +363,9 @@ fn run_inner(
     let iterations = req.iterations;
     // The DMA path (engine attached, both spans exported and mapped) is the last
     // check: it is set up before the first byte is written anywhere.
+    // The CPU's own mappings of two dma-bufs, for CpuMapping::DmaBufWc (declared before
+    // the transport that borrows them).
+    let wc_maps: Option<(GuardedMap, GuardedMap)>;
     let mut path: Box<dyn Transport + '_> = match chosen.engine {
         Some(engine) => Box::new(Dma::open_aimed(
             engine,
@@ -352,7 +374,17 @@ fn run_inner(
             size,
             hooks.faults_dst(),
         )?),
-        None => Box::new(CpuMmap::new(&src_map, &dst_map)),
+        None => match req.cpu_mapping {
+            CpuMapping::Region => Box::new(CpuMmap::new(&src_map, &dst_map)),
+            CpuMapping::DmaBufWc => {
+                wc_maps = Some((
+                    GuardedMap::dma_buf_wc(&src, size)?,
+                    GuardedMap::dma_buf_wc(&dst, size)?,
+                ));
+                let (s, d) = wc_maps.as_ref().expect("just set");
+                Box::new(CpuMmap::new(s, d))
+            }
+        },
     };
     if req.verify {
         // The destination first gets the pattern's complement, so that no byte of it
@@ -446,6 +478,7 @@ fn run_inner(
         engine: kind.engine_name(),
         transport: kind,
         importer: (kind == TransportKind::Dma).then_some("iommufd"),
+        cpu_mapping: (kind == TransportKind::CpuMmap).then_some(req.cpu_mapping),
         engine_reason: chosen.reason,
         via,
         bytes: size,
@@ -466,6 +499,8 @@ fn run_inner(
                 dst.bar.index,
                 if kind == TransportKind::Dma {
                     "engine and IOAS"
+                } else if req.cpu_mapping == CpuMapping::DmaBufWc {
+                    "loop, which wrote through write-combining dma-buf mappings"
                 } else {
                     "loop, though the same kind of mapping"
                 }

@@ -35,6 +35,26 @@ impl GuardedMap {
         Ok(GuardedMap { map })
     }
 
+    /// `size` bytes of `ep`'s span exported as a dma-buf, set to write-combining
+    /// (MEMATTR WC) and mapped through the dma-buf itself, guarded. The mapping keeps
+    /// the dma-buf's file open; the [`peerdma_exporter::DmaBuf`] is closed here.
+    pub(super) fn dma_buf_wc(ep: &Endpoint, size: u64) -> Result<GuardedMap, CopyError> {
+        use peerdma_exporter::posted::MemAttr;
+        use peerdma_exporter::DmaRange;
+        let buf = ep.device.export_dma_buf(
+            ep.bar.index,
+            &[DmaRange {
+                offset: ep.offset,
+                length: size,
+            }],
+        )?;
+        ep.device
+            .set_dma_buf_memattr(&buf, MemAttr::WriteCombining)?;
+        let mut map = buf.map()?;
+        map.guard_against_revoke()?;
+        Ok(GuardedMap { map })
+    }
+
     /// Reads `buf.len()` bytes at `off`; a revoke met on the way is
     /// [`CopyError::Revoked`] for `ep`, after `off` bytes.
     pub(super) fn read_at(

@@ -31,6 +31,16 @@ pub(crate) enum Engine {
     Auto,
 }
 
+/// `--cpu-map`: how the CPU maps the two BARs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CpuMapArg {
+    /// The VFIO region mmap (every kernel).
+    Region,
+    /// A dma-buf of each span mapped through the dma-buf itself, write-combining
+    /// (needs the kernel series "vfio/pci: Add mmap() for DMABUFs", not upstream yet).
+    DmaBufWc,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum DataPointerArg {
     Auto,
@@ -126,6 +136,11 @@ pub(crate) struct Cli {
     /// them), prp or sgl.
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) data_pointer: DataPointerArg,
+    /// How the CPU maps the BARs with --engine cpu: region (the VFIO region mmap) or
+    /// dma-buf-wc (each span's dma-buf mapped write-combining; needs a kernel with the
+    /// posted dma-buf mmap series).
+    #[arg(long, value_enum, default_value = "region")]
+    pub(crate) cpu_map: CpuMapArg,
     /// Source BAR (default: the largest exportable memory BAR).
     #[arg(long, value_parser = peerdma_tools::args::parse_bar)]
     pub(crate) src_bar: Option<u32>,
@@ -220,6 +235,12 @@ pub(crate) const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
          namespace's controller is the engine; over RDMA the NICs move the bytes)",
     ),
     ("queue_depth", "--queue-depth", &[CopyKind::Nvme], NVME_ONLY),
+    (
+        "cpu_map",
+        "--cpu-map",
+        &[CopyKind::Local],
+        "a copy between two BARs on this host by the CPU (--engine cpu)",
+    ),
     (
         "transfer_size",
         "--transfer-size",

@@ -34,13 +34,15 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
 #[cfg(feature = "testing")]
 use peerdma_copy::Side;
-use peerdma_copy::{CopyError, CopyReport, CopyRequest, Progress, Target, TransportChoice};
+use peerdma_copy::{
+    CopyError, CopyReport, CopyRequest, CpuMapping, Progress, Target, TransportChoice,
+};
 use peerdma_tools::failure::usage;
 use peerdma_tools::size::human;
 
 use advice::{failure, with_advice};
 use bar::Bar;
-use flags::{check_flags, given_flags, with_bar, Cli, CopyKind, End, Engine};
+use flags::{check_flags, given_flags, with_bar, Cli, CopyKind, CpuMapArg, End, Engine};
 use report::{iommu_line, one_schema, rate, timing};
 
 fn main() -> ExitCode {
@@ -157,6 +159,19 @@ fn run(cli: &Cli) -> Result<()> {
         seed,
         allow_register_bars: cli.allow_register_bar,
         access: cli.access.into(),
+        cpu_mapping: match cli.cpu_map {
+            CpuMapArg::Region => CpuMapping::Region,
+            CpuMapArg::DmaBufWc if !matches!(cli.engine, Engine::Cpu) => {
+                return Err(usage(
+                    "flag_not_applicable",
+                    "--cpu-map dma-buf-wc says how the CPU maps the BARs, but the CPU copies \
+                     only with --engine cpu"
+                        .to_string(),
+                    Some("add --engine cpu"),
+                ))
+            }
+            CpuMapArg::DmaBufWc => CpuMapping::DmaBufWc,
+        },
     };
     let mut bar = Bar::new(cli);
     let started = Instant::now();
