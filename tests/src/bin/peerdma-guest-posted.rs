@@ -59,7 +59,11 @@ fn bench(args: &[String]) -> Result<Value> {
     let wc_buf = device.export_dma_buf(2, &[DmaRange { offset: 0, length }])?;
     device.set_dma_buf_memattr(&wc_buf, MemAttr::WriteCombining)?;
     let wc = wc_buf.map()?;
-    let maps = [("region_mmap", &region), ("dma_buf_nc", &nc), ("dma_buf_wc", &wc)];
+    let maps = [
+        ("region_mmap", &region),
+        ("dma_buf_nc", &nc),
+        ("dma_buf_wc", &wc),
+    ];
     let mut data = vec![0u8; length as usize];
     pattern::fill(1, 0, &mut data);
     let mut back = vec![0u8; length as usize];
