@@ -167,7 +167,7 @@ fn small_queue_boot() -> &'static SharedBoot {
                     "M=$(bdf nvme-md0); \
              $P nvme:$M $A --size 64K --data-pointer prp --json; echo \"## metadata rc=$?\"; \
              $P $A nvme:$M --size 64K; echo \"## metadata-write rc=$?\"; \
-             $P nvme:$N $B --size 16M --queue-depth 4 --test-revoke-after-bytes 8M --json; \
+             $P nvme:$N $B --size 64M --queue-depth 4 --test-revoke-after-bytes 8M --json; \
              echo \"## revoke rc=$?\"; \
              $P nvme:$A $B --size 1M; echo \"## notnvme rc=$?\"; \
              $P nvme:$N@262000 $B --size 1M; echo \"## range rc=$?\"; \
@@ -186,8 +186,8 @@ fn small_queue_boot() -> &'static SharedBoot {
     })
 }
 
-/// The revoke reads 16 MiB and is revoked after 8 MiB: the blocks past the acknowledged
-/// bytes and the commands in flight (the last 7.5 MiB at least) are checked.
+/// The revoke reads 64 MiB and is revoked after 8 MiB: the blocks past the acknowledged
+/// bytes and the commands in flight (up to 55.5 MiB when it lands at 8 MiB) are checked.
 #[test]
 fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind() {
     let boot = small_queue_boot();
@@ -234,7 +234,7 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         err.contains("the controller was reset and a read after the reset succeeded"),
         "{err}"
     );
-    // "after 0x... of 0x1000000 bytes": nothing past the acknowledged bytes and the
+    // "after 0x... of 0x4000000 bytes": nothing past the acknowledged bytes and the
     // commands that could be in flight (queue depth 4 × 128 KiB) may hold the image's
     // bytes: those blocks still hold this run's poison.
     let done = err
@@ -245,17 +245,17 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         .unwrap_or_else(|| panic!("no byte count in {err}"));
     let window = 4 * 128 * 1024;
     assert!(
-        err.contains("of 0x1000000 bytes"),
-        "the revoke is of the 16 MiB read: {err}"
+        err.contains("of 0x4000000 bytes"),
+        "the revoke is of the 64 MiB read: {err}"
     );
     let from = (done + window).div_ceil(4096) * 4096;
     assert!(
-        from < 16 * MIB,
+        from < 64 * MIB,
         "the revoke came too late to check anything (done {done:#x})"
     );
     let image = boot.file("nvme0");
     let b = boot.file("ivshmem1");
-    let landed: Vec<usize> = (from..16 * MIB)
+    let landed: Vec<usize> = (from..64 * MIB)
         .step_by(4096)
         .filter(|&o| b[o..o + 4096] == image[o..o + 4096])
         .collect();
