@@ -110,14 +110,18 @@ pub struct SharedBoot {
     files: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
-/// What a failed shared boot leaves for every test that shares it: the reason.
-pub type SharedCell = std::sync::OnceLock<Result<SharedBoot, String>>;
+/// Where a suite keeps a shared boot: what it gave its tests, or why it failed.
+pub type SharedCell<T = SharedBoot> = std::sync::OnceLock<Result<T, String>>;
 
 impl SharedBoot {
     /// Runs `script` (from [`checks_script`]) on `tb`, which must exit 0, and keeps the
     /// backing files of `roles`.
     pub fn run(tb: &Testbed, script: &str, roles: &[&str]) -> SharedBoot {
-        let out = run_sh(tb, script);
+        SharedBoot::keep(run_sh(tb, script), roles)
+    }
+
+    /// The output of `out` and the backing files of `roles`.
+    pub fn keep(out: RunOutcome, roles: &[&str]) -> SharedBoot {
         let files = roles
             .iter()
             .map(|role| {
@@ -142,6 +146,12 @@ impl SharedBoot {
             .unwrap_or_else(|| panic!("the shared boot kept no backing file of {role}"))
     }
 
+    /// The exit status of check `name`.
+    pub fn check_rc(&self, name: &str) -> i32 {
+        self.check(name);
+        marked_rc(&self.output, &format!("check {name}"))
+    }
+
     /// The output of check `name` (panics naming the check when the script never
     /// finished it).
     pub fn check(&self, name: &str) -> &str {
@@ -162,10 +172,10 @@ impl SharedBoot {
 
 /// The boot in `cell`, made by `boot` on first use. A boot that panics fails every test
 /// that shares it, with its reason, without booting again.
-pub fn shared_boot(
-    cell: &'static SharedCell,
-    boot: impl FnOnce() -> SharedBoot,
-) -> &'static SharedBoot {
+pub fn shared_boot<T: Send + Sync>(
+    cell: &'static SharedCell<T>,
+    boot: impl FnOnce() -> T,
+) -> &'static T {
     cell.get_or_init(|| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(boot)).map_err(|e| {
             e.downcast_ref::<String>()
