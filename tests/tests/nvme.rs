@@ -146,9 +146,12 @@ fn the_same_behind_a_pcie_switch() {
 fn small_queue_boot() -> &'static SharedBoot {
     static BOOT: SharedCell = SharedCell::new();
     shared_boot(&BOOT, || {
+        let opts = nvme_options(Topology::Root, "ivshmem,ivshmem,nvme,nvme-md");
+        // The two tests' bounds of one boot each, together.
         let tb = Testbed::new(VmOptions {
             nvme_mqes: Some(15),
-            ..nvme_options(Topology::Root, "ivshmem,ivshmem,nvme,nvme-md")
+            timeout: opts.timeout * 2,
+            ..opts
         })
         .expect("the testbed resolves its kernel and QEMU");
         let guest = workspace_bin("peerdma-guest-nvme").display().to_string();

@@ -16,7 +16,7 @@ use peerdma_testbed::pattern;
 fn first_boot() -> &'static SharedBoot {
     static BOOT: SharedCell = SharedCell::new();
     shared_boot(&BOOT, || {
-        let tb = testbed(KernelChoice::Reference);
+        let tb = shared_testbed(3);
         let checks = [
             ("iommufd", iommufd_engine()),
             ("seeds", seeds()),
@@ -30,10 +30,21 @@ fn first_boot() -> &'static SharedBoot {
 fn second_boot() -> &'static SharedBoot {
     static BOOT: SharedCell = SharedCell::new();
     shared_boot(&BOOT, || {
-        let tb = testbed(KernelChoice::Reference);
+        let tb = shared_testbed(2);
         let checks = [("revoke", revoke()), ("cpu", cpu_engine())];
         SharedBoot::run(&tb, &checks_script("", &checks), &["ivshmem0", "ivshmem1"])
     })
+}
+
+/// The default testbed on the reference kernel for a boot that serves `tests` tests:
+/// their bounds of one boot each, together.
+fn shared_testbed(tests: u32) -> peerdma_testbed::vm::Testbed {
+    let opts = options(KernelChoice::Reference);
+    peerdma_testbed::vm::Testbed::new(peerdma_testbed::vm::VmOptions {
+        timeout: opts.timeout * tests,
+        ..opts
+    })
+    .expect("the testbed resolves its kernel and QEMU")
 }
 
 fn p2pcopy() -> String {

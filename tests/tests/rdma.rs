@@ -59,7 +59,12 @@ fn line_with<'a>(lines: &'a [serde_json::Value], key: &str) -> &'a serde_json::V
 fn boot() -> &'static SharedBoot {
     static BOOT: SharedCell = SharedCell::new();
     shared_boot(&BOOT, || {
-        let tb = testbed(KernelChoice::Reference);
+        // The six tests' bounds of one boot each, together.
+        let tb = peerdma_testbed::vm::Testbed::new(peerdma_testbed::vm::VmOptions {
+            timeout: std::time::Duration::from_secs(6 * 240),
+            ..options(KernelChoice::Reference)
+        })
+        .expect("the testbed resolves its kernel and QEMU");
         let checks = [
             ("rc-stream", rc_stream()),
             ("dmabuf-mr", dmabuf_mr()),
