@@ -12,11 +12,12 @@ import sys
 
 # The testbed's integration tests that boot no VM.
 HOST_ONLY = {"hostile_cli", "layout", "sorted_variants"}
-# Seconds each end-to-end suite took alone (reference machine, 2026-12-06).
+# Seconds each end-to-end suite took alone (reference machine, 2026-12-06, after the
+# shared boots and the optimized copy library of #19 item 7).
 WEIGHT = {
-    "nvme": 287, "rdma": 229, "p2pcopy": 174, "testbed": 75, "path": 68,
-    "export": 37, "iommufd": 37, "vulkan": 37, "chaos": 35, "drm": 24,
-    "soak": 17, "cli": 9, "ahead": 60, "ahead_nvme": 50,
+    "rdma": 107, "nvme": 73, "path": 68, "p2pcopy": 66, "testbed": 65,
+    "vulkan": 58, "ahead": 60, "export": 37, "iommufd": 37, "drm": 25,
+    "chaos": 18, "soak": 16, "cli": 9, "ahead_nvme": 45,
 }
 
 host, vm = [], []

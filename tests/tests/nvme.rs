@@ -25,7 +25,12 @@ fn nvme_testbed(topology: Topology) -> Testbed {
 }
 
 fn nvme_testbed_with(topology: Topology, devices: &str) -> Testbed {
-    Testbed::new(VmOptions {
+    Testbed::new(nvme_options(topology, devices)).expect("the testbed resolves its kernel and QEMU")
+}
+
+/// `devices` on `topology`, the reference kernel, nvme0's image seeded by the host.
+fn nvme_options(topology: Topology, devices: &str) -> VmOptions {
+    VmOptions {
         devices: devices.parse().unwrap(),
         topology,
         nvme_images: vec![ImageSeed {
@@ -33,8 +38,7 @@ fn nvme_testbed_with(topology: Topology, devices: &str) -> Testbed {
             source: ImageSource::Pattern(IMAGE_SEED),
         }],
         ..options(KernelChoice::Reference)
-    })
-    .expect("the testbed resolves its kernel and QEMU")
+    }
 }
 
 /// A shell prelude that finds each role's BDF in the guest's testbed.json (the switch
@@ -134,15 +138,36 @@ fn the_same_behind_a_pcie_switch() {
     read_and_write_64m(Topology::Switch);
 }
 
-#[test]
-fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind() {
-    // A second controller whose namespace is formatted with metadata (nvme-md0).
-    let tb = nvme_testbed_with(Topology::Root, "ivshmem,ivshmem,nvme,nvme-md");
-    let guest = workspace_bin("peerdma-guest-nvme").display().to_string();
-    let out = run_sh(
-        &tb,
-        &format!(
-            "{}M=$(bdf nvme-md0); \
+/// One boot serves the revoke and bad-input test and the small-queue test: a controller
+/// whose namespace is formatted with metadata (nvme-md0) beside nvme0, both with small
+/// queues (CAP.MQES 15). The small-queue check reads into host memory only (no backing
+/// file the other test looks at changes) and runs first; every copy of the revoke test
+/// names its queue depth or fails before its first I/O command.
+fn small_queue_boot() -> &'static SharedBoot {
+    static BOOT: SharedCell = SharedCell::new();
+    shared_boot(&BOOT, || {
+        let opts = nvme_options(Topology::Root, "ivshmem,ivshmem,nvme,nvme-md");
+        // The two tests' bounds of one boot each, together.
+        let tb = Testbed::new(VmOptions {
+            nvme_mqes: Some(15),
+            timeout: opts.timeout * 2,
+            ..opts
+        })
+        .expect("the testbed resolves its kernel and QEMU");
+        let guest = workspace_bin("peerdma-guest-nvme").display().to_string();
+        let checks = [
+            (
+                "small-queues",
+                "$P nvme:$N host --size 1M --json; echo \"## default rc=$?\"; \
+                 $P nvme:$N host --size 1M --queue-depth 32; echo \"## deep rc=$?\"; \
+                 $P nvme:$N host --size 1M --transfer-size 700 --json; echo \"## odd rc=$?\"; \
+                 $P nvme:$N host --size 1M --transfer-size 100 --json; echo \"## tiny rc=$?\""
+                    .to_string(),
+            ),
+            (
+                "revoke-and-bad-input",
+                format!(
+                    "M=$(bdf nvme-md0); \
              $P nvme:$M $A --size 64K --data-pointer prp --json; echo \"## metadata rc=$?\"; \
              $P $A nvme:$M --size 64K; echo \"## metadata-write rc=$?\"; \
              $P nvme:$N $B --size 64M --queue-depth 4 --test-revoke-after-bytes 8M --json; \
@@ -152,18 +177,32 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
              $P nvme:$N $B --size 1000; echo \"## block rc=$?\"; \
              $P nvme:$N@262144 $B; echo \"## atend rc=$?\"; \
              $P nvme:$N $B --dst-offset 64M; echo \"## baratend rc=$?\"; \
-             {guest} nvme0 ivshmem1 {IMAGE_SEED}",
-            prelude()
-        ),
-    );
+             {guest} nvme0 ivshmem1 {IMAGE_SEED}"
+                ),
+            ),
+        ];
+        SharedBoot::run(
+            &tb,
+            &checks_script(&prelude(), &checks),
+            &["ivshmem0", "ivshmem1", "nvme0", "nvme-md0"],
+        )
+    })
+}
+
+/// The revoke reads 64 MiB and is revoked after 8 MiB: the blocks past the acknowledged
+/// bytes and the commands in flight (up to 55.5 MiB when it lands at 8 MiB) are checked.
+#[test]
+fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind() {
+    let boot = small_queue_boot();
+    let o = boot.check("revoke-and-bad-input");
     // A namespace formatted with metadata (512 + 8 bytes inline): refused in both
     // directions before any I/O command (exit 3, could not run), naming the format and
     // the fix; the BAR was never written (A's backing file is still all zero: nothing
     // else writes A) and the drive's image neither.
     for name in ["metadata", "metadata-write"] {
-        assert_eq!(marked_rc(&out.output, name), 3, "{name}: {}", out.output);
+        assert_eq!(marked_rc(o, name), 3, "{name}: {o}");
     }
-    let lines = json_lines(&out.output);
+    let lines = json_lines(o);
     let md = lines[0]["error"]["message"].to_string();
     for expect in [
         "namespace 1 is formatted with metadata: LBA format 1 has 512-byte blocks plus 8 \
@@ -177,18 +216,18 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         );
     }
     assert_eq!(lines[0]["error"]["kind"], "nvme_metadata", "{}", lines[0]);
-    let a = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    let a = boot.file("ivshmem0");
     assert!(
         a.iter().all(|&b| b == 0),
         "the refused copy wrote into the BAR"
     );
-    let md_image = std::fs::read(out.backing_file("nvme-md0").unwrap()).unwrap();
+    let md_image = boot.file("nvme-md0");
     assert!(
         md_image.iter().all(|&b| b == 0),
         "the refused copy wrote to the namespace"
     );
     // The revoke: exit 3 with the error, the controller reset and answering again.
-    assert_eq!(marked_rc(&out.output, "revoke"), 3, "{}", out.output);
+    assert_eq!(marked_rc(o, "revoke"), 3, "{o}");
     assert_eq!(lines[1]["error"]["kind"], "revoked", "{}", lines[1]);
     let err = lines[1]["error"]["message"]
         .as_str()
@@ -208,13 +247,17 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
         .and_then(|h| usize::from_str_radix(h, 16).ok())
         .unwrap_or_else(|| panic!("no byte count in {err}"));
     let window = 4 * 128 * 1024;
+    assert!(
+        err.contains("of 0x4000000 bytes"),
+        "the revoke is of the 64 MiB read: {err}"
+    );
     let from = (done + window).div_ceil(4096) * 4096;
     assert!(
         from < 64 * MIB,
         "the revoke came too late to check anything (done {done:#x})"
     );
-    let image = std::fs::read(out.backing_file("nvme0").unwrap()).unwrap();
-    let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    let image = boot.file("nvme0");
+    let b = boot.file("ivshmem1");
     let landed: Vec<usize> = (from..64 * MIB)
         .step_by(4096)
         .filter(|&o| b[o..o + 4096] == image[o..o + 4096])
@@ -240,13 +283,9 @@ fn a_revoke_mid_stream_and_bad_input_are_clear_errors_that_leave_nothing_behind(
             "nothing to copy: the destination offset 0x4000000 is at or past the end of",
         ),
     ] {
-        let rc = marked_rc(&out.output, name);
-        assert!(rc == 3, "{name}: rc {rc}\n{}", out.output);
-        assert!(
-            out.output.contains(expect),
-            "{name}: {expect:?} not in\n{}",
-            out.output
-        );
+        let rc = marked_rc(o, name);
+        assert!(rc == 3, "{name}: rc {rc}\n{o}");
+        assert!(o.contains(expect), "{name}: {expect:?} not in\n{o}");
     }
     // In one process: each case fails with its reason, twice, and the fd and mapping
     // counts after the second round equal the first's; the controller still works.
@@ -323,23 +362,7 @@ fn the_stock_kernel_has_no_iommufd_and_the_nvme_engine_says_so() {
 /// no whole number of blocks is said to be rounded, with the block size.
 #[test]
 fn a_small_cap_mqes_lowers_the_default_depth_and_odd_transfer_sizes_are_explained() {
-    let tb = Testbed::new(VmOptions {
-        devices: "ivshmem,nvme".parse().unwrap(),
-        nvme_mqes: Some(15),
-        ..options(KernelChoice::Reference)
-    })
-    .expect("the testbed resolves its kernel and QEMU");
-    let p2p = workspace_bin("p2pcopy").display().to_string();
-    let out = run_sh(
-        &tb,
-        &format!(
-            "{p2p} nvme:00:11.0 host --size 1M --json; echo \"## default rc=$?\"; \
-             {p2p} nvme:00:11.0 host --size 1M --queue-depth 32; echo \"## deep rc=$?\"; \
-             {p2p} nvme:00:11.0 host --size 1M --transfer-size 700 --json; echo \"## odd rc=$?\"; \
-             {p2p} nvme:00:11.0 host --size 1M --transfer-size 100 --json; echo \"## tiny rc=$?\""
-        ),
-    );
-    let o = &out.output;
+    let o = small_queue_boot().check("small-queues");
     for name in ["default", "odd", "tiny"] {
         assert_eq!(marked_rc(o, name), 0, "{name}:\n{o}");
     }

@@ -7,16 +7,63 @@ use common::*;
 use peerdma_testbed::kernel::KernelChoice;
 use peerdma_testbed::pattern;
 
+/// Two boots of the default devices on the reference kernel serve the five tests below
+/// that need nothing else. Each boot runs its tests' checks one after the other, in an
+/// order where no check writes where a later test's host-side assertion looks: the
+/// first boot's copies write disjoint ranges and the refused copies run last (their
+/// test finds every byte of both BARs as the copies before them left it); in the
+/// second the revoked copy runs before the 64 MiB copy that overwrites both BARs.
+fn first_boot() -> &'static SharedBoot {
+    static BOOT: SharedCell = SharedCell::new();
+    shared_boot(&BOOT, || {
+        let tb = shared_testbed(3);
+        let checks = [
+            ("iommufd", iommufd_engine()),
+            ("seeds", seeds()),
+            ("bad-input", bad_input()),
+        ];
+        SharedBoot::run(&tb, &checks_script("", &checks), &["ivshmem0", "ivshmem1"])
+    })
+}
+
+/// The second boot: see [`first_boot`].
+fn second_boot() -> &'static SharedBoot {
+    static BOOT: SharedCell = SharedCell::new();
+    shared_boot(&BOOT, || {
+        let tb = shared_testbed(2);
+        let checks = [("revoke", revoke()), ("cpu", cpu_engine())];
+        SharedBoot::run(&tb, &checks_script("", &checks), &["ivshmem0", "ivshmem1"])
+    })
+}
+
+/// The default testbed on the reference kernel for a boot that serves `tests` tests:
+/// their bounds of one boot each, together.
+fn shared_testbed(tests: u32) -> peerdma_testbed::vm::Testbed {
+    let opts = options(KernelChoice::Reference);
+    peerdma_testbed::vm::Testbed::new(peerdma_testbed::vm::VmOptions {
+        timeout: opts.timeout * tests,
+        ..opts
+    })
+    .expect("the testbed resolves its kernel and QEMU")
+}
+
+fn p2pcopy() -> String {
+    workspace_bin("p2pcopy").display().to_string()
+}
+
+fn cpu_engine() -> String {
+    let p2p = p2pcopy();
+    format!(
+        "set -e; {p2p} 00:10.0 00:11.0 --engine cpu --size 1M --dst-offset 8M --seed 11 --json; \
+         {p2p} 00:10.0 00:11.0 --engine cpu --size 64M --seed 22 --json"
+    )
+}
+
 #[test]
 fn cpu_engine_copies_1m_and_64m_and_the_host_finds_the_pattern() {
-    let tb = testbed(KernelChoice::Reference);
-    let p2p = workspace_bin("p2pcopy").display().to_string();
-    let out = run_sh(&tb, &format!(
-                "set -e; {p2p} 00:10.0 00:11.0 --engine cpu --size 1M --dst-offset 8M --seed 11 --json; \
-                 {p2p} 00:10.0 00:11.0 --engine cpu --size 64M --seed 22 --json"
-            ));
-    let r = json_lines(&out.output);
-    assert_eq!(r.len(), 2, "{}", out.output);
+    let o = second_boot().check("cpu");
+    let r = json_lines(o);
+    assert_eq!(r.len(), 2, "{o}");
     for (rep, size) in r.iter().zip([1u64 << 20, 64 << 20]) {
         assert_eq!(rep["engine"], "cpu", "{rep}");
         assert_eq!(rep["verified"], true, "{rep}");
@@ -38,54 +85,57 @@ fn cpu_engine_copies_1m_and_64m_and_the_host_finds_the_pattern() {
     }
     // The last copy overwrote the whole of ivshmem1's BAR2 with seed 22's pattern; the
     // host reads the backing file after the VM is gone.
-    let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
-    assert_eq!(pattern::first_mismatch(22, 0, &b), None);
-    let a = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    let b = second_boot().file("ivshmem1");
+    assert_eq!(pattern::first_mismatch(22, 0, b), None);
+    let a = second_boot().file("ivshmem0");
     assert_eq!(
-        pattern::first_mismatch(22, 0, &a),
+        pattern::first_mismatch(22, 0, a),
         None,
         "the source holds the pattern too"
     );
 }
 
-#[test]
-fn bad_input_is_refused_with_a_clear_error_and_nonzero_exit() {
-    let tb = testbed(KernelChoice::Reference);
-    let p2p = workspace_bin("p2pcopy").display().to_string();
-    let cases: [(&str, &str); 10] = [
-        ("0e:00.0 00:11.0", "0000:0e:00.0"),
-        // edu as a copy endpoint: its BAR0 is command registers (QEMU died of the
-        // pattern written there before this was refused).
-        ("00:12.0 00:11.0 --size 4K", "registers of the QEMU edu"),
-        ("00:10.0 00:12.0 --size 4K", "registers of the QEMU edu"),
-        ("00:10.0 00:11.0 --iterations 0", "iteration count is 0"),
-        ("00:10.0 00:1f.2", "not to vfio-pci"),
-        ("00:10.0 00:11.0 --size 128M", "does not fit"),
-        (
-            "00:10.0 00:11.0 --src-offset 0x123 --size 4K",
-            "not a multiple of the page size",
-        ),
-        ("00:10.0 00:10.0", "SRC and DST are both"),
-        // No --size and nothing past the offset: the offset is named, not "--size is 0".
-        (
-            "00:10.0 00:11.0 --src-offset 64M",
-            "nothing to copy: the source offset 0x4000000 is at or past the end of 0000:00:10.0 BAR2",
-        ),
-        ("00:10.0 00:11.0 --size 1X", "4K"),
-    ];
-    let script: String = cases
+/// The bad-input cases: the arguments and what the error must say.
+const BAD_INPUT: [(&str, &str); 10] = [
+    ("0e:00.0 00:11.0", "0000:0e:00.0"),
+    // edu as a copy endpoint: its BAR0 is command registers (QEMU died of the
+    // pattern written there before this was refused).
+    ("00:12.0 00:11.0 --size 4K", "registers of the QEMU edu"),
+    ("00:10.0 00:12.0 --size 4K", "registers of the QEMU edu"),
+    ("00:10.0 00:11.0 --iterations 0", "iteration count is 0"),
+    ("00:10.0 00:1f.2", "not to vfio-pci"),
+    ("00:10.0 00:11.0 --size 128M", "does not fit"),
+    (
+        "00:10.0 00:11.0 --src-offset 0x123 --size 4K",
+        "not a multiple of the page size",
+    ),
+    ("00:10.0 00:10.0", "SRC and DST are both"),
+    // No --size and nothing past the offset: the offset is named, not "--size is 0".
+    (
+        "00:10.0 00:11.0 --src-offset 64M",
+        "nothing to copy: the source offset 0x4000000 is at or past the end of 0000:00:10.0 BAR2",
+    ),
+    ("00:10.0 00:11.0 --size 1X", "4K"),
+];
+
+fn bad_input() -> String {
+    let p2p = p2pcopy();
+    BAD_INPUT
         .iter()
         .map(|(args, _)| {
             format!("echo '## {args}'; {p2p} {args} --engine cpu; echo \"## rc=$?\"; ")
         })
-        .collect();
-    let out = run_sh(&tb, &script);
-    for (args, expect) in cases {
-        let body = out
-            .output
+        .collect()
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error_and_nonzero_exit() {
+    let o = first_boot().check("bad-input");
+    for (args, expect) in BAD_INPUT {
+        let body = o
             .split(&format!("## {args}\n"))
             .nth(1)
-            .unwrap_or_else(|| panic!("no output for {args}:\n{}", out.output));
+            .unwrap_or_else(|| panic!("no output for {args}:\n{o}"));
         let rc = marked_rc(body, "");
         let text = body.split("## rc=").next().unwrap_or("");
         assert_ne!(rc, 0, "p2pcopy {args} succeeded:\n{}", text);
@@ -101,55 +151,86 @@ fn bad_input_is_refused_with_a_clear_error_and_nonzero_exit() {
             text
         );
     }
-    // Every case failed its checks before the first write: neither BAR's backing file
-    // holds a byte (a pattern fill or poison would have left some).
-    for role in ["ivshmem0", "ivshmem1"] {
-        let file = std::fs::read(out.backing_file(role).unwrap()).unwrap();
-        assert!(
-            file.iter().all(|&b| b == 0),
-            "a refused copy wrote into {role}'s BAR"
-        );
-    }
+    // Every case failed its checks before the first write: both BARs hold what the
+    // copies before them in this boot left (a pattern fill or poison would have
+    // changed some byte): zero outside those copies' ranges, and in them the bytes
+    // that the copies' own tests check.
+    let (a, b) = (first_boot().file("ivshmem0"), first_boot().file("ivshmem1"));
+    let copied = |file: &[u8], ranges: &[std::ops::Range<usize>]| {
+        file.iter()
+            .enumerate()
+            .filter(|(i, &x)| x != 0 && !ranges.iter().any(|r| r.contains(i)))
+            .map(|(i, _)| i)
+            .next()
+    };
+    // ivshmem0: the sources of the seeds check (0, 64 KiB) and of the iommufd check
+    // (1 MiB, 64 KiB); ivshmem1: their destinations (0 and 2 MiB).
+    const K64: usize = 64 << 10;
+    assert_eq!(
+        copied(a, &[0..K64, 1 << 20..(1 << 20) + K64]),
+        None,
+        "a refused copy wrote into ivshmem0's BAR (first nonzero byte)"
+    );
+    assert_eq!(
+        copied(b, &[0..K64, 2 << 20..(2 << 20) + K64]),
+        None,
+        "a refused copy wrote into ivshmem1's BAR (first nonzero byte)"
+    );
+    assert!(
+        a[..K64] == b[..K64] && a[1 << 20..(1 << 20) + K64] == b[2 << 20..(2 << 20) + K64],
+        "a refused copy overwrote what an earlier copy of this boot left"
+    );
+    let seeds: Vec<u64> = json_lines(first_boot().check("seeds"))
+        .iter()
+        .map(|j| j["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pattern::first_mismatch(seeds[1], 0, &b[..K64]), None);
+    assert_eq!(
+        pattern::first_mismatch(33, 0, &b[2 << 20..(2 << 20) + K64]),
+        None
+    );
+}
+
+fn seeds() -> String {
+    let p2p = p2pcopy();
+    format!(
+        "set -e; {p2p} 00:10.0 00:11.0 --engine cpu --size 64K --json; \
+         {p2p} 00:10.0 00:11.0 --engine cpu --size 64K --json"
+    )
 }
 
 #[test]
 fn each_run_has_its_own_seed_and_poisons_the_destination_first() {
-    let tb = testbed(KernelChoice::Reference);
-    let p2p = workspace_bin("p2pcopy").display().to_string();
-    let out = run_sh(
-        &tb,
-        &format!(
-            "set -e; {p2p} 00:10.0 00:11.0 --engine cpu --size 64K --json; \
-             {p2p} 00:10.0 00:11.0 --engine cpu --size 64K --json"
-        ),
-    );
-    let r = json_lines(&out.output);
-    assert_eq!(r.len(), 2, "{}", out.output);
+    let o = first_boot().check("seeds");
+    let r = json_lines(o);
+    assert_eq!(r.len(), 2, "{o}");
     let seeds: Vec<u64> = r.iter().map(|j| j["seed"].as_u64().unwrap()).collect();
     assert_ne!(
         seeds[0], seeds[1],
         "two runs used one seed: the second could pass on the first's bytes"
     );
-    let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    let b = first_boot().file("ivshmem1");
     assert_eq!(pattern::first_mismatch(seeds[1], 0, &b[..65536]), None);
+}
+
+fn revoke() -> String {
+    let p2p = p2pcopy();
+    let guest = workspace_bin("peerdma-guest-p2pcopy").display().to_string();
+    format!(
+        "{p2p} 00:10.0 00:11.0 --engine cpu --size 64M --chunk 256K --test-revoke-after-bytes 16M --json; \
+         echo \"## rc=$?\"; {guest} ivshmem0 ivshmem1"
+    )
 }
 
 #[test]
 fn a_revoke_mid_copy_stops_cleanly_and_nothing_leaks() {
-    let tb = testbed(KernelChoice::Reference);
-    let p2p = workspace_bin("p2pcopy").display().to_string();
-    let guest = workspace_bin("peerdma-guest-p2pcopy").display().to_string();
-    let out = run_sh(&tb, &format!(
-                "{p2p} 00:10.0 00:11.0 --engine cpu --size 64M --chunk 256K --test-revoke-after-bytes 16M --json; \
-                 echo \"## rc=$?\"; {guest} ivshmem0 ivshmem1"
-            ));
-    let rc = marked_rc(&out.output, "");
+    let o = second_boot().check("revoke");
+    let rc = marked_rc(o, "");
     assert_eq!(
         rc, 3,
-        "a revoked copy must exit 3 (could not run), not die of SIGBUS:\n{}",
-        out.output
+        "a revoked copy must exit 3 (could not run), not die of SIGBUS:\n{o}"
     );
-    let lines = json_lines(&out.output);
+    let lines = json_lines(o);
     // The error object keeps what was done: the bytes before the stop and the seed.
     assert_eq!(lines[0]["error"]["kind"], "revoked", "{}", lines[0]);
     assert_eq!(lines[0]["verified"], false, "{}", lines[0]);
@@ -201,16 +282,19 @@ fn a_revoke_mid_copy_stops_cleanly_and_nothing_leaks() {
     }
 }
 
+fn iommufd_engine() -> String {
+    let p2p = p2pcopy();
+    format!(
+        "{p2p} 00:10.0 00:11.0 --engine iommufd --size 64K --src-offset 1M --dst-offset 2M --seed 33 --json; \
+         {p2p} 00:10.0 00:11.0 --engine dma --via 00:11.0 --size 4K; echo \"## via rc=$?\"; \
+         {p2p} 00:10.0 00:11.0 --engine rdma; echo \"## rdma rc=$?\""
+    )
+}
+
 #[test]
 fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
-    let tb = testbed(KernelChoice::Reference);
-    let p2p = workspace_bin("p2pcopy").display().to_string();
-    let out = run_sh(&tb, &format!(
-                "{p2p} 00:10.0 00:11.0 --engine iommufd --size 64K --src-offset 1M --dst-offset 2M --seed 33 --json; \
-                 {p2p} 00:10.0 00:11.0 --engine dma --via 00:11.0 --size 4K; echo \"## via rc=$?\"; \
-                 {p2p} 00:10.0 00:11.0 --engine rdma; echo \"## rdma rc=$?\""
-            ));
-    let r = &json_lines(&out.output)[0];
+    let o = first_boot().check("iommufd");
+    let r = &json_lines(o)[0];
     // --engine iommufd is the old spelling of --engine dma; the JSON keeps its old key.
     assert_eq!(r["engine"], "dma", "{r}");
     assert_eq!(r["path"], "dma", "{r}");
@@ -237,24 +321,21 @@ fn iommufd_engine_moves_64k_between_the_bars_through_their_dmabufs() {
     eprintln!("iommufd engine (edu): 64 KiB in {:.2} s", r["seconds"]);
     // The host finds the 64 KiB at 2 MiB in ivshmem1's file, and nothing around it: the
     // bytes moved device to device, written by edu's DMA through the vIOMMU.
-    let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    let b = first_boot().file("ivshmem1");
     let at = 2 << 20;
     assert_eq!(pattern::first_mismatch(33, 0, &b[at..at + 65536]), None);
     assert!(b[at - 4096..at].iter().all(|&x| x == 0));
     assert!(b[at + 65536..at + 65536 + 4096].iter().all(|&x| x == 0));
     assert!(
-        out.output.contains("also SRC or DST") && out.output.contains("## via rc=2"),
-        "{}",
-        out.output
+        o.contains("also SRC or DST") && o.contains("## via rc=2"),
+        "{o}"
     );
     // Between two local devices the RDMA path is an explained error: it writes into a
     // peer's memory (rdma://), or this p2pcopy was built without it.
     assert!(
-        (out.output.contains("writes into another host's")
-            || out.output.contains("built without RDMA support"))
-            && out.output.contains("## rdma rc=2"),
-        "{}",
-        out.output
+        (o.contains("writes into another host's") || o.contains("built without RDMA support"))
+            && o.contains("## rdma rc=2"),
+        "{o}"
     );
 }
 

@@ -53,11 +53,33 @@ fn line_with<'a>(lines: &'a [serde_json::Value], key: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no JSON line with {key:?} in {lines:#?}"))
 }
 
-#[test]
-fn an_rc_stream_between_two_namespaces_is_verified_at_the_receiver() {
-    let tb = testbed(KernelChoice::Reference);
+/// The checks of the tests below, one boot for all of them (they share the default
+/// devices, the reference kernel and the namespaces of [`setup`]; each uses its own
+/// ports and scratch files).
+fn boot() -> &'static SharedBoot {
+    static BOOT: SharedCell = SharedCell::new();
+    shared_boot(&BOOT, || {
+        // The six tests' bounds of one boot each, together.
+        let tb = peerdma_testbed::vm::Testbed::new(peerdma_testbed::vm::VmOptions {
+            timeout: std::time::Duration::from_secs(6 * 240),
+            ..options(KernelChoice::Reference)
+        })
+        .expect("the testbed resolves its kernel and QEMU");
+        let checks = [
+            ("rc-stream", rc_stream()),
+            ("dmabuf-mr", dmabuf_mr()),
+            ("bad-writes", bad_writes()),
+            ("server-killed", server_killed()),
+            ("p2pcopy", p2pcopy_over_rdma()),
+            ("leaks", leaks()),
+        ];
+        SharedBoot::run(&tb, &checks_script(&setup(), &checks), &["ivshmem1"])
+    })
+}
+
+fn rc_stream() -> String {
     let (p, g) = (p2pcopy(), guest_rdma());
-    let mut script = setup();
+    let mut script = String::new();
     for (qps, port) in [(1, 18601), (2, 18602)] {
         script += &format!(
             "$B {p} --serve --listen {B}:{port} host --json > $T/serve{qps} 2>&1 & \
@@ -70,26 +92,21 @@ fn an_rc_stream_between_two_namespaces_is_verified_at_the_receiver() {
         "$B {g} sink {B}:18603 2097152 1 77 > $T/sink & awaitline $T/sink listening; \
          $A {g} read {B}:18603 2097152 65536 16 77; echo \"## read rc=$?\"; wait; "
     );
-    let out = run_sh(&tb, &script);
-    let lines = json_lines(&out.output);
+    script
+}
+
+#[test]
+fn an_rc_stream_between_two_namespaces_is_verified_at_the_receiver() {
+    let o = boot().check("rc-stream");
+    let lines = json_lines(o);
     for qps in [1u64, 2] {
-        assert_eq!(
-            marked_rc(&out.output, &format!("send{qps}")),
-            0,
-            "{}",
-            out.output
-        );
-        assert_eq!(
-            marked_rc(&out.output, &format!("serve{qps}")),
-            0,
-            "{}",
-            out.output
-        );
+        assert_eq!(marked_rc(o, &format!("send{qps}")), 0, "{}", o);
+        assert_eq!(marked_rc(o, &format!("serve{qps}")), 0, "{}", o);
         let of = |role: &str| {
             lines
                 .iter()
                 .find(|l| l["role"] == role && l["qps"] == qps)
-                .unwrap_or_else(|| panic!("no {role} report with {qps} QPs:\n{}", out.output))
+                .unwrap_or_else(|| panic!("no {role} report with {qps} QPs:\n{}", o))
         };
         let (s, r) = (of("sender"), of("receiver"));
         for rep in [s, r] {
@@ -109,27 +126,28 @@ fn an_rc_stream_between_two_namespaces_is_verified_at_the_receiver() {
             s["gbps"], r["gbps"]
         );
     }
-    assert_eq!(marked_rc(&out.output, "read"), 0, "{}", out.output);
+    assert_eq!(marked_rc(o, "read"), 0, "{}", o);
     let read = line_with(&lines, "read_depth");
     assert_eq!(read["verified"], true, "{read}");
     assert_eq!(read["read_depth"], 16, "{read}");
     assert_eq!(read["bytes"], 2u64 << 20, "{read}");
 }
 
+fn dmabuf_mr() -> String {
+    let g = guest_rdma();
+    format!(
+        "$A {g} dmabuf {A}:0 udmabuf; echo \"## udmabuf rc=$?\"; \
+         $A {g} dmabuf {A}:0 ivshmem0; echo \"## bar rc=$?\"; "
+    )
+}
+
 #[test]
 fn dma_buf_mrs_on_rxe_are_refused_with_the_driver_and_the_table_and_nothing_leaks() {
-    let tb = testbed(KernelChoice::Reference);
-    let g = guest_rdma();
-    let script = setup()
-        + &format!(
-            "$A {g} dmabuf {A}:0 udmabuf; echo \"## udmabuf rc=$?\"; \
-             $A {g} dmabuf {A}:0 ivshmem0; echo \"## bar rc=$?\"; "
-        );
-    let out = run_sh(&tb, &script);
-    assert_eq!(marked_rc(&out.output, "udmabuf"), 0, "{}", out.output);
-    assert_eq!(marked_rc(&out.output, "bar"), 0, "{}", out.output);
-    let lines = json_lines(&out.output);
-    assert_eq!(lines.len(), 2, "{}", out.output);
+    let o = boot().check("dmabuf-mr");
+    assert_eq!(marked_rc(o, "udmabuf"), 0, "{}", o);
+    assert_eq!(marked_rc(o, "bar"), 0, "{}", o);
+    let lines = json_lines(o);
+    assert_eq!(lines.len(), 2, "{}", o);
     for l in &lines {
         assert_eq!(l["refused"], true, "{l}");
         let e = l["error"].as_str().unwrap();
@@ -149,23 +167,26 @@ fn dma_buf_mrs_on_rxe_are_refused_with_the_driver_and_the_table_and_nothing_leak
     }
 }
 
-#[test]
-fn a_wrong_rkey_and_an_out_of_bounds_write_give_named_error_completions() {
-    let tb = testbed(KernelChoice::Reference);
+fn bad_writes() -> String {
     let g = guest_rdma();
-    let mut script = setup();
+    let mut script = String::new();
     for (kind, port) in [("rkey", 18611), ("oob", 18612)] {
         script += &format!(
             "$B {g} sink {B}:{port} 1048576 1 > $T/sink-{kind} & awaitline $T/sink-{kind} listening; \
              $A {g} bad {B}:{port} {kind}; echo \"## {kind} rc=$?\"; wait; "
         );
     }
-    let out = run_sh(&tb, &script);
-    let lines: Vec<_> = json_lines(&out.output)
+    script
+}
+
+#[test]
+fn a_wrong_rkey_and_an_out_of_bounds_write_give_named_error_completions() {
+    let o = boot().check("bad-writes");
+    let lines: Vec<_> = json_lines(o)
         .into_iter()
         .filter(|l| l.get("status").is_some())
         .collect();
-    assert_eq!(lines.len(), 2, "{}", out.output);
+    assert_eq!(lines.len(), 2, "{}", o);
     for l in &lines {
         assert_eq!(l["status"], "IBV_WC_REM_ACCESS_ERR", "{l}");
         let e = l["error"].as_str().unwrap();
@@ -175,39 +196,37 @@ fn a_wrong_rkey_and_an_out_of_bounds_write_give_named_error_completions() {
         );
     }
     for kind in ["rkey", "oob"] {
-        assert_eq!(marked_rc(&out.output, kind), 0, "{}", out.output);
+        assert_eq!(marked_rc(o, kind), 0, "{}", o);
     }
+}
+
+fn server_killed() -> String {
+    let g = guest_rdma();
+    // 2000 rounds of 4 MiB would take minutes: the sink is killed once the client has
+    // written its first round (its `round` line).
+    format!(
+            "$B {g} sink {B}:18621 4194304 1 > $T/sink & SINK=$!; \
+             awaitline $T/sink listening; $A {g} write {B}:18621 4194304 1048576 16 2000 1 > $T/client & CLIENT=$!; \
+             awaitline $T/client '\"round\"'; kill -9 $SINK; wait $CLIENT; echo \"## client rc=$?\"; cat $T/client; "
+        )
 }
 
 #[test]
 fn the_server_killed_mid_stream_gives_the_client_a_clear_error() {
-    let tb = testbed(KernelChoice::Reference);
-    let g = guest_rdma();
-    // 2000 rounds of 4 MiB would take minutes: the sink is killed once the client has
-    // written its first round (its `round` line).
-    let script = setup()
-        + &format!(
-            "$B {g} sink {B}:18621 4194304 1 > $T/sink & SINK=$!; \
-             awaitline $T/sink listening; $A {g} write {B}:18621 4194304 1048576 16 2000 1 > $T/client & CLIENT=$!; \
-             awaitline $T/client '\"round\"'; kill -9 $SINK; wait $CLIENT; echo \"## client rc=$?\"; cat $T/client; "
-        );
-    let out = run_sh(&tb, &script);
-    assert_eq!(marked_rc(&out.output, "client"), 1, "{}", out.output);
-    let lines = json_lines(&out.output);
+    let o = boot().check("server-killed");
+    assert_eq!(marked_rc(o, "client"), 1, "{}", o);
+    let lines = json_lines(o);
     let e = line_with(&lines, "error")["error"].as_str().unwrap();
     assert!(
         e.contains(&format!("the peer {B}")) && e.contains("went away mid-stream"),
         "{e}"
     );
-    assert!(!out.output.contains("panicked"), "{}", out.output);
+    assert!(!o.contains("panicked"), "{}", o);
 }
 
-#[test]
-fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
-    let tb = testbed(KernelChoice::Reference);
+fn p2pcopy_over_rdma() -> String {
     let p = p2pcopy();
-    let script = setup()
-        + &format!(
+    format!(
             // BAR → remote host memory.
             "$B {p} --serve --listen {B}:18631 host --json > $T/serve1 2>&1 & awaitline $T/serve1 listening; \
              $A {p} 00:10.0 rdma://{B}:18631 --size 4M --seed 31 --json 2> $T/send1.err; \
@@ -238,9 +257,12 @@ fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
              $B {p} --serve --listen {B}:18636 host > $T/serve5 2>&1 & S=$!; awaitline $T/serve5 listening; \
              $A {p} host rdma://{B}:18636 --size 32M --timeout 1; echo \"## early-send rc=$?\"; \
              wait $S; echo \"## early-serve rc=$?\"; cat $T/serve5; echo '## early end'; "
-        );
-    let out = run_sh(&tb, &script);
-    let o = &out.output;
+        )
+}
+
+#[test]
+fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
+    let o = boot().check("p2pcopy");
     for name in ["bar-send", "host-serve", "host-send", "bar-serve"] {
         assert_eq!(marked_rc(o, name), 0, "{name}:\n{o}");
     }
@@ -348,27 +370,28 @@ fn p2pcopy_moves_a_bar_to_remote_host_memory_over_rxe_and_says_it_is_not_p2p() {
     );
     // The host finds seed 32's pattern in ivshmem1's backing file (the BAR the
     // receiver exposed).
-    let b = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    let b = boot().file("ivshmem1");
     assert_eq!(pattern::first_mismatch(32, 0, &b[..4 << 20]), None);
 }
 
-#[test]
-fn p2pcopy_over_rdma_leaks_nothing_on_either_side() {
-    let tb = testbed(KernelChoice::Reference);
+fn leaks() -> String {
     let g = guest_rdma();
     // Two sessions each side (the first warms librdmacm's per-process device list up),
     // then a refused and an unreachable send: the fds and mappings stay where the first
     // session left them.
-    let script = setup()
-        + &format!(
+    format!(
             "$B {g} leak-serve {B}:18641 2 > $T/serve & awaitline $T/serve listening; \
              $A {g} leak-send {B}:18641 {B}:18649 10.77.0.9:18649 $T/serve; echo \"## send rc=$?\"; \
              wait $!; echo \"## serve rc=$?\"; cat $T/serve; "
-        );
-    let out = run_sh(&tb, &script);
-    assert_eq!(marked_rc(&out.output, "send"), 0, "{}", out.output);
-    assert_eq!(marked_rc(&out.output, "serve"), 0, "{}", out.output);
-    let lines = json_lines(&out.output);
+    )
+}
+
+#[test]
+fn p2pcopy_over_rdma_leaks_nothing_on_either_side() {
+    let o = boot().check("leaks");
+    assert_eq!(marked_rc(o, "send"), 0, "{}", o);
+    assert_eq!(marked_rc(o, "serve"), 0, "{}", o);
+    let lines = json_lines(o);
     for key in ["errors", "served"] {
         let l = line_with(&lines, key);
         let after = l["after"].as_array().unwrap();

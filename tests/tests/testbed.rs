@@ -19,13 +19,63 @@ fn qemu_running_with(path: &std::path::Path) -> bool {
         })
 }
 
+/// One boot of the default devices on the reference kernel serves the two tests that
+/// need nothing else: the binding check reads only; the mmap check writes ivshmem1 at
+/// 3 MiB and ivshmem0's first page, which only its own host-side assertions look at.
+struct DefaultBoot {
+    boot: SharedBoot,
+    manifest: peerdma_testbed::manifest::Manifest,
+    boot_to_test_s: f64,
+    wall_s: f64,
+}
+
+fn default_boot() -> &'static DefaultBoot {
+    static BOOT: SharedCell<DefaultBoot> = SharedCell::new();
+    shared_boot(&BOOT, || {
+        let tb = testbed(KernelChoice::Reference);
+        let g = workspace_bin("peerdma-guest-mmap").display().to_string();
+        let (offset, len, seed) = MMAP;
+        let checks = [
+            (
+                "binding",
+                "test -c /dev/iommu && ls /dev/vfio/devices && readlink /sys/bus/pci/devices/*/driver | sort | uniq -c"
+                    .to_string(),
+            ),
+            (
+                "mmap",
+                format!("{g} ivshmem1 {offset} {len} {seed} cdev && {g} ivshmem0 0 4096 1 group"),
+            ),
+        ];
+        let out = run_sh(&tb, &checks_script("", &checks));
+        DefaultBoot {
+            manifest: out.manifest.clone(),
+            boot_to_test_s: out.boot_to_test_s,
+            wall_s: out.wall_s,
+            boot: SharedBoot::keep(out, &["ivshmem0", "ivshmem1"]),
+        }
+    })
+}
+
+impl DefaultBoot {
+    /// The output of check `name`, which must have exited 0.
+    fn check(&self, name: &str) -> &str {
+        let body = self.boot.check(name);
+        assert_eq!(
+            self.boot.check_rc(name),
+            0,
+            "check {name:?} failed in the guest:\n{body}"
+        );
+        body
+    }
+}
+
+/// The mmap check's offset, length and seed in ivshmem1.
+const MMAP: (usize, usize, u64) = (3 << 20, 1 << 20, 0x5eed);
+
 #[test]
 fn reference_kernel_binds_each_device_in_its_own_group_with_cdev_and_iommufd() {
-    let tb = testbed(KernelChoice::Reference);
-    let out = run_ok(
-        &tb,
-        &["/bin/sh", "-c", "test -c /dev/iommu && ls /dev/vfio/devices && readlink /sys/bus/pci/devices/*/driver | sort | uniq -c"],
-    );
+    let out = default_boot();
+    let o = out.check("binding");
     let m = &out.manifest;
     assert!(
         m.iommufd && m.vfio_cdev,
@@ -49,11 +99,7 @@ fn reference_kernel_binds_each_device_in_its_own_group_with_cdev_and_iommufd() {
     }
     groups.dedup();
     assert_eq!(groups.len(), 3);
-    assert!(
-        out.output.contains("vfio0") && out.output.contains("vfio2"),
-        "{}",
-        out.output
-    );
+    assert!(o.contains("vfio0") && o.contains("vfio2"), "{o}");
     eprintln!(
         "boot to test start: {:.2} s, whole run {:.2} s",
         out.boot_to_test_s, out.wall_s
@@ -292,31 +338,17 @@ fn a_timeout_kills_qemu_and_removes_the_scratch() {
 #[test]
 fn a_pattern_written_through_the_vfio_mmap_lands_in_the_host_backing_file() {
     use peerdma_testbed::pattern;
-    let tb = testbed_with(
-        KernelChoice::Reference,
-        "ivshmem,ivshmem",
-        Topology::Root,
-        true,
-    );
-    let guest = workspace_bin("peerdma-guest-mmap");
-    let (offset, len, seed) = (3 << 20, 1 << 20, 0x5eed);
-    let g = guest.display().to_string();
-    let out = run_ok(
-        &tb,
-        &[
-            "/bin/sh",
-            "-c",
-            &format!("{g} ivshmem1 {offset} {len} {seed} cdev && {g} ivshmem0 0 4096 1 group"),
-        ],
-    );
-    let lines = json_lines(&out.output);
-    assert_eq!(lines.len(), 2, "{}", out.output);
+    let boot = default_boot();
+    let o = boot.check("mmap");
+    let (offset, len, seed) = MMAP;
+    let lines = json_lines(o);
+    assert_eq!(lines.len(), 2, "{o}");
     assert_eq!(lines[0]["access_path"], "Cdev");
     assert_eq!(lines[1]["access_path"], "Group");
     assert!(lines[0]["readback_mismatch"].is_null(), "{}", lines[0]);
     // The host reads ivshmem1's backing file: exactly the pattern at the offset, and the
     // bytes around it untouched (zero), in the file of the right device only.
-    let file = std::fs::read(out.backing_file("ivshmem1").unwrap()).unwrap();
+    let file = boot.boot.file("ivshmem1");
     assert_eq!(file.len(), 64 << 20);
     assert_eq!(
         pattern::first_mismatch(seed, 0, &file[offset..offset + len]),
@@ -326,7 +358,7 @@ fn a_pattern_written_through_the_vfio_mmap_lands_in_the_host_backing_file() {
     assert!(file[offset + len..offset + len + 4096]
         .iter()
         .all(|&b| b == 0));
-    let other = std::fs::read(out.backing_file("ivshmem0").unwrap()).unwrap();
+    let other = boot.boot.file("ivshmem0");
     assert_eq!(pattern::first_mismatch(1, 0, &other[..4096]), None);
     assert!(other[offset..offset + len].iter().all(|&b| b == 0));
 }

@@ -98,3 +98,104 @@ pub fn marked_rc(output: &str, name: &str) -> i32 {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {marker:?} in the guest output:\n{output}"))
 }
+
+/// One boot that several tests of a suite share (they need the same devices and kernel):
+/// the guest runs every test's check in one script, each in its own subshell (an `exit`
+/// or `set -e` ends only that check) between `#### check NAME` markers with its exit
+/// status; each test then asserts on its own check's output. The backing files the
+/// tests read are copied out before the VM's scratch goes.
+pub struct SharedBoot {
+    /// The whole guest output.
+    pub output: String,
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+/// Where a suite keeps a shared boot: what it gave its tests, or why it failed.
+pub type SharedCell<T = SharedBoot> = std::sync::OnceLock<Result<T, String>>;
+
+impl SharedBoot {
+    /// Runs `script` (from [`checks_script`]) on `tb`, which must exit 0, and keeps the
+    /// backing files of `roles`.
+    pub fn run(tb: &Testbed, script: &str, roles: &[&str]) -> SharedBoot {
+        SharedBoot::keep(run_sh(tb, script), roles)
+    }
+
+    /// The output of `out` and the backing files of `roles`.
+    pub fn keep(out: RunOutcome, roles: &[&str]) -> SharedBoot {
+        let files = roles
+            .iter()
+            .map(|role| {
+                let path = out
+                    .backing_file(role)
+                    .unwrap_or_else(|e| panic!("no backing file of {role}: {e}"));
+                let bytes = std::fs::read(&path)
+                    .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+                (role.to_string(), bytes)
+            })
+            .collect();
+        SharedBoot {
+            output: out.output,
+            files,
+        }
+    }
+
+    /// The backing file of `role` as the VM left it.
+    pub fn file(&self, role: &str) -> &[u8] {
+        self.files
+            .get(role)
+            .unwrap_or_else(|| panic!("the shared boot kept no backing file of {role}"))
+    }
+
+    /// The exit status of check `name`.
+    pub fn check_rc(&self, name: &str) -> i32 {
+        self.check(name);
+        marked_rc(&self.output, &format!("check {name}"))
+    }
+
+    /// The output of check `name` (panics naming the check when the script never
+    /// finished it).
+    pub fn check(&self, name: &str) -> &str {
+        let start = format!("#### check {name}\n");
+        let end = format!("#### check {name} rc=");
+        self.output
+            .split(&start)
+            .nth(1)
+            .and_then(|rest| rest.split(&end).next().filter(|_| rest.contains(&end)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "check {name:?} did not run to its end in the shared boot:\n{}",
+                    self.output
+                )
+            })
+    }
+}
+
+/// The boot in `cell`, made by `boot` on first use. A boot that panics fails every test
+/// that shares it, with its reason, without booting again.
+pub fn shared_boot<T: Send + Sync>(
+    cell: &'static SharedCell<T>,
+    boot: impl FnOnce() -> T,
+) -> &'static T {
+    cell.get_or_init(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(boot)).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into())
+        })
+    })
+    .as_ref()
+    .unwrap_or_else(|e| panic!("the shared boot failed: {e}"))
+}
+
+/// A script that runs `prelude`, then each `(name, body)` in its own subshell, its
+/// output between `#### check NAME` and `#### check NAME rc=STATUS`.
+pub fn checks_script(prelude: &str, checks: &[(&str, String)]) -> String {
+    let mut script = prelude.to_string();
+    for (name, body) in checks {
+        script += &format!(
+            "echo '#### check {name}'; ( {body}\n) 2>&1; echo \"#### check {name} rc=$?\"; "
+        );
+    }
+    script
+}
