@@ -85,8 +85,13 @@ impl Device {
         (rx, token)
     }
 
-    /// Number of revokes this library has caused on this device so far.
+    /// Number of revokes this library has caused on this device so far. A revoke or
+    /// reset that this library is performing on the device on another thread is waited
+    /// for first (it counts once it has finished), so a caller that saw the device stop
+    /// under it (an NVMe controller's CSTS.RDY gone clear mid-reset) reads the
+    /// generation that tells the reset from a failure.
     pub fn revoke_generation(&self) -> u64 {
+        let _settled = self.inner.lifecycle();
         self.inner.generation.get()
     }
 
