@@ -17,18 +17,69 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::time::Duration;
 
-use peerdma_engine::kernel_nvme::{KernelNvme, KernelNvmeOptions};
+use peerdma_engine::kernel_nvme::{KernelNvme, KernelNvmeError, KernelNvmeOptions};
 use peerdma_engine::EngineError;
 use peerdma_exporter::{DmaRange, OpenOptions};
 
+use super::harness::{self, Harness};
 use super::storage::{Latency, StorageReport, StorageRequest, TargetReport};
 use super::target::{BlkTarget, Target};
-use super::transport::{Side, TransportKind};
+use super::transport::{Side, StepError, Transport, TransportKind};
 use super::verify::{self, GuardedMap, Verification};
-use super::{CopyError, Endpoint, Hop, Progress, RouteProof};
+use super::{CopyError, Endpoint, Hooks, Hop, Progress, RouteProof};
 use peerdma_host::p2pdma::HostCpu;
 use peerdma_host::sysfs::Sysfs;
 use peerdma_host::Bdf;
+
+/// The kernel NVMe engine's Reads (namespace → dma-buf) or Writes (dma-buf → namespace)
+/// as the copy's transport; it keeps the I/O statistics for the report.
+struct BlkStream<'a> {
+    engine: &'a mut KernelNvme,
+    read: bool,
+    /// The namespace byte of the span's start.
+    dev_off: u64,
+    /// The BAR's side of the copy.
+    side: Side,
+    max_step: u64,
+    seconds: f64,
+    ios: u64,
+    lat: Vec<Duration>,
+}
+
+impl Transport for BlkStream<'_> {
+    fn kind(&self) -> TransportKind {
+        if self.read {
+            TransportKind::BlkRead
+        } else {
+            TransportKind::BlkWrite
+        }
+    }
+
+    fn engine(&self) -> Option<String> {
+        Some(self.engine.name().to_string())
+    }
+
+    fn max_step(&self) -> u64 {
+        self.max_step
+    }
+
+    fn step(&mut self, offset: u64, len: u64, _: Progress) -> Result<(), StepError> {
+        let r = if self.read {
+            self.engine.read(self.dev_off + offset, offset, len)
+        } else {
+            self.engine.write(self.dev_off + offset, offset, len)
+        };
+        let r = match r {
+            Ok(r) => r,
+            Err(KernelNvmeError::Revoked { .. }) => return Err(StepError::Revoked(self.side)),
+            Err(e) => return Err(StepError::Failed(engine_err(e))),
+        };
+        self.seconds += r.elapsed.as_secs_f64();
+        self.ios += u64::from(r.ios);
+        self.lat.extend(r.latencies);
+        Ok(())
+    }
+}
 
 /// Default queue depth when the request leaves it to the library (`queue_depth` 0).
 const DEFAULT_QD: u32 = 32;
@@ -158,26 +209,37 @@ pub(super) fn run(
     let step = req.chunk.max(limits.max_io * u64::from(qd)).min(size) / limits.logical_block
         * limits.logical_block;
     let total = size * u64::from(req.iterations);
-    let (mut done, mut seconds, mut ios) = (0u64, 0f64, 0u64);
-    let mut lat = Vec::new();
-    for _ in 0..req.iterations {
-        let mut off = 0;
-        while off < size {
-            let n = step.min(size - off);
-            let r = if read {
-                engine.read(dev_off + off, off, n)
-            } else {
-                engine.write(dev_off + off, off, n)
-            }
-            .map_err(engine_err)?;
-            seconds += r.elapsed.as_secs_f64();
-            ios += u64::from(r.ios);
-            lat.extend(r.latencies);
-            off += n;
-            done += n;
-            progress(Progress { done, total });
-        }
-    }
+    // The steps go through the one harness every copy runs under (progress, the revoke
+    // that ends a step), as the user-space NVMe stream's do.
+    let mut stream = BlkStream {
+        engine: &mut engine,
+        read,
+        dev_off,
+        side,
+        max_step: step.max(limits.logical_block),
+        seconds: 0.0,
+        ios: 0,
+        lat: Vec::new(),
+    };
+    let hooks = Hooks::default();
+    let mut harness = Harness::start(&hooks, None, None);
+    let span = harness::Span {
+        size,
+        chunk: stream.max_step,
+        iterations: req.iterations,
+    };
+    harness.drive(
+        &mut stream,
+        span,
+        progress,
+        &|_, done, total| verify::revoked(&ep, done, total),
+    )?;
+    let BlkStream {
+        seconds,
+        ios,
+        mut lat,
+        ..
+    } = stream;
     let verified = if req.verify {
         let mut host = Aligned::new(size as usize);
         check
@@ -227,7 +289,9 @@ pub(super) fn run(
         RouteProof {
             peer_to_peer: true,
             summary: format!(
-                "peer to peer: NVMe controller {controller} (kernel nvme driver) {} {}'s BAR                  through the dma-buf's DMA-API mapping; the kernel's P2P distance check                  allowed it (controller ↔ BAR: {})",
+                "peer to peer: NVMe controller {controller} (kernel nvme driver) {} {}'s BAR \
+                 through the dma-buf's DMA-API mapping; the kernel's P2P distance check \
+                 allowed it (controller ↔ BAR: {})",
                 if read { "wrote" } else { "read" },
                 ep.bdf(),
                 hop.verdict
