@@ -45,6 +45,10 @@ pub fn long_version() -> &'static str {
         for f in peerdma_exporter::posted::PostedFeature::ALL {
             s.push_str(&format!("  {}\n", f.name()));
         }
+        s.push_str(&format!(
+            "  io_uring dma-buf registered buffers for NVMe (the series {}; p2pcopy blk:)\n",
+            peerdma_engine::kernel_nvme::SERIES
+        ));
         let opts: Vec<&str> = KERNEL_OPTIONS.iter().map(|o| o.name).collect();
         s.push_str(&format!(
             "kernel options needed (peerdma doctor checks them): {}",

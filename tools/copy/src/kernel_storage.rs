@@ -228,12 +228,9 @@ pub(super) fn run(
         chunk: stream.max_step,
         iterations: req.iterations,
     };
-    harness.drive(
-        &mut stream,
-        span,
-        progress,
-        &|_, done, total| verify::revoked(&ep, done, total),
-    )?;
+    harness.drive(&mut stream, span, progress, &|_, done, total| {
+        verify::revoked(&ep, done, total)
+    })?;
     let BlkStream {
         seconds,
         ios,
