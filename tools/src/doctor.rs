@@ -305,10 +305,7 @@ pub fn posted_features(r: &mut Report, host: &HostPaths, bdfs: &[Bdf]) {
         let device = match peerdma_exporter::Device::open(bdf) {
             Ok(device) => device,
             Err(e) => {
-                why_not.push(format!(
-                    "{bdf} does not open: {}",
-                    crate::failure::split_fix(&e.to_string()).0
-                ));
+                why_not.push(format!("{bdf} does not open: {}", detail_and_fix(&e).0));
                 continue;
             }
         };
@@ -350,10 +347,7 @@ pub fn posted_features(r: &mut Report, host: &HostPaths, bdfs: &[Bdf]) {
                     );
                     return;
                 }
-                Err(e) => why_not.push(format!(
-                    "{bdf} BAR{bar}: {}",
-                    crate::failure::split_fix(&e.to_string()).0
-                )),
+                Err(e) => why_not.push(format!("{bdf} BAR{bar}: {}", detail_and_fix(&e).0)),
             }
         }
     }
@@ -399,7 +393,7 @@ pub fn io_uring_dmabuf(r: &mut Report) {
             format!(
                 "absent (the kernel answered {} to an IORING_RSRC_UPDATE_EXTENDED buffer \
                  update); series {SERIES}",
-                peerdma_engine::kernel_nvme::errno_name(errno)
+                peerdma_host::errno_name(errno)
             ),
         ),
         Err(e) => {

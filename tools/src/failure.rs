@@ -289,15 +289,8 @@ pub fn chain_text(e: &anyhow::Error) -> String {
     }
 }
 
-/// `EINVAL` for 22: the errno's name, or `errno N` for one without a name here.
-pub fn errno_name(n: i32) -> String {
-    let name = format!("{:?}", nix::errno::Errno::from_raw(n));
-    if name.starts_with('E') {
-        name
-    } else {
-        format!("errno {n}")
-    }
-}
+// `EINVAL` for 22 (`errno 99999` for a number without a name).
+use peerdma_host::errno_name_raw as errno_name;
 
 /// A message in the user's words, each thing once: Rust's `(os error 22)` becomes
 /// `(EINVAL)`, and a part repeated right after itself (`0000:00:1f.2: 0000:00:1f.2:

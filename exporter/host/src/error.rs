@@ -10,6 +10,23 @@ use rustix::io::Errno;
 
 use crate::addr::Bdf;
 
+/// The kernel's name of an errno as users read it in man pages (`EINVAL`), or
+/// `errno N` for a number without a name: the one spelling every crate's messages
+/// and the tools' JSON use.
+pub fn errno_name(errno: Errno) -> String {
+    errno_name_raw(errno.raw_os_error())
+}
+
+/// [`errno_name`] of a raw number (any `i32`, such as one read back from a message).
+pub fn errno_name_raw(n: i32) -> String {
+    let name = format!("{:?}", nix::errno::Errno::from_raw(n));
+    if name.starts_with('E') {
+        name
+    } else {
+        format!("errno {n}")
+    }
+}
+
 /// Result type of this crate.
 pub type Result<T, E = HostError> = std::result::Result<T, E>;
 

@@ -42,4 +42,4 @@ pub mod pci_caps;
 pub mod sysfs;
 
 pub use addr::{Bdf, ParseBdfError, RegionIndex};
-pub use error::{HostError, Result};
+pub use error::{errno_name, errno_name_raw, HostError, Result};

@@ -2,7 +2,7 @@
 
 use rustix::io::Errno;
 
-use super::{name, MemAttr, PostedFeature, SERIES};
+use super::{MemAttr, PostedFeature, SERIES};
 use peerdma_host::Bdf;
 
 /// A posted-series operation on a dma-buf failed.
@@ -22,7 +22,7 @@ pub enum FeatureError {
     },
 
     /// The kernel refused with an errno this library has no meaning for.
-    #[error("{bdf}: {feature} failed: {}; fix: see the kernel log (dmesg)", name(*errno))]
+    #[error("{bdf}: {feature} failed: {}; fix: see the kernel log (dmesg)", peerdma_host::errno_name(*errno))]
     Kernel {
         /// The exporting device.
         bdf: Bdf,
@@ -36,7 +36,7 @@ pub enum FeatureError {
     #[error(
         "{bdf}: the kernel does not offer memory attribute {memattr} for this dma-buf \
          (VFIO_DEVICE_FEATURE_DMA_BUF_MEMATTR: {}); fix: keep the default (NC)",
-        name(*errno)
+        peerdma_host::errno_name(*errno)
     )]
     MemattrRefused {
         /// The exporting device.
@@ -51,7 +51,7 @@ pub enum FeatureError {
     #[error(
         "{bdf}: this kernel has no {feature} ({}): it needs the kernel series {SERIES}; \
          fix: run a kernel that carries the series, or do without {feature}",
-        name(*errno)
+        peerdma_host::errno_name(*errno)
     )]
     Missing {
         /// The exporting device.

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
 
+use super::ops::feature_error;
 use super::{FeatureError, PostedFeature};
 use crate::ioctl;
 use peerdma_host::fdinfo::FdInfo;
@@ -74,7 +75,7 @@ pub enum HeldError {
     #[error(
         "taking fd {fd} of pid {pid} failed: {} (pidfd_getfd needs ptrace access); \
          fix: run as root",
-        super::name(*errno)
+        peerdma_host::errno_name(*errno)
     )]
     TakeFd {
         /// The process.
@@ -175,21 +176,7 @@ pub fn revoke_held(
             Err(rustix::io::Errno::BADFD) => done.push((buf, RevokeOutcome::AlreadyRevoked)),
             // Exported by another device.
             Err(rustix::io::Errno::NODEV) => {}
-            Err(errno) => {
-                return Err(match errno {
-                    rustix::io::Errno::NOTTY => FeatureError::Missing {
-                        bdf,
-                        feature: PostedFeature::DmaBufRevoke,
-                        errno,
-                    },
-                    errno => FeatureError::Kernel {
-                        bdf,
-                        feature: PostedFeature::DmaBufRevoke,
-                        errno,
-                    },
-                }
-                .into())
-            }
+            Err(errno) => return Err(feature_error(bdf, PostedFeature::DmaBufRevoke, errno).into()),
         }
     }
     if done.is_empty() {

@@ -75,11 +75,6 @@ impl PostedFeature {
 pub const SERIES: &str =
     "\"vfio/pci: Add mmap() for DMABUFs\" (Matt Evans, posted v4 2026-07-01, not upstream yet)";
 
-/// The kernel's name of an errno (`EINVAL`), as users read it in man pages.
-pub(crate) fn name(errno: rustix::io::Errno) -> String {
-    format!("{:?}", nix::errno::Errno::from_raw(errno.raw_os_error()))
-}
-
 impl fmt::Display for PostedFeature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -13,11 +13,11 @@ use crate::device::Device;
 use crate::dmabuf::DmaBuf;
 use crate::ioctl;
 use crate::mmap::MappedRegion;
+use peerdma_host::Bdf;
 use peerdma_host::RegionIndex;
 
 /// What a `VFIO_DEVICE_FEATURE` errno of a posted feature means.
-fn feature_error(device: &Device, feature: PostedFeature, errno: Errno) -> FeatureError {
-    let bdf = device.bdf();
+pub(super) fn feature_error(bdf: Bdf, feature: PostedFeature, errno: Errno) -> FeatureError {
     match errno {
         // vfio_pci_core_ioctl_feature's answer to a feature number it does not know.
         Errno::NOTTY => FeatureError::Missing {
@@ -65,7 +65,7 @@ impl Device {
     /// As [`Device::revoke_dma_buf`].
     pub fn revoke_dma_buf_fd(&self, dmabuf: BorrowedFd<'_>) -> Result<(), FeatureError> {
         ioctl::device_feature_dma_buf_revoke(self.fd(), dmabuf)
-            .map_err(|errno| feature_error(self, PostedFeature::DmaBufRevoke, errno))
+            .map_err(|errno| feature_error(self.bdf(), PostedFeature::DmaBufRevoke, errno))
     }
 
     /// Sets the memory attribute of `buf`'s future CPU mmaps ([`DmaBuf::map`]); mappings
@@ -85,7 +85,7 @@ impl Device {
                     memattr,
                     errno,
                 },
-                errno => feature_error(self, PostedFeature::DmaBufMemattr, errno),
+                errno => feature_error(self.bdf(), PostedFeature::DmaBufMemattr, errno),
             },
         )
     }

@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 
 use rustix::io::Errno;
 
-use super::{name, FeatureError, PostedFeature};
+use super::{FeatureError, PostedFeature};
 use crate::device::Device;
 use crate::error::Result;
 use crate::ranges::DmaRange;
@@ -50,7 +50,11 @@ impl fmt::Display for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Probe::Present => f.write_str("present"),
-            Probe::Absent { errno } => write!(f, "absent (the kernel answered {})", name(*errno)),
+            Probe::Absent { errno } => write!(
+                f,
+                "absent (the kernel answered {})",
+                peerdma_host::errno_name(*errno)
+            ),
             Probe::Unclear { detail } => write!(f, "unclear: {detail}"),
         }
     }
@@ -114,7 +118,7 @@ impl Device {
             Err(e) => Probe::Unclear {
                 detail: format!(
                     "mmap of a live one-page dma-buf failed: {}",
-                    name(e.errno())
+                    peerdma_host::errno_name(e.errno())
                 ),
             },
         };
@@ -133,7 +137,10 @@ impl Device {
                     errno: Errno::NOTTY,
                 },
                 Err(errno) => Probe::Unclear {
-                    detail: format!("feature 14 with WC answered {}", name(errno)),
+                    detail: format!(
+                        "feature 14 with WC answered {}",
+                        peerdma_host::errno_name(errno)
+                    ),
                 },
             };
         let revoke = match self.revoke_dma_buf_fd(buf.as_fd()) {
@@ -153,7 +160,10 @@ impl Device {
             },
             Err(FeatureError::Missing { errno, .. }) => Probe::Absent { errno },
             Err(e) => Probe::Unclear {
-                detail: format!("feature 13 answered {}", name(e.errno())),
+                detail: format!(
+                    "feature 13 answered {}",
+                    peerdma_host::errno_name(e.errno())
+                ),
             },
         };
         Ok(PostedFeatures {
@@ -167,6 +177,6 @@ impl Device {
 fn answer(r: std::result::Result<(), Errno>) -> String {
     match r {
         Ok(()) => "0".to_string(),
-        Err(e) => name(e),
+        Err(e) => peerdma_host::errno_name(e),
     }
 }

@@ -29,7 +29,7 @@ fn outcome(r: Result<(), FeatureError>) -> Value {
     match r {
         Ok(()) => json!("ok"),
         Err(e) => {
-            json!({"kind": e.kind(), "errno": format!("{:?}", nix::errno::Errno::from_raw(e.errno().raw_os_error())), "message": e.to_string()})
+            json!({"kind": e.kind(), "errno": peerdma_host::errno_name(e.errno()), "message": e.to_string()})
         }
     }
 }

@@ -10,10 +10,7 @@ use rustix::io::Errno;
 use super::plan::{Direction, FixedIo};
 use super::SERIES;
 
-/// The kernel's name of an errno (`EINVAL`), as users read it in man pages.
-pub fn errno_name(errno: Errno) -> String {
-    format!("{:?}", nix::errno::Errno::from_raw(errno.raw_os_error()))
-}
+use peerdma_host::errno_name;
 
 /// Everything that can go wrong in [`KernelNvme`](super::KernelNvme).
 #[derive(Debug, thiserror::Error)]

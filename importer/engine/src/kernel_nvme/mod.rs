@@ -40,7 +40,7 @@ use peerdma_uapi::ahead::{io_uring_regbuf_desc, IO_REGBUF_TYPE_DMABUF, IO_REGBUF
 use rustix::fs::{fstat, open, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-pub use error::{errno_name, KernelNvmeError};
+pub use error::KernelNvmeError;
 pub use plan::{BlockLimits, Direction, FixedIo, DMABUF_ALIGN};
 
 use error::{io_error, registration_error};

@@ -2,7 +2,7 @@
 //! errors and states are written into it.
 
 use anyhow::Result;
-use peerdma_exporter::{DmaBuf, DmaRange, Errno, Error, RevokeEvent};
+use peerdma_exporter::{DmaBuf, DmaRange, Error, RevokeEvent};
 use peerdma_testbed::manifest::ManifestDevice;
 use serde_json::{json, Map, Value};
 
@@ -28,32 +28,8 @@ pub(crate) fn emit(
     println!("{}", Value::Object(m));
 }
 
-/// The kernel's name of an errno.
-pub(crate) fn errno_name(e: Errno) -> String {
-    let n = e.raw_os_error();
-    let name = match n {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::ENODEV => "ENODEV",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::ENOTTY => "ENOTTY",
-        libc::ENOSPC => "ENOSPC",
-        libc::EOVERFLOW => "EOVERFLOW",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        _ => return format!("E#{n}"),
-    };
-    name.to_owned()
-}
+/// The kernel's name of an errno (`EINVAL`; `errno N` for one without a name).
+pub(crate) use peerdma_host::errno_name;
 
 /// The variant name of an error (`RangeUnaligned`, `Export`, ...); for a host error
 /// the exporter wraps (`Error::Host`), the host error's own (`NoSuchDevice`).
