@@ -27,6 +27,8 @@
 //! - `contract`: the engine contract (host→BAR, BAR→host, BAR→BAR, read-only
 //!   destination, revoke, unmapped IOVA) on every engine device of the run through
 //!   `AttachedEngine`'s checked copy; one typed `ContractCase` line per (engine, case).
+//! - `engine-bench`: every engine of the run copies BAR → BAR and host → host in
+//!   interleaved rounds (`--iters` rounds of `--len` bytes): medians, their ratio.
 //! - `all`: every reference-kernel scenario but `bench` and `revoke-latency`.
 
 mod faults;
@@ -45,6 +47,7 @@ use crate::rig::{setup, MIB};
 use crate::scenario::bar_to_host::bar_to_host;
 use crate::scenario::bench::bench;
 use crate::scenario::checked::checked;
+use crate::scenario::engine_bench::engine_bench;
 use crate::scenario::errors::errors;
 use crate::scenario::guard::guard;
 use crate::scenario::host_to_bar::host_to_bar;
@@ -82,7 +85,7 @@ fn parse_args() -> Result<Opts> {
         }
     }
     if o.scenarios.is_empty() {
-        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
+        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract host-to-bar bar-to-host guard revoke errors stock bench revoke-latency engine-bench all)");
     }
     Ok(o)
 }
@@ -128,8 +131,9 @@ fn run() -> Result<bool> {
     // After the rig is gone (it holds edu raw; this takes it through AttachedEngine),
     // and last: its refused DMA must not stand in the fault log between the others'.
     let checked_too = names.iter().any(|n| n == "checked");
+    let engine_bench_too = names.iter().any(|n| n == "engine-bench");
     let contract_too = names.iter().any(|n| n == "contract");
-    names.retain(|n| n != "checked" && n != "contract");
+    names.retain(|n| n != "checked" && n != "contract" && n != "engine-bench");
     if !names.is_empty() {
         let t = Instant::now();
         let mut rig = setup(&manifest)?;
@@ -160,6 +164,16 @@ fn run() -> Result<bool> {
         emit(
             "checked",
             checked(&manifest).map(|mut v| {
+                v["wall_ms"] = json!(ms(t.elapsed()));
+                v
+            }),
+        );
+    }
+    if engine_bench_too {
+        let t = Instant::now();
+        emit(
+            "engine-bench",
+            engine_bench(&manifest, &opts).map(|mut v| {
                 v["wall_ms"] = json!(ms(t.elapsed()));
                 v
             }),

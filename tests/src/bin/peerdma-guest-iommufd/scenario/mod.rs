@@ -4,6 +4,7 @@ pub(crate) mod bar_to_host;
 pub(crate) mod bench;
 pub(crate) mod checked;
 pub(crate) mod contract;
+pub(crate) mod engine_bench;
 pub(crate) mod errors;
 pub(crate) mod guard;
 pub(crate) mod host_to_bar;
