@@ -391,6 +391,15 @@ mod tests {
         assert_eq!(v["error"]["kind"], "zero_size");
         assert_eq!(v["seed"], 7);
         assert_eq!(f.text("p2pcopy").matches("fix").count(), 1);
+        let e = anyhow::Error::from(CopyError::BadPeerPort {
+            peer: "rdma://10.0.0.2:0".into(),
+            port: "0".into(),
+        });
+        assert_eq!(
+            Failure::from_error(&e).exit,
+            Exit::Usage,
+            "port 0 is the request's fault"
+        );
 
         let e = anyhow::Error::from(CopyError::Mismatch {
             first: 8,
