@@ -335,7 +335,7 @@ pub(super) fn run(
         data_pointer: "dma-buf",
         commands: ios,
         latency: latency(&mut lat),
-        seed: req.seed,
+        seed: req.verify.then_some(req.seed),
         route,
         verified,
         verification: verified.map(|_| Verification {

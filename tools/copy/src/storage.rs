@@ -211,8 +211,8 @@ pub struct StorageReport {
     pub commands: u64,
     /// Command latencies (timed part).
     pub latency: Latency,
-    /// The pattern seed of this run.
-    pub seed: u64,
+    /// The pattern seed of this run (`None`: not verified, no pattern written).
+    pub seed: Option<u64>,
     /// For a BAR side: the route the bytes took (the controller reading or writing the
     /// BAR at IOVAs of its IOAS), as `peerdma path` would judge it. `None` for host
     /// memory, which is not peer to peer.
@@ -678,7 +678,7 @@ pub(super) fn run_storage_inner(
         data_pointer: if sgl { "sgl" } else { "prp" },
         commands: stats.commands,
         latency: Latency::of(&stats),
-        seed: req.seed,
+        seed: req.verify.then_some(req.seed),
         route,
         verified,
         verification: verified.map(|_| {

@@ -119,11 +119,9 @@ pub(crate) fn run_storage(cli: &Cli, req: &StorageRequest) -> Result<()> {
             human(r.transfer_size),
             r.latency.p50_us,
             r.latency.p99_us,
-            match r.verified {
-                Some(true) => format!(
-                    ", every byte verified (destination poisoned first, seed {:#x})",
-                    r.seed
-                ),
+            match (r.verified, r.seed) {
+                (Some(true), Some(seed)) =>
+                    format!(", every byte verified (destination poisoned first, seed {seed:#x})"),
                 _ => " (not verified)".to_string(),
             }
         );
