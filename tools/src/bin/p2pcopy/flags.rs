@@ -203,6 +203,11 @@ pub(crate) struct Cli {
     #[cfg(feature = "testing")]
     #[arg(long, hide = true, value_parser = parse_size)]
     pub(crate) test_revoke_after_bytes: Option<u64>,
+    /// Test hook (feature `testing` only): on a copy between two BARs, revoke the
+    /// destination instead of the source (`dst`).
+    #[cfg(feature = "testing")]
+    #[arg(long, hide = true, value_parser = ["src", "dst"])]
+    pub(crate) test_revoke_side: Option<String>,
     /// The flags of [`SCOPED_FLAGS`] given on the command line (not defaulted).
     #[arg(skip)]
     pub(crate) given: Vec<&'static str>,

@@ -237,7 +237,17 @@ fn copy(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CopyReport, CopyError> {
     #[cfg(feature = "testing")]
-    return peerdma_copy::testing::run(req, progress, &test_hooks(cli, Side::Src));
+    return peerdma_copy::testing::run(
+        req,
+        progress,
+        &test_hooks(
+            cli,
+            match cli.test_revoke_side.as_deref() {
+                Some("dst") => Side::Dst,
+                _ => Side::Src,
+            },
+        ),
+    );
     #[cfg(not(feature = "testing"))]
     return {
         let _ = cli;
@@ -271,7 +281,11 @@ mod tests {
     fn test_hooks_exist_only_with_the_testing_feature() {
         let with = cfg!(feature = "testing");
         let cmd = Cli::command();
-        for id in ["test_revoke_after_ms", "test_revoke_after_bytes"] {
+        for id in [
+            "test_revoke_after_ms",
+            "test_revoke_after_bytes",
+            "test_revoke_side",
+        ] {
             let arg = cmd.get_arguments().find(|a| a.get_id() == id);
             assert_eq!(arg.is_some(), with, "{id}");
             assert!(arg.is_none_or(|a| a.is_hide_set()), "{id} is hidden");
