@@ -215,6 +215,28 @@ pub enum KernelNvmeError {
         done: u32,
     },
 
+    /// Driving the io_uring failed with I/Os in flight, and some of them did not complete
+    /// within the wait that followed: they may still move bytes after this returned.
+    #[error(
+        "{device}: {what} failed ({source}) with I/Os in flight, and {left} of them had not \
+         completed {waited_s} s later: they may still write their dma-buf or namespace range; \
+         fix: close the VFIO device and the block device before trusting either range, and \
+         see the kernel log (dmesg)"
+    )]
+    Stranded {
+        /// The block device.
+        device: String,
+        /// The call.
+        what: &'static str,
+        /// What the kernel returned.
+        #[source]
+        source: io::Error,
+        /// I/Os still in flight.
+        left: u32,
+        /// Seconds waited for them.
+        waited_s: u64,
+    },
+
     /// A sysfs attribute of the block device could not be read.
     #[error("{path}: cannot read it: {source}; fix: is sysfs mounted?", path = path.display())]
     Sysfs {
@@ -243,6 +265,7 @@ impl KernelNvmeError {
             KernelNvmeError::Revoked { .. } => "revoked",
             KernelNvmeError::Ring { .. } => "ring",
             KernelNvmeError::ShortIo { .. } => "short_io",
+            KernelNvmeError::Stranded { .. } => "stranded",
             KernelNvmeError::Sysfs { .. } => "sysfs",
         }
     }

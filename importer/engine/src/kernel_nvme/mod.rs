@@ -262,12 +262,25 @@ impl KernelNvme {
             if inflight == 0 {
                 break;
             }
-            self.ring
-                .submit_and_wait(1)
-                .map_err(|source| KernelNvmeError::Ring {
-                    what: "io_uring_enter",
-                    source,
-                })?;
+            if let Err(source) = self.ring.submit_and_wait(1) {
+                // The kernel still owns the I/Os it took: wait for them (bounded) before
+                // returning, so that nothing lands after the caller was told it stopped.
+                let left = self.drain(inflight.saturating_sub(self.ring.unsubmitted()));
+                return Err(if left == 0 {
+                    KernelNvmeError::Ring {
+                        what: "io_uring_enter",
+                        source,
+                    }
+                } else {
+                    KernelNvmeError::Stranded {
+                        device: self.name.clone(),
+                        what: "io_uring_enter",
+                        source,
+                        left,
+                        waited_s: DRAIN_WAIT.as_secs(),
+                    }
+                });
+            }
             while let Some((user_data, res)) = self.ring.pop() {
                 inflight -= 1;
                 let i = user_data as usize;
@@ -303,6 +316,27 @@ impl KernelNvme {
         }
     }
 }
+
+impl KernelNvme {
+    /// Reaps the completions of `submitted` I/Os the kernel took, polling (task work runs
+    /// on the way back from each sleep) for at most [`DRAIN_WAIT`]; returns how many
+    /// never completed.
+    fn drain(&mut self, mut submitted: u32) -> u32 {
+        let deadline = Instant::now() + DRAIN_WAIT;
+        while submitted > 0 && Instant::now() < deadline {
+            while submitted > 0 && self.ring.pop().is_some() {
+                submitted -= 1;
+            }
+            if submitted > 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        submitted
+    }
+}
+
+/// How long a failed transfer waits for the I/Os already in flight.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
 /// Whether the running kernel takes io_uring dma-buf buffer registrations ([`SERIES`]),
 /// by behaviour on a throwaway one-entry io_uring (no device, no dma-buf): an

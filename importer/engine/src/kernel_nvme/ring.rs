@@ -192,6 +192,11 @@ impl Ring {
         }
     }
 
+    /// SQEs queued but not yet handed to the kernel (they will never complete).
+    pub(crate) fn unsubmitted(&self) -> u32 {
+        self.unsubmitted
+    }
+
     /// The next completion (`user_data`, `res`), if one is ready.
     pub(crate) fn pop(&mut self) -> Option<(u64, i32)> {
         // SAFETY: head and tail are aligned u32s inside the CQ ring mapping; the kernel
