@@ -77,7 +77,7 @@ struct VmArgs {
     #[arg(long, default_value = "reference")]
     kernel: KernelChoice,
     /// Devices: KIND[:SIZE][=ROLE],... with KIND one of ivshmem, edu, nvme, nvme-md,
-    /// nvme-kernel, gpu, gpu-noblob.
+    /// nvme-kernel, gpu, gpu-noblob, igb.
     #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
     devices: DeviceList,
     /// root (each device on the root bus, own IOMMU group), switch (behind one PCIe

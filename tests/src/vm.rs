@@ -71,6 +71,26 @@ pub struct VmOptions {
     /// the escape hatch for a one-off device the registry (`devices::REGISTRY`) lacks.
     /// The guest does not bind or describe such a device.
     pub extra_qemu_args: Vec<String>,
+    /// Which VM of a run this is (0 alone; 0 and 1 for the two VMs of a pair): the
+    /// NICs' MAC and IPv4 addresses carry it (`devices::nic`).
+    pub vm_index: u8,
+    /// The host-local link the run's first NIC joins (`None`: its NIC has link but no
+    /// peer; see `devices::nic`).
+    pub wire: Option<Wire>,
+}
+
+/// One end of a QEMU `dgram` netdev between two unix sockets: the NIC's frames go to
+/// `remote` (the other VM's `local`) and arrive on `local`. Neither end needs the
+/// other to exist first; frames sent before the peer binds are dropped.
+#[derive(Clone, Debug)]
+pub struct Wire {
+    /// The unix socket this VM's QEMU binds (removed first if it exists).
+    pub local: PathBuf,
+    /// The unix socket the peer's QEMU binds.
+    pub remote: PathBuf,
+    /// Where QEMU's filter-dump writes every frame this end sends and receives (a
+    /// classic pcap file); `None`: no capture.
+    pub pcap: Option<PathBuf>,
 }
 
 impl Default for VmOptions {
@@ -96,6 +116,8 @@ impl Default for VmOptions {
             kernel_args: Vec::new(),
             nvme_mqes: None,
             extra_qemu_args: Vec::new(),
+            vm_index: 0,
+            wire: None,
         }
     }
 }
@@ -215,7 +237,7 @@ impl Testbed {
                     kind: d.kind,
                     backing_file: d.kind.model().backing_file(&site),
                     size: d.size_mib << 20,
-                    extras: d.kind.model().manifest_extras(i, d.size_mib),
+                    extras: d.kind.model().manifest_extras(&site),
                 }
             })
             .collect();
@@ -368,6 +390,22 @@ impl Testbed {
                     ));
                     format!("bus=dn{i}")
                 }
+            };
+            let on_root_bus = place.starts_with("bus=pcie.0,");
+            let place = if on_root_bus && d.kind.model().needs_own_bus() {
+                // Behind a root port of its own (slot 0 of a bus whose other function
+                // numbers its SR-IOV VFs take); the port has ACS, so the device keeps an
+                // IOMMU group of its own.
+                push("-device".into());
+                push(format!(
+                    "pcie-root-port,id=rp-{role},{port},chassis={chassis},slot=0",
+                    role = d.role,
+                    port = place.trim_end_matches(",multifunction=on"),
+                    chassis = 0x30 + i
+                ));
+                format!("bus=rp-{}", d.role)
+            } else {
+                place
             };
             let site = self.site(i, scratch, &place);
             for arg in d.kind.model().qemu_args(&site)? {
