@@ -77,7 +77,7 @@ struct VmArgs {
     #[arg(long, default_value = "reference")]
     kernel: KernelChoice,
     /// Devices: KIND[:SIZE][=ROLE],... with KIND one of ivshmem, edu, nvme, nvme-md,
-    /// nvme-kernel, gpu, gpu-noblob, igb.
+    /// nvme-kernel, gpu, gpu-noblob, igb, e1000e, virtio-net.
     #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
     devices: DeviceList,
     /// root (each device on the root bus, own IOMMU group), switch (behind one PCIe

@@ -14,6 +14,7 @@ mod edu;
 mod gpu;
 mod igb;
 mod ivshmem;
+mod kernel_nic;
 pub mod nic;
 mod nvme;
 
@@ -33,6 +34,8 @@ pub const REGISTRY: &[DeviceKind] = &[
     DeviceKind::GPU,
     DeviceKind::GPU_NOBLOB,
     DeviceKind::IGB,
+    DeviceKind::E1000E,
+    DeviceKind::VIRTIO_NET,
 ];
 
 /// Where and how one device of a run is placed: what [`DeviceModel::qemu_args`] needs.
@@ -388,7 +391,7 @@ mod tests {
         }
         assert_eq!(
             DeviceKind::names_text(),
-            "ivshmem, edu, nvme, nvme-md, nvme-kernel, gpu, gpu-noblob or igb"
+            "ivshmem, edu, nvme, nvme-md, nvme-kernel, gpu, gpu-noblob, igb, e1000e or virtio-net"
         );
         assert_eq!("virtio-gpu".parse::<DeviceKind>().unwrap(), DeviceKind::GPU);
         let e = serde_json::from_str::<DeviceKind>("\"floppy\"").unwrap_err();
@@ -461,6 +464,27 @@ mod tests {
         assert_eq!(x.mac.as_deref(), Some("52:54:00:77:01:02"));
         assert!(DeviceKind::IGB.binds_vfio() && DeviceKind::IGB.model().needs_own_bus());
         assert_eq!(DeviceKind::IGB.pci_id(), (0x8086, 0x10c9));
+        // A kernel NIC gets an address per VM, and per kernel NIC before it.
+        let x = DeviceKind::VIRTIO_NET.model().manifest_extras(&site);
+        assert_eq!(x.ipv4.as_deref(), Some("10.77.0.2/24"));
+        assert_eq!(x.mac.as_deref(), Some("52:54:00:77:01:02"));
+        let a = DeviceKind::VIRTIO_NET.model().qemu_args(&site).unwrap();
+        assert_eq!(
+            a[3],
+            "virtio-net-pci,disable-legacy=on,netdev=net-igb0,mac=52:54:00:77:01:02,bus=rp-igb0"
+        );
+        let options2 = VmOptions {
+            devices: "e1000e,igb,virtio-net".parse().unwrap(),
+            ..VmOptions::default()
+        };
+        let second = QemuSite {
+            index: 2,
+            options: &options2,
+            ..site
+        };
+        let x = DeviceKind::VIRTIO_NET.model().manifest_extras(&second);
+        assert_eq!(x.ipv4.as_deref(), Some("10.77.1.1/24"));
+        assert!(!DeviceKind::E1000E.binds_vfio() && !DeviceKind::VIRTIO_NET.binds_vfio());
         // The wire joins the run's first NIC only, with its capture.
         let options = VmOptions {
             devices: "igb,igb".parse().unwrap(),
