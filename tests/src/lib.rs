@@ -14,6 +14,7 @@ pub mod image;
 pub mod initramfs;
 pub mod kernel;
 pub mod manifest;
+pub mod pair;
 pub mod pattern;
 pub mod process;
 pub mod reports;

@@ -77,6 +77,38 @@ pub struct VmOptions {
     /// The host-local link the run's first NIC joins (`None`: its NIC has link but no
     /// peer; see `devices::nic`).
     pub wire: Option<Wire>,
+    /// Stops the run from outside when due (a [`crate::pair::Pair`] stops a VM whose
+    /// peer failed): QEMU is killed and the run fails with the signal's reason.
+    pub stop: Option<StopSignal>,
+}
+
+/// A request to stop a running VM at an instant, with the reason; the earliest
+/// request wins. Cloned handles share the request.
+#[derive(Clone, Debug, Default)]
+pub struct StopSignal(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl StopSignal {
+    /// A signal nobody raised yet.
+    pub fn new() -> StopSignal {
+        StopSignal::default()
+    }
+
+    /// Asks the run to stop at `at` (now or later) because of `reason`, unless an
+    /// earlier request stands.
+    pub fn stop_at(&self, at: Instant, reason: impl Into<String>) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.as_ref().is_none_or(|(t, _)| at < *t) {
+            *g = Some((at, reason.into()));
+        }
+    }
+
+    /// The reason, once the request is due.
+    pub fn due(&self) -> Option<String> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .filter(|(t, _)| Instant::now() >= *t)
+            .map(|(_, r)| r.clone())
+    }
 }
 
 /// One end of a QEMU `dgram` netdev between two unix sockets: the NIC's frames go to
@@ -118,6 +150,7 @@ impl Default for VmOptions {
             extra_qemu_args: Vec::new(),
             vm_index: 0,
             wire: None,
+            stop: None,
         }
     }
 }
@@ -191,6 +224,24 @@ impl Testbed {
             qemu,
             accel,
         })
+    }
+
+    /// The same kernel, QEMU and accelerator with options changed by `f` (no new
+    /// resolution).
+    pub fn with_options(&self, f: impl FnOnce(&mut VmOptions)) -> Testbed {
+        let mut options = self.options.clone();
+        f(&mut options);
+        Testbed {
+            options,
+            kernel: self.kernel.clone(),
+            qemu: self.qemu.clone(),
+            accel: self.accel,
+        }
+    }
+
+    /// The run's options.
+    pub fn options(&self) -> &VmOptions {
+        &self.options
     }
 
     /// The resolved kernel.
@@ -572,6 +623,13 @@ impl Testbed {
                 drop(qemu);
                 bail!(
                     "interrupted: QEMU killed (console log: {})",
+                    console.display()
+                );
+            }
+            if let Some(reason) = self.options.stop.as_ref().and_then(StopSignal::due) {
+                drop(qemu);
+                bail!(
+                    "stopped: {reason}: QEMU killed (console log: {})",
                     console.display()
                 );
             }
