@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod manifest;
 pub mod pair;
 pub mod pattern;
+pub mod pcap;
 pub mod process;
 pub mod reports;
 pub mod rng;

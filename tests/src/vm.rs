@@ -121,7 +121,7 @@ pub struct Wire {
     /// The unix socket the peer's QEMU binds.
     pub remote: PathBuf,
     /// Where QEMU's filter-dump writes every frame this end sends and receives (a
-    /// classic pcap file); `None`: no capture.
+    /// classic pcap file, read by [`crate::pcap`]); `None`: no capture.
     pub pcap: Option<PathBuf>,
 }
 
