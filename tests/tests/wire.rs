@@ -50,15 +50,7 @@ fn mac_bytes(mac: &str) -> [u8; 6] {
 /// Runs `count` datagrams of `size` bytes from VM `from` (its kernel NIC at
 /// 10.77.0.<from+1>) to VM 1 - `from`, with a capture.
 fn send_across(a: &str, b: &str, from: usize, count: u64, size: usize) -> PairOutcome {
-    let pair = Pair::new(
-        vm(a),
-        vm(b),
-        WireOptions {
-            pcap: true,
-            dir: None,
-        },
-    )
-    .expect("the pair resolves");
+    let pair = pair(a, b, true);
     let to = 1 - from;
     let send = [
         udp(),
@@ -171,12 +163,7 @@ fn e1000e_sends_the_other_way_and_a_burst_of_4000_full_size_datagrams_arrives_wh
 
 #[test]
 fn igb_on_both_ends_binds_vfio_pci_with_a_mac_per_vm_and_each_vm_keeps_its_backing_files() {
-    let pair = Pair::new(
-        vm("ivshmem:8M,igb"),
-        vm("ivshmem:8M,igb"),
-        WireOptions::default(),
-    )
-    .expect("the pair resolves");
+    let pair = pair("ivshmem:8M,igb", "ivshmem:8M,igb", false);
     let out = pair
         .run(
             &["/bin/sh", "-c", "echo vm=$PEERDMA_VM_INDEX"],
@@ -252,8 +239,7 @@ fn a_timed_out_vm_stops_its_peer_at_once_and_no_qemu_is_left() {
 
 #[test]
 fn a_command_that_fails_stops_a_waiting_peer_after_the_grace() {
-    let pair = Pair::new(vm("e1000e"), vm("virtio-net"), WireOptions::default())
-        .expect("the pair resolves");
+    let pair = pair("e1000e", "virtio-net", false);
     let start = Instant::now();
     let e = pair
         .run(&["sh", "-c", "exit 3"], &["sleep", "600"])
