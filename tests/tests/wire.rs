@@ -48,8 +48,16 @@ fn mac_bytes(mac: &str) -> [u8; 6] {
 }
 
 /// Runs `count` datagrams of `size` bytes from VM `from` (its kernel NIC at
-/// 10.77.0.<from+1>) to VM 1 - `from`, with a capture.
-fn send_across(a: &str, b: &str, from: usize, count: u64, size: usize) -> PairOutcome {
+/// 10.77.0.<from+1>) to VM 1 - `from`, with a capture; with `mtu`, both VMs' NIC
+/// (their only one: eth0) get that MTU first.
+fn send_across(
+    a: &str,
+    b: &str,
+    from: usize,
+    count: u64,
+    size: usize,
+    mtu: Option<u32>,
+) -> PairOutcome {
     let pair = pair(a, b, true);
     let to = 1 - from;
     let send = [
@@ -68,6 +76,17 @@ fn send_across(a: &str, b: &str, from: usize, count: u64, size: usize) -> PairOu
         size.to_string(),
         "120".into(),
     ];
+    let wrap = |argv: &[String]| -> Vec<String> {
+        match mtu {
+            None => argv.to_vec(),
+            Some(m) => vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("ip link set eth0 mtu {m} && {}", argv.join(" ")),
+            ],
+        }
+    };
+    let (send, recv) = (wrap(&send), wrap(&recv));
     let (argv_a, argv_b) = if from == 0 {
         (&send, &recv)
     } else {
@@ -125,7 +144,7 @@ fn check_capture(out: &PairOutcome, from: usize, count: u64, size: usize) -> ser
 
 #[test]
 fn virtio_net_datagrams_from_vm0_arrive_in_vm1_and_on_the_wire_capture() {
-    let out = send_across("virtio-net", "virtio-net", 0, 64, 1472);
+    let out = send_across("virtio-net", "virtio-net", 0, 64, 1472, None);
     let r = check_capture(&out, 0, 64, 1472);
     assert_eq!(
         r["from"].as_str().unwrap().split(':').next(),
@@ -152,13 +171,20 @@ fn virtio_net_datagrams_from_vm0_arrive_in_vm1_and_on_the_wire_capture() {
 
 #[test]
 fn e1000e_sends_the_other_way_and_a_burst_of_4000_full_size_datagrams_arrives_whole() {
-    let out = send_across("virtio-net", "e1000e", 1, 4000, 1472);
+    let out = send_across("virtio-net", "e1000e", 1, 4000, 1472, None);
     let r = check_capture(&out, 1, 4000, 1472);
     assert_eq!(r["udp_rcvbuf_errors"], 0, "{r}");
     assert_eq!(
         out.b.manifest.device("e1000e0").unwrap().driver.as_deref(),
         Some("e1000e")
     );
+}
+
+#[test]
+fn jumbo_datagrams_of_8972_bytes_cross_the_wire_unfragmented_at_mtu_9000() {
+    let out = send_across("virtio-net", "e1000e", 0, 200, 8972, Some(9000));
+    // check_capture counts only unfragmented datagrams of the full size.
+    check_capture(&out, 0, 200, 8972);
 }
 
 #[test]
