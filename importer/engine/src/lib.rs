@@ -36,6 +36,7 @@ pub mod edu;
 pub mod error;
 pub mod id;
 pub mod kernel_nvme;
+pub mod net;
 pub mod nvme;
 
 pub use attached::{AttachedEngine, Span};
