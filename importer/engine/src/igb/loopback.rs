@@ -102,7 +102,13 @@ impl Igb {
             .ok_or(IgbError::CopyTooShort { bdf, len })?;
         let (cap_rx, cap_tx) = {
             let s = self.started("a copy")?;
-            (s.rx.capacity() as u64, (s.tx.entries() as u64 - 1) / 2)
+            // Each frame: a header descriptor and its payload's, one more per 4 KiB
+            // page the payload crosses.
+            let per_frame = 2 + plan.p.div_ceil(super::ring::TX_PAGE);
+            (
+                s.rx.capacity() as u64,
+                (s.tx.entries() as u64 - 1) / per_frame,
+            )
         };
         let window = cap_rx.min(cap_tx).max(1);
         let me = self.endpoint();
@@ -228,7 +234,16 @@ impl DmaEngine for Igb {
         check_span(&name, src, len, self.dma_mask())?;
         check_span(&name, dst, len, self.dma_mask())?;
         let start = Instant::now();
-        let count = self.loopback_copy(src, dst, len)?;
+        let count = match self.loopback_copy(src, dst, len) {
+            Ok(n) => n,
+            Err(e) => {
+                // Leave no frame of this copy in the rings for the next one.
+                if self.started.is_some() && !matches!(e, IgbError::Revoked { .. }) {
+                    let _ = self.recover();
+                }
+                return Err(e.into());
+            }
+        };
         Ok(TransferReport {
             bytes: len,
             transfers: count.min(u64::from(u32::MAX)) as u32,

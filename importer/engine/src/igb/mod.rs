@@ -261,16 +261,59 @@ impl Igb {
         }
         let tx = TxRing::new(ioas, entries, buf).map_err(ioerr)?;
         let rx = RxRing::new(ioas, entries, buf).map_err(ioerr)?;
+        self.started = Some(Started { tx, rx });
+        if let Err(e) = self.program() {
+            self.stop();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Resets the function and brings it up again with its rings emptied (every frame
+    /// queued or posted is forgotten): what a failed copy does before it returns, and
+    /// what a caller does to reuse the function after an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), and [`IgbError::NotStarted`].
+    pub fn recover(&mut self) -> Result<(), IgbError> {
+        self.started("a recovery")?;
+        self.stop();
+        let r = self.program();
+        if r.is_err() {
+            self.stop();
+        }
+        r
+    }
+
+    /// Programs the (empty) rings of [`Started`] and brings the link and queues up.
+    fn program(&mut self) -> Result<(), IgbError> {
+        let bdf = self.bdf;
+        let s = self.started.as_mut().ok_or(IgbError::NotStarted {
+            bdf,
+            what: "programming the rings",
+        })?;
+        s.tx.clear();
+        s.rx.clear();
+        let (tx_iova, rx_iova, buf) = (s.tx.iova(), s.rx.iova(), s.rx.buf());
+        let entries = self.opts.ring_entries;
         let r = &self.regs;
+        // After a reset (recover): the driver-loaded handshake and GCR again.
+        r.update(
+            IGB_CTRL_EXT,
+            IGB_CTRL_EXT_LINK_MODE_MASK,
+            IGB_CTRL_EXT_DRV_LOAD,
+        )?;
+        r.update(IGB_GCR, IGB_GCR_CMPL_TMOUT_RESEND, 0)?;
         let ring_bytes = u32::from(entries) * ring::DESC as u32;
-        r.write32(igb_tdbal(0), tx.iova() as u32)?;
-        r.write32(igb_tdbah(0), (tx.iova() >> 32) as u32)?;
+        r.write32(igb_tdbal(0), tx_iova as u32)?;
+        r.write32(igb_tdbah(0), (tx_iova >> 32) as u32)?;
         r.write32(igb_tdlen(0), ring_bytes)?;
         r.write32(igb_tdh(0), 0)?;
         r.write32(igb_tdt(0), 0)?;
         r.write32(igb_txdctl(0), IGB_XDCTL_QUEUE_ENABLE)?;
-        r.write32(igb_rdbal(0), rx.iova() as u32)?;
-        r.write32(igb_rdbah(0), (rx.iova() >> 32) as u32)?;
+        r.write32(igb_rdbal(0), rx_iova as u32)?;
+        r.write32(igb_rdbah(0), (rx_iova >> 32) as u32)?;
         r.write32(igb_rdlen(0), ring_bytes)?;
         r.write32(igb_rdh(0), 0)?;
         r.write32(igb_rdt(0), 0)?;
@@ -305,9 +348,7 @@ impl Igb {
         )?;
         self.wait_queue(Ring::Tx, igb_txdctl(0), "TXDCTL")?;
         self.wait_queue(Ring::Rx, igb_rxdctl(0), "RXDCTL")?;
-        self.regs.wait_link(self.opts.link_timeout, loopback)?;
-        self.started = Some(Started { tx, rx });
-        Ok(())
+        self.regs.wait_link(self.opts.link_timeout, loopback)
     }
 
     /// Waits at most 100 ms for a queue's ENABLE bit to read back (8.10.10/8.12.13:
@@ -359,9 +400,11 @@ impl Igb {
     }
 
     /// Queues one frame: `headers` (1 to 128 bytes, e.g. [`udp_headers`](crate::net::udp_headers)'
-    /// 42, copied into the slot's header buffer) then `payload`, as two advanced data
-    /// descriptors (the second with EOP, IFCS, RS), and writes TDT. Waits, bounded by
-    /// [`IgbOptions::completion_timeout`] without progress, for two free descriptors.
+    /// 42, copied into the slot's header buffer) then `payload`, as advanced data
+    /// descriptors (one for the headers, one for the payload, the last with EOP, IFCS,
+    /// RS; a buffer crossing a 4 KiB IOVA page takes one more per crossing, for QEMU),
+    /// and writes TDT. Waits, bounded by [`IgbOptions::completion_timeout`] without
+    /// progress, for free descriptors.
     /// Frames under 60 bytes are padded by the device (TCTL.PSP).
     ///
     /// # Errors
@@ -392,10 +435,10 @@ impl Igb {
                 fix: "put the frame's headers first and its data in the payload",
             });
         }
-        self.started("a transmit")?;
-        self.wait_tx_room(2)?;
+        let plan = self.started("a transmit")?.tx.plan(headers, &payload);
+        self.wait_tx_room(plan.len() as u16)?;
         let s = self.started("a transmit")?;
-        s.tx.push(headers, payload)
+        s.tx.push(headers, payload, &plan)
             .map_err(|source| IgbError::Iommufd { bdf, source })
     }
 

@@ -71,6 +71,25 @@ pub enum RxTarget {
     },
 }
 
+/// The IOMMU page a TX buffer must not cross: QEMU's igb takes each TX buffer with one
+/// `pci_dma_map` (`net_tx_pkt_add_raw_fragment_pci`), which under a vIOMMU stops at the
+/// translation's page end, and drops the whole frame when the buffer was longer. An
+/// 82576 takes any buffer; cutting them costs a descriptor per crossing.
+pub(crate) const TX_PAGE: u64 = 4096;
+
+/// `addr..addr+len` cut where it crosses a [`TX_PAGE`] boundary (nothing for `len` 0).
+pub(crate) fn split_at_pages(addr: u64, len: usize) -> Vec<(u64, usize)> {
+    let mut out = Vec::new();
+    let (mut at, end) = (addr, addr + len as u64);
+    while at < end {
+        let next = ((at / TX_PAGE) + 1) * TX_PAGE;
+        let stop = next.min(end);
+        out.push((at, (stop - at) as usize));
+        at = stop;
+    }
+    out
+}
+
 /// One advanced TX data descriptor's 16 bytes (datasheet 7.2.2.3).
 pub(crate) fn tx_desc(addr: u64, len: usize, last: bool, frame_len: usize) -> [u8; DESC] {
     let mut cmd = len as u32 | IGB_ADVTXD_DTYP_DATA | IGB_ADVTXD_DCMD_DEXT | IGB_ADVTXD_DCMD_IFCS;
@@ -228,26 +247,43 @@ impl TxRing {
         self.unannounced = false;
     }
 
-    /// Writes one frame's descriptors at the tail (the caller checked there are 2 free
-    /// and the frame's size); TDT is written by the caller.
-    pub(crate) fn push(&mut self, headers: &[u8], payload: TxPayload<'_>) -> iommufd::Result<()> {
-        let frame_len = headers.len() + payload.len();
-        let first = self.tail;
-        let hdr_at = usize::from(first) * HDR_SLOT;
-        self.headers.buffer().write(hdr_at, headers)?;
-        let mut descs = vec![(self.headers.iova() + hdr_at as u64, headers.len())];
+    /// The buffers of one frame queued at the tail: the slot's header buffer, then the
+    /// payload (the slot's host buffer or the caller's IOVA), each cut at 4 KiB IOVA
+    /// boundaries ([`split_at_pages`]): one descriptor each.
+    pub(crate) fn plan(&self, headers: &[u8], payload: &TxPayload<'_>) -> Vec<(u64, usize)> {
+        let slot = usize::from(self.tail);
+        let mut out = split_at_pages(
+            self.headers.iova() + (slot * HDR_SLOT) as u64,
+            headers.len(),
+        );
         match payload {
-            TxPayload::Host([]) => {}
-            TxPayload::Host(bytes) => {
-                let second = (first + 1) % self.entries;
-                let at = usize::from(second) * self.slot_bytes;
-                self.payloads.buffer().write(at, bytes)?;
-                descs.push((self.payloads.iova() + at as u64, bytes.len()));
-            }
-            TxPayload::Iova { iova, len } => descs.push((iova, len as usize)),
+            TxPayload::Host(bytes) => out.extend(split_at_pages(
+                self.payloads.iova() + (slot * self.slot_bytes) as u64,
+                bytes.len(),
+            )),
+            TxPayload::Iova { iova, len } => out.extend(split_at_pages(*iova, *len as usize)),
         }
-        let count = descs.len() as u16;
-        for (i, (addr, len)) in descs.into_iter().enumerate() {
+        out
+    }
+
+    /// Writes one frame at the tail as [`plan`](Self::plan) cut it (the caller checked
+    /// the descriptors are free and the frame's size); TDT is written by the caller.
+    pub(crate) fn push(
+        &mut self,
+        headers: &[u8],
+        payload: TxPayload<'_>,
+        plan: &[(u64, usize)],
+    ) -> iommufd::Result<()> {
+        let frame_len = headers.len() + payload.len();
+        let slot = usize::from(self.tail);
+        self.headers.buffer().write(slot * HDR_SLOT, headers)?;
+        if let TxPayload::Host(bytes) = payload {
+            self.payloads
+                .buffer()
+                .write(slot * self.slot_bytes, bytes)?;
+        }
+        let count = plan.len() as u16;
+        for (i, &(addr, len)) in plan.iter().enumerate() {
             let last = i as u16 + 1 == count;
             let d = tx_desc(addr, len, last, frame_len);
             self.ring
@@ -255,7 +291,7 @@ impl TxRing {
                 .write(usize::from(self.tail) * DESC, &d)?;
             self.tail = (self.tail + 1) % self.entries;
         }
-        let eop = (first + count - 1) % self.entries;
+        let eop = (self.tail + self.entries - 1) % self.entries;
         self.frames.push_back((eop, count));
         self.used += count;
         self.unannounced = true;
@@ -452,6 +488,18 @@ impl RxRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tx_buffers_are_cut_at_4_kib_pages() {
+        assert_eq!(split_at_pages(0x1000, 42), vec![(0x1000, 42)]);
+        assert_eq!(
+            split_at_pages(0x1b80, 1472),
+            vec![(0x1b80, 1152), (0x2000, 320)]
+        );
+        assert_eq!(split_at_pages(0x2000, 4096), vec![(0x2000, 4096)]);
+        assert_eq!(split_at_pages(0xfff, 8194).len(), 4);
+        assert!(split_at_pages(0x1000, 0).is_empty());
+    }
 
     #[test]
     fn a_tx_descriptor_carries_length_type_and_commands() {
