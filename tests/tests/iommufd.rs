@@ -228,6 +228,25 @@ fn every_engine_keeps_the_contract_host_bar_and_bar_bar_copies_guard_and_revoke(
     assert_eq!(cases.len(), ENGINES.len() * ContractScenario::ALL.len());
 }
 
+/// The NIC engine when its own registers go away: with igb0's memory decode turned off
+/// under it (VFIO zaps its BAR0 mapping), a copy fails as `igb_revoked` naming the
+/// function, not with a SIGBUS or a hang; before that a 4 KiB copy through it landed and
+/// a copy under one minimum-size datagram (18 bytes) was refused by name.
+#[test]
+fn the_nic_engine_names_its_revoked_registers_and_refuses_a_copy_under_18_bytes() {
+    let run = reference_run();
+    let s = run.scenario("nic-revoke");
+    assert_eq!(s["landed"], true, "{s:#}");
+    assert_eq!(s["short_kind"], "igb_copy_too_short", "{s:#}");
+    assert_eq!(s["revoked_kind"], "igb_revoked", "{s:#}");
+    let msg = s["revoked_error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("igb 0000:") && msg.contains("registers (BAR0) were revoked"),
+        "{s:#}"
+    );
+    assert_eq!(s["ok"], true, "{s:#}");
+}
+
 #[test]
 fn host_memory_reaches_the_ivshmem_bar_through_edu_and_the_iommufd_mapping() {
     let run = reference_run();

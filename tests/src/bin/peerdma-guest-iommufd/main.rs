@@ -27,6 +27,8 @@
 //! - `contract`: the engine contract (host→BAR, BAR→host, BAR→BAR, read-only
 //!   destination, revoke, unmapped IOVA) on every engine device of the run through
 //!   `AttachedEngine`'s checked copy; one typed `ContractCase` line per (engine, case).
+//! - `nic-revoke`: the igb engine (igb0) with its register BAR revoked (its memory
+//!   decode off): the copy fails as `igb_revoked`; a copy under 18 bytes is refused.
 //! - `all`: every reference-kernel scenario but `bench` and `revoke-latency`.
 
 mod faults;
@@ -82,7 +84,7 @@ fn parse_args() -> Result<Opts> {
         }
     }
     if o.scenarios.is_empty() {
-        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
+        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract nic-revoke host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
     }
     Ok(o)
 }
@@ -102,6 +104,7 @@ fn run() -> Result<bool> {
                     "errors",
                     "checked",
                     "contract",
+                    "nic-revoke",
                 ]
                 .map(String::from),
             );
@@ -129,7 +132,8 @@ fn run() -> Result<bool> {
     // and last: its refused DMA must not stand in the fault log between the others'.
     let checked_too = names.iter().any(|n| n == "checked");
     let contract_too = names.iter().any(|n| n == "contract");
-    names.retain(|n| n != "checked" && n != "contract");
+    let nic_revoke_too = names.iter().any(|n| n == "nic-revoke");
+    names.retain(|n| n != "checked" && n != "contract" && n != "nic-revoke");
     if !names.is_empty() {
         let t = Instant::now();
         let mut rig = setup(&manifest)?;
@@ -160,6 +164,17 @@ fn run() -> Result<bool> {
         emit(
             "checked",
             checked(&manifest).map(|mut v| {
+                v["wall_ms"] = json!(ms(t.elapsed()));
+                v
+            }),
+        );
+    }
+    if nic_revoke_too {
+        // Before the contract (no IOMMU fault of its own): igb0 through AttachedEngine.
+        let t = Instant::now();
+        emit(
+            "nic-revoke",
+            crate::scenario::nic_revoke::nic_revoke(&manifest).map(|mut v| {
                 v["wall_ms"] = json!(ms(t.elapsed()));
                 v
             }),
