@@ -81,12 +81,12 @@ fn c_baseline() -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// The shared boot's devices: the rig's (ivshmem0, ivshmem1, edu0) and a second
-/// engine, nvme0, for the contract.
-const CONTRACT_DEVICES: &str = "ivshmem,ivshmem,edu,nvme";
+/// The shared boot's devices: the rig's (ivshmem0, ivshmem1, edu0) and two more
+/// engines for the contract: nvme0 and igb0 (an 82576 NIC copying in MAC loopback).
+const CONTRACT_DEVICES: &str = "ivshmem,ivshmem,edu,nvme,igb";
 
 /// The engines of [`CONTRACT_DEVICES`]: every one gets the contract.
-const ENGINES: [&str; 2] = ["edu0", "nvme0"];
+const ENGINES: [&str; 3] = ["edu0", "nvme0", "igb0"];
 
 fn reference_run() -> &'static RefRun {
     static RUN: OnceLock<RefRun> = OnceLock::new();
@@ -146,7 +146,7 @@ impl RefRun {
     }
 }
 
-/// The engine contract, on every engine of the run (edu and NVMe): the copies that
+/// The engine contract, on every engine of the run (edu, NVMe, igb): the copies that
 /// must land did (the checked copy returned with no IOMMU fault, the guest read the
 /// pattern back, and for a BAR destination the host finds it in the backing file);
 /// a read-only destination is refused before any DMA; a revoke through the importer's
@@ -219,11 +219,32 @@ fn every_engine_keeps_the_contract_host_bar_and_bar_bar_copies_guard_and_revoke(
             }
         }
     }
-    // Sizes are the engine's: edu's 4 KiB buffer, NVMe's far larger transfers.
+    // Sizes are the engine's: edu's 4 KiB buffer, NVMe's far larger transfers, igb's
+    // copies of any length (45 datagrams of at most 1472 bytes for 64 KiB).
     let len_of = |e: &str| cases.iter().find(|c| c.engine == e).map(|c| c.len);
     assert_eq!(len_of("edu0"), Some(4096));
     assert!(len_of("nvme0") > Some(4096), "{cases:#?}");
+    assert_eq!(len_of("igb0"), Some(64 << 10), "{cases:#?}");
     assert_eq!(cases.len(), ENGINES.len() * ContractScenario::ALL.len());
+}
+
+/// The NIC engine when its own registers go away: with igb0's memory decode turned off
+/// under it (VFIO zaps its BAR0 mapping), a copy fails as `igb_revoked` naming the
+/// function, not with a SIGBUS or a hang; before that a 4 KiB copy through it landed and
+/// a copy under one minimum-size datagram (18 bytes) was refused by name.
+#[test]
+fn the_nic_engine_names_its_revoked_registers_and_refuses_a_copy_under_18_bytes() {
+    let run = reference_run();
+    let s = run.scenario("nic-revoke");
+    assert_eq!(s["landed"], true, "{s:#}");
+    assert_eq!(s["short_kind"], "igb_copy_too_short", "{s:#}");
+    assert_eq!(s["revoked_kind"], "igb_revoked", "{s:#}");
+    let msg = s["revoked_error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("igb 0000:") && msg.contains("registers (BAR0) were revoked"),
+        "{s:#}"
+    );
+    assert_eq!(s["ok"], true, "{s:#}");
 }
 
 #[test]

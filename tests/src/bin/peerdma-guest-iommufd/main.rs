@@ -29,6 +29,8 @@
 //!   `AttachedEngine`'s checked copy; one typed `ContractCase` line per (engine, case).
 //! - `engine-bench`: every engine of the run copies BAR → BAR and host → host in
 //!   interleaved rounds (`--iters` rounds of `--len` bytes): medians, their ratio.
+//! - `nic-revoke`: the igb engine (igb0) with its register BAR revoked (its memory
+//!   decode off): the copy fails as `igb_revoked`; a copy under 18 bytes is refused.
 //! - `all`: every reference-kernel scenario but `bench` and `revoke-latency`.
 
 mod faults;
@@ -85,7 +87,7 @@ fn parse_args() -> Result<Opts> {
         }
     }
     if o.scenarios.is_empty() {
-        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract host-to-bar bar-to-host guard revoke errors stock bench revoke-latency engine-bench all)");
+        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract nic-revoke host-to-bar bar-to-host guard revoke errors stock bench revoke-latency engine-bench all)");
     }
     Ok(o)
 }
@@ -105,6 +107,7 @@ fn run() -> Result<bool> {
                     "errors",
                     "checked",
                     "contract",
+                    "nic-revoke",
                 ]
                 .map(String::from),
             );
@@ -133,7 +136,8 @@ fn run() -> Result<bool> {
     let checked_too = names.iter().any(|n| n == "checked");
     let engine_bench_too = names.iter().any(|n| n == "engine-bench");
     let contract_too = names.iter().any(|n| n == "contract");
-    names.retain(|n| n != "checked" && n != "contract" && n != "engine-bench");
+    let nic_revoke_too = names.iter().any(|n| n == "nic-revoke");
+    names.retain(|n| n != "checked" && n != "contract" && n != "nic-revoke" && n != "engine-bench");
     if !names.is_empty() {
         let t = Instant::now();
         let mut rig = setup(&manifest)?;
@@ -174,6 +178,17 @@ fn run() -> Result<bool> {
         emit(
             "engine-bench",
             engine_bench(&manifest, &opts).map(|mut v| {
+                v["wall_ms"] = json!(ms(t.elapsed()));
+                v
+            }),
+        );
+    }
+    if nic_revoke_too {
+        // Before the contract (no IOMMU fault of its own): igb0 through AttachedEngine.
+        let t = Instant::now();
+        emit(
+            "nic-revoke",
+            crate::scenario::nic_revoke::nic_revoke(&manifest).map(|mut v| {
                 v["wall_ms"] = json!(ms(t.elapsed()));
                 v
             }),
