@@ -183,16 +183,19 @@ impl Receiver {
         let ours = self.stream() == Some(msg.stream());
         match (msg, &mut self.state) {
             (Message::Start(s), State::Waiting { .. }) => self.begin(now, s, ident, from),
-            (Message::Start(s), State::Receiving { received, base, .. }) if ours => {
+            (
+                Message::Start(s),
+                State::Receiving {
+                    received: 0, base, ..
+                },
+            ) if ours => {
                 // START sent again before our READY arrived: the data follows the
-                // latest one.
-                if *received == 0 {
-                    if let Some(i) = ident {
-                        *base = i;
-                    }
-                    let ready = self.ready(s.stream);
-                    self.pending.push_back(ready);
+                // latest one (once data arrived, a late repeated START is ignored).
+                if let Some(i) = ident {
+                    *base = i;
                 }
+                let ready = self.ready(s.stream);
+                self.pending.push_back(ready);
             }
             (Message::Start(s), _) if !ours => {
                 let reason = format!(
