@@ -304,3 +304,110 @@ impl From<PlanError> for NicError {
         NicError::Plan(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_says_what_and_a_fix_and_names_no_flag() {
+        let peer = || "10.77.0.1:18521".to_string();
+        let errors = [
+            NicError::Plan(PlanError::TooShort { total: 3 }),
+            NicError::NoAnswer {
+                peer: peer(),
+                seconds: 60,
+            },
+            NicError::AckStalled {
+                acked: 4096,
+                count: 10_000,
+                seconds: 10,
+            },
+            NicError::NoVerdict {
+                peer: peer(),
+                seconds: 60,
+            },
+            NicError::NoSender {
+                listen: peer(),
+                seconds: 5,
+            },
+            NicError::DataStalled {
+                received: 1,
+                count: 2,
+                seconds: 10,
+            },
+            NicError::NoEnd {
+                peer: peer(),
+                seconds: 60,
+            },
+            NicError::IdentMismatch {
+                index: 17,
+                got: 0x1234,
+                expected: 0x1235,
+            },
+            NicError::WrongLength {
+                index: 1,
+                got: 60,
+                expected: 1472,
+            },
+            NicError::ShortStream {
+                received: 1,
+                sent: 2,
+                count: 2,
+            },
+            NicError::PeerAborted {
+                peer: peer(),
+                reason: "x".into(),
+            },
+            NicError::PeerVerdict {
+                peer: peer(),
+                verified: 1,
+                total: 2,
+                first: Some(1),
+                message: "m".into(),
+            },
+            NicError::Protocol {
+                peer: peer(),
+                what: "w".into(),
+            },
+            NicError::TooLarge {
+                total: 2,
+                room: 1,
+                dst: "d".into(),
+            },
+            NicError::io(
+                "binding 10.0.0.1:18521",
+                &std::io::Error::from_raw_os_error(98),
+            ),
+            NicError::Unavailable { why: "w".into() },
+        ];
+        let mut kinds = std::collections::HashSet::new();
+        for e in errors {
+            let msg = e.to_string();
+            assert_eq!(msg, format!("{}; fix: {}", e.what(), e.fix()));
+            assert!(!msg.contains("--"), "{msg}");
+            assert!(kinds.insert(e.kind()), "{}", e.kind());
+            let copy = crate::CopyError::from(e);
+            assert!(copy.is_own() && copy.to_string() == msg, "{msg}");
+        }
+        assert_eq!(
+            NicError::IdentMismatch {
+                index: 17,
+                got: 0x1234,
+                expected: 0x1235
+            }
+            .what(),
+            "datagram 17 carried IPv4 ident 0x1234, expected 0x1235: a frame was lost or \
+             reordered"
+        );
+        let io = NicError::io(
+            "binding 10.0.0.1:18521",
+            &std::io::Error::from_raw_os_error(98),
+        );
+        assert!(
+            io.what()
+                .starts_with("binding 10.0.0.1:18521 failed: EADDRINUSE"),
+            "{io}"
+        );
+    }
+}
