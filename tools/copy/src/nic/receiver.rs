@@ -130,6 +130,9 @@ pub struct Receiver {
     peer: String,
     began: Option<Instant>,
     seconds: f64,
+    /// STARTs the sender may have repeated that the IO could not receive (its
+    /// receive slots were not posted while it prepared the destination).
+    missed_starts: u16,
 }
 
 impl Receiver {
@@ -143,6 +146,7 @@ impl Receiver {
             peer: String::new(),
             began: None,
             seconds: 0.0,
+            missed_starts: 0,
         }
     }
 
@@ -162,6 +166,15 @@ impl Receiver {
             State::Receiving { received, .. } => self.plan()?.datagram(*received),
             _ => None,
         }
+    }
+
+    /// The IO had no receive slot posted for `seconds` after START (while it prepared
+    /// the destination): a kernel sender may have repeated START that often meanwhile,
+    /// each with the next ident, unseen. Datagram 0 may then carry an ident up to
+    /// `seconds` (rounded up) past the one the last START seen gives; the sequence
+    /// follows it from there. (A NIC sender repeats START with the same ident.)
+    pub fn missed_starts_for(&mut self, seconds: f64) {
+        self.missed_starts = seconds.max(0.0).ceil().min(f64::from(u16::MAX)) as u16;
     }
 
     /// Whether [`ReceiverAction::Finished`] was given.
@@ -323,7 +336,14 @@ impl Receiver {
         let k = *received;
         let expected = plan.datagram(k).expect("fewer than N received").len;
         if let Some(got) = ident {
-            let want = data_ident(*base, k);
+            let mut want = data_ident(*base, k);
+            // STARTs repeated while the IO could not receive them (see
+            // `missed_starts`): the data follows the last of them.
+            let ahead = got.wrapping_sub(want);
+            if k == 0 && ahead != 0 && ahead <= self.missed_starts {
+                *base = base.wrapping_add(ahead);
+                want = got;
+            }
             if got != want {
                 return self.fail(NicError::IdentMismatch {
                     index: k,
@@ -648,6 +668,31 @@ mod tests {
             "datagram 17 carried IPv4 ident 0x1236, expected 0x1235: a frame was lost or \
              reordered"
         );
+    }
+
+    #[test]
+    fn starts_missed_while_preparing_move_the_sequence_once() {
+        let t0 = Instant::now();
+        let mut r = receiver(t0, 64);
+        r.on_control(t0, &start(10), Some(100), "p");
+        drain(&mut r, t0);
+        // Two seconds of preparing: up to two STARTs (idents 101, 102) went unseen.
+        r.missed_starts_for(1.5);
+        r.on_data(t0, 1000, Some(103));
+        r.on_data(t0, 1000, Some(104));
+        assert!(!aborted(&drain(&mut r, t0)));
+        // Past datagram 0 the sequence is strict again.
+        r.on_data(t0, 1000, Some(106));
+        let e = finished(&drain(&mut r, t0)).unwrap().unwrap_err();
+        assert_eq!(e.kind(), "nic_ident_mismatch");
+        // More than the missed STARTs explain is a lost frame.
+        let mut r = receiver(t0, 64);
+        r.on_control(t0, &start(10), Some(100), "p");
+        drain(&mut r, t0);
+        r.missed_starts_for(1.0);
+        r.on_data(t0, 1000, Some(103));
+        let e = finished(&drain(&mut r, t0)).unwrap().unwrap_err();
+        assert_eq!(e.kind(), "nic_ident_mismatch");
     }
 
     #[test]
