@@ -120,6 +120,13 @@ pub enum NicError {
         /// The destination in words.
         dst: String,
     },
+    /// An address that names no IPv4 host and port.
+    BadAddress {
+        /// What was given.
+        given: String,
+        /// Why it is no address.
+        why: String,
+    },
     /// A socket call failed.
     Io {
         /// What was being done ("binding 10.0.0.1:18521").
@@ -211,6 +218,7 @@ impl NicError {
             NicError::TooLarge { total, room, dst } => {
                 format!("the sender wants to send {total:#x} bytes, {dst} holds {room:#x}")
             }
+            NicError::BadAddress { given, why } => format!("{given:?} is no UDP address: {why}"),
             NicError::Io { doing, error } => format!("{doing} failed: {error}"),
             NicError::Unavailable { why } => why.clone(),
         }
@@ -247,6 +255,12 @@ impl NicError {
             NicError::TooLarge { .. } => "send fewer bytes, or give the receiver a larger \
                                           destination"
                 .into(),
+            NicError::BadAddress { .. } => {
+                format!(
+                    "give IPV4:PORT, a host name, or udp://HOST:PORT (port 1 to 65535, default {})",
+                    super::DEFAULT_PORT
+                )
+            }
             NicError::Io { .. } => "check the address is configured on this host, and the \
                                     port is free"
                 .into(),
@@ -273,6 +287,7 @@ impl NicError {
             NicError::PeerVerdict { .. } => "nic_peer_verdict",
             NicError::Protocol { .. } => "nic_protocol",
             NicError::TooLarge { .. } => "nic_too_large",
+            NicError::BadAddress { .. } => "nic_bad_address",
             NicError::Io { .. } => "nic_io",
             NicError::Unavailable { .. } => "nic_unavailable",
         }
@@ -380,6 +395,10 @@ mod tests {
                 &std::io::Error::from_raw_os_error(98),
             ),
             NicError::Unavailable { why: "w".into() },
+            NicError::BadAddress {
+                given: "x".into(),
+                why: "w".into(),
+            },
         ];
         let mut kinds = std::collections::HashSet::new();
         for e in errors {

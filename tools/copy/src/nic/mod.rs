@@ -239,6 +239,42 @@ pub fn serve(
     }
 }
 
+/// Parses a peer or listen address: `udp://HOST:PORT`, `HOST:PORT`, or `HOST` (port
+/// [`DEFAULT_PORT`]); HOST an IPv4 address or a name that resolves to one.
+///
+/// # Errors
+///
+/// [`NicError::BadAddress`]: port 0 or past 65535, a host that does not resolve, an
+/// IPv6 address (the NIC stream is IPv4).
+pub fn parse_addr(s: &str) -> Result<SocketAddr, NicError> {
+    use std::net::ToSocketAddrs;
+    let bad = |why: &str| NicError::BadAddress {
+        given: s.to_string(),
+        why: why.to_string(),
+    };
+    let rest = s.strip_prefix("udp://").unwrap_or(s);
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| bad(&format!("port {p} is not 1 to 65535")))?;
+            (h, port)
+        }
+        Some(_) => return Err(bad("the NIC stream is IPv4")),
+        None => (rest, DEFAULT_PORT),
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.find(SocketAddr::is_ipv4))
+        .ok_or_else(|| bad("the host does not resolve to an IPv4 address"))
+}
+
 /// A stream id: the clock's nanoseconds, the process and the seed mixed.
 pub(crate) fn stream_id(seed: u64) -> u32 {
     let clock = std::time::SystemTime::now()
@@ -246,6 +282,41 @@ pub(crate) fn stream_id(seed: u64) -> u32 {
         .map_or(0, |d| d.as_nanos() as u64);
     let x = clock ^ u64::from(std::process::id()).rotate_left(32) ^ seed.rotate_left(17);
     (x ^ (x >> 32)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_with_and_without_scheme_and_port() {
+        assert_eq!(
+            parse_addr("udp://10.77.0.1:7000").unwrap(),
+            "10.77.0.1:7000".parse().unwrap()
+        );
+        assert_eq!(parse_addr("10.77.0.1").unwrap().port(), DEFAULT_PORT);
+        assert_eq!(parse_addr("udp://10.77.0.1").unwrap().port(), DEFAULT_PORT);
+        assert_eq!(
+            parse_addr("0.0.0.0:0").unwrap_err().kind(),
+            "nic_bad_address"
+        );
+        for bad in [
+            "10.0.0.1:0",
+            "10.0.0.1:65536",
+            "[fe80::1]:7000",
+            "fe80::1",
+            "",
+            "udp://",
+        ] {
+            let e = parse_addr(bad).unwrap_err();
+            assert_eq!(e.kind(), "nic_bad_address", "{bad}: {e}");
+        }
+        assert!(parse_addr("10.0.0.1:99999")
+            .unwrap_err()
+            .what()
+            .contains("port 99999"));
+        assert!(parse_addr("no.such.host.invalid").is_err());
+    }
 }
 
 fn rate(x: f64, seconds: f64) -> f64 {
