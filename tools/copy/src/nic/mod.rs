@@ -284,6 +284,22 @@ pub(crate) fn stream_id(seed: u64) -> u32 {
     (x ^ (x >> 32)) as u32
 }
 
+fn rate(x: f64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        x / seconds
+    } else {
+        0.0
+    }
+}
+
+/// The report's throughput fields from `bytes`, `datagrams` and `seconds`.
+pub(crate) fn rates(bytes: u64, datagrams: u64, seconds: f64) -> (f64, f64) {
+    (
+        rate(bytes as f64, seconds) / 1e9,
+        rate(datagrams as f64, seconds),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,20 +333,4 @@ mod tests {
             .contains("port 99999"));
         assert!(parse_addr("no.such.host.invalid").is_err());
     }
-}
-
-fn rate(x: f64, seconds: f64) -> f64 {
-    if seconds > 0.0 {
-        x / seconds
-    } else {
-        0.0
-    }
-}
-
-/// The report's throughput fields from `bytes`, `datagrams` and `seconds`.
-pub(crate) fn rates(bytes: u64, datagrams: u64, seconds: f64) -> (f64, f64) {
-    (
-        rate(bytes as f64, seconds) / 1e9,
-        rate(datagrams as f64, seconds),
-    )
 }
