@@ -90,6 +90,14 @@ pub enum NicError {
         /// Its reason.
         reason: String,
     },
+    /// The peer's host answered ICMP port unreachable mid-stream: nothing listens there
+    /// any more.
+    PeerGone {
+        /// The peer.
+        peer: String,
+        /// What this side was doing.
+        during: String,
+    },
     /// The receiver checked and found other bytes (or fewer).
     PeerVerdict {
         /// The peer.
@@ -199,6 +207,10 @@ impl NicError {
             NicError::PeerAborted { peer, reason } => {
                 format!("peer {peer} aborted the stream: {reason}")
             }
+            NicError::PeerGone { peer, during } => format!(
+                "the host of peer {peer} answered \"port unreachable\" while {during}: its \
+                 receiver is gone"
+            ),
             NicError::PeerVerdict {
                 peer,
                 verified,
@@ -248,9 +260,9 @@ impl NicError {
                 "make sure only the one sender sends to this port".into()
             }
             NicError::ShortStream { .. } => "run again; the link lost frames".into(),
-            NicError::PeerAborted { .. } | NicError::PeerVerdict { .. } => {
-                "see the peer's output".into()
-            }
+            NicError::PeerAborted { .. }
+            | NicError::PeerVerdict { .. }
+            | NicError::PeerGone { .. } => "see the peer's output".into(),
             NicError::Protocol { .. } => "run the same peerdma version on both ends".into(),
             NicError::TooLarge { .. } => "send fewer bytes, or give the receiver a larger \
                                           destination"
@@ -285,6 +297,7 @@ impl NicError {
             NicError::ShortStream { .. } => "nic_short_stream",
             NicError::PeerAborted { .. } => "nic_peer_aborted",
             NicError::PeerVerdict { .. } => "nic_peer_verdict",
+            NicError::PeerGone { .. } => "nic_peer_gone",
             NicError::Protocol { .. } => "nic_protocol",
             NicError::TooLarge { .. } => "nic_too_large",
             NicError::BadAddress { .. } => "nic_bad_address",
@@ -395,6 +408,10 @@ mod tests {
                 &std::io::Error::from_raw_os_error(98),
             ),
             NicError::Unavailable { why: "w".into() },
+            NicError::PeerGone {
+                peer: peer(),
+                during: "sending datagram 3".into(),
+            },
             NicError::BadAddress {
                 given: "x".into(),
                 why: "w".into(),

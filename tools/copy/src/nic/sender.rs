@@ -139,6 +139,11 @@ impl Sender {
         })
     }
 
+    /// Whether START is being sent (no READY yet).
+    pub fn is_starting(&self) -> bool {
+        matches!(self.state, State::Starting { .. })
+    }
+
     /// Whether data datagrams are being sent (between READY and the last ACK).
     pub fn streaming(&self) -> bool {
         matches!(self.state, State::Streaming { .. })

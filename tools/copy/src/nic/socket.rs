@@ -99,7 +99,15 @@ pub(super) fn send(
                     .expect("the sender sends only planned datagrams");
                 let bytes = &src[d.offset as usize..][..d.len as usize];
                 if let Err(e) = sock.send(bytes) {
-                    let e = NicError::io(format!("sending datagram {index} to {peer}"), &e);
+                    let doing = format!("sending datagram {index}");
+                    let e = if e.kind() == io::ErrorKind::ConnectionRefused {
+                        NicError::PeerGone {
+                            peer: peer.clone(),
+                            during: doing,
+                        }
+                    } else {
+                        NicError::io(format!("{doing} to {peer}"), &e)
+                    };
                     if let SenderAction::Control { msg, .. } = s.abort(&e.what()) {
                         let _ = sock.send(&msg.encode());
                     }
@@ -110,15 +118,27 @@ pub(super) fn send(
                 }
             }
             Some(SenderAction::Finished(r)) => break r,
-            None => {
-                if let Some(n) = recv_until(&sock, s.deadline(), &mut buf)
-                    .map_err(|e| NicError::io(format!("receiving from {peer}"), &e))?
-                {
+            None => match recv_until(&sock, s.deadline(), &mut buf) {
+                Ok(Some(n)) => {
                     if let Ok(m) = Message::decode(&buf[..n]) {
                         s.on_message(Instant::now(), &m);
                     }
                 }
-            }
+                Ok(None) => {}
+                // Port unreachable for an earlier datagram: before READY the receiver
+                // may not be up yet (START goes out again); after, it is gone.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    if !s.is_starting() {
+                        let _ = s.abort("port unreachable");
+                        return Err(NicError::PeerGone {
+                            peer,
+                            during: "waiting for its answer".into(),
+                        }
+                        .into());
+                    }
+                }
+                Err(e) => return Err(NicError::io(format!("receiving from {peer}"), &e).into()),
+            },
         }
     }?;
     let (gbps, frames_per_s) = rates(size, plan.count(), outcome.seconds);
@@ -277,12 +297,12 @@ fn wait_for(deadline: Option<Instant>) -> Duration {
 fn quiet(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::ConnectionRefused
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
 
-/// One datagram from the connected peer, or `None` by the deadline (or an ICMP error
-/// for an earlier send: the peer's silence says the rest).
+/// One datagram from the connected peer, or `None` by the deadline (an ICMP port
+/// unreachable for an earlier send is `ConnectionRefused`).
 fn recv_until(
     sock: &UdpSocket,
     deadline: Option<Instant>,
@@ -305,7 +325,8 @@ fn recv_from_until(
     sock.set_read_timeout(Some(wait_for(deadline)))?;
     match sock.recv_from(buf) {
         Ok(got) => Ok(Some(got)),
-        Err(e) if quiet(&e) => Ok(None),
+        // A sender gone shows as its silence.
+        Err(e) if quiet(&e) || e.kind() == io::ErrorKind::ConnectionRefused => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -526,6 +547,37 @@ mod tests {
             "{e}"
         );
         assert_eq!(back.last(), Some(&"ABORT"));
+    }
+
+    #[test]
+    fn a_receiver_that_vanishes_mid_stream_is_named() {
+        // A hand-made receiver: READY with a large window, then it closes its socket.
+        let r = UdpSocket::bind(localhost()).unwrap();
+        let addr = r.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let (n, from) = r.recv_from(&mut buf).unwrap();
+            let Message::Start(s) = Message::decode(&buf[..n]).unwrap() else {
+                panic!("not START")
+            };
+            let ready = Message::Ready(crate::nic::wire::Ready {
+                stream: s.stream,
+                // No window to speak of: the sender sends on past the close.
+                window: u32::MAX,
+                what: "gone soon".into(),
+            });
+            r.send_to(&ready.encode(), from).unwrap();
+        });
+        let mut req = SendRequest::new(LocalSpec::Host, addr, 1);
+        req.size = Some(16 << 20);
+        req.stall = Duration::from_secs(5);
+        let t0 = Instant::now();
+        let e = send(&req, &mut |_, _| {}).unwrap_err();
+        t.join().unwrap();
+        // The port unreachable for a datagram tells at once, not the stall.
+        assert_eq!(e.kind(), "nic_peer_gone", "{e}");
+        assert!(e.what().contains("answered \"port unreachable\""), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
