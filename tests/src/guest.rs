@@ -192,7 +192,11 @@ fn find_and_bind(
         if dev.kind.binds_vfio() {
             bind_vfio(&bdf, &dir)?;
         }
-        out.push(describe(dev, &bdf, &dir, iommu)?);
+        let mut described = describe(dev, &bdf, &dir, iommu)?;
+        if let Some(addr) = &dev.extras.ipv4 {
+            described.extras.interface = Some(bring_up(&bdf, &dir, addr)?);
+        }
+        out.push(described);
     }
     Ok(out)
 }
@@ -277,6 +281,88 @@ fn describe(dev: &GuestDevice, bdf: &str, dir: &Path, iommu: bool) -> Result<Man
         size: dev.size,
         extras: dev.extras.clone(),
     })
+}
+
+/// The network interface of the kernel NIC at `dir` (virtio-net's sits one level down,
+/// under its virtio device), waiting up to 10 s for the driver to register it.
+fn interface_of(bdf: &str, dir: &Path) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        let mut places = vec![dir.join("net")];
+        if let Ok(rd) = fs::read_dir(dir) {
+            places.extend(
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("virtio"))
+                    .map(|e| e.path().join("net")),
+            );
+        }
+        for place in places {
+            if let Some(e) = fs::read_dir(&place).ok().and_then(|mut rd| rd.next()) {
+                return Ok(e?.file_name().to_string_lossy().into_owned());
+            }
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "{bdf} has no network interface after 10 s (driver: {:?}; is its driver \
+                 built into this kernel?)",
+                link_name(&dir.join("driver"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `ip` in the guest's root (the host's): iproute2's, else busybox's applet.
+fn ip_command() -> Command {
+    for p in ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"] {
+        if Path::new(p).exists() {
+            return Command::new(p);
+        }
+    }
+    let mut c = Command::new("busybox");
+    c.arg("ip");
+    c
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = ip_command()
+        .args(args)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .with_context(|| format!("running ip {} (iproute2 or busybox)", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Brings the kernel NIC at `dir` up with `addr` (`10.77.0.1/24`) and IPv6 off, and
+/// `lo` with it, waiting up to 10 s for carrier; returns its interface name.
+fn bring_up(bdf: &str, dir: &Path, addr: &str) -> Result<String> {
+    let ifname = interface_of(bdf, dir)?;
+    // No IPv6 (router solicitations, MLD reports, DAD probes): the wire carries only
+    // what the test sends, and ARP.
+    let v6 = Path::new("/proc/sys/net/ipv6/conf").join(&ifname);
+    if v6.exists() {
+        fs::write(v6.join("disable_ipv6"), "1")
+            .with_context(|| format!("turning IPv6 off on {ifname}"))?;
+    }
+    ip(&["link", "set", "lo", "up"])?;
+    ip(&["addr", "add", addr, "dev", &ifname])?;
+    ip(&["link", "set", &ifname, "up"])?;
+    let carrier = Path::new("/sys/class/net").join(&ifname).join("carrier");
+    let start = Instant::now();
+    while !fs::read_to_string(&carrier).is_ok_and(|s| s.trim() == "1") {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("{ifname} ({bdf}) has no carrier 10 s after it was brought up");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(ifname)
 }
 
 /// devtmpfs creates nodes asynchronously; give it a moment.

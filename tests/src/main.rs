@@ -12,6 +12,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use peerdma_testbed::devices::{DeviceList, Topology};
 use peerdma_testbed::kernel::KernelChoice;
+use peerdma_testbed::pair::{Pair, WireOptions};
 use peerdma_testbed::vm::{Testbed, VmOptions, INTERRUPTED};
 
 #[derive(Parser)]
@@ -40,6 +41,24 @@ enum Cmd {
         /// Environment variable for CMD, KEY=VALUE (repeatable).
         #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
         env: Vec<(String, String)>,
+        /// Boot a second VM (VM 1) with these devices beside the first (VM 0), the
+        /// first NIC of each joined by a wire (both lists need igb, e1000e or
+        /// virtio-net); the guests see PEERDMA_VM_INDEX. Each VM's output is printed
+        /// when both have finished; the exit status is VM 0's, else VM 1's.
+        #[arg(long, value_name = "LIST")]
+        peer_devices: Option<DeviceList>,
+        /// VM 1's command, one word each (repeatable: `--peer-arg=sh --peer-arg=-c
+        /// --peer-arg='...'`); default: the same command as VM 0.
+        #[arg(
+            long = "peer-arg",
+            value_name = "ARG",
+            allow_hyphen_values = true,
+            requires = "peer_devices"
+        )]
+        peer_cmd: Vec<String>,
+        /// Write the wire's capture (every frame either VM sent, classic pcap) to PATH.
+        #[arg(long, value_name = "PATH", requires = "peer_devices")]
+        wire_pcap: Option<PathBuf>,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
@@ -77,7 +96,7 @@ struct VmArgs {
     #[arg(long, default_value = "reference")]
     kernel: KernelChoice,
     /// Devices: KIND[:SIZE][=ROLE],... with KIND one of ivshmem, edu, nvme, nvme-md,
-    /// nvme-kernel, gpu, gpu-noblob.
+    /// nvme-kernel, gpu, gpu-noblob, igb, e1000e, virtio-net.
     #[arg(long, default_value = peerdma_testbed::devices::DEFAULT_DEVICES)]
     devices: DeviceList,
     /// root (each device on the root bus, own IOMMU group), switch (behind one PCIe
@@ -169,6 +188,74 @@ fn install_signal_handlers() {
     }
 }
 
+/// `run --peer-devices`: two VMs joined by a wire. With `--scratch DIR`, VM 0's scratch
+/// is DIR/vm0, VM 1's DIR/vm1 and the wire's DIR/wire.
+fn run_pair(
+    a: VmOptions,
+    peer_devices: DeviceList,
+    cmd: &[String],
+    peer_cmd: &[String],
+    wire_pcap: Option<PathBuf>,
+    json: bool,
+) -> Result<u8> {
+    let sub = |name: &str| a.scratch.as_ref().map(|d| d.join(name));
+    let b = VmOptions {
+        devices: peer_devices,
+        scratch: sub("vm1"),
+        ..a.clone()
+    };
+    let wire = WireOptions {
+        pcap: wire_pcap.is_some(),
+        dir: sub("wire"),
+    };
+    let a = VmOptions {
+        scratch: sub("vm0"),
+        ..a
+    };
+    let pair = Pair::new(a, b, wire)?;
+    let k = pair.vm(0).kernel();
+    eprintln!("testbed: kernel {} ({})", k.version, k.source);
+    let out = pair.run(cmd, peer_cmd)?;
+    for (i, (o, c)) in [(&out.a, cmd), (&out.b, peer_cmd)].into_iter().enumerate() {
+        println!("--- VM {i}: {} ---", c.join(" "));
+        print!("{}", o.output);
+        for w in &o.kernel_warnings {
+            eprintln!("testbed: VM {i}: kernel warning: {w}");
+        }
+        eprintln!(
+            "testbed: VM {i}: {} exited with {} (boot to test start {:.1} s, whole run {:.1} s, {})",
+            c[0], o.status, o.boot_to_test_s, o.wall_s, o.accel
+        );
+        if o.scratch.is_kept() {
+            eprintln!(
+                "testbed: VM {i}: scratch kept in {}",
+                o.scratch.path().display()
+            );
+        }
+    }
+    if let (Some(to), Some(from)) = (&wire_pcap, &out.pcap) {
+        std::fs::copy(from, to)
+            .map_err(|e| anyhow::anyhow!("copying the wire capture to {}: {e}", to.display()))?;
+        eprintln!("testbed: wire capture in {}", to.display());
+    }
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "status": [out.a.status, out.b.status],
+                "wall_s": [out.a.wall_s, out.b.wall_s],
+                "manifest": [&out.a.manifest, &out.b.manifest],
+            })
+        );
+    }
+    let status = if out.a.status != 0 {
+        out.a.status
+    } else {
+        out.b.status
+    };
+    Ok(status.clamp(0, 255) as u8)
+}
+
 fn main() -> ExitCode {
     if std::process::id() == 1 {
         peerdma_testbed::guest::run_as_init();
@@ -192,10 +279,21 @@ fn real_main() -> Result<u8> {
             kernel_args,
             env,
             cmd,
+            peer_devices,
+            peer_cmd,
+            wire_pcap,
         } => {
-            let mut options = vm.options(true);
+            let mut options = vm.options(peer_devices.is_none());
             options.kernel_args = kernel_args;
             options.env = env;
+            if let Some(devices) = peer_devices {
+                let peer_cmd = if peer_cmd.is_empty() {
+                    cmd.clone()
+                } else {
+                    peer_cmd
+                };
+                return run_pair(options, devices, &cmd, &peer_cmd, wire_pcap, json);
+            }
             let testbed = Testbed::new(options)?;
             let k = testbed.kernel();
             eprintln!("testbed: kernel {} ({})", k.version, k.source);

@@ -71,6 +71,58 @@ pub struct VmOptions {
     /// the escape hatch for a one-off device the registry (`devices::REGISTRY`) lacks.
     /// The guest does not bind or describe such a device.
     pub extra_qemu_args: Vec<String>,
+    /// Which VM of a run this is (0 alone; 0 and 1 for the two VMs of a pair): the
+    /// NICs' MAC and IPv4 addresses carry it (`devices::nic`).
+    pub vm_index: u8,
+    /// The host-local link the run's first NIC joins (`None`: its NIC has link but no
+    /// peer; see `devices::nic`).
+    pub wire: Option<Wire>,
+    /// Stops the run from outside when due (a [`crate::pair::Pair`] stops a VM whose
+    /// peer failed): QEMU is killed and the run fails with the signal's reason.
+    pub stop: Option<StopSignal>,
+}
+
+/// A request to stop a running VM at an instant, with the reason; the earliest
+/// request wins. Cloned handles share the request.
+#[derive(Clone, Debug, Default)]
+pub struct StopSignal(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl StopSignal {
+    /// A signal nobody raised yet.
+    pub fn new() -> StopSignal {
+        StopSignal::default()
+    }
+
+    /// Asks the run to stop at `at` (now or later) because of `reason`, unless an
+    /// earlier request stands.
+    pub fn stop_at(&self, at: Instant, reason: impl Into<String>) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.as_ref().is_none_or(|(t, _)| at < *t) {
+            *g = Some((at, reason.into()));
+        }
+    }
+
+    /// The reason, once the request is due.
+    pub fn due(&self) -> Option<String> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .filter(|(t, _)| Instant::now() >= *t)
+            .map(|(_, r)| r.clone())
+    }
+}
+
+/// One end of a QEMU `dgram` netdev between two unix sockets: the NIC's frames go to
+/// `remote` (the other VM's `local`) and arrive on `local`. Neither end needs the
+/// other to exist first; frames sent before the peer binds are dropped.
+#[derive(Clone, Debug)]
+pub struct Wire {
+    /// The unix socket this VM's QEMU binds (removed first if it exists).
+    pub local: PathBuf,
+    /// The unix socket the peer's QEMU binds.
+    pub remote: PathBuf,
+    /// Where QEMU's filter-dump writes every frame this end sends and receives (a
+    /// classic pcap file, read by [`crate::pcap`]); `None`: no capture.
+    pub pcap: Option<PathBuf>,
 }
 
 impl Default for VmOptions {
@@ -96,6 +148,9 @@ impl Default for VmOptions {
             kernel_args: Vec::new(),
             nvme_mqes: None,
             extra_qemu_args: Vec::new(),
+            vm_index: 0,
+            wire: None,
+            stop: None,
         }
     }
 }
@@ -171,6 +226,24 @@ impl Testbed {
         })
     }
 
+    /// The same kernel, QEMU and accelerator with options changed by `f` (no new
+    /// resolution).
+    pub fn with_options(&self, f: impl FnOnce(&mut VmOptions)) -> Testbed {
+        let mut options = self.options.clone();
+        f(&mut options);
+        Testbed {
+            options,
+            kernel: self.kernel.clone(),
+            qemu: self.qemu.clone(),
+            accel: self.accel,
+        }
+    }
+
+    /// The run's options.
+    pub fn options(&self) -> &VmOptions {
+        &self.options
+    }
+
     /// The resolved kernel.
     pub fn kernel(&self) -> &Kernel {
         &self.kernel
@@ -215,7 +288,7 @@ impl Testbed {
                     kind: d.kind,
                     backing_file: d.kind.model().backing_file(&site),
                     size: d.size_mib << 20,
-                    extras: d.kind.model().manifest_extras(i, d.size_mib),
+                    extras: d.kind.model().manifest_extras(&site),
                 }
             })
             .collect();
@@ -368,6 +441,22 @@ impl Testbed {
                     ));
                     format!("bus=dn{i}")
                 }
+            };
+            let on_root_bus = place.starts_with("bus=pcie.0,");
+            let place = if on_root_bus && d.kind.model().needs_own_bus() {
+                // Behind a root port of its own (slot 0 of a bus whose other function
+                // numbers its SR-IOV VFs take); the port has ACS, so the device keeps an
+                // IOMMU group of its own.
+                push("-device".into());
+                push(format!(
+                    "pcie-root-port,id=rp-{role},{port},chassis={chassis},slot=0",
+                    role = d.role,
+                    port = place.trim_end_matches(",multifunction=on"),
+                    chassis = 0x30 + i
+                ));
+                format!("bus=rp-{}", d.role)
+            } else {
+                place
             };
             let site = self.site(i, scratch, &place);
             for arg in d.kind.model().qemu_args(&site)? {
@@ -534,6 +623,13 @@ impl Testbed {
                 drop(qemu);
                 bail!(
                     "interrupted: QEMU killed (console log: {})",
+                    console.display()
+                );
+            }
+            if let Some(reason) = self.options.stop.as_ref().and_then(StopSignal::due) {
+                drop(qemu);
+                bail!(
+                    "stopped: {reason}: QEMU killed (console log: {})",
                     console.display()
                 );
             }

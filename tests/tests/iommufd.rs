@@ -81,12 +81,12 @@ fn c_baseline() -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// The shared boot's devices: the rig's (ivshmem0, ivshmem1, edu0) and a second
-/// engine, nvme0, for the contract.
-const CONTRACT_DEVICES: &str = "ivshmem,ivshmem,edu,nvme";
+/// The shared boot's devices: the rig's (ivshmem0, ivshmem1, edu0) and two more
+/// engines for the contract: nvme0 and igb0 (an 82576 NIC copying in MAC loopback).
+const CONTRACT_DEVICES: &str = "ivshmem,ivshmem,edu,nvme,igb";
 
 /// The engines of [`CONTRACT_DEVICES`]: every one gets the contract.
-const ENGINES: [&str; 2] = ["edu0", "nvme0"];
+const ENGINES: [&str; 3] = ["edu0", "nvme0", "igb0"];
 
 fn reference_run() -> &'static RefRun {
     static RUN: OnceLock<RefRun> = OnceLock::new();
@@ -146,7 +146,7 @@ impl RefRun {
     }
 }
 
-/// The engine contract, on every engine of the run (edu and NVMe): the copies that
+/// The engine contract, on every engine of the run (edu, NVMe, igb): the copies that
 /// must land did (the checked copy returned with no IOMMU fault, the guest read the
 /// pattern back, and for a BAR destination the host finds it in the backing file);
 /// a read-only destination is refused before any DMA; a revoke through the importer's
@@ -219,10 +219,12 @@ fn every_engine_keeps_the_contract_host_bar_and_bar_bar_copies_guard_and_revoke(
             }
         }
     }
-    // Sizes are the engine's: edu's 4 KiB buffer, NVMe's far larger transfers.
+    // Sizes are the engine's: edu's 4 KiB buffer, NVMe's far larger transfers, igb's
+    // copies of any length (45 datagrams of at most 1472 bytes for 64 KiB).
     let len_of = |e: &str| cases.iter().find(|c| c.engine == e).map(|c| c.len);
     assert_eq!(len_of("edu0"), Some(4096));
     assert!(len_of("nvme0") > Some(4096), "{cases:#?}");
+    assert_eq!(len_of("igb0"), Some(64 << 10), "{cases:#?}");
     assert_eq!(cases.len(), ENGINES.len() * ContractScenario::ALL.len());
 }
 

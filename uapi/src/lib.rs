@@ -1,6 +1,7 @@
 //! Raw Linux 7.2 kernel ABI for peerdma: `repr(C)` argument structs, flag values and
 //! ioctl opcodes for VFIO, iommufd, dma-buf, udmabuf, DRM and PCI configuration space,
-//! and the NVMe controller registers and queue entries ([`nvme`], from the NVMe spec).
+//! the NVMe controller registers and queue entries ([`nvme`], from the NVMe spec), and
+//! the Intel 82576 (igb) registers and descriptors ([`igb`], from its datasheet).
 //!
 //! Each module is named after the kernel area whose user-space header it mirrors. Items
 //! keep their kernel spelling so that a reader can grep the kernel for them. Structs that
@@ -14,7 +15,7 @@
 //! `unsafe`.
 //!
 //! Feature `vfio` (default) holds the VFIO, iommufd and udmabuf modules and the ioctl
-//! layer, which need the bindings crates; without it only [`pci`], [`nvme`],
+//! layer, which need the bindings crates; without it only [`pci`], [`nvme`], [`igb`],
 //! [`dma_buf`] and [`drm`] remain (plain constants and structs, no dependency but
 //! `rustix`).
 //!
@@ -30,6 +31,7 @@ pub mod dma_buf;
 pub mod drm;
 #[cfg(feature = "vfio")]
 pub mod flex;
+pub mod igb;
 #[cfg(feature = "vfio")]
 pub mod ioctl;
 #[cfg(feature = "vfio")]

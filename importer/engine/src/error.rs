@@ -57,6 +57,10 @@ pub enum EngineError {
         source: peerdma_exporter::Error,
     },
 
+    /// The igb (Intel 82576) driver failed.
+    #[error(transparent)]
+    Igb(Box<crate::igb::IgbError>),
+
     /// The IOAS the engine DMAs through could not be set up (iommufd, IOAS,
     /// attach).
     #[error("{}", said_once(engine, source))]
@@ -205,6 +209,7 @@ impl EngineError {
             EngineError::AddressOverMask { .. } => "address_over_mask",
             EngineError::BufferBounds { .. } => "buffer_bounds",
             EngineError::Device { source, .. } => source.kind(),
+            EngineError::Igb(e) => e.kind(),
             EngineError::Iommufd { source, .. } => source.kind(),
             EngineError::KernelNvme(e) => e.kind(),
             EngineError::MappingUnusable { .. } => "mapping_unusable",

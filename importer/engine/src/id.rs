@@ -8,6 +8,7 @@ use peerdma_uapi::pci::{PCI_CLASS_REVISION, PCI_DEVICE_ID, PCI_VENDOR_ID};
 use crate::dma_engine::DmaEngine;
 use crate::edu::{self, Edu};
 use crate::error::{EngineError, Result};
+use crate::igb::{self, Igb, IgbOptions};
 use crate::nvme::{self, Nvme, NvmeOptions};
 
 /// A device a driver here takes over: one row of [`ENGINES`].
@@ -32,6 +33,7 @@ pub struct EngineId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Driver {
     Edu,
+    Igb,
     Nvme,
 }
 
@@ -55,6 +57,18 @@ impl EngineId {
         name: "NVMe (QEMU nvme)",
         register_bar: 0,
         driver: Driver::Nvme,
+    };
+
+    /// Intel's 82576 Gigabit Ethernet controller (`-device igb`, `hw/net/igb.c`), a
+    /// memcpy engine in MAC loopback ([`Igb`]). BAR0 holds its registers and BAR3 its
+    /// MSI-X table: neither is a copy endpoint (its packet buffers are not a BAR).
+    pub const IGB: EngineId = EngineId {
+        vendor: igb::IGB_VENDOR,
+        device: igb::IGB_DEVICE,
+        class: None,
+        name: "Intel 82576 (igb)",
+        register_bar: 0,
+        driver: Driver::Igb,
     };
 
     /// The row listing exactly these PCI ids, if there is one (a device of another
@@ -90,7 +104,7 @@ impl std::fmt::Display for EngineId {
 }
 
 /// Every device an engine driver here drives, in the order engine discovery tries them.
-pub const ENGINES: &[EngineId] = &[EngineId::EDU, EngineId::NVME];
+pub const ENGINES: &[EngineId] = &[EngineId::EDU, EngineId::NVME, EngineId::IGB];
 
 /// Whether a PCI class code (24 bits) is an NVMe controller's.
 pub fn is_nvme_class(class: u32) -> bool {
@@ -102,6 +116,8 @@ pub fn is_nvme_class(class: u32) -> bool {
 pub struct EngineOptions {
     /// For NVMe controllers.
     pub nvme: NvmeOptions,
+    /// For 82576 NICs (a DMA-engine copy needs [`igb::LinkMode::Loopback`], the default).
+    pub igb: IgbOptions,
 }
 
 /// Takes over `device` with the driver its [`ENGINES`] row names.
@@ -119,7 +135,8 @@ pub fn open(device: &Device) -> Result<Box<dyn DmaEngine + Send>> {
 ///
 /// # Errors
 ///
-/// As [`open`]; for NVMe controllers [`Nvme::open`]'s errors as [`EngineError::Nvme`].
+/// As [`open`]; for NVMe controllers [`Nvme::open`]'s errors as [`EngineError::Nvme`],
+/// for 82576 NICs [`Igb::open`]'s as [`EngineError::Igb`].
 pub fn open_with(device: &Device, opts: &EngineOptions) -> Result<Box<dyn DmaEngine + Send>> {
     let bdf = device.bdf();
     let dev_err = |source| EngineError::Device {
@@ -142,6 +159,7 @@ pub fn open_with(device: &Device, opts: &EngineOptions) -> Result<Box<dyn DmaEng
     Ok(match id.driver {
         Driver::Edu => Box::new(Edu::open(device)?),
         Driver::Nvme => Box::new(Nvme::open(device, opts.nvme)?),
+        Driver::Igb => Box::new(Igb::open(device, opts.igb)?),
     })
 }
 
@@ -159,6 +177,9 @@ mod tests {
             Some(&EngineId::NVME)
         );
         assert_eq!(EngineId::of_function(0x1af4, 0x1110, 0x050000), None);
+        // QEMU's igb by its ids; another Ethernet controller is not taken.
+        assert_eq!(EngineId::by_pci_id(0x8086, 0x10c9), Some(&EngineId::IGB));
+        assert_eq!(EngineId::of_function(0x8086, 0x10d3, 0x020000), None);
     }
 
     #[test]
@@ -172,6 +193,7 @@ mod tests {
         assert!(msg.starts_with("0000:00:05.0 (1af4:1110)"), "{msg}");
         assert!(msg.contains("QEMU edu 1234:11e8"), "{msg}");
         assert!(msg.contains("1b36:0010 or class 010802"), "{msg}");
+        assert!(msg.contains("Intel 82576 (igb) 8086:10c9"), "{msg}");
         assert_eq!(e.kind(), "no_driver");
     }
 

@@ -1,5 +1,5 @@
-//! The user-space drivers of the devices that move bytes (DMA engines): edu, NVMe;
-//! next a NIC.
+//! The user-space drivers of the devices that move bytes (DMA engines): edu, NVMe and
+//! a NIC (igb).
 //!
 //! Each engine is a PCI function driven from user space through VFIO that copies
 //! between bus addresses (IOVAs) on request; the iommufd importer
@@ -16,6 +16,10 @@
 //!   for the engine's DMA mask, attach) and the checked copy;
 //! - [`edu`]: QEMU's `edu` device; [`nvme`]: an NVMe controller (admin and one I/O
 //!   queue, PRPs, Write/Read/Copy);
+//! - [`igb`]: an Intel 82576 NIC (QEMU `igb`): TX/RX rings in the IOAS, RX header
+//!   split so UDP payloads land at caller IOVAs (a BAR), link in loopback or on a
+//!   wire; in loopback a memcpy engine (UDP datagrams sent to itself);
+//! - [`net`]: the packet formats it speaks (Ethernet, IPv4, UDP, ARP; pure logic);
 //! - [`EngineError`] ([`error`]): what can go wrong, with a stable `kind()`;
 //! - [`kernel_nvme`]: the other storage engine, with no VFIO: the kernel's own nvme
 //!   driver doing O_DIRECT I/O on a raw namespace straight into a dma-buf registered
@@ -35,7 +39,9 @@ pub mod dma_engine;
 pub mod edu;
 pub mod error;
 pub mod id;
+pub mod igb;
 pub mod kernel_nvme;
+pub mod net;
 pub mod nvme;
 
 pub use attached::{AttachedEngine, Span};
@@ -43,5 +49,6 @@ pub use dma_engine::{check_span, DmaEngine, TransferReport};
 pub use edu::Edu;
 pub use error::{EngineError, Result};
 pub use id::{is_nvme_class, open, open_with, EngineId, EngineOptions, ENGINES};
+pub use igb::{Igb, IgbError, IgbOptions};
 pub use kernel_nvme::{KernelNvme, KernelNvmeError, KernelNvmeOptions};
 pub use nvme::{Nvme, NvmeOptions};

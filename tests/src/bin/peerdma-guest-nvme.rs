@@ -157,6 +157,7 @@ fn timeout_then_reuse(nvme: Bdf, seed: u64) -> Result<serde_json::Value> {
             command_timeout: Duration::from_secs(1),
             ..NvmeOptions::default()
         },
+        ..EngineOptions::default()
     };
     let mut engine = AttachedEngine::open_with(nvme, &iommufd, &opts)?;
     let len = 1usize << 20;

@@ -12,7 +12,10 @@ use crate::vm::VmOptions;
 
 mod edu;
 mod gpu;
+mod igb;
 mod ivshmem;
+mod kernel_nic;
+pub mod nic;
 mod nvme;
 
 pub use ivshmem::DEFAULT_IVSHMEM_MIB;
@@ -30,6 +33,9 @@ pub const REGISTRY: &[DeviceKind] = &[
     DeviceKind::NVME_KERNEL,
     DeviceKind::GPU,
     DeviceKind::GPU_NOBLOB,
+    DeviceKind::IGB,
+    DeviceKind::E1000E,
+    DeviceKind::VIRTIO_NET,
 ];
 
 /// Where and how one device of a run is placed: what [`DeviceModel::qemu_args`] needs.
@@ -63,6 +69,16 @@ pub struct ManifestExtras {
     /// The NVMe controller memory buffer size in bytes (`None`: not an NVMe device).
     #[serde(default)]
     pub cmb_size: Option<u64>,
+    /// A NIC's MAC address, `52:54:00:77:VM:IDX` (see [`nic::mac`]).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// A kernel NIC's IPv4 address with its prefix length (`10.77.0.1/24`, see
+    /// [`nic::ipv4`]); the guest brings the interface up with it.
+    #[serde(default)]
+    pub ipv4: Option<String>,
+    /// A kernel NIC's interface name in the guest (`eth0`), filled in by the guest.
+    #[serde(default)]
+    pub interface: Option<String>,
 }
 
 /// One kind of emulated device: everything the testbed needs to put it in a run, find
@@ -85,6 +101,17 @@ pub trait DeviceModel: Sync {
     fn is_nvme(&self) -> bool {
         false
     }
+    /// Whether it is a network card (it gets a MAC and a netdev; a run's first NIC
+    /// joins its wire).
+    fn is_nic(&self) -> bool {
+        false
+    }
+    /// Whether it needs a PCI bus of its own: an SR-IOV device whose VFs take function
+    /// numbers past its own (QEMU's `igb` refuses a root-bus slot: "VF addr overflows").
+    /// On the root bus the testbed puts it behind a `pcie-root-port` in its slot.
+    fn needs_own_bus(&self) -> bool {
+        false
+    }
     /// SIZE in MiB when `--devices` gives none (0: the kind has no size).
     fn default_size_mib(&self) -> u64 {
         0
@@ -105,8 +132,8 @@ pub trait DeviceModel: Sync {
     fn backing_file(&self, _site: &QemuSite) -> Option<PathBuf> {
         None
     }
-    /// Kind-specific fields for the manifest.
-    fn manifest_extras(&self, _index: usize, _size_mib: u64) -> ManifestExtras {
+    /// Kind-specific fields for the manifest (`site.place` is empty here).
+    fn manifest_extras(&self, _site: &QemuSite) -> ManifestExtras {
         ManifestExtras::default()
     }
     /// QEMU's arguments for this device (`-device …,{place}` and its backends).
@@ -364,7 +391,7 @@ mod tests {
         }
         assert_eq!(
             DeviceKind::names_text(),
-            "ivshmem, edu, nvme, nvme-md, nvme-kernel, gpu or gpu-noblob"
+            "ivshmem, edu, nvme, nvme-md, nvme-kernel, gpu, gpu-noblob, igb, e1000e or virtio-net"
         );
         assert_eq!("virtio-gpu".parse::<DeviceKind>().unwrap(), DeviceKind::GPU);
         let e = serde_json::from_str::<DeviceKind>("\"floppy\"").unwrap_err();
@@ -396,24 +423,111 @@ mod tests {
         );
         let e = DeviceKind::EDU.model().qemu_args(&site).unwrap();
         assert_eq!(e, ["-device", "edu,bus=pcie.0,addr=0x12"]);
-        let x = DeviceKind::NVME.model().manifest_extras(2, 16);
+        let x = DeviceKind::NVME.model().manifest_extras(&site);
         assert_eq!(x.serial.as_deref(), Some("peerdma2"));
         assert_eq!(x.cmb_size, Some(16 << 20));
         assert_eq!(
-            DeviceKind::EDU.model().manifest_extras(0, 0),
+            DeviceKind::EDU.model().manifest_extras(&site),
             ManifestExtras::default()
         );
         std::fs::remove_dir_all(&scratch).unwrap();
     }
 
     #[test]
+    fn an_igb_gets_a_mac_per_vm_and_index_and_a_peerless_netdev_without_a_wire() {
+        let scratch = Path::new("/run/x");
+        let options = VmOptions {
+            vm_index: 1,
+            ..VmOptions::default()
+        };
+        let mut site = QemuSite {
+            role: "igb0",
+            index: 2,
+            size_mib: 0,
+            place: "bus=rp-igb0",
+            scratch,
+            ivshmem_memfd: false,
+            options: &options,
+        };
+        let a = DeviceKind::IGB.model().qemu_args(&site).unwrap();
+        assert_eq!(
+            a,
+            [
+                "-netdev",
+                "dgram,id=net-igb0,local.type=unix,local.path=/run/x/igb0.sock,\
+                 remote.type=unix,remote.path=/run/x/igb0.nopeer.sock",
+                "-device",
+                "igb,netdev=net-igb0,mac=52:54:00:77:01:02,bus=rp-igb0",
+            ]
+        );
+        let x = DeviceKind::IGB.model().manifest_extras(&site);
+        assert_eq!(x.mac.as_deref(), Some("52:54:00:77:01:02"));
+        assert!(DeviceKind::IGB.binds_vfio() && DeviceKind::IGB.model().needs_own_bus());
+        assert_eq!(DeviceKind::IGB.pci_id(), (0x8086, 0x10c9));
+        // A kernel NIC gets an address per VM, and per kernel NIC before it.
+        let x = DeviceKind::VIRTIO_NET.model().manifest_extras(&site);
+        assert_eq!(x.ipv4.as_deref(), Some("10.77.0.2/24"));
+        assert_eq!(x.mac.as_deref(), Some("52:54:00:77:01:02"));
+        let a = DeviceKind::VIRTIO_NET.model().qemu_args(&site).unwrap();
+        assert_eq!(
+            a[3],
+            "virtio-net-pci,disable-legacy=on,netdev=net-igb0,mac=52:54:00:77:01:02,bus=rp-igb0"
+        );
+        let options2 = VmOptions {
+            devices: "e1000e,igb,virtio-net".parse().unwrap(),
+            ..VmOptions::default()
+        };
+        let second = QemuSite {
+            index: 2,
+            options: &options2,
+            ..site
+        };
+        let x = DeviceKind::VIRTIO_NET.model().manifest_extras(&second);
+        assert_eq!(x.ipv4.as_deref(), Some("10.77.1.1/24"));
+        assert!(!DeviceKind::E1000E.binds_vfio() && !DeviceKind::VIRTIO_NET.binds_vfio());
+        // The wire joins the run's first NIC only, with its capture.
+        let options = VmOptions {
+            devices: "igb,igb".parse().unwrap(),
+            wire: Some(crate::vm::Wire {
+                local: "/w/a.sock".into(),
+                remote: "/w/b.sock".into(),
+                pcap: Some("/w/a.pcap".into()),
+            }),
+            ..VmOptions::default()
+        };
+        site.options = &options;
+        site.index = 0;
+        let a = DeviceKind::IGB.model().qemu_args(&site).unwrap();
+        assert!(a[1].ends_with("local.path=/w/a.sock,remote.type=unix,remote.path=/w/b.sock"));
+        assert_eq!(a[4], "-object");
+        assert_eq!(
+            a[5],
+            "filter-dump,id=dump-igb0,netdev=net-igb0,file=/w/a.pcap"
+        );
+        site.index = 1;
+        site.role = "igb1";
+        let a = DeviceKind::IGB.model().qemu_args(&site).unwrap();
+        assert!(a[1].ends_with("remote.path=/run/x/igb1.nopeer.sock") && a.len() == 4);
+    }
+
+    #[test]
     fn manifest_extras_sit_beside_the_common_fields_in_json() {
+        let options = VmOptions::default();
+        let site = QemuSite {
+            role: "nvme0",
+            index: 3,
+            size_mib: 16,
+            place: "",
+            scratch: Path::new("/run/x"),
+            ivshmem_memfd: false,
+            options: &options,
+        };
         let d = crate::manifest::GuestDevice {
             role: "nvme0".into(),
             kind: DeviceKind::NVME,
             backing_file: None,
             size: 16 << 20,
-            extras: DeviceKind::NVME.model().manifest_extras(3, 16),
+            extras: DeviceKind::NVME.model().manifest_extras(&site),
         };
         let v = serde_json::to_value(&d).unwrap();
         assert_eq!(v["kind"], "nvme");

@@ -59,11 +59,12 @@ impl DeviceModel for Nvme {
     fn backing_file(&self, site: &QemuSite) -> Option<std::path::PathBuf> {
         Some(crate::image::image_path(site.scratch, site.role))
     }
-    fn manifest_extras(&self, index: usize, size_mib: u64) -> ManifestExtras {
+    fn manifest_extras(&self, site: &QemuSite) -> ManifestExtras {
         ManifestExtras {
-            serial: Some(nvme_serial(index)),
+            serial: Some(nvme_serial(site.index)),
             nsid: Some(1),
-            cmb_size: Some(size_mib << 20),
+            cmb_size: Some(site.size_mib << 20),
+            ..ManifestExtras::default()
         }
     }
     fn qemu_args(&self, site: &QemuSite) -> Result<Vec<String>> {

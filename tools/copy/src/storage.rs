@@ -388,6 +388,7 @@ pub(super) fn run_storage_inner(
             nsid: nv.nsid,
             ..req.nvme
         },
+        ..EngineOptions::default()
     };
     let mut engine = AttachedEngine::open_with(nv.bdf, &iommufd, &opts)?;
     let ns = nvme(&mut engine)

@@ -154,6 +154,7 @@ impl Cell {
                 data_pointer: cli.data_pointer(),
                 ..NvmeOptions::default()
             },
+            ..EngineOptions::default()
         };
         let mut engine = AttachedEngine::open_with(cli.nvme, iommufd, &opts)
             .with_context(|| format!("opening {}", cli.nvme))?;
