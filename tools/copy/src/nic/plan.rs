@@ -61,6 +61,15 @@ pub enum PlanError {
         /// The MTU.
         mtu: u32,
     },
+    /// An odd payload size or total for a NIC receiver, whose RX packet addresses
+    /// must be even (bit 0 of the packet address in the 82576's advanced RX descriptor is
+    /// A0/NSE, no-snoop enable: `peerdma_uapi::igb`).
+    Odd {
+        /// P.
+        payload: u32,
+        /// Bytes in the stream.
+        total: u64,
+    },
     /// An MTU outside 576..=9000.
     Mtu {
         /// The MTU asked for.
@@ -89,6 +98,11 @@ impl PlanError {
             PlanError::Mtu { mtu } => {
                 format!("an MTU of {mtu} bytes is outside 576..={MAX_MTU}")
             }
+            PlanError::Odd { payload, total } => format!(
+                "a NIC receiver places every datagram at an even offset (the 82576's RX \
+                 packet address has its no-snoop bit as bit 0), and {payload} bytes per \
+                 datagram in a stream of {total} bytes give odd ones"
+            ),
         }
     }
 
@@ -102,6 +116,9 @@ impl PlanError {
                 max_payload(*mtu)
             ),
             PlanError::Mtu { .. } => format!("use 1500, or a jumbo MTU up to {MAX_MTU}"),
+            PlanError::Odd { .. } => {
+                "send an even number of bytes in datagrams of an even size (1472 is)".into()
+            }
         }
     }
 }

@@ -28,6 +28,10 @@ pub struct ReceiverConfig {
     pub what: String,
     /// Bytes the destination can hold.
     pub room: u64,
+    /// Whether every datagram must start at an even destination offset (a NIC
+    /// receiver: the 82576's RX packet address has the no-snoop bit as bit 0), so P
+    /// and the total must be even.
+    pub even_offsets: bool,
     /// The link's MTU.
     pub mtu: u32,
     /// Where it listens, for messages ("10.77.0.1:18521").
@@ -280,6 +284,13 @@ impl Receiver {
             };
             return self.refuse(s.stream, e);
         };
+        if self.cfg.even_offsets && (!s.payload.is_multiple_of(2) || !s.total.is_multiple_of(2)) {
+            let e = NicError::Plan(super::plan::PlanError::Odd {
+                payload: s.payload,
+                total: s.total,
+            });
+            return self.refuse(s.stream, e);
+        }
         if s.total > self.cfg.room {
             let e = NicError::TooLarge {
                 total: s.total,
@@ -532,6 +543,7 @@ mod tests {
                 window,
                 what: "host memory via kernel socket (NOT peer-to-peer)".into(),
                 room: 1 << 30,
+                even_offsets: false,
                 mtu: DEFAULT_MTU,
                 listen: "10.77.0.1:18521".into(),
                 wait: Some(60 * S),
@@ -791,6 +803,30 @@ mod tests {
         let out = drain(&mut r, t0);
         assert!(aborted(&out));
         assert_eq!(finished(&out).unwrap().unwrap_err().kind(), "nic_protocol");
+        // A NIC receiver takes even offsets only.
+        let mut r = receiver(t0, 64);
+        r.cfg.even_offsets = true;
+        r.on_control(
+            t0,
+            &Message::Start(Start {
+                stream: 9,
+                total: 1001,
+                payload: 1000,
+                count: 2,
+                seed: 5,
+                what: String::new(),
+            }),
+            None,
+            "p",
+        );
+        let out = drain(&mut r, t0);
+        assert!(aborted(&out));
+        let e = finished(&out).unwrap().unwrap_err();
+        assert!(e.what().contains("even"), "{e}");
+        let mut r = receiver(t0, 64);
+        r.cfg.even_offsets = true;
+        r.on_control(t0, &start(2), None, "p");
+        assert!(!aborted(&drain(&mut r, t0)));
         // More than the destination holds.
         let mut r = receiver(t0, 64);
         r.cfg.room = 4096;

@@ -177,6 +177,7 @@ pub(super) fn serve(
             window: req.window.unwrap_or(SOCKET_WINDOW).max(1),
             what: HOST_WHAT.into(),
             room: req.max_host_size,
+            even_offsets: false,
             mtu: req.mtu,
             listen: listen.to_string(),
             wait: req.wait,
