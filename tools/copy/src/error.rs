@@ -344,6 +344,9 @@ pub enum CopyError {
     #[cfg(feature = "rdma")]
     #[error(transparent)]
     Rdma(#[from] peerdma_importer::rdma::RdmaError),
+    /// A NIC stream (module `nic`) failed.
+    #[error(transparent)]
+    Nic(#[from] crate::nic::NicError),
     /// Zero iterations requested.
     #[error("{}", self.said())]
     ZeroIterations,
@@ -480,6 +483,7 @@ impl CopyError {
             CopyError::PeerFailed { peer } => {
                 format!("the receiver at {peer} failed before it could check the bytes")
             }
+            CopyError::Nic(e) => e.what(),
             CopyError::ZeroIterations => {
                 "the iteration count is 0: nothing would be copied".to_string()
             }
@@ -538,6 +542,7 @@ impl CopyError {
                 .to_string(),
             CopyError::PeerMismatch { .. } => "see the receiver's output".to_string(),
             CopyError::PeerFailed { .. } => "see its output".to_string(),
+            CopyError::Nic(e) => e.fix(),
             CopyError::ZeroIterations => "give 1 or more".to_string(),
             CopyError::ZeroSize => "give a size such as 1 MiB".to_string(),
             CopyError::NoRoom { .. } => "start lower".to_string(),
@@ -603,6 +608,7 @@ impl CopyError {
             CopyError::PeerFailed { .. } => "peer_failed",
             #[cfg(feature = "rdma")]
             CopyError::Rdma(..) => "rdma",
+            CopyError::Nic(e) => e.kind(),
             CopyError::ZeroIterations => "zero_iterations",
             CopyError::ZeroSize => "zero_size",
             CopyError::NoRoom { .. } => "no_room",
@@ -638,7 +644,8 @@ impl CopyError {
         match self {
             CopyError::Mismatch { .. }
             | CopyError::PeerMismatch { .. }
-            | CopyError::FaultedAfterAll { .. } => true,
+            | CopyError::FaultedAfterAll { .. }
+            | CopyError::Nic(crate::nic::NicError::PeerVerdict { .. }) => true,
             CopyError::DmaFaulted { outcome, .. } => outcome.data_differs(),
             _ => false,
         }

@@ -25,6 +25,7 @@ mod faults;
 pub mod fix;
 mod harness;
 mod kernel_storage;
+pub mod nic;
 pub mod pattern;
 mod proof;
 #[cfg(feature = "rdma")]
