@@ -21,6 +21,8 @@ WEIGHT = {
     # 79-103 s alone, but each of its tests runs two VMs at once (two cores):
     # core-seconds.
     "wire": 190,
+    # One VM (17 s) and three pairs of two VMs (about 20 s each, two cores).
+    "nic": 100,
 }
 
 host, vm = [], []

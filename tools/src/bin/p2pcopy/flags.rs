@@ -27,6 +27,11 @@ pub(crate) enum Engine {
         value(help = "An RDMA NIC [not built in: cargo install --path tools --features rdma]")
     )]
     Rdma,
+    /// A NIC streaming UDP/IPv4 datagrams (docs/nic.md) towards a peer named
+    /// udp://HOST:PORT (the peer runs --serve --engine nic): with --via, an igb NIC on
+    /// vfio-pci whose DMA reads or writes the BAR; without, a kernel socket through host
+    /// memory (NOT peer-to-peer).
+    Nic,
     /// The fastest available (today: cpu).
     Auto,
 }
@@ -53,19 +58,22 @@ pub(crate) enum DataPointerArg {
 pub(crate) enum End {
     /// A device's BAR, an NVMe namespace or host memory.
     Local(Target),
-    /// A receiver over RDMA: rdma://HOST:PORT.
+    /// A receiver over RDMA (rdma://HOST:PORT) or over UDP (udp://HOST:PORT).
     Remote(String),
 }
 
 impl FromStr for End {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.starts_with("rdma://") {
+        if s.starts_with("rdma://") || s.starts_with("udp://") {
             Ok(End::Remote(s.to_string()))
         } else {
-            s.parse::<Target>()
-                .map(End::Local)
-                .map_err(|e| format!("{e}; or, as DST, a receiver over RDMA: rdma://HOST:PORT"))
+            s.parse::<Target>().map(End::Local).map_err(|e| {
+                format!(
+                    "{e}; or, as DST, a receiver over RDMA (rdma://HOST:PORT) or UDP \
+                         (udp://HOST:PORT)"
+                )
+            })
         }
     }
 }
@@ -96,18 +104,21 @@ pub(crate) struct Cli {
     /// (blk:/dev/nvme0n1[@LBA], kernel series "Add dmabuf read/write via io_uring") or
     /// host. With --serve: the destination (a BAR or host).
     pub(crate) src: End,
-    /// Destination: as SRC, or a receiver over RDMA (rdma://HOST:PORT).
+    /// Destination: as SRC, or a receiver over RDMA (rdma://HOST:PORT) or over UDP
+    /// through a NIC (udp://HOST:PORT).
     #[arg(required_unless_present = "serve")]
     pub(crate) dst: Option<End>,
-    /// Receive over RDMA: expose the one target named, wait for one sender, check every
-    /// byte.
+    /// Receive over RDMA (or, with --engine nic, over UDP): expose the one target named,
+    /// wait for one sender, check every byte.
     #[arg(long)]
     #[cfg_attr(
         not(feature = "rdma"),
         arg(help = "Receive over RDMA [not built in: cargo install --path tools --features rdma]")
     )]
     pub(crate) serve: bool,
-    /// Address and port the receiver listens on (an address of the RDMA device's netdev).
+    /// Address and port the receiver listens on (an address of the RDMA device's netdev;
+    /// for --engine nic with --via, the NIC's own IPv4 address, required; without
+    /// --via the default port is 18521).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:18520")]
     pub(crate) listen: std::net::SocketAddr,
     /// RDMA: queue pairs to stream over (1 to 16).
@@ -116,15 +127,26 @@ pub(crate) struct Cli {
     /// RDMA: WRITEs in flight per queue pair (each --chunk bytes).
     #[arg(long, default_value_t = 16)]
     pub(crate) depth: u32,
-    /// RDMA: seconds the peer may take to connect, answer or finish (with --serve, given:
-    /// also how long to wait for the first sender; without it the receiver waits for one).
+    /// RDMA and NIC: seconds the peer may take to connect, answer or finish (with --serve,
+    /// given: also how long to wait for the first sender; without it the receiver waits
+    /// for one).
     #[arg(long, default_value_t = 60)]
     pub(crate) timeout: u64,
     /// The engine device for --engine dma (default: the supported engine bound to
     /// vfio-pci nearest both devices; an NVMe controller, also spelled nvme:BDF, copies
-    /// BAR → BAR in two steps through its namespace).
+    /// BAR → BAR in two steps through its namespace; an igb NIC in loopback). For a NIC
+    /// stream (--engine nic, udp://): the igb NIC on vfio-pci that moves this side's
+    /// bytes (without it, a kernel socket).
     #[arg(long, value_name = "BDF", value_parser = parse_via)]
     pub(crate) via: Option<Bdf>,
+    /// NIC stream: this side's IPv4 address on the wire, for a sender with --via (the
+    /// kernel does not drive the NIC, so it has no address of its own).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) bind: Option<String>,
+    /// NIC stream: the link's MTU in bytes (68 to 9000; each datagram carries MTU − 28
+    /// payload bytes). Both ends must agree.
+    #[arg(long, default_value_t = 1500)]
+    pub(crate) mtu: u32,
     /// NVMe commands kept in flight (default 32, or fewer where the controller's queues
     /// are smaller: CAP.MQES).
     #[arg(long, default_value_t = 32, value_parser = parse_queue_depth)]
@@ -227,6 +249,10 @@ pub(crate) enum CopyKind {
     Serve,
     /// The sending end of an RDMA copy (DST rdma://HOST:PORT).
     Send,
+    /// The receiving end of a NIC stream (--serve --engine nic).
+    NicServe,
+    /// The sending end of a NIC stream (DST udp://HOST:PORT).
+    NicSend,
 }
 
 /// Flags that only some kinds of copy use: (clap id, spelling, the kinds it applies to,
@@ -235,9 +261,10 @@ pub(crate) const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
     (
         "via",
         "--via",
-        &[CopyKind::Local],
-        "a copy between two BARs on this host (on a copy with an nvme: side that \
-         namespace's controller is the engine; over RDMA the NICs move the bytes)",
+        &[CopyKind::Local, CopyKind::NicServe, CopyKind::NicSend],
+        "a copy between two BARs on this host, or a NIC stream (on a copy with an nvme: \
+         side that namespace's controller is the engine; over RDMA the RDMA NICs move the \
+         bytes)",
     ),
     ("queue_depth", "--queue-depth", &[CopyKind::Nvme], NVME_ONLY),
     (
@@ -273,17 +300,40 @@ pub(crate) const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
     (
         "listen",
         "--listen",
-        &[CopyKind::Serve],
-        "the receiving end of an RDMA copy (--serve)",
+        &[CopyKind::Serve, CopyKind::NicServe],
+        "the receiving end of an RDMA copy or NIC stream (--serve)",
     ),
     (
         "timeout",
         "--timeout",
-        &[CopyKind::Serve, CopyKind::Send],
-        "an RDMA copy (--serve, or DST rdma://HOST:PORT)",
+        &[
+            CopyKind::Serve,
+            CopyKind::Send,
+            CopyKind::NicServe,
+            CopyKind::NicSend,
+        ],
+        "an RDMA copy or NIC stream (--serve, or DST rdma:// or udp://)",
+    ),
+    (
+        "bind",
+        "--bind",
+        &[CopyKind::NicSend],
+        "the sending end of a NIC stream (DST udp://HOST:PORT)",
+    ),
+    (
+        "mtu",
+        "--mtu",
+        &[CopyKind::NicServe, CopyKind::NicSend],
+        "a NIC stream (--serve --engine nic, or DST udp://HOST:PORT)",
     ),
     ("size", "--size", SENDS, SENDING),
-    ("chunk", "--chunk", SENDS, SENDING),
+    (
+        "chunk",
+        "--chunk",
+        &[CopyKind::Local, CopyKind::Nvme, CopyKind::Send],
+        "a copy on this host or the sending end of an RDMA copy (a NIC stream sends \
+         one datagram at a time: --mtu)",
+    ),
     ("seed", "--seed", SENDS, SENDING),
     (
         "iterations",
@@ -307,7 +357,12 @@ pub(crate) const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
 
 /// The kinds of copy that send bytes they chose (the receiver of an RDMA copy takes
 /// the sender's size, chunk and pattern).
-pub(crate) const SENDS: &[CopyKind] = &[CopyKind::Local, CopyKind::Nvme, CopyKind::Send];
+pub(crate) const SENDS: &[CopyKind] = &[
+    CopyKind::Local,
+    CopyKind::Nvme,
+    CopyKind::Send,
+    CopyKind::NicSend,
+];
 pub(crate) const SENDING: &str = "the sending side: on --serve the sender's choice is used";
 
 pub(crate) const NVME_ONLY: &str =
@@ -337,6 +392,8 @@ pub(crate) fn check_flags(given: &[&str], kind: CopyKind) -> Result<()> {
                         CopyKind::Local => "between BARs on this host, with no NVMe side",
                         CopyKind::Serve => "the receiving end of an RDMA copy",
                         CopyKind::Send => "the sending end of an RDMA copy",
+                        CopyKind::NicServe => "the receiving end of a NIC stream",
+                        CopyKind::NicSend => "the sending end of a NIC stream",
                     }
                 ),
                 Some(&format!("leave {flag} out")),

@@ -21,6 +21,7 @@
 mod advice;
 mod bar;
 mod flags;
+mod nic;
 mod rdma;
 mod report;
 mod storage;
@@ -80,37 +81,47 @@ pub(crate) fn fresh_seed() -> u64 {
 fn run(cli: &Cli) -> Result<()> {
     let nvme = |e: Option<&End>| matches!(e, Some(End::Local(Target::Nvme(_) | Target::Blk(_))));
     let kind = match (cli.serve, &cli.dst) {
+        (true, _) if matches!(cli.engine, Engine::Nic) => CopyKind::NicServe,
         (true, _) => CopyKind::Serve,
+        (false, Some(End::Remote(r))) if r.starts_with("udp://") => CopyKind::NicSend,
         (false, Some(End::Remote(_))) => CopyKind::Send,
         (false, dst) if nvme(Some(&cli.src)) || nvme(dst.as_ref()) => CopyKind::Nvme,
         (false, _) => CopyKind::Local,
     };
     check_flags(&cli.given, kind)?;
-    let (src, dst) =
-        match (cli.serve, &cli.src, &cli.dst) {
-            (true, End::Local(dst), None) => return rdma::serve(cli, dst),
-            (true, _, _) => {
-                return Err(usage(
-                    "wrong_number_of_values",
-                    "--serve takes one target, the destination",
-                    Some("give one BDF or `host` after --serve"),
-                ))
-            }
-            (false, End::Local(src), Some(End::Remote(peer))) => return rdma::send(cli, src, peer),
-            (false, End::Local(src), Some(End::Local(dst))) => (src, dst),
-            (false, End::Remote(r), _) => return Err(usage(
+    let (src, dst) = match (cli.serve, &cli.src, &cli.dst) {
+        (true, End::Local(dst), None) if kind == CopyKind::NicServe => return nic::serve(cli, dst),
+        (true, End::Local(dst), None) => return rdma::serve(cli, dst),
+        (true, _, _) => {
+            return Err(usage(
+                "wrong_number_of_values",
+                "--serve takes one target, the destination",
+                Some("give one BDF or `host` after --serve"),
+            ))
+        }
+        (false, End::Local(src), Some(End::Remote(peer))) if kind == CopyKind::NicSend => {
+            return nic::send(cli, src, peer)
+        }
+        (false, End::Local(src), Some(End::Remote(peer))) => return rdma::send(cli, src, peer),
+        (false, End::Local(src), Some(End::Local(dst))) => (src, dst),
+        (false, End::Remote(r), _) => {
+            return Err(usage(
                 "remote_source",
-                format!("{r} names a receiver over RDMA: it can only be DST"),
-                Some("the receiving host runs `p2pcopy --serve DST`; give rdma://HOST:PORT as DST"),
-            )),
-            (false, _, None) => {
-                return Err(usage(
-                    "missing_argument",
-                    "DST is missing",
-                    Some("give SRC and DST (or --serve DST to receive over RDMA)"),
-                ))
-            }
-        };
+                format!("{r} names a remote receiver: it can only be DST"),
+                Some(
+                    "the receiving host runs `p2pcopy --serve DST` (with --engine nic for \
+                      udp://); give its URL as DST",
+                ),
+            ))
+        }
+        (false, _, None) => {
+            return Err(usage(
+                "missing_argument",
+                "DST is missing",
+                Some("give SRC and DST (or --serve DST to receive over RDMA)"),
+            ))
+        }
+    };
     let seed = *cli
         .used_seed
         .get_or_init(|| cli.seed.unwrap_or_else(fresh_seed));
@@ -154,6 +165,16 @@ fn run(cli: &Cli) -> Result<()> {
             (Engine::Dma, None) => TransportChoice::Dma { engine: None },
             (Engine::Rdma, None) => TransportChoice::Rdma,
             (Engine::Auto, None) => TransportChoice::Auto,
+            // Between two BARs here a NIC copies in loopback: it is the DMA engine.
+            (Engine::Nic, Some(via)) => TransportChoice::Dma { engine: Some(via) },
+            (Engine::Nic, None) => {
+                return Err(usage(
+                    "nic_needs_via",
+                    "--engine nic between two BARs on this host copies through a NIC in \
+                     loopback, and needs that NIC",
+                    Some("name the igb NIC bound to vfio-pci with --via BDF"),
+                ))
+            }
         },
         verify: !cli.no_verify,
         seed,

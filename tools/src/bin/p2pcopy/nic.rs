@@ -1,0 +1,176 @@
+//! The NIC ends: `--serve --engine nic DST` and `SRC udp://HOST:PORT`, each through a
+//! user-space igb NIC named by `--via` (its DMA reads or writes the BAR), or a kernel
+//! socket without it (host memory, NOT peer-to-peer). The framing: docs/nic.md.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use peerdma_copy::nic::{self, LocalSpec, NicReport, SendRequest, ServeRequest};
+use peerdma_copy::{EndpointSpec, Progress, Target};
+use peerdma_tools::failure::usage;
+use peerdma_tools::size::human;
+
+use crate::advice::with_advice;
+use crate::bar::Bar;
+use crate::flags::{check_bar_flags, Cli, Engine};
+use crate::report::rate;
+
+fn local(cli: &Cli, t: &Target, src: bool) -> Result<LocalSpec> {
+    let (bar, offset, side) = if src {
+        (cli.src_bar, cli.src_offset, "src")
+    } else {
+        (cli.dst_bar, cli.dst_offset, "dst")
+    };
+    check_bar_flags(t, bar, offset, side)?;
+    Ok(match t {
+        Target::Host => LocalSpec::Host,
+        Target::Bar(spec) => LocalSpec::Bar(EndpointSpec {
+            bdf: spec.bdf,
+            bar,
+            offset,
+        }),
+        Target::Nvme(_) | Target::Blk(_) => {
+            return Err(usage(
+                "unsupported_pair",
+                format!("{t}: an NVMe namespace is not an end of a NIC stream"),
+                Some("name a BAR (a BDF) or host"),
+            ))
+        }
+    })
+}
+
+/// A BAR end needs the NIC that DMAs it: a kernel socket moves host memory only.
+fn needs_nic(cli: &Cli, end: &LocalSpec, what: &str) -> Result<()> {
+    if matches!(end, LocalSpec::Bar(_)) && cli.via.is_none() {
+        return Err(usage(
+            "nic_needs_via",
+            format!(
+                "{what} is a BAR: a kernel socket moves host memory only, so a BAR end of a \
+                 NIC stream needs the NIC whose DMA reads or writes it"
+            ),
+            Some("name the igb NIC bound to vfio-pci with --via BDF (or use host)"),
+        ));
+    }
+    Ok(())
+}
+
+fn print(cli: &Cli, r: &NicReport) -> Result<()> {
+    if cli.json {
+        if !r.peer_to_peer {
+            eprintln!("p2pcopy: {}", r.peer_to_peer_why);
+        }
+        println!("{}", serde_json::to_string(r)?);
+    } else if !cli.quiet {
+        let (verb, dir, other) = if r.role == "sender" {
+            ("sent", "from", format!("to {} at {}", r.remote, r.peer))
+        } else {
+            (
+                "received",
+                "into",
+                format!("from {} at {}", r.remote, r.peer),
+            )
+        };
+        println!(
+            "{verb} {} {dir} {} ({other}) as {} UDP datagrams of {} bytes on {} in {:.3} s: \
+             {}, {:.0} datagrams/s; {}",
+            human(r.bytes),
+            r.local,
+            r.datagrams,
+            r.payload_size,
+            r.device,
+            r.seconds,
+            rate(r.gbps),
+            r.frames_per_s,
+            r.verdict,
+        );
+        println!(
+            "path: {}",
+            if r.peer_to_peer {
+                format!("peer-to-peer: {}", r.peer_to_peer_why)
+            } else {
+                r.peer_to_peer_why.clone()
+            }
+        );
+    }
+    Ok(())
+}
+
+fn progress(bar: &mut Bar) -> impl FnMut(u64, u64) + '_ {
+    |done, total| bar.update(Progress { done, total })
+}
+
+pub(crate) fn serve(cli: &Cli, dst: &Target) -> Result<()> {
+    let dst = local(cli, dst, false)?;
+    needs_nic(cli, &dst, "the destination")?;
+    let listen = if cli.given.contains(&"listen") {
+        cli.listen
+    } else if cli.via.is_some() {
+        return Err(usage(
+            "nic_needs_address",
+            "a NIC receiver has no address of its own: the kernel does not drive it",
+            Some("give its IPv4 address on the wire with --listen ADDR[:PORT]"),
+        ));
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], nic::DEFAULT_PORT))
+    };
+    let mut req = ServeRequest::new(dst, listen);
+    req.nic = cli.via;
+    req.mtu = cli.mtu;
+    req.access = cli.access.into();
+    // --timeout given bounds the wait for a sender too; by default it has no end.
+    req.wait = cli
+        .given
+        .contains(&"timeout")
+        .then(|| Duration::from_secs(cli.timeout));
+    req.timeout = Duration::from_secs(cli.timeout);
+    let json = cli.json;
+    let report = nic::serve(&req, &mut |addr| {
+        if !json {
+            eprintln!("p2pcopy: listening on udp://{addr}");
+            let _ = std::io::stderr().flush();
+        }
+    })
+    .map_err(with_advice)?;
+    print(cli, &report)
+}
+
+pub(crate) fn send(cli: &Cli, src: &Target, peer: &str) -> Result<()> {
+    if !matches!(cli.engine, Engine::Nic | Engine::Auto) {
+        return Err(usage(
+            "engine_not_applicable",
+            format!("{peer} is a receiver over UDP: a NIC moves the bytes, not --engine"),
+            Some("leave --engine out (or give --engine nic)"),
+        ));
+    }
+    let src = local(cli, src, true)?;
+    needs_nic(cli, &src, "the source")?;
+    let peer = nic::parse_addr(peer).map_err(|e| with_advice(e.into()))?;
+    let bind = match (&cli.bind, cli.via) {
+        (Some(b), _) => Some(nic::parse_addr(b).map_err(|e| with_advice(e.into()))?),
+        (None, Some(nic)) => {
+            return Err(usage(
+                "nic_needs_address",
+                format!("the NIC {nic} has no address of its own: the kernel does not drive it"),
+                Some("give its IPv4 address on the wire with --bind ADDR"),
+            ))
+        }
+        (None, None) => None,
+    };
+    let seed = *cli
+        .used_seed
+        .get_or_init(|| cli.seed.unwrap_or_else(crate::fresh_seed));
+    let mut req = SendRequest::new(src, peer, seed);
+    req.bind = bind;
+    req.nic = cli.via;
+    req.size = cli.size;
+    req.mtu = cli.mtu;
+    req.payload = nic::plan::max_payload(cli.mtu);
+    req.access = cli.access.into();
+    req.timeout = Duration::from_secs(cli.timeout);
+    let mut bar = Bar::new(cli);
+    let report = nic::send(&req, &mut progress(&mut bar));
+    bar.finish();
+    print(cli, &report.map_err(with_advice)?)
+}
