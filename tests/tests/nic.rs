@@ -157,21 +157,84 @@ fn a_revoke_of_the_source_mid_stream_stops_by_name_and_the_faults_are_reported()
     );
 }
 
-/// Bad input through the NIC: the error and what it must say.
+/// Bad input through the NIC, each refused by name within a bounded time: a `--via`
+/// that is no engine, one that is no NIC, an MTU the device refuses, a stream shorter
+/// than a datagram's least payload, a peer that never answers (nothing on this VM's
+/// wire), a sender that never comes.
 fn bad_input() -> String {
     let p2p = p2pcopy();
+    let to = "udp://10.77.0.9:18521";
+    let nic = "--via $IGB --bind 10.77.0.2";
     format!(
-        "{p2p} 00:10.0 00:11.0 --engine dma --via 00:10.0 --size 4K; echo \"## notnic rc=$?\"; \
-         {p2p} 00:10.0 00:11.0 --engine dma --via $IGB --size 4K --src-offset 48M --dst-offset 48M; echo \"## small rc=$?\""
+        "{p2p} 00:10.0 00:11.0 --engine dma --via 00:10.0 --size 4K; echo \"## notengine rc=$?\"; \
+         {p2p} 00:10.0 {to} --via 00:11.0 --bind 10.77.0.2 --size 1M; echo \"## notnic rc=$?\"; \
+         {p2p} 00:10.0 {to} {nic} --size 1M --mtu 9600; echo \"## mtu rc=$?\"; \
+         {p2p} 00:10.0 {to} {nic} --size 10; echo \"## tiny rc=$?\"; \
+         S=$(date +%s); {p2p} 00:10.0 {to} {nic} --size 1M --timeout 3; \
+         echo \"## silent rc=$? $(( $(date +%s) - S ))s\"; \
+         S=$(date +%s); {p2p} --serve --engine nic --via $IGB --listen 10.77.0.1:18521 \
+         00:11.0 --timeout 3; echo \"## nosender rc=$? $(( $(date +%s) - S ))s\"; \
+         {p2p} 00:10.0 00:11.0 --engine dma --via $IGB --size 4K --src-offset 48M \
+         --dst-offset 48M; echo \"## small rc=$?\""
     )
 }
 
+/// The exit status of a marked check that also gives its time (`## NAME rc=N Ts`).
+fn timed_rc(o: &str, name: &str) -> i32 {
+    let line = o
+        .lines()
+        .find(|l| l.starts_with(&format!("## {name} rc=")))
+        .unwrap_or_else(|| panic!("no {name} line:\n{o}"));
+    line.split(['=', ' ']).nth(3).unwrap().parse().unwrap()
+}
+
+/// The seconds a marked check took (`## NAME rc=N Ts`).
+fn marked_seconds(o: &str, name: &str) -> u64 {
+    let line = o
+        .lines()
+        .find(|l| l.starts_with(&format!("## {name} rc=")))
+        .unwrap_or_else(|| panic!("no {name} line:\n{o}"));
+    line.rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap()
+}
+
 #[test]
-fn a_device_that_is_no_engine_is_refused_by_name() {
+fn bad_input_through_the_nic_is_refused_by_name_within_bounded_time() {
     let o = loopback_boot().check("bad-input");
-    assert_ne!(marked_rc(o, "notnic"), 0, "{o}");
-    assert!(o.contains("0000:00:10.0"), "{o}");
-    assert_eq!(marked_rc(o, "small"), 0, "a one-page copy works: {o}");
+    let part = |name: &str| {
+        o.split(&format!("## {name} rc="))
+            .next()
+            .and_then(|before| before.rsplit("## ").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_ne!(marked_rc(o, "notengine"), 0, "{o}");
+    assert!(part("notengine").contains("0000:00:10.0"), "{o}");
+    assert_eq!(marked_rc(o, "notnic"), 3, "{o}");
+    assert!(
+        part("notnic").contains("0000:00:11.0 is not an Intel 82576")
+            && part("notnic").contains("1af4:1110"),
+        "{o}"
+    );
+    assert_ne!(marked_rc(o, "mtu"), 0, "{o}");
+    assert!(part("mtu").contains("9600"), "{o}");
+    assert_ne!(marked_rc(o, "tiny"), 0, "{o}");
+    assert!(part("tiny").contains("18 bytes"), "{o}");
+    assert_eq!(timed_rc(o, "silent"), 3, "{o}");
+    assert!(part("silent").contains("never answered within 3 s"), "{o}");
+    assert!(marked_seconds(o, "silent") <= 10, "bounded: {o}");
+    assert_eq!(timed_rc(o, "nosender"), 3, "{o}");
+    assert!(part("nosender").contains("within 3 s"), "{o}");
+    assert!(marked_seconds(o, "nosender") <= 10, "bounded: {o}");
+    assert_eq!(
+        marked_rc(o, "small"),
+        0,
+        "a one-page copy works after all that: {o}"
+    );
 }
 
 // ---- Two VMs on a wire: a BAR in VM 1 → its igb → the wire → igb → a BAR in VM 0. ----
@@ -334,4 +397,76 @@ fn a_bar_receives_a_stream_from_a_kernel_socket_on_e1000e() {
         None
     );
     data_on_the_wire(&out, size);
+}
+
+/// Runs one HMP command on a QEMU monitor socket once it appears (at most 60 s).
+fn monitor_when_up(sock: &std::path::Path, command: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut s = loop {
+        match std::os::unix::net::UnixStream::connect(sock) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("no monitor at {}: {e}", sock.display())
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    let mut prompt = |s: &mut std::os::unix::net::UnixStream, got: &mut String| loop {
+        let n = s.read(&mut buf).expect("reading the monitor");
+        assert!(n > 0, "the monitor closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if got.trim_end().ends_with("(qemu)") {
+            break;
+        }
+    };
+    prompt(&mut s, &mut got);
+    got.clear();
+    s.write_all(format!("{command}\n").as_bytes()).unwrap();
+    prompt(&mut s, &mut got);
+    got
+}
+
+#[test]
+fn a_nic_without_link_is_named_within_its_link_timeout() {
+    // QEMU's link of the igb goes down (HMP set_link) before the guest boots: STATUS.LU
+    // never comes up, and the driver's wait for it is bounded.
+    let scratch = std::path::PathBuf::from(format!("/dev/shm/pdma-nolink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let tb = peerdma_testbed::vm::Testbed::new(peerdma_testbed::vm::VmOptions {
+        devices: "ivshmem,igb".parse().unwrap(),
+        scratch: Some(scratch.clone()),
+        ..options(KernelChoice::Reference)
+    })
+    .unwrap();
+    let p2p = p2pcopy();
+    let script = format!(
+        "{FIND_IGB} S=$(date +%s); {p2p} 00:10.0 udp://{VM0_IP}:{PORT} --via $IGB --bind \
+         {VM1_IP} --size 1M --timeout 30; echo \"## nolink rc=$? $(( $(date +%s) - S ))s\""
+    );
+    let sock = scratch.join("monitor.sock");
+    let (out, reply) = std::thread::scope(|s| {
+        let link = s.spawn(|| monitor_when_up(&sock, "set_link net-igb0 off"));
+        let out = run_sh(&tb, &script);
+        (out, link.join().unwrap())
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert!(
+        !reply.contains("not found") && !reply.contains("rror"),
+        "{reply}"
+    );
+    let o = &out.output;
+    assert_eq!(timed_rc(o, "nolink"), 3, "{o}");
+    assert!(
+        o.contains("no link after"),
+        "the missing link is named: {o}"
+    );
+    assert!(
+        marked_seconds(o, "nolink") <= 20,
+        "bounded by the link timeout: {o}"
+    );
 }
