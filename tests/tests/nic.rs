@@ -470,3 +470,36 @@ fn a_nic_without_link_is_named_within_its_link_timeout() {
         "bounded by the link timeout: {o}"
     );
 }
+
+/// The benchmark of docs/benchmarks.md: the igb in loopback copies 8 MiB BAR → BAR and
+/// host → host in 9 interleaved rounds each (`peerdma-guest-iommufd engine-bench`),
+/// and prints the medians and their ratio (a figure, not an assertion; the target is
+/// ≥ 0.95). Every BAR byte of the last round is checked.
+#[test]
+#[ignore = "benchmark (about 20 s): cargo test -p peerdma-testbed --test nic -- --ignored --nocapture"]
+fn benchmark_nic_bar_to_bar_against_host_memory() {
+    let tb = testbed_with(
+        KernelChoice::Reference,
+        "ivshmem,ivshmem,igb",
+        Default::default(),
+        true,
+    );
+    let bin = workspace_bin("peerdma-guest-iommufd").display().to_string();
+    let out = run_ok(
+        &tb,
+        &[&bin, "engine-bench", "--iters", "9", "--len", "8388608"],
+    );
+    let r = &json_lines(&out.output)[0];
+    assert_eq!(r["ok"], true, "{r}");
+    let e = &r["engines"][0];
+    assert_eq!(e["landed"], true, "{e}");
+    eprintln!(
+        "igb loopback, 8 MiB × 9 rounds, medians: BAR → BAR {:.4} GB/s ({:.0} datagrams/s), \
+         host → host {:.4} GB/s ({:.0} datagrams/s): ratio {:.3}",
+        e["bar_to_bar_gbps"].as_f64().unwrap(),
+        e["bar_to_bar_transfers_per_s"].as_f64().unwrap(),
+        e["host_to_host_gbps"].as_f64().unwrap(),
+        e["host_to_host_transfers_per_s"].as_f64().unwrap(),
+        e["ratio"].as_f64().unwrap(),
+    );
+}
