@@ -228,14 +228,22 @@ fn every_engine_keeps_the_contract_host_bar_and_bar_bar_copies_guard_and_revoke(
     assert_eq!(cases.len(), ENGINES.len() * ContractScenario::ALL.len());
 }
 
-/// The NIC engine when its own registers go away: with igb0's memory decode turned off
-/// under it (VFIO zaps its BAR0 mapping), a copy fails as `igb_revoked` naming the
-/// function, not with a SIGBUS or a hang; before that a 4 KiB copy through it landed and
-/// a copy under one minimum-size datagram (18 bytes) was refused by name.
+/// The NIC engine beyond the contract: a 4 KiB copy lands and one under a minimum-size
+/// datagram (18 bytes) is refused by name; control frames in host buffers go round in
+/// loopback (ARP whole in the payload buffer, UDP split into its 42 header bytes and
+/// payload), the unicast-only filter drops a broadcast and passes unicast; with igb0's
+/// memory decode turned off under it (VFIO zaps its BAR0 mapping) a copy fails as
+/// `igb_revoked` naming the function, not with a SIGBUS or a hang; opened for a wire
+/// its link comes up and a memcpy is refused by name.
 #[test]
 fn the_nic_engine_names_its_revoked_registers_and_refuses_a_copy_under_18_bytes() {
     let run = reference_run();
-    let s = run.scenario("nic-revoke");
+    let s = run.scenario("nic");
+    for k in ["arp_ok", "udp_ok", "broadcast_dropped", "unicast_ok"] {
+        assert_eq!(s["control"][k], true, "{k}: {s:#}");
+    }
+    assert_eq!(s["wire_link"], true, "{s:#}");
+    assert_eq!(s["wire_copy_kind"], "igb_unsupported", "{s:#}");
     assert_eq!(s["landed"], true, "{s:#}");
     assert_eq!(s["short_kind"], "igb_copy_too_short", "{s:#}");
     assert_eq!(s["revoked_kind"], "igb_revoked", "{s:#}");

@@ -229,6 +229,10 @@ impl DmaEngine for Igb {
         self.start(ioas).map_err(EngineError::from)
     }
 
+    fn as_igb_mut(&mut self) -> Option<&mut Igb> {
+        Some(self)
+    }
+
     fn copy(&mut self, src: u64, dst: u64, len: u64) -> EngineResult<TransferReport> {
         let name = self.name();
         check_span(&name, src, len, self.dma_mask())?;

@@ -27,8 +27,9 @@
 //! - `contract`: the engine contract (host→BAR, BAR→host, BAR→BAR, read-only
 //!   destination, revoke, unmapped IOVA) on every engine device of the run through
 //!   `AttachedEngine`'s checked copy; one typed `ContractCase` line per (engine, case).
-//! - `nic-revoke`: the igb engine (igb0) with its register BAR revoked (its memory
-//!   decode off): the copy fails as `igb_revoked`; a copy under 18 bytes is refused.
+//! - `nic`: the igb engine (igb0) beyond the contract: control frames in host buffers
+//!   (ARP whole, UDP split), the unicast-only filter, its register BAR revoked (the
+//!   copy fails as `igb_revoked`), a copy under 18 bytes refused, a wire link.
 //! - `all`: every reference-kernel scenario but `bench` and `revoke-latency`.
 
 mod faults;
@@ -84,7 +85,7 @@ fn parse_args() -> Result<Opts> {
         }
     }
     if o.scenarios.is_empty() {
-        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract nic-revoke host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
+        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract nic host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
     }
     Ok(o)
 }
@@ -104,7 +105,7 @@ fn run() -> Result<bool> {
                     "errors",
                     "checked",
                     "contract",
-                    "nic-revoke",
+                    "nic",
                 ]
                 .map(String::from),
             );
@@ -132,8 +133,8 @@ fn run() -> Result<bool> {
     // and last: its refused DMA must not stand in the fault log between the others'.
     let checked_too = names.iter().any(|n| n == "checked");
     let contract_too = names.iter().any(|n| n == "contract");
-    let nic_revoke_too = names.iter().any(|n| n == "nic-revoke");
-    names.retain(|n| n != "checked" && n != "contract" && n != "nic-revoke");
+    let nic_too = names.iter().any(|n| n == "nic");
+    names.retain(|n| n != "checked" && n != "contract" && n != "nic");
     if !names.is_empty() {
         let t = Instant::now();
         let mut rig = setup(&manifest)?;
@@ -169,12 +170,12 @@ fn run() -> Result<bool> {
             }),
         );
     }
-    if nic_revoke_too {
+    if nic_too {
         // Before the contract (no IOMMU fault of its own): igb0 through AttachedEngine.
         let t = Instant::now();
         emit(
-            "nic-revoke",
-            crate::scenario::nic_revoke::nic_revoke(&manifest).map(|mut v| {
+            "nic",
+            crate::scenario::nic::nic(&manifest).map(|mut v| {
                 v["wall_ms"] = json!(ms(t.elapsed()));
                 v
             }),

@@ -7,7 +7,7 @@ pub(crate) mod contract;
 pub(crate) mod errors;
 pub(crate) mod guard;
 pub(crate) mod host_to_bar;
-pub(crate) mod nic_revoke;
+pub(crate) mod nic;
 pub(crate) mod revoke;
 pub(crate) mod revoke_latency;
 pub(crate) mod stock;
