@@ -242,7 +242,8 @@ impl DmaEngine for Igb {
             Ok(n) => n,
             Err(e) => {
                 // Leave no frame of this copy in the rings for the next one.
-                if self.started.is_some() && !matches!(e, IgbError::Revoked { .. }) {
+                let left = self.rx_posted() > 0 || self.tx_in_flight() > 0;
+                if left && !matches!(e, IgbError::Revoked { .. }) {
                     let _ = self.recover();
                 }
                 return Err(e.into());
