@@ -16,7 +16,7 @@ HOST_ONLY = {"hostile_cli", "layout", "sorted_variants"}
 # shared boots and the optimized copy library of #19 item 7).
 WEIGHT = {
     "rdma": 107, "nvme": 73, "path": 68, "p2pcopy": 84, "testbed": 65,
-    "vulkan": 58, "ahead": 60, "export": 37, "iommufd": 57, "drm": 25,
+    "vulkan": 58, "ahead": 60, "export": 37, "iommufd": 68, "drm": 25,
     "chaos": 18, "soak": 16, "cli": 9, "ahead_nvme": 45,
 }
 

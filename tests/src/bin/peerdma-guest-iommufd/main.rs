@@ -30,6 +30,8 @@
 //! - `nic`: the igb engine (igb0) beyond the contract: control frames in host buffers
 //!   (ARP whole, UDP split), the unicast-only filter, its register BAR revoked (the
 //!   copy fails as `igb_revoked`), a copy under 18 bytes refused, a wire link.
+//! - `nic-wire`: two VMs, an igb each, on the testbed's wire: ARP, then 200 UDP
+//!   datagrams NIC (IOVA) → wire → NIC (IOVA), headers and bytes checked, a verdict back.
 //! - `all`: every reference-kernel scenario but `bench` and `revoke-latency`.
 
 mod faults;
@@ -85,7 +87,7 @@ fn parse_args() -> Result<Opts> {
         }
     }
     if o.scenarios.is_empty() {
-        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract nic host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
+        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract nic nic-wire host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
     }
     Ok(o)
 }
@@ -125,6 +127,11 @@ fn run() -> Result<bool> {
         all_ok &= v["ok"] == json!(true);
         println!("{v}");
     };
+    if names.iter().any(|n| n == "nic-wire") {
+        // Two VMs (--peer-devices), nothing else: no rig.
+        emit("nic-wire", crate::scenario::nic_wire::nic_wire(&manifest));
+        names.retain(|n| n != "nic-wire");
+    }
     if names.iter().any(|n| n == "stock") {
         emit("stock", stock(&manifest));
         names.retain(|n| n != "stock");
