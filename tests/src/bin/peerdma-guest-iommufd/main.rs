@@ -29,8 +29,11 @@
 //!   `AttachedEngine`'s checked copy; one typed `ContractCase` line per (engine, case).
 //! - `engine-bench`: every engine of the run copies BAR → BAR and host → host in
 //!   interleaved rounds (`--iters` rounds of `--len` bytes): medians, their ratio.
-//! - `nic-revoke`: the igb engine (igb0) with its register BAR revoked (its memory
-//!   decode off): the copy fails as `igb_revoked`; a copy under 18 bytes is refused.
+//! - `nic`: the igb engine (igb0) beyond the contract: control frames in host buffers
+//!   (ARP whole, UDP split), the unicast-only filter, its register BAR revoked (the
+//!   copy fails as `igb_revoked`), a copy under 18 bytes refused, a wire link.
+//! - `nic-wire`: two VMs, an igb each, on the testbed's wire: ARP, then 200 UDP
+//!   datagrams NIC (IOVA) → wire → NIC (IOVA), headers and bytes checked, a verdict back.
 //! - `all`: every reference-kernel scenario but `bench` and `revoke-latency`.
 
 mod faults;
@@ -87,7 +90,7 @@ fn parse_args() -> Result<Opts> {
         }
     }
     if o.scenarios.is_empty() {
-        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract nic-revoke host-to-bar bar-to-host guard revoke errors stock bench revoke-latency engine-bench all)");
+        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract nic nic-wire host-to-bar bar-to-host guard revoke errors stock bench revoke-latency engine-bench all)");
     }
     Ok(o)
 }
@@ -107,7 +110,7 @@ fn run() -> Result<bool> {
                     "errors",
                     "checked",
                     "contract",
-                    "nic-revoke",
+                    "nic",
                 ]
                 .map(String::from),
             );
@@ -127,6 +130,11 @@ fn run() -> Result<bool> {
         all_ok &= v["ok"] == json!(true);
         println!("{v}");
     };
+    if names.iter().any(|n| n == "nic-wire") {
+        // Two VMs (--peer-devices), nothing else: no rig.
+        emit("nic-wire", crate::scenario::nic_wire::nic_wire(&manifest));
+        names.retain(|n| n != "nic-wire");
+    }
     if names.iter().any(|n| n == "stock") {
         emit("stock", stock(&manifest));
         names.retain(|n| n != "stock");
@@ -136,8 +144,8 @@ fn run() -> Result<bool> {
     let checked_too = names.iter().any(|n| n == "checked");
     let engine_bench_too = names.iter().any(|n| n == "engine-bench");
     let contract_too = names.iter().any(|n| n == "contract");
-    let nic_revoke_too = names.iter().any(|n| n == "nic-revoke");
-    names.retain(|n| n != "checked" && n != "contract" && n != "nic-revoke" && n != "engine-bench");
+    let nic_too = names.iter().any(|n| n == "nic");
+    names.retain(|n| n != "checked" && n != "contract" && n != "nic" && n != "engine-bench");
     if !names.is_empty() {
         let t = Instant::now();
         let mut rig = setup(&manifest)?;
@@ -183,12 +191,12 @@ fn run() -> Result<bool> {
             }),
         );
     }
-    if nic_revoke_too {
+    if nic_too {
         // Before the contract (no IOMMU fault of its own): igb0 through AttachedEngine.
         let t = Instant::now();
         emit(
-            "nic-revoke",
-            crate::scenario::nic_revoke::nic_revoke(&manifest).map(|mut v| {
+            "nic",
+            crate::scenario::nic::nic(&manifest).map(|mut v| {
                 v["wall_ms"] = json!(ms(t.elapsed()));
                 v
             }),
