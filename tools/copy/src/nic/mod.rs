@@ -190,8 +190,8 @@ pub struct NicReport {
     pub payload_size: u32,
     /// Bytes moved.
     pub bytes: u64,
-    /// Seconds (sender: first data datagram to the ACK of the last; receiver: READY
-    /// to the last data datagram).
+    /// Seconds (sender: first data datagram sent to the ACK of the last; receiver:
+    /// first data datagram arrived to the last).
     pub seconds: f64,
     /// Throughput in GB/s (10^9 bytes per second).
     pub gbps: f64,
