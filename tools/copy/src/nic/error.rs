@@ -142,10 +142,13 @@ pub enum NicError {
         /// The errno's name and text.
         error: String,
     },
-    /// The NIC IO cannot run in this build or on this branch.
+    /// This combination of ends cannot run (a BAR end without a NIC, a NIC side
+    /// without an IPv4 address, the NIC also the BAR's device).
     Unavailable {
         /// Why.
         why: String,
+        /// What to do instead.
+        fix: String,
     },
 }
 
@@ -232,7 +235,7 @@ impl NicError {
             }
             NicError::BadAddress { given, why } => format!("{given:?} is no UDP address: {why}"),
             NicError::Io { doing, error } => format!("{doing} failed: {error}"),
-            NicError::Unavailable { why } => why.clone(),
+            NicError::Unavailable { why, .. } => why.clone(),
         }
     }
 
@@ -241,7 +244,9 @@ impl NicError {
         match self {
             NicError::Plan(e) => e.fix(),
             NicError::NoAnswer { .. } => "start the receiver first, check the address, port \
-                                          and route (and that no firewall drops UDP there)"
+                                          and route (and that no firewall drops UDP there); a \
+                                          NIC side finds the peer's MAC by ARP, so the peer \
+                                          must be on its link"
                 .into(),
             NicError::AckStalled { .. } | NicError::DataStalled { .. } => {
                 "check the link and the receiver's output; a smaller window or payload size \
@@ -276,9 +281,7 @@ impl NicError {
             NicError::Io { .. } => "check the address is configured on this host, and the \
                                     port is free"
                 .into(),
-            NicError::Unavailable { .. } => "use the kernel-socket path (no NIC device named), \
-                                             or a build with the igb driver"
-                .into(),
+            NicError::Unavailable { fix, .. } => fix.clone(),
         }
     }
 
@@ -407,7 +410,10 @@ mod tests {
                 "binding 10.0.0.1:18521",
                 &std::io::Error::from_raw_os_error(98),
             ),
-            NicError::Unavailable { why: "w".into() },
+            NicError::Unavailable {
+                why: "w".into(),
+                fix: "f".into(),
+            },
             NicError::PeerGone {
                 peer: peer(),
                 during: "sending datagram 3".into(),

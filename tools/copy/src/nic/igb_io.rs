@@ -325,8 +325,27 @@ fn v4(addr: SocketAddr, what: &str) -> Result<SocketAddrV4, CopyError> {
             why: format!(
                 "a NIC side needs this side's own IPv4 address on the wire, and {what} is {addr}"
             ),
+            fix: "give this side's IPv4 address (a sender's bind address, a receiver's listen \
+                  address): the NIC answers ARP for it and sends from it"
+                .into(),
         }
         .into()),
+    }
+}
+
+/// Refuses a BAR end on the NIC itself (a VFIO device opens once; the NIC's BARs are
+/// its registers and MSI-X table).
+fn same_device(nic: Bdf, spec: &LocalSpec) -> Result<(), CopyError> {
+    match spec {
+        LocalSpec::Bar(b) if b.bdf == nic => Err(NicError::Unavailable {
+            why: format!(
+                "{nic} is named both as the NIC and as the device whose BAR it moves: the NIC's \
+                 BARs hold its registers"
+            ),
+            fix: "name the BAR of another device (an ivshmem, a GPU) for the NIC to DMA".into(),
+        }
+        .into()),
+        _ => Ok(()),
     }
 }
 
@@ -409,6 +428,7 @@ pub(super) fn send(
             .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
         "the bind address",
     )?;
+    same_device(nic, &req.src)?;
     let (local, size) = open_local(&req.src, Side::Src, req.size, req.access)?;
     let plan = Plan::new(size, req.payload, req.mtu).map_err(NicError::from)?;
     let port = if bind.port() == 0 {
@@ -551,6 +571,7 @@ pub(super) fn serve(
     } else {
         listen.port()
     };
+    same_device(nic, &req.dst)?;
     let (local, room) = open_local(
         &req.dst,
         Side::Dst,

@@ -41,6 +41,9 @@ fn host_only(spec: &LocalSpec, side: &str) -> Result<(), NicError> {
                 b.bar
                     .map_or_else(|| "(default)".to_string(), |i| i.to_string())
             ),
+            fix: "name the NIC (an igb bound to vfio-pci) that DMAs the BAR, or use host \
+                  memory on this end"
+                .into(),
         }),
     }
 }
