@@ -494,7 +494,8 @@ pub(super) fn send(
                 if index % every == 0 || index + 1 == plan.count() {
                     progress(d.offset + u64::from(d.len), size);
                 }
-                if index % CHECK_EVERY == 0 {
+                let hooked = revoke_hook(&local, send_hook(req), index);
+                if index % CHECK_EVERY == 0 || hooked {
                     if !n.span.as_mut().expect("mapped").live() {
                         let Local::Bar { ep, .. } = &local else {
                             unreachable!("host memory is never revoked")
@@ -615,6 +616,8 @@ pub(super) fn serve(
     let mut mismatch = None;
     let mut data_phase = false;
     let mut after_data = false;
+    // Data datagrams taken into the destination so far (for the test hook).
+    let mut received = 0u64;
     let mut faults: Option<FaultWatch> = None;
     let outcome = loop {
         match r.poll(Instant::now()) {
@@ -685,7 +688,12 @@ pub(super) fn serve(
                     let in_bar = matches!(f.target, RxTarget::Iova { .. });
                     match got {
                         Got::Data { ident, len, from } if in_bar && Some(from) == peer => {
-                            r.on_data(now, len, Some(ident))
+                            let index = r.next_data().map(|_| received);
+                            r.on_data(now, len, Some(ident));
+                            received += 1;
+                            if let Some(k) = index {
+                                revoke_hook(&local, serve_hook(req), k);
+                            }
                         }
                         other if in_bar => {
                             let what = match other {
@@ -789,6 +797,36 @@ pub(super) fn serve(
         verified: outcome.verdict.ok,
         verdict: outcome.verdict.message,
     })
+}
+
+/// The test hook's datagram, where the build has hooks.
+#[cfg(feature = "testing")]
+fn send_hook(req: &SendRequest) -> Option<u64> {
+    req.test_revoke_after
+}
+
+#[cfg(not(feature = "testing"))]
+fn send_hook(_: &SendRequest) -> Option<u64> {
+    None
+}
+
+#[cfg(feature = "testing")]
+fn serve_hook(req: &ServeRequest) -> Option<u64> {
+    req.test_revoke_after
+}
+
+#[cfg(not(feature = "testing"))]
+fn serve_hook(_: &ServeRequest) -> Option<u64> {
+    None
+}
+
+/// Turns the BAR's memory decode off when datagram `index` is the hook's (a revoke
+/// through VFIO, which revokes the span's dma-buf); returns whether it did.
+fn revoke_hook(local: &Local, at: Option<u64>, index: u64) -> bool {
+    match local {
+        Local::Bar { ep, .. } if at == Some(index) => ep.device.set_memory_decode(false).is_ok(),
+        _ => false,
+    }
 }
 
 /// Writes the complement of the pattern into the first `total` bytes of the
