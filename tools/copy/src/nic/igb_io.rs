@@ -688,7 +688,19 @@ pub(super) fn serve(
                     let in_bar = matches!(f.target, RxTarget::Iova { .. });
                     match got {
                         Got::Data { ident, len, from } if in_bar && Some(from) == peer => {
-                            let index = r.next_data().map(|_| received);
+                            // A datagram of another length may be the sender's ABORT,
+                            // landed in the BAR slot: read back through the CPU, only
+                            // to say so.
+                            let next = r.next_data();
+                            if let Some(d) = next.filter(|d| d.len as usize != len) {
+                                if let Some(m) = peek_control(&n, &local, d.offset, len) {
+                                    if Some(m.stream()) == r.stream() {
+                                        r.on_control(now, &m, Some(ident), &from.to_string());
+                                        continue;
+                                    }
+                                }
+                            }
+                            let index = next.map(|_| received);
                             r.on_data(now, len, Some(ident));
                             received += 1;
                             if let Some(k) = index {
@@ -827,6 +839,17 @@ fn revoke_hook(local: &Local, at: Option<u64>, index: u64) -> bool {
         Local::Bar { ep, .. } if at == Some(index) => ep.device.set_memory_decode(false).is_ok(),
         _ => false,
     }
+}
+
+/// The control message a frame that landed in a data slot at `offset` carries, if it
+/// is one (read through the CPU: the BAR's region mmap, or the host buffer).
+fn peek_control(n: &Nic, local: &Local, offset: u64, len: usize) -> Option<Message> {
+    let mut b = vec![0u8; len.min(1 << 12)];
+    let read = match local {
+        Local::Bar { ep, map } => map.read_at(ep, offset as usize, &mut b).is_ok(),
+        Local::Host => n.host_buffer()?.read(offset as usize, &mut b).is_ok(),
+    };
+    read.then(|| Message::decode(&b).ok()).flatten()
 }
 
 /// Writes the complement of the pattern into the first `total` bytes of the
