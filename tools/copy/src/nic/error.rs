@@ -135,6 +135,11 @@ pub enum NicError {
         /// Why it is no address.
         why: String,
     },
+    /// Host memory for the stream could not be allocated.
+    NoMemory {
+        /// Bytes asked for.
+        bytes: u64,
+    },
     /// A socket call failed.
     Io {
         /// What was being done ("binding 10.0.0.1:18521").
@@ -234,6 +239,9 @@ impl NicError {
                 format!("the sender wants to send {total:#x} bytes, {dst} holds {room:#x}")
             }
             NicError::BadAddress { given, why } => format!("{given:?} is no UDP address: {why}"),
+            NicError::NoMemory { bytes } => {
+                format!("{bytes:#x} bytes of host memory cannot be allocated here")
+            }
             NicError::Io { doing, error } => format!("{doing} failed: {error}"),
             NicError::Unavailable { why, .. } => why.clone(),
         }
@@ -278,6 +286,7 @@ impl NicError {
                     super::DEFAULT_PORT
                 )
             }
+            NicError::NoMemory { .. } => "stream fewer bytes".into(),
             NicError::Io { .. } => "check the address is configured on this host, and the \
                                     port is free"
                 .into(),
@@ -304,6 +313,7 @@ impl NicError {
             NicError::Protocol { .. } => "nic_protocol",
             NicError::TooLarge { .. } => "nic_too_large",
             NicError::BadAddress { .. } => "nic_bad_address",
+            NicError::NoMemory { .. } => "nic_no_memory",
             NicError::Io { .. } => "nic_io",
             NicError::Unavailable { .. } => "nic_unavailable",
         }
@@ -414,6 +424,7 @@ mod tests {
                 why: "w".into(),
                 fix: "f".into(),
             },
+            NicError::NoMemory { bytes: 1 << 62 },
             NicError::PeerGone {
                 peer: peer(),
                 during: "sending datagram 3".into(),
