@@ -3,9 +3,9 @@
 //! hook. `p2pcopy` is the real command line.
 //!
 //! ```text
-//! nic_stream serve [--nic BDF|auto] [--bar BDF|auto] [--wait SECS] LISTEN
+//! nic_stream serve [--nic BDF|auto] [--bar BDF|auto] [--wait SECS] [--mtu M] LISTEN
 //! nic_stream send  [--nic BDF|auto] [--bar BDF|auto] [--bind ADDR] [--size BYTES]
-//!                  [--payload P] [--seed N] PEER
+//!                  [--payload P] [--seed N] [--mtu M (P = M − 28)] PEER
 //! either role: [--test-revoke-after N] (the BAR's decode off after datagram N)
 //! ```
 //!
@@ -69,6 +69,7 @@ fn main() {
     let mut seed = 0x5eed_u64;
     let mut wait = 120;
     let mut revoke_after: Option<u64> = None;
+    let mut mtu = None;
     let mut addr = None;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -85,6 +86,7 @@ fn main() {
             }
             "--size" => size = Some(val().parse().unwrap_or_else(|_| die("--size BYTES"))),
             "--payload" => payload = Some(val().parse().unwrap_or_else(|_| die("--payload P"))),
+            "--mtu" => mtu = Some(val().parse().unwrap_or_else(|_| die("--mtu BYTES"))),
             "--seed" => seed = val().parse().unwrap_or_else(|_| die("--seed N")),
             "--wait" => wait = val().parse().unwrap_or_else(|_| die("--wait SECS")),
             "--test-revoke-after" => {
@@ -111,6 +113,7 @@ fn main() {
             let mut req = ServeRequest::new(local, addr);
             req.nic = nic_dev;
             req.wait = Some(Duration::from_secs(wait));
+            req.mtu = mtu.unwrap_or(req.mtu);
             hook(&mut req.test_revoke_after, revoke_after);
             nic::serve(&req, &mut |a| eprintln!("nic_stream: listening on {a}"))
         }
@@ -123,6 +126,10 @@ fn main() {
                 req.payload = p;
             }
             req.timeout = Duration::from_secs(wait);
+            if let Some(m) = mtu {
+                req.mtu = m;
+                req.payload = nic::plan::max_payload(m);
+            }
             hook(&mut req.test_revoke_after, revoke_after);
             nic::send(&req, &mut |_, _| {})
         }
