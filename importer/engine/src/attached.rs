@@ -135,6 +135,12 @@ impl AttachedEngine {
         self.engine.as_nvme_mut()
     }
 
+    /// The NIC driver, when the engine is an 82576 (igb): its rings are started in
+    /// [`ioas`](Self::ioas), where the caller maps the BARs its frames come from or go to.
+    pub fn igb_mut(&mut self) -> Option<&mut crate::Igb> {
+        self.engine.as_igb_mut()
+    }
+
     /// Copies `len` bytes from `src` to `dst` with the engine's DMA, checked: the copy
     /// the library offers for moving data. Before any DMA it checks that both spans lie
     /// inside mappings of this engine's IOAS, that the source is mapped readable and the

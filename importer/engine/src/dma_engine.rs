@@ -68,6 +68,12 @@ pub trait DmaEngine {
         None
     }
 
+    /// The 82576 NIC driver behind this engine, for frames of its own (a NIC stream:
+    /// [`Igb::transmit`](crate::Igb::transmit), [`Igb::poll_rx`](crate::Igb::poll_rx)).
+    fn as_igb_mut(&mut self) -> Option<&mut crate::Igb> {
+        None
+    }
+
     /// Copies `len` bytes from IOVA `src` to IOVA `dst` with the device's DMA: directly
     /// (NVMe: a Write from `src`, then a Read into `dst`), or through the device's own
     /// buffer in chunks ([`Edu`](crate::Edu)).

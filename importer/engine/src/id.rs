@@ -85,6 +85,12 @@ impl EngineId {
         Self::by_pci_id(vendor, device).or_else(|| ENGINES.iter().find(|e| e.class == Some(class)))
     }
 
+    /// Whether the row is a network controller (igb): a memcpy engine only in loopback,
+    /// which resets its link and takes it off any wire, so a copy never picks it unasked.
+    pub const fn is_nic(&self) -> bool {
+        matches!(self.driver, Driver::Igb)
+    }
+
     /// The PCI vendor and device id, as a pair.
     pub const fn pci_id(&self) -> (u16, u16) {
         (self.vendor, self.device)

@@ -20,6 +20,8 @@
 //!   split so UDP payloads land at caller IOVAs (a BAR), link in loopback or on a
 //!   wire; in loopback a memcpy engine (UDP datagrams sent to itself);
 //! - [`net`]: the packet formats it speaks (Ethernet, IPv4, UDP, ARP; pure logic);
+//! - [`backing`]: the seam under the VFIO drivers (BAR0 register I/O guarded against a
+//!   revoke, DMA memory in the IOAS);
 //! - [`EngineError`] ([`error`]): what can go wrong, with a stable `kind()`;
 //! - [`kernel_nvme`]: the other storage engine, with no VFIO: the kernel's own nvme
 //!   driver doing O_DIRECT I/O on a raw namespace straight into a dma-buf registered
@@ -35,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod attached;
+pub mod backing;
 pub mod dma_engine;
 pub mod edu;
 pub mod error;

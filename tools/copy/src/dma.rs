@@ -49,7 +49,8 @@ pub(super) fn find_engine(
     }
     // Ranked by how many sides share a bridge with the engine, then by BDF. An NVMe
     // controller is never picked unasked: a BAR → BAR copy through it writes its
-    // namespace from LBA 0, destroying what the drive held; it must be named.
+    // namespace from LBA 0, destroying what the drive held; it must be named. Nor is a
+    // NIC (igb): its copy resets it into loopback, taking it off its wire.
     let mut found: Vec<(usize, bool, Bdf)> = sys
         .devices()
         .map_err(peerdma_exporter::Error::from)?
@@ -58,7 +59,8 @@ pub(super) fn find_engine(
         .filter(|b| {
             sys.device(*b).is_ok_and(|d| {
                 d.is_vfio_bound()
-                    && engine::EngineId::by_pci_id(d.vendor, d.device).is_some()
+                    && engine::EngineId::by_pci_id(d.vendor, d.device)
+                        .is_some_and(|id| !id.is_nic())
                     && !engine::is_nvme_class(d.class)
             })
         })

@@ -229,6 +229,10 @@ impl DmaEngine for Igb {
         self.start(ioas).map_err(EngineError::from)
     }
 
+    fn as_igb_mut(&mut self) -> Option<&mut Igb> {
+        Some(self)
+    }
+
     fn copy(&mut self, src: u64, dst: u64, len: u64) -> EngineResult<TransferReport> {
         let name = self.name();
         check_span(&name, src, len, self.dma_mask())?;
@@ -238,7 +242,8 @@ impl DmaEngine for Igb {
             Ok(n) => n,
             Err(e) => {
                 // Leave no frame of this copy in the rings for the next one.
-                if self.started.is_some() && !matches!(e, IgbError::Revoked { .. }) {
+                let left = self.rx_posted() > 0 || self.tx_in_flight() > 0;
+                if left && !matches!(e, IgbError::Revoked { .. }) {
                     let _ = self.recover();
                 }
                 return Err(e.into());

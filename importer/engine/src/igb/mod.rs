@@ -40,10 +40,10 @@ use peerdma_importer::iommufd::Ioas;
 use peerdma_uapi::igb::*;
 use peerdma_uapi::pci::{PCI_CLASS_REVISION, PCI_DEVICE_ID, PCI_VENDOR_ID};
 
+use crate::backing::Bar0;
 use crate::net::{MacAddr, ETH_HEADER, IP_UDP_OVERHEAD};
-use crate::nvme::backing::Bar0;
 pub use error::{IgbError, Ring};
-pub use loopback::{copy_plan, CopyPlan};
+pub use loopback::{copy_plan, CopyPlan, LOOPBACK_IP, LOOPBACK_PORT};
 use regs::Registers;
 use ring::{RxRing, TxRing, HDR_SLOT};
 pub use ring::{RxTarget, TxPayload};

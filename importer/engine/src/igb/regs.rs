@@ -11,8 +11,8 @@ use peerdma_host::Bdf;
 use peerdma_uapi::igb::*;
 
 use super::error::IgbError;
+use crate::backing::{Bar0, RegisterIo};
 use crate::net::MacAddr;
-use crate::nvme::backing::{Bar0, RegisterIo};
 
 /// The longest a reset may take (the datasheet's NVM auto-read completes in ~10 ms).
 pub(crate) const RESET_TIMEOUT: Duration = Duration::from_millis(100);

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use peerdma_importer::iommufd::{self, Prot, UserMapping};
 use peerdma_uapi::igb::*;
 
-use crate::nvme::backing::DmaMemory;
+use crate::backing::DmaMemory;
 
 /// Bytes of one descriptor.
 pub(crate) const DESC: usize = 16;

@@ -6,7 +6,7 @@
 //! BAR's dma-buf, so a Read's data IOVAs are the BAR's: the controller writes straight
 //! into the peer's memory, and a Write reads straight from it.
 //!
-//! - [`backing`]: the seam under the driver: register I/O and DMA memory ([`Vfio`]: BAR0
+//! - [`backing`] (shared with [`igb`](crate::igb), re-exported here): the seam under the driver: register I/O and DMA memory ([`Vfio`]: BAR0
 //!   through VFIO, memory in an iommufd IOAS; the unit tests: a controller model);
 //! - [`regs`]: CAP decoded, CC/CSTS, enable/disable bounded by CAP.TO (Base spec
 //!   "Controller Properties", "Memory-based Transport Controller Initialization");
@@ -29,7 +29,7 @@
 //! namespace (Write to the staging LBA range, then Read back): a BAR → BAR copy through
 //! the drive. [`Nvme::transfer`] is the storage ↔ memory API itself.
 
-pub mod backing;
+pub use crate::backing;
 pub mod command;
 pub mod error;
 pub mod identify;

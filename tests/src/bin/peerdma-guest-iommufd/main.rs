@@ -27,6 +27,11 @@
 //! - `contract`: the engine contract (host→BAR, BAR→host, BAR→BAR, read-only
 //!   destination, revoke, unmapped IOVA) on every engine device of the run through
 //!   `AttachedEngine`'s checked copy; one typed `ContractCase` line per (engine, case).
+//! - `nic`: the igb engine (igb0) beyond the contract: control frames in host buffers
+//!   (ARP whole, UDP split), the unicast-only filter, its register BAR revoked (the
+//!   copy fails as `igb_revoked`), a copy under 18 bytes refused, a wire link.
+//! - `nic-wire`: two VMs, an igb each, on the testbed's wire: ARP, then 200 UDP
+//!   datagrams NIC (IOVA) → wire → NIC (IOVA), headers and bytes checked, a verdict back.
 //! - `all`: every reference-kernel scenario but `bench` and `revoke-latency`.
 
 mod faults;
@@ -82,7 +87,7 @@ fn parse_args() -> Result<Opts> {
         }
     }
     if o.scenarios.is_empty() {
-        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
+        bail!("usage: peerdma-guest-iommufd SCENARIO... (checked contract nic nic-wire host-to-bar bar-to-host guard revoke errors stock bench revoke-latency all)");
     }
     Ok(o)
 }
@@ -102,6 +107,7 @@ fn run() -> Result<bool> {
                     "errors",
                     "checked",
                     "contract",
+                    "nic",
                 ]
                 .map(String::from),
             );
@@ -121,6 +127,11 @@ fn run() -> Result<bool> {
         all_ok &= v["ok"] == json!(true);
         println!("{v}");
     };
+    if names.iter().any(|n| n == "nic-wire") {
+        // Two VMs (--peer-devices), nothing else: no rig.
+        emit("nic-wire", crate::scenario::nic_wire::nic_wire(&manifest));
+        names.retain(|n| n != "nic-wire");
+    }
     if names.iter().any(|n| n == "stock") {
         emit("stock", stock(&manifest));
         names.retain(|n| n != "stock");
@@ -129,7 +140,8 @@ fn run() -> Result<bool> {
     // and last: its refused DMA must not stand in the fault log between the others'.
     let checked_too = names.iter().any(|n| n == "checked");
     let contract_too = names.iter().any(|n| n == "contract");
-    names.retain(|n| n != "checked" && n != "contract");
+    let nic_too = names.iter().any(|n| n == "nic");
+    names.retain(|n| n != "checked" && n != "contract" && n != "nic");
     if !names.is_empty() {
         let t = Instant::now();
         let mut rig = setup(&manifest)?;
@@ -160,6 +172,17 @@ fn run() -> Result<bool> {
         emit(
             "checked",
             checked(&manifest).map(|mut v| {
+                v["wall_ms"] = json!(ms(t.elapsed()));
+                v
+            }),
+        );
+    }
+    if nic_too {
+        // Before the contract (no IOMMU fault of its own): igb0 through AttachedEngine.
+        let t = Instant::now();
+        emit(
+            "nic",
+            crate::scenario::nic::nic(&manifest).map(|mut v| {
                 v["wall_ms"] = json!(ms(t.elapsed()));
                 v
             }),

@@ -7,6 +7,8 @@ pub(crate) mod contract;
 pub(crate) mod errors;
 pub(crate) mod guard;
 pub(crate) mod host_to_bar;
+pub(crate) mod nic;
+pub(crate) mod nic_wire;
 pub(crate) mod revoke;
 pub(crate) mod revoke_latency;
 pub(crate) mod stock;

@@ -1,13 +1,14 @@
-//! The seam under the driver (openvmm's `DeviceBacking` shape): what the driver needs
-//! from a controller is register I/O at BAR0 offsets ([`RegisterIo`]) and memory the
-//! controller can DMA to and from ([`DmaMemory`], handing out [`DmaBuffer`]s with the
+//! The seam under the VFIO drivers (openvmm's `DeviceBacking` shape; used by
+//! [`nvme`](crate::nvme) and [`igb`](crate::igb)): what a driver needs from a controller
+//! is register I/O at BAR0 offsets ([`RegisterIo`]) and memory the controller can DMA
+//! to and from ([`DmaMemory`], handing out [`DmaBuffer`]s with the
 //! IOVA the device sees and CPU access through a [`UserBuffer`]).
 //!
 //! [`Vfio`] is the real backing: BAR0 mapped through VFIO ([`Bar0`], guarded against a
 //! revoke) and user memory mapped into an iommufd IOAS ([`Ioas`] hands out
 //! [`UserMapping`]s). The unit tests put an in-process controller model behind the same
-//! traits, so the controller state machine, phase tags, doorbells, reset on error and
-//! command building are tested without a VM.
+//! traits, so the NVMe controller state machine, phase tags, doorbells, reset on error
+//! and command building are tested without a VM.
 
 use std::fmt::Debug;
 
@@ -15,8 +16,9 @@ use peerdma_exporter::MappedRegion;
 
 use peerdma_importer::iommufd::{self, Ioas, Iova, Prot, UserBuffer, UserMapping};
 
-/// 32-bit register accesses at byte offsets of BAR0 (Base spec "Controller
-/// Properties"); 64-bit registers go as two dwords, low first.
+/// 32-bit register accesses at byte offsets of BAR0 (NVMe: Base spec "Controller
+/// Properties"; igb: the 82576 datasheet's section 8); 64-bit registers go as two
+/// dwords, low first.
 pub trait RegisterIo: Debug {
     /// Reads the dword at `offset`.
     ///
@@ -66,7 +68,7 @@ pub trait Backing: Debug {
     /// BAR0.
     type Registers: RegisterIo;
     /// Where queues, PRP lists and the Identify page are allocated
-    /// ([`Nvme::start`](super::Nvme::start) takes it).
+    /// ([`Nvme::start`](crate::Nvme::start) takes it).
     type Memory: DmaMemory;
 }
 
