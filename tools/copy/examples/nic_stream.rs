@@ -1,10 +1,12 @@
-//! A NIC stream from the command line, for trying the `nic` module by hand (in the
-//! testbed: two VMs joined by a wire). `p2pcopy` is the real command line.
+//! A NIC stream from the command line, for trying the `nic` module by hand in the
+//! testbed (two VMs joined by a wire); built with the feature `testing` for its revoke
+//! hook. `p2pcopy` is the real command line.
 //!
 //! ```text
-//! nic_stream serve [--nic BDF|auto] [--bar BDF|auto] [--wait SECS] LISTEN
+//! nic_stream serve [--nic BDF|auto] [--bar BDF|auto] [--wait SECS] [--mtu M] LISTEN
 //! nic_stream send  [--nic BDF|auto] [--bar BDF|auto] [--bind ADDR] [--size BYTES]
-//!                  [--payload P] [--seed N] PEER
+//!                  [--payload P] [--seed N] [--mtu M (P = M − 28)] PEER
+//! either role: [--test-revoke-after N] (the BAR's decode off after datagram N)
 //! ```
 //!
 //! `auto` picks the first vfio-pci function with the ids: igb 8086:10c9 for `--nic`,
@@ -49,6 +51,11 @@ fn die(msg: &str) -> ! {
     std::process::exit(2)
 }
 
+/// Sets a test hook (`--test-revoke-after N`; the example needs the feature `testing`).
+fn hook(field: &mut Option<u64>, value: Option<u64>) {
+    *field = value;
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(role) = args.first().cloned() else {
@@ -61,6 +68,8 @@ fn main() {
     let mut payload = None;
     let mut seed = 0x5eed_u64;
     let mut wait = 120;
+    let mut revoke_after: Option<u64> = None;
+    let mut mtu = None;
     let mut addr = None;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -77,8 +86,16 @@ fn main() {
             }
             "--size" => size = Some(val().parse().unwrap_or_else(|_| die("--size BYTES"))),
             "--payload" => payload = Some(val().parse().unwrap_or_else(|_| die("--payload P"))),
+            "--mtu" => mtu = Some(val().parse().unwrap_or_else(|_| die("--mtu BYTES"))),
             "--seed" => seed = val().parse().unwrap_or_else(|_| die("--seed N")),
             "--wait" => wait = val().parse().unwrap_or_else(|_| die("--wait SECS")),
+            "--test-revoke-after" => {
+                revoke_after = Some(
+                    val()
+                        .parse()
+                        .unwrap_or_else(|_| die("--test-revoke-after N")),
+                )
+            }
             other => addr = Some(nic::parse_addr(other).unwrap_or_else(|e| die(&e.to_string()))),
         }
     }
@@ -96,6 +113,8 @@ fn main() {
             let mut req = ServeRequest::new(local, addr);
             req.nic = nic_dev;
             req.wait = Some(Duration::from_secs(wait));
+            req.mtu = mtu.unwrap_or(req.mtu);
+            hook(&mut req.test_revoke_after, revoke_after);
             nic::serve(&req, &mut |a| eprintln!("nic_stream: listening on {a}"))
         }
         "send" => {
@@ -107,6 +126,11 @@ fn main() {
                 req.payload = p;
             }
             req.timeout = Duration::from_secs(wait);
+            if let Some(m) = mtu {
+                req.mtu = m;
+                req.payload = nic::plan::max_payload(m);
+            }
+            hook(&mut req.test_revoke_after, revoke_after);
             nic::send(&req, &mut |_, _| {})
         }
         _ => die("the role is serve or send"),

@@ -135,6 +135,11 @@ pub enum NicError {
         /// Why it is no address.
         why: String,
     },
+    /// Host memory for the stream could not be allocated.
+    NoMemory {
+        /// Bytes asked for.
+        bytes: u64,
+    },
     /// A socket call failed.
     Io {
         /// What was being done ("binding 10.0.0.1:18521").
@@ -142,10 +147,13 @@ pub enum NicError {
         /// The errno's name and text.
         error: String,
     },
-    /// The NIC IO cannot run in this build or on this branch.
+    /// This combination of ends cannot run (a BAR end without a NIC, a NIC side
+    /// without an IPv4 address, the NIC also the BAR's device).
     Unavailable {
         /// Why.
         why: String,
+        /// What to do instead.
+        fix: String,
     },
 }
 
@@ -231,8 +239,11 @@ impl NicError {
                 format!("the sender wants to send {total:#x} bytes, {dst} holds {room:#x}")
             }
             NicError::BadAddress { given, why } => format!("{given:?} is no UDP address: {why}"),
+            NicError::NoMemory { bytes } => {
+                format!("{bytes:#x} bytes of host memory cannot be allocated here")
+            }
             NicError::Io { doing, error } => format!("{doing} failed: {error}"),
-            NicError::Unavailable { why } => why.clone(),
+            NicError::Unavailable { why, .. } => why.clone(),
         }
     }
 
@@ -241,7 +252,9 @@ impl NicError {
         match self {
             NicError::Plan(e) => e.fix(),
             NicError::NoAnswer { .. } => "start the receiver first, check the address, port \
-                                          and route (and that no firewall drops UDP there)"
+                                          and route (and that no firewall drops UDP there); a \
+                                          NIC side finds the peer's MAC by ARP, so the peer \
+                                          must be on its link"
                 .into(),
             NicError::AckStalled { .. } | NicError::DataStalled { .. } => {
                 "check the link and the receiver's output; a smaller window or payload size \
@@ -273,12 +286,11 @@ impl NicError {
                     super::DEFAULT_PORT
                 )
             }
+            NicError::NoMemory { .. } => "stream fewer bytes".into(),
             NicError::Io { .. } => "check the address is configured on this host, and the \
                                     port is free"
                 .into(),
-            NicError::Unavailable { .. } => "use the kernel-socket path (no NIC device named), \
-                                             or a build with the igb driver"
-                .into(),
+            NicError::Unavailable { fix, .. } => fix.clone(),
         }
     }
 
@@ -301,6 +313,7 @@ impl NicError {
             NicError::Protocol { .. } => "nic_protocol",
             NicError::TooLarge { .. } => "nic_too_large",
             NicError::BadAddress { .. } => "nic_bad_address",
+            NicError::NoMemory { .. } => "nic_no_memory",
             NicError::Io { .. } => "nic_io",
             NicError::Unavailable { .. } => "nic_unavailable",
         }
@@ -407,7 +420,11 @@ mod tests {
                 "binding 10.0.0.1:18521",
                 &std::io::Error::from_raw_os_error(98),
             ),
-            NicError::Unavailable { why: "w".into() },
+            NicError::Unavailable {
+                why: "w".into(),
+                fix: "f".into(),
+            },
+            NicError::NoMemory { bytes: 1 << 62 },
             NicError::PeerGone {
                 peer: peer(),
                 during: "sending datagram 3".into(),

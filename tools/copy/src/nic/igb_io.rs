@@ -325,8 +325,27 @@ fn v4(addr: SocketAddr, what: &str) -> Result<SocketAddrV4, CopyError> {
             why: format!(
                 "a NIC side needs this side's own IPv4 address on the wire, and {what} is {addr}"
             ),
+            fix: "give this side's IPv4 address (a sender's bind address, a receiver's listen \
+                  address): the NIC answers ARP for it and sends from it"
+                .into(),
         }
         .into()),
+    }
+}
+
+/// Refuses a BAR end on the NIC itself (a VFIO device opens once; the NIC's BARs are
+/// its registers and MSI-X table).
+fn same_device(nic: Bdf, spec: &LocalSpec) -> Result<(), CopyError> {
+    match spec {
+        LocalSpec::Bar(b) if b.bdf == nic => Err(NicError::Unavailable {
+            why: format!(
+                "{nic} is named both as the NIC and as the device whose BAR it moves: the NIC's \
+                 BARs hold its registers"
+            ),
+            fix: "name the BAR of another device (an ivshmem, a GPU) for the NIC to DMA".into(),
+        }
+        .into()),
+        _ => Ok(()),
     }
 }
 
@@ -409,6 +428,7 @@ pub(super) fn send(
             .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
         "the bind address",
     )?;
+    same_device(nic, &req.src)?;
     let (local, size) = open_local(&req.src, Side::Src, req.size, req.access)?;
     let plan = Plan::new(size, req.payload, req.mtu).map_err(NicError::from)?;
     let port = if bind.port() == 0 {
@@ -474,7 +494,8 @@ pub(super) fn send(
                 if index % every == 0 || index + 1 == plan.count() {
                     progress(d.offset + u64::from(d.len), size);
                 }
-                if index % CHECK_EVERY == 0 {
+                let hooked = revoke_hook(&local, send_hook(req), index);
+                if index % CHECK_EVERY == 0 || hooked {
                     if !n.span.as_mut().expect("mapped").live() {
                         let Local::Bar { ep, .. } = &local else {
                             unreachable!("host memory is never revoked")
@@ -551,6 +572,7 @@ pub(super) fn serve(
     } else {
         listen.port()
     };
+    same_device(nic, &req.dst)?;
     let (local, room) = open_local(
         &req.dst,
         Side::Dst,
@@ -594,6 +616,8 @@ pub(super) fn serve(
     let mut mismatch = None;
     let mut data_phase = false;
     let mut after_data = false;
+    // Data datagrams taken into the destination so far (for the test hook).
+    let mut received = 0u64;
     let mut faults: Option<FaultWatch> = None;
     let outcome = loop {
         match r.poll(Instant::now()) {
@@ -664,7 +688,24 @@ pub(super) fn serve(
                     let in_bar = matches!(f.target, RxTarget::Iova { .. });
                     match got {
                         Got::Data { ident, len, from } if in_bar && Some(from) == peer => {
-                            r.on_data(now, len, Some(ident))
+                            // A datagram of another length may be the sender's ABORT,
+                            // landed in the BAR slot: read back through the CPU, only
+                            // to say so.
+                            let next = r.next_data();
+                            if let Some(d) = next.filter(|d| d.len as usize != len) {
+                                if let Some(m) = peek_control(&n, &local, d.offset, len) {
+                                    if Some(m.stream()) == r.stream() {
+                                        r.on_control(now, &m, Some(ident), &from.to_string());
+                                        continue;
+                                    }
+                                }
+                            }
+                            let index = next.map(|_| received);
+                            r.on_data(now, len, Some(ident));
+                            received += 1;
+                            if let Some(k) = index {
+                                revoke_hook(&local, serve_hook(req), k);
+                            }
                         }
                         other if in_bar => {
                             let what = match other {
@@ -768,6 +809,47 @@ pub(super) fn serve(
         verified: outcome.verdict.ok,
         verdict: outcome.verdict.message,
     })
+}
+
+/// The test hook's datagram, where the build has hooks.
+#[cfg(feature = "testing")]
+fn send_hook(req: &SendRequest) -> Option<u64> {
+    req.test_revoke_after
+}
+
+#[cfg(not(feature = "testing"))]
+fn send_hook(_: &SendRequest) -> Option<u64> {
+    None
+}
+
+#[cfg(feature = "testing")]
+fn serve_hook(req: &ServeRequest) -> Option<u64> {
+    req.test_revoke_after
+}
+
+#[cfg(not(feature = "testing"))]
+fn serve_hook(_: &ServeRequest) -> Option<u64> {
+    None
+}
+
+/// Turns the BAR's memory decode off when datagram `index` is the hook's (a revoke
+/// through VFIO, which revokes the span's dma-buf); returns whether it did.
+fn revoke_hook(local: &Local, at: Option<u64>, index: u64) -> bool {
+    match local {
+        Local::Bar { ep, .. } if at == Some(index) => ep.device.set_memory_decode(false).is_ok(),
+        _ => false,
+    }
+}
+
+/// The control message a frame that landed in a data slot at `offset` carries, if it
+/// is one (read through the CPU: the BAR's region mmap, or the host buffer).
+fn peek_control(n: &Nic, local: &Local, offset: u64, len: usize) -> Option<Message> {
+    let mut b = vec![0u8; len.min(1 << 12)];
+    let read = match local {
+        Local::Bar { ep, map } => map.read_at(ep, offset as usize, &mut b).is_ok(),
+        Local::Host => n.host_buffer()?.read(offset as usize, &mut b).is_ok(),
+    };
+    read.then(|| Message::decode(&b).ok()).flatten()
 }
 
 /// Writes the complement of the pattern into the first `total` bytes of the

@@ -94,6 +94,10 @@ pub struct SendRequest {
     pub timeout: Duration,
     /// How long its ACKs may stop.
     pub stall: Duration,
+    /// Test hook (feature `testing`): turn the source BAR's memory decode off right
+    /// after data datagram N is sent (a NIC side; the stream meets the revoke).
+    #[cfg(feature = "testing")]
+    pub test_revoke_after: Option<u64>,
 }
 
 impl SendRequest {
@@ -112,6 +116,8 @@ impl SendRequest {
             access: AccessPath::Auto,
             timeout: DEFAULT_TIMEOUT,
             stall: DEFAULT_STALL,
+            #[cfg(feature = "testing")]
+            test_revoke_after: None,
         }
     }
 }
@@ -142,6 +148,10 @@ pub struct ServeRequest {
     pub max_host_size: u64,
     /// How long the verdict is sent again for a repeated END.
     pub linger: Duration,
+    /// Test hook (feature `testing`): turn the destination BAR's memory decode off
+    /// right after data datagram N arrived (a NIC side; the stream meets the revoke).
+    #[cfg(feature = "testing")]
+    pub test_revoke_after: Option<u64>,
 }
 
 impl ServeRequest {
@@ -161,6 +171,8 @@ impl ServeRequest {
             stall: DEFAULT_STALL,
             max_host_size: 1 << 30,
             linger: DEFAULT_LINGER,
+            #[cfg(feature = "testing")]
+            test_revoke_after: None,
         }
     }
 }
@@ -190,8 +202,8 @@ pub struct NicReport {
     pub payload_size: u32,
     /// Bytes moved.
     pub bytes: u64,
-    /// Seconds (sender: first data datagram to the ACK of the last; receiver: READY
-    /// to the last data datagram).
+    /// Seconds (sender: first data datagram sent to the ACK of the last; receiver:
+    /// first data datagram arrived to the last).
     pub seconds: f64,
     /// Throughput in GB/s (10^9 bytes per second).
     pub gbps: f64,

@@ -85,7 +85,8 @@ pub struct ReceiverOutcome {
     pub peer: String,
     /// The verdict sent.
     pub verdict: Verdict,
-    /// Seconds from READY to the last data datagram.
+    /// Seconds from the first data datagram's arrival to the last's (the
+    /// destination's preparation excluded).
     pub seconds: f64,
 }
 
@@ -316,7 +317,6 @@ impl Receiver {
             base: ident.unwrap_or(0),
             last: now,
         };
-        self.began = Some(now);
     }
 
     fn ready(&self, stream: u32) -> ReceiverAction {
@@ -372,6 +372,9 @@ impl Receiver {
         }
         *received += 1;
         *last = now;
+        if k == 0 {
+            self.began = Some(now);
+        }
         if *received == plan.count() {
             self.seconds = self
                 .began
@@ -625,8 +628,9 @@ mod tests {
         let mut all = Vec::new();
         for k in 0..10u64 {
             assert_eq!(r.next_data().unwrap().offset, k * 1000);
-            r.on_data(t0 + S, 1000, Some(0xfffeu16.wrapping_add(1 + k as u16)));
-            all.extend(drain(&mut r, t0 + S));
+            let at = t0 + S + Duration::from_millis(100 * k);
+            r.on_data(at, 1000, Some(0xfffeu16.wrapping_add(1 + k as u16)));
+            all.extend(drain(&mut r, at));
         }
         // Every max(1, 8/4) = 2 datagrams and after the last; slots W ahead.
         assert_eq!(acks(&all), vec![2, 4, 6, 8, 10]);
@@ -658,7 +662,8 @@ mod tests {
         assert!(drain(&mut r, t0 + 4 * S).is_empty());
         let out = finished(&drain(&mut r, t0 + 5 * S)).unwrap().unwrap();
         assert_eq!(out.peer, "10.77.0.2:40000");
-        assert_eq!(out.seconds, 1.0);
+        // First datagram to last: 9 × 100 ms.
+        assert!((out.seconds - 0.9).abs() < 1e-9, "{}", out.seconds);
         assert!(r.is_done());
     }
 

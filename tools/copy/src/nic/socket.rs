@@ -41,6 +41,9 @@ fn host_only(spec: &LocalSpec, side: &str) -> Result<(), NicError> {
                 b.bar
                     .map_or_else(|| "(default)".to_string(), |i| i.to_string())
             ),
+            fix: "name the NIC (an igb bound to vfio-pci) that DMAs the BAR, or use host \
+                  memory on this end"
+                .into(),
         }),
     }
 }
@@ -61,7 +64,7 @@ pub(super) fn send(
         .map_err(|e| NicError::io(format!("binding a UDP socket to {bind}"), &e))?;
     sock.connect(req.peer)
         .map_err(|e| NicError::io(format!("connecting a UDP socket to {}", req.peer), &e))?;
-    let mut src = vec![0u8; size as usize];
+    let mut src = host_memory(size)?;
     pattern::fill(req.seed, 0, &mut src);
     let peer = req.peer.to_string();
     let mut s = Sender::new(
@@ -197,7 +200,17 @@ pub(super) fn serve(
         match r.poll(Instant::now()) {
             Some(ReceiverAction::Prepare { plan, seed: s }) => {
                 seed = s;
-                dst = vec![0u8; plan.total() as usize];
+                dst = match host_memory(plan.total()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        if let (Some(ReceiverAction::Control(m)), Some(to)) =
+                            (r.abort(&e.what()), reply_to)
+                        {
+                            let _ = sock.send_to(&m.encode(), to);
+                        }
+                        return Err(e.into());
+                    }
+                };
                 pattern::fill_complement(seed, 0, &mut dst);
             }
             Some(ReceiverAction::PostSlots { .. } | ReceiverAction::DataPhaseOver) => {}
@@ -285,6 +298,16 @@ pub(super) fn serve(
         verified: outcome.verdict.ok,
         verdict: outcome.verdict.message,
     })
+}
+
+/// `size` zeroed bytes of host memory, or the error that says there is not that much.
+fn host_memory(size: u64) -> Result<Vec<u8>, NicError> {
+    let fail = || NicError::NoMemory { bytes: size };
+    let n = usize::try_from(size).map_err(|_| fail())?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| fail())?;
+    v.resize(n, 0);
+    Ok(v)
 }
 
 /// How long to wait for the next datagram: until `deadline`, at most [`MAX_WAIT`], at
@@ -579,6 +602,14 @@ mod tests {
         assert_eq!(e.kind(), "nic_peer_gone", "{e}");
         assert!(e.what().contains("answered \"port unreachable\""), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn more_host_memory_than_there_is_is_an_error_not_an_abort() {
+        let mut req = SendRequest::new(LocalSpec::Host, localhost(), 1);
+        req.size = Some(u64::MAX / 2);
+        let e = send(&req, &mut |_, _| {}).unwrap_err();
+        assert_eq!(e.kind(), "nic_no_memory", "{e}");
     }
 
     #[test]
