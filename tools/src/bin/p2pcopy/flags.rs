@@ -143,9 +143,9 @@ pub(crate) struct Cli {
     /// kernel does not drive the NIC, so it has no address of its own).
     #[arg(long, value_name = "ADDR")]
     pub(crate) bind: Option<String>,
-    /// NIC stream: the link's MTU in bytes (68 to 9000; each datagram carries MTU − 28
+    /// NIC stream: the link's MTU in bytes (576 to 9000; each datagram carries MTU − 28
     /// payload bytes). Both ends must agree.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1500, value_parser = parse_mtu)]
     pub(crate) mtu: u32,
     /// NVMe commands kept in flight (default 32, or fewer where the controller's queues
     /// are smaller: CAP.MQES).
@@ -433,6 +433,19 @@ pub(crate) fn parse_queue_depth(s: &str) -> Result<u32, String> {
         Ok(0) => Err("0 commands in flight would move no byte; give 1 or more (default 32)".into()),
         Ok(n) => Ok(n),
         Err(_) => Err("give a number of commands in flight, 1 or more (default 32)".into()),
+    }
+}
+
+/// `--mtu`: 576 (the least IPv4 datagram every host takes whole, RFC 791) to 9000 (a
+/// jumbo frame, the most an 82576 takes here).
+pub(crate) fn parse_mtu(s: &str) -> Result<u32, String> {
+    let max = peerdma_copy::nic::plan::MAX_MTU;
+    match s.trim().parse::<u32>() {
+        Ok(n) if (576..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "give an MTU from 576 to {max} bytes (1500 on most links, up to {max} with jumbo \
+             frames; both ends must agree)"
+        )),
     }
 }
 

@@ -63,36 +63,26 @@ fn print(cli: &Cli, r: &NicReport) -> Result<()> {
         }
         println!("{}", serde_json::to_string(r)?);
     } else if !cli.quiet {
-        let (verb, dir, other) = if r.role == "sender" {
-            ("sent", "from", format!("to {} at {}", r.remote, r.peer))
-        } else {
-            (
-                "received",
-                "into",
-                format!("from {} at {}", r.remote, r.peer),
-            )
-        };
+        let sender = r.role == "sender";
         println!(
-            "{verb} {} {dir} {} ({other}) as {} UDP datagrams of {} bytes on {} in {:.3} s: \
-             {}, {:.0} datagrams/s; {}",
+            "{} {} in {} UDP datagrams of {} bytes in {:.3} s: {}, {:.0} datagrams/s",
+            if sender { "sent" } else { "received" },
             human(r.bytes),
-            r.local,
             r.datagrams,
             r.payload_size,
-            r.device,
             r.seconds,
             rate(r.gbps),
             r.frames_per_s,
-            r.verdict,
         );
-        println!(
-            "path: {}",
-            if r.peer_to_peer {
-                format!("peer-to-peer: {}", r.peer_to_peer_why)
-            } else {
-                r.peer_to_peer_why.clone()
-            }
-        );
+        let (from, to) = if sender {
+            (r.local.clone(), format!("{} at udp://{}", r.remote, r.peer))
+        } else {
+            (format!("{} at udp://{}", r.remote, r.peer), r.local.clone())
+        };
+        println!("from: {from}");
+        println!("to: {to}");
+        println!("verdict: {}", r.verdict);
+        println!("this side: {}: {}", r.device, r.peer_to_peer_why);
     }
     Ok(())
 }
