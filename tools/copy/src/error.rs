@@ -617,7 +617,8 @@ impl CopyError {
 
     /// Whether the request itself is wrong (a zero size or count, the same device on
     /// both sides, two NVMe sides, an unaligned offset, an engine that is also a side,
-    /// the RDMA path without a remote peer, a peer port of 0 or past 65535): the user's input to change, as opposed to
+    /// the RDMA path without a remote peer, a peer port of 0 or past 65535, a UDP
+    /// address that is none): the user's input to change, as opposed to
     /// a device or kernel that could not do it.
     pub fn is_usage(&self) -> bool {
         match self {
@@ -625,6 +626,7 @@ impl CopyError {
             | CopyError::ZeroSize
             | CopyError::SameDevice { .. }
             | CopyError::BadPeerPort { .. }
+            | CopyError::Nic(crate::nic::NicError::BadAddress { .. })
             | CopyError::StorageSides { .. }
             | CopyError::Unaligned { .. } => true,
             CopyError::TransportUnavailable { why, .. } => matches!(

@@ -70,7 +70,7 @@ pub enum PlanError {
         /// Bytes in the stream.
         total: u64,
     },
-    /// An MTU outside 576..=9000.
+    /// An MTU outside 576 to 9000.
     Mtu {
         /// The MTU asked for.
         mtu: u32,
@@ -96,7 +96,7 @@ impl PlanError {
                 max_payload(*mtu)
             ),
             PlanError::Mtu { mtu } => {
-                format!("an MTU of {mtu} bytes is outside 576..={MAX_MTU}")
+                format!("an MTU of {mtu} bytes is outside 576 to {MAX_MTU}")
             }
             PlanError::Odd { payload, total } => format!(
                 "a NIC receiver places every datagram at an even offset (the 82576's RX \
