@@ -257,6 +257,15 @@ fn serve(dst: &str, nic: bool) -> Vec<String> {
     ))
 }
 
+/// [`serve`] with extra flags.
+fn serve_with(dst: &str, flags: &str) -> Vec<String> {
+    let p2p = p2pcopy();
+    sh(&format!(
+        "{FIND_IGB} {p2p} --serve --engine nic --via $IGB --listen {VM0_IP}:{PORT} --timeout 150 \
+         --json {flags} {dst}; echo \"## serve rc=$?\""
+    ))
+}
+
 /// The sending end in VM 1: `size` bytes of `src` (seed `seed`).
 fn send(src: &str, nic: bool, size: u64, seed: u64, prelude: &str) -> Vec<String> {
     let p2p = p2pcopy();
@@ -502,4 +511,46 @@ fn benchmark_nic_bar_to_bar_against_host_memory() {
         e["host_to_host_transfers_per_s"].as_f64().unwrap(),
         e["ratio"].as_f64().unwrap(),
     );
+}
+
+#[test]
+fn a_revoke_of_the_receivers_bar_mid_stream_stops_both_ends_by_name() {
+    // VM 0's BAR (memory decode off) goes after 4 MiB of a 10^4-datagram stream: the
+    // receiver stops by name and aborts, the sender is told and says so; nothing the
+    // NIC wrote lands past the revoke (the BAR is off); the host finds no byte of
+    // the stream in VM 0's BAR past the datagram the revoke followed.
+    let pair = pair("ivshmem,igb", "ivshmem,igb", false);
+    let out = pair
+        .run(
+            &serve_with(
+                "00:10.0",
+                &format!("--test-revoke-after-bytes {REVOKE_AFTER}"),
+            ),
+            &send("00:10.0", true, TEN_K, 88, ""),
+        )
+        .expect("both VMs run");
+    assert_eq!(marked_rc(&out.a.output, "serve"), 3, "{}", out.a.output);
+    assert_ne!(marked_rc(&out.b.output, "send"), 0, "{}", out.b.output);
+    let rx = json_lines(&out.a.output);
+    let rx = rx
+        .iter()
+        .find(|l| l["error"].is_object())
+        .expect("the receiver's error");
+    assert_eq!(rx["error"]["kind"], "revoked", "{rx}");
+    let tx = json_lines(&out.b.output);
+    let tx = tx
+        .iter()
+        .find(|l| l["error"].is_object())
+        .expect("the sender's error");
+    let kind = tx["error"]["kind"].as_str().unwrap();
+    assert!(kind.starts_with("nic_"), "the sender is told: {tx}");
+    // In VM 0's BAR: nothing of the stream past the revoke (a step of slack for the
+    // datagrams in flight when the decode went off).
+    let bar = std::fs::read(out.a.backing_file("ivshmem0").unwrap()).unwrap();
+    let from = (REVOKE_AFTER + STEP) as usize;
+    let landed = (from..TEN_K as usize - 4096)
+        .step_by(4096)
+        .filter(|&at| pattern::first_mismatch(88, at as u64, &bar[at..at + 4096]).is_none())
+        .count();
+    assert_eq!(landed, 0, "pages of the stream landed after the revoke");
 }

@@ -115,6 +115,10 @@ pub(crate) fn serve(cli: &Cli, dst: &Target) -> Result<()> {
         .contains(&"timeout")
         .then(|| Duration::from_secs(cli.timeout));
     req.timeout = Duration::from_secs(cli.timeout);
+    #[cfg(feature = "testing")]
+    {
+        req.test_revoke_after = test_revoke_after(cli);
+    }
     let json = cli.json;
     let report = nic::serve(&req, &mut |addr| {
         if !json {
@@ -159,8 +163,20 @@ pub(crate) fn send(cli: &Cli, src: &Target, peer: &str) -> Result<()> {
     req.payload = nic::plan::max_payload(cli.mtu);
     req.access = cli.access.into();
     req.timeout = Duration::from_secs(cli.timeout);
+    #[cfg(feature = "testing")]
+    {
+        req.test_revoke_after = test_revoke_after(cli);
+    }
     let mut bar = Bar::new(cli);
     let report = nic::send(&req, &mut progress(&mut bar));
     bar.finish();
     print(cli, &report.map_err(with_advice)?)
+}
+
+/// `--test-revoke-after-bytes N` on a NIC side: this side's BAR revoked after the
+/// datagram holding byte N (at the largest payload the MTU allows).
+#[cfg(feature = "testing")]
+fn test_revoke_after(cli: &Cli) -> Option<u64> {
+    let payload = u64::from(nic::plan::max_payload(cli.mtu)).max(1);
+    cli.test_revoke_after_bytes.map(|b| b / payload)
 }
