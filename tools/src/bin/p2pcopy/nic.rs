@@ -82,7 +82,11 @@ fn print(cli: &Cli, r: &NicReport) -> Result<()> {
         println!("from: {from}");
         println!("to: {to}");
         println!("verdict: {}", r.verdict);
-        println!("this side: {}: {}", r.device, r.peer_to_peer_why);
+        if r.peer_to_peer_why.contains(&r.device) {
+            println!("this side: {}", r.peer_to_peer_why);
+        } else {
+            println!("this side: {}: {}", r.device, r.peer_to_peer_why);
+        }
     }
     Ok(())
 }
