@@ -52,10 +52,10 @@ pub(crate) fn engines(m: &Manifest) -> Vec<&ManifestDevice> {
 
 /// A destination IOVA with nothing mapped behind it, that says it is live: what a
 /// stale handle looks like to the checked copy.
-struct Unmapped {
-    ioas: u32,
-    iova: u64,
-    len: u64,
+pub(crate) struct Unmapped {
+    pub(crate) ioas: u32,
+    pub(crate) iova: u64,
+    pub(crate) len: u64,
 }
 
 impl Mapped for Unmapped {
