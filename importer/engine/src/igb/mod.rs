@@ -20,8 +20,11 @@
 //! driver `tools/testing/selftests/vfio/lib/drivers/igb/igb.c`; QEMU `hw/net/igb_core.c`
 //! for what the emulation does (it needs STATUS.LU to receive and RCTL.LBM_MAC to loop
 //! back, pads frames under 60 bytes and writes the padding as payload, writes 4 FCS
-//! bytes unless RCTL.SECRC, and ignores its DMA failures: an IOMMU fault shows only in
-//! the kernel's fault log, which [`AttachedEngine`](crate::AttachedEngine) reads).
+//! bytes unless RCTL.SECRC, and reports none of its DMA failures: an RX write the
+//! IOMMU refuses is lost with the descriptor still written back, a TX buffer it cannot
+//! map (unmapped, or crossing an IOMMU page: the driver cuts TX buffers at 4 KiB
+//! pages) drops the whole frame; the kernel's fault log, which
+//! [`AttachedEngine`](crate::AttachedEngine) reads, is what tells).
 //!
 //! Every wait is bounded. Dropping an [`Igb`] turns RX and TX off and resets the
 //! function before its rings are unmapped, so no DMA continues into freed memory.
