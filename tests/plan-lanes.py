@@ -18,6 +18,9 @@ WEIGHT = {
     "rdma": 107, "nvme": 73, "path": 68, "p2pcopy": 84, "testbed": 65,
     "vulkan": 58, "ahead": 60, "export": 37, "iommufd": 68, "drm": 25,
     "chaos": 18, "soak": 16, "cli": 9, "ahead_nvme": 45,
+    # 79-103 s alone, but each of its tests runs two VMs at once (two cores):
+    # core-seconds.
+    "wire": 190,
 }
 
 host, vm = [], []

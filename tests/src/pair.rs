@@ -203,3 +203,13 @@ fn describe(r: &Result<RunOutcome>) -> String {
         }
     }
 }
+
+/// The payload of the `k`-th datagram of `size` bytes (≥ 8) that the wire suite's
+/// kernel-socket sender (`peerdma-guest-udp`) sends: `k` as a little-endian u64, then
+/// byte `j` = `(k * 131 + j * 7) mod 256`. Seen in the receiver and in the capture.
+pub fn datagram_payload(k: u64, size: usize) -> Vec<u8> {
+    let mut p = k.to_le_bytes().to_vec();
+    p.extend((8..size).map(|j| (k.wrapping_mul(131).wrapping_add(j as u64 * 7) & 0xff) as u8));
+    p.truncate(size.max(8));
+    p
+}

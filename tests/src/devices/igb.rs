@@ -38,6 +38,6 @@ impl DeviceModel for Igb {
         }
     }
     fn qemu_args(&self, site: &QemuSite) -> Result<Vec<String>> {
-        Ok(nic::qemu_args("igb", site))
+        nic::qemu_args("igb", site)
     }
 }

@@ -57,6 +57,6 @@ impl DeviceModel for KernelNic {
         }
     }
     fn qemu_args(&self, site: &QemuSite) -> Result<Vec<String>> {
-        Ok(nic::qemu_args(self.qemu_model, site))
+        nic::qemu_args(self.qemu_model, site)
     }
 }

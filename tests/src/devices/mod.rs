@@ -508,6 +508,14 @@ mod tests {
         site.role = "igb1";
         let a = DeviceKind::IGB.model().qemu_args(&site).unwrap();
         assert!(a[1].ends_with("remote.path=/run/x/igb1.nopeer.sock") && a.len() == 4);
+        let long = Path::new("/run").join("d".repeat(100));
+        site.scratch = &long;
+        let e = DeviceKind::IGB.model().qemu_args(&site).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("more than the 107 a unix socket address holds"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! frame it sends is dropped (sendto fails with ENOENT). MAC loopback (igb's
 //! RCTL.LBM) never leaves the device, so it works on that netdev as on a wire.
 
+use anyhow::{bail, Result};
+
 use super::QemuSite;
 
 /// The locally administered prefix of every testbed MAC: QEMU's OUI 52:54:00, then
@@ -38,9 +40,16 @@ pub fn is_first_nic(site: &QemuSite) -> bool {
         == Some(site.index)
 }
 
+/// The most bytes of a unix socket path (`sockaddr_un.sun_path` holds 108 with its NUL).
+const SUN_PATH_MAX: usize = 107;
+
 /// The `-netdev` and `-device` arguments (with a filter-dump `-object` where the wire
 /// asks for a pcap) for a NIC QEMU calls `model` (`igb`, `e1000e`, `virtio-net-pci`).
-pub fn qemu_args(model: &str, site: &QemuSite) -> Vec<String> {
+///
+/// # Errors
+///
+/// A socket path longer than a unix socket address holds (named, with the fix).
+pub fn qemu_args(model: &str, site: &QemuSite) -> Result<Vec<String>> {
     let role = site.role;
     let id = format!("net-{role}");
     let mac = mac(site.options.vm_index, site.index);
@@ -52,6 +61,17 @@ pub fn qemu_args(model: &str, site: &QemuSite) -> Vec<String> {
             site.scratch.join(format!("{role}.nopeer.sock")),
         ),
     };
+    for p in [&local, &remote] {
+        let n = p.as_os_str().len();
+        if n > SUN_PATH_MAX {
+            bail!(
+                "device {role}: its netdev's unix socket {} is {n} bytes long, more than the \
+                 {SUN_PATH_MAX} a unix socket address holds: use a shorter scratch or wire \
+                 directory",
+                p.display()
+            );
+        }
+    }
     // A socket left by an earlier run in a kept scratch would make bind() fail.
     let _ = std::fs::remove_file(&local);
     let mut a = vec![
@@ -71,5 +91,5 @@ pub fn qemu_args(model: &str, site: &QemuSite) -> Vec<String> {
             pcap.display()
         ));
     }
-    a
+    Ok(a)
 }

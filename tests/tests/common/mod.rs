@@ -35,6 +35,21 @@ pub fn testbed_with(
     .expect("the testbed resolves its kernel and QEMU")
 }
 
+/// Two VMs on the reference kernel with `devices_a` and `devices_b` (each with a NIC),
+/// their first NICs joined by a wire, captured when `pcap` (`peerdma_testbed::pair`).
+pub fn pair(devices_a: &str, devices_b: &str, pcap: bool) -> peerdma_testbed::pair::Pair {
+    let vm = |devices: &str| VmOptions {
+        devices: devices.parse().expect("device list"),
+        ..options(KernelChoice::Reference)
+    };
+    peerdma_testbed::pair::Pair::new(
+        vm(devices_a),
+        vm(devices_b),
+        peerdma_testbed::pair::WireOptions { pcap, dir: None },
+    )
+    .expect("the pair resolves its kernel and QEMU")
+}
+
 /// The default testbed on `kernel`.
 pub fn testbed(kernel: KernelChoice) -> Testbed {
     Testbed::new(options(kernel)).expect("the testbed resolves its kernel and QEMU")
