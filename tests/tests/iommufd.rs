@@ -737,21 +737,7 @@ fn a_bar_beyond_the_iommu_address_width_is_refused_before_mapping() {
 /// pattern each) and the ARP exchange.
 #[test]
 fn two_igb_engines_move_datagrams_iova_to_iova_over_the_wire() {
-    use peerdma_testbed::pair::{Pair, WireOptions};
-    let vm = || {
-        let mut o = options(KernelChoice::Reference);
-        o.devices = "igb".parse().expect("device list");
-        o
-    };
-    let pair = Pair::new(
-        vm(),
-        vm(),
-        WireOptions {
-            pcap: true,
-            dir: None,
-        },
-    )
-    .expect("the pair resolves");
+    let pair = pair("igb", "igb", true);
     let guest = workspace_bin("peerdma-guest-iommufd").display().to_string();
     let argv = [guest.as_str(), "nic-wire"];
     let out = pair.run(&argv, &argv).expect("both VMs run");
