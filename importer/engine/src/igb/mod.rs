@@ -20,8 +20,12 @@
 //! driver `tools/testing/selftests/vfio/lib/drivers/igb/igb.c`; QEMU `hw/net/igb_core.c`
 //! for what the emulation does (it needs STATUS.LU to receive and RCTL.LBM_MAC to loop
 //! back, pads frames under 60 bytes and writes the padding as payload, writes 4 FCS
-//! bytes unless RCTL.SECRC, and ignores its DMA failures: an IOMMU fault shows only in
-//! the kernel's fault log, which [`AttachedEngine`](crate::AttachedEngine) reads).
+//! bytes unless RCTL.SECRC, and reports none of its DMA failures: an RX write the
+//! IOMMU refuses is lost with the descriptor still written back; a TX buffer the IOMMU
+//! refuses is sent with whatever QEMU's bounce buffer read (or the frame dropped when
+//! that buffer is busy); a TX buffer crossing an IOMMU page drops the whole frame (the
+//! driver cuts TX buffers at 4 KiB pages). The kernel's fault log, which
+//! [`AttachedEngine`](crate::AttachedEngine) reads, is what tells).
 //!
 //! Every wait is bounded. Dropping an [`Igb`] turns RX and TX off and resets the
 //! function before its rings are unmapped, so no DMA continues into freed memory.

@@ -52,10 +52,10 @@ pub(crate) fn engines(m: &Manifest) -> Vec<&ManifestDevice> {
 
 /// A destination IOVA with nothing mapped behind it, that says it is live: what a
 /// stale handle looks like to the checked copy.
-struct Unmapped {
-    ioas: u32,
-    iova: u64,
-    len: u64,
+pub(crate) struct Unmapped {
+    pub(crate) ioas: u32,
+    pub(crate) iova: u64,
+    pub(crate) len: u64,
 }
 
 impl Mapped for Unmapped {
@@ -269,7 +269,7 @@ fn run_case(e: &mut AttachedEngine, bars: &Bars, base: u64, case: &mut ContractC
 /// VT-d's fault handler logs at most 10 messages per 5 s (`dmar_fault`'s rate limit,
 /// drivers/iommu/intel/dmar.c), and a fault it does not log at all is one no checked
 /// copy can see. Each deliberate fault here logs two (the status line and its record).
-const DMAR_LOG_WINDOW: Duration = Duration::from_millis(5200);
+pub(crate) const DMAR_LOG_WINDOW: Duration = Duration::from_millis(5200);
 
 /// The cases that make the IOMMU refuse the engine (one fault each).
 fn faults(s: ContractScenario) -> bool {

@@ -111,6 +111,25 @@ pub(crate) fn nic(m: &Manifest) -> Result<Value> {
     let short_kind = short.as_ref().err().map(|e| e.kind());
     let control = control(nic.igb_mut().context("igb0 is not driven by Igb")?)
         .unwrap_or_else(|e| json!({"ok": false, "error": format!("{e:#}")}));
+    // A source with nothing mapped behind it: the IOMMU refuses QEMU's igb the TX
+    // buffer; QEMU then sends what its bounce buffer read (garbage) or drops the frame
+    // (the RX ring stalls after the completion timeout). Either way the checked copy
+    // fails naming the fault, once the kernel logs it: after a rate-limit window clear
+    // of the `checked` scenario's faults just before.
+    std::thread::sleep(super::contract::DMAR_LOG_WINDOW);
+    let fault_kind = {
+        let gone =
+            nic.ioas()
+                .map_host(UserBuffer::new(len as usize)?, Iova::Guarded, Prot::Read)?;
+        let mut hole = super::contract::Unmapped {
+            ioas: gone.ioas_id(),
+            iova: gone.iova(),
+            len,
+        };
+        gone.unmap()?;
+        let r = nic.copy(Span::start_of(&mut hole), Span::start_of(&mut dst), len);
+        r.err().map(|e| (e.kind(), e.to_string()))
+    };
     nic.device().set_memory_decode(false)?;
     let revoked = nic.copy(Span::start_of(&mut src), Span::start_of(&mut dst), len);
     nic.device().set_memory_decode(true)?;
@@ -157,6 +176,7 @@ pub(crate) fn nic(m: &Manifest) -> Result<Value> {
     Ok(json!({
         "ok": landed && short_kind == Some("igb_copy_too_short")
             && control["ok"] == true
+            && fault_kind.as_ref().map(|f| f.0) == Some("not_landed")
             && revoked_kind == Some("igb_revoked")
             && wire_link && wire_copy_kind == Some("igb_unsupported")
             && jumbo_ok,
@@ -165,6 +185,8 @@ pub(crate) fn nic(m: &Manifest) -> Result<Value> {
         "short_kind": short_kind,
         "short_error": short.err().map(|e| e.to_string()),
         "control": control,
+        "tx_fault_kind": fault_kind.as_ref().map(|f| f.0),
+        "tx_fault_error": fault_kind.as_ref().map(|f| f.1.clone()),
         "revoked_kind": revoked_kind,
         "revoked_error": revoked_error,
         "wire_link": wire_link,
