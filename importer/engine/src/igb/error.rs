@@ -95,8 +95,9 @@ pub enum IgbError {
 
     /// The link never came up (STATUS.LU stayed 0).
     #[error(
-        "igb {bdf}: no link after {waited:?} (STATUS {status:#010x}: LU = 0); {fix}"
-        , fix = if *.loopback {
+        "igb {bdf}: no link after {secs:.1} s (STATUS {status:#010x}: LU = 0); {fix}",
+        secs = .waited.as_secs_f64(),
+        fix = if *.loopback {
             "loopback forces the link up (CTRL.SLU, PHY loopback), so the device ignored it: \
              check it is QEMU's igb or an 82576"
         } else {
@@ -175,9 +176,10 @@ pub enum IgbError {
 
     /// A queue's RXDCTL/TXDCTL.ENABLE did not read back 1.
     #[error(
-        "igb {bdf}: the {ring} did not enable within {waited:?} ({reg} {value:#010x}: ENABLE \
+        "igb {bdf}: the {ring} did not enable within {secs:.1} s ({reg} {value:#010x}: ENABLE \
          = 0); fix: the device ignored the queue setup: reset the function (FLR) and open it \
-         again"
+         again",
+        secs = .waited.as_secs_f64()
     )]
     QueueEnable {
         /// Function.
@@ -194,8 +196,9 @@ pub enum IgbError {
 
     /// A reset (CTRL.RST) did not finish.
     #[error(
-        "igb {bdf}: CTRL.RST did not clear within {waited:?} (CTRL {ctrl:#010x}); fix: the \
-         device is wedged: reset the function (FLR) and open it again"
+        "igb {bdf}: CTRL.RST did not clear within {secs:.1} s (CTRL {ctrl:#010x}); fix: the \
+         device is wedged: reset the function (FLR) and open it again",
+        secs = .waited.as_secs_f64()
     )]
     ResetTimeout {
         /// Function.
@@ -235,8 +238,9 @@ pub enum IgbError {
 
     /// A ring made no progress: the device did not complete a descriptor in time.
     #[error(
-        "igb {bdf}: the {ring} made no progress for {waited:?} (head {head}, tail {tail}); \
+        "igb {bdf}: the {ring} made no progress for {secs:.1} s (head {head}, tail {tail}); \
          {fix}",
+        secs = .waited.as_secs_f64(),
         fix = match .ring {
             Ring::Tx => "fix: the device stopped transmitting (TCTL.EN, link down, or a \
                          revoked or reset function); open it again",
@@ -355,7 +359,7 @@ mod tests {
             loopback: false,
         };
         let m = e.to_string();
-        assert!(m.starts_with("igb 0000:00:05.0: no link after 5s"), "{m}");
+        assert!(m.starts_with("igb 0000:00:05.0: no link after 5.0 s"), "{m}");
         assert!(m.contains("STATUS 0x00080080") && m.contains("fix:"), "{m}");
         assert_eq!(e.kind(), "igb_link_down");
         let e = IgbError::RingStall {
