@@ -374,7 +374,7 @@ mod tests {
             m.contains("RX ring (RDH/RDT)") && m.contains("head 3, tail 9"),
             "{m}"
         );
-        assert!(m.contains("2.5s") && m.contains("IOMMU fault log"), "{m}");
+        assert!(m.contains("for 2.5 s") && m.contains("IOMMU fault log"), "{m}");
         let e = IgbError::NotIgb {
             bdf,
             vendor: 0x1234,
