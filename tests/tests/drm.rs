@@ -24,8 +24,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -260,29 +259,6 @@ fn write_xrgb(path: &Path, px: &[[u8; 3]]) {
         .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
     f.write_all(&bytes).expect("writing the image");
     f.sync_all().ok();
-}
-
-/// Runs one HMP command on the QEMU monitor and waits for the next prompt.
-fn monitor(sock: &Path, command: &str) -> String {
-    let mut s = UnixStream::connect(sock)
-        .unwrap_or_else(|e| panic!("connecting to {}: {e}", sock.display()));
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    let mut got = String::new();
-    let mut buf = [0u8; 4096];
-    let mut read_until_prompt = |s: &mut UnixStream, got: &mut String| loop {
-        let n = s.read(&mut buf).expect("reading the monitor");
-        assert!(n > 0, "the monitor closed: {got}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if got.trim_end().ends_with("(qemu)") {
-            break;
-        }
-    };
-    read_until_prompt(&mut s, &mut got);
-    got.clear();
-    s.write_all(format!("{command}\n").as_bytes())
-        .expect("writing the monitor");
-    read_until_prompt(&mut s, &mut got);
-    got
 }
 
 /// QEMU's screendump of the display, as RGB pixels.

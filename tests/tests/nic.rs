@@ -408,38 +408,6 @@ fn a_bar_receives_a_stream_from_a_kernel_socket_on_e1000e() {
     data_on_the_wire(&out, size);
 }
 
-/// Runs one HMP command on a QEMU monitor socket once it appears (at most 60 s).
-fn monitor_when_up(sock: &std::path::Path, command: &str) -> String {
-    use std::io::{Read, Write};
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut s = loop {
-        match std::os::unix::net::UnixStream::connect(sock) {
-            Ok(s) => break s,
-            Err(e) if std::time::Instant::now() > deadline => {
-                panic!("no monitor at {}: {e}", sock.display())
-            }
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    };
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .ok();
-    let mut got = String::new();
-    let mut buf = [0u8; 4096];
-    let mut prompt = |s: &mut std::os::unix::net::UnixStream, got: &mut String| loop {
-        let n = s.read(&mut buf).expect("reading the monitor");
-        assert!(n > 0, "the monitor closed: {got}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if got.trim_end().ends_with("(qemu)") {
-            break;
-        }
-    };
-    prompt(&mut s, &mut got);
-    got.clear();
-    s.write_all(format!("{command}\n").as_bytes()).unwrap();
-    prompt(&mut s, &mut got);
-    got
-}
-
 #[test]
 fn a_nic_without_link_is_named_within_its_link_timeout() {
     // QEMU's link of the igb goes down (HMP set_link) before the guest boots: STATUS.LU
@@ -459,7 +427,7 @@ fn a_nic_without_link_is_named_within_its_link_timeout() {
     );
     let sock = scratch.join("monitor.sock");
     let (out, reply) = std::thread::scope(|s| {
-        let link = s.spawn(|| monitor_when_up(&sock, "set_link net-igb0 off"));
+        let link = s.spawn(|| monitor(&sock, "set_link net-igb0 off"));
         let out = run_sh(&tb, &script);
         (out, link.join().unwrap())
     });

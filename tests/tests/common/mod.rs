@@ -214,3 +214,38 @@ pub fn checks_script(prelude: &str, checks: &[(&str, String)]) -> String {
     }
     script
 }
+
+/// Runs one HMP command on a QEMU monitor socket (the testbed's `SCRATCH/monitor.sock`),
+/// waiting at most 60 s for QEMU to create it, and returns what QEMU answered before
+/// its next prompt.
+pub fn monitor(sock: &std::path::Path, command: &str) -> String {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut s = loop {
+        match UnixStream::connect(sock) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("no QEMU monitor at {}: {e}", sock.display())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    let mut read_until_prompt = |s: &mut UnixStream, got: &mut String| loop {
+        let n = s.read(&mut buf).expect("reading the monitor");
+        assert!(n > 0, "the monitor closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if got.trim_end().ends_with("(qemu)") {
+            break;
+        }
+    };
+    read_until_prompt(&mut s, &mut got);
+    got.clear();
+    s.write_all(format!("{command}\n").as_bytes())
+        .expect("writing the monitor");
+    read_until_prompt(&mut s, &mut got);
+    got
+}

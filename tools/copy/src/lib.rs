@@ -31,6 +31,7 @@ mod proof;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 mod storage;
+mod stream_end;
 mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -54,6 +55,7 @@ pub use storage::{
     is_storage, run_storage, Latency, StorageReport, StorageRequest, TargetReport,
     DEFAULT_STORAGE_SIZE,
 };
+pub use stream_end::LocalSpec;
 pub use target::{BlkTarget, NvmeTarget, Target, TargetParseError};
 pub use transport::{Side, StepError, Transport, TransportChoice, TransportKind};
 

@@ -40,8 +40,9 @@ use super::sender::{Sender, SenderAction, SenderConfig};
 use super::wire::Message;
 use super::{rates, stream_id, LocalSpec, NicReport, SendRequest, ServeRequest, HOST_DEFAULT_SIZE};
 use crate::faults::FaultWatch;
+use crate::stream_end::open_bar;
 use crate::verify::{self, GuardedMap};
-use crate::{page_align_check, pattern, CopyError, Endpoint, Side, SpanField};
+use crate::{pattern, CopyError, Endpoint, Side};
 
 /// How often START and END go out again.
 const RESEND: Duration = Duration::from_secs(1);
@@ -362,20 +363,8 @@ fn open_local(
     match spec {
         LocalSpec::Host => Ok((Local::Host, size.unwrap_or(HOST_DEFAULT_SIZE))),
         LocalSpec::Bar(spec) => {
-            let ep = Endpoint::open(
-                spec,
-                OpenOptions {
-                    access,
-                    ..OpenOptions::default()
-                },
-            )?;
-            let page = ep.device.page_size();
+            let (ep, page) = open_bar(spec, side, access)?;
             let bar_size = ep.bar.size();
-            let field = match side {
-                Side::Src => SpanField::SrcOffset,
-                Side::Dst => SpanField::DstOffset,
-            };
-            page_align_check(field, ep.offset, page, |o| o < bar_size)?;
             let room = bar_size.saturating_sub(ep.offset);
             let size = size.unwrap_or(room);
             if size == 0 {

@@ -35,7 +35,7 @@ pub use plan::{Datagram, Plan, PlanError};
 pub use receiver::{Checked, Receiver, ReceiverAction, ReceiverConfig, ReceiverOutcome};
 pub use sender::{data_ident, Sender, SenderAction, SenderConfig, SenderOutcome};
 
-use crate::{CopyError, EndpointSpec};
+use crate::CopyError;
 
 /// The UDP port a receiver listens on unless told (RDMA's is 18520).
 pub const DEFAULT_PORT: u16 = 18521;
@@ -58,14 +58,9 @@ pub const SOCKET_WINDOW: u32 = 64;
 /// How long a receiver answers a repeated END with its verdict again.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
 
-/// What one end of a NIC stream is.
-#[derive(Clone, Debug)]
-pub enum LocalSpec {
-    /// Host memory (the only memory a kernel socket moves).
-    Host,
-    /// A span of a device's BAR (through VFIO; needs a NIC device).
-    Bar(EndpointSpec),
-}
+/// What one end of a NIC stream is: host memory (the only memory a kernel socket
+/// moves) or a BAR span (needs a NIC device).
+pub use crate::LocalSpec;
 
 /// What to send where.
 #[derive(Clone, Debug)]

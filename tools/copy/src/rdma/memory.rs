@@ -5,21 +5,15 @@
 
 use std::sync::Arc;
 
-use peerdma_exporter::{AccessPath, DmaRange, OpenOptions};
+use peerdma_exporter::{AccessPath, DmaRange};
 use peerdma_importer::rdma::{Access, MemoryRegion, ProtectionDomain, RdmaError};
 
 use crate::pattern;
+use crate::stream_end::open_bar;
 use crate::verify::{self, GuardedMap};
 use crate::{page_align_check, CopyError, Endpoint, EndpointSpec, Side, SpanField};
 
-/// What one end of an RDMA copy is.
-#[derive(Clone, Debug)]
-pub enum LocalSpec {
-    /// Anonymous host memory.
-    Host,
-    /// A span of a device's BAR (through VFIO).
-    Bar(EndpointSpec),
-}
+pub use crate::LocalSpec;
 
 /// A BAR side: the device, its CPU mapping (fill, poison, verify, staging).
 pub(super) struct BarSide {
@@ -47,20 +41,8 @@ impl Local {
         size: u64,
         access: AccessPath,
     ) -> Result<BarSide, CopyError> {
-        let ep = Endpoint::open(
-            spec,
-            OpenOptions {
-                access,
-                ..OpenOptions::default()
-            },
-        )?;
-        let page = ep.device.page_size();
-        let field = match side {
-            Side::Src => SpanField::SrcOffset,
-            Side::Dst => SpanField::DstOffset,
-        };
+        let (ep, page) = open_bar(spec, side, access)?;
         let bar_size = ep.bar.size();
-        page_align_check(field, ep.offset, page, |o| o < bar_size)?;
         let off = ep.offset;
         page_align_check(SpanField::Size, size, page, |n| {
             n > 0 && off.checked_add(n).is_some_and(|e| e <= bar_size)

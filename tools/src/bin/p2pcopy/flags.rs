@@ -7,7 +7,7 @@ use std::str::FromStr;
 use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser, ValueEnum};
-use peerdma_copy::{EndpointSpec, Target};
+use peerdma_copy::{EndpointSpec, LocalSpec, Target};
 use peerdma_host::Bdf;
 use peerdma_tools::args::AccessPathArg;
 use peerdma_tools::failure::usage;
@@ -464,6 +464,32 @@ pub(crate) fn parse_via(s: &str) -> Result<Bdf, String> {
         .unwrap_or(s)
         .parse::<Bdf>()
         .map_err(|e| e.to_string())
+}
+
+/// One end of a stream to another host (`stream`: "an RDMA copy", "a NIC stream"):
+/// host memory, or a BAR with the BAR flags of its side applied.
+pub(crate) fn stream_end(cli: &Cli, t: &Target, src: bool, stream: &str) -> Result<LocalSpec> {
+    let (bar, offset, side) = if src {
+        (cli.src_bar, cli.src_offset, "src")
+    } else {
+        (cli.dst_bar, cli.dst_offset, "dst")
+    };
+    check_bar_flags(t, bar, offset, side)?;
+    Ok(match t {
+        Target::Host => LocalSpec::Host,
+        Target::Bar(spec) => LocalSpec::Bar(EndpointSpec {
+            bdf: spec.bdf,
+            bar,
+            offset,
+        }),
+        Target::Nvme(_) | Target::Blk(_) => {
+            return Err(usage(
+                "unsupported_pair",
+                format!("{t}: an NVMe namespace is not an end of {stream}"),
+                Some("name a BAR (a BDF) or host"),
+            ))
+        }
+    })
 }
 
 /// A side with the BAR flags applied.

@@ -7,39 +7,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
-use peerdma_copy::nic::{self, LocalSpec, NicReport, SendRequest, ServeRequest};
-use peerdma_copy::{EndpointSpec, Progress, Target};
+use peerdma_copy::nic::{self, NicReport, SendRequest, ServeRequest};
+use peerdma_copy::LocalSpec;
+use peerdma_copy::{Progress, Target};
 use peerdma_tools::failure::usage;
 use peerdma_tools::size::human;
 
 use crate::advice::with_advice;
 use crate::bar::Bar;
-use crate::flags::{check_bar_flags, Cli, Engine};
+use crate::flags::{stream_end, Cli, Engine};
 use crate::report::rate;
-
-fn local(cli: &Cli, t: &Target, src: bool) -> Result<LocalSpec> {
-    let (bar, offset, side) = if src {
-        (cli.src_bar, cli.src_offset, "src")
-    } else {
-        (cli.dst_bar, cli.dst_offset, "dst")
-    };
-    check_bar_flags(t, bar, offset, side)?;
-    Ok(match t {
-        Target::Host => LocalSpec::Host,
-        Target::Bar(spec) => LocalSpec::Bar(EndpointSpec {
-            bdf: spec.bdf,
-            bar,
-            offset,
-        }),
-        Target::Nvme(_) | Target::Blk(_) => {
-            return Err(usage(
-                "unsupported_pair",
-                format!("{t}: an NVMe namespace is not an end of a NIC stream"),
-                Some("name a BAR (a BDF) or host"),
-            ))
-        }
-    })
-}
 
 /// A BAR end needs the NIC that DMAs it: a kernel socket moves host memory only.
 fn needs_nic(cli: &Cli, end: &LocalSpec, what: &str) -> Result<()> {
@@ -96,7 +73,7 @@ fn progress(bar: &mut Bar) -> impl FnMut(u64, u64) + '_ {
 }
 
 pub(crate) fn serve(cli: &Cli, dst: &Target) -> Result<()> {
-    let dst = local(cli, dst, false)?;
+    let dst = stream_end(cli, dst, false, "a NIC stream")?;
     needs_nic(cli, &dst, "the destination")?;
     let listen = if cli.given.contains(&"listen") {
         cli.listen
@@ -142,7 +119,7 @@ pub(crate) fn send(cli: &Cli, src: &Target, peer: &str) -> Result<()> {
             Some("leave --engine out (or give --engine nic)"),
         ));
     }
-    let src = local(cli, src, true)?;
+    let src = stream_end(cli, src, true, "a NIC stream")?;
     needs_nic(cli, &src, "the source")?;
     let peer = nic::parse_addr(peer).map_err(|e| with_advice(e.into()))?;
     let bind = match (&cli.bind, cli.via) {

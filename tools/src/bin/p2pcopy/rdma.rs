@@ -10,37 +10,13 @@ mod built {
     use std::time::Duration;
 
     use anyhow::Result;
-    use peerdma_copy::rdma::{self, LocalSpec, RdmaReport, SendRequest, ServeRequest};
-    use peerdma_copy::EndpointSpec;
+    use peerdma_copy::rdma::{self, RdmaReport, SendRequest, ServeRequest};
     use peerdma_tools::size::human;
 
     use crate::advice::with_advice;
-    use crate::flags::{check_bar_flags, Cli, Engine};
+    use crate::flags::{stream_end, Cli, Engine};
     use crate::report::rate;
     use peerdma_copy::Target;
-
-    fn local(cli: &Cli, t: &Target, src: bool) -> Result<LocalSpec> {
-        if src {
-            check_bar_flags(t, cli.src_bar, cli.src_offset, "src")?;
-        } else {
-            check_bar_flags(t, cli.dst_bar, cli.dst_offset, "dst")?;
-        }
-        Ok(match t {
-            Target::Host => LocalSpec::Host,
-            Target::Bar(spec) => LocalSpec::Bar(EndpointSpec {
-                bdf: spec.bdf,
-                bar: if src { cli.src_bar } else { cli.dst_bar },
-                offset: if src { cli.src_offset } else { cli.dst_offset },
-            }),
-            Target::Nvme(_) | Target::Blk(_) => {
-                return Err(peerdma_tools::failure::usage(
-                    "unsupported_pair",
-                    format!("{t}: an NVMe namespace is not an end of an RDMA copy"),
-                    Some("name a BAR (a BDF) or host"),
-                ))
-            }
-        })
-    }
 
     /// A long explanation, short: its first clause, unless --verbose.
     fn short(cli: &Cli, why: &str) -> String {
@@ -110,7 +86,7 @@ mod built {
 
     pub(crate) fn serve(cli: &Cli, dst: &Target) -> Result<()> {
         let req = ServeRequest {
-            dst: local(cli, dst, false)?,
+            dst: stream_end(cli, dst, false, "an RDMA copy")?,
             listen: cli.listen,
             access: cli.access.into(),
             // --timeout given bounds the wait for a sender too; by default it has no end.
@@ -137,7 +113,7 @@ mod built {
             }));
         }
         let req = SendRequest {
-            src: local(cli, src, true)?,
+            src: stream_end(cli, src, true, "an RDMA copy")?,
             peer: rdma::parse_peer(peer).map_err(with_advice)?,
             size: cli.size,
             seed: *cli
