@@ -359,7 +359,10 @@ mod tests {
             loopback: false,
         };
         let m = e.to_string();
-        assert!(m.starts_with("igb 0000:00:05.0: no link after 5.0 s"), "{m}");
+        assert!(
+            m.starts_with("igb 0000:00:05.0: no link after 5.0 s"),
+            "{m}"
+        );
         assert!(m.contains("STATUS 0x00080080") && m.contains("fix:"), "{m}");
         assert_eq!(e.kind(), "igb_link_down");
         let e = IgbError::RingStall {
@@ -374,7 +377,10 @@ mod tests {
             m.contains("RX ring (RDH/RDT)") && m.contains("head 3, tail 9"),
             "{m}"
         );
-        assert!(m.contains("for 2.5 s") && m.contains("IOMMU fault log"), "{m}");
+        assert!(
+            m.contains("for 2.5 s") && m.contains("IOMMU fault log"),
+            "{m}"
+        );
         let e = IgbError::NotIgb {
             bdf,
             vendor: 0x1234,
