@@ -20,7 +20,7 @@ WEIGHT = {
     "chaos": 18, "soak": 16, "cli": 9, "ahead_nvme": 45,
     # 79-103 s alone, but each of its tests runs two VMs at once (two cores):
     # core-seconds.
-    "wire": 190,
+    "wire": 160,
     # One VM (17 s) and three pairs of two VMs (about 20 s each, two cores).
     "nic": 100,
 }

@@ -333,6 +333,21 @@ fn a_bar_in_one_vm_streams_10k_datagrams_into_a_bar_in_the_other_and_each_is_on_
         "igb → wire → igb, BAR → BAR: {:.4} GB/s, {:.0} datagrams/s (sender)",
         tx["gbps"], tx["frames_per_s"]
     );
+    // Each VM: its igb on vfio-pci in a group of its own, its own MAC and scratch.
+    for (i, o) in [&out.a, &out.b].into_iter().enumerate() {
+        let igb = o.manifest.device("igb0").unwrap();
+        assert_eq!(igb.driver.as_deref(), Some("vfio-pci"));
+        assert_eq!(igb.bdf, "0000:01:00.0", "behind its own root port");
+        assert!(igb.iommu_group.is_some() && igb.group_peers.is_empty());
+        assert_eq!(
+            igb.extras.mac.as_deref(),
+            Some(&*format!("52:54:00:77:0{i}:01"))
+        );
+    }
+    assert_ne!(
+        out.a.backing_file("ivshmem0").unwrap(),
+        out.b.backing_file("ivshmem0").unwrap()
+    );
     // The host: both BARs' backing files hold the pattern.
     for (o, who) in [(&out.a, "receiver"), (&out.b, "sender")] {
         let bytes = std::fs::read(o.backing_file("ivshmem0").unwrap()).unwrap();
