@@ -102,6 +102,16 @@ fn run(cli: &Cli) -> Result<()> {
         (false, End::Local(src), Some(End::Remote(peer))) if kind == CopyKind::NicSend => {
             return nic::send(cli, src, peer)
         }
+        (false, End::Local(_), Some(End::Remote(peer))) if matches!(cli.engine, Engine::Nic) => {
+            return Err(usage(
+                "engine_not_applicable",
+                format!("{peer} is a receiver over RDMA; --engine nic streams UDP datagrams"),
+                Some(
+                    "give the receiver as udp://HOST:PORT (it runs --serve --engine nic), or \
+                     leave --engine out",
+                ),
+            ))
+        }
         (false, End::Local(src), Some(End::Remote(peer))) => return rdma::send(cli, src, peer),
         (false, End::Local(src), Some(End::Local(dst))) => (src, dst),
         (false, End::Remote(r), _) => {
