@@ -392,6 +392,75 @@ mod tests {
     }
 
     #[test]
+    fn nic_ends_parse_and_their_flags_stay_on_their_side() {
+        let cli = parse(&[
+            "01:00.0",
+            "udp://10.0.0.2:7000",
+            "--via",
+            "02:00.0",
+            "--bind",
+            "10.0.0.1",
+        ]);
+        assert!(matches!(
+            (&cli.src, &cli.dst),
+            (End::Local(Target::Bar(_)), Some(End::Remote(r))) if r == "udp://10.0.0.2:7000"
+        ));
+        assert!(check_flags(&cli.given, CopyKind::NicSend).is_ok());
+        let serve = parse(&[
+            "--serve",
+            "--engine",
+            "nic",
+            "--via",
+            "02:00.0",
+            "--listen",
+            "10.0.0.2:7000",
+            "--mtu",
+            "9000",
+            "host",
+        ]);
+        assert!(matches!(serve.engine, Engine::Nic) && serve.mtu == 9000);
+        assert!(check_flags(&serve.given, CopyKind::NicServe).is_ok());
+        // --bind is the sender's, --qps and --chunk RDMA's or a local copy's.
+        for (args, kind, flag) in [
+            (
+                &["--serve", "--engine", "nic", "--bind", "10.0.0.1", "host"][..],
+                CopyKind::NicServe,
+                "--bind",
+            ),
+            (
+                &["host", "udp://10.0.0.2", "--qps", "2"][..],
+                CopyKind::NicSend,
+                "--qps",
+            ),
+            (
+                &["host", "udp://10.0.0.2", "--chunk", "4K"][..],
+                CopyKind::NicSend,
+                "--chunk",
+            ),
+            (
+                &["00:10.0", "00:11.0", "--mtu", "9000"][..],
+                CopyKind::Local,
+                "--mtu",
+            ),
+        ] {
+            let e = check_flags(&parse(args).given, kind)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(flag) && e.contains("only applies to"),
+                "{args:?}: {e}"
+            );
+        }
+        for bad in ["575", "9001", "x"] {
+            let e = Cli::try_parse_from(["p2pcopy", "host", "udp://10.0.0.2", "--mtu", bad])
+                .err()
+                .unwrap_or_else(|| panic!("--mtu {bad} is refused"))
+                .to_string();
+            assert!(e.contains("576 to 9000"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_zero_chunk_is_refused_with_the_value_and_a_valid_one() {
         let e = Cli::try_parse_from(["p2pcopy", "00:10.0", "00:11.0", "--chunk", "0"])
             .err()
