@@ -55,7 +55,12 @@ fn loopback_boot() -> &'static SharedBoot {
 
 fn copy() -> String {
     let p2p = p2pcopy();
-    format!("{p2p} 00:10.0 00:11.0 --engine dma --via $IGB --size {TEN_K} --seed 44 --json")
+    // First without --size: all that fits both BARs (a NIC streams any size; only the
+    // slow engines get a small default).
+    format!(
+        "{p2p} 00:10.0 00:11.0 --engine nic --via $IGB --json; \
+         {p2p} 00:10.0 00:11.0 --engine dma --via $IGB --size {TEN_K} --seed 44 --json"
+    )
 }
 
 #[test]
@@ -63,7 +68,21 @@ fn the_nic_moves_10k_datagrams_bar_to_bar_in_loopback_and_the_host_finds_every_b
     let boot = loopback_boot();
     let o = boot.check("copy");
     assert_eq!(boot.check_rc("copy"), 0, "{o}");
-    let r = &json_lines(o)[0];
+    let whole = &json_lines(o)[0];
+    assert_eq!(
+        whole["bytes"],
+        64u64 << 20,
+        "the default is all that fits: {whole}"
+    );
+    assert_eq!(whole["verified"], true, "{whole}");
+    assert!(
+        whole["engine_reason"]
+            .as_str()
+            .unwrap()
+            .contains("a NIC in loopback"),
+        "{whole}"
+    );
+    let r = &json_lines(o)[1];
     assert_eq!(r["engine"], "dma", "{r}");
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(r["bytes"], TEN_K, "{r}");

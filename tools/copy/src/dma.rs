@@ -92,6 +92,12 @@ pub(super) fn is_nvme(sys: &Sysfs, bdf: Bdf) -> bool {
         .is_ok_and(|d| engine::is_nvme_class(d.class))
 }
 
+/// The engine-table row of the device at `bdf`, by its PCI ids and class.
+pub(super) fn engine_id(sys: &Sysfs, bdf: Bdf) -> Option<&'static engine::EngineId> {
+    let d = sys.device(bdf).ok()?;
+    engine::EngineId::of_function(d.vendor, d.device, d.class)
+}
+
 /// How `engine` reaches the sides, in words ("shares host bridge pci0000:00
 /// with both").
 fn reach(sys: &Sysfs, engine: Bdf, ends: &[Bdf]) -> String {

@@ -627,6 +627,14 @@ impl CopyError {
             | CopyError::SameDevice { .. }
             | CopyError::BadPeerPort { .. }
             | CopyError::Nic(crate::nic::NicError::BadAddress { .. })
+            // The stream's own plan (size, payload, MTU) is the request's; an odd one is
+            // refused by a NIC receiver, which is the peer's limit.
+            | CopyError::Nic(crate::nic::NicError::Plan(
+                crate::nic::PlanError::TooShort { .. }
+                | crate::nic::PlanError::PayloadTooSmall { .. }
+                | crate::nic::PlanError::PayloadTooLarge { .. }
+                | crate::nic::PlanError::Mtu { .. },
+            ))
             | CopyError::StorageSides { .. }
             | CopyError::Unaligned { .. } => true,
             CopyError::TransportUnavailable { why, .. } => matches!(

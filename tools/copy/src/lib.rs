@@ -330,7 +330,10 @@ fn run_inner(
                 .min(dst.bar.size().saturating_sub(dst.offset));
             match chosen.kind {
                 // edu moves 4 KiB per ~100 ms: the whole BAR would take hours.
-                TransportKind::Dma => fit.min(dma::SLOW_ENGINE_DEFAULT_SIZE),
+                TransportKind::Dma if chosen.small_default => {
+                    fit.min(dma::SLOW_ENGINE_DEFAULT_SIZE)
+                }
+                TransportKind::Dma => fit,
                 // (A BAR → BAR copy never chooses an NVMe stream, nor RDMA WRITEs: an
                 // NVMe engine between two BARs is the DMA transport; RDMA is towards a
                 // peer only.)

@@ -162,6 +162,10 @@ pub trait Transport {
 pub(super) struct Chosen {
     pub(super) kind: TransportKind,
     pub(super) engine: Option<Bdf>,
+    /// Whether a copy without a size moves a small default span rather than the whole
+    /// BAR: for edu (4 KiB per ~100 ms) and an NVMe engine (its staging range may be
+    /// smaller than the BAR), not for a NIC (any number of datagrams).
+    pub(super) small_default: bool,
     pub(super) reason: String,
 }
 
@@ -176,18 +180,25 @@ pub(super) fn choose(
         TransportChoice::CpuMmap => Ok(Chosen {
             kind: TransportKind::CpuMmap,
             engine: None,
+            small_default: false,
             reason: "requested: the CPU through the VFIO mmaps".into(),
         }),
         TransportChoice::Dma { engine } => {
             dma::available()?;
-            let (bdf, why) = dma::find_engine(&Sysfs::system(), engine, &ends)?;
+            let sys = Sysfs::system();
+            let (bdf, why) = dma::find_engine(&sys, engine, &ends)?;
+            let id = dma::engine_id(&sys, bdf);
             Ok(Chosen {
                 kind: TransportKind::Dma,
                 engine: Some(bdf),
+                small_default: !id.is_some_and(|e| e.is_nic()),
                 reason: format!(
                     "requested: DMA through iommufd; engine device {bdf} ({why}){}",
-                    if dma::is_nvme(&Sysfs::system(), bdf) {
+                    if dma::is_nvme(&sys, bdf) {
                         "; an NVMe controller copies BAR → BAR in two steps through its namespace"
+                    } else if id.is_some_and(|e| e.is_nic()) {
+                        "; a NIC in loopback: UDP datagrams to itself, its TX DMA reading the \
+                         source, its RX header split writing the destination"
                     } else {
                         ""
                     }
@@ -221,6 +232,7 @@ pub(super) fn choose(
             Ok(Chosen {
                 kind: TransportKind::CpuMmap,
                 engine: None,
+                small_default: false,
                 reason,
             })
         }

@@ -119,6 +119,15 @@ pub enum NicError {
         /// What it did.
         what: String,
     },
+    /// The sender's datagrams are longer than this end's MTU lets a frame be.
+    MtuMismatch {
+        /// The peer.
+        peer: String,
+        /// Its datagrams' payload, in bytes.
+        payload: u32,
+        /// This end's MTU.
+        mtu: u32,
+    },
     /// The receiver's destination cannot hold the stream.
     TooLarge {
         /// Bytes the sender wants to send.
@@ -232,6 +241,11 @@ impl NicError {
                     " (first difference at offset {f:#x})"
                 ))
             ),
+            NicError::MtuMismatch { peer, payload, mtu } => format!(
+                "peer {peer} sends datagrams of {payload} bytes, more than this end's MTU of \
+                 {mtu} lets a frame carry ({} bytes)",
+                super::plan::max_payload(*mtu)
+            ),
             NicError::Protocol { peer, what } => {
                 format!("peer {peer} broke the stream protocol: {what}")
             }
@@ -276,6 +290,10 @@ impl NicError {
             NicError::PeerAborted { .. }
             | NicError::PeerVerdict { .. }
             | NicError::PeerGone { .. } => "see the peer's output".into(),
+            NicError::MtuMismatch { payload, .. } => format!(
+                "give both ends the same MTU (these datagrams need {} or more)",
+                payload + super::plan::IP_UDP_HEADERS
+            ),
             NicError::Protocol { .. } => "run the same peerdma version on both ends".into(),
             NicError::TooLarge { .. } => "send fewer bytes, or give the receiver a larger \
                                           destination"
@@ -310,6 +328,7 @@ impl NicError {
             NicError::PeerAborted { .. } => "nic_peer_aborted",
             NicError::PeerVerdict { .. } => "nic_peer_verdict",
             NicError::PeerGone { .. } => "nic_peer_gone",
+            NicError::MtuMismatch { .. } => "nic_mtu_mismatch",
             NicError::Protocol { .. } => "nic_protocol",
             NicError::TooLarge { .. } => "nic_too_large",
             NicError::BadAddress { .. } => "nic_bad_address",

@@ -21,7 +21,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use peerdma_engine::igb::{Igb, IgbOptions, LinkMode, RxFrame, RxTarget, TxPayload};
+use peerdma_engine::igb::{Igb, IgbError, IgbOptions, LinkMode, RxFrame, RxTarget, TxPayload};
 use peerdma_engine::net::{
     arp_frame, parse_arp, parse_udp_headers, udp_headers, Arp, ArpOp, MacAddr, UdpEndpoint,
     ETH_HEADER,
@@ -98,6 +98,19 @@ enum Local {
 
 impl Nic {
     fn open(bdf: Bdf, ip: Ipv4Addr, port: u16, mtu: u32) -> Result<Nic, CopyError> {
+        // By its ids first: advice to bind some other NIC to vfio-pci would take that
+        // NIC away from its driver and still not make it an 82576.
+        if let Ok(d) = peerdma_host::sysfs::Sysfs::system().device(bdf) {
+            if (d.vendor, d.device) != peerdma_engine::EngineId::IGB.pci_id() {
+                return Err(peerdma_engine::EngineError::from(IgbError::NotIgb {
+                    bdf,
+                    vendor: d.vendor,
+                    device: d.device,
+                    what: format!("class {:06x}", d.class),
+                })
+                .into());
+            }
+        }
         crate::dma::available()?;
         let iommufd = Iommufd::shared()?;
         let device = Device::open_with(

@@ -270,12 +270,20 @@ impl Receiver {
 
     fn begin(&mut self, now: Instant, s: &Start, ident: Option<u16>, from: &str) {
         self.peer = from.to_string();
+        if s.payload > super::plan::max_payload(self.cfg.mtu) {
+            let e = NicError::MtuMismatch {
+                peer: from.to_string(),
+                payload: s.payload,
+                mtu: self.cfg.mtu,
+            };
+            return self.refuse(s.stream, e);
+        }
         let Some(plan) = Plan::from_start(s.total, s.payload, s.count, self.cfg.mtu) else {
             let e = NicError::Protocol {
                 peer: from.to_string(),
                 what: format!(
                     "its START of {} bytes in {} datagrams of {} bytes makes no plan on a link \
-                     of MTU {} (datagrams of 36..={} bytes, each at least 18)",
+                     of MTU {} (datagrams of 36 to {} bytes, each at least 18)",
                     s.total,
                     s.count,
                     s.payload,
@@ -808,6 +816,30 @@ mod tests {
         let out = drain(&mut r, t0);
         assert!(aborted(&out));
         assert_eq!(finished(&out).unwrap().unwrap_err().kind(), "nic_protocol");
+        // Datagrams longer than this end's MTU allows: the MTUs differ, said so.
+        let mut r = receiver(t0, 64);
+        r.on_control(
+            t0,
+            &Message::Start(Start {
+                stream: 9,
+                total: 1 << 20,
+                payload: 8972,
+                count: (1u64 << 20).div_ceil(8972),
+                seed: 5,
+                what: String::new(),
+            }),
+            None,
+            "p",
+        );
+        let out = drain(&mut r, t0);
+        assert!(aborted(&out));
+        let e = finished(&out).unwrap().unwrap_err();
+        assert_eq!(e.kind(), "nic_mtu_mismatch");
+        assert!(
+            e.fix().contains("same MTU") && e.fix().contains("9000"),
+            "{}",
+            e.fix()
+        );
         // A NIC receiver takes even offsets only.
         let mut r = receiver(t0, 64);
         r.cfg.even_offsets = true;

@@ -185,7 +185,7 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 1)]
     pub(crate) iterations: u32,
     /// What moves the bytes: cpu, dma (a DMA engine device through iommufd; old
-    /// spelling: iommufd), rdma, or auto.
+    /// spelling: iommufd), rdma, nic (UDP datagrams through a NIC), or auto.
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) engine: Engine,
     /// Fill the source with a seeded pattern and check every destination byte (default).
@@ -328,6 +328,54 @@ pub(crate) const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
     ),
     ("size", "--size", SENDS, SENDING),
     (
+        "src_bar",
+        "--src-bar",
+        &[
+            CopyKind::Local,
+            CopyKind::Nvme,
+            CopyKind::Send,
+            CopyKind::NicSend,
+        ],
+        "the source of a copy on this host or of a sending end (on --serve this end \
+         is DST)",
+    ),
+    (
+        "src_offset",
+        "--src-offset",
+        &[
+            CopyKind::Local,
+            CopyKind::Nvme,
+            CopyKind::Send,
+            CopyKind::NicSend,
+        ],
+        "the source of a copy on this host or of a sending end (on --serve this end \
+         is DST)",
+    ),
+    (
+        "dst_bar",
+        "--dst-bar",
+        &[
+            CopyKind::Local,
+            CopyKind::Nvme,
+            CopyKind::Serve,
+            CopyKind::NicServe,
+        ],
+        "the destination of a copy on this host or of a receiving end (the receiver \
+         chooses its own)",
+    ),
+    (
+        "dst_offset",
+        "--dst-offset",
+        &[
+            CopyKind::Local,
+            CopyKind::Nvme,
+            CopyKind::Serve,
+            CopyKind::NicServe,
+        ],
+        "the destination of a copy on this host or of a receiving end (the receiver \
+         chooses its own)",
+    ),
+    (
         "chunk",
         "--chunk",
         &[CopyKind::Local, CopyKind::Nvme, CopyKind::Send],
@@ -345,13 +393,13 @@ pub(crate) const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
         "no_verify",
         "--no-verify",
         &[CopyKind::Local, CopyKind::Nvme],
-        "a copy on this host (over RDMA the receiver always checks every byte)",
+        "a copy on this host (over RDMA or UDP the receiver always checks every byte)",
     ),
     (
         "verify",
         "--verify",
         &[CopyKind::Local, CopyKind::Nvme],
-        "a copy on this host (over RDMA the receiver always checks every byte)",
+        "a copy on this host (over RDMA or UDP the receiver always checks every byte)",
     ),
 ];
 

@@ -442,6 +442,21 @@ mod tests {
                 CopyKind::Local,
                 "--mtu",
             ),
+            (
+                &["host", "udp://10.0.0.2", "--dst-offset", "4K"][..],
+                CopyKind::NicSend,
+                "--dst-offset",
+            ),
+            (
+                &["--serve", "--engine", "nic", "--src-bar", "2", "host"][..],
+                CopyKind::NicServe,
+                "--src-bar",
+            ),
+            (
+                &["host", "rdma://10.0.0.2", "--dst-bar", "2"][..],
+                CopyKind::Send,
+                "--dst-bar",
+            ),
         ] {
             let e = check_flags(&parse(args).given, kind)
                 .unwrap_err()

@@ -122,8 +122,27 @@ pub(crate) fn send(cli: &Cli, src: &Target, peer: &str) -> Result<()> {
     let src = stream_end(cli, src, true, "a NIC stream")?;
     needs_nic(cli, &src, "the source")?;
     let peer = nic::parse_addr(peer).map_err(|e| with_advice(e.into()))?;
+    if cli.via.is_some() && peer.ip().is_loopback() {
+        return Err(usage(
+            "nic_loopback_peer",
+            format!(
+                "{peer} is a loopback address: the kernel's lo, which a NIC's wire never reaches"
+            ),
+            Some("give the receiver's address on the NIC's link (or leave --via out for lo)"),
+        ));
+    }
     let bind = match (&cli.bind, cli.via) {
-        (Some(b), _) => Some(nic::parse_addr(b).map_err(|e| with_advice(e.into()))?),
+        (Some(b), _) => {
+            let bind = nic::parse_addr(b).map_err(|e| with_advice(e.into()))?;
+            if bind.ip() == peer.ip() {
+                return Err(usage(
+                    "nic_same_address",
+                    format!("--bind {} is the receiver's own address", bind.ip()),
+                    Some("give this end's own IPv4 address on the link"),
+                ));
+            }
+            Some(bind)
+        }
         (None, Some(nic)) => {
             return Err(usage(
                 "nic_needs_address",
@@ -141,7 +160,8 @@ pub(crate) fn send(cli: &Cli, src: &Target, peer: &str) -> Result<()> {
     req.nic = cli.via;
     req.size = cli.size;
     req.mtu = cli.mtu;
-    req.payload = nic::plan::max_payload(cli.mtu);
+    // Even: a NIC receiver places datagrams at even offsets (82576 RX address bit 0).
+    req.payload = nic::plan::max_payload(cli.mtu) & !1;
     req.access = cli.access.into();
     req.timeout = Duration::from_secs(cli.timeout);
     #[cfg(feature = "testing")]
