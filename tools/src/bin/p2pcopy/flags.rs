@@ -130,7 +130,7 @@ pub(crate) struct Cli {
     /// RDMA and NIC: seconds the peer may take to connect, answer or finish (with --serve,
     /// given: also how long to wait for the first sender; without it the receiver waits
     /// for one).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = parse_timeout)]
     pub(crate) timeout: u64,
     /// The engine device for --engine dma (default: the supported engine bound to
     /// vfio-pci nearest both devices; an NVMe controller, also spelled nvme:BDF, copies
@@ -494,6 +494,17 @@ pub(crate) fn parse_mtu(s: &str) -> Result<u32, String> {
             "give an MTU from 576 to {max} bytes (1500 on most links, up to {max} with jumbo \
              frames; both ends must agree)"
         )),
+    }
+}
+
+/// `--timeout`: whole seconds, 1 or more.
+pub(crate) fn parse_timeout(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => {
+            Err("a peer given 0 s could never answer; give 1 or more seconds (default 60)".into())
+        }
+        Ok(n) => Ok(n),
+        Err(_) => Err("give whole seconds, 1 or more (default 60)".into()),
     }
 }
 

@@ -466,6 +466,13 @@ mod tests {
                 "{args:?}: {e}"
             );
         }
+        for (bad, want) in [("0", "1 or more seconds"), ("1.5", "whole seconds")] {
+            let e = Cli::try_parse_from(["p2pcopy", "host", "udp://10.0.0.2", "--timeout", bad])
+                .err()
+                .unwrap_or_else(|| panic!("--timeout {bad} is refused"))
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
         for bad in ["575", "9001", "x"] {
             let e = Cli::try_parse_from(["p2pcopy", "host", "udp://10.0.0.2", "--mtu", bad])
                 .err()
