@@ -190,6 +190,24 @@ fn install_signal_handlers() {
 
 /// `run --peer-devices`: two VMs joined by a wire. With `--scratch DIR`, VM 0's scratch
 /// is DIR/vm0, VM 1's DIR/vm1 and the wire's DIR/wire.
+/// What a run ended with, on stderr: its kernel's warnings, the exit status and times,
+/// a kept scratch (`who`: "" for one VM, "VM 1: " in a pair).
+fn say_outcome(who: &str, cmd: &str, o: &peerdma_testbed::vm::RunOutcome) {
+    for w in &o.kernel_warnings {
+        eprintln!("testbed: {who}kernel warning: {w}");
+    }
+    eprintln!(
+        "testbed: {who}{cmd} exited with {} (boot to test start {:.1} s, whole run {:.1} s, {})",
+        o.status, o.boot_to_test_s, o.wall_s, o.accel
+    );
+    if o.scratch.is_kept() {
+        eprintln!(
+            "testbed: {who}scratch kept in {}",
+            o.scratch.path().display()
+        );
+    }
+}
+
 fn run_pair(
     a: VmOptions,
     peer_devices: DeviceList,
@@ -219,19 +237,7 @@ fn run_pair(
     for (i, (o, c)) in [(&out.a, cmd), (&out.b, peer_cmd)].into_iter().enumerate() {
         println!("--- VM {i}: {} ---", c.join(" "));
         print!("{}", o.output);
-        for w in &o.kernel_warnings {
-            eprintln!("testbed: VM {i}: kernel warning: {w}");
-        }
-        eprintln!(
-            "testbed: VM {i}: {} exited with {} (boot to test start {:.1} s, whole run {:.1} s, {})",
-            c[0], o.status, o.boot_to_test_s, o.wall_s, o.accel
-        );
-        if o.scratch.is_kept() {
-            eprintln!(
-                "testbed: VM {i}: scratch kept in {}",
-                o.scratch.path().display()
-            );
-        }
+        say_outcome(&format!("VM {i}: "), &c[0], o);
     }
     if let (Some(to), Some(from)) = (&wire_pcap, &out.pcap) {
         std::fs::copy(from, to)
@@ -298,16 +304,7 @@ fn real_main() -> Result<u8> {
             let k = testbed.kernel();
             eprintln!("testbed: kernel {} ({})", k.version, k.source);
             let out = testbed.run(&cmd)?;
-            for w in &out.kernel_warnings {
-                eprintln!("testbed: kernel warning: {w}");
-            }
-            eprintln!(
-                "testbed: {} exited with {} (boot to test start {:.1} s, whole run {:.1} s, {})",
-                cmd[0], out.status, out.boot_to_test_s, out.wall_s, out.accel
-            );
-            if out.scratch.is_kept() {
-                eprintln!("testbed: scratch kept in {}", out.scratch.path().display());
-            }
+            say_outcome("", &cmd[0], &out);
             if json {
                 eprintln!(
                     "{}",
