@@ -44,6 +44,10 @@ fn loopback_boot() -> &'static SharedBoot {
             ("revoke-dst", revoke("dst", DST_REVOKE_AT)),
             ("revoke-src", revoke("src", SRC_REVOKE_AT)),
             ("bad-input", bad_input()),
+            (
+                "doctor",
+                format!("{} doctor $IGB --json", workspace_bin("peerdma").display()),
+            ),
         ];
         SharedBoot::run(
             &tb,
@@ -173,6 +177,23 @@ fn a_revoke_of_the_source_mid_stream_stops_by_name_and_the_faults_are_reported()
     assert!(
         msg.contains("revoked") || msg.contains("IOMMU"),
         "the cause is named: {stopped}"
+    );
+}
+
+#[test]
+fn doctor_names_the_igb_and_what_p2pcopy_does_with_it() {
+    let o = loopback_boot().check("doctor");
+    let d = &json_lines(o)[0];
+    let identity = d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "identity")
+        .unwrap_or_else(|| panic!("no identity check: {d}"));
+    let detail = identity["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("8086:10c9") && detail.contains("Intel 82576 (igb), a NIC engine"),
+        "{detail}"
     );
 }
 

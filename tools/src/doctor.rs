@@ -675,11 +675,25 @@ fn device(r: &mut Report, host: &HostPaths, bdf: Bdf, iommu: &IommuFacts) {
             return;
         }
     };
+    // A device an engine driver of peerdma takes is named, with what p2pcopy does with it.
+    let on_vfio = d.driver.as_deref() == Some("vfio-pci");
+    let engine = match peerdma_engine::EngineId::of_function(d.vendor, d.device, d.class) {
+        Some(id) if on_vfio && id.is_nic() => format!(
+            ": {}, a NIC engine p2pcopy drives (--via it: BAR to BAR in loopback, or udp:// \
+             streams)",
+            id.name
+        ),
+        Some(id) if on_vfio => format!(": {}, an engine p2pcopy drives (--via it)", id.name),
+        _ => String::new(),
+    };
     r.push(
         s,
         "identity",
         Status::Info,
-        format!("{:04x}:{:04x} class {:06x}", d.vendor, d.device, d.class),
+        format!(
+            "{:04x}:{:04x} class {:06x}{engine}",
+            d.vendor, d.device, d.class
+        ),
     );
     // Driver.
     match d.driver.as_deref() {
