@@ -50,9 +50,9 @@ pub const DEFAULT_STALL: Duration = Duration::from_secs(10);
 /// Host-memory sources default to this size.
 pub const HOST_DEFAULT_SIZE: u64 = 16 << 20;
 
-/// The window a kernel-socket receiver offers: 64 datagrams of up to 1472 bytes stay
-/// inside a default socket receive buffer (net.core.rmem_default, 212992 bytes),
-/// each counted with its skb overhead.
+/// The most a kernel-socket receiver offers as its window; fewer where its receive
+/// buffer (raised to what the kernel allows) holds fewer datagrams at their skb
+/// truesize (`socket.rs`, `window_for`).
 pub const SOCKET_WINDOW: u32 = 64;
 
 /// How long a receiver answers a repeated END with its verdict again.

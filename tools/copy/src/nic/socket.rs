@@ -165,6 +165,27 @@ pub(super) fn send(
     })
 }
 
+/// The window a kernel-socket receiver can offer: [`SOCKET_WINDOW`] datagrams, or fewer
+/// where its receive buffer holds fewer. The buffer is raised first to what the kernel
+/// allows (`SO_RCVBUFFORCE` as root, else `SO_RCVBUF` up to net.core.rmem_max): a
+/// datagram past a full buffer is dropped by the kernel (UDP RcvbufErrors) and the
+/// stream fails, as it did under load with the default 208 KiB on virtio-net.
+/// `mtu` sizes what one datagram costs the buffer: its skb's truesize, taken as the
+/// frame plus a page (a virtio-net receive buffer with mergeable buffers takes whole
+/// pages).
+fn window_for(sock: &UdpSocket, mtu: u32) -> u32 {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let truesize = (mtu as usize + 4096).next_multiple_of(512);
+    let want = truesize * SOCKET_WINDOW as usize * 2;
+    if setsockopt(sock, sockopt::RcvBufForce, &want).is_err() {
+        let _ = setsockopt(sock, sockopt::RcvBuf, &want);
+    }
+    // The kernel reports (and accounts against) twice what was set.
+    let have = getsockopt(sock, sockopt::RcvBuf).unwrap_or(212_992);
+    let fits = (have / truesize) as u32;
+    fits.clamp(4, SOCKET_WINDOW)
+}
+
 /// Receives over a kernel socket (see [`super::serve`]).
 pub(super) fn serve(
     req: &ServeRequest,
@@ -174,10 +195,14 @@ pub(super) fn serve(
     let sock = UdpSocket::bind(req.listen)
         .map_err(|e| NicError::io(format!("binding a UDP socket to {}", req.listen), &e))?;
     let listen = sock.local_addr().unwrap_or(req.listen);
+    let window = req
+        .window
+        .unwrap_or_else(|| window_for(&sock, req.mtu))
+        .max(1);
     on_listen(listen);
     let mut r = Receiver::new(
         ReceiverConfig {
-            window: req.window.unwrap_or(SOCKET_WINDOW).max(1),
+            window,
             what: HOST_WHAT.into(),
             room: req.max_host_size,
             even_offsets: false,
