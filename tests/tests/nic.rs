@@ -368,6 +368,10 @@ fn a_bar_in_one_vm_streams_10k_datagrams_into_a_bar_in_the_other_and_each_is_on_
         assert!(r["datagrams"].as_u64().unwrap() >= 10_000, "{r}");
     }
     assert_eq!(tx["verified"], true, "the sender is told the verdict: {tx}");
+    assert_eq!(
+        (tx["seed"].as_u64(), rx["seed"].as_u64()),
+        (Some(55), Some(55))
+    );
     assert_eq!(rx["verified"], true, "{rx}");
     eprintln!(
         "igb → wire → igb, BAR → BAR: {:.4} GB/s, {:.0} datagrams/s (sender)",

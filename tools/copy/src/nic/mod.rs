@@ -204,6 +204,9 @@ pub struct NicReport {
     pub gbps: f64,
     /// Data datagrams per second.
     pub frames_per_s: f64,
+    /// The pattern's seed (the sender's, sent in START): with it the stream's bytes can
+    /// be made again (`pattern::fill`).
+    pub seed: u64,
     /// The receiver checked every byte and all matched.
     pub verified: bool,
     /// The receiver's verdict, in its words.

@@ -160,6 +160,7 @@ pub(super) fn send(
         seconds: outcome.seconds,
         gbps,
         frames_per_s,
+        seed: req.seed,
         verified: outcome.verdict.ok,
         verdict: outcome.verdict.message,
     })
@@ -320,6 +321,7 @@ pub(super) fn serve(
         seconds: outcome.seconds,
         gbps,
         frames_per_s,
+        seed,
         verified: outcome.verdict.ok,
         verdict: outcome.verdict.message,
     })

@@ -58,7 +58,7 @@ fn print(cli: &Cli, r: &NicReport) -> Result<()> {
         };
         println!("from: {from}");
         println!("to: {to}");
-        println!("verdict: {}", r.verdict);
+        println!("verdict: {} (seed {:#x})", r.verdict, r.seed);
         if r.peer_to_peer_why.contains(&r.device) {
             println!("this side: {}", r.peer_to_peer_why);
         } else {
