@@ -347,10 +347,21 @@ fn iommufd_engine_on_the_stock_kernel_is_an_explained_error() {
         &tb,
         &format!(
             "{p2p} 00:10.0 00:11.0 --engine iommufd --size 4K; echo \"## rc=$?\"; \
+                 {p2p} --serve --engine nic --via 00:12.0 --listen 10.77.0.1:18521 00:10.0; \
+                 echo \"## nic rc=$?\"; \
                  {p2p} 00:10.0 00:11.0 --size 1M --json"
         ),
     );
     assert!(out.output.contains("## rc=3"), "{}", out.output);
+    // A NIC end needs iommufd too: said so, with the socket end as the way out (not
+    // the DMA path's "use --engine cpu", which cannot serve UDP).
+    assert_eq!(marked_rc(&out.output, "nic"), 3, "{}", out.output);
+    let nic = out.output.split("## nic rc=").next().unwrap();
+    let nic = nic.rsplit("## rc=").next().unwrap();
+    assert!(
+        nic.contains("has no /dev/iommu") && nic.contains("kernel socket"),
+        "{nic}"
+    );
     assert!(out.output.contains("CONFIG_IOMMUFD"), "{}", out.output);
     // The cpu engine still works on the stock kernel (group/container path).
     let r = &json_lines(&out.output)[0];

@@ -98,7 +98,19 @@ enum Local {
 
 impl Nic {
     fn open(bdf: Bdf, ip: Ipv4Addr, port: u16, mtu: u32) -> Result<Nic, CopyError> {
-        // By its ids first: advice to bind some other NIC to vfio-pci would take that
+        if crate::dma::available().is_err() {
+            return Err(NicError::Unavailable {
+                why: format!(
+                    "the NIC {bdf} is driven through iommufd, and this kernel has no /dev/iommu"
+                ),
+                fix: "load iommufd (modprobe iommufd; a kernel without CONFIG_IOMMUFD needs \
+                      rebuilding), or make this end a kernel socket on an ordinary NIC \
+                      (no NIC device named; host memory, NOT peer-to-peer)"
+                    .into(),
+            }
+            .into());
+        }
+        // By its ids before opening: advice to bind some other NIC to vfio-pci would take that
         // NIC away from its driver and still not make it an 82576.
         if let Ok(d) = peerdma_host::sysfs::Sysfs::system().device(bdf) {
             if (d.vendor, d.device) != peerdma_engine::EngineId::IGB.pci_id() {
@@ -111,7 +123,6 @@ impl Nic {
                 .into());
             }
         }
-        crate::dma::available()?;
         let iommufd = Iommufd::shared()?;
         let device = Device::open_with(
             bdf,
