@@ -219,15 +219,6 @@ fn bad_input() -> String {
     )
 }
 
-/// The exit status of a marked check that also gives its time (`## NAME rc=N Ts`).
-fn timed_rc(o: &str, name: &str) -> i32 {
-    let line = o
-        .lines()
-        .find(|l| l.starts_with(&format!("## {name} rc=")))
-        .unwrap_or_else(|| panic!("no {name} line:\n{o}"));
-    line.split(['=', ' ']).nth(3).unwrap().parse().unwrap()
-}
-
 /// The seconds a marked check took (`## NAME rc=N Ts`).
 fn marked_seconds(o: &str, name: &str) -> u64 {
     let line = o
@@ -264,10 +255,10 @@ fn bad_input_through_the_nic_is_refused_by_name_within_bounded_time() {
     assert!(part("mtu").contains("9600"), "{o}");
     assert_ne!(marked_rc(o, "tiny"), 0, "{o}");
     assert!(part("tiny").contains("18 bytes"), "{o}");
-    assert_eq!(timed_rc(o, "silent"), 3, "{o}");
+    assert_eq!(marked_rc(o, "silent"), 3, "{o}");
     assert!(part("silent").contains("never answered within 3 s"), "{o}");
     assert!(marked_seconds(o, "silent") <= 10, "bounded: {o}");
-    assert_eq!(timed_rc(o, "nosender"), 3, "{o}");
+    assert_eq!(marked_rc(o, "nosender"), 3, "{o}");
     assert!(part("nosender").contains("within 3 s"), "{o}");
     assert!(marked_seconds(o, "nosender") <= 10, "bounded: {o}");
     assert_eq!(
@@ -496,7 +487,7 @@ fn a_nic_without_link_is_named_within_its_link_timeout() {
         "{reply}"
     );
     let o = &out.output;
-    assert_eq!(timed_rc(o, "nolink"), 3, "{o}");
+    assert_eq!(marked_rc(o, "nolink"), 3, "{o}");
     assert!(
         o.contains("no link after"),
         "the missing link is named: {o}"

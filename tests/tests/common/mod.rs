@@ -99,7 +99,8 @@ pub fn run_sh(tb: &Testbed, script: &str) -> RunOutcome {
 }
 
 /// The exit status a script recorded with `echo "## NAME rc=$?"` (NAME may be empty:
-/// `echo "## rc=$?"`).
+/// `echo "## rc=$?"`); what follows the status on its line (`## NAME rc=3 4s`, the
+/// seconds a check took) is not part of it.
 pub fn marked_rc(output: &str, name: &str) -> i32 {
     let marker = if name.is_empty() {
         "## rc=".to_string()
@@ -110,7 +111,8 @@ pub fn marked_rc(output: &str, name: &str) -> i32 {
         .split(&marker)
         .nth(1)
         .and_then(|rest| rest.lines().next())
-        .and_then(|n| n.trim().parse().ok())
+        .and_then(|line| line.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no {marker:?} in the guest output:\n{output}"))
 }
 

@@ -188,15 +188,16 @@ pub(super) fn choose(
             let sys = Sysfs::system();
             let (bdf, why) = dma::find_engine(&sys, engine, &ends)?;
             let id = dma::engine_id(&sys, bdf);
+            let nic = id.is_some_and(|e| e.is_nic());
             Ok(Chosen {
                 kind: TransportKind::Dma,
                 engine: Some(bdf),
-                small_default: !id.is_some_and(|e| e.is_nic()),
+                small_default: !nic,
                 reason: format!(
                     "requested: DMA through iommufd; engine device {bdf} ({why}){}",
-                    if dma::is_nvme(&sys, bdf) {
+                    if id == Some(&peerdma_engine::EngineId::NVME) {
                         "; an NVMe controller copies BAR → BAR in two steps through its namespace"
-                    } else if id.is_some_and(|e| e.is_nic()) {
+                    } else if nic {
                         "; a NIC in loopback: UDP datagrams to itself, its TX DMA reading the \
                          source, its RX header split writing the destination"
                     } else {

@@ -216,14 +216,16 @@ impl KernelNvme {
     /// Moves `len` bytes (a multiple of the logical block) between namespace byte
     /// `device_offset` (block aligned) and dma-buf byte `buf_offset` (4-byte aligned),
     /// as I/Os of at most `max_hw_sectors_kb`, up to the queue depth at once. Returns
-    /// when every I/O submitted has completed, also on error.
+    /// when every I/O submitted has completed, also on error (but
+    /// [`KernelNvmeError::Stranded`]).
     ///
     /// # Errors
     /// [`KernelNvmeError::Alignment`] / [`KernelNvmeError::OutOfRange`] before any
     /// I/O; [`KernelNvmeError::P2pRefused`] when the I/Os fail with `EINVAL` before any
     /// succeeded; [`KernelNvmeError::ShortIo`] and [`KernelNvmeError::DeviceIo`] for a
     /// failed I/O (the first one, by completion); [`KernelNvmeError::Ring`] when
-    /// `io_uring_enter` fails.
+    /// `io_uring_enter` fails, [`KernelNvmeError::Stranded`] when it fails and some I/Os
+    /// it had taken did not complete within 30 s after.
     pub fn transfer(
         &mut self,
         dir: Direction,
@@ -315,9 +317,7 @@ impl KernelNvme {
             None => Ok(report),
         }
     }
-}
 
-impl KernelNvme {
     /// Reaps the completions of `submitted` I/Os the kernel took, polling (task work runs
     /// on the way back from each sleep) for at most [`DRAIN_WAIT`]; returns how many
     /// never completed.

@@ -113,7 +113,8 @@ impl Nic {
         // By its ids before opening: advice to bind some other NIC to vfio-pci would take that
         // NIC away from its driver and still not make it an 82576.
         if let Ok(d) = peerdma_host::sysfs::Sysfs::system().device(bdf) {
-            if (d.vendor, d.device) != peerdma_engine::EngineId::IGB.pci_id() {
+            let id = peerdma_engine::EngineId::of_function(d.vendor, d.device, d.class);
+            if !id.is_some_and(|e| e.is_nic()) {
                 return Err(peerdma_engine::EngineError::from(IgbError::NotIgb {
                     bdf,
                     vendor: d.vendor,

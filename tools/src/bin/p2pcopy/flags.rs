@@ -327,54 +327,10 @@ pub(crate) const SCOPED_FLAGS: &[(&str, &str, &[CopyKind], &str)] = &[
         "a NIC stream (--serve --engine nic, or DST udp://HOST:PORT)",
     ),
     ("size", "--size", SENDS, SENDING),
-    (
-        "src_bar",
-        "--src-bar",
-        &[
-            CopyKind::Local,
-            CopyKind::Nvme,
-            CopyKind::Send,
-            CopyKind::NicSend,
-        ],
-        "the source of a copy on this host or of a sending end (on --serve this end \
-         is DST)",
-    ),
-    (
-        "src_offset",
-        "--src-offset",
-        &[
-            CopyKind::Local,
-            CopyKind::Nvme,
-            CopyKind::Send,
-            CopyKind::NicSend,
-        ],
-        "the source of a copy on this host or of a sending end (on --serve this end \
-         is DST)",
-    ),
-    (
-        "dst_bar",
-        "--dst-bar",
-        &[
-            CopyKind::Local,
-            CopyKind::Nvme,
-            CopyKind::Serve,
-            CopyKind::NicServe,
-        ],
-        "the destination of a copy on this host or of a receiving end (the receiver \
-         chooses its own)",
-    ),
-    (
-        "dst_offset",
-        "--dst-offset",
-        &[
-            CopyKind::Local,
-            CopyKind::Nvme,
-            CopyKind::Serve,
-            CopyKind::NicServe,
-        ],
-        "the destination of a copy on this host or of a receiving end (the receiver \
-         chooses its own)",
-    ),
+    ("src_bar", "--src-bar", SENDS, SRC_SIDE),
+    ("src_offset", "--src-offset", SENDS, SRC_SIDE),
+    ("dst_bar", "--dst-bar", RECEIVES, DST_SIDE),
+    ("dst_offset", "--dst-offset", RECEIVES, DST_SIDE),
     (
         "chunk",
         "--chunk",
@@ -412,6 +368,18 @@ pub(crate) const SENDS: &[CopyKind] = &[
     CopyKind::NicSend,
 ];
 pub(crate) const SENDING: &str = "the sending side: on --serve the sender's choice is used";
+pub(crate) const SRC_SIDE: &str =
+    "the source of a copy on this host or of a sending end (on --serve this end is DST)";
+
+/// The kinds of copy whose destination is on this host.
+pub(crate) const RECEIVES: &[CopyKind] = &[
+    CopyKind::Local,
+    CopyKind::Nvme,
+    CopyKind::Serve,
+    CopyKind::NicServe,
+];
+pub(crate) const DST_SIDE: &str =
+    "the destination of a copy on this host or of a receiving end (the receiver chooses its own)";
 
 pub(crate) const NVME_ONLY: &str =
     "NVMe endpoints: a copy with an nvme:BDF[/NSID][@LBA] side (a BAR → BAR \
@@ -533,14 +501,9 @@ pub(crate) fn stream_end(cli: &Cli, t: &Target, src: bool, stream: &str) -> Resu
     } else {
         (cli.dst_bar, cli.dst_offset, "dst")
     };
-    check_bar_flags(t, bar, offset, side)?;
-    Ok(match t {
+    Ok(match with_bar(t, bar, offset, side)? {
         Target::Host => LocalSpec::Host,
-        Target::Bar(spec) => LocalSpec::Bar(EndpointSpec {
-            bdf: spec.bdf,
-            bar,
-            offset,
-        }),
+        Target::Bar(spec) => LocalSpec::Bar(spec),
         Target::Nvme(_) | Target::Blk(_) => {
             return Err(usage(
                 "unsupported_pair",
